@@ -1,0 +1,500 @@
+"""Stateless layer functions with the signatures and NCHW semantics of ``torch.nn.functional``.
+
+Every function takes NumPy or CuPy arrays and computes with the array module of
+its inputs (:func:`npresnet.backend.get_array_module`); none imports NumPy for
+array math. Inputs are ``(N, C, H, W)`` batches or, as in PyTorch, unbatched
+``(C, H, W)`` images. Output sizes come from :func:`npresnet.shapes.conv_output_size`.
+
+Convolution is im2col followed by one matrix product per group: the input is
+padded once, then for each kernel offset ``(i, j)`` one strided slice is copied
+into the column buffer (Chainer's kernel-offset slicing), so there are ``kh*kw``
+vectorised copies and no loops over output pixels. Pooling walks the same
+kernel-offset slices and reduces them in place, never materialising columns.
+
+Naming: ``kh, kw`` kernel, ``sy, sx`` stride, ``ph, pw`` padding,
+``dy, dx`` dilation, ``out_h, out_w`` output size.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+from .backend import get_array_module
+from .shapes import conv_output_size, pair
+
+__all__ = [
+    "im2col",
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "batch_norm",
+    "linear",
+    "relu",
+]
+
+
+# --------------------------------------------------------------------------- checks
+def _shape(array) -> tuple:
+    return tuple(getattr(array, "shape", ()))
+
+
+def _check_float(name: str, array) -> None:
+    """Raise TypeError unless ``array`` is a real floating-point array."""
+    dtype = getattr(array, "dtype", None)
+    if dtype is None or not hasattr(array, "ndim"):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(array).__name__}")
+    if dtype.kind != "f":
+        hint = " (convert images to float, e.g. x.astype('float32') / 255)" if dtype.kind in "ub" else ""
+        raise TypeError(f"{name} must have a real floating dtype, got {dtype} with shape {_shape(array)}{hint}")
+
+
+def _check_same_dtype(name: str, array, input) -> None:
+    if array is not None and array.dtype != input.dtype:
+        raise TypeError(
+            f"{name} dtype {array.dtype} does not match input dtype {input.dtype} "
+            f"({name} shape {_shape(array)}, input shape {_shape(input)})"
+        )
+
+
+def _as_batch(name: str, input):
+    """Return ``(x, unbatched)`` with ``x`` of shape (N, C, H, W); accept (C, H, W) as torch does."""
+    _check_float(name, input)
+    if input.ndim == 3:
+        return input[None], True
+    if input.ndim != 4:
+        raise ValueError(
+            f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got {input.ndim}-D with shape {_shape(input)}"
+        )
+    return input, False
+
+
+def _positive_pair(value, name: str, low: int = 1) -> tuple[int, int]:
+    a, b = pair(value, name)
+    if a < low or b < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return a, b
+
+
+def _out_size(func: str, input, axis: str, size, kernel, stride, padding, dilation, ceil_mode=False) -> int:
+    """conv_output_size for one axis, re-raised with the caller's name and shapes."""
+    try:
+        return conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
+    except ValueError as exc:
+        raise ValueError(f"{func}: input of shape {_shape(input)} is too small along {axis}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- windows
+def _pad(x, ph: tuple[int, int], pw: tuple[int, int], fill: float):
+    """Pad the last two axes of ``x`` by ``ph = (top, bottom)`` and ``pw = (left, right)`` with ``fill``."""
+    if ph == (0, 0) and pw == (0, 0):
+        return x
+    xp = get_array_module(x)
+    widths = [(0, 0)] * (x.ndim - 2) + [ph, pw]
+    return xp.pad(x, widths, mode="constant", constant_values=fill)
+
+
+def _padded_windows(x, kernel, stride, padding, dilation, out_hw, fill: float):
+    """Yield ``(i, j, view)``: for each kernel offset, the strided view of the padded input it sees.
+
+    Each view has shape ``x.shape[:-2] + (out_h, out_w)``; ``view[..., oy, ox]`` is the input
+    element at padded row ``i*dy + oy*sy`` and column ``j*dx + ox*sx``. The bottom/right padding
+    is extended with ``fill`` when a ceil-mode window overhangs it.
+    """
+    (kh, kw), (sy, sx), (ph, pw), (dy, dx), (out_h, out_w) = kernel, stride, padding, dilation, out_hw
+    H, W = x.shape[-2:]
+    need_h = (out_h - 1) * sy + (kh - 1) * dy + 1  # padded rows the windows reach
+    need_w = (out_w - 1) * sx + (kw - 1) * dx + 1
+    xpad = _pad(x, (ph, max(need_h - H - ph, ph)), (pw, max(need_w - W - pw, pw)), fill)
+    for i in range(kh):
+        for j in range(kw):
+            y0, x0 = i * dy, j * dx
+            yield i, j, xpad[..., y0 : y0 + sy * (out_h - 1) + 1 : sy, x0 : x0 + sx * (out_w - 1) + 1 : sx]
+
+
+def _conv_geometry(func: str, input, kernel_size, stride, padding, dilation):
+    """Validate window arguments and return (kernel, stride, (ph, pw) per side, dilation, (out_h, out_w))."""
+    kernel = _positive_pair(kernel_size, "kernel_size")
+    stride = _positive_pair(stride, "stride")
+    dilation = _positive_pair(dilation, "dilation")
+    padding = _positive_pair(padding, "padding", low=0)
+    H, W = input.shape[-2:]
+    out_h = _out_size(func, input, "height", H, kernel[0], stride[0], padding[0], dilation[0])
+    out_w = _out_size(func, input, "width", W, kernel[1], stride[1], padding[1], dilation[1])
+    return kernel, stride, padding, dilation, (out_h, out_w)
+
+
+def _columns(x, kernel, stride, padding, dilation, out_hw):
+    """im2col into the GEMM-friendly layout ``(C, kh, kw, N, out_h, out_w)``.
+
+    With this layout ``cols.reshape(C*kh*kw, N*out_h*out_w)`` is free, so a whole
+    convolution is one matrix product per group.
+    """
+    xp = get_array_module(x)
+    N, C = x.shape[:2]
+    (kh, kw), (out_h, out_w) = kernel, out_hw
+    cols = xp.empty((C, kh, kw, N, out_h, out_w), dtype=x.dtype)
+    x_cn = x.transpose(1, 0, 2, 3)  # (C, N, H, W) view: channels first, to match the weight's K axis
+    for i, j, view in _padded_windows(x_cn, kernel, stride, padding, dilation, out_hw, fill=0):
+        cols[:, i, j] = view  # (C, N, out_h, out_w)
+    return cols
+
+
+# --------------------------------------------------------------------------- im2col / conv
+def im2col(input, kernel_size, dilation=1, padding=0, stride=1):
+    """Extract sliding local blocks, as ``torch.nn.functional.unfold``.
+
+    Parameters
+    ----------
+    input : array, shape (N, C, H, W) or (C, H, W)
+    kernel_size, dilation, padding, stride : int or (int, int)
+
+    Returns
+    -------
+    array, shape (N, C*kh*kw, L) or (C*kh*kw, L)
+        ``L = out_h * out_w``; row ``c*kh*kw + i*kw + j`` holds kernel offset ``(i, j)`` of channel ``c``.
+    """
+    x, unbatched = _as_batch("input", input)
+    kernel, stride, padding, dilation, out_hw = _conv_geometry("im2col", x, kernel_size, stride, padding, dilation)
+    N, C = x.shape[:2]
+    cols = _columns(x, kernel, stride, padding, dilation, out_hw)  # (C, kh, kw, N, out_h, out_w)
+    out = cols.transpose(3, 0, 1, 2, 4, 5).reshape(N, C * kernel[0] * kernel[1], out_hw[0] * out_hw[1])
+    return out[0] if unbatched else out
+
+
+def _conv_padding(padding, kernel, dilation, stride):
+    """Resolve conv2d's ``padding`` into ((top, bottom), (left, right))."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' is not supported for strided convolutions (stride={stride})")
+            total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+            return (total[0] // 2, total[0] - total[0] // 2), (total[1] // 2, total[1] - total[1] // 2)
+        raise ValueError(f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}")
+    ph, pw = _positive_pair(padding, "padding", low=0)
+    return (ph, ph), (pw, pw)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``, computed as im2col + matrix products.
+
+    Parameters
+    ----------
+    input : array, shape (N, C, H, W) or (C, H, W)
+    weight : array, shape (O, C // groups, kh, kw)
+    bias : array, shape (O,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), 'valid' or 'same'
+        'same' pads ``dilation*(k-1)`` in total per axis, the extra one on the bottom/right, as PyTorch.
+    groups : int
+        Channels are split into ``groups`` independent convolutions, computed as one batched product.
+
+    Returns
+    -------
+    array, shape (N, O, out_h, out_w)
+        Same dtype as ``input``; may be a non-contiguous view.
+    """
+    x, unbatched = _as_batch("input", input)
+    _check_float("weight", weight)
+    _check_same_dtype("weight", weight, input)
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be 4-D (O, C/groups, kh, kw), got shape {_shape(weight)}")
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = weight.shape
+    if C % groups or O % groups:
+        raise ValueError(
+            f"groups={groups} must divide both the input channels ({C}, input shape {_shape(input)}) "
+            f"and the output channels ({O}, weight shape {_shape(weight)})"
+        )
+    if Cg * groups != C:
+        raise ValueError(
+            f"input has {C} channels (shape {_shape(input)}) but weight of shape {_shape(weight)} "
+            f"with groups={groups} expects {Cg * groups}"
+        )
+    if bias is not None:
+        _check_float("bias", bias)
+        _check_same_dtype("bias", bias, input)
+        if _shape(bias) != (O,):
+            raise ValueError(f"bias must have shape ({O},) to match weight {_shape(weight)}, got {_shape(bias)}")
+    kernel = (kh, kw)
+    stride = _positive_pair(stride, "stride")
+    dilation = _positive_pair(dilation, "dilation")
+    (pt, pb), (pl, pr) = _conv_padding(padding, kernel, dilation, stride)
+    # Asymmetric 'same' padding: pad the extra row/column first, then treat the rest as symmetric.
+    if (pt, pl) != (pb, pr):
+        x = _pad(x, (0, pb - pt), (0, pr - pl), 0)
+    out_h = _out_size("conv2d", input, "height", x.shape[2], kh, stride[0], pt, dilation[0])
+    out_w = _out_size("conv2d", input, "width", x.shape[3], kw, stride[1], pl, dilation[1])
+
+    cols = _columns(x, kernel, stride, (pt, pl), dilation, (out_h, out_w))  # (C, kh, kw, N, out_h, out_w)
+    K, L = Cg * kh * kw, N * out_h * out_w
+    cols = cols.reshape(groups, K, L)  # free: C splits as (groups, C/groups)
+    w = weight.reshape(groups, O // groups, K)
+    out = w @ cols  # (groups, O/groups, N*out_h*out_w): one GEMM per group, batched
+    out = out.reshape(O, N, out_h, out_w).transpose(1, 0, 2, 3)  # (N, O, out_h, out_w) view
+    if bias is not None:
+        out = out + bias.reshape(O, 1, 1)
+    return out[0] if unbatched else out
+
+
+# --------------------------------------------------------------------------- pooling
+def _pool_geometry(func, x, input, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel = _positive_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else \
+        _positive_pair(stride, "stride")
+    dilation = _positive_pair(dilation, "dilation")
+    padding = _positive_pair(padding, "padding", low=0)
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(
+            f"{func}: padding={padding} must be at most half of kernel_size={kernel} "
+            f"(padding <= kernel_size // 2)"
+        )
+    H, W = x.shape[-2:]
+    out_h = _out_size(func, input, "height", H, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode))
+    out_w = _out_size(func, input, "width", W, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode))
+    return kernel, stride, padding, dilation, (out_h, out_w)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d`` (indices are not returned).
+
+    Padding behaves as −∞, so it never wins the max; NaN propagates as in PyTorch.
+
+    Parameters
+    ----------
+    input : array, shape (N, C, H, W) or (C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int)
+        At most ``kernel_size // 2``.
+    dilation : int or (int, int)
+    ceil_mode : bool
+
+    Returns
+    -------
+    array, shape (N, C, out_h, out_w)
+    """
+    x, unbatched = _as_batch("input", input)
+    xp = get_array_module(x)
+    geometry = _pool_geometry("max_pool2d", x, input, kernel_size, stride, padding, dilation, ceil_mode)
+    out = None
+    for _, _, view in _padded_windows(x, *geometry, fill=-math.inf):
+        if out is None:
+            out = view.copy()
+        else:
+            xp.maximum(out, view, out=out)  # NaN-propagating, as torch
+    return out[0] if unbatched else out
+
+
+def _avg_divisor(xp, size, kernel, stride, pad, out, count_include_pad, dtype):
+    """Per-position window size along one axis, PyTorch's rule, shape (out,)."""
+    start = xp.arange(out) * stride - pad
+    end = xp.minimum(start + kernel, size + pad)  # a ceil-mode window stops at the right padding
+    if not count_include_pad:
+        start, end = xp.maximum(start, 0), xp.minimum(end, size)
+    return (end - start).astype(dtype)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
+
+    Padding contributes zeros to the sum; the divisor is the window area, counting padded
+    positions when ``count_include_pad`` (never the ceil-mode overhang beyond the padding),
+    or ``divisor_override`` when given.
+
+    Parameters
+    ----------
+    input : array, shape (N, C, H, W) or (C, H, W)
+    kernel_size : int or (int, int)
+    stride : int or (int, int), optional
+        Defaults to ``kernel_size``.
+    padding : int or (int, int)
+        At most ``kernel_size // 2``.
+    ceil_mode, count_include_pad : bool
+    divisor_override : int, optional
+
+    Returns
+    -------
+    array, shape (N, C, out_h, out_w)
+    """
+    x, unbatched = _as_batch("input", input)
+    xp = get_array_module(x)
+    if divisor_override is not None and (
+        not isinstance(divisor_override, numbers.Integral) or isinstance(divisor_override, bool)
+        or divisor_override == 0
+    ):
+        raise ValueError(f"divisor_override must be a non-zero int, got {divisor_override!r}")
+    kernel, stride, padding, dilation, out_hw = _pool_geometry(
+        "avg_pool2d", x, input, kernel_size, stride, padding, 1, ceil_mode)
+    out = None
+    for _, _, view in _padded_windows(x, kernel, stride, padding, dilation, out_hw, fill=0):
+        if out is None:
+            out = view.copy()
+        else:
+            out += view
+    if divisor_override is not None:
+        out /= x.dtype.type(divisor_override)
+    else:
+        H, W = x.shape[-2:]
+        div_h = _avg_divisor(xp, H, kernel[0], stride[0], padding[0], out_hw[0], count_include_pad, x.dtype)
+        div_w = _avg_divisor(xp, W, kernel[1], stride[1], padding[1], out_hw[1], count_include_pad, x.dtype)
+        out /= div_h[:, None] * div_w[None, :]  # (out_h, out_w)
+    return out[0] if unbatched else out
+
+
+def _adaptive_bins(xp, size: int, out: int, dtype):
+    """Averaging matrix of shape (out, size): row ``i`` is 1/len over PyTorch's bin
+    ``[floor(i*size/out), ceil((i+1)*size/out))``."""
+    i = xp.arange(out)
+    start = (i * size) // out
+    end = -((-(i + 1) * size) // out)
+    pos = xp.arange(size)
+    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])  # (out, size)
+    return inside.astype(dtype) / (end - start).astype(dtype)[:, None]
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
+
+    Output position ``i`` averages input rows ``floor(i*H/out_h)`` to ``ceil((i+1)*H/out_h) - 1``
+    (PyTorch's bins, which overlap when ``H`` is not a multiple of ``out_h``); columns likewise.
+    Computed as two small matrix products, ``P_h @ x @ P_w.T``.
+
+    Parameters
+    ----------
+    input : array, shape (N, C, H, W) or (C, H, W)
+    output_size : int, (int, int), or a pair with None meaning "keep the input size"
+
+    Returns
+    -------
+    array, shape (N, C, out_h, out_w)
+    """
+    x, unbatched = _as_batch("input", input)
+    xp = get_array_module(x)
+    H, W = x.shape[-2:]
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(s if s is not None else d for s, d in zip(output_size, (H, W)))
+    out_h, out_w = _positive_pair(output_size, "output_size")
+    if H < 1 or W < 1:
+        raise ValueError(f"adaptive_avg_pool2d: input must have non-empty spatial size, got shape {_shape(input)}")
+    p_h = _adaptive_bins(xp, H, out_h, x.dtype)  # (out_h, H)
+    p_w = _adaptive_bins(xp, W, out_w, x.dtype)  # (out_w, W)
+    out = p_h @ (x @ p_w.T)  # (N, C, H, out_w) -> (N, C, out_h, out_w)
+    return out[0] if unbatched else out
+
+
+# --------------------------------------------------------------------------- normalisation, dense, activation
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """Batch normalisation over axis 1, as ``torch.nn.functional.batch_norm``.
+
+    In inference (``training=False``) the running statistics normalise the input. In
+    training the batch mean and biased variance normalise it, and the running statistics,
+    when given, are updated in place as PyTorch does:
+    ``running = (1 - momentum) * running + momentum * batch`` with the *unbiased* variance.
+
+    Parameters
+    ----------
+    input : array, shape (N, C, ...)
+    running_mean, running_var : array, shape (C,), or None (training only)
+    weight, bias : array, shape (C,), optional
+    training : bool
+    momentum, eps : float
+
+    Returns
+    -------
+    array, same shape and dtype as ``input``
+    """
+    _check_float("input", input)
+    xp = get_array_module(input, running_mean, running_var, weight, bias)
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: input must be at least 2-D (N, C, ...), got shape {_shape(input)}")
+    C = input.shape[1]
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var),
+                      ("weight", weight), ("bias", bias)):
+        if arr is None:
+            continue
+        _check_float(name, arr)
+        if _shape(arr) != (C,):
+            raise ValueError(f"{name} must have shape ({C},) for input of shape {_shape(input)}, got {_shape(arr)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var are required when training=False")
+    bshape = (1, C) + (1,) * (input.ndim - 2)  # broadcasts a (C,) vector over (N, C, ...)
+    if training:
+        axes = (0,) + tuple(range(2, input.ndim))
+        count = input.size // C if C else 0
+        if count <= 1:
+            raise ValueError(
+                f"batch_norm: expected more than 1 value per channel when training, got input of shape {_shape(input)}"
+            )
+        mean = input.mean(axis=axes)
+        var = input.var(axis=axes)  # biased: normalises the batch
+        if running_mean is not None:
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean.astype(running_mean.dtype)
+        if running_var is not None:
+            running_var *= 1 - momentum
+            running_var += momentum * (var * (count / (count - 1))).astype(running_var.dtype)  # unbiased
+    else:
+        mean, var = running_mean, running_var
+    scale = 1 / xp.sqrt(var.astype(input.dtype) + input.dtype.type(eps))
+    if weight is not None:
+        scale = scale * weight.astype(input.dtype)
+    shift = -mean.astype(input.dtype) * scale
+    if bias is not None:
+        shift = shift + bias.astype(input.dtype)
+    return input * scale.reshape(bshape) + shift.reshape(bshape)
+
+
+def linear(input, weight, bias=None):
+    """``y = input @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    Parameters
+    ----------
+    input : array, shape (..., in_features)
+    weight : array, shape (out_features, in_features)
+    bias : array, shape (out_features,), optional
+
+    Returns
+    -------
+    array, shape (..., out_features)
+    """
+    _check_float("input", input)
+    _check_float("weight", weight)
+    _check_same_dtype("weight", weight, input)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {_shape(weight)}")
+    if input.ndim < 1 or input.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"input's last axis must have {weight.shape[1]} features to match weight {_shape(weight)}, "
+            f"got input shape {_shape(input)}"
+        )
+    out = input @ weight.T
+    if bias is not None:
+        _check_float("bias", bias)
+        _check_same_dtype("bias", bias, input)
+        if _shape(bias) != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {_shape(bias)}")
+        out = out + bias
+    return out
+
+
+def relu(input, inplace=False):
+    """``max(input, 0)`` elementwise, as ``torch.nn.functional.relu``; NaN stays NaN.
+
+    Parameters
+    ----------
+    input : array, any shape, floating dtype
+    inplace : bool
+        Overwrite ``input`` and return it.
+    """
+    _check_float("input", input)
+    xp = get_array_module(input)
+    if inplace:
+        return xp.maximum(input, 0, out=input)
+    return xp.maximum(input, input.dtype.type(0))

@@ -1,0 +1,75 @@
+"""Output-size arithmetic for sliding windows: the one home of the formula.
+
+Every layer, the summary tool and the tests call :func:`conv_output_size`;
+nothing else recomputes ``floor((n + 2p - d(k-1) - 1)/s) + 1`` inline.
+"""
+from __future__ import annotations
+
+import numbers
+
+__all__ = ["conv_output_size", "pair"]
+
+
+def pair(value, name: str) -> tuple[int, int]:
+    """Return ``(h, w)`` from an int or a pair of ints, as torch's ``_pair``.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is neither an int nor a pair of ints; the message names ``name``.
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value), int(value)
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
+    ):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False) -> int:
+    """Number of window positions along one axis of a convolution or pooling.
+
+    ``floor((size + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1``.
+    With ``ceil_mode`` the division rounds up, but, as in PyTorch, a last window
+    that would start beyond the input and its left padding is dropped.
+
+    Parameters
+    ----------
+    size, kernel_size, stride, padding, dilation : int
+        Input length, window length, step, padding on each side, window dilation.
+    ceil_mode : bool
+        Round the division up instead of down (pooling only in PyTorch).
+
+    Returns
+    -------
+    int
+        The output length, at least 1.
+
+    Raises
+    ------
+    ValueError
+        If an argument is out of range, or the dilated window
+        (``dilation*(kernel_size-1)+1``) does not fit in the padded input.
+    """
+    for name, value, low in (
+        ("size", size, 0), ("kernel_size", kernel_size, 1), ("stride", stride, 1),
+        ("padding", padding, 0), ("dilation", dilation, 1),
+    ):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+    span = size + 2 * padding - dilation * (kernel_size - 1) - 1  # last valid window start
+    if span < 0:
+        raise ValueError(
+            f"window of size {dilation * (kernel_size - 1) + 1} (kernel_size={kernel_size}, "
+            f"dilation={dilation}) is larger than the padded input of size "
+            f"{size + 2 * padding} (size={size}, padding={padding})"
+        )
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + padding:  # last window would start in the right padding
+        out -= 1
+    return out
