@@ -1,17 +1,37 @@
-"""npresnet: ResNet from first principles in NumPy/CuPy."""
-from . import functional
+"""npresnet: ResNet from first principles in NumPy/CuPy.
+
+>>> import numpy as np, npresnet
+>>> model = npresnet.resnet18(rng=0)
+>>> model(np.zeros((1, 3, 224, 224), dtype=np.float32)).shape
+(1, 1000)
+"""
+from . import functional, nn
 from .backend import available_backends, get_array_module, to_backend, to_numpy
 from .errors import WeightsError
+from .models import (
+    ARCHITECTURES,
+    ResNet,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnext50_32x4d,
+    resnext101_32x8d,
+    resnext101_64x4d,
+    wide_resnet50_2,
+    wide_resnet101_2,
+)
+from .nn import capture_intermediates
 from .shapes import conv_output_size
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "functional",
-    "available_backends",
-    "get_array_module",
-    "to_backend",
-    "to_numpy",
-    "conv_output_size",
-    "WeightsError",
+    "functional", "nn",
+    "available_backends", "get_array_module", "to_backend", "to_numpy",
+    "conv_output_size", "WeightsError", "capture_intermediates",
+    "ARCHITECTURES", "ResNet",
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
 ]

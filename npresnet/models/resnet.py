@@ -1,0 +1,318 @@
+"""The ResNet family of torchvision, composed from :mod:`npresnet.nn` layers.
+
+Reading order follows torchvision's ``resnet.py``: ``conv3x3``/``conv1x1``, the two
+residual blocks, ``ResNet`` with ``_make_layer``, then the builders. Module names,
+and so ``state_dict`` keys, are torchvision's exactly.
+
+He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (ResNet);
+Xie et al., "Aggregated Residual Transformations for Deep Neural Networks", CVPR 2017 (ResNeXt);
+Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016 (Wide ResNet).
+
+Shapes in comments are for a 224×224 input to ResNet-50.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from ..backend import backend_name
+from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential
+from ..nn.spec import TensorSpec
+
+__all__ = [
+    "BasicBlock", "Bottleneck", "ResNet",
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    "ARCHITECTURES",
+]
+
+
+def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1, *, dtype="float32", rng=None):
+    """3×3 convolution with padding (= dilation, so the size is kept at stride 1), no bias."""
+    return Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation, groups=groups, bias=False,
+                  dilation=dilation, dtype=dtype, rng=rng)
+
+
+def conv1x1(in_planes, out_planes, stride=1, *, dtype="float32", rng=None):
+    """1×1 convolution, no bias: changes channels, and with stride 2 subsamples."""
+    return Conv2d(in_planes, out_planes, 1, stride=stride, bias=False, dtype=dtype, rng=rng)
+
+
+class BasicBlock(Module):
+    """Two 3×3 convolutions and a shortcut: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + x)``."""
+
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
+                 *, dtype="float32", rng=None):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("BasicBlock only supports groups=1 and base_width=64")
+        if dilation > 1:
+            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
+        self.conv1 = conv3x3(inplanes, planes, stride, dtype=dtype, rng=rng)
+        self.bn1 = BatchNorm2d(planes, dtype=dtype)
+        self.relu = ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes, dtype=dtype, rng=rng)
+        self.bn2 = BatchNorm2d(planes, dtype=dtype)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+
+        if self.downsample is not None:
+            identity = self.downsample(x)
+
+        out += identity
+        out = self.relu(out)
+        return out
+
+
+class Bottleneck(Module):
+    """1×1 reduce, 3×3 (grouped for ResNeXt), 1×1 expand by 4, and a shortcut.
+
+    The stride sits on the 3×3 convolution, torchvision's "ResNet v1.5"
+    (the paper's v1 strides the first 1×1 and is slightly less accurate).
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
+                 *, dtype="float32", rng=None):
+        super().__init__()
+        width = int(planes * (base_width / 64.0)) * groups  # 3×3 width: 64 for resnet50 layer1, 128 for 32x4d
+        self.conv1 = conv1x1(inplanes, width, dtype=dtype, rng=rng)
+        self.bn1 = BatchNorm2d(width, dtype=dtype)
+        self.conv2 = conv3x3(width, width, stride, groups, dilation, dtype=dtype, rng=rng)
+        self.bn2 = BatchNorm2d(width, dtype=dtype)
+        self.conv3 = conv1x1(width, planes * self.expansion, dtype=dtype, rng=rng)
+        self.bn3 = BatchNorm2d(planes * self.expansion, dtype=dtype)
+        self.relu = ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x):
+        identity = x
+
+        out = self.conv1(x)
+        out = self.bn1(out)
+        out = self.relu(out)
+
+        out = self.conv2(out)
+        out = self.bn2(out)
+        out = self.relu(out)
+
+        out = self.conv3(out)
+        out = self.bn3(out)
+
+        if self.downsample is not None:
+            identity = self.downsample(x)
+
+        out += identity
+        out = self.relu(out)
+        return out
+
+
+class ResNet(Module):
+    """ResNet: a 7×7 stem, four stages of residual blocks, global average pooling, a linear classifier.
+
+    Parameters
+    ----------
+    block : BasicBlock or Bottleneck
+    layers : list of 4 int
+        Blocks per stage (``[2, 2, 2, 2]`` for ResNet-18).
+    num_classes : int
+    zero_init_residual : bool
+        Start each block's last batch norm at weight 0, so every block begins as the identity.
+    groups, width_per_group : int
+        ResNeXt cardinality and width (``32, 4`` for ``resnext50_32x4d``); Wide ResNet doubles the width.
+    replace_stride_with_dilation : list of 3 bool, optional
+        For stages 2–4, dilate instead of striding (keeps resolution, as in segmentation backbones).
+    maxpool_padding : int
+        The stem max pool's padding: 1 as torchvision (112 → 56 at 224), or 0, the variant many
+        re-implementations use (112 → 55).
+    dtype : str or numpy.dtype
+        Floating dtype of the parameters.
+    rng : int or numpy.random.Generator, optional
+        Seed for the initialisation (Kaiming normal, fan-out, for convolutions; torch's default for fc).
+    """
+
+    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
+                 replace_stride_with_dilation=None, *, maxpool_padding=1, dtype="float32", rng=None):
+        super().__init__()
+        if len(layers) != 4:
+            raise ValueError(f"layers must list 4 stage depths, got {layers!r}")
+        if replace_stride_with_dilation is None:
+            replace_stride_with_dilation = [False, False, False]
+        if len(replace_stride_with_dilation) != 3:
+            raise ValueError(
+                f"replace_stride_with_dilation should be None or a 3-element list, got {replace_stride_with_dilation}"
+            )
+        if maxpool_padding not in (0, 1):
+            raise ValueError(f"maxpool_padding must be 1 (torchvision) or 0, got {maxpool_padding!r}")
+        rng = numpy.random.default_rng(rng)
+        self._dtype, self._rng = numpy.dtype(dtype), rng
+        self.inplanes = 64
+        self.dilation = 1
+        self.groups = groups
+        self.base_width = width_per_group
+
+        self.conv1 = Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False, dtype=dtype, rng=rng)
+        self.bn1 = BatchNorm2d(self.inplanes, dtype=dtype)
+        self.relu = ReLU(inplace=True)
+        self.maxpool = MaxPool2d(3, stride=2, padding=maxpool_padding)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0])
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1])
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2])
+        self.avgpool = AdaptiveAvgPool2d((1, 1))
+        self.fc = Linear(512 * block.expansion, num_classes, dtype=dtype, rng=rng)
+        del self._rng
+
+        for module in self.modules():
+            if isinstance(module, Conv2d):  # kaiming_normal_(mode="fan_out", nonlinearity="relu")
+                fan_out = module.weight.shape[0] * module.weight.shape[2] * module.weight.shape[3]
+                std = math.sqrt(2.0 / fan_out)
+                module.weight = (rng.standard_normal(module.weight.shape) * std).astype(dtype)
+        if zero_init_residual:
+            for module in self.modules():
+                if isinstance(module, Bottleneck):
+                    module.bn3.weight[...] = 0
+                elif isinstance(module, BasicBlock):
+                    module.bn2.weight[...] = 0
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+        kw = dict(dtype=self._dtype, rng=self._rng)
+        downsample = None
+        previous_dilation = self.dilation
+        if dilate:
+            self.dilation *= stride
+            stride = 1
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = Sequential(
+                conv1x1(self.inplanes, planes * block.expansion, stride, **kw),
+                BatchNorm2d(planes * block.expansion, dtype=self._dtype),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation,
+                        **kw)]
+        self.inplanes = planes * block.expansion
+        for _ in range(1, blocks):
+            layers.append(block(self.inplanes, planes, groups=self.groups, base_width=self.base_width,
+                                dilation=self.dilation, **kw))
+        return Sequential(*layers)
+
+    def check_input(self, x):
+        """Raise a clear error unless ``x`` is an (N, 3, H, W) floating array this model can take."""
+        shape = tuple(getattr(x, "shape", ()))
+        dtype = getattr(x, "dtype", None)
+        if dtype is None or not hasattr(x, "ndim"):
+            raise TypeError(f"input must be a NumPy or CuPy array of shape (N, 3, H, W), got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"input must be 4-D (N, C, H, W), got {x.ndim}-D with shape {shape}")
+        if shape[1] != self.conv1.in_channels:
+            hint = " (channels-last? use x.transpose(0, 3, 1, 2))" if shape[3] == self.conv1.in_channels else ""
+            raise ValueError(f"input must have {self.conv1.in_channels} channels on axis 1, got shape {shape}{hint}")
+        if dtype.kind != "f":
+            hint = " — convert images with x.astype('float32') / 255 and normalise them" if dtype.kind in "uib" else ""
+            raise TypeError(f"input must be a floating array, got dtype {dtype}{hint}")
+        if dtype != self.dtype:
+            raise TypeError(
+                f"input dtype {dtype} does not match the model's {self.dtype}; "
+                f"cast with x.astype('{self.dtype}') or the model with model.to(dtype='{dtype}')"
+            )
+        if not isinstance(x, TensorSpec) and backend_name(x) != self.backend:
+            raise TypeError(f"input is a {backend_name(x)} array but the model is on {self.backend}; "
+                            f"use npresnet.to_backend(x, '{self.backend}') or model.to('{backend_name(x)}')")
+
+    def forward(self, x):
+        self.check_input(x)
+        x = self.conv1(x)     # (N, 64, 112, 112)
+        x = self.bn1(x)
+        x = self.relu(x)
+        x = self.maxpool(x)   # (N, 64, 56, 56)
+
+        x = self.layer1(x)    # (N, 256, 56, 56)
+        x = self.layer2(x)    # (N, 512, 28, 28)
+        x = self.layer3(x)    # (N, 1024, 14, 14)
+        x = self.layer4(x)    # (N, 2048, 7, 7)
+
+        x = self.avgpool(x)   # (N, 2048, 1, 1)
+        x = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, 2048), torch.flatten(x, 1)
+        x = self.fc(x)        # (N, num_classes)
+        return x
+
+
+def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
+    model = ResNet(block, layers, **kwargs)
+    if weights is not None:
+        from ..weights import load_weights
+
+        state_dict = load_weights(weights) if not hasattr(weights, "keys") else weights
+        model.load_state_dict(state_dict)
+    return model
+
+
+def resnet18(*, weights=None, **kwargs) -> ResNet:
+    """ResNet-18 (He et al., 2016). ``weights``: a path to a ``.pth``/``.npz``/``.safetensors`` file or a state dict."""
+    return _resnet(BasicBlock, [2, 2, 2, 2], weights, **kwargs)
+
+
+def resnet34(*, weights=None, **kwargs) -> ResNet:
+    """ResNet-34 (He et al., 2016)."""
+    return _resnet(BasicBlock, [3, 4, 6, 3], weights, **kwargs)
+
+
+def resnet50(*, weights=None, **kwargs) -> ResNet:
+    """ResNet-50 (He et al., 2016), bottleneck blocks with the stride on the 3×3 (v1.5)."""
+    return _resnet(Bottleneck, [3, 4, 6, 3], weights, **kwargs)
+
+
+def resnet101(*, weights=None, **kwargs) -> ResNet:
+    """ResNet-101 (He et al., 2016)."""
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, **kwargs)
+
+
+def resnet152(*, weights=None, **kwargs) -> ResNet:
+    """ResNet-152 (He et al., 2016)."""
+    return _resnet(Bottleneck, [3, 8, 36, 3], weights, **kwargs)
+
+
+def resnext50_32x4d(*, weights=None, **kwargs) -> ResNet:
+    """ResNeXt-50 32×4d (Xie et al., 2017): 32 groups of width 4 in each 3×3."""
+    return _resnet(Bottleneck, [3, 4, 6, 3], weights, groups=32, width_per_group=4, **kwargs)
+
+
+def resnext101_32x8d(*, weights=None, **kwargs) -> ResNet:
+    """ResNeXt-101 32×8d (Xie et al., 2017)."""
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, groups=32, width_per_group=8, **kwargs)
+
+
+def resnext101_64x4d(*, weights=None, **kwargs) -> ResNet:
+    """ResNeXt-101 64×4d (Xie et al., 2017)."""
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, groups=64, width_per_group=4, **kwargs)
+
+
+def wide_resnet50_2(*, weights=None, **kwargs) -> ResNet:
+    """Wide ResNet-50-2 (Zagoruyko & Komodakis, 2016): bottleneck 3×3 twice as wide."""
+    return _resnet(Bottleneck, [3, 4, 6, 3], weights, width_per_group=64 * 2, **kwargs)
+
+
+def wide_resnet101_2(*, weights=None, **kwargs) -> ResNet:
+    """Wide ResNet-101-2 (Zagoruyko & Komodakis, 2016)."""
+    return _resnet(Bottleneck, [3, 4, 23, 3], weights, width_per_group=64 * 2, **kwargs)
+
+
+ARCHITECTURES = {
+    f.__name__: f
+    for f in (resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
+              resnext101_64x4d, wide_resnet50_2, wide_resnet101_2)
+}

@@ -1,0 +1,217 @@
+"""Layer objects: parameters as arrays, computation by :mod:`npresnet.functional`.
+
+Names, arguments and defaults follow ``torch.nn``. Fresh parameters use torch's
+default initialisation (``kaiming_uniform_(a=sqrt(5))``, i.e. U(±1/sqrt(fan_in)))
+drawn from ``rng`` (a ``numpy.random.Generator`` or an int seed); models re-initialise
+them as their paper says.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy
+
+from .. import functional as F
+from ..shapes import conv_output_size, pair
+from .module import Module
+from .spec import TensorSpec
+
+__all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
+
+
+def _uniform(rng, shape, bound, dtype):
+    rng = numpy.random.default_rng(rng)
+    return (rng.random(shape, dtype=numpy.float64) * (2 * bound) - bound).astype(dtype)
+
+
+def _check_spec(layer, spec: TensorSpec, channels: int, axis: int = 1, ndim: int = 4):
+    if spec.ndim != ndim or spec.shape[axis] != channels:
+        raise ValueError(f"{layer} expects {ndim}-D input with {channels} channels on axis {axis}, got shape {spec.shape}")
+
+
+class Conv2d(Module):
+    """2-D convolution layer.
+
+    Attributes
+    ----------
+    weight : array, shape (out_channels, in_channels // groups, kh, kw)
+    bias : array, shape (out_channels,), or None
+    """
+
+    _parameter_names = ("weight", "bias")
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, *, dtype="float32", rng=None):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = padding if isinstance(padding, str) else pair(padding, "padding")
+        self.dilation = pair(dilation, "dilation")
+        fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1 / math.sqrt(fan_in)
+        rng = numpy.random.default_rng(rng)
+        self.weight = _uniform(rng, (out_channels, in_channels // groups, *self.kernel_size), bound, dtype)
+        self.bias = _uniform(rng, (out_channels,), bound, dtype) if bias else None
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def forward_spec(self, spec):
+        _check_spec(self, spec, self.in_channels)
+        if isinstance(self.padding, str):  # 'same' keeps the size (stride 1), 'valid' pads nothing
+            pads = (0, 0) if self.padding == "valid" else None
+        else:
+            pads = self.padding
+        hw = [
+            size if pads is None else conv_output_size(size, k, s, p, d)
+            for size, k, s, p, d in zip(spec.shape[2:], self.kernel_size, self.stride, pads or (0, 0), self.dilation)
+        ]
+        return spec.like((spec.shape[0], self.out_channels, *hw))
+
+    def extra_repr(self):
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding not in ((0, 0), "valid"):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation over the channel axis of (N, C, H, W) input.
+
+    Attributes
+    ----------
+    weight, bias, running_mean, running_var : array, shape (num_features,)
+    num_batches_tracked : int64 array, shape ()
+    """
+
+    _parameter_names = ("weight", "bias")
+    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, *, dtype="float32"):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = numpy.ones(num_features, dtype=dtype)
+        self.bias = numpy.zeros(num_features, dtype=dtype)
+        self.running_mean = numpy.zeros(num_features, dtype=dtype)
+        self.running_var = numpy.ones(num_features, dtype=dtype)
+        self.num_batches_tracked = numpy.zeros((), dtype=numpy.int64)
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"{self} expects 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+        momentum = self.momentum
+        if self.training:
+            self.num_batches_tracked += 1
+            if momentum is None:  # cumulative moving average, as torch
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=self.training, momentum=momentum, eps=self.eps)
+
+    def forward_spec(self, spec):
+        _check_spec(self, spec, self.num_features)
+        return spec.like(spec.shape)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class ReLU(Module):
+    """``max(x, 0)``; with ``inplace=True`` it overwrites its input, as torchvision's ResNet does."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        return F.relu(x, inplace=self.inplace)
+
+    def forward_spec(self, spec):
+        return spec if self.inplace else spec.like(spec.shape)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
+
+
+class MaxPool2d(Module):
+    """Max pooling; padding acts as −∞."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        self.padding = pair(padding, "padding")
+        self.dilation = pair(dilation, "dilation")
+        self.ceil_mode = ceil_mode
+
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+    def forward_spec(self, spec):
+        hw = [conv_output_size(size, k, s, p, d, self.ceil_mode)
+              for size, k, s, p, d in zip(spec.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)]
+        return spec.like((*spec.shape[:2], *hw))
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size, PyTorch's bins."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x):
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def forward_spec(self, spec):
+        size = self.output_size
+        if isinstance(size, (tuple, list)):
+            hw = [s if s is not None else d for s, d in zip(size, spec.shape[2:])]
+        else:
+            hw = [size, size]
+        return spec.like((*spec.shape[:2], *hw))
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Linear(Module):
+    """Fully connected layer: ``y = x @ weight.T + bias``.
+
+    Attributes
+    ----------
+    weight : array, shape (out_features, in_features)
+    bias : array, shape (out_features,), or None
+    """
+
+    _parameter_names = ("weight", "bias")
+
+    def __init__(self, in_features, out_features, bias=True, *, dtype="float32", rng=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1 / math.sqrt(in_features)
+        rng = numpy.random.default_rng(rng)
+        self.weight = _uniform(rng, (out_features, in_features), bound, dtype)
+        self.bias = _uniform(rng, (out_features,), bound, dtype) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def forward_spec(self, spec):
+        _check_spec(self, spec, self.in_features, axis=spec.ndim - 1, ndim=spec.ndim)
+        return spec.like((*spec.shape[:-1], self.out_features))
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+

@@ -1,0 +1,325 @@
+"""The module tree: parameters held as backend arrays, torchvision's ``state_dict`` keys.
+
+A :class:`Module` keeps its arrays as plain attributes, named in ``_parameter_names``
+and ``_buffer_names``; child modules are attributes too, in the order they were set.
+So ``model.layer2[0].downsample[1].running_var`` is an array, and the dotted path is
+its ``state_dict`` key, exactly as in torchvision.
+"""
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+
+import numpy
+
+from ..backend import backend_name, get_array_module, to_backend, to_numpy
+from ..errors import WeightsError
+from .spec import TensorSpec
+
+__all__ = ["Module", "Sequential", "capture_intermediates", "check_state_dict"]
+
+
+class Module:
+    """Base of every layer and model.
+
+    Subclasses set array attributes named in ``_parameter_names`` (learned) and
+    ``_buffer_names`` (running statistics, counters), and implement ``forward``.
+    Leaf layers also implement ``forward_spec`` for the shape-only pass.
+    """
+
+    _parameter_names: tuple = ()
+    _buffer_names: tuple = ()
+
+    def __init__(self):
+        object.__setattr__(self, "_children", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
+        object.__setattr__(self, "training", False)
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Module):
+            self._children[name] = value
+        elif name in self._children:
+            del self._children[name]
+        object.__setattr__(self, name, value)
+
+    # ------------------------------------------------------------------ calling
+    def __call__(self, x):
+        out = self.forward_spec(x) if isinstance(x, TensorSpec) else self.forward(x)
+        for hook in tuple(self._forward_hooks.values()):
+            hook(self, x, out)
+        return out
+
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def forward_spec(self, spec: TensorSpec) -> TensorSpec:
+        """Shape-only forward: containers run their real ``forward``; leaf layers override."""
+        return self.forward(spec)
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, input, output)`` after every forward; returns a handle with ``remove()``."""
+        key = next(_hook_ids)
+        self._forward_hooks[key] = hook
+        return _HookHandle(self._forward_hooks, key)
+
+    # ------------------------------------------------------------------ tree
+    def named_children(self):
+        return iter(self._children.items())
+
+    def children(self):
+        return iter(self._children.values())
+
+    def named_modules(self, prefix: str = ""):
+        """Yield ``(dotted_name, module)`` for this module and every descendant, depth first."""
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def get_submodule(self, target: str) -> "Module":
+        module = self
+        for part in filter(None, target.split(".")):
+            if part not in module._children:
+                raise AttributeError(f"{type(module).__name__} has no submodule {part!r} (looking up {target!r})")
+            module = module._children[part]
+        return module
+
+    def _named_arrays(self, names_attr: str):
+        for prefix, module in self.named_modules():
+            for name in getattr(module, names_attr):
+                array = getattr(module, name)
+                if array is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), array
+
+    def named_parameters(self):
+        return self._named_arrays("_parameter_names")
+
+    def named_buffers(self):
+        return self._named_arrays("_buffer_names")
+
+    def parameters(self):
+        return (a for _, a in self.named_parameters())
+
+    def num_parameters(self) -> int:
+        """Number of learned scalars (buffers excluded), as ``sum(p.numel() for p in model.parameters())``."""
+        return sum(int(a.size) for a in self.parameters())
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> "OrderedDict[str, object]":
+        """Arrays by torchvision key, in torchvision's order (per module: parameters, buffers, children)."""
+        out = OrderedDict()
+        for prefix, module in self.named_modules():
+            for name in module._parameter_names + module._buffer_names:
+                array = getattr(module, name)
+                if array is not None:
+                    out[f"{prefix}.{name}" if prefix else name] = array
+        return out
+
+    def load_state_dict(self, state_dict, strict: bool = True, check_finite: bool = False):
+        """Copy arrays from ``state_dict`` into the model, checking every key and shape first.
+
+        Floating arrays are cast to the model's dtype and moved to its backend; integer
+        counters (``num_batches_tracked``) stay integers.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array
+        strict : bool
+            Require exactly the model's keys. When False, missing and unexpected keys are
+            reported in the return value instead; mis-shaped keys are always an error.
+        check_finite : bool
+            Also reject NaN or infinite values.
+
+        Returns
+        -------
+        (list of str, list of str)
+            The missing and the unexpected keys (empty when ``strict``).
+
+        Raises
+        ------
+        WeightsError
+            Listing, in one message, every missing, unexpected, mis-shaped, wrongly typed
+            or non-finite entry.
+        """
+        own = self.state_dict()
+        missing, unexpected, problems = check_state_dict(own, state_dict, check_finite=check_finite)
+        if problems or (strict and (missing or unexpected)):
+            lines = problems + [f"missing key: {k}" for k in missing] * strict + \
+                [f"unexpected key: {k}" for k in unexpected] * strict
+            raise WeightsError(
+                f"state_dict does not fit {type(self).__name__} ({len(lines)} problem(s)):\n  " + "\n  ".join(lines)
+            )
+        for key, target in own.items():
+            if key not in state_dict:
+                continue
+            module_name, _, attr = key.rpartition(".")
+            module = self.get_submodule(module_name)
+            value = to_numpy(state_dict[key]).astype(target.dtype, copy=True)
+            object.__setattr__(module, attr, to_backend(value, backend_name(target)))
+        return missing, unexpected
+
+    # ------------------------------------------------------------------ moving
+    def to(self, backend: str | None = None, dtype=None) -> "Module":
+        """Move every array to ``backend`` (``"numpy"``/``"cupy"``) and/or cast floating ones to ``dtype``; returns self."""
+        for _, module in self.named_modules():
+            for name in module._parameter_names + module._buffer_names:
+                array = getattr(module, name)
+                if array is None:
+                    continue
+                if dtype is not None and array.dtype.kind == "f":
+                    array = array.astype(dtype)
+                if backend is not None:
+                    array = to_backend(array, backend)
+                object.__setattr__(module, name, array)
+        return self
+
+    @property
+    def dtype(self):
+        """dtype of the first floating parameter (None for a module without parameters)."""
+        return next((a.dtype for a in self.parameters() if a.dtype.kind == "f"), None)
+
+    @property
+    def backend(self) -> str:
+        """``"numpy"`` or ``"cupy"``: where the parameters live."""
+        return next((backend_name(a) for a in self.parameters()), "numpy")
+
+    def train(self, mode: bool = True) -> "Module":
+        """Set training mode (batch norm uses batch statistics and updates running ones) on every module."""
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> "Module":
+        """Inference mode, the default for npresnet models."""
+        return self.train(False)
+
+    # ------------------------------------------------------------------ display
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._children.items()]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + ("\n  " + "\n  ".join(lines) + "\n)" if lines else ")")
+
+
+_hook_ids = itertools.count()
+
+
+class _HookHandle:
+    def __init__(self, hooks, key):
+        self._hooks, self._key = hooks, key
+
+    def remove(self):
+        self._hooks.pop(self._key, None)
+
+
+class Sequential(Module):
+    """Modules applied in order; children are named ``"0"``, ``"1"``, … as in torch."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for index, module in enumerate(modules):
+            setattr(self, str(index), module)
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._children.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self):
+        return iter(self._children.values())
+
+    def forward(self, x):
+        for module in self._children.values():
+            x = module(x)
+        return x
+
+
+def capture_intermediates(model: Module, x, names=None):
+    """Run ``model(x)`` and return its output with the output of every named module.
+
+    The model is not edited: forward hooks are added for the call and removed after.
+
+    Parameters
+    ----------
+    model : Module
+    x : array or TensorSpec, shape (N, C, H, W)
+    names : iterable of str, optional
+        Dotted module names to keep (``"layer2.0.downsample.0"``); default: every module.
+
+    Returns
+    -------
+    (output, OrderedDict[str, array])
+        Intermediates in execution order, each a copy taken when the module returned (so a
+        later in-place ReLU or residual add does not change it). A module called twice
+        keeps its last output.
+    """
+    wanted = None if names is None else set(names)
+    outputs = OrderedDict()
+    handles = []
+    for name, module in model.named_modules():
+        if name and (wanted is None or name in wanted):
+            def hook(_module, _input, output, name=name):
+                outputs.pop(name, None)
+                outputs[name] = output if isinstance(output, TensorSpec) else output.copy()
+            handles.append(module.register_forward_hook(hook))
+    if wanted is not None:
+        unknown = wanted - {n for n, _ in model.named_modules()}
+        if unknown:
+            for h in handles:
+                h.remove()
+            raise ValueError(f"no modules named {sorted(unknown)} in {type(model).__name__}")
+    try:
+        out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, outputs
+
+
+def check_state_dict(expected, state_dict, check_finite: bool = False):
+    """Compare ``state_dict`` against a model's own ``expected`` arrays.
+
+    Returns
+    -------
+    (missing, unexpected, problems) : three lists of str
+        Keys absent from ``state_dict``, keys the model does not have, and one line per
+        entry whose shape, dtype or values cannot be loaded.
+    """
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    problems = []
+    for key, target in expected.items():
+        if key not in state_dict:
+            continue
+        value = state_dict[key]
+        shape = tuple(getattr(value, "shape", ()))
+        dtype = getattr(value, "dtype", None)
+        if dtype is None:
+            problems.append(f"{key}: expected an array, got {type(value).__name__}")
+            continue
+        if shape != tuple(target.shape):
+            problems.append(f"{key}: shape {shape} in state_dict, model expects {tuple(target.shape)}")
+            continue
+        if not _can_cast(dtype, target.dtype):
+            problems.append(f"{key}: dtype {dtype} cannot be loaded into {target.dtype}")
+            continue
+        if check_finite and dtype.kind == "f":
+            xp = get_array_module(value)
+            if not bool(xp.isfinite(value).all()):
+                problems.append(f"{key}: contains NaN or infinite values")
+    return missing, unexpected, problems
+
+
+def _can_cast(source, target) -> bool:
+    """Floating into floating (any precision), integers into integers or floats; nothing else."""
+    source, target = numpy.dtype(source), numpy.dtype(target)
+    if target.kind == "f":
+        return source.kind in "fiu"
+    if target.kind in "iu":
+        return source.kind in "iu"
+    return source == target

@@ -1,0 +1,81 @@
+"""A shape-only stand-in for an array, so a model can be walked without computing anything.
+
+Calling a model on a :class:`TensorSpec` runs the model's real ``forward`` code, but
+every leaf layer answers with the :class:`TensorSpec` of its output instead of
+computing it. The summary tool uses this to read each layer's output shape from the
+real module graph, at any input size, in milliseconds and without weights.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, eq=False)
+class TensorSpec:
+    """Shape and dtype of an array that is never materialised.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    dtype : numpy.dtype or str
+        Kept for the dtype checks layers make on real arrays.
+    tracer : callable, optional
+        Called as ``tracer(op, inputs, output)`` for the array operations a
+        ``forward`` performs directly on specs (``"add"``, ``"reshape"``), so a tool
+        can follow every tensor's lifetime. Leaf layers are seen through forward hooks.
+    """
+
+    shape: tuple
+    dtype: object = "float32"
+    tracer: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        import numpy  # dtype bookkeeping only; specs never hold data
+
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        object.__setattr__(self, "dtype", numpy.dtype(self.dtype))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def like(self, shape) -> "TensorSpec":
+        """A new spec with ``shape``, the same dtype and tracer."""
+        return TensorSpec(tuple(shape), self.dtype, self.tracer)
+
+    def _trace(self, op, inputs, output):
+        if self.tracer is not None:
+            self.tracer(op, inputs, output)
+        return output
+
+    def __add__(self, other):
+        if isinstance(other, TensorSpec) and other.shape != self.shape:
+            raise ValueError(f"cannot add arrays of shapes {self.shape} and {other.shape}")
+        return self._trace("add", (self, other), self.like(self.shape))
+
+    __radd__ = __add__
+
+    def __iadd__(self, other):
+        # An in-place add writes into self's buffer: report it as an add whose output is self.
+        if isinstance(other, TensorSpec) and other.shape != self.shape:
+            raise ValueError(f"cannot add arrays of shapes {self.shape} and {other.shape}")
+        return self._trace("iadd", (self, other), self)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        known = math.prod(s for s in shape if s != -1)
+        if -1 in shape:
+            shape = tuple(self.size // known if s == -1 else s for s in shape)
+        if math.prod(shape) != self.size:
+            raise ValueError(f"cannot reshape {self.shape} into {shape}")
+        return self._trace("reshape", (self,), self.like(shape))
