@@ -1,0 +1,15 @@
+"""The optimised inference path: batch norm folded, channels-last activations, reused buffers.
+
+>>> import numpy as np, npresnet
+>>> from npresnet.fast import fuse
+>>> fused = fuse(npresnet.resnet18(rng=0))
+>>> fused(np.zeros((1, 3, 64, 64), dtype=np.float32)).shape
+(1, 1000)
+
+Modules: :mod:`.fold` (batch-norm folding and weight layout), :mod:`.conv` (channels-last
+convolution in chunks), :mod:`.model` (:class:`FusedResNet`, :func:`fuse`).
+"""
+from .conv import DEFAULT_WORKSPACE_BYTES
+from .model import FusedResNet, fuse
+
+__all__ = ["fuse", "FusedResNet", "DEFAULT_WORKSPACE_BYTES"]

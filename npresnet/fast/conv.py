@@ -1,0 +1,167 @@
+"""Channels-last convolution with a folded bias, computed chunk by chunk into a bounded workspace.
+
+Activations here are ``(N, H, W, C)`` ("NHWC"). A convolution becomes one matrix
+product ``(M, K) @ (K, O)`` with ``M = N*out_h*out_w`` output pixels and
+``K = kh*kw*C`` taps, the columns built Chainer-style, one strided copy per kernel
+offset; in NHWC each copy moves whole runs of ``C`` contiguous channels.
+
+- A stride-1 1×1 convolution needs no columns: the activation *is* the ``(M, C)`` matrix.
+- A strided 1×1 convolution copies the subsampled pixels, then multiplies.
+- Padding is never materialised: each offset copies only the output pixels whose input
+  lies inside the image and writes zeros into the thin border strips of the columns.
+
+The output pixels are processed in chunks (groups of whole images, or bands of rows of
+one image) so the columns never exceed ``workspace_bytes``; each chunk's epilogue (bias,
+residual add, ReLU) runs in place while the chunk is still in cache.
+"""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from ..shapes import conv_output_size
+
+__all__ = ["FusedConv", "DEFAULT_WORKSPACE_BYTES", "chunks"]
+
+DEFAULT_WORKSPACE_BYTES = 8 << 20
+"""Default bound on the im2col workspace of one convolution (8 MiB: about a quarter of a typical L3)."""
+
+
+def chunks(N: int, out_h: int, row_bytes: int, budget: int):
+    """Split ``N`` images of ``out_h`` output rows into chunks whose columns fit in ``budget`` bytes.
+
+    Parameters
+    ----------
+    N, out_h : int
+        Batch size and output rows per image.
+    row_bytes : int
+        Workspace bytes needed per output row (``out_w * K * itemsize``).
+    budget : int
+        The bound; a single row larger than it still makes a one-row chunk.
+
+    Returns
+    -------
+    list of (n0, n1, y0, y1)
+        Images ``n0:n1``, output rows ``y0:y1``; either whole images (``y0, y1 = 0, out_h``)
+        or a band of rows of one image, so each chunk's output is contiguous in NHWC.
+    """
+    image_bytes = out_h * row_bytes
+    if image_bytes <= budget:
+        nb = max(1, budget // max(image_bytes, 1))
+        return [(n, min(n + nb, N), 0, out_h) for n in range(0, N, nb)]
+    rb = max(1, budget // max(row_bytes, 1))
+    return [(n, n + 1, y, min(y + rb, out_h)) for n in range(N) for y in range(0, out_h, rb)]
+
+
+def _valid_range(out: int, size: int, offset: int, stride: int) -> tuple[int, int]:
+    """Output positions ``o`` in ``[lo, hi)`` whose input ``o*stride + offset`` lies in ``[0, size)``."""
+    lo = max(0, -(offset // stride))  # ceil(-offset / stride)
+    hi = min(out, (size - 1 - offset) // stride + 1) if size - 1 - offset >= 0 else 0
+    return lo, max(lo, hi)
+
+
+class FusedConv:
+    """A convolution with its batch norm folded in, on channels-last activations.
+
+    Parameters
+    ----------
+    weight : array, shape (groups, kh*kw*C/groups, O/groups)
+        From :func:`npresnet.fast.fold.gemm_weight`, on the model's backend and dtype.
+    bias : array, shape (O,)
+    kernel_size, stride, padding, dilation : (int, int)
+    groups : int
+    """
+
+    def __init__(self, weight, bias, kernel_size, stride, padding, dilation, groups):
+        self.weight, self.bias = weight, bias
+        self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
+        self.groups = groups
+        G, K, Og = weight.shape
+        kh, kw = kernel_size
+        self.in_channels, self.out_channels = K // (kh * kw) * G, Og * G
+        self.pointwise = kernel_size == (1, 1) and padding == (0, 0) and groups == 1
+        self.weight2d = weight[0] if groups == 1 else None  # (K, O)
+
+    def output_shape(self, shape) -> tuple[int, int, int, int]:
+        """NHWC output shape for an NHWC input ``shape`` (ValueError if the window does not fit)."""
+        N, H, W, _ = shape
+        args = zip((H, W), self.kernel_size, self.stride, self.padding, self.dilation)
+        out_h, out_w = (conv_output_size(*a) for a in args)
+        return N, out_h, out_w, self.out_channels
+
+    def __call__(self, x, out, identity=None, relu=False, workspace=None, budget=DEFAULT_WORKSPACE_BYTES):
+        """``out = [relu](conv(x) + bias [+ identity])``, in place.
+
+        Parameters
+        ----------
+        x : array, shape (N, H, W, C)
+            May be a non-contiguous view (the stem reads the NCHW input through a transpose).
+        out : array, shape (N, out_h, out_w, O), C-contiguous
+        identity : array, shape (N, out_h, out_w, O), optional
+            Residual added before the ReLU.
+        relu : bool
+        workspace : callable, optional
+            ``workspace(n_elements)`` returns a flat scratch array of at least that size.
+        budget : int
+            Bound in bytes on the columns of one chunk (see :func:`chunks`).
+        """
+        xp = get_array_module(x, out)
+        N, H, W, C = x.shape
+        _, out_h, out_w, O = out.shape
+        kh, kw = self.kernel_size
+        sy, sx = self.stride
+        direct = self.pointwise and (sy, sx) == (1, 1) and x.flags.c_contiguous
+        K = kh * kw * C
+        row_bytes = out_w * (C if direct else K) * x.dtype.itemsize
+        if workspace is None:
+            workspace = lambda size: xp.empty(size, dtype=x.dtype)  # noqa: E731
+        for n0, n1, y0, y1 in chunks(N, out_h, row_bytes, budget):
+            m = (n1 - n0) * (y1 - y0) * out_w  # output pixels in this chunk
+            o = out[n0:n1, y0:y1].reshape(m, O)  # contiguous: whole images, or rows of one image
+            if direct:
+                xp.matmul(x[n0:n1, y0:y1].reshape(m, C), self.weight2d, out=o)
+            else:
+                cols = workspace(m * K).reshape(self.groups, n1 - n0, y1 - y0, out_w, kh, kw, C // self.groups)
+                self._im2col(x[n0:n1], cols, y0, y1, out_w)
+                cols = cols.reshape(self.groups, m, K // self.groups)
+                if self.groups == 1:
+                    xp.matmul(cols[0], self.weight2d, out=o)
+                else:  # (groups, m, K/groups) @ (groups, K/groups, O/groups), one batched product
+                    o.reshape(m, self.groups, O // self.groups).transpose(1, 0, 2)[...] = xp.matmul(cols, self.weight)
+            o += self.bias
+            if identity is not None:
+                o += identity[n0:n1, y0:y1].reshape(m, O)
+            if relu:
+                xp.maximum(o, 0, out=o)
+        return out
+
+    def _im2col(self, x, cols, y0: int, y1: int, out_w: int):
+        """Fill ``cols`` (groups, n, y1-y0, out_w, kh, kw, C/groups) for output rows ``y0:y1`` of images ``x``.
+
+        ``cols[g, n, oy, ox, i, j, c]`` is ``x[n, iy, ix, g*Cg + c]`` with
+        ``iy = (y0+oy)*sy - ph + i*dy`` and ``ix = ox*sx - pw + j*dx``, or 0 in the padding.
+        """
+        n, H, W, C = x.shape
+        G = self.groups
+        kh, kw = self.kernel_size
+        (sy, sx), (ph, pw), (dy, dx) = self.stride, self.padding, self.dilation
+        for i in range(kh):
+            lo_y, hi_y = _valid_range(y1, H, i * dy - ph, sy)
+            lo_y, hi_y = max(lo_y, y0), max(hi_y, y0)
+            for j in range(kw):
+                lo_x, hi_x = _valid_range(out_w, W, j * dx - pw, sx)
+                dst = cols[:, :, :, :, i, j]  # (G, n, rows, out_w, Cg)
+                if lo_y >= hi_y or lo_x >= hi_x:
+                    dst[...] = 0
+                    continue
+                iy, ix = lo_y * sy - ph + i * dy, lo_x * sx - pw + j * dx
+                src = x[:, iy : iy + (hi_y - lo_y - 1) * sy + 1 : sy, ix : ix + (hi_x - lo_x - 1) * sx + 1 : sx]
+                src = src.reshape(n, hi_y - lo_y, hi_x - lo_x, G, C // G).transpose(3, 0, 1, 2, 4)
+                dst[:, :, lo_y - y0 : hi_y - y0, lo_x:hi_x] = src
+                # zero the border strips this offset does not reach (the implicit padding)
+                if lo_y > y0:
+                    dst[:, :, : lo_y - y0] = 0
+                if hi_y < y1:
+                    dst[:, :, hi_y - y0 :] = 0
+                if lo_x > 0:
+                    dst[:, :, lo_y - y0 : hi_y - y0, :lo_x] = 0
+                if hi_x < out_w:
+                    dst[:, :, lo_y - y0 : hi_y - y0, hi_x:] = 0
