@@ -1,0 +1,13 @@
+"""Weight files: read torchvision ``.pth`` checkpoints, ``.npz`` and ``.safetensors`` without PyTorch.
+
+* :func:`load_weights` ``(path) -> dict[str, numpy.ndarray]``
+* :func:`save_weights` ``(state_dict, path)`` writes ``.npz`` or ``.safetensors`` atomically.
+
+Modules: :mod:`.pth` (the restricted unpickler, with the ``.pth`` layout explained),
+:mod:`.npz`, :mod:`.safetensors_io`, :mod:`._checks` (size and dtype checks shared by
+all readers) and :mod:`.api` (format detection and the two functions above).
+"""
+from ..errors import WeightsError
+from .api import detect_format, load_weights, save_weights
+
+__all__ = ["load_weights", "save_weights", "detect_format", "WeightsError"]

@@ -1,0 +1,178 @@
+"""``load_weights`` and ``save_weights``: one entry point for every weight format.
+
+The format is recognised from the file's first bytes, not its name, so a
+``.pth`` that is really an ``.npz`` still loads; the suffix only sharpens the
+message when the content is nothing we read.
+
+=================  =====================================  ==============  ===========
+format             recognised by                          read            written
+=================  =====================================  ==============  ===========
+PyTorch ``.pth``   zip (``PK\\x03\\x04``) with ``*/data.pkl``  yes, no torch   no
+``.npz``           zip of ``*.npy`` members               yes             yes
+``.safetensors``   8-byte length, then ``{``              yes             yes
+=================  =====================================  ==============  ===========
+
+Errors: every problem with a file's *content* raises
+:class:`~npresnet.errors.WeightsError` (a ``ValueError``) saying what is wrong.
+Problems reaching the file (missing, a directory, no permission) stay the usual
+``OSError`` subclasses such as ``FileNotFoundError``, as for ``open``.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy
+
+from .._atomic import atomic_write
+from ..backend import to_numpy
+from ..errors import WeightsError
+from ._checks import ZIP_ERRORS, check_weight_dtype
+from .npz import read_npz, write_npz
+from .pth import LEGACY_MAGIC, read_pth
+from .safetensors_io import read_safetensors, write_safetensors
+
+__all__ = ["load_weights", "save_weights", "detect_format"]
+
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header, or an empty archive
+SUFFIXES = {".pth": "pth", ".pt": "pth", ".npz": "npz", ".safetensors": "safetensors"}
+
+
+def _looks_like_legacy_torch(head: bytes) -> bool:
+    """True for a pre-1.6 ``torch.save`` file: a protocol-2 pickle of LEGACY_MAGIC first."""
+    magic = LEGACY_MAGIC.to_bytes(10, "little")
+    return head.startswith(b"\x80\x02\x8a\x0a" + magic)
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """Return ``"pth"``, ``"npz"`` or ``"safetensors"`` from the file's content.
+
+    Raises
+    ------
+    WeightsError
+        When the content is none of them (the message names what it looks like).
+    """
+    path = Path(path)
+    with open(path, "rb") as file:
+        head = file.read(16)
+        if head.startswith(ZIP_MAGICS):
+            try:
+                names = zipfile.ZipFile(file).namelist()
+            except ZIP_ERRORS as exc:
+                raise WeightsError(f"{path}: starts like a zip archive but is truncated or corrupt: {exc}") from exc
+            if any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names):
+                return "pth"
+            if all(n.endswith(".npy") for n in names):
+                return "npz"
+            raise WeightsError(
+                f"{path}: a zip archive that is neither a PyTorch checkpoint (no '<archive>/data.pkl') "
+                f"nor an .npz (members {names[:3]} are not all .npy)")
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
+    if _looks_like_legacy_torch(head):
+        raise WeightsError(
+            f"{path}: a PyTorch checkpoint in the legacy (pre-1.6, non-zip) format, which npresnet "
+            "does not read; re-save it with PyTorch: "
+            "torch.save(torch.load(path, weights_only=True), 'new.pth')")
+    if head.startswith(b"\x93NUMPY"):
+        raise WeightsError(f"{path}: a single .npy array, not a state dict; save the weights as .npz")
+    expected = SUFFIXES.get(path.suffix.lower())
+    what = f"is not a {path.suffix} file as its name says" if expected else "is not a weight file"
+    raise WeightsError(
+        f"{path} {what}: its first bytes {head[:8]!r} match none of .pth (zip), .npz (zip), "
+        ".safetensors")
+
+
+def load_weights(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
+    """Read a state dict (name -> array) from a ``.pth``, ``.npz`` or ``.safetensors`` file.
+
+    PyTorch is not needed and nothing in the file is executed: ``.pth`` pickles go
+    through a restricted unpickler (see :mod:`npresnet.weights.pth`), ``.npz`` is
+    read with pickling disabled, and every size a file claims is checked against
+    its bytes before memory is allocated.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. Its format is detected from the content.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Keys in file order; values are fresh C-contiguous NumPy arrays in native
+        byte order with the file's dtypes (``num_batches_tracked`` stays int64),
+        except bfloat16, which is widened exactly to float32.
+
+    Raises
+    ------
+    WeightsError
+        If the content is malformed, unsafe, or not a flat state dict.
+    FileNotFoundError, IsADirectoryError, PermissionError
+        If the file cannot be opened.
+    """
+    path = Path(path)
+    kind = detect_format(path)
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if kind == "pth":
+                return read_pth(file, size)
+            if kind == "npz":
+                return read_npz(file, size)
+            return read_safetensors(file.read())
+    except WeightsError as exc:
+        raise WeightsError(f"{path}: {exc}") from exc
+
+
+def _as_numpy_state_dict(state_dict: Mapping) -> dict[str, numpy.ndarray]:
+    """Validate a state dict for saving and bring every value to NumPy (from CuPy if needed)."""
+    if not isinstance(state_dict, Mapping):
+        raise WeightsError(f"state_dict must be a mapping of name -> array, got {type(state_dict).__name__}")
+    arrays = {}
+    for name, value in state_dict.items():
+        if not isinstance(name, str) or not name:
+            raise WeightsError(f"state_dict keys must be non-empty strings, got {name!r:.80}")
+        array = to_numpy(value)
+        check_weight_dtype(array.dtype, f"state_dict[{name!r}]")
+        arrays[name] = array
+    if not arrays:
+        raise WeightsError("state_dict is empty; there is nothing to save")
+    return arrays
+
+
+def save_weights(state_dict: Mapping, path: str | os.PathLike) -> None:
+    """Write a state dict to ``.npz`` or ``.safetensors``, chosen by the suffix of ``path``.
+
+    The file is written atomically: to a temporary file in the same directory,
+    synced, then renamed over ``path``. An existing file is replaced only once
+    the new one is complete.
+
+    Parameters
+    ----------
+    state_dict : mapping of str to array
+        NumPy or CuPy arrays (CuPy ones are copied to the host) of numeric dtype.
+    path : str or os.PathLike
+        Destination ending in ``.npz`` or ``.safetensors``.
+
+    Raises
+    ------
+    WeightsError
+        For another suffix, a non-string key, or a dtype the format cannot store.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    arrays = _as_numpy_state_dict(state_dict)
+    if suffix == ".npz":
+        with atomic_write(path) as file:
+            write_npz(arrays, file)
+    elif suffix == ".safetensors":
+        payload = write_safetensors(arrays)
+        with atomic_write(path) as file:
+            file.write(payload)
+    else:
+        raise WeightsError(
+            f"save_weights writes .npz or .safetensors, not {path.suffix or 'a file without suffix'!r} "
+            f"({path}); npresnet never writes pickles")
