@@ -1,0 +1,193 @@
+"""Download torchvision's ImageNet weights, verify them, and cache them as ``.npz``.
+
+The file names below are torchvision's published ones (from its ``*_Weights`` enums,
+copied once as data). The hex after the last ``-`` of a name is a prefix of the file's
+SHA-256, torch hub's ``check_hash`` convention, so a download is verified against its
+own name.
+
+How a fetch stays safe:
+
+* the download streams into a uniquely named temporary file in the cache directory
+  (``.resnet18-f37072fd.<random>.pth``), hashing as it goes, with a socket timeout;
+* a short transfer (fewer bytes than ``Content-Length``), a wrong hash, a timeout or a
+  failed write raises :class:`FetchError` and the temporary file is deleted;
+* only a verified download is converted, and the ``.npz`` is written atomically
+  (temporary file + ``os.replace``) by :func:`npresnet.weights.save_weights`, so a file
+  under the final name is always complete and verified; an existing one is reused
+  without downloading;
+* two fetches at once each use their own temporary file; the last ``os.replace`` wins
+  and both leave the same verified file.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+__all__ = ["WEIGHTS", "DEFAULT_URL", "FetchError", "cache_dir", "weights_filename", "fetch"]
+
+DEFAULT_URL = "https://download.pytorch.org/models/"
+
+# arch -> {torchvision weights name: published file name}; the first entry is the default.
+# IMAGENET1K_V1 weights expect the 256/224 preset; the V2 ones were evaluated with a
+# shorter side of 232 (resnet50, 101, 152, resnext50_32x4d, wide_resnet50_2/101_2) or
+# 232/224 — pass ``--resize-size 232`` to predict with them.
+WEIGHTS = {
+    "resnet18": {"IMAGENET1K_V1": "resnet18-f37072fd.pth"},
+    "resnet34": {"IMAGENET1K_V1": "resnet34-b627a593.pth"},
+    "resnet50": {"IMAGENET1K_V1": "resnet50-0676ba61.pth", "IMAGENET1K_V2": "resnet50-11ad3fa6.pth"},
+    "resnet101": {"IMAGENET1K_V1": "resnet101-63fe2227.pth", "IMAGENET1K_V2": "resnet101-cd907fc2.pth"},
+    "resnet152": {"IMAGENET1K_V1": "resnet152-394f9c45.pth", "IMAGENET1K_V2": "resnet152-f82ba261.pth"},
+    "resnext50_32x4d": {"IMAGENET1K_V1": "resnext50_32x4d-7cdf4587.pth",
+                        "IMAGENET1K_V2": "resnext50_32x4d-1a0047aa.pth"},
+    "resnext101_32x8d": {"IMAGENET1K_V1": "resnext101_32x8d-8ba56ff5.pth",
+                         "IMAGENET1K_V2": "resnext101_32x8d-110c445d.pth"},
+    "resnext101_64x4d": {"IMAGENET1K_V1": "resnext101_64x4d-173b62eb.pth"},
+    "wide_resnet50_2": {"IMAGENET1K_V1": "wide_resnet50_2-95faca4d.pth",
+                        "IMAGENET1K_V2": "wide_resnet50_2-9ba9bcbe.pth"},
+    "wide_resnet101_2": {"IMAGENET1K_V1": "wide_resnet101_2-32ee1156.pth",
+                         "IMAGENET1K_V2": "wide_resnet101_2-d733dc28.pth"},
+}
+
+_CHUNK = 1 << 20
+
+
+class FetchError(RuntimeError):
+    """A download failed (network, timeout, short transfer, hash mismatch, write error); nothing was cached."""
+
+
+def cache_dir() -> Path:
+    """``$NPRESNET_HOME`` if set, else the platform's user cache directory for npresnet."""
+    home = os.environ.get("NPRESNET_HOME")
+    if home:
+        return Path(home).expanduser()
+    try:
+        import platformdirs
+    except ImportError:
+        raise ImportError('the default cache directory needs platformdirs: pip install "npresnet[tools]" '
+                          "(or set NPRESNET_HOME, or pass dest)") from None
+    return Path(platformdirs.user_cache_dir("npresnet"))
+
+
+def weights_filename(arch: str, variant: str | None = None) -> str:
+    """torchvision's published file name for ``arch`` (``resnet18-f37072fd.pth``); ValueError if none."""
+    if arch not in WEIGHTS:
+        import difflib
+
+        close = difflib.get_close_matches(str(arch).lower(), WEIGHTS, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        raise ValueError(f"no published weights for {arch!r}{hint} (known: {', '.join(WEIGHTS)})")
+    variants = WEIGHTS[arch]
+    if variant is None:
+        variant = next(iter(variants))
+    if variant not in variants:
+        raise ValueError(f"{arch} has no weights {variant!r}; choose one of {', '.join(variants)}")
+    return variants[variant]
+
+
+def _hash_prefix(filename: str) -> str:
+    """The SHA-256 prefix in a published name: ``resnet18-f37072fd.pth`` → ``f37072fd``."""
+    return filename.rsplit(".", 1)[0].rsplit("-", 1)[1]
+
+
+def fetch(arch: str, *, variant: str | None = None, dest=None, base_url: str | None = None,
+          timeout: float = 30.0, progress=None) -> Path:
+    """Return the path of verified ``.npz`` weights for ``arch``, downloading them if not cached.
+
+    Parameters
+    ----------
+    arch : str
+        A key of :data:`WEIGHTS`.
+    variant : str, optional
+        ``"IMAGENET1K_V1"`` (default) or ``"IMAGENET1K_V2"`` where published.
+    dest : path, optional
+        Directory for the cache; default :func:`cache_dir`.
+    base_url : str, optional
+        Where the ``.pth`` files live; default ``$NPRESNET_WEIGHTS_URL`` or :data:`DEFAULT_URL`.
+    timeout : float
+        Seconds to wait for the connection and for each read.
+    progress : callable, optional
+        Called as ``progress(bytes_done, bytes_total_or_None)`` while downloading.
+
+    Returns
+    -------
+    pathlib.Path
+        ``dest / "<name>-<hash>.npz"``.
+
+    Raises
+    ------
+    FetchError
+        The download failed or did not verify; no file is left under the final name.
+    ValueError
+        Unknown architecture or variant.
+    """
+    from .weights import load_weights, save_weights
+
+    filename = weights_filename(arch, variant)
+    stem = filename.rsplit(".", 1)[0]
+    directory = Path(dest).expanduser() if dest is not None else cache_dir()
+    target = directory / f"{stem}.npz"
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    base = base_url or os.environ.get("NPRESNET_WEIGHTS_URL") or DEFAULT_URL
+    url = base.rstrip("/") + "/" + filename
+
+    fd, partial = tempfile.mkstemp(prefix=f".{stem}.", suffix=".pth", dir=directory)
+    try:
+        try:
+            digest = _download(url, fd, timeout, progress)
+        finally:
+            os.close(fd)
+        expected = _hash_prefix(filename)
+        if not digest.startswith(expected):
+            raise FetchError(f"{url}: SHA-256 {digest} does not start with {expected} as its name says; "
+                             "the server sent the wrong bytes (nothing was cached)")
+        save_weights(load_weights(partial), target)
+    finally:
+        try:
+            os.unlink(partial)
+        except FileNotFoundError:
+            pass
+    return target
+
+
+def _download(url: str, fd: int, timeout: float, progress) -> str:
+    """Stream ``url`` into the open file ``fd``; return the SHA-256 hex digest of what was written."""
+    sha = hashlib.sha256()
+    done = 0
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            if progress is not None:
+                progress(0, total)
+            while True:
+                chunk = response.read(_CHUNK)
+                if not chunk:
+                    break
+                sha.update(chunk)
+                view = memoryview(chunk)
+                while view:  # os.write may write less than asked
+                    view = view[os.write(fd, view):]
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    except urllib.error.HTTPError as err:
+        raise FetchError(f"{url}: HTTP {err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        raise FetchError(f"{url}: {err.reason}") from None
+    except TimeoutError:
+        raise FetchError(f"{url}: timed out after {timeout} s without data") from None
+    except OSError as err:  # connection reset, short read (http.client.IncompleteRead), disk full, ...
+        raise FetchError(f"{url}: download failed after {done:,} bytes: {err}") from None
+    except http.client.HTTPException as err:  # IncompleteRead, a malformed response
+        raise FetchError(f"{url}: transfer failed after {done:,} bytes: {type(err).__name__}") from None
+    if total is not None and done != total:
+        raise FetchError(f"{url}: transfer cut short: got {done:,} of {total:,} bytes")
+    os.fsync(fd)
+    return sha.hexdigest()

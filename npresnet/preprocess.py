@@ -1,0 +1,118 @@
+"""Images to network input, exactly as torchvision's ImageNet inference preset.
+
+``torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()`` on a PIL image:
+
+1. resize so the shorter side is 256, the longer ``int(256 · long / short)``, with Pillow's
+   bilinear filter (which always antialiases when shrinking); skipped when the image
+   already has that size;
+2. center crop 224×224 (top/left offsets ``round((size - 224) / 2)``; an image smaller
+   than the crop is zero-padded first);
+3. ``uint8 → float32`` divided by 255, then ``(x - mean) / std`` per channel in float32.
+
+Steps 1–2 call the very Pillow functions torchvision calls, and step 3 does the same
+float32 operations in the same order, so the arrays are equal (tests compare them).
+
+Images are read as torchvision's ``default_loader`` reads them,
+``Image.open(f).convert("RGB")``: greyscale, palette, RGBA (alpha dropped), CMYK and
+16-bit images all become 8-bit RGB by Pillow's rules. Pillow's decompression-bomb guard
+stays at its default: images above ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 megapixels)
+load with a warning, images above twice that are refused with an :class:`ImageError`.
+npresnet never changes that process-wide setting.
+"""
+from __future__ import annotations
+
+import numpy
+
+from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = ["ImageError", "load_image", "preprocess", "load_and_preprocess"]
+
+
+class ImageError(ValueError):
+    """A file that cannot be read as an image (missing, unreadable, truncated, not an image, too large)."""
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError('reading images needs Pillow: pip install "npresnet[tools]"') from None
+    return Image
+
+
+def load_image(path):
+    """Open ``path`` and return a fully decoded 8-bit RGB ``PIL.Image``.
+
+    Raises
+    ------
+    ImageError
+        With a message naming the file and the problem.
+    """
+    Image = _pil()
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")  # decodes everything now, so truncation is caught here
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: image too large ({err})") from None
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:  # truncated or corrupt data
+        raise ImageError(f"{path}: cannot decode image ({err})") from None
+
+
+def preprocess(image, resize_size: int = 256, crop_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Resize, center crop and normalise an RGB ``PIL.Image`` as torchvision's classification preset.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image, mode RGB
+    resize_size : int
+        Length of the shorter side after resizing.
+    crop_size : int
+        Side of the square center crop.
+    mean, std : 3 floats
+        Per-channel normalisation.
+
+    Returns
+    -------
+    numpy.ndarray, float32, shape (3, crop_size, crop_size)
+    """
+    Image = _pil()
+    if image.mode != "RGB":
+        raise ValueError(f"preprocess expects an RGB image, got mode {image.mode!r}; use load_image or .convert('RGB')")
+    for name, value in (("resize_size", resize_size), ("crop_size", crop_size)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+    w, h = image.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = resize_size, int(resize_size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.BILINEAR)
+
+    pixels = numpy.asarray(image, dtype=numpy.uint8)                # (H, W, 3)
+    if crop_size > new_h or crop_size > new_w:                        # zero-pad up to the crop, centred
+        pad_h, pad_w = max(crop_size - new_h, 0), max(crop_size - new_w, 0)
+        pixels = numpy.pad(pixels, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    height, width = pixels.shape[:2]
+    top = int(round((height - crop_size) / 2.0))
+    left = int(round((width - crop_size) / 2.0))
+    pixels = pixels[top:top + crop_size, left:left + crop_size]       # (crop, crop, 3)
+
+    x = pixels.transpose(2, 0, 1).astype(numpy.float32) / numpy.float32(255)  # (3, crop, crop) in [0, 1]
+    x -= numpy.asarray(mean, dtype=numpy.float32)[:, None, None]
+    x /= numpy.asarray(std, dtype=numpy.float32)[:, None, None]
+    return x
+
+
+def load_and_preprocess(path, resize_size: int = 256, crop_size: int = 224):
+    """:func:`load_image` then :func:`preprocess`: a float32 array of shape (3, crop_size, crop_size)."""
+    return preprocess(load_image(path), resize_size, crop_size)

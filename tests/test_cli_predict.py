@@ -1,0 +1,103 @@
+"""``npresnet predict`` end to end: same top-K as torchvision on the same files; bad files reported."""
+import json
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+from PIL import Image  # noqa: E402
+from torchvision.datasets.folder import pil_loader  # noqa: E402
+
+from test_preprocess import huge_png_header, make_image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A seeded torchvision ResNet-18 with non-trivial batch-norm statistics, saved as .pth."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+        model.fc.weight.mul_(20)  # spread the logits so the top-K is well separated
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "npresnet", *args], capture_output=True, text=True, timeout=300)
+
+
+def torchvision_probs(model, path):
+    x = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()(pil_loader(path))
+    with torch.no_grad():
+        return torch.softmax(model(x[None]).double(), dim=1)[0].numpy()
+
+
+def test_predict_matches_torchvision_and_reports_bad_files(tmp_path, checkpoint):
+    model, weights = checkpoint
+    rng = numpy.random.default_rng(0)
+    good = [
+        make_image(tmp_path / "rgb.jpg", "RGB", (320, 240), rng),
+        make_image(tmp_path / "gray.png", "L", (200, 260), rng),
+        make_image(tmp_path / "rgba.png", "RGBA", (256, 256), rng),
+        make_image(tmp_path / "cmyk.jpg", "CMYK", (300, 300), rng),
+        make_image(tmp_path / "deep.png", "I;16", (240, 250), rng),
+        make_image(tmp_path / "palette.png", "P", (260, 230), rng),
+        make_image(tmp_path / "big.jpg", "RGB", (3000, 2000), rng),
+    ]
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(good[0].read_bytes()[:600])
+    text = tmp_path / "readme.png"
+    text.write_text("hello")
+    bomb = huge_png_header(tmp_path / "bomb.png", 30000, 30000)
+    bad = [tmp_path / "missing.jpg", truncated, text, bomb]
+    paths = [str(p) for p in [good[0], bad[0], *good[1:4], bad[1], bad[2], *good[4:], bad[3]]]
+
+    proc = run_cli("predict", *paths, "--arch", "resnet18", "--weights", str(weights), "--top", "5",
+                   "--batch-size", "3", "--format", "json")
+    assert proc.returncode == 1
+    for p in bad:
+        assert str(p) in proc.stderr
+    assert "4 of 11 image(s) could not be read" in proc.stderr and "Traceback" not in proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["path"] for r in results] == [p for p in paths if p in map(str, good)]
+    labels = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
+    for entry in results:
+        probs = torchvision_probs(model, entry["path"])
+        expected = numpy.argsort(-probs)[:5]
+        got = [t["index"] for t in entry["top"]]
+        gaps = -numpy.diff(numpy.sort(probs)[::-1][:6])
+        if gaps.min() > 1e-4:  # well separated: the order must be the same
+            assert got == expected.tolist()
+        assert set(got) <= set(numpy.argsort(-probs)[:6].tolist())
+        for t in entry["top"]:
+            assert t["prob"] == pytest.approx(probs[t["index"]], abs=1e-5)
+            assert t["label"] == labels[t["index"]]
+
+
+def test_predict_table_and_backend_errors(tmp_path, checkpoint):
+    _, weights = checkpoint
+    image = make_image(tmp_path / "a.png", "RGB", (230, 230), numpy.random.default_rng(1))
+    proc = run_cli("predict", str(image), "--arch", "resnet18", "--weights", str(weights), "--top", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == str(image) and lines[1].startswith("  1.") and "%" in lines[1] and len(lines) == 3
+    proc = run_cli("predict", str(image), "--arch", "resnet18", "--weights", str(weights), "--backend", "cupy")
+    if "cupy" not in __import__("npresnet").available_backends():
+        assert proc.returncode == 1 and "cupy" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("predict", str(image), "--arch", "resnet50", "--weights", str(weights))
+    assert proc.returncode == 1 and "does not fit resnet50" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_imagenet_classes_equal_torchvision():
+    from npresnet.imagenet import imagenet_classes
+
+    assert list(imagenet_classes()) == torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]

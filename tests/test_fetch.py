@@ -1,0 +1,173 @@
+"""``npresnet fetch`` against a loopback HTTP server on 127.0.0.1; nothing touches the internet."""
+import hashlib
+import http.server
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import npresnet.fetch as fetch_module  # noqa: E402
+from npresnet.fetch import FetchError, fetch  # noqa: E402
+from npresnet.weights import load_weights  # noqa: E402
+
+
+def make_checkpoint():
+    buffer = io.BytesIO()
+    generator = torch.Generator().manual_seed(0)
+    torch.save({"fc.weight": torch.randn(10, 4, generator=generator), "fc.bias": torch.zeros(10)}, buffer)
+    return buffer.getvalue()
+
+
+PAYLOAD = make_checkpoint()
+NAME = f"tiny-{hashlib.sha256(PAYLOAD).hexdigest()[:8]}.pth"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """/good/NAME serves the file; /wrong/ other bytes; /short/ a cut transfer; /slow/ in pieces; /hang/ nothing."""
+
+    requests = []
+
+    def do_GET(self):
+        Handler.requests.append(self.path)
+        mode = self.path.split("/")[1]
+        body = PAYLOAD if mode != "wrong" else PAYLOAD[::-1]
+        if mode == "missing" or not self.path.endswith("/" + NAME):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body) + (1000 if mode == "short" else 0)))
+        self.end_headers()
+        if mode == "hang":
+            time.sleep(3)  # bounded: the client gives up long before
+            return
+        if mode == "short":
+            self.wfile.write(body[: len(body) // 2])
+            return
+        if mode == "slow":
+            for i in range(0, len(body), len(body) // 4 + 1):
+                self.wfile.write(body[i: i + len(body) // 4 + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+            return
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def tiny_table(monkeypatch):
+    monkeypatch.setitem(fetch_module.WEIGHTS, "tiny", {"IMAGENET1K_V1": NAME})
+
+
+def assert_nothing_cached(directory):
+    assert [p for p in os.listdir(directory) if not p.startswith(".")] == []
+    assert [p for p in os.listdir(directory) if p.startswith(".")] == []  # temporary files removed too
+
+
+def test_good_download_is_verified_converted_and_cached(tmp_path, server):
+    Handler.requests.clear()
+    path = fetch("tiny", dest=tmp_path, base_url=f"{server}/good")
+    assert path == tmp_path / NAME.replace(".pth", ".npz")
+    weights = load_weights(path)
+    expected = torch.load(io.BytesIO(PAYLOAD), weights_only=True)
+    numpy.testing.assert_array_equal(weights["fc.weight"], expected["fc.weight"].numpy())
+    assert os.listdir(tmp_path) == [path.name]
+    again = fetch("tiny", dest=tmp_path, base_url=f"{server}/good")
+    assert again == path and len(Handler.requests) == 1  # the cached file was not downloaded again
+
+
+@pytest.mark.parametrize("mode,message", [("wrong", "SHA-256"), ("short", "cut short|transfer failed"),
+                                          ("missing", "HTTP 404"), ("hang", "timed out")])
+def test_broken_downloads_leave_nothing(tmp_path, server, mode, message):
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=message):
+        fetch("tiny", dest=tmp_path, base_url=f"{server}/{mode}", timeout=0.5)
+    assert time.monotonic() - start < 2.5
+    assert_nothing_cached(tmp_path)
+    assert fetch("tiny", dest=tmp_path, base_url=f"{server}/good").is_file()  # a rerun completes
+
+
+def test_disk_full_while_downloading_or_converting(tmp_path, server, monkeypatch):
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fetch_module.os, "write", full)
+        with pytest.raises(FetchError, match="No space left"):
+            fetch("tiny", dest=tmp_path, base_url=f"{server}/good")
+    assert_nothing_cached(tmp_path)
+
+    import npresnet.weights.api as api
+
+    def full_npz(arrays, file):
+        file.write(b"PK\x03\x04partial")
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(api, "write_npz", full_npz)
+        with pytest.raises(OSError, match="No space left"):
+            fetch("tiny", dest=tmp_path, base_url=f"{server}/good")
+    assert_nothing_cached(tmp_path)
+
+
+def test_two_fetches_at_once(tmp_path, server):
+    results, errors = [], []
+
+    def worker():
+        try:
+            results.append(fetch("tiny", dest=tmp_path, base_url=f"{server}/slow"))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not errors and len(results) == 2 and results[0] == results[1]
+    assert os.listdir(tmp_path) == [results[0].name]
+    assert set(load_weights(results[0])) == {"fc.weight", "fc.bias"}
+
+
+def test_unknown_arch_and_variant():
+    with pytest.raises(ValueError, match="did you mean resnet18"):
+        fetch("resnet81")
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        fetch("resnet18", variant="IMAGENET1K_V9")
+
+
+def run_fetch_cli(*args, env=None):
+    # The real command, with the published table pointed at the test file (its hash is not torchvision's).
+    code = ("import sys, npresnet.fetch as f, npresnet.cli as c; "
+            f"f.WEIGHTS['tiny'] = {{'IMAGENET1K_V1': {NAME!r}}}; sys.exit(c.main(sys.argv[1:]))")
+    return subprocess.run([sys.executable, "-c", code, "fetch", "tiny", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_cli_fetch_prints_path_env_overrides_and_fails_cleanly(tmp_path, server):
+    proc = run_fetch_cli(env={"NPRESNET_HOME": str(tmp_path), "NPRESNET_WEIGHTS_URL": f"{server}/good"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(tmp_path / NAME.replace(".pth", ".npz"))
+    other = tmp_path / "other"
+    proc = run_fetch_cli("--dest", str(other), "--url", f"{server}/wrong")
+    assert proc.returncode == 1 and "SHA-256" in proc.stderr and "Traceback" not in proc.stderr
+    assert_nothing_cached(other)
