@@ -24,13 +24,14 @@ from .models import (
 )
 from .nn import capture_intermediates
 from .shapes import conv_output_size
+from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
     "functional", "nn",
     "available_backends", "get_array_module", "to_backend", "to_numpy",
-    "conv_output_size", "WeightsError", "capture_intermediates",
+    "conv_output_size", "WeightsError", "capture_intermediates", "load_weights", "save_weights",
     "ARCHITECTURES", "ResNet",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
