@@ -149,6 +149,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 # ---------------------------------------------------------------------------- summary
@@ -161,7 +165,7 @@ def _summary(args) -> int:
     except ValueError as err:
         raise _CommandError(err) from None
     if args.format == "json":
-        print(json.dumps(result.to_dict(), indent=1))
+        print(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
     elif args.format == "markdown":
         print(format_markdown(result))
     else:
@@ -238,7 +242,7 @@ def _predict(args) -> int:
             bar.close()
 
     if args.format == "json":
-        print(json.dumps(results, indent=1))
+        print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
         for entry in results:
             print(entry["path"])
