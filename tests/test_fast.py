@@ -1,0 +1,258 @@
+"""The fused inference path (npresnet.fast) against torchvision, and its parts against torch.
+
+Oracles: torchvision's ResNets (seeded, batch norms randomised, eval mode) for whole
+models; ``torch.nn.functional.conv2d`` followed by ``batch_norm`` for a single fused
+convolution; the unchunked fused path for the chunked one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import npresnet
+from npresnet.fast import fuse
+from npresnet.fast.conv import FusedConv, chunks
+from npresnet.fast.fold import fold_batch_norm, gemm_weight
+from npresnet.nn import BatchNorm2d, Conv2d
+
+from _torchvision import ARCHITECTURE_NAMES, numpy_state_dict, relative_error, torch_forward, torchvision_resnet
+
+F32_TOL = 1e-4  # max |fused - torch| / max |torch| in float32 for ResNet-18/50 (measured: ~3e-5 worst)
+F64_TOL = 1e-10
+
+
+def _pair_models(name, dtype=torch.float32, seed=0, **kwargs):
+    """(torchvision model, npresnet model with the same weights)."""
+    tv = torchvision_resnet(name, seed=seed, dtype=dtype, **kwargs)
+    np_dtype = "float64" if dtype == torch.float64 else "float32"
+    model = npresnet.ARCHITECTURES[name](dtype=np_dtype, **kwargs)
+    model.load_state_dict(numpy_state_dict(tv))
+    return tv, model
+
+
+def _input(shape, dtype=np.float32, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@pytest.fixture(scope="module")
+def resnet18_pair():
+    return _pair_models("resnet18", seed=1)
+
+
+@pytest.fixture(scope="module")
+def resnet50_pair():
+    return _pair_models("resnet50", seed=2)
+
+
+# --------------------------------------------------------------------------- whole models
+@pytest.mark.parametrize("name", ARCHITECTURE_NAMES)
+def test_every_architecture_matches_torchvision_float32(name):
+    """Within float32 rounding: no further from torchvision-in-float64 than torchvision-in-float32 is.
+
+    The deep models (ResNet-152: 50 blocks) amplify rounding; torch's own float32 logits sit
+    ~2e-4 (relative to their scale) from its float64 ones there, so a fixed bound would be either
+    loose for ResNet-18 or flaky for ResNet-152. The bound is 3× torch's own float32 error.
+    """
+    tv, model = _pair_models(name)
+    x = _input((2, 3, 40, 48))
+    expected = torch_forward(tv, x)
+    out = fuse(model)(x)
+    assert out.dtype == np.float32 and out.shape == expected.shape == (2, 1000)
+    exact = torch_forward(tv.double(), x.astype(np.float64))
+    torch_error = relative_error(expected, exact)
+    assert relative_error(out, exact) <= 3 * torch_error + 1e-6
+    assert torch_error < 1e-3  # the oracle itself is sane
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
+def test_float64_matches_torchvision_to_1e_10(name):
+    tv, model = _pair_models(name, dtype=torch.float64)
+    x = _input((2, 3, 33, 29), dtype=np.float64)
+    out = fuse(model)(x)
+    assert out.dtype == np.float64
+    assert relative_error(out, torch_forward(tv, x)) < F64_TOL
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), h=st.integers(1, 70), w=st.integers(1, 70))
+def test_resnet18_any_input_size(resnet18_pair, n, h, w):
+    tv, model = resnet18_pair
+    x = _input((n, 3, h, w), seed=h * 100 + w)
+    assert relative_error(fuse(model)(x), torch_forward(tv, x)) < F32_TOL
+
+
+@settings(max_examples=6, deadline=None)
+@given(n=st.integers(1, 2), h=st.integers(1, 64), w=st.integers(1, 64))
+def test_resnet50_any_input_size(resnet50_pair, n, h, w):
+    tv, model = resnet50_pair
+    x = _input((n, 3, h, w), seed=h * 100 + w)
+    assert relative_error(fuse(model)(x), torch_forward(tv, x)) < F32_TOL
+
+
+def test_batch_one_and_many_agree_with_each_other_and_torch(resnet18_pair):
+    tv, model = resnet18_pair
+    fused = fuse(model)
+    x = _input((5, 3, 37, 41))
+    many = fused(x)
+    assert relative_error(many, torch_forward(tv, x)) < F32_TOL
+    for i in range(5):
+        np.testing.assert_allclose(fused(x[i : i + 1])[0], many[i], rtol=0, atol=1e-5 * np.abs(many).max())
+
+
+def test_empty_batch(resnet18_pair):
+    _, model = resnet18_pair
+    out = fuse(model)(np.zeros((0, 3, 32, 32), dtype=np.float32))
+    assert out.shape == (0, 1000) and out.dtype == np.float32
+
+
+def test_stem_without_maxpool_padding_matches_torchvision():
+    tv, _ = _pair_models("resnet18", seed=3)
+    tv.maxpool.padding = 0  # the variant: 112 -> 55 at 224
+    model = npresnet.resnet18(maxpool_padding=0)
+    model.load_state_dict(numpy_state_dict(tv))
+    x = _input((2, 3, 45, 38))
+    assert relative_error(fuse(model)(x), torch_forward(tv, x)) < F32_TOL
+
+
+def test_dilation_variant_matches_torchvision():
+    tv, model = _pair_models("resnet50", seed=4, replace_stride_with_dilation=[False, True, True])
+    x = _input((1, 3, 36, 30))
+    assert relative_error(fuse(model)(x), torch_forward(tv, x)) < F32_TOL
+
+
+def test_chunked_workspace_gives_identical_logits():
+    """A 1-byte budget (one output row per chunk everywhere) computes the same sums as no bound.
+
+    Identical up to the order BLAS adds within a product, which may depend on the number of
+    rows it is given; in float64 that leaves ~1e-15, far below any indexing mistake.
+    """
+    tv, model = _pair_models("resnet50", dtype=torch.float64, seed=5)
+    x = _input((3, 3, 45, 52), dtype=np.float64)
+    whole = fuse(model, workspace_bytes=1 << 40)(x)
+    tiny = fuse(model, workspace_bytes=1)(x)
+    assert relative_error(tiny, whole) < 1e-13
+    assert relative_error(whole, torch_forward(tv, x)) < F64_TOL
+
+
+def test_repeated_calls_reuse_buffers_without_aliasing_outputs(resnet18_pair):
+    _, model = resnet18_pair
+    fused = fuse(model)
+    a, b = _input((2, 3, 32, 32), seed=5), _input((2, 3, 32, 32), seed=6)
+    first = fused(a)
+    kept = first.copy()
+    fused(b)
+    held = fused.buffer_bytes()
+    second = fused(a)
+    np.testing.assert_array_equal(first, kept)  # the second call did not write into the first's logits
+    np.testing.assert_array_equal(second, first)
+    assert fused.buffer_bytes() == held  # nothing new allocated at the same input size
+
+
+def test_fused_is_a_snapshot_and_does_not_touch_the_model(resnet18_pair):
+    _, model = resnet18_pair
+    before = {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
+    fuse(model)(_input((1, 3, 32, 32)))
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------- input checks
+@pytest.mark.parametrize("x, error, words", [
+    (np.zeros((3, 32, 32), np.float32), ValueError, "4-D"),
+    (np.zeros((1, 32, 32, 3), np.float32), ValueError, "channels-last"),
+    (np.zeros((1, 3, 32, 32), np.uint8), TypeError, "floating"),
+    (np.zeros((1, 3, 32, 32), np.float64), TypeError, "float32"),
+    ([[0.0]], TypeError, "list"),
+])
+def test_bad_input_is_refused_clearly(resnet18_pair, x, error, words):
+    with pytest.raises(error, match=words):
+        fuse(resnet18_pair[1])(x)
+
+
+def test_too_small_input_names_the_shape():
+    model = npresnet.resnet18(maxpool_padding=0)
+    with pytest.raises(ValueError, match="too small"):
+        fuse(model)(np.zeros((1, 3, 2, 2), np.float32))
+
+
+def test_bad_workspace_bytes(resnet18_pair):
+    with pytest.raises(ValueError, match="workspace_bytes"):
+        fuse(resnet18_pair[1], workspace_bytes=0)
+
+
+# --------------------------------------------------------------------------- one fused convolution
+def _random_bn(num, rng, dtype):
+    bn = BatchNorm2d(num, dtype=dtype)
+    bn.weight[...] = rng.uniform(0.5, 1.5, num)
+    bn.bias[...] = rng.normal(0, 0.5, num)
+    bn.running_mean[...] = rng.normal(0, 0.5, num)
+    bn.running_var[...] = rng.uniform(0.3, 3, num)
+    return bn
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.data(), groups=st.sampled_from([1, 2, 4]), k=st.sampled_from([1, 2, 3, 5]),
+    stride=st.integers(1, 3), dilation=st.integers(1, 2), pad=st.integers(0, 3),
+    budget=st.sampled_from([1, 200, 5000, 1 << 30]), bias=st.booleans(),
+)
+def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, dilation, pad, budget, bias):
+    """FusedConv(NHWC) == batch_norm(conv2d(x)) in float64, any geometry, any workspace bound."""
+    cg, og = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    C, O = cg * groups, og * groups
+    span = dilation * (k - 1) + 1
+    H = data.draw(st.integers(max(1, span - 2 * pad), 12))
+    W = data.draw(st.integers(max(1, span - 2 * pad), 12))
+    N = data.draw(st.integers(0, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    conv = Conv2d(C, O, k, stride, pad, dilation, groups, bias=bias, dtype="float64", rng=rng)
+    bn = _random_bn(O, rng, "float64")
+    x = rng.standard_normal((N, C, H, W))
+
+    with torch.no_grad():
+        t = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(conv.weight),
+                                       None if conv.bias is None else torch.from_numpy(conv.bias),
+                                       stride, pad, dilation, groups)
+        t = torch.nn.functional.batch_norm(t, torch.from_numpy(bn.running_mean), torch.from_numpy(bn.running_var),
+                                           torch.from_numpy(bn.weight), torch.from_numpy(bn.bias), eps=bn.eps)
+    expected = t.numpy().transpose(0, 2, 3, 1)  # NHWC
+
+    weight, b = fold_batch_norm(conv, bn)
+    fused = FusedConv(gemm_weight(weight, groups), b, (k, k), (stride, stride), (pad, pad),
+                      (dilation, dilation), groups)
+    assert fused.output_shape((N, H, W, C)) == expected.shape
+    out = np.full(expected.shape, np.nan)
+    fused(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, budget=budget)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+
+    # the epilogue: residual add, then ReLU
+    identity = rng.standard_normal(expected.shape)
+    fused(x.transpose(0, 2, 3, 1), out, identity=identity, relu=True, budget=budget)  # non-contiguous input too
+    np.testing.assert_allclose(out, np.maximum(expected + identity, 0), rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(N=st.integers(0, 5), out_h=st.integers(1, 20), row_bytes=st.integers(1, 100), budget=st.integers(1, 3000))
+def test_chunks_cover_every_output_row_once_within_the_budget(N, out_h, row_bytes, budget):
+    seen = np.zeros((N, out_h), dtype=int)
+    for n0, n1, y0, y1 in chunks(N, out_h, row_bytes, budget):
+        seen[n0:n1, y0:y1] += 1
+        assert (n1 - n0) * (y1 - y0) * row_bytes <= max(budget, row_bytes)  # one row is the floor
+        assert y1 - y0 == out_h or n1 - n0 == 1  # whole images, or rows of one image: contiguous output
+    assert (seen == 1).all()
+
+
+def test_fold_matches_the_batch_norm_formula():
+    rng = np.random.default_rng(0)
+    conv = Conv2d(3, 4, 3, bias=True, dtype="float32", rng=rng)
+    bn = _random_bn(4, rng, "float32")
+    weight, bias = fold_batch_norm(conv, bn)
+    assert weight.dtype == bias.dtype == np.float64
+    for o in range(4):
+        scale = float(bn.weight[o]) / np.sqrt(float(bn.running_var[o]) + bn.eps)
+        np.testing.assert_allclose(weight[o], conv.weight[o].astype(np.float64) * scale, rtol=1e-15)
+        np.testing.assert_allclose(bias[o], (float(conv.bias[o]) - float(bn.running_mean[o])) * scale
+                                   + float(bn.bias[o]), rtol=1e-13)
