@@ -227,13 +227,18 @@ def parse_input_size(value) -> tuple[int, int]:
 
 
 def build_model(arch: str, **kwargs) -> Module:
-    """Build ``npresnet.ARCHITECTURES[arch](**kwargs)``; an unknown name gets a ValueError suggesting close ones."""
+    """Build ``npresnet.ARCHITECTURES[arch](**kwargs)``, uninitialised unless ``init=True`` is passed.
+
+    Callers need the architecture (its shapes, or arrays about to be loaded), not random
+    weights, so nothing is drawn. An unknown name gets a ValueError suggesting close ones.
+    """
     from .models import ARCHITECTURES
 
     if arch not in ARCHITECTURES:
         close = difflib.get_close_matches(str(arch).lower(), ARCHITECTURES, n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(close)}?" if close else ""
         raise ValueError(f"unknown architecture {arch!r}{hint} (known: {', '.join(ARCHITECTURES)})")
+    kwargs.setdefault("init", False)
     return ARCHITECTURES[arch](**kwargs)
 
 

@@ -28,15 +28,15 @@ __all__ = [
 ]
 
 
-def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1, *, dtype="float32", rng=None):
+def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1, **kw):
     """3×3 convolution with padding (= dilation, so the size is kept at stride 1), no bias."""
     return Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation, groups=groups, bias=False,
-                  dilation=dilation, dtype=dtype, rng=rng)
+                  dilation=dilation, **kw)
 
 
-def conv1x1(in_planes, out_planes, stride=1, *, dtype="float32", rng=None):
+def conv1x1(in_planes, out_planes, stride=1, **kw):
     """1×1 convolution, no bias: changes channels, and with stride 2 subsamples."""
-    return Conv2d(in_planes, out_planes, 1, stride=stride, bias=False, dtype=dtype, rng=rng)
+    return Conv2d(in_planes, out_planes, 1, stride=stride, bias=False, **kw)
 
 
 class BasicBlock(Module):
@@ -45,16 +45,16 @@ class BasicBlock(Module):
     expansion = 1
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
-                 *, dtype="float32", rng=None):
+                 *, dtype="float32", **kw):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
         if dilation > 1:
             raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
-        self.conv1 = conv3x3(inplanes, planes, stride, dtype=dtype, rng=rng)
+        self.conv1 = conv3x3(inplanes, planes, stride, dtype=dtype, **kw)
         self.bn1 = BatchNorm2d(planes, dtype=dtype)
         self.relu = ReLU(inplace=True)
-        self.conv2 = conv3x3(planes, planes, dtype=dtype, rng=rng)
+        self.conv2 = conv3x3(planes, planes, dtype=dtype, **kw)
         self.bn2 = BatchNorm2d(planes, dtype=dtype)
         self.downsample = downsample
         self.stride = stride
@@ -87,14 +87,14 @@ class Bottleneck(Module):
     expansion = 4
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
-                 *, dtype="float32", rng=None):
+                 *, dtype="float32", **kw):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups  # 3×3 width: 64 for resnet50 layer1, 128 for 32x4d
-        self.conv1 = conv1x1(inplanes, width, dtype=dtype, rng=rng)
+        self.conv1 = conv1x1(inplanes, width, dtype=dtype, **kw)
         self.bn1 = BatchNorm2d(width, dtype=dtype)
-        self.conv2 = conv3x3(width, width, stride, groups, dilation, dtype=dtype, rng=rng)
+        self.conv2 = conv3x3(width, width, stride, groups, dilation, dtype=dtype, **kw)
         self.bn2 = BatchNorm2d(width, dtype=dtype)
-        self.conv3 = conv1x1(width, planes * self.expansion, dtype=dtype, rng=rng)
+        self.conv3 = conv1x1(width, planes * self.expansion, dtype=dtype, **kw)
         self.bn3 = BatchNorm2d(planes * self.expansion, dtype=dtype)
         self.relu = ReLU(inplace=True)
         self.downsample = downsample
@@ -144,10 +144,13 @@ class ResNet(Module):
         Floating dtype of the parameters.
     rng : int or numpy.random.Generator, optional
         Seed for the initialisation (Kaiming normal, fan-out, for convolutions; torch's default for fc).
+    init : bool
+        Initialise the parameters (default). ``False`` allocates zeros and draws nothing: fast,
+        for weights about to be loaded or for the shape-only pass.
     """
 
     def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
-                 replace_stride_with_dilation=None, *, maxpool_padding=1, dtype="float32", rng=None):
+                 replace_stride_with_dilation=None, *, maxpool_padding=1, dtype="float32", rng=None, init=True):
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"layers must list 4 stage depths, got {layers!r}")
@@ -159,14 +162,14 @@ class ResNet(Module):
             )
         if maxpool_padding not in (0, 1):
             raise ValueError(f"maxpool_padding must be 1 (torchvision) or 0, got {maxpool_padding!r}")
-        rng = numpy.random.default_rng(rng)
-        self._dtype, self._rng = numpy.dtype(dtype), rng
+        rng = numpy.random.default_rng(rng) if init else None
+        self._layer_kw = dict(dtype=numpy.dtype(dtype), rng=rng, init=init)
         self.inplanes = 64
         self.dilation = 1
         self.groups = groups
         self.base_width = width_per_group
 
-        self.conv1 = Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False, dtype=dtype, rng=rng)
+        self.conv1 = Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False, **self._layer_kw)
         self.bn1 = BatchNorm2d(self.inplanes, dtype=dtype)
         self.relu = ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, stride=2, padding=maxpool_padding)
@@ -175,8 +178,10 @@ class ResNet(Module):
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1])
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2])
         self.avgpool = AdaptiveAvgPool2d((1, 1))
-        self.fc = Linear(512 * block.expansion, num_classes, dtype=dtype, rng=rng)
-        del self._rng
+        self.fc = Linear(512 * block.expansion, num_classes, **self._layer_kw)
+        del self._layer_kw
+        if not init:
+            return
 
         for module in self.modules():
             if isinstance(module, Conv2d):  # kaiming_normal_(mode="fan_out", nonlinearity="relu")
@@ -191,7 +196,7 @@ class ResNet(Module):
                     module.bn2.weight[...] = 0
 
     def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
-        kw = dict(dtype=self._dtype, rng=self._rng)
+        kw = self._layer_kw
         downsample = None
         previous_dilation = self.dilation
         if dilate:
@@ -200,7 +205,7 @@ class ResNet(Module):
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride, **kw),
-                BatchNorm2d(planes * block.expansion, dtype=self._dtype),
+                BatchNorm2d(planes * block.expansion, dtype=kw["dtype"]),
             )
         layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation,
                         **kw)]
@@ -252,6 +257,8 @@ class ResNet(Module):
 
 
 def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
+    if weights is not None:
+        kwargs.setdefault("init", False)  # every array is about to be overwritten by the strict load
     model = ResNet(block, layers, **kwargs)
     if weights is not None:
         from ..weights import load_weights

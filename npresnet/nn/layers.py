@@ -3,7 +3,8 @@
 Names, arguments and defaults follow ``torch.nn``. Fresh parameters use torch's
 default initialisation (``kaiming_uniform_(a=sqrt(5))``, i.e. U(±1/sqrt(fan_in)))
 drawn from ``rng`` (a ``numpy.random.Generator`` or an int seed); models re-initialise
-them as their paper says.
+them as their paper says. ``init=False`` allocates zeros instead, for arrays that are
+about to be loaded or for shape-only work.
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from .spec import TensorSpec
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
 
 
-def _uniform(rng, shape, bound, dtype):
+def _uniform(rng, shape, bound, dtype, init=True):
+    if not init:
+        return numpy.zeros(shape, dtype=dtype)
     rng = numpy.random.default_rng(rng)
     return (rng.random(shape, dtype=numpy.float64) * (2 * bound) - bound).astype(dtype)
 
@@ -41,7 +44,7 @@ class Conv2d(Module):
     _parameter_names = ("weight", "bias")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, *, dtype="float32", rng=None):
+                 bias=True, *, dtype="float32", rng=None, init=True):
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
@@ -52,9 +55,9 @@ class Conv2d(Module):
         self.dilation = pair(dilation, "dilation")
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         bound = 1 / math.sqrt(fan_in)
-        rng = numpy.random.default_rng(rng)
-        self.weight = _uniform(rng, (out_channels, in_channels // groups, *self.kernel_size), bound, dtype)
-        self.bias = _uniform(rng, (out_channels,), bound, dtype) if bias else None
+        rng = numpy.random.default_rng(rng) if init else None
+        self.weight = _uniform(rng, (out_channels, in_channels // groups, *self.kernel_size), bound, dtype, init)
+        self.bias = _uniform(rng, (out_channels,), bound, dtype, init) if bias else None
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -197,13 +200,13 @@ class Linear(Module):
 
     _parameter_names = ("weight", "bias")
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype="float32", rng=None):
+    def __init__(self, in_features, out_features, bias=True, *, dtype="float32", rng=None, init=True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         bound = 1 / math.sqrt(in_features)
-        rng = numpy.random.default_rng(rng)
-        self.weight = _uniform(rng, (out_features, in_features), bound, dtype)
-        self.bias = _uniform(rng, (out_features,), bound, dtype) if bias else None
+        rng = numpy.random.default_rng(rng) if init else None
+        self.weight = _uniform(rng, (out_features, in_features), bound, dtype, init)
+        self.bias = _uniform(rng, (out_features,), bound, dtype, init) if bias else None
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
