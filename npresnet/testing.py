@@ -546,7 +546,7 @@ def assert_conv2d_matches(conv2d_fn, config: ConvConfig, *, dtype=numpy.float64,
         raise AssertionError(
             f"conv2d differs from the float64 oracle at {bad.sum()} of {err.size} elements for {_fmt(config)} "
             f"(dtype {numpy.dtype(dtype).name}); worst at index {tuple(int(i) for i in worst)}: "
-            f"got {got[worst]!r}, expected {want[worst]!r}, |error| {err[worst]:.3g} > bound {bound[worst]:.3g}"
+            f"got {float(got[worst])!r}, expected {float(want[worst])!r}, |error| {err[worst]:.3g} > bound {bound[worst]:.3g}"
         )
 
 
@@ -587,5 +587,5 @@ def assert_pool2d_matches(pool_fn, config: PoolConfig, *, dtype=numpy.float64, c
         raise AssertionError(
             f"{config.kind}_pool2d differs from the float64 oracle at {bad.sum()} of {err.size} elements for "
             f"{_fmt(config)} (dtype {numpy.dtype(dtype).name}); worst at index {tuple(int(i) for i in worst)}: "
-            f"got {got[worst]!r}, expected {want[worst]!r}, bound {bound[worst]:.3g}"
+            f"got {float(got[worst])!r}, expected {float(want[worst])!r}, bound {bound[worst]:.3g}"
         )
