@@ -1,0 +1,46 @@
+"""The benchmark harness keeps working: its smoke mode runs end to end, and it refuses wrong answers.
+
+Not a timed test: only that every engine is checked, timed and reported, and that the
+markdown table is written. The timings themselves are not asserted.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "benchmarks", "bench.py")
+
+
+def _run(*args, timeout=300):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, BENCH, "--smoke", "--threads", "1", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_smoke_runs_every_engine_and_writes_markdown(tmp_path):
+    table = tmp_path / "results.md"
+    proc = _run("--markdown", str(table))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| resnet18 | 1 |")]
+    engines = {row.split("|")[3].strip() for row in rows}
+    assert {"reference", "fast", "torch"} <= engines, proc.stdout
+    text = table.read_text()
+    assert "## Machine" in text and "GFLOP/s" in text and "bench.py --smoke" in text
+    for row in rows:
+        assert row in text
+        if "skipped" not in row:
+            cells = [c.strip() for c in row.split("|")[1:-1]]
+            assert float(cells[3]) > 0  # a median time was measured
+            assert float(cells[-1]) <= 1e-3  # and the answer it timed was checked
+
+
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_a_wrong_answer_is_refused_not_timed(engine):
+    proc = _run("--corrupt", engine, "--no-memory")
+    assert proc.returncode != 0
+    assert f"REFUSED: {engine}" in proc.stderr
+    assert f"| resnet18 | 1 | {engine} |" not in proc.stdout
