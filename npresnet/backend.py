@@ -24,6 +24,7 @@ __all__ = [
     "backend_name",
     "to_backend",
     "to_numpy",
+    "cupy_unavailable_reason",
 ]
 
 BACKENDS = ("numpy", "cupy")

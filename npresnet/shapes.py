@@ -32,7 +32,8 @@ def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mo
 
     ``floor((size + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1``.
     With ``ceil_mode`` the division rounds up, but, as in PyTorch, a last window
-    that would start beyond the input and its left padding is dropped.
+    that would start beyond the input and its left padding is dropped. So in ceil
+    mode a window may overhang the padded input (PyTorch's pooling allows it).
 
     Parameters
     ----------
@@ -49,8 +50,9 @@ def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mo
     Raises
     ------
     ValueError
-        If an argument is out of range, or the dilated window
-        (``dilation*(kernel_size-1)+1``) does not fit in the padded input.
+        If an argument is out of range, or no window fits: the output length would be
+        below 1 (in floor mode: the dilated window ``dilation*(kernel_size-1)+1`` is longer
+        than the padded input).
     """
     for name, value, low in (
         ("size", size, 0), ("kernel_size", kernel_size, 1), ("stride", stride, 1),
@@ -60,16 +62,17 @@ def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mo
             raise TypeError(f"{name} must be an int, got {value!r}")
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")
-    span = size + 2 * padding - dilation * (kernel_size - 1) - 1  # last valid window start
-    if span < 0:
+    span = size + 2 * padding - dilation * (kernel_size - 1) - 1  # start of the last window that fits
+    if ceil_mode:
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + padding:  # last window would start in the right padding
+            out -= 1
+    else:
+        out = span // stride + 1
+    if out < 1:
         raise ValueError(
             f"window of size {dilation * (kernel_size - 1) + 1} (kernel_size={kernel_size}, "
             f"dilation={dilation}) is larger than the padded input of size "
             f"{size + 2 * padding} (size={size}, padding={padding})"
         )
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + padding:  # last window would start in the right padding
-        out -= 1
     return out

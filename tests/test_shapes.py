@@ -80,11 +80,18 @@ def test_ceil_mode_drops_window_in_right_padding():
 
 
 @given(n=st.integers(1, 30), k=kernels, s=strides, d=dilations, ceil=st.booleans(), data=st.data())
+@example(n=2, k=3, s=3, d=1, ceil=True, data=None)  # ceil mode: one window overhanging the whole input
+@example(n=2, k=3, s=1, d=1, ceil=True, data=None)  # ... but not when the stride leaves no room: error
 def test_equals_torch_pooling_output_size(n, k, s, d, ceil, data):
-    p = data.draw(st.integers(0, k // 2), label="p")
-    if not _fits(n, k, p, d):
+    """Equal to torch's pooling output size, and an error exactly where torch raises one
+    (in ceil mode torch accepts a single window that overhangs the padded input)."""
+    p = data.draw(st.integers(0, k // 2), label="p") if data is not None else 0
+    try:
+        want = F.max_pool2d(torch.zeros(1, 1, n, 1), (k, 1), (s, 1), (p, 0), (d, 1), ceil_mode=ceil).shape[2]
+    except RuntimeError:
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            conv_output_size(n, k, s, p, d, ceil_mode=ceil)
         return
-    want = F.max_pool2d(torch.zeros(1, 1, n, 1), (k, 1), (s, 1), (p, 0), (d, 1), ceil_mode=ceil).shape[2]
     assert conv_output_size(n, k, s, p, d, ceil_mode=ceil) == want
 
 
