@@ -316,6 +316,105 @@ def run_config(args, arch, batch, gemm_gflops, directory, corrupt=None) -> list[
     return rows
 
 
+# ---------------------------------------------------------------------------- profile of the fast path
+def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3) -> str:
+    """Where the fused path's time goes: per convolution, im2col copies vs GEMM vs epilogue.
+
+    Each convolution call of one forward pass is recorded (by wrapping ``FusedConv.__call__``
+    for the duration of this function), then re-run in isolation on random data of the same
+    shapes: the whole call, its im2col copies alone, and its matrix products alone (median of
+    ``repeats``); the epilogue (bias, residual, ReLU) is the remainder. Returns a markdown table.
+    """
+    from npresnet.fast.conv import FusedConv, chunks
+
+    model = build_model(arch, dtype)
+    fused = fuse(model)
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(dtype)
+    calls = []
+    original = FusedConv.__call__
+
+    def recording(self, x, out, identity=None, relu=False, workspace=None, budget=None):
+        calls.append((self, x.shape, x.flags.c_contiguous, out.shape, identity is not None, relu))
+        return original(self, x, out, identity, relu, workspace, budget)
+
+    fused(x)
+    total = _median_time(lambda: fused(x), repeats)
+    FusedConv.__call__ = recording
+    try:
+        fused(x)
+    finally:
+        FusedConv.__call__ = original
+    rng = np.random.default_rng(1)
+    scratch = np.empty(1, dtype)
+
+    def workspace(n):
+        nonlocal scratch
+        if scratch.size < n:
+            scratch = np.empty(n, dtype)
+        return scratch[:n]
+
+    rows, sums = [], {"im2col": 0.0, "gemm": 0.0, "epilogue": 0.0}
+    for index, (conv, in_shape, contiguous, out_shape, residual, relu) in enumerate(calls):
+        xin = rng.standard_normal(in_shape).astype(dtype)
+        if not contiguous:  # the stem reads the NCHW input through a transposed view
+            xin = np.ascontiguousarray(xin.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+        out = np.empty(out_shape, dtype)
+        identity = rng.standard_normal(out_shape).astype(dtype) if residual else None
+        whole = _median_time(lambda: conv(xin, out, identity, relu, workspace, fused.workspace_bytes), repeats)
+        N, out_h, out_w, O = out_shape
+        kh, kw = conv.kernel_size
+        direct = conv.pointwise and conv.stride == (1, 1) and contiguous
+        K = kh * kw * in_shape[3]
+        parts = chunks(N, out_h, out_w * (in_shape[3] if direct else K) * out.itemsize, fused.workspace_bytes)
+
+        def copies():
+            for n0, n1, y0, y1 in parts:
+                cols = workspace((n1 - n0) * (y1 - y0) * out_w * K)
+                conv._im2col(xin[n0:n1], cols.reshape(conv.groups, n1 - n0, y1 - y0, out_w, kh, kw, -1),
+                             y0, y1, out_w)
+
+        def products():
+            for n0, n1, y0, y1 in parts:
+                m = (n1 - n0) * (y1 - y0) * out_w
+                o = out[n0:n1, y0:y1].reshape(m, O)
+                a = xin[n0:n1, y0:y1].reshape(m, -1) if direct else workspace(m * K).reshape(conv.groups, m, -1)
+                if direct or conv.groups == 1:
+                    np.matmul(a if direct else a[0], conv.weight2d, out=o)
+                else:
+                    np.matmul(a, conv.weight)
+
+        t_copy = 0.0 if direct else _median_time(copies, repeats)
+        t_gemm = _median_time(products, repeats)
+        t_epi = max(whole - t_copy - t_gemm, 0.0)
+        sums["im2col"] += t_copy
+        sums["gemm"] += t_gemm
+        sums["epilogue"] += t_epi
+        macs = N * out_h * out_w * O * K // conv.groups
+        kind = f"{kh}×{kw}/{conv.stride[0]}" + (" g" + str(conv.groups) if conv.groups > 1 else "")
+        rows.append(f"| {index} | {kind} | {in_shape[1]}×{in_shape[2]}×{in_shape[3]} → {out_h}×{out_w}×{O} | "
+                    f"{1e3 * whole:.2f} | {1e3 * t_copy:.2f} | {1e3 * t_gemm:.2f} | {1e3 * t_epi:.2f} | "
+                    f"{2 * macs / t_gemm / 1e9:.0f} |")
+    convs = sum(sums.values())
+    head = [f"Profile of the fast path: {arch}, batch {batch}, {size}×{size}, {dtype}. "
+            f"Whole forward {1e3 * total:.1f} ms; convolutions in isolation {1e3 * convs:.1f} ms = "
+            f"im2col copies {1e3 * sums['im2col']:.1f} + GEMM {1e3 * sums['gemm']:.1f} + "
+            f"epilogue (bias, residual, ReLU) {1e3 * sums['epilogue']:.1f}; the rest "
+            f"(max pool, average pool, fc, Python) ≈ {1e3 * max(total - convs, 0):.1f} ms.", "",
+            "| # | conv | input H×W×C → output | whole ms | im2col ms | GEMM ms | epilogue ms | GEMM GFLOP/s |",
+            "|---|---|---|---|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 # ---------------------------------------------------------------------------- report
 HEADER = ("| model | batch | engine | median ms | IQR ms | min ms | img/s | × PyTorch | GFLOP/s | % sgemm "
           "| peak RSS MB | NumPy traced MB | rel. error |")
@@ -370,6 +469,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory probes")
     p.add_argument("--markdown", metavar="PATH", help="also write the results as markdown to PATH")
+    p.add_argument("--profile", action="store_true",
+                   help="instead of the comparison, print where the fast path's time goes (first --arch/--batch)")
     p.add_argument("--smoke", action="store_true", help="one tiny configuration (resnet18, batch 1, 64×64, 1 repeat)")
     p.add_argument("--probe", choices=ENGINES, help=argparse.SUPPRESS)  # internal: memory of one engine
     p.add_argument("--corrupt", choices=ENGINES, help=argparse.SUPPRESS)  # internal: test the refusal
@@ -396,6 +497,12 @@ def main(argv=None) -> int:
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
                   {**os.environ, **missing})
     args.load_start = f"{os.getloadavg()[0]:.2f}"
+    if args.profile:
+        text = profile_fast(args.arch[0], args.batch[0], args.size, args.dtype)
+        print(text)
+        if args.markdown:
+            write_atomically(args.markdown, text)
+        return 0
     info = machine_description(args.threads)
     gemm = sgemm_rate(n=512 if args.smoke else 2048)
     print(f"# npresnet benchmark: {info.get('Model name', '?')}, {args.threads} threads, numpy {np.__version__} "

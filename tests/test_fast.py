@@ -197,10 +197,12 @@ def _random_bn(num, rng, dtype):
 @given(
     data=st.data(), groups=st.sampled_from([1, 2, 4]), k=st.sampled_from([1, 2, 3, 5]),
     stride=st.integers(1, 3), dilation=st.integers(1, 2), pad=st.integers(0, 3),
-    budget=st.sampled_from([1, 200, 5000, 1 << 30]), bias=st.booleans(),
+    budget=st.sampled_from([1, 200, 5000, 1 << 30]), bias=st.booleans(), row_windows=st.booleans(),
 )
-def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, dilation, pad, budget, bias):
-    """FusedConv(NHWC) == batch_norm(conv2d(x)) in float64, any geometry, any workspace bound."""
+def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, dilation, pad, budget, bias,
+                                                      row_windows):
+    """FusedConv(NHWC) == batch_norm(conv2d(x)) in float64, any geometry, any workspace bound,
+    with the per-offset copies and (where they apply) the row-window copies of the stem."""
     cg, og = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
     C, O = cg * groups, og * groups
     span = dilation * (k - 1) + 1
@@ -223,6 +225,7 @@ def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, d
     weight, b = fold_batch_norm(conv, bn)
     fused = FusedConv(gemm_weight(weight, groups), b, (k, k), (stride, stride), (pad, pad),
                       (dilation, dilation), groups)
+    fused.row_window_max = 1 << 20 if row_windows else 0
     assert fused.output_shape((N, H, W, C)) == expected.shape
     out = np.full(expected.shape, np.nan)
     fused(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, budget=budget)

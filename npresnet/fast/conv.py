@@ -9,6 +9,9 @@ offset; in NHWC each copy moves whole runs of ``C`` contiguous channels.
 - A strided 1×1 convolution copies the subsampled pixels, then multiplies.
 - Padding is never materialised: each offset copies only the output pixels whose input
   lies inside the image and writes zeros into the thin border strips of the columns.
+- Few input channels (the stem's 3): runs of ``C`` floats are too short for fast copies,
+  so the input is padded once and each kernel *row* is copied as one strided window
+  view of ``kw*C`` contiguous floats (``as_strided``; 7 copies instead of 49 for 7×7).
 
 The output pixels are processed in chunks (groups of whole images, or bands of rows of
 one image) so the columns never exceed ``workspace_bytes``; each chunk's epilogue (bias,
@@ -79,6 +82,7 @@ class FusedConv:
         self.in_channels, self.out_channels = K // (kh * kw) * G, Og * G
         self.pointwise = kernel_size == (1, 1) and padding == (0, 0) and groups == 1
         self.weight2d = weight[0] if groups == 1 else None  # (K, O)
+        self.row_window_max = 64  # use the row-window copies when kw*C is at most this many floats
 
     def output_shape(self, shape) -> tuple[int, int, int, int]:
         """NHWC output shape for an NHWC input ``shape`` (ValueError if the window does not fit)."""
@@ -113,6 +117,11 @@ class FusedConv:
         row_bytes = out_w * (C if direct else K) * x.dtype.itemsize
         if workspace is None:
             workspace = lambda size: xp.empty(size, dtype=x.dtype)  # noqa: E731
+        rows = not direct and self.groups == 1 and C * kw <= self.row_window_max and self.dilation[1] == 1
+        if rows:  # pad once: (N, H + 2ph, W + 2pw, C), contiguous, for the row-window copies
+            ph, pw = self.padding
+            xpad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+            xpad[:, ph : ph + H, pw : pw + W] = x
         for n0, n1, y0, y1 in chunks(N, out_h, row_bytes, budget):
             m = (n1 - n0) * (y1 - y0) * out_w  # output pixels in this chunk
             o = out[n0:n1, y0:y1].reshape(m, O)  # contiguous: whole images, or rows of one image
@@ -120,7 +129,10 @@ class FusedConv:
                 xp.matmul(x[n0:n1, y0:y1].reshape(m, C), self.weight2d, out=o)
             else:
                 cols = workspace(m * K).reshape(self.groups, n1 - n0, y1 - y0, out_w, kh, kw, C // self.groups)
-                self._im2col(x[n0:n1], cols, y0, y1, out_w)
+                if rows:
+                    self._im2col_rows(xpad[n0:n1], cols[0], y0, y1, out_w)
+                else:
+                    self._im2col(x[n0:n1], cols, y0, y1, out_w)
                 cols = cols.reshape(self.groups, m, K // self.groups)
                 if self.groups == 1:
                     xp.matmul(cols[0], self.weight2d, out=o)
@@ -165,3 +177,21 @@ class FusedConv:
                     dst[:, :, lo_y - y0 : hi_y - y0, :lo_x] = 0
                 if hi_x < out_w:
                     dst[:, :, lo_y - y0 : hi_y - y0, hi_x:] = 0
+
+    def _im2col_rows(self, xpad, cols, y0: int, y1: int, out_w: int):
+        """Fill ``cols`` (n, y1-y0, out_w, kh, kw, C) from the padded contiguous ``xpad`` (n, Hp, Wp, C).
+
+        For kernel row ``i`` the ``kw*C`` taps of output pixel ``(oy, ox)`` are the contiguous run
+        ``xpad[n, oy*sy + i*dy, ox*sx : ox*sx + kw, :]``; a strided view enumerates these runs.
+        """
+        xp = get_array_module(xpad)
+        n, _, _, C = xpad.shape
+        kh, kw = self.kernel_size
+        (sy, sx), dy = self.stride, self.dilation[0]
+        sN, sH, sW, sC = xpad.strides
+        cols = cols.reshape(n, y1 - y0, out_w, kh, kw * C)
+        for i in range(kh):
+            start = xpad[:, y0 * sy + i * dy :]  # row of the first output row's tap i
+            windows = xp.lib.stride_tricks.as_strided(start, shape=(n, y1 - y0, out_w, kw * C),
+                                                      strides=(sN, sy * sH, sx * sW, sC))
+            cols[:, :, :, i] = windows
