@@ -120,8 +120,6 @@ def test_non_arrays_are_refused(models, x):
         model(x)
 
 
-@pytest.mark.xfail(strict=True, reason="ResNet.check_input reads dtype.kind from a torch.dtype and raises "
-                   "AttributeError; fix reported to the lead (check isinstance(dtype, numpy.dtype))")
 def test_torch_tensor_is_refused_clearly(models):
     model, _ = models
     with pytest.raises(TypeError, match="Tensor"):

@@ -260,8 +260,6 @@ def test_load_state_dict_rejects_non_float_dtypes(resnet18_state, bad):
         npresnet.resnet18(init=False).load_state_dict(state)
 
 
-@pytest.mark.xfail(strict=True, reason="npresnet.nn.module._can_cast accepts integers into floating "
-                   "parameters; the brief asks for them to be rejected (one-line fix reported to the lead)")
 @pytest.mark.parametrize("dtype", [np.int64, np.uint8])
 def test_load_state_dict_rejects_integer_weights(resnet18_state, dtype):
     state = dict(resnet18_state)

@@ -219,7 +219,7 @@ class ResNet(Module):
         """Raise a clear error unless ``x`` is an (N, 3, H, W) floating array this model can take."""
         shape = tuple(getattr(x, "shape", ()))
         dtype = getattr(x, "dtype", None)
-        if dtype is None or not hasattr(x, "ndim"):
+        if not isinstance(dtype, numpy.dtype) or not hasattr(x, "ndim"):  # e.g. a torch.Tensor
             raise TypeError(f"input must be a NumPy or CuPy array of shape (N, 3, H, W), got {type(x).__name__}")
         if x.ndim != 4:
             raise ValueError(f"input must be 4-D (N, C, H, W), got {x.ndim}-D with shape {shape}")

@@ -316,10 +316,13 @@ def check_state_dict(expected, state_dict, check_finite: bool = False):
 
 
 def _can_cast(source, target) -> bool:
-    """Floating into floating (any precision), integers into integers or floats; nothing else."""
+    """Floating into floating (any precision), integers into integers; nothing else.
+
+    Integer weights for a floating parameter mean the file is not what it claims to be.
+    """
     source, target = numpy.dtype(source), numpy.dtype(target)
     if target.kind == "f":
-        return source.kind in "fiu"
+        return source.kind == "f"
     if target.kind in "iu":
         return source.kind in "iu"
     return source == target
