@@ -365,7 +365,7 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
         kh, kw = conv.kernel_size
         direct = conv.pointwise and conv.stride == (1, 1) and contiguous
         K = kh * kw * in_shape[3]
-        parts = chunks(N, out_h, out_w * (in_shape[3] if direct else K) * out.itemsize, fused.workspace_bytes)
+        parts = chunks(N, out_h, out_w * ((in_shape[3] if direct else K) + O) * out.itemsize, fused.workspace_bytes)
 
         def copies():
             for n0, n1, y0, y1 in parts:
