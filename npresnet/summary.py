@@ -46,7 +46,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .nn import AdaptiveAvgPool2d, Conv2d, Linear, MaxPool2d, Module, Sequential, TensorSpec
 from .shapes import pair

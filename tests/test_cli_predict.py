@@ -8,7 +8,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
-from PIL import Image  # noqa: E402
 from torchvision.datasets.folder import pil_loader  # noqa: E402
 
 from test_preprocess import huge_png_header, make_image  # noqa: E402

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 import npresnet.functional as nf
+from _examples import with_examples
 from npresnet.testing import (
     ConvConfig, assert_conv2d_matches, conv2d_configs, conv2d_error_bound, reference_conv2d,
 )
@@ -37,16 +38,7 @@ def _torch_conv(config, x, w, b):
     return F.conv2d(t(x), t(w), t(b), **config.kwargs()).numpy()
 
 
-def _with_edges(test=None, **extra):
-    """Decorator: add every EDGE_CASES config as an @example (with ``extra`` arguments)."""
-    def decorate(test):
-        for config in EDGE_CASES:
-            test = example(config=config, **extra)(test)
-        return test
-    return decorate(test) if test is not None else decorate
-
-
-@_with_edges
+@with_examples(EDGE_CASES)
 @given(config=conv2d_configs())
 def test_conv2d_shape_is_formula_and_torch(backend, config):
     x, w, b = config.arrays()
@@ -57,14 +49,14 @@ def test_conv2d_shape_is_formula_and_torch(backend, config):
         assert got.shape[-2:] == config.input_shape[-2:]
 
 
-@_with_edges
+@with_examples(EDGE_CASES)
 @given(config=conv2d_configs())
 def test_conv2d_matches_float64_oracle(backend, config):
     """Within gamma_{K+1} * (|x| conv |w| + |b|) of the naive loop: ~1e-14 relative for K <= ~100."""
     assert_conv2d_matches(nf.conv2d, config, dtype=np.float64, convert=backend.put)
 
 
-@_with_edges(seed=0)
+@with_examples(EDGE_CASES, seed=0)
 @given(config=conv2d_configs(), seed=st.integers(0, 2**16))
 def test_conv2d_float32_matches_torch(backend, config, seed):
     """float32 npresnet vs float32 torch: each within the float32 rounding bound of the exact

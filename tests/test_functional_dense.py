@@ -1,7 +1,6 @@
 """batch_norm, linear, relu (the layers without windows) against torch.nn.functional and
 independent NumPy expressions, on every backend."""
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import example, given

@@ -8,6 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import npresnet.functional as nf
+from _examples import with_examples
 from npresnet.testing import (
     AdaptivePoolConfig, PoolConfig, adaptive_pool_configs, assert_pool2d_matches, pool2d_configs,
     reference_adaptive_avg_pool2d,
@@ -39,16 +40,7 @@ def _ours(config):
     return nf.max_pool2d if config.kind == "max" else nf.avg_pool2d
 
 
-def _with_edges(test=None, **extra):
-    """Decorator: add every EDGE_CASES config as an @example (with ``extra`` arguments)."""
-    def decorate(test):
-        for config in EDGE_CASES:
-            test = example(config=config, **extra)(test)
-        return test
-    return decorate(test) if test is not None else decorate
-
-
-@_with_edges
+@with_examples(EDGE_CASES)
 @given(config=pool2d_configs())
 def test_pool_shape_is_formula_and_torch(backend, config):
     x = np.zeros(config.input_shape)
@@ -57,14 +49,14 @@ def test_pool_shape_is_formula_and_torch(backend, config):
     assert got.dtype == x.dtype
 
 
-@_with_edges
+@with_examples(EDGE_CASES)
 @given(config=pool2d_configs())
 def test_pool_matches_float64_oracle(backend, config):
     """Max pooling exactly; average pooling within the rounding of a kh*kw-term sum."""
     assert_pool2d_matches(_ours(config), config, convert=backend.put)
 
 
-@_with_edges(seed=0)
+@with_examples(EDGE_CASES, seed=0)
 @given(config=pool2d_configs(), seed=st.integers(0, 2**16))
 def test_pool_float32_matches_torch(backend, config, seed):
     """float32 vs float32 torch: max pooling bit for bit; average pooling within

@@ -6,7 +6,6 @@ compared bit for bit with the tensor torch holds.
 """
 from __future__ import annotations
 
-import io
 import os
 import stat
 import zipfile

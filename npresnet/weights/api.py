@@ -20,7 +20,6 @@ Problems reaching the file (missing, a directory, no permission) stay the usual
 from __future__ import annotations
 
 import os
-import struct
 import zipfile
 from pathlib import Path
 from typing import Mapping

@@ -348,7 +348,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         module = self.readline()[:-1].decode("ascii", "replace")
         name = self.readline()[:-1].decode("ascii", "replace")
         self.find_class(module, name)  # refuses, naming the global, unless allowlisted
-        raise WeightsError(f"pickle opcode INST is not allowed (torch.save does not write it)")
+        raise WeightsError("pickle opcode INST is not allowed (torch.save does not write it)")
 
 
 for _name, _handler in {
