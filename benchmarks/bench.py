@@ -233,17 +233,27 @@ def probe_memory(args) -> dict:
 
 
 def measure_memory(args, arch, batch, engines) -> dict:
-    """Run :func:`probe_memory` in a fresh subprocess per engine; ``{engine: dict}``."""
+    """Run :func:`probe_memory` in ``--memory-repeats`` fresh subprocesses per engine; ``{engine: dict}``
+    with the median of each figure (PyTorch's RSS peak varies by ~2× from process to process)."""
     if not os.path.exists("/proc/self/clear_refs"):
         return {}
     results = {}
     for engine in engines:
         cmd = [sys.executable, os.path.abspath(__file__), "--probe", engine, "--arch", arch, "--batch", str(batch),
                "--size", str(args.size), "--dtype", args.dtype, "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **_thread_env(args.threads)})
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        results[engine] = json.loads(lines[-1]) if proc.returncode == 0 and lines else \
-            {"engine": engine, "skipped": f"probe failed: {proc.stderr.strip()[-300:]}"}
+        probes = []
+        for _ in range(args.memory_repeats):
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env={**os.environ, **_thread_env(args.threads)})
+            lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                probes = None
+                results[engine] = {"engine": engine, "skipped": f"probe failed: {proc.stderr.strip()[-300:]}"}
+                break
+            probes.append(json.loads(lines[-1]))
+        if probes and "skipped" not in probes[0]:
+            results[engine] = {key: float(np.median([p[key] for p in probes]))
+                               for key in ("peak_rss_bytes", "traced_peak_bytes")}
     return results
 
 
@@ -252,14 +262,21 @@ def _thread_env(threads: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- timing
-def time_round_robin(engines: dict, x, warmup: int, repeats: int) -> dict:
-    """``{name: [seconds, ...]}``: each round calls every engine once, in turn."""
+def time_round_robin(engines: dict, x, warmup: int, repeats: int, gap: float = 0.0) -> dict:
+    """``{name: [seconds, ...]}``: each round calls every engine once, in turn.
+
+    ``gap`` seconds of sleep precede each timed call: OpenBLAS, OpenMP (torch) and ONNX Runtime
+    worker threads spin for a while after a call returns, and without the pause they steal the
+    cores from whichever engine runs next (measured here: PyTorch right after the fast path
+    took 1.25× its time alone).
+    """
     for _ in range(warmup):
         for run in engines.values():
             run(x)
     times = {name: [] for name in engines}
     for _ in range(repeats):
         for name, run in engines.items():
+            time.sleep(gap)
             t = time.perf_counter()
             run(x)
             times[name].append(time.perf_counter() - t)
@@ -291,7 +308,7 @@ def run_config(args, arch, batch, gemm_gflops, directory, corrupt=None) -> list[
             raise SystemExit(f"REFUSED: {name} logits disagree with PyTorch's for {arch} batch {batch} "
                              f"({error:.2e} > {TOLERANCE[args.dtype]:.0e}); not timing a wrong answer")
     macs = summarize(model, (args.size, args.size), batch=batch).total_macs
-    times = time_round_robin(engines, x, args.warmup, args.repeats)
+    times = time_round_robin(engines, x, args.warmup, args.repeats, args.gap)
     memory = measure_memory(args, arch, batch, list(engines)) if args.memory else {}
     torch_median = float(np.median(times["torch"]))
     rows = []
@@ -333,9 +350,9 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
     calls = []
     original = FusedConv.__call__
 
-    def recording(self, x, out, identity=None, relu=False, workspace=None, budget=None):
-        calls.append((self, x.shape, x.flags.c_contiguous, out.shape, identity is not None, relu))
-        return original(self, x, out, identity, relu, workspace, budget)
+    def recording(self, x, out, residual=False, relu=False, workspace=None, budget=None):
+        calls.append((self, x.shape, x.flags.c_contiguous, out.shape, residual, relu))
+        return original(self, x, out, residual, relu, workspace, budget)
 
     fused(x)
     total = _median_time(lambda: fused(x), repeats)
@@ -345,13 +362,12 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
     finally:
         FusedConv.__call__ = original
     rng = np.random.default_rng(1)
-    scratch = np.empty(1, dtype)
+    scratch = {}
 
-    def workspace(n):
-        nonlocal scratch
-        if scratch.size < n:
-            scratch = np.empty(n, dtype)
-        return scratch[:n]
+    def workspace(n, slot=0):
+        if slot not in scratch or scratch[slot].size < n:
+            scratch[slot] = np.empty(n, dtype)
+        return scratch[slot][:n]
 
     rows, sums = [], {"im2col": 0.0, "gemm": 0.0, "epilogue": 0.0}
     for index, (conv, in_shape, contiguous, out_shape, residual, relu) in enumerate(calls):
@@ -359,17 +375,17 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
         if not contiguous:  # the stem reads the NCHW input through a transposed view
             xin = np.ascontiguousarray(xin.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
         out = np.empty(out_shape, dtype)
-        identity = rng.standard_normal(out_shape).astype(dtype) if residual else None
-        whole = _median_time(lambda: conv(xin, out, identity, relu, workspace, fused.workspace_bytes), repeats)
+        whole = _median_time(lambda: conv(xin, out, residual, relu, workspace, fused.workspace_bytes), repeats)
         N, out_h, out_w, O = out_shape
         kh, kw = conv.kernel_size
         direct = conv.pointwise and conv.stride == (1, 1) and contiguous
         K = kh * kw * in_shape[3]
-        parts = chunks(N, out_h, out_w * ((in_shape[3] if direct else K) + O) * out.itemsize, fused.workspace_bytes)
+        row_bytes = out_w * ((in_shape[3] if direct else K) + (2 if residual else 1) * O) * out.itemsize
+        parts = chunks(N, out_h, row_bytes, fused.workspace_bytes)
 
         def copies():
             for n0, n1, y0, y1 in parts:
-                cols = workspace((n1 - n0) * (y1 - y0) * out_w * K)
+                cols = workspace((n1 - n0) * (y1 - y0) * out_w * K)  # slot 0, as the real call
                 conv._im2col(xin[n0:n1], cols.reshape(conv.groups, n1 - n0, y1 - y0, out_w, kh, kw, -1),
                              y0, y1, out_w)
 
@@ -436,7 +452,8 @@ def format_markdown(info: dict, gemm: float, command: str, rows: list[dict], arg
               f"- load average at start: {args.load_start}, at end: {os.getloadavg()[0]:.2f}", "",
               "## Command", "", f"    {command}", "",
               f"{args.size}×{args.size}, {args.dtype}, backend {args.backend}, {args.threads} threads, "
-              f"{args.warmup} warm-up rounds, {args.repeats} timed rounds (round-robin).", "",
+              f"{args.warmup} warm-up rounds, {args.repeats} timed rounds (round-robin, {args.gap} s idle before each call); "
+              f"peak memory: median of {args.memory_repeats} fresh processes per engine.", "",
               HEADER, "|" + "---|" * 13]
     lines += [format_row(r) for r in rows]
     return "\n".join(lines) + "\n"
@@ -467,7 +484,10 @@ def parse_args(argv=None):
                    help="threads for every engine (BLAS, torch, onnxruntime); default: all cores")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--gap", type=float, default=0.2,
+                   help="seconds of idle before each timed call, so no engine's spinning threads slow the next")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory probes")
+    p.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per engine for the memory median")
     p.add_argument("--markdown", metavar="PATH", help="also write the results as markdown to PATH")
     p.add_argument("--profile", action="store_true",
                    help="instead of the comparison, print where the fast path's time goes (first --arch/--batch)")
@@ -477,6 +497,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.arch, args.batch, args.size, args.repeats, args.warmup = ["resnet18"], [1], 64, 1, 0
+        args.gap, args.memory_repeats = 0.0, 1
     for name in ("repeats", "threads", "size"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")

@@ -233,7 +233,8 @@ def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, d
 
     # the epilogue: residual add, then ReLU
     identity = rng.standard_normal(expected.shape)
-    fused(x.transpose(0, 2, 3, 1), out, identity=identity, relu=True, budget=budget)  # non-contiguous input too
+    out = identity.copy()
+    fused(x.transpose(0, 2, 3, 1), out, residual=True, relu=True, budget=budget)  # non-contiguous input too
     np.testing.assert_allclose(out, np.maximum(expected + identity, 0), rtol=1e-10, atol=1e-10)
 
 

@@ -91,21 +91,24 @@ class FusedConv:
         out_h, out_w = (conv_output_size(*a) for a in args)
         return N, out_h, out_w, self.out_channels
 
-    def __call__(self, x, out, identity=None, relu=False, workspace=None, budget=DEFAULT_WORKSPACE_BYTES):
-        """``out = [relu](conv(x) + bias [+ identity])``, in place.
+    def __call__(self, x, out, residual=False, relu=False, workspace=None, budget=DEFAULT_WORKSPACE_BYTES):
+        """``out = [relu](conv(x) + bias [+ out])``, in place.
 
         Parameters
         ----------
         x : array, shape (N, H, W, C)
             May be a non-contiguous view (the stem reads the NCHW input through a transpose).
         out : array, shape (N, out_h, out_w, O), C-contiguous
-        identity : array, shape (N, out_h, out_w, O), optional
-            Residual added before the ReLU.
+            With ``residual``, it holds the shortcut on entry and the block's output on return
+            (the in-place residual add: no separate buffer for the sum).
+        residual : bool
+            Add the convolution to what ``out`` holds instead of overwriting it.
         relu : bool
         workspace : callable, optional
-            ``workspace(n_elements)`` returns a flat scratch array of at least that size.
+            ``workspace(n_elements, slot)`` returns a flat scratch array of at least that size;
+            slot 0 holds the columns, slot 1 a residual chunk's product.
         budget : int
-            Bound in bytes on the columns of one chunk (see :func:`chunks`).
+            Bound in bytes on one chunk's columns plus output (see :func:`chunks`).
         """
         xp = get_array_module(x, out)
         N, H, W, C = x.shape
@@ -116,9 +119,9 @@ class FusedConv:
         K = kh * kw * C
         # A chunk's working set, its columns (or input) plus its output, fits in the budget, so the
         # epilogue's passes over the output hit the cache the product has just written.
-        row_bytes = out_w * ((C if direct else K) + O) * x.dtype.itemsize
+        row_bytes = out_w * ((C if direct else K) + (2 if residual else 1) * O) * x.dtype.itemsize
         if workspace is None:
-            workspace = lambda size: xp.empty(size, dtype=x.dtype)  # noqa: E731
+            workspace = lambda size, slot=0: xp.empty(size, dtype=x.dtype)  # noqa: E731
         rows = not direct and self.groups == 1 and C * kw <= self.row_window_max and self.dilation[1] == 1
         if rows:  # pad once: (N, H + 2ph, W + 2pw, C), contiguous, for the row-window copies
             ph, pw = self.padding
@@ -127,10 +130,13 @@ class FusedConv:
         for n0, n1, y0, y1 in chunks(N, out_h, row_bytes, budget):
             m = (n1 - n0) * (y1 - y0) * out_w  # output pixels in this chunk
             o = out[n0:n1, y0:y1].reshape(m, O)  # contiguous: whole images, or rows of one image
+            shortcut = None
+            if residual:  # the product goes to scratch, then is added to the shortcut held in o
+                shortcut, o = o, workspace(m * O, 1).reshape(m, O)
             if direct:
                 xp.matmul(x[n0:n1, y0:y1].reshape(m, C), self.weight2d, out=o)
             else:
-                cols = workspace(m * K).reshape(self.groups, n1 - n0, y1 - y0, out_w, kh, kw, C // self.groups)
+                cols = workspace(m * K, 0).reshape(self.groups, n1 - n0, y1 - y0, out_w, kh, kw, C // self.groups)
                 if rows:
                     self._im2col_rows(xpad[n0:n1], cols[0], y0, y1, out_w)
                 else:
@@ -141,8 +147,9 @@ class FusedConv:
                 else:  # (groups, m, K/groups) @ (groups, K/groups, O/groups), one batched product
                     o.reshape(m, self.groups, O // self.groups).transpose(1, 0, 2)[...] = xp.matmul(cols, self.weight)
             o += self.bias
-            if identity is not None:
-                o += identity[n0:n1, y0:y1].reshape(m, O)
+            if shortcut is not None:
+                shortcut += o
+                o = shortcut
             if relu:
                 xp.maximum(o, 0, out=o)
         return out

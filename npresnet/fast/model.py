@@ -55,7 +55,7 @@ class _Buffers:
     def __init__(self, xp, dtype):
         self.xp, self.dtype = xp, dtype
         self.free, self.busy = [], {}
-        self.scratch = None
+        self.scratch = {}
 
     def take(self, shape):
         size = math.prod(shape)
@@ -75,14 +75,15 @@ class _Buffers:
     def give(self, view):
         self.free.append(self.busy.pop(id(view)))
 
-    def workspace(self, size):
-        """A flat scratch array of at least ``size`` elements (the im2col columns)."""
-        if self.scratch is None or self.scratch.size < size:
-            self.scratch = self.xp.empty(size, dtype=self.dtype)
-        return self.scratch[:size]
+    def workspace(self, size, slot=0):
+        """Flat scratch array ``slot`` (0: im2col columns, 1: a residual chunk's product), at least ``size`` long."""
+        scratch = self.scratch.get(slot)
+        if scratch is None or scratch.size < size:
+            scratch = self.scratch[slot] = self.xp.empty(size, dtype=self.dtype)
+        return scratch[:size]
 
     def nbytes(self) -> int:
-        arrays = self.free + list(self.busy.values()) + ([self.scratch] if self.scratch is not None else [])
+        arrays = self.free + list(self.busy.values()) + list(self.scratch.values())
         return sum(a.nbytes for a in arrays)
 
 
@@ -158,14 +159,17 @@ class FusedResNet:
         """Release this thread's cached buffers."""
         self._local.buffers = None
 
-    def _conv(self, conv: FusedConv, x, buffers, identity=None, relu=True):
+    def _conv(self, conv: FusedConv, x, buffers, relu=True, out=None):
+        """Run ``conv`` on NHWC ``x`` into a fresh buffer, or with ``out`` given, add into it (the residual)."""
         try:
             shape = conv.output_shape(x.shape)
         except ValueError as exc:
             raise ValueError(f"input is too small for this network: at a {conv.kernel_size} convolution "
                              f"the activation has spatial size {x.shape[1:3]}: {exc}") from None
-        out = buffers.take(shape)
-        return conv(x, out, identity, relu, buffers.workspace, self.workspace_bytes)
+        residual = out is not None
+        if not residual:
+            out = buffers.take(shape)
+        return conv(x, out, residual, relu, buffers.workspace, self.workspace_bytes)
 
     def _max_pool_relu(self, x, buffers):
         """``relu(max_pool(x))`` on NHWC ``x``. ReLU is monotone, so it commutes with the max;
@@ -223,20 +227,19 @@ class FusedResNet:
         return logits
 
     def _block(self, block: _FusedBlock, x, buffers):
+        """``relu(convs(x) + shortcut(x))``; the output is written over the shortcut's buffer."""
         identity = x
         if block.downsample is not None:
             identity = self._conv(block.downsample, x, buffers, relu=False)
-        h = x
-        for conv in block.convs[:-1]:
-            h_next = self._conv(conv, h, buffers)
-            if h is not x:
-                buffers.give(h)
-            h = h_next
-        out = self._conv(block.convs[-1], h, buffers, identity=identity, relu=True)
-        buffers.give(h)
-        buffers.give(x)
+        h = self._conv(block.convs[0], x, buffers)
         if identity is not x:
-            buffers.give(identity)
+            buffers.give(x)  # x's last reader was conv1
+        for conv in block.convs[1:-1]:
+            h_next = self._conv(conv, h, buffers)
+            buffers.give(h)
+            h = h_next
+        out = self._conv(block.convs[-1], h, buffers, relu=True, out=identity)  # identity += conv(h); relu
+        buffers.give(h)
         return out
 
 
