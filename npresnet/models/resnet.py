@@ -238,6 +238,17 @@ class ResNet(Module):
             raise TypeError(f"input is a {backend_name(x)} array but the model is on {self.backend}; "
                             f"use npresnet.to_backend(x, '{self.backend}') or model.to('{backend_name(x)}')")
 
+    def fuse(self, workspace_bytes=None):
+        """The fast inference path of this model, as of now (see :func:`npresnet.fast.fuse`).
+
+        Batch norm is folded into the convolutions, activations are channels-last inside,
+        buffers are reused between calls; NCHW in, logits out, as ``model(x)``. Later
+        changes to this model's parameters are not seen by the returned object.
+        """
+        from ..fast import DEFAULT_WORKSPACE_BYTES, fuse
+
+        return fuse(self, DEFAULT_WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes)
+
     def forward(self, x):
         self.check_input(x)
         x = self.conv1(x)     # (N, 64, 112, 112)
