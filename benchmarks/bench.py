@@ -383,11 +383,20 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
         row_bytes = out_w * ((in_shape[3] if direct else K) + (2 if residual else 1) * O) * out.itemsize
         parts = chunks(N, out_h, row_bytes, fused.workspace_bytes)
 
+        by_rows = conv.uses_row_windows(in_shape[3])
+
         def copies():
+            if by_rows:  # the stem: pad once, then copy kernel rows (as FusedConv.__call__ does)
+                (ph, pw), (_, H, W, C) = conv.padding, in_shape
+                xpad = np.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype)
+                xpad[:, ph : ph + H, pw : pw + W] = xin
             for n0, n1, y0, y1 in parts:
                 cols = workspace((n1 - n0) * (y1 - y0) * out_w * K)  # slot 0, as the real call
-                conv._im2col(xin[n0:n1], cols.reshape(conv.groups, n1 - n0, y1 - y0, out_w, kh, kw, -1),
-                             y0, y1, out_w)
+                cols = cols.reshape(conv.groups, n1 - n0, y1 - y0, out_w, kh, kw, -1)
+                if by_rows:
+                    conv._im2col_rows(xpad[n0:n1], cols[0], y0, y1, out_w)
+                else:
+                    conv._im2col(xin[n0:n1], cols, y0, y1, out_w)
 
         def products():
             for n0, n1, y0, y1 in parts:

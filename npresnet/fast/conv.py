@@ -84,6 +84,10 @@ class FusedConv:
         self.weight2d = weight[0] if groups == 1 else None  # (K, O)
         self.row_window_max = 64  # use the row-window copies when kw*C is at most this many floats
 
+    def uses_row_windows(self, in_channels: int) -> bool:
+        """Whether the columns are copied by kernel rows (few channels, as the stem) rather than by offsets."""
+        return self.groups == 1 and in_channels * self.kernel_size[1] <= self.row_window_max and self.dilation[1] == 1
+
     def output_shape(self, shape) -> tuple[int, int, int, int]:
         """NHWC output shape for an NHWC input ``shape`` (ValueError if the window does not fit)."""
         N, H, W, _ = shape
@@ -122,7 +126,7 @@ class FusedConv:
         row_bytes = out_w * ((C if direct else K) + (2 if residual else 1) * O) * x.dtype.itemsize
         if workspace is None:
             workspace = lambda size, slot=0: xp.empty(size, dtype=x.dtype)  # noqa: E731
-        rows = not direct and self.groups == 1 and C * kw <= self.row_window_max and self.dilation[1] == 1
+        rows = not direct and self.uses_row_windows(C)
         if rows:  # pad once: (N, H + 2ph, W + 2pw, C), contiguous, for the row-window copies
             ph, pw = self.padding
             xpad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
