@@ -102,6 +102,14 @@ def test_batch_one_and_many_agree_with_each_other_and_torch(resnet18_pair):
         np.testing.assert_allclose(fused(x[i : i + 1])[0], many[i], rtol=0, atol=1e-5 * np.abs(many).max())
 
 
+def test_model_fuse_is_the_fast_path(resnet18_pair):
+    tv, model = resnet18_pair
+    fused = model.fuse(workspace_bytes=1000)
+    assert fused.workspace_bytes == 1000
+    x = _input((2, 3, 29, 35))
+    assert relative_error(fused(x), torch_forward(tv, x)) < F32_TOL
+
+
 def test_empty_batch(resnet18_pair):
     _, model = resnet18_pair
     out = fuse(model)(np.zeros((0, 3, 32, 32), dtype=np.float32))
