@@ -16,7 +16,7 @@ import threading
 
 import numpy
 
-from ..backend import backend_name, get_array_module, to_backend
+from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..shapes import conv_output_size
 from .conv import DEFAULT_WORKSPACE_BYTES, FusedConv
 from .fold import fold_batch_norm, gemm_weight
@@ -118,8 +118,9 @@ class FusedResNet:
         self.pool = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
         self.blocks = [_FusedBlock(b, self.backend, self.dtype)
                        for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
-        self.fc_weight = to_backend(numpy.ascontiguousarray(model.fc.weight.T), self.backend)  # (in, out)
-        self.fc_bias = model.fc.bias.copy()
+        fc_weight = numpy.ascontiguousarray(to_numpy(model.fc.weight).T)  # (in, out)
+        self.fc_weight = to_backend(fc_weight, self.backend)
+        self.fc_bias = to_backend(to_numpy(model.fc.bias).copy(), self.backend)
         self.num_classes = model.fc.out_features
         self._local = threading.local()
 
