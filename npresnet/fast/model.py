@@ -16,7 +16,8 @@ import threading
 
 import numpy
 
-from ..backend import backend_name, get_array_module, to_backend, to_numpy
+from ..backend import get_array_module, to_backend, to_numpy
+from ..models.resnet import check_image_batch
 from ..shapes import conv_output_size
 from .conv import DEFAULT_WORKSPACE_BYTES, FusedConv
 from .fold import fold_batch_norm, gemm_weight
@@ -126,24 +127,7 @@ class FusedResNet:
 
     def check_input(self, x):
         """Raise a clear error unless ``x`` is an (N, C, H, W) floating array of the fused model's dtype and backend."""
-        shape = tuple(getattr(x, "shape", ()))
-        dtype = getattr(x, "dtype", None)
-        if dtype is None or not hasattr(x, "ndim"):
-            raise TypeError(f"input must be a NumPy or CuPy array of shape (N, 3, H, W), got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"input must be 4-D (N, C, H, W), got {x.ndim}-D with shape {shape}")
-        if shape[1] != self.in_channels:
-            hint = " (channels-last? use x.transpose(0, 3, 1, 2))" if shape[3] == self.in_channels else ""
-            raise ValueError(f"input must have {self.in_channels} channels on axis 1, got shape {shape}{hint}")
-        if dtype.kind != "f":
-            hint = " — convert images with x.astype('float32') / 255 and normalise them" if dtype.kind in "uib" else ""
-            raise TypeError(f"input must be a floating array, got dtype {dtype}{hint}")
-        if dtype != self.dtype:
-            raise TypeError(f"input dtype {dtype} does not match the fused model's {self.dtype}; "
-                            f"cast with x.astype('{self.dtype}')")
-        if backend_name(x) != self.backend:
-            raise TypeError(f"input is a {backend_name(x)} array but the fused model is on {self.backend}; "
-                            f"use npresnet.to_backend(x, '{self.backend}')")
+        check_image_batch(x, self.in_channels, self.dtype, self.backend, owner="the fused model")
 
     def _buffers(self, xp) -> _Buffers:
         buffers = getattr(self._local, "buffers", None)
