@@ -346,24 +346,30 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
     ``repeats``); the epilogue (bias, residual, ReLU) is the remainder. Returns a markdown table.
     """
     from npresnet.fast.conv import FusedConv, chunks
+    from npresnet.fast.winograd import WinogradConv
 
     model = build_model(arch, dtype)
     fused = fuse(model)
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(dtype)
     calls = []
-    original = FusedConv.__call__
+    originals = {cls: cls.__call__ for cls in (FusedConv, WinogradConv)}
 
-    def recording(self, x, out, residual=False, relu=False, workspace=None, budget=None):
-        calls.append((self, x.shape, x.flags.c_contiguous, out.shape, residual, relu))
-        return original(self, x, out, residual, relu, workspace, budget)
+    def recording(cls):
+        def call(self, x, out, residual=False, relu=False, workspace=None, budget=None):
+            if cls is FusedConv or self.uses_winograd(out.shape):  # a Winograd fallback is recorded as im2col
+                calls.append((self, x.shape, x.flags.c_contiguous, out.shape, residual, relu))
+            return originals[cls](self, x, out, residual, relu, workspace, budget)
+        return call
 
     fused(x)
     total = _median_time(lambda: fused(x), repeats)
-    FusedConv.__call__ = recording
+    for cls in originals:
+        cls.__call__ = recording(cls)
     try:
         fused(x)
     finally:
-        FusedConv.__call__ = original
+        for cls, original in originals.items():
+            cls.__call__ = original
     rng = np.random.default_rng(1)
     scratch = {}
 
@@ -380,6 +386,16 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
         out = np.empty(out_shape, dtype)
         whole = _median_time(lambda: conv(xin, out, residual, relu, workspace, fused.workspace_bytes), repeats)
         N, out_h, out_w, O = out_shape
+        if isinstance(conv, WinogradConv):
+            t_copy, t_gemm = _winograd_parts(conv, xin, out_shape, fused.workspace_bytes, workspace, repeats)
+            t_epi = max(whole - t_copy - t_gemm, 0.0)
+            for key, value in zip(("im2col", "gemm", "epilogue"), (t_copy, t_gemm, t_epi)):
+                sums[key] += value
+            macs = N * out_h * out_w * O * 9 * in_shape[3]  # of the direct convolution it replaces
+            rows.append(f"| {index} | 3×3/1 F({conv.m}×{conv.m}) | {in_shape[1]}×{in_shape[2]}×{in_shape[3]} → "
+                        f"{out_h}×{out_w}×{O} | {1e3 * whole:.2f} | {1e3 * t_copy:.2f} | {1e3 * t_gemm:.2f} | "
+                        f"{1e3 * t_epi:.2f} | {2 * macs / t_gemm / 1e9:.0f}* |")
+            continue
         kh, kw = conv.kernel_size
         direct = conv.pointwise and conv.stride == (1, 1) and contiguous
         K = kh * kw * in_shape[3]
@@ -427,10 +443,37 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
             f"Whole forward {1e3 * total:.1f} ms; convolutions in isolation {1e3 * convs:.1f} ms = "
             f"im2col copies {1e3 * sums['im2col']:.1f} + GEMM {1e3 * sums['gemm']:.1f} + "
             f"epilogue (bias, residual, ReLU) {1e3 * sums['epilogue']:.1f}; the rest "
-            f"(max pool, average pool, fc, Python) ≈ {1e3 * max(total - convs, 0):.1f} ms.", "",
+            f"(max pool, average pool, fc, Python) ≈ {1e3 * max(total - convs, 0):.1f} ms. "
+            "Winograd rows (F(2×2)): im2col ms = the tile copies, GEMM ms = input transform + tile-position "
+            "products + output transform, epilogue = scatter of the output tiles + bias, residual, ReLU; "
+            "their GFLOP/s (*) count the direct convolution's multiply-adds, so they can exceed the sgemm rate.", "",
             "| # | conv | input H×W×C → output | whole ms | im2col ms | GEMM ms | epilogue ms | GEMM GFLOP/s |",
             "|---|---|---|---|---|---|---|---|"]
     return "\n".join(head + rows) + "\n"
+
+
+def _winograd_parts(conv, xin, out_shape, budget, workspace, repeats):
+    """Seconds of a :class:`WinogradConv` call's tile copies, and of its three products (transforms and
+    the (m+2)² tile-position products), chunk by chunk as the real call does."""
+    m, n_in, (N, out_h, out_w, O), C = conv.m, conv.m + 2, out_shape, xin.shape[3]
+    P = n_in * n_in
+    tw, per_tile, parts = conv.plan(xin.shape, out_shape, xin.itemsize, budget)
+
+    def copies():
+        for n0, n1, t0, t1 in parts:
+            T = (n1 - n0) * (t1 - t0) * tw
+            tiles = workspace(T * per_tile, 0)[: P * T * C].reshape(n_in, n_in, n1 - n0, t1 - t0, tw, C)
+            conv._gather(xin[n0:n1], tiles, t0, t1)
+
+    def products():
+        for n0, n1, t0, t1 in parts:
+            T = (n1 - n0) * (t1 - t0) * tw
+            a, b = workspace(T * per_tile, 0), workspace(T * per_tile, 1)
+            np.matmul(conv.BB, a[: P * T * C].reshape(P, -1), out=b[: P * T * C].reshape(P, -1))
+            np.matmul(b[: P * T * C].reshape(P, T, C), conv.U, out=a[: P * T * O].reshape(P, T, O))
+            np.matmul(conv.AA, a[: P * T * O].reshape(P, -1), out=b[: m * m * T * O].reshape(m * m, -1))
+
+    return _median_time(copies, repeats), _median_time(products, repeats)
 
 
 def _median_time(fn, repeats: int) -> float:

@@ -1,96 +1,120 @@
-"""Would Winograd F(2×2, 3×3) pay off in NumPy? A one-layer estimate, not part of npresnet.
+"""Winograd against im2col, one stride-1 3×3 convolution at a time, side by side in one process.
 
-For one stride-1 3×3 convolution of ResNet layer1 (batch 8, 56×56×64 → 64, NHWC, float32)
-it times, unchunked:
+For the stride-1 3×3 convolutions of ResNet-18 (56×56×64, 28×28×128, 14×14×256, 7×7×512, all
+C → C, padding 1, NHWC, float32) at batch 8 and batch 1 it times, round-robin, with the fast
+path's default 4 MiB workspace bound and a ReLU epilogue:
 
-- Winograd F(2×2,3×3): input transform ``Bᵀ d B`` as 4 + 16 separable NumPy add/subtract
-  passes over strided views, 16 batched matrix products ``(T, C) @ (C, O)``, output transform
-  ``Aᵀ m A`` as 12 passes plus the 2×2 scatter;
-- im2col + one GEMM ``(M, 9C) @ (9C, O)``.
+- ``im2col``: the shipped :class:`npresnet.fast.conv.FusedConv` (chunked columns + one GEMM);
+- ``F2``, ``F4``: :class:`npresnet.fast.winograd.WinogradConv` with F(2×2,3×3) and F(4×4,3×3)
+  (transforms as BLAS products over the tile positions, no fallback),
 
-Run: ``python benchmarks/winograd_estimate.py``. The numbers it prints are quoted, with
-their context, in ``benchmarks/RESULTS.md``. Values are random; only times are reported.
+and the float32 error of each against the float64 result, ``max|out - exact| / max|exact|``.
+It also prints the split of one F(2×2) layer: tile copies, the three products, scatter + epilogue.
+
+Run: ``python benchmarks/winograd_estimate.py``. Its output is quoted in ``benchmarks/RESULTS.md``.
+Values are random (He-scaled weights); only times and errors are reported.
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
 
-N, H, W, C, O = 8, 56, 56, 64, 64
-TH, TW = H // 2, W // 2  # output tiles of 2×2
-T = N * TH * TW
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from npresnet.fast.conv import DEFAULT_WORKSPACE_BYTES, FusedConv  # noqa: E402
+from npresnet.fast.fold import gemm_weight  # noqa: E402
+from npresnet.fast.winograd import WinogradConv, winograd_weight  # noqa: E402
+
+LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (H = W, C = O)
 
 
-def median_ms(fn, repeats=7):
-    fn()
-    times = []
+def workspace_of(dtype):
+    scratch = {}
+
+    def workspace(size, slot=0):
+        if slot not in scratch or scratch[slot].size < size:
+            scratch[slot] = np.empty(size, dtype)
+        return scratch[slot][:size]
+    return workspace
+
+
+def round_robin_ms(calls: dict, repeats: int = 9) -> dict:
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(times))
+        for name, call in calls.items():
+            t = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def main():
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((N, H, W, C)).astype(np.float32)
-    xpad = np.zeros((N, H + 2, W + 2, C), np.float32)
-    xpad[:, 1:-1, 1:-1] = x
-    U = rng.standard_normal((16, C, O)).astype(np.float32)  # transformed weights G g Gᵀ (values irrelevant)
-    V = np.empty((4, 4, N, TH, TW, C), np.float32)
-    rows = np.empty((4, N, TH, W + 2, C), np.float32)
-    M = np.empty((16, T, O), np.float32)
-    Y = np.empty((4, 2, T, O), np.float32)
-    out = np.empty((N, H, W, O), np.float32)
+    budget = DEFAULT_WORKSPACE_BYTES
+    for N in (8, 1):
+        for H, C in LAYERS:
+            w = rng.standard_normal((C, C, 3, 3)) * np.sqrt(2 / (9 * C))
+            b = rng.standard_normal(C) * 0.1
+            x64 = rng.standard_normal((N, H, H, C))
+            x = x64.astype(np.float32)
+            exact = np.empty((N, H, H, C))
+            FusedConv(gemm_weight(w, 1), b, (3, 3), (1, 1), (1, 1), (1, 1), 1)(x64, exact, relu=True)
+            convs = {"im2col": FusedConv(gemm_weight(w, 1).astype(np.float32), b.astype(np.float32),
+                                         (3, 3), (1, 1), (1, 1), (1, 1), 1)}
+            for m in (2, 4):
+                convs[f"F{m}"] = WinogradConv(winograd_weight(w, m).astype(np.float32), b.astype(np.float32), (1, 1))
+            outs = {name: np.empty((N, H, H, C), np.float32) for name in convs}
+            ws = workspace_of(np.float32)
+            calls = {name: (lambda c, o: lambda: c(x, o, False, True, ws, budget))(conv, outs[name])
+                     for name, conv in convs.items()}
+            ms = round_robin_ms(calls)
+            errors = {name: np.abs(outs[name] - exact).max() / np.abs(exact).max() for name in convs}
+            print(f"batch {N}, {H}x{H}x{C}: " + " | ".join(
+                f"{name} {ms[name]:.2f} ms (err {errors[name]:.1e})" for name in convs), flush=True)
+    split_layer1(rng, budget)
 
-    def input_transform():  # Bᵀ d B, rows then columns; Bᵀ = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]
-        r = [xpad[:, k : k + 2 * TH : 2] for k in range(4)]  # (N, TH, W+2, C)
-        np.subtract(r[0], r[2], out=rows[0])
-        np.add(r[1], r[2], out=rows[1])
-        np.subtract(r[2], r[1], out=rows[2])
-        np.subtract(r[1], r[3], out=rows[3])
-        for i in range(4):
-            c = [rows[i][:, :, k : k + 2 * TW : 2] for k in range(4)]  # (N, TH, TW, C)
-            np.subtract(c[0], c[2], out=V[i, 0])
-            np.add(c[1], c[2], out=V[i, 1])
-            np.subtract(c[2], c[1], out=V[i, 2])
-            np.subtract(c[1], c[3], out=V[i, 3])
 
-    def products():
-        np.matmul(V.reshape(16, T, C), U, out=M)  # (16, T, O)
+def split_layer1(rng, budget):
+    """Where one F(2×2) layer1 call's time goes: each piece timed on the first chunk, scaled by
+    all tiles / the first chunk's tiles (isolated pieces miss the cache reuse of the real call)."""
+    N, H, C = 8, 56, 64
+    w = rng.standard_normal((C, C, 3, 3)).astype(np.float32)
+    conv = WinogradConv(winograd_weight(w, 2).astype(np.float32), np.zeros(C, np.float32), (1, 1))
+    x = rng.standard_normal((N, H, H, C)).astype(np.float32)
+    out = np.empty((N, H, H, C), np.float32)
+    tw, _, parts = conv.plan(x.shape, out.shape, 4, budget)
+    n0, n1, t0, t1 = parts[0]
+    n, rows = n1 - n0, t1 - t0
+    T = n * rows * tw
+    tiles, V = np.empty((4, 4, n, rows, tw, C), np.float32), np.empty((16, T * C), np.float32)
+    M, Y = np.empty((16, T, C), np.float32), np.empty((4, T * C), np.float32)
+    Yr = Y.reshape(2, 2, n, rows, tw, C)
 
-    def output_transform():  # Aᵀ m A; Aᵀ = [[1,1,1,0],[0,1,-1,-1]]
-        m = M.reshape(4, 4, T, O)
-        for i in range(4):
-            np.add(m[i, 0], m[i, 1], out=Y[i, 0])
-            Y[i, 0] += m[i, 2]
-            np.subtract(m[i, 1], m[i, 2], out=Y[i, 1])
-            Y[i, 1] -= m[i, 3]
-        for j in range(2):
-            top = Y[0, j] + Y[1, j]
-            top += Y[2, j]
-            bottom = Y[1, j] - Y[2, j]
-            bottom -= Y[3, j]
-            out[:, 0::2, j::2] = top.reshape(N, TH, TW, O)
-            out[:, 1::2, j::2] = bottom.reshape(N, TH, TW, O)
+    def scatter():
+        o = out[n0:n1, 2 * t0 : 2 * t1]
+        for a in range(2):
+            for b in range(2):
+                o[:, a::2, b::2] = Yr[a, b]
+        o += conv.bias
+        np.maximum(o, 0, out=o)
 
-    w = rng.standard_normal((9 * C, O)).astype(np.float32)
-    cols = np.empty((N, H, W, 3, 3, C), np.float32)
-    product = np.empty((N * H * W, O), np.float32)
-
-    def im2col():
-        for i in range(3):
-            for j in range(3):
-                cols[:, :, :, i, j] = xpad[:, i : i + H, j : j + W]
-
-    def gemm():
-        np.matmul(cols.reshape(-1, 9 * C), w, out=product)
-
-    a, b, c = median_ms(input_transform), median_ms(products), median_ms(output_transform)
-    d, e = median_ms(im2col), median_ms(gemm)
-    print(f"layer1 3x3 conv, batch 8, unchunked: Winograd F(2x2,3x3) input {a:.1f} + products {b:.1f} + "
-          f"output {c:.1f} = {a + b + c:.1f} ms | im2col {d:.1f} + GEMM {e:.1f} = {d + e:.1f} ms")
+    ms = round_robin_ms({
+        "whole": lambda: conv(x, out, False, True, workspace_of(np.float32), budget),
+        "tile copies": lambda: conv._gather(x[n0:n1], tiles, t0, t1),
+        "input transform": lambda: np.matmul(conv.BB, tiles.reshape(16, -1), out=V),
+        "16 products": lambda: np.matmul(V.reshape(16, T, C), conv.U, out=M),
+        "output transform": lambda: np.matmul(conv.AA, M.reshape(16, -1), out=Y),
+        "scatter + epilogue": scatter,
+    })
+    k = sum((c[1] - c[0]) * (c[3] - c[2]) for c in parts) / (n * rows)  # all tiles / the first chunk's
+    print(f"F(2x2) layer1 batch 8, {len(parts)} chunks (first: {n} image x {rows} tile rows): "
+          f"whole {ms.pop('whole'):.2f} ms; pieces in isolation, first chunk x {k:.1f}: "
+          + " + ".join(f"{name} {k * v:.2f}" for name, v in ms.items()) + f" = {k * sum(ms.values()):.2f} ms")
 
 
 if __name__ == "__main__":

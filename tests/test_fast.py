@@ -2,7 +2,8 @@
 
 Oracles: torchvision's ResNets (seeded, batch norms randomised, eval mode) for whole
 models; ``torch.nn.functional.conv2d`` followed by ``batch_norm`` for a single fused
-convolution; the unchunked fused path for the chunked one.
+convolution (im2col or Winograd); ``numpy.correlate`` for the Winograd matrices; the
+unchunked fused path for the chunked one.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import npresnet
 from npresnet.fast import fuse
 from npresnet.fast.conv import FusedConv, chunks
 from npresnet.fast.fold import fold_batch_norm, gemm_weight
+from npresnet.fast.winograd import WinogradConv, winograd_matrices, winograd_weight
 from npresnet.nn import BatchNorm2d, Conv2d
 
 from _torchvision import ARCHITECTURE_NAMES, numpy_state_dict, relative_error, torch_forward, torchvision_resnet
@@ -268,3 +270,90 @@ def test_fold_matches_the_batch_norm_formula():
         np.testing.assert_allclose(weight[o], conv.weight[o].astype(np.float64) * scale, rtol=1e-15)
         np.testing.assert_allclose(bias[o], (float(conv.bias[o]) - float(bn.running_mean[o])) * scale
                                    + float(bn.bias[o]), rtol=1e-13)
+
+
+# --------------------------------------------------------------------------- Winograd
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_matrices_compute_the_correlation(m):
+    """Aᵀ[(G g) ⊙ (Bᵀ d)] is the 3-tap correlation of m + 2 inputs, for any d and g."""
+    AT, G, BT = winograd_matrices(m)
+    assert AT.shape == (m, m + 2) and G.shape == (m + 2, 3) and BT.shape == (m + 2, m + 2)
+    assert np.array_equal(BT, np.round(BT))  # integer input transform: exact in any precision
+    rng = np.random.default_rng(m)
+    for _ in range(5):
+        d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
+        np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), np.correlate(d, g, "valid"), rtol=0, atol=1e-13)
+
+
+def _conv_bn_torch(x, conv, bn, pad):
+    """batch_norm(conv2d(x)) by torch, NCHW in, NHWC out."""
+    with torch.no_grad():
+        t = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(conv.weight),
+                                       None if conv.bias is None else torch.from_numpy(conv.bias), 1, pad)
+        t = torch.nn.functional.batch_norm(t, torch.from_numpy(bn.running_mean), torch.from_numpy(bn.running_var),
+                                           torch.from_numpy(bn.weight), torch.from_numpy(bn.bias), eps=bn.eps)
+    return t.numpy().transpose(0, 2, 3, 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), m=st.sampled_from([2, 4]), pad=st.integers(0, 3),
+       budget=st.sampled_from([1, 300, 5000, 1 << 30]), bias=st.booleans())
+def test_winograd_conv_equals_torch_conv_then_batch_norm(data, m, pad, budget, bias):
+    """WinogradConv == batch_norm(conv2d(x)) in float64 to 1e-10: any size (tiles cropped at the
+    border), padding, batch (0 included) and workspace bound (bands of tile rows), with and without
+    the residual/ReLU epilogue; F(2×2) in float32 as close to float64 as im2col is, within a few ulps."""
+    C, O = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    H = data.draw(st.integers(max(1, 3 - 2 * pad), 13))
+    W = data.draw(st.integers(max(1, 3 - 2 * pad), 13))
+    N = data.draw(st.integers(0, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    conv = Conv2d(C, O, 3, 1, pad, bias=bias, dtype="float64", rng=rng)
+    bn = _random_bn(O, rng, "float64")
+    x = rng.standard_normal((N, C, H, W))
+    expected = _conv_bn_torch(x, conv, bn, pad)
+
+    weight, b = fold_batch_norm(conv, bn)
+    wino = WinogradConv(winograd_weight(weight, m), b, (pad, pad))  # no fallback: Winograd at any size
+    assert wino.m == m and wino.output_shape((N, H, W, C)) == expected.shape
+    out = np.full(expected.shape, np.nan)
+    wino(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, budget=budget)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+
+    identity = rng.standard_normal(expected.shape)
+    out = identity.copy()
+    wino(x.transpose(0, 2, 3, 1), out, residual=True, relu=True, budget=budget)  # non-contiguous input too
+    np.testing.assert_allclose(out, np.maximum(expected + identity, 0), rtol=1e-10, atol=1e-10)
+
+    if m == 2:  # float32: each output is a sum of 9C products; bound by that sum's magnitude
+        x32 = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.float32)
+        wino32 = WinogradConv(winograd_weight(weight, 2).astype(np.float32), b.astype(np.float32), (pad, pad))
+        out32 = np.empty(expected.shape, np.float32)
+        wino32(x32, out32, budget=budget)
+        scale = 9 * C * np.abs(x).max(initial=0) * np.abs(weight).max() + np.abs(b).max()
+        np.testing.assert_allclose(out32, expected, rtol=0, atol=16 * np.finfo(np.float32).eps * scale)
+
+
+def test_fuse_uses_winograd_for_stride_1_3x3_convolutions_only(resnet50_pair):
+    _, model = resnet50_pair
+    fused, plain = fuse(model), fuse(model, winograd=False)
+    convs = [c for b in fused.blocks for c in b.convs + [b.downsample] if c is not None]
+    wino = [c for c in convs if isinstance(c, WinogradConv)]
+    assert len(wino) == 3 + 3 + 5 + 2  # every bottleneck's 3×3 except the first of layers 2–4 (stride 2)
+    assert all(c.m == 2 and isinstance(c.fallback, FusedConv) for c in wino)
+    assert not any(isinstance(c, WinogradConv) for b in plain.blocks for c in b.convs)
+    assert isinstance(fused.stem, FusedConv)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_winograd_at_every_eligible_layer_matches_torchvision(name, monkeypatch):
+    """With the few-tiles fallback off, Winograd runs at every stride-1 3×3 layer, even 1×1 ones:
+    float64 to 1e-10, and float32 within the same 3× torch's own float32 error as the whole-model test."""
+    monkeypatch.setattr("npresnet.fast.winograd.MIN_TILES", 0)
+    tv, model = _pair_models(name, seed=5)
+    x = _input((2, 3, 40, 48))
+    expected = torch_forward(tv, x)
+    exact = torch_forward(tv.double(), x.astype(np.float64))
+    torch_error = relative_error(expected, exact)
+    assert relative_error(fuse(model)(x), exact) <= 3 * torch_error + 1e-6
+    tv64, model64 = _pair_models(name, dtype=torch.float64, seed=5)
+    assert relative_error(fuse(model64)(x.astype(np.float64)), torch_forward(tv64, x.astype(np.float64))) < F64_TOL

@@ -7,7 +7,8 @@
 (1, 1000)
 
 Modules: :mod:`.fold` (batch-norm folding and weight layout), :mod:`.conv` (channels-last
-convolution in chunks), :mod:`.model` (:class:`FusedResNet`, :func:`fuse`).
+convolution in chunks), :mod:`.winograd` (Winograd F(2×2,3×3) for stride-1 3×3 convolutions),
+:mod:`.model` (:class:`FusedResNet`, :func:`fuse`).
 """
 from .conv import DEFAULT_WORKSPACE_BYTES
 from .model import FusedResNet, fuse

@@ -2,8 +2,10 @@
 
 :func:`fuse` turns a :class:`npresnet.models.ResNet` into a :class:`FusedResNet`: every
 convolution with its batch norm folded in (:mod:`.fold`), run on NHWC activations by
-:class:`.conv.FusedConv`, with ReLUs and residual adds done in place in each
-convolution's epilogue, and activation buffers reused from call to call.
+:class:`.conv.FusedConv` (im2col + one product) or, for the stride-1 3×3 ones, by
+:class:`.winograd.WinogradConv` (F(2×2,3×3): 2.25× fewer multiplications), with ReLUs and
+residual adds done in place in each convolution's epilogue, and activation buffers reused
+from call to call.
 
 The readable reference remains ``model(x)``; this path computes the same function
 (tested against torchvision for every architecture) in a different order of
@@ -21,26 +23,37 @@ from ..models.resnet import check_image_batch
 from ..shapes import conv_output_size
 from .conv import DEFAULT_WORKSPACE_BYTES, FusedConv
 from .fold import fold_batch_norm, gemm_weight
+from .winograd import WinogradConv, is_winograd_eligible, winograd_weight
 
 __all__ = ["fuse", "FusedResNet"]
 
 
-def _fused_conv(conv, bn, backend, dtype) -> FusedConv:
-    """Fold ``bn`` into ``conv`` (in float64), lay the weight out for NHWC, cast and move it."""
+def _fused_conv(conv, bn, backend, dtype, winograd=False):
+    """Fold ``bn`` into ``conv`` (in float64), lay the weight out for NHWC, cast and move it.
+
+    With ``winograd``, an eligible convolution (3×3, stride 1, dilation 1, groups 1) becomes a
+    Winograd F(2×2,3×3) :class:`WinogradConv` that hands calls with few tiles to the im2col
+    :class:`FusedConv`."""
     if isinstance(conv.padding, str):
         raise ValueError(f"fuse: string padding {conv.padding!r} is not supported ({conv})")
     weight, bias = fold_batch_norm(conv, bn)
-    weight = gemm_weight(weight, conv.groups).astype(dtype)  # (groups, kh*kw*C/groups, O/groups)
-    return FusedConv(to_backend(weight, backend), to_backend(bias.astype(dtype), backend),
-                     conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
+    bias = to_backend(bias.astype(dtype), backend)
+    gemm = gemm_weight(weight, conv.groups).astype(dtype)  # (groups, kh*kw*C/groups, O/groups)
+    fused = FusedConv(to_backend(gemm, backend), bias,
+                      conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
+    if not (winograd and is_winograd_eligible(conv)):
+        return fused
+    U = winograd_weight(weight, m=2).astype(dtype)  # (16, C, O), transformed in float64
+    return WinogradConv(to_backend(U, backend), bias, conv.padding, fallback=fused)
 
 
 class _FusedBlock:
     """One residual block (BasicBlock or Bottleneck) as a list of fused convolutions."""
 
-    def __init__(self, block, backend, dtype):
+    def __init__(self, block, backend, dtype, winograd):
         names = ["conv1", "conv2"] + (["conv3"] if hasattr(block, "conv3") else [])
-        self.convs = [_fused_conv(getattr(block, c), getattr(block, "bn" + c[-1]), backend, dtype) for c in names]
+        self.convs = [_fused_conv(getattr(block, c), getattr(block, "bn" + c[-1]), backend, dtype, winograd)
+                      for c in names]
         ds = block.downsample
         self.downsample = None if ds is None else _fused_conv(ds[0], ds[1], backend, dtype)
 
@@ -99,8 +112,11 @@ class FusedResNet:
     ----------
     model : npresnet.models.ResNet
     workspace_bytes : int
-        Bound on the im2col columns of any one convolution (chunks over images, then rows).
-        Peak memory is about this plus a few activation-sized buffers (see ``benchmarks/RESULTS.md``).
+        Bound on the im2col columns (or Winograd tiles) of any one convolution (chunks over
+        images, then rows). Peak memory is about this plus a few activation-sized buffers
+        (see ``benchmarks/RESULTS.md``).
+    winograd : bool
+        Run the stride-1 3×3 convolutions by Winograd F(2×2,3×3) (default) rather than im2col.
 
     Notes
     -----
@@ -108,7 +124,7 @@ class FusedResNet:
     fresh array and never alias them.
     """
 
-    def __init__(self, model, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES):
+    def __init__(self, model, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, winograd: bool = True):
         if not (isinstance(workspace_bytes, int) and workspace_bytes > 0):
             raise ValueError(f"workspace_bytes must be a positive int, got {workspace_bytes!r}")
         self.workspace_bytes = workspace_bytes
@@ -117,7 +133,8 @@ class FusedResNet:
         self.stem = _fused_conv(model.conv1, model.bn1, self.backend, self.dtype)
         pool = model.maxpool
         self.pool = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
-        self.blocks = [_FusedBlock(b, self.backend, self.dtype)
+        self.winograd = bool(winograd)
+        self.blocks = [_FusedBlock(b, self.backend, self.dtype, self.winograd)
                        for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
         fc_weight = numpy.ascontiguousarray(to_numpy(model.fc.weight).T)  # (in, out)
         self.fc_weight = to_backend(fc_weight, self.backend)
@@ -228,7 +245,7 @@ class FusedResNet:
         return out
 
 
-def fuse(model, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES) -> FusedResNet:
+def fuse(model, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, winograd: bool = True) -> FusedResNet:
     """Return the fused inference path of a ResNet (batch norm folded, channels-last, buffers reused).
 
     Parameters
@@ -238,9 +255,11 @@ def fuse(model, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES) -> FusedResNet:
         (the fused path always normalises with the running statistics, as ``model.eval()``).
     workspace_bytes : int
         Bound on the im2col workspace of any one convolution, in bytes.
+    winograd : bool
+        Winograd F(2×2,3×3) for the stride-1 3×3 convolutions (default); ``False``: im2col everywhere.
 
     Returns
     -------
     FusedResNet
     """
-    return FusedResNet(model, workspace_bytes)
+    return FusedResNet(model, workspace_bytes, winograd)
