@@ -10,20 +10,15 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 from torchvision.datasets.folder import pil_loader  # noqa: E402
 
+from _torchvision import torchvision_resnet  # noqa: E402
 from test_preprocess import huge_png_header, make_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A seeded torchvision ResNet-18 with non-trivial batch-norm statistics, saved as .pth."""
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18().eval()
+    model = torchvision_resnet("resnet18", seed=0)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
         model.fc.weight.mul_(20)  # spread the logits so the top-K is well separated
     path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
     torch.save(model.state_dict(), path)

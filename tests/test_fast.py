@@ -203,6 +203,19 @@ def _random_bn(num, rng, dtype):
     return bn
 
 
+def _assert_conv_and_epilogue(conv, x, expected, budget, rng):
+    """``conv`` (NHWC in, written into ``out``) equals ``expected`` (NHWC), alone and with its
+    epilogue (residual add, then ReLU), in float64."""
+    out = np.full(expected.shape, np.nan)
+    conv(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, budget=budget)
+    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
+
+    identity = rng.standard_normal(expected.shape)
+    out = identity.copy()
+    conv(x.transpose(0, 2, 3, 1), out, residual=True, relu=True, budget=budget)  # non-contiguous input too
+    np.testing.assert_allclose(out, np.maximum(expected + identity, 0), rtol=1e-10, atol=1e-10)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     data=st.data(), groups=st.sampled_from([1, 2, 4]), k=st.sampled_from([1, 2, 3, 5]),
@@ -237,15 +250,7 @@ def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, d
                       (dilation, dilation), groups)
     fused.row_window_max = 1 << 20 if row_windows else 0
     assert fused.output_shape((N, H, W, C)) == expected.shape
-    out = np.full(expected.shape, np.nan)
-    fused(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, budget=budget)
-    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
-
-    # the epilogue: residual add, then ReLU
-    identity = rng.standard_normal(expected.shape)
-    out = identity.copy()
-    fused(x.transpose(0, 2, 3, 1), out, residual=True, relu=True, budget=budget)  # non-contiguous input too
-    np.testing.assert_allclose(out, np.maximum(expected + identity, 0), rtol=1e-10, atol=1e-10)
+    _assert_conv_and_epilogue(fused, x, expected, budget, rng)
 
 
 @settings(max_examples=60, deadline=None)
@@ -315,14 +320,7 @@ def test_winograd_conv_equals_torch_conv_then_batch_norm(data, m, pad, budget, b
     weight, b = fold_batch_norm(conv, bn)
     wino = WinogradConv(winograd_weight(weight, m), b, (pad, pad))  # no fallback: Winograd at any size
     assert wino.m == m and wino.output_shape((N, H, W, C)) == expected.shape
-    out = np.full(expected.shape, np.nan)
-    wino(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, budget=budget)
-    np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
-
-    identity = rng.standard_normal(expected.shape)
-    out = identity.copy()
-    wino(x.transpose(0, 2, 3, 1), out, residual=True, relu=True, budget=budget)  # non-contiguous input too
-    np.testing.assert_allclose(out, np.maximum(expected + identity, 0), rtol=1e-10, atol=1e-10)
+    _assert_conv_and_epilogue(wino, x, expected, budget, rng)
 
     if m == 2:  # float32: each output is a sum of 9C products; bound by that sum's magnitude
         x32 = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.float32)

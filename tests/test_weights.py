@@ -19,25 +19,12 @@ torchvision = pytest.importorskip("torchvision")
 from npresnet._atomic import atomic_write  # noqa: E402
 from npresnet.errors import WeightsError  # noqa: E402
 from npresnet.weights import detect_format, load_weights, save_weights  # noqa: E402
-
-
-def _seeded_resnet18():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-                module.num_batches_tracked.fill_(7)
-    return model.eval()
+from _torchvision import torchvision_resnet  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def resnet18_pth(tmp_path_factory):
-    model = _seeded_resnet18()
+    model = torchvision_resnet("resnet18", seed=0, num_classes=10)  # batch norms randomised
     path = tmp_path_factory.mktemp("weights") / "resnet18.pth"
     torch.save(model.state_dict(), path)
     return model, path
