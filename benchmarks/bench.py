@@ -360,7 +360,8 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
     shapes: the whole call, its im2col copies alone, and its matrix products alone (median of
     ``repeats``); the epilogue (bias, residual, ReLU) is the remainder. Returns a markdown table.
     """
-    from npresnet.fast.conv import FusedConv, chunks
+    from npresnet.fast.conv import FusedConv
+    from npresnet.functional import workspace_chunks
     from npresnet.fast.winograd import WinogradConv
 
     model = build_model(arch, dtype)
@@ -415,7 +416,7 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
         direct = conv.pointwise and conv.stride == (1, 1) and contiguous
         K = kh * kw * in_shape[3]
         row_bytes = out_w * ((in_shape[3] if direct else K) + (2 if residual else 1) * O) * out.itemsize
-        parts = chunks(N, out_h, row_bytes, fused.workspace_bytes)
+        parts = workspace_chunks(N, out_h, row_bytes, fused.workspace_bytes)
 
         by_rows = conv.uses_row_windows(in_shape[3])
 
@@ -470,7 +471,7 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
 def _winograd_parts(conv, xin, out_shape, budget, workspace, repeats):
     """Seconds of a :class:`WinogradConv` call's tile copies, and of its three products (transforms and
     the (m+2)² tile-position products), chunk by chunk as the real call does."""
-    m, n_in, (N, out_h, out_w, O), C = conv.m, conv.m + 2, out_shape, xin.shape[3]
+    m, n_in, O, C = conv.m, conv.m + 2, out_shape[3], xin.shape[3]
     P = n_in * n_in
     tw, per_tile, parts = conv.plan(xin.shape, out_shape, xin.itemsize, budget)
 

@@ -149,20 +149,32 @@ def _columns(x, kernel, stride, padding, dilation, out_hw):
 WORKSPACE_BYTES = 8 * 2**20
 
 
-def _workspace_chunks(n_images: int, out_h: int, bytes_per_row: int):
-    """Split ``n_images`` × ``out_h`` output rows into blocks whose columns fit WORKSPACE_BYTES.
+def workspace_chunks(N: int, out_h: int, row_bytes: int, budget: int):
+    """Split ``N`` images of ``out_h`` output rows into chunks whose workspace fits in ``budget`` bytes.
 
-    ``bytes_per_row`` is the column-buffer size of one output row of one image.
-    Returns a list of ``((n0, n1), (r0, r1))`` index ranges covering every output row once.
+    The one chunk planner of npresnet: conv2d here and the fused path (:mod:`npresnet.fast`) both use it.
+
+    Parameters
+    ----------
+    N, out_h : int
+        Batch size and output rows per image.
+    row_bytes : int
+        Workspace bytes needed per output row of one image (e.g. ``out_w * K * itemsize`` of columns).
+    budget : int
+        The bound; a single row larger than it still makes a one-row chunk.
+
+    Returns
+    -------
+    list of (n0, n1, y0, y1)
+        Images ``n0:n1``, output rows ``y0:y1``; either whole images (``y0, y1 = 0, out_h``)
+        or a band of rows of one image. Every output row is covered once; empty when ``N == 0``.
     """
-    per_image = bytes_per_row * out_h
-    if n_images * per_image <= WORKSPACE_BYTES or n_images == 0:
-        return [((0, n_images), (0, out_h))]
-    if per_image <= WORKSPACE_BYTES:  # whole images per chunk
-        step = WORKSPACE_BYTES // per_image
-        return [((n, min(n + step, n_images)), (0, out_h)) for n in range(0, n_images, step)]
-    step = max(1, WORKSPACE_BYTES // max(bytes_per_row, 1))  # one image at a time, a band of rows per chunk
-    return [((n, n + 1), (r, min(r + step, out_h))) for n in range(n_images) for r in range(0, out_h, step)]
+    image_bytes = out_h * row_bytes
+    if image_bytes <= budget:
+        nb = max(1, budget // max(image_bytes, 1))
+        return [(n, min(n + nb, N), 0, out_h) for n in range(0, N, nb)]
+    rb = max(1, budget // max(row_bytes, 1))
+    return [(n, n + 1, y, min(y + rb, out_h)) for n in range(N) for y in range(0, out_h, rb)]
 
 
 def _conv_gemm(xpad, w, kernel, stride, dilation, out_h, out_w):
@@ -274,13 +286,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
     xpad = _pad(x, (pt, pb), (pl, pr), 0)  # (N, C, H + pt + pb, W + pl + pr), padded once for every chunk
     w = weight.reshape(groups, O // groups, Cg * kh * kw)  # (groups, O/groups, K)
-    chunks = _workspace_chunks(N, out_h, C * kh * kw * out_w * x.dtype.itemsize)
+    chunks = workspace_chunks(N, out_h, C * kh * kw * out_w * x.dtype.itemsize, WORKSPACE_BYTES)
     if len(chunks) == 1:
         out = _conv_gemm(xpad, w, kernel, stride, dilation, out_h, out_w)  # (O, N, out_h, out_w)
     else:
         xp = get_array_module(x)
         out = xp.empty((O, N, out_h, out_w), dtype=x.dtype)
-        for (n0, n1), (r0, r1) in chunks:
+        for n0, n1, r0, r1 in chunks:
             rows = xpad[n0:n1, :, r0 * stride[0] : (r1 - 1) * stride[0] + (kh - 1) * dilation[0] + 1]
             out[:, n0:n1, r0:r1] = _conv_gemm(rows, w, kernel, stride, dilation, r1 - r0, out_w)
     out = out.transpose(1, 0, 2, 3)  # (N, O, out_h, out_w) view

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 import npresnet
 from npresnet.fast import fuse
-from npresnet.fast.conv import FusedConv, chunks
+from npresnet.fast.conv import FusedConv
+from npresnet.functional import workspace_chunks
 from npresnet.fast.fold import fold_batch_norm, gemm_weight
 from npresnet.fast.winograd import WinogradConv, winograd_matrices, winograd_weight
 from npresnet.nn import BatchNorm2d, Conv2d
@@ -257,7 +258,7 @@ def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, d
 @given(N=st.integers(0, 5), out_h=st.integers(1, 20), row_bytes=st.integers(1, 100), budget=st.integers(1, 3000))
 def test_chunks_cover_every_output_row_once_within_the_budget(N, out_h, row_bytes, budget):
     seen = np.zeros((N, out_h), dtype=int)
-    for n0, n1, y0, y1 in chunks(N, out_h, row_bytes, budget):
+    for n0, n1, y0, y1 in workspace_chunks(N, out_h, row_bytes, budget):
         seen[n0:n1, y0:y1] += 1
         assert (n1 - n0) * (y1 - y0) * row_bytes <= max(budget, row_bytes)  # one row is the floor
         assert y1 - y0 == out_h or n1 - n0 == 1  # whole images, or rows of one image: contiguous output

@@ -7,7 +7,6 @@ import contextlib
 import tracemalloc
 
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings

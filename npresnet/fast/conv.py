@@ -20,38 +20,13 @@ residual add, ReLU) runs in place while the chunk is still in cache.
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ..functional import workspace_chunks
 from ..shapes import conv_output_size
 
-__all__ = ["FusedConv", "DEFAULT_WORKSPACE_BYTES", "chunks"]
+__all__ = ["FusedConv", "DEFAULT_WORKSPACE_BYTES"]
 
 DEFAULT_WORKSPACE_BYTES = 4 << 20
 """Default bound on one chunk's columns plus output (4 MiB: fastest of 0.5–32 MiB for ResNet-18/50 here)."""
-
-
-def chunks(N: int, out_h: int, row_bytes: int, budget: int):
-    """Split ``N`` images of ``out_h`` output rows into chunks whose columns fit in ``budget`` bytes.
-
-    Parameters
-    ----------
-    N, out_h : int
-        Batch size and output rows per image.
-    row_bytes : int
-        Workspace bytes needed per output row (``out_w * K * itemsize``).
-    budget : int
-        The bound; a single row larger than it still makes a one-row chunk.
-
-    Returns
-    -------
-    list of (n0, n1, y0, y1)
-        Images ``n0:n1``, output rows ``y0:y1``; either whole images (``y0, y1 = 0, out_h``)
-        or a band of rows of one image, so each chunk's output is contiguous in NHWC.
-    """
-    image_bytes = out_h * row_bytes
-    if image_bytes <= budget:
-        nb = max(1, budget // max(image_bytes, 1))
-        return [(n, min(n + nb, N), 0, out_h) for n in range(0, N, nb)]
-    rb = max(1, budget // max(row_bytes, 1))
-    return [(n, n + 1, y, min(y + rb, out_h)) for n in range(N) for y in range(0, out_h, rb)]
 
 
 def _valid_range(out: int, size: int, offset: int, stride: int) -> tuple[int, int]:
@@ -112,7 +87,7 @@ class FusedConv:
             ``workspace(n_elements, slot)`` returns a flat scratch array of at least that size;
             slot 0 holds the columns, slot 1 a residual chunk's product.
         budget : int
-            Bound in bytes on one chunk's columns plus output (see :func:`chunks`).
+            Bound in bytes on one chunk's columns plus output (see :func:`npresnet.functional.workspace_chunks`).
         """
         xp = get_array_module(x, out)
         N, H, W, C = x.shape
@@ -131,7 +106,7 @@ class FusedConv:
             ph, pw = self.padding
             xpad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
             xpad[:, ph : ph + H, pw : pw + W] = x
-        for n0, n1, y0, y1 in chunks(N, out_h, row_bytes, budget):
+        for n0, n1, y0, y1 in workspace_chunks(N, out_h, row_bytes, budget):
             m = (n1 - n0) * (y1 - y0) * out_w  # output pixels in this chunk
             o = out[n0:n1, y0:y1].reshape(m, O)  # contiguous: whole images, or rows of one image
             shortcut = None

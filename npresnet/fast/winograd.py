@@ -36,7 +36,8 @@ import math
 import numpy
 
 from ..backend import get_array_module
-from .conv import DEFAULT_WORKSPACE_BYTES, _valid_range, chunks
+from ..functional import workspace_chunks
+from .conv import DEFAULT_WORKSPACE_BYTES, _valid_range
 
 __all__ = ["WinogradConv", "winograd_matrices", "winograd_weight", "is_winograd_eligible"]
 
@@ -153,7 +154,7 @@ class WinogradConv:
         C, (N, out_h, out_w, O) = x_shape[3], out_shape
         th, tw = -(-out_h // self.m), -(-out_w // self.m)  # tiles per column and row
         per_tile = max(C, O) * (self.m + R - 1) ** 2
-        return tw, per_tile, chunks(N, th, tw * 2 * per_tile * itemsize, budget)
+        return tw, per_tile, workspace_chunks(N, th, tw * 2 * per_tile * itemsize, budget)
 
     def __call__(self, x, out, residual=False, relu=False, workspace=None, budget=DEFAULT_WORKSPACE_BYTES):
         """``out = [relu](conv(x) + bias [+ out])``, in place; same contract as :meth:`FusedConv.__call__`."""
