@@ -294,7 +294,7 @@ def _convert(args) -> int:
     except (WeightsError, OSError) as err:
         raise _CommandError(f"cannot read {src}: {err}") from None
     if args.arch:
-        from .nn import check_state_dict
+        from .nn import check_state_dict, state_dict_report
         from .summary import build_model
 
         try:
@@ -303,8 +303,7 @@ def _convert(args) -> int:
             model = build_model(args.arch, num_classes=num_classes)
         except ValueError as err:
             raise _CommandError(err) from None
-        missing, unexpected, problems = check_state_dict(model.state_dict(), state_dict)
-        lines = problems + [f"missing key: {k}" for k in missing] + [f"unexpected key: {k}" for k in unexpected]
+        lines = state_dict_report(*check_state_dict(model.state_dict(), state_dict))
         if lines:
             raise _CommandError(f"{src} does not fit {args.arch} ({len(lines)} problem(s)); nothing written:\n  "
                                 + "\n  ".join(lines))

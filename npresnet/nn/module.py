@@ -16,7 +16,7 @@ from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..errors import WeightsError
 from .spec import TensorSpec
 
-__all__ = ["Module", "Sequential", "capture_intermediates", "check_state_dict"]
+__all__ = ["Module", "Sequential", "capture_intermediates", "check_state_dict", "state_dict_report"]
 
 
 class Module:
@@ -145,9 +145,8 @@ class Module:
         """
         own = self.state_dict()
         missing, unexpected, problems = check_state_dict(own, state_dict, check_finite=check_finite)
-        if problems or (strict and (missing or unexpected)):
-            lines = problems + [f"missing key: {k}" for k in missing] * strict + \
-                [f"unexpected key: {k}" for k in unexpected] * strict
+        lines = state_dict_report(missing, unexpected, problems) if strict else problems
+        if lines:
             raise WeightsError(
                 f"state_dict does not fit {type(self).__name__} ({len(lines)} problem(s)):\n  " + "\n  ".join(lines)
             )
@@ -313,6 +312,11 @@ def check_state_dict(expected, state_dict, check_finite: bool = False):
             if not bool(xp.isfinite(value).all()):
                 problems.append(f"{key}: contains NaN or infinite values")
     return missing, unexpected, problems
+
+
+def state_dict_report(missing, unexpected, problems) -> list[str]:
+    """The lines an error lists for :func:`check_state_dict`'s findings: problems, then missing, then unexpected keys."""
+    return problems + [f"missing key: {k}" for k in missing] + [f"unexpected key: {k}" for k in unexpected]
 
 
 def _can_cast(source, target) -> bool:
