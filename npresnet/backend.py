@@ -126,8 +126,22 @@ def to_backend(array, backend: str):
         A NumPy or CuPy array (or anything ``numpy.asarray`` accepts).
     backend : {"numpy", "cupy"}
         The destination.
+
+    Returns
+    -------
+    array
+        On NumPy, ``array`` itself when it already is a NumPy array. On CuPy, a device array
+        with the same values and shape in *native byte order*: CuPy arrays have no byte-order
+        flag, so a big-endian ``>f2`` host array arrives as ``<f2`` (on a little-endian host)
+        and comes back from :func:`to_numpy` that way. The conversion is explicit here, on the
+        host, so it never depends on how a CuPy version treats foreign byte orders.
     """
     if backend == "numpy":
         return to_numpy(array)
     xp = get_backend(backend)
-    return xp.asarray(array)
+    if _is_cupy_array(array):
+        return array  # already on the device: no copy
+    host = numpy.asarray(array)
+    if not host.dtype.isnative:
+        host = host.astype(host.dtype.newbyteorder("="))  # same values, native byte order
+    return xp.asarray(host)
