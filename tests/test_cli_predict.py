@@ -1,4 +1,5 @@
 """``npresnet predict`` end to end: same top-K as torchvision on the same files; bad files reported."""
+import copy
 import json
 import subprocess
 import sys
@@ -30,9 +31,16 @@ def run_cli(*args):
 
 
 def torchvision_probs(model, path):
-    x = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()(pil_loader(path))
+    """Softmax of torchvision's logits for one image: ``(float32 run, float64 run)``, both as float64.
+
+    The same preprocessed float32 input feeds both; the float64 run is the oracle, the float32
+    run measures how far torchvision's own float32 arithmetic lands from it on this image.
+    """
+    x = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()(pil_loader(path))[None]
     with torch.no_grad():
-        return torch.softmax(model(x[None]).double(), dim=1)[0].numpy()
+        p32 = torch.softmax(model(x).double(), dim=1)[0].numpy()
+        p64 = torch.softmax(copy.deepcopy(model).double()(x.double()), dim=1)[0].numpy()
+    return p32, p64
 
 
 def test_predict_matches_torchvision_and_reports_bad_files(tmp_path, checkpoint):
@@ -65,7 +73,11 @@ def test_predict_matches_torchvision_and_reports_bad_files(tmp_path, checkpoint)
     assert [r["path"] for r in results] == [p for p in paths if p in map(str, good)]
     labels = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"]
     for entry in results:
-        probs = torchvision_probs(model, entry["path"])
+        probs32, probs = torchvision_probs(model, entry["path"])
+        # float32 bound: at most 4x torchvision's own float32 error on this image (npresnet's worst
+        # measured ratio is ~2x on the CPU; a GPU's GEMMs sum in another order), plus a floor of a
+        # few float32 ulps of a probability for images where torchvision happens to be near-exact.
+        bound = 4 * numpy.abs(probs32 - probs).max() + 1e-6
         expected = numpy.argsort(-probs)[:5]
         got = [t["index"] for t in entry["top"]]
         gaps = -numpy.diff(numpy.sort(probs)[::-1][:6])
@@ -73,7 +85,7 @@ def test_predict_matches_torchvision_and_reports_bad_files(tmp_path, checkpoint)
             assert got == expected.tolist()
         assert set(got) <= set(numpy.argsort(-probs)[:6].tolist())
         for t in entry["top"]:
-            assert t["prob"] == pytest.approx(probs[t["index"]], abs=1e-5)
+            assert abs(t["prob"] - probs[t["index"]]) <= bound, (entry["path"], t, bound)
             assert t["label"] == labels[t["index"]]
 
 
