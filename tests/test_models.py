@@ -56,30 +56,38 @@ def _converted(name, tmp_path, seed=0, **kwargs):
     return reference, npresnet_from_file(name, path, **kwargs)
 
 
+def _captured_on_host(backend, model, x, names):
+    """``capture_intermediates`` run on ``backend``, with the logits and every layer copied to the host."""
+    out, layers = capture_intermediates(model, backend.put(x), names)
+    return backend.get(out), {name: backend.get(value) for name, value in layers.items()}
+
+
 # ----------------------------------------------------------------------------- 1. all ten, every layer
 @pytest.mark.parametrize("name", ARCHITECTURE_NAMES)
-def test_matches_torchvision_at_every_layer(name, tmp_path):
+def test_matches_torchvision_at_every_layer(name, tmp_path, backend):
     """Logits and the output of every stem layer, block, stage, avgpool and fc match torchvision,
     in float32 and in float64, with weights passed through a ``torch.save`` checkpoint on disk.
 
     One test per architecture builds each pair of models once (the big ones take seconds).
     Input 2×3×40×56: a batch of two (catches mixing across images), non-square, odd sizes
-    inside (40 → 20 → 10 → 10 → 5 → 3 → 2), small enough for CI.
+    inside (40 → 20 → 10 → 10 → 5 → 3 → 2), small enough for CI. Runs on every backend
+    (CuPy skipped with the reason where no GPU is usable); results are compared on the host.
     """
     reference, model = _converted(name, tmp_path, seed=ARCHITECTURE_NAMES.index(name))
+    model.to(backend.name)
     names = block_names(model)
     assert names == block_names(reference)
     x = _input((2, 3, 40, 56))
 
     ref32, ref32_layers = torch_intermediates(reference, x, names)
-    out32, out32_layers = capture_intermediates(model, x, names)
+    out32, out32_layers = _captured_on_host(backend, model, x, names)
     assert out32.dtype == np.float32 and out32.shape == (2, 1000)
     assert list(out32_layers) == names  # every requested module ran, in torchvision's order
 
     reference.double()
     model.to(dtype=np.float64)
     ref64, ref64_layers = torch_intermediates(reference, x.astype(np.float64), names)
-    out64, out64_layers = capture_intermediates(model, x.astype(np.float64), names)
+    out64, out64_layers = _captured_on_host(backend, model, x.astype(np.float64), names)
     assert out64.dtype == np.float64
 
     for layer in names:
