@@ -28,6 +28,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .errors import FetchError
+
 __all__ = ["WEIGHTS", "DEFAULT_URL", "FetchError", "cache_dir", "weights_filename", "fetch"]
 
 DEFAULT_URL = "https://download.pytorch.org/models/"
@@ -54,10 +56,6 @@ WEIGHTS = {
 }
 
 _CHUNK = 1 << 20
-
-
-class FetchError(RuntimeError):
-    """A download failed (network, timeout, short transfer, hash mismatch, write error); nothing was cached."""
 
 
 def cache_dir() -> Path:

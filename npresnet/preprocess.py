@@ -23,13 +23,10 @@ from __future__ import annotations
 
 import numpy
 
+from .errors import ImageError
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ImageError", "load_image", "preprocess", "load_and_preprocess"]
-
-
-class ImageError(ValueError):
-    """A file that cannot be read as an image (missing, unreadable, truncated, not an image, too large)."""
 
 
 def _pil():
