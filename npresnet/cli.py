@@ -31,6 +31,12 @@ def _arch_names():
     return list(ARCHITECTURES)
 
 
+# Upper bounds of flags that size work or memory (the image sizes are preprocess.MAX_SIZE,
+# the timeout fetch.MAX_TIMEOUT).
+MAX_BATCH_SIZE = 1024
+PREDICT_ACTIVATION_LIMIT = 2 * 2**30  # bytes of activations of one forward pass, as `summary` counts them
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -38,6 +44,34 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _int_up_to(limit):
+    """An argparse type: an integer from 1 to ``limit``."""
+    def parse(text):
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit:,} is accepted, got {value:,}")
+        return value
+    return parse
+
+
+def _image_size(text):
+    from .preprocess import MAX_SIZE
+
+    return _int_up_to(MAX_SIZE)(text)
+
+
+def _timeout(text):
+    from .fetch import MAX_TIMEOUT
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= MAX_TIMEOUT:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_TIMEOUT:g}, got {text}")
     return value
 
 
@@ -61,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"npresnet {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     archs = ", ".join(_arch_names())
+    from .preprocess import MAX_SIZE
 
     p = commands.add_parser(
         "summary", help="per-layer table: shapes, parameters, MACs, receptive fields (no weights needed)",
@@ -74,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input height and width (default 224; e.g. 512, 300x200)")
     p.add_argument("--batch", type=_positive_int, default=1, metavar="N",
                    help="batch size N; MACs and memory are for the whole batch (default 1)")
-    p.add_argument("--depth", type=_positive_int, default=None, metavar="D",
+    p.add_argument("--depth", type=_positive_int, choices=(1, 2, 3, 4), default=None, metavar="D",
                    help="fold rows: 1 = stem layers + stages, 2 = blocks, 3 = layers in blocks "
-                        "(shortcut folded); default: every layer")
+                        "(shortcut folded), 4 = every layer (the default)")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument("--maxpool-padding", type=int, choices=(0, 1), default=1,
                    help="stem max pool padding: 1 as torchvision (default), 0 as many re-implementations")
@@ -92,13 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", required=True, metavar="ARCH", help=f"one of {archs}")
     p.add_argument("--weights", required=True, metavar="FILE",
                    help="a .pth, .npz or .safetensors state dict (see `npresnet fetch`)")
-    p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="classes per image (default 5)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, metavar="B",
-                   help="images per forward pass (default 16)")
+    p.add_argument("--top", type=_positive_int, default=5, metavar="K",
+                   help="classes per image (default 5; at most the number of classes of the weights)")
+    p.add_argument("--batch-size", type=_int_up_to(MAX_BATCH_SIZE), default=16, metavar="B",
+                   help=f"images per forward pass (default 16, at most {MAX_BATCH_SIZE}; the activations of "
+                        f"one pass may take at most {PREDICT_ACTIVATION_LIMIT // 2**30} GiB)")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    p.add_argument("--resize-size", type=_positive_int, default=256, metavar="S",
-                   help="shorter side after resizing (default 256; torchvision's V2 weights use 232)")
-    p.add_argument("--crop-size", type=_positive_int, default=224, metavar="S", help="center crop (default 224)")
+    p.add_argument("--resize-size", type=_image_size, default=256, metavar="S",
+                   help="shorter side after resizing (default 256; torchvision's V2 weights use 232; "
+                        f"at most {MAX_SIZE})")
+    p.add_argument("--crop-size", type=_image_size, default=224, metavar="S",
+                   help=f"side of the square center crop the network sees (default 224; at most {MAX_SIZE})")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=_predict)
 
@@ -128,8 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, metavar="BASE",
                    help="base address of the .pth files (default $NPRESNET_WEIGHTS_URL or "
                         "https://download.pytorch.org/models/)")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="network timeout per connection and read (default 30)")
+    p.add_argument("--timeout", type=_timeout, default=30.0, metavar="SECONDS",
+                   help="network timeout per connection and read (default 30, at most 3600)")
     p.set_defaults(run=_fetch)
     return parser
 
@@ -174,24 +213,73 @@ def _summary(args) -> int:
 
 
 # ---------------------------------------------------------------------------- predict
+def _check_arch(arch):
+    """``arch`` if it names an architecture, else a _CommandError with close names: checked before any file is read."""
+    from .models import check_arch
+
+    try:
+        return check_arch(arch)
+    except ValueError as err:
+        raise _CommandError(err) from None
+
+
+def _model_for(arch, state_dict, path):
+    """An uninitialised ``arch`` with its classifier sized by ``state_dict``; a _CommandError unless every key fits.
+
+    A misfit is summarised (counts, a few keys of each kind) and the error says which
+    architecture the file looks like, from its keys and shapes.
+    """
+    from .models import build_model, describe_fit, identify_architecture
+    from .nn import check_state_dict, state_dict_report
+
+    fc = state_dict.get("fc.weight")
+    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 and fc.shape[0] > 0 else 1000
+    model = build_model(arch, num_classes=num_classes)
+    missing, unexpected, problems = check_state_dict(model.state_dict(), state_dict)
+    if missing or unexpected or problems:
+        lines = state_dict_report(missing, unexpected, problems, limit=4)
+        count = len(missing) + len(unexpected) + len(problems)
+        best = identify_architecture(state_dict)
+        raise _CommandError(
+            f"{path} does not fit {arch} ({count} problem(s): {len(problems)} mis-shaped or unloadable, "
+            f"{len(missing)} missing, {len(unexpected)} unexpected key(s)):\n  " + "\n  ".join(lines)
+            + f"\n{describe_fit(state_dict, arch)}" + (f"; use --arch {best}" if best and best != arch else ""))
+    return model
+
+
 def _load_model(arch, path):
     """Build ``arch`` with the weights in ``path``, the classifier sized by the file."""
     from .errors import WeightsError
-    from .summary import build_model
     from .weights import load_weights
 
+    _check_arch(arch)
     try:
         state_dict = load_weights(path)
     except (WeightsError, OSError) as err:
         raise _CommandError(f"cannot read weights: {err}") from None
-    fc = state_dict.get("fc.weight")
-    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 else 1000
+    model = _model_for(arch, state_dict, path)
     try:
-        model = build_model(arch, num_classes=num_classes)
         model.load_state_dict(state_dict)
-    except (ValueError, WeightsError) as err:
+    except WeightsError as err:
         raise _CommandError(f"{path} does not fit {arch}: {err}") from None
     return model
+
+
+def _check_predict_memory(args):
+    """Refuse, before any work, a batch whose activations would exceed PREDICT_ACTIVATION_LIMIT."""
+    from .summary import summarize
+
+    batch = min(args.batch_size, len(args.images))
+    try:
+        need = summarize(args.arch, args.crop_size, batch=batch).peak_activation_bytes
+    except ValueError as err:  # a crop too small for the network
+        raise _CommandError(f"--crop-size {args.crop_size}: {err}") from None
+    if need > PREDICT_ACTIVATION_LIMIT:
+        fits = PREDICT_ACTIVATION_LIMIT // (need // batch)
+        advice = f"use --batch-size {fits} or less" if fits else "use a smaller --crop-size"
+        raise _CommandError(
+            f"{args.arch} on {batch} image(s) of {args.crop_size}×{args.crop_size} needs {need / 2**30:.1f} GiB of "
+            f"activations, more than the {PREDICT_ACTIVATION_LIMIT / 2**30:g} GiB limit; {advice}")
 
 
 def _predict(args) -> int:
@@ -205,15 +293,19 @@ def _predict(args) -> int:
         from .backend import cupy_unavailable_reason
 
         raise _CommandError(f"backend {args.backend!r} is not available: {cupy_unavailable_reason()}")
+    _check_arch(args.arch)
+    _check_predict_memory(args)
     model = _load_model(args.arch, args.weights)
     if args.backend != "numpy":
         model.to(args.backend)
     num_classes = model.fc.out_features
+    if args.top > num_classes:
+        raise _CommandError(f"--top {args.top} asks for more classes than the {num_classes} of {args.weights}")
     labels = imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
-    k = min(args.top, num_classes)
+    k = args.top
 
     bar = _progress_bar(len(args.images), "images")
-    results, failures = [], 0
+    results, failures = [], []
     try:
         for start in range(0, len(args.images), args.batch_size):
             paths = args.images[start:start + args.batch_size]
@@ -223,8 +315,7 @@ def _predict(args) -> int:
                     arrays.append(load_and_preprocess(path, args.resize_size, args.crop_size))
                     good.append(path)
                 except ImageError as err:
-                    failures += 1
-                    _warn(bar, f"npresnet predict: skipped {err}")
+                    failures.append(f"npresnet predict: skipped {err}")
             if arrays:
                 batch = numpy.stack(arrays)                        # (B, 3, 224, 224)
                 logits = to_numpy(model(to_backend(batch, args.backend))).astype(numpy.float64)  # (B, classes)
@@ -248,8 +339,11 @@ def _predict(args) -> int:
             print(entry["path"])
             for rank, t in enumerate(entry["top"], 1):
                 print(f"  {rank}. {t['prob']:7.2%}  {t['label']} ({t['index']})")
-    if failures:
-        print(f"npresnet predict: {failures} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+    if failures:  # after the results, so they end with what went wrong (stderr)
+        sys.stdout.flush()
+        for line in failures:
+            print(line, file=sys.stderr)
+        print(f"npresnet predict: {len(failures)} of {len(args.images)} image(s) could not be read", file=sys.stderr)
         return 1
     return 0
 
@@ -265,19 +359,14 @@ def _progress_bar(total, unit):
     return tqdm(total=total, unit=unit, unit_scale=unit == "B", file=sys.stderr, leave=False)
 
 
-def _warn(bar, message):
-    if bar is not None:
-        bar.write(message, file=sys.stderr)
-    else:
-        print(message, file=sys.stderr)
-
-
 # ---------------------------------------------------------------------------- convert
 def _convert(args) -> int:
     from .errors import WeightsError
     from .weights import load_weights, save_weights
 
     src, dst = args.src, args.dst
+    if args.arch:
+        _check_arch(args.arch)
     if os.path.splitext(dst)[1].lower() not in (".npz", ".safetensors"):
         raise _CommandError(f"DST must end in .npz or .safetensors (npresnet never writes pickles), got {dst!r}")
     if not os.path.isfile(src):
@@ -294,19 +383,10 @@ def _convert(args) -> int:
     except (WeightsError, OSError) as err:
         raise _CommandError(f"cannot read {src}: {err}") from None
     if args.arch:
-        from .nn import check_state_dict, state_dict_report
-        from .summary import build_model
-
         try:
-            fc = state_dict.get("fc.weight")
-            num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 else 1000
-            model = build_model(args.arch, num_classes=num_classes)
-        except ValueError as err:
-            raise _CommandError(err) from None
-        lines = state_dict_report(*check_state_dict(model.state_dict(), state_dict))
-        if lines:
-            raise _CommandError(f"{src} does not fit {args.arch} ({len(lines)} problem(s)); nothing written:\n  "
-                                + "\n  ".join(lines))
+            _model_for(args.arch, state_dict, src)
+        except _CommandError as err:
+            raise _CommandError(f"{err}\nnothing was written") from None
     try:
         save_weights(state_dict, dst)
     except (WeightsError, OSError) as err:

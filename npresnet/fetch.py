@@ -30,7 +30,7 @@ from pathlib import Path
 
 from .errors import FetchError
 
-__all__ = ["WEIGHTS", "DEFAULT_URL", "FetchError", "cache_dir", "weights_filename", "fetch"]
+__all__ = ["WEIGHTS", "DEFAULT_URL", "MAX_TIMEOUT", "FetchError", "cache_dir", "weights_filename", "fetch"]
 
 DEFAULT_URL = "https://download.pytorch.org/models/"
 
@@ -56,6 +56,7 @@ WEIGHTS = {
 }
 
 _CHUNK = 1 << 20
+MAX_TIMEOUT = 3600.0  # seconds; 0 would make the socket non-blocking, negative values are refused by it
 
 
 def cache_dir() -> Path:
@@ -67,7 +68,8 @@ def cache_dir() -> Path:
         import platformdirs
     except ImportError:
         raise ImportError('the default cache directory needs platformdirs: pip install "npresnet[tools]" '
-                          "(or set NPRESNET_HOME, or pass dest)") from None
+                          "(or set NPRESNET_HOME, or choose a directory: --dest DIR on the command line, "
+                          "dest=DIR in Python)") from None
     return Path(platformdirs.user_cache_dir("npresnet"))
 
 
@@ -107,7 +109,7 @@ def fetch(arch: str, *, variant: str | None = None, dest=None, base_url: str | N
     base_url : str, optional
         Where the ``.pth`` files live; default ``$NPRESNET_WEIGHTS_URL`` or :data:`DEFAULT_URL`.
     timeout : float
-        Seconds to wait for the connection and for each read.
+        Seconds to wait for the connection and for each read; above 0 and at most 3600.
     progress : callable, optional
         Called as ``progress(bytes_done, bytes_total_or_None)`` while downloading.
 
@@ -121,10 +123,12 @@ def fetch(arch: str, *, variant: str | None = None, dest=None, base_url: str | N
     FetchError
         The download failed or did not verify; no file is left under the final name.
     ValueError
-        Unknown architecture or variant.
+        Unknown architecture or variant, or a timeout out of range.
     """
     from .weights import load_weights, save_weights
 
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"timeout must be seconds above 0 and at most {MAX_TIMEOUT:g}, got {timeout!r}")
     filename = weights_filename(arch, variant)
     stem = filename.rsplit(".", 1)[0]
     directory = Path(dest).expanduser() if dest is not None else cache_dir()

@@ -14,19 +14,29 @@ float32 operations in the same order, so the arrays are equal (tests compare the
 
 Images are read as torchvision's ``default_loader`` reads them,
 ``Image.open(f).convert("RGB")``: greyscale, palette, RGBA (alpha dropped), CMYK and
-16-bit images all become 8-bit RGB by Pillow's rules. Pillow's decompression-bomb guard
-stays at its default: images above ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 megapixels)
-load with a warning, images above twice that are refused with an :class:`ImageError`.
-npresnet never changes that process-wide setting.
+16-bit images all become 8-bit RGB by Pillow's rules.
+
+Sizes are bounded before any pixel is decoded or resized: an image with more than
+:data:`MAX_PIXELS` pixels (89,478,485, Pillow's default decompression-bomb limit, 256 MiB
+as 8-bit RGB) is refused with an :class:`ImageError`, as is a resize whose result would
+exceed it (a 1×100000 strip resized to a shorter side of 256 would be 6.5 gigapixels);
+``resize_size`` and ``crop_size`` are at most :data:`MAX_SIZE`. Pillow's own
+``DecompressionBombWarning`` is not shown: the check here replaces it. npresnet never
+changes Pillow's process-wide ``MAX_IMAGE_PIXELS``.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy
 
 from .errors import ImageError
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["ImageError", "load_image", "preprocess", "load_and_preprocess"]
+__all__ = ["ImageError", "MAX_PIXELS", "MAX_SIZE", "load_image", "preprocess", "load_and_preprocess"]
+
+MAX_PIXELS = 89_478_485  # pixels of an image, as read or after resizing: 256 MiB as 8-bit RGB
+MAX_SIZE = 4096          # largest resize_size and crop_size
 
 
 def _pil():
@@ -37,8 +47,14 @@ def _pil():
     return Image
 
 
-def load_image(path):
+def load_image(path, max_pixels: int = MAX_PIXELS):
     """Open ``path`` and return a fully decoded 8-bit RGB ``PIL.Image``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    max_pixels : int
+        Refuse an image whose header claims more pixels (width × height), before decoding it.
 
     Raises
     ------
@@ -48,8 +64,16 @@ def load_image(path):
     Image = _pil()
     try:
         with open(path, "rb") as f:
-            image = Image.open(f)
+            with warnings.catch_warnings():  # Pillow warns from 89 Mpx; the check below decides instead
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(f)    # reads the header only
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"{path}: image too large: {width}×{height} = {width * height:,} pixels, "
+                                 f"more than the limit of {max_pixels:,}")
             return image.convert("RGB")  # decodes everything now, so truncation is caught here
+    except ImageError:
+        raise
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -80,18 +104,28 @@ def preprocess(image, resize_size: int = 256, crop_size: int = 224, mean=IMAGENE
     Returns
     -------
     numpy.ndarray, float32, shape (3, crop_size, crop_size)
+
+    Raises
+    ------
+    ValueError
+        A size outside 1 to :data:`MAX_SIZE`, or an image not in mode RGB.
+    ImageError
+        The resized image would have more than :data:`MAX_PIXELS` pixels.
     """
     Image = _pil()
     if image.mode != "RGB":
         raise ValueError(f"preprocess expects an RGB image, got mode {image.mode!r}; use load_image or .convert('RGB')")
     for name, value in (("resize_size", resize_size), ("crop_size", crop_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIZE:
+            raise ValueError(f"{name} must be an int from 1 to {MAX_SIZE}, got {value!r}")
 
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     new_short, new_long = resize_size, int(resize_size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if new_w * new_h > MAX_PIXELS:  # checked before Pillow allocates the resized image
+        raise ImageError(f"resizing {w}×{h} to a shorter side of {resize_size} gives {new_w}×{new_h} = "
+                         f"{new_w * new_h:,} pixels, more than the limit of {MAX_PIXELS:,}")
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
 
@@ -112,4 +146,8 @@ def preprocess(image, resize_size: int = 256, crop_size: int = 224, mean=IMAGENE
 
 def load_and_preprocess(path, resize_size: int = 256, crop_size: int = 224):
     """:func:`load_image` then :func:`preprocess`: a float32 array of shape (3, crop_size, crop_size)."""
-    return preprocess(load_image(path), resize_size, crop_size)
+    image = load_image(path)
+    try:
+        return preprocess(image, resize_size, crop_size)
+    except ImageError as err:
+        raise ImageError(f"{path}: {err}") from None

@@ -269,7 +269,12 @@ def check_image_batch(x, in_channels: int, dtype, backend: str, owner: str = "th
         raise TypeError(f"input must be a NumPy or CuPy array of shape (N, {in_channels}, H, W), "
                         f"got {type(x).__name__}")
     if x.ndim != 4:
-        raise ValueError(f"input must be 4-D (N, C, H, W), got {x.ndim}-D with shape {shape}")
+        hint = ""
+        if x.ndim == 3 and shape[0] == in_channels:
+            hint = " (one image? add the batch axis: x[None])"
+        elif x.ndim == 3 and shape[2] == in_channels:
+            hint = " (one channels-last image? use x.transpose(2, 0, 1)[None])"
+        raise ValueError(f"input must be 4-D (N, C, H, W), got {x.ndim}-D with shape {shape}{hint}")
     if shape[1] != in_channels:
         hint = " (channels-last? use x.transpose(0, 3, 1, 2))" if shape[3] == in_channels else ""
         raise ValueError(f"input must have {in_channels} channels on axis 1, got shape {shape}{hint}")
@@ -285,6 +290,10 @@ def check_image_batch(x, in_channels: int, dtype, backend: str, owner: str = "th
 
 
 def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
+    if weights is not None and not isinstance(weights, str) and not hasattr(weights, "__fspath__") \
+            and not hasattr(weights, "keys"):  # a path (str, os.PathLike) or a state dict
+        raise TypeError(f"weights must be a path to a .pth, .npz or .safetensors file (str or os.PathLike) "
+                        f"or a state dict (a mapping of str to arrays), got {type(weights).__name__}")
     if weights is not None:
         kwargs.setdefault("init", False)  # every array is about to be overwritten by the strict load
     model = ResNet(block, layers, **kwargs)

@@ -145,10 +145,11 @@ class Module:
         """
         own = self.state_dict()
         missing, unexpected, problems = check_state_dict(own, state_dict, check_finite=check_finite)
-        lines = state_dict_report(missing, unexpected, problems) if strict else problems
+        lines = state_dict_report(missing, unexpected, problems) if strict else state_dict_report([], [], problems)
+        count = len(problems) + (len(missing) + len(unexpected) if strict else 0)
         if lines:
             raise WeightsError(
-                f"state_dict does not fit {type(self).__name__} ({len(lines)} problem(s)):\n  " + "\n  ".join(lines)
+                f"state_dict does not fit {type(self).__name__} ({count} problem(s)):\n  " + "\n  ".join(lines)
             )
         for key, target in own.items():
             if key not in state_dict:
@@ -314,9 +315,20 @@ def check_state_dict(expected, state_dict, check_finite: bool = False):
     return missing, unexpected, problems
 
 
-def state_dict_report(missing, unexpected, problems) -> list[str]:
-    """The lines an error lists for :func:`check_state_dict`'s findings: problems, then missing, then unexpected keys."""
-    return problems + [f"missing key: {k}" for k in missing] + [f"unexpected key: {k}" for k in unexpected]
+def state_dict_report(missing, unexpected, problems, limit: int | None = 8) -> list[str]:
+    """The lines an error lists for :func:`check_state_dict`'s findings: problems, then missing, then unexpected keys.
+
+    A kind with more than ``limit`` entries shows its first ``limit`` and a count of the
+    rest (ResNet-50 weights offered to ResNet-18 would otherwise list 200 keys);
+    ``limit=None`` lists everything.
+    """
+    lines = []
+    for kind, entries in (("mis-shaped or unloadable", problems), ("missing", [f"missing key: {k}" for k in missing]),
+                          ("unexpected", [f"unexpected key: {k}" for k in unexpected])):
+        if limit is not None and len(entries) > limit:
+            entries = entries[:limit] + [f"... and {len(entries) - limit} more {kind} keys ({len(entries)} in all)"]
+        lines += entries
+    return lines
 
 
 def _can_cast(source, target) -> bool:

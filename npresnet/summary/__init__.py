@@ -1,0 +1,24 @@
+"""A per-layer summary of a model: shapes, parameters, multiply-accumulates, receptive fields, memory.
+
+>>> from npresnet.summary import summarize, format_table
+>>> summarize("resnet18").total_params
+11689512
+
+Modules, one job each:
+
+* :mod:`.formulas` — the one home of the MAC counts and the receptive-field recurrence;
+* :mod:`.trace` — the recorder of one shape-only pass through the real ``forward`` code;
+* :mod:`.rows` — the table rows, folded by depth;
+* :mod:`.memory` — peak activation memory from the tensors' lifetimes;
+* :mod:`.formats` — the plain-text and Markdown tables;
+* :mod:`.api` — :func:`summarize` and its :class:`Summary` record (JSON via ``Summary.to_dict``).
+"""
+from .api import Summary, parse_input_size, summarize
+from .formats import format_markdown, format_table
+from .formulas import ReceptiveField, conv2d_macs, linear_macs
+from .rows import LayerRow
+
+__all__ = [
+    "ReceptiveField", "LayerRow", "Summary", "summarize", "conv2d_macs", "linear_macs",
+    "format_table", "format_markdown", "parse_input_size",
+]
