@@ -91,3 +91,24 @@ def test_bad_arguments(tmp_path, pth):
     proc = run_cli("convert", str(junk), str(tmp_path / "x.npz"))
     assert proc.returncode == 1 and "cannot read" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_arch_is_checked_before_the_source_is_read(tmp_path):
+    proc = run_cli("convert", str(tmp_path / "nope.pth"), str(tmp_path / "x.npz"), "--arch", "resnet19")
+    assert proc.returncode == 1 and "unknown architecture 'resnet19'; did you mean resnet18" in proc.stderr
+    assert "no such file" not in proc.stderr
+
+
+def test_another_architecture_is_summarised_named_and_nothing_written(tmp_path):
+    torch.manual_seed(0)
+    state = {k: v.numpy() for k, v in torchvision.models.resnet34().state_dict().items()}
+    src = tmp_path / "resnet34.npz"
+    numpy.savez(src, **state)
+    unexpected = set(state) - set(torchvision.models.resnet18().state_dict())
+    proc = run_cli("convert", str(src), str(tmp_path / "out.npz"), "--arch", "resnet18")
+    assert proc.returncode == 1
+    assert f"0 mis-shaped or unloadable, 0 missing, {len(unexpected)} unexpected key(s)" in proc.stderr
+    assert f"... and {len(unexpected) - 4} more unexpected keys ({len(unexpected)} in all)" in proc.stderr
+    assert "looks like resnet34 weights" in proc.stderr and proc.stderr.rstrip().endswith("nothing was written")
+    assert len(proc.stderr.splitlines()) == 8  # header, 4 keys, the count, the verdict, nothing written
+    assert not (tmp_path / "out.npz").exists()

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 from torchvision.datasets.folder import pil_loader  # noqa: E402
 
-from _torchvision import torchvision_resnet  # noqa: E402
+from _torchvision import meta_resnet, torchvision_resnet  # noqa: E402
 from test_preprocess import huge_png_header, make_image  # noqa: E402
 
 
@@ -101,6 +101,79 @@ def test_predict_table_and_backend_errors(tmp_path, checkpoint):
         assert proc.returncode == 1 and "cupy" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("predict", str(image), "--arch", "resnet50", "--weights", str(weights))
     assert proc.returncode == 1 and "does not fit resnet50" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_skipped_images_are_reported_after_the_results(tmp_path, checkpoint):
+    _, weights = checkpoint
+    image = make_image(tmp_path / "a.png", "RGB", (230, 230), numpy.random.default_rng(1))
+    missing = tmp_path / "missing.jpg"
+    proc = subprocess.run([sys.executable, "-m", "npresnet", "predict", str(missing), str(image), "--arch", "resnet18",
+                           "--weights", str(weights), "--top", "3"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()  # stdout and stderr as a terminal shows them, in order
+    assert lines[0] == str(image) and all(line.startswith(f"  {i}.") for i, line in enumerate(lines[1:4], 1))
+    assert lines[4:] == [f"npresnet predict: skipped {missing}: no such file",
+                         "npresnet predict: 1 of 2 image(s) could not be read"]
+
+
+def zeros_checkpoint(path, arch):
+    """An .npz with ``arch``'s keys and shapes (torchvision's), all zeros: a few kB compressed."""
+    state = {k: numpy.zeros(tuple(v.shape), numpy.int64 if k.endswith("num_batches_tracked") else numpy.float16)
+             for k, v in meta_resnet(arch).state_dict().items()}
+    numpy.savez_compressed(path, **state)
+    return {k: v.shape for k, v in state.items()}
+
+
+def test_arch_is_checked_before_the_weights(tmp_path, checkpoint):
+    _, weights = checkpoint
+    for path in (weights, tmp_path / "missing.pth"):
+        proc = run_cli("predict", "a.png", "--arch", "resnet19", "--weights", str(path))
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "unknown architecture 'resnet19'; did you mean resnet18" in proc.stderr
+        assert "weights" not in proc.stderr and "fit" not in proc.stderr
+
+
+@pytest.mark.parametrize("other", ["resnet34", "resnet50"])
+def test_weights_of_another_architecture_are_summarised_and_named(tmp_path, other):
+    shapes = zeros_checkpoint(tmp_path / f"{other}.npz", other)
+    own = {k: tuple(v.shape) for k, v in meta_resnet("resnet18").state_dict().items()}
+    missing, unexpected = set(own) - set(shapes), set(shapes) - set(own)
+    misshaped = {k for k in set(own) & set(shapes) if own[k] != shapes[k]}
+    proc = run_cli("predict", "a.png", "--arch", "resnet18", "--weights", str(tmp_path / f"{other}.npz"))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    count = len(missing) + len(unexpected) + len(misshaped)
+    assert (f"does not fit resnet18 ({count} problem(s): {len(misshaped)} mis-shaped or unloadable, "
+            f"{len(missing)} missing, {len(unexpected)} unexpected key(s))") in proc.stderr
+    assert f"the file looks like {other} weights: every key and shape fits {other}; use --arch {other}" in proc.stderr
+    assert len(proc.stderr.splitlines()) <= 2 + 3 * 5  # a header, at most 4 keys and a count per kind, the verdict
+
+
+def test_sizes_are_bounded_before_any_work(tmp_path):
+    for flag, value in (("--resize-size", "100000"), ("--crop-size", "4097"), ("--batch-size", "5000")):
+        proc = run_cli("predict", "a.png", "--arch", "resnet18", "--weights", "missing.pth", flag, value)
+        assert proc.returncode == 2 and flag in proc.stderr and "at most" in proc.stderr, (flag, proc.stderr)
+    # ResNet-18's peak is conv1's and bn1's outputs together: 2 × 64 × 1024 × 1024 float32 per 2048×2048
+    # image, 512 MiB; 16 images need 8 GiB, over the 2 GiB limit, which holds 4. Refused before reading
+    # the weights (the file does not exist) or any image.
+    images = [f"img{i}.png" for i in range(16)]
+    proc = run_cli("predict", *images, "--arch", "resnet18", "--weights", "missing.pth", "--crop-size", "2048")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert ("resnet18 on 16 image(s) of 2048×2048 needs 8.0 GiB of activations, more than the 2 GiB limit; "
+            "use --batch-size 4 or less") in proc.stderr
+
+
+def test_top_is_at_most_the_number_of_classes(tmp_path, checkpoint):
+    _, weights = checkpoint
+    image = make_image(tmp_path / "a.png", "RGB", (64, 64), numpy.random.default_rng(2))
+    proc = run_cli("predict", str(image), "--arch", "resnet18", "--weights", str(weights), "--top", "5000")
+    assert proc.returncode == 1 and "--top 5000 asks for more classes than the 1000 of" in proc.stderr
+    assert proc.stdout == ""
+    proc = run_cli("predict", str(image), "--arch", "resnet18", "--weights", str(weights), "--top", "1000",
+                   "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    top = json.loads(proc.stdout)[0]["top"]
+    assert sorted(t["index"] for t in top) == list(range(1000))
 
 
 def test_imagenet_classes_equal_torchvision():

@@ -171,3 +171,29 @@ def test_cli_fetch_prints_path_env_overrides_and_fails_cleanly(tmp_path, server)
     proc = run_fetch_cli("--dest", str(other), "--url", f"{server}/wrong")
     assert proc.returncode == 1 and "SHA-256" in proc.stderr and "Traceback" not in proc.stderr
     assert_nothing_cached(other)
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "3601", "soon"])
+def test_cli_timeout_is_validated_like_other_flags(tmp_path, timeout):
+    proc = run_fetch_cli("--dest", str(tmp_path), "--url", "http://127.0.0.1:9/", f"--timeout={timeout}")
+    assert proc.returncode == 2 and "--timeout" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Errno" not in proc.stderr and "out of range" not in proc.stderr  # the socket never saw it
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), True, "30"])
+def test_fetch_refuses_a_bad_timeout_before_connecting(tmp_path, server, timeout):
+    Handler.requests.clear()
+    with pytest.raises(ValueError, match="timeout must be seconds above 0 and at most 3600"):
+        fetch("tiny", dest=tmp_path, base_url=f"{server}/good", timeout=timeout)
+    assert Handler.requests == [] and os.listdir(tmp_path) == []
+
+
+def test_without_platformdirs_the_hint_names_the_flag(tmp_path):
+    code = ("import sys; sys.modules['platformdirs'] = None; import npresnet.cli as c; "
+            "sys.exit(c.main(sys.argv[1:]))")
+    env = {k: v for k, v in os.environ.items() if k != "NPRESNET_HOME"}
+    proc = subprocess.run([sys.executable, "-c", code, "fetch", "resnet18"], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "platformdirs" in proc.stderr and "--dest DIR" in proc.stderr and "NPRESNET_HOME" in proc.stderr

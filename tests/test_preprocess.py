@@ -84,3 +84,38 @@ def test_bad_files_raise_image_error(tmp_path):
 def test_preprocess_rejects_non_rgb():
     with pytest.raises(ValueError, match="RGB"):
         preprocess(Image.new("L", (10, 10)))
+
+
+def test_pixel_limit_replaces_pillows_bomb_warning(tmp_path):
+    import warnings
+
+    from npresnet.preprocess import MAX_PIXELS
+
+    assert MAX_PIXELS == 89_478_485 and Image.MAX_IMAGE_PIXELS == MAX_PIXELS  # Pillow's default, left as it is
+    over = huge_png_header(tmp_path / "100mp.png", 10000, 10000)   # 100 Mpx: Pillow alone would only warn
+    under = huge_png_header(tmp_path / "81mp.png", 9000, 9000)     # under the limit: read, then found truncated
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageError, match=r"100mp\.png: image too large: 10000×10000 = 100,000,000 pixels, "
+                                             r"more than the limit of 89,478,485"):
+            load_image(over)
+        with pytest.raises(ImageError, match="cannot decode"):
+            load_image(under)
+        with pytest.raises(ImageError, match="too large"):
+            load_image(under, max_pixels=80_000_000)
+    assert [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)] == []
+    assert Image.MAX_IMAGE_PIXELS == MAX_PIXELS
+
+
+def test_resize_and_crop_sizes_are_bounded_before_work(tmp_path):
+    strip = Image.new("RGB", (100_000, 1))   # 300 kB of pixels; resized to a shorter side of 256: 25.6 Gpx
+    with pytest.raises(ImageError, match=r"resizing 100000×1 to a shorter side of 256 gives 25600000×256"):
+        preprocess(strip)
+    strip.save(tmp_path / "strip.png")
+    with pytest.raises(ImageError, match=r"strip\.png: resizing 100000×1"):
+        load_and_preprocess(tmp_path / "strip.png")
+    image = Image.new("RGB", (64, 48))
+    for kwargs in ({"resize_size": 100_000}, {"crop_size": 4097}, {"resize_size": 0}, {"crop_size": True}):
+        with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be an int from 1 to 4096"):
+            preprocess(image, **kwargs)
+    assert preprocess(image, 4096, 8).shape == (3, 8, 8)  # the largest size is accepted

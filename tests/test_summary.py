@@ -239,3 +239,26 @@ def test_cli_summary_table_and_errors():
     assert bad.returncode == 1 and "did you mean resnet18" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("summary", "resnet18", "--input-size", "abc")
     assert bad.returncode == 2 and "--input-size" in bad.stderr
+
+
+def test_depth_is_bounded_by_the_deepest_layer_name():
+    every = summarize("resnet18")
+    assert summarize("resnet18", depth=4).layers == every.layers  # layer1.0.downsample.0 has 4 parts
+    for bad in (5, 0, True, 2.0):
+        with pytest.raises(ValueError, match="depth must be"):
+            summarize("resnet18", depth=bad)
+    with pytest.raises(ValueError, match="between 1 and 4 for resnet18"):
+        summarize("resnet18", depth=5)
+    proc = run_cli("summary", "resnet18", "--depth", "5")
+    assert proc.returncode == 2 and "--depth" in proc.stderr and "choose from 1, 2, 3, 4" in proc.stderr
+
+
+def test_totals_use_si_prefixes_up_to_peta():
+    from npresnet.summary.formats import si
+
+    cases = {999: "999", 1000: "1.00 K", 1_814_073_344: "1.81 G", 361_440 * 10**9: "361.44 T",
+             2_500 * 10**12: "2.50 P", 10**18: "1000.00 P"}
+    assert {n: si(n) for n in cases} == cases
+    result = summarize("resnet152", 1024, batch=4000)
+    assert result.total_macs > 10**14
+    assert f"Total MACs: {result.total_macs / 1e12:.2f} T (" in format_table(result)

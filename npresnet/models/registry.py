@@ -101,10 +101,10 @@ def identify_architecture(state_dict) -> str | None:
 def describe_fit(state_dict, arch: str) -> str:
     """One sentence for an error message: which architecture ``state_dict`` looks like, if not ``arch``."""
     best, fitting, total = match_architectures(state_dict)[0]
-    if fitting == total and best != arch:
-        return f"the file looks like {best} weights: every key and shape fits {best}"
-    if best != arch and fitting / total >= 0.5:
-        return f"the closest architecture is {best} ({fitting} of {total} keys fit)"
+    if fitting < total / 2:
+        return "it fits none of the ten architectures"
     if best == arch:
         return f"it is closest to {arch} itself ({fitting} of {total} keys fit): a damaged or edited file?"
-    return "it fits none of the ten architectures"
+    if fitting == total:
+        return f"the file looks like {best} weights: every key and shape fits {best}"
+    return f"the closest architecture is {best} ({fitting} of {total} keys fit)"
