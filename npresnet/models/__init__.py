@@ -1,4 +1,5 @@
 """Model families built from :mod:`npresnet.nn`, and architectures by name (:mod:`.registry`)."""
+from .registry import __all__ as _registry_all
 from .registry import (  # noqa: F401
     build_model,
     check_arch,
@@ -7,7 +8,6 @@ from .registry import (  # noqa: F401
     identify_architecture,
     match_architectures,
 )
-from .registry import __all__ as _registry_all
 from .resnet import *  # noqa: F401,F403
 from .resnet import __all__ as _resnet_all
 
