@@ -233,7 +233,9 @@ def _model_for(arch, state_dict, path):
     from .nn import check_state_dict, state_dict_report
 
     fc = state_dict.get("fc.weight")
-    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 and fc.shape[0] > 0 else 1000
+    # An fc.weight holding data sizes the classifier (its bytes are already in memory); an empty
+    # one, e.g. (10**9, 0), must not make us allocate a billion-class layer.
+    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 and fc.size > 0 else 1000
     model = build_model(arch, num_classes=num_classes)
     missing, unexpected, problems = check_state_dict(model.state_dict(), state_dict)
     if missing or unexpected or problems:
@@ -317,7 +319,7 @@ def _predict(args) -> int:
                 except ImageError as err:
                     failures.append(f"npresnet predict: skipped {err}")
             if arrays:
-                batch = numpy.stack(arrays)                        # (B, 3, 224, 224)
+                batch = numpy.stack(arrays)                        # (B, 3, crop, crop)
                 logits = to_numpy(model(to_backend(batch, args.backend))).astype(numpy.float64)  # (B, classes)
                 logits -= logits.max(axis=1, keepdims=True)
                 probs = numpy.exp(logits)

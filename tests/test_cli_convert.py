@@ -112,3 +112,13 @@ def test_another_architecture_is_summarised_named_and_nothing_written(tmp_path):
     assert "looks like resnet34 weights" in proc.stderr and proc.stderr.rstrip().endswith("nothing was written")
     assert len(proc.stderr.splitlines()) == 8  # header, 4 keys, the count, the verdict, nothing written
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_an_empty_classifier_does_not_size_the_model(tmp_path):
+    # fc.weight of shape (10**9, 0) holds no bytes; sizing fc by it would reserve 2 TB.
+    src = tmp_path / "empty_fc.npz"
+    numpy.savez(src, **{"fc.weight": numpy.zeros((10**9, 0), numpy.float32)})
+    proc = run_cli("convert", str(src), str(tmp_path / "out.npz"), "--arch", "resnet18")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
+    assert "fc.weight: shape (1000000000, 0) in state_dict, model expects (1000, 512)" in proc.stderr
+    assert "it fits none of the ten architectures" in proc.stderr
