@@ -18,7 +18,8 @@ safetensors header bytes               85,336              57,448
 safetensors JSON nesting               3                   3
 =====================================  ==================  =================
 
-so each limit below leaves a margin of about 20 times or more over a real checkpoint.
+so each size and count limit below leaves a margin of 18 times or more over a real checkpoint
+(nesting and dimensions about 10 times).
 The README's "Safety" section quotes these numbers; change them here and there together.
 """
 from __future__ import annotations
