@@ -22,12 +22,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_weights_hostile import (
+    BINPERSID,
+    EMPTY_DICT,
+    MARK,
+    NEWFALSE,
+    PROTO2,
+    SETITEMS,
+    STOP,
+    TUPLE,
+    p_call,
+    p_dict,
+    p_global,
+    p_int,
+    p_str,
+    p_tensor,
+    p_tuple,
+    pickle_of,
+    write_pth,
+)
 
 import npresnet
-from test_weights_hostile import (
-    BINPERSID, EMPTY_DICT, MARK, NEWFALSE, PROTO2, SETITEMS, STOP, TUPLE,
-    p_call, p_dict, p_global, p_int, p_str, p_tensor, p_tuple, pickle_of, write_pth,
-)
 
 ADDRESS_SPACE = 2**30   # 1 GiB of address space for the child, numpy and Python included (~250 MB)
 TIMEOUT_S = 30          # generous for a loaded 2-core CI runner; a correct load takes well under 2 s
@@ -88,7 +103,7 @@ def load_sandboxed(path) -> dict:
     env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
         done = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(ADDRESS_SPACE)], env=env,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
+                              capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         pytest.fail(f"loading {path} took more than {TIMEOUT_S} s")
     assert done.returncode == 0, f"child exited with {done.returncode}:\n{done.stderr[-3000:]}"
@@ -160,7 +175,8 @@ def test_stride_and_size_must_be_plain_int_tuples(tmp_path):
     bad = p_call(p_global("torch._utils", "_rebuild_tensor_v2"), storage_ref(), p_int(0),
                  p_tuple(p_int(2), p_str("3")), p_tuple(p_int(3), p_int(1)), NEWFALSE,
                  p_call(p_global("collections", "OrderedDict")))
-    assert_refused(write_pth(tmp_path / "t.pth", pickle_of(p_dict((p_str("w"), bad)))), "size entry '3' is not an integer")
+    path = write_pth(tmp_path / "t.pth", pickle_of(p_dict((p_str("w"), bad))))
+    assert_refused(path, "size entry '3' is not an integer")
 
 
 def test_valid_views_load_as_fresh_owning_copies(tmp_path):
@@ -314,9 +330,9 @@ def test_many_containers_are_refused(tmp_path):
     assert_refused(path, "builds more than 100000 tuples, lists and dicts")
 
 
-def _zip_with_members(path, names, data_pkl=pickle_of(p_dict())):
+def _zip_with_members(path, names):
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/data.pkl", pickle_of(p_dict()))
         for name in names:
             archive.writestr(zipfile.ZipInfo(name), b"")
     return path
@@ -429,8 +445,7 @@ def test_check_finite_sees_the_cast_values():
 def test_sandbox_reports_a_real_crash(tmp_path):
     """The harness itself: a child that dies from the address-space limit is a failure, not a pass."""
     root = str(Path(npresnet.__file__).resolve().parent.parent)
-    done = subprocess.run(
-        [sys.executable, "-c", "import resource; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); "
-                               "b = bytearray(2**31)"],
-        env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True, timeout=TIMEOUT_S)
+    code = "import resource; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); b = bytearray(2**31)"
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=root),
+                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
     assert done.returncode != 0 and "MemoryError" in done.stderr

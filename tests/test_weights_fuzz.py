@@ -17,6 +17,7 @@ the storage of the same dtype.
 from __future__ import annotations
 
 import io
+import itertools
 import pickletools
 import struct
 import zipfile
@@ -119,7 +120,7 @@ def test_mutated_files_load_or_raise_weights_error(workdir, fmt):
 def _opcodes(data_pkl: bytes) -> list[bytes]:
     """The pickle cut into its opcodes, each with its argument bytes."""
     starts = [position for _, _, position in pickletools.genops(data_pkl)] + [len(data_pkl)]
-    return [data_pkl[a:b] for a, b in zip(starts, starts[1:])]
+    return [data_pkl[a:b] for a, b in itertools.pairwise(starts)]
 
 
 INTEGERS = st.sampled_from([0, 1, 2, 3, 5, 6, 7, 63, 64, 255, 2**31 - 1, -1, -(2**31)])

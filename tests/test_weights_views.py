@@ -16,11 +16,11 @@ import itertools
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from test_weights_attacks import binget, binput, rebuild, storage_ref
+from test_weights_hostile import p_dict, p_str, pickle_of, write_pth
 
 from npresnet.errors import WeightsError
 from npresnet.weights import load_weights
-from test_weights_attacks import binget, binput, rebuild, storage_ref
-from test_weights_hostile import p_dict, p_str, pickle_of, write_pth
 
 SIZES = {"0": 12, "1": 7}   # elements of the two storages
 

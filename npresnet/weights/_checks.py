@@ -152,7 +152,8 @@ def element_count(shape, what: str) -> int:
     if type(shape) is not tuple and type(shape) is not list:
         raise WeightsError(f"{what}: shape must be a sequence of integers, got {describe(shape)}")
     if len(shape) > MAX_DIMENSIONS:
-        raise WeightsError(f"{what}: shape has {len(shape)} dimensions, more than the {MAX_DIMENSIONS} npresnet accepts")
+        raise WeightsError(
+            f"{what}: shape has {len(shape)} dimensions, more than the {MAX_DIMENSIONS} npresnet accepts")
     for n in shape:
         if type(n) is not int or n < 0:
             raise WeightsError(f"{what}: shape entry {describe(n)} is not an integer >= 0")

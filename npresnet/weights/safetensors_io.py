@@ -20,7 +20,13 @@ from typing import Mapping
 import numpy
 
 from ..errors import WeightsError
-from ._checks import bfloat16_to_float32, check_bool_values, describe, element_count, native
+from ._checks import (
+    bfloat16_to_float32,
+    check_bool_values,
+    describe,
+    element_count,
+    native,
+)
 from .limits import MAX_NESTING, MAX_SAFETENSORS_HEADER_BYTES
 
 __all__ = ["read_safetensors", "write_safetensors", "DTYPES"]
