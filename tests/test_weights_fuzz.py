@@ -10,7 +10,8 @@ checksums, every array a file still yields must be one of the originals, bit for
 Byte mutations of a ``.pth`` mostly end at the zip's CRC-32, before the unpickler
 sees anything. So the pickle is also mutated *as a pickle*: its opcodes (found with
 ``pickletools.genops``) are spliced elsewhere, repeated, deleted, swapped, or have
-their integer argument replaced, and the result is zipped again with a valid CRC.
+their integer argument replaced, or a run of them is replaced by a memo ``BINGET`` (an
+earlier object where another belongs), and the result is zipped again with a valid CRC.
 Every outcome must be ``WeightsError`` or fresh arrays whose values all come from
 the storage of the same dtype.
 """
@@ -135,6 +136,7 @@ def structure_mutations(count: int):
         st.tuples(st.just("delete"), index, span),
         st.tuples(st.just("swap"), index, index),
         st.tuples(st.just("integer"), index, INTEGERS),             # next integer opcode from i gets a new value
+        st.tuples(st.just("get"), index, span, st.integers(0, 40)),  # ops[i:i+n] become one memo GET
     ), min_size=1, max_size=4)
 
 
@@ -156,6 +158,8 @@ def apply_to_opcodes(ops: list[bytes], steps) -> bytes:
                 if ops[k][:1] in (b"K", b"M", b"J", b"\x8a"):   # BININT1, BININT2, BININT, LONG1
                     ops[k] = b"J" + struct.pack("<i", step[2])
                     break
+        elif kind == "get":   # e.g. a storage's persistent id replaced by an earlier tensor
+            ops[i: i + step[2]] = [b"h" + bytes([step[3]])]
     return b"".join(ops)
 
 
