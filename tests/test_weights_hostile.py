@@ -211,7 +211,7 @@ def test_opcodes_torch_never_writes_are_refused(tmp_path, opcodes, opname):
 
 def test_allowed_objects_cannot_be_called_as_something_else(tmp_path):
     path = write_pth(tmp_path / "c.pth", pickle_of(p_dict((p_str("w"), p_call(p_global("torch", "FloatStorage"))))))
-    with pytest.raises(WeightsError, match="not a valid checkpoint pickle: TypeError"):
+    with pytest.raises(WeightsError, match="pickle calls torch.FloatStorage, which is not one of the allowed functions"):
         load_weights(path)
 
 
@@ -243,7 +243,7 @@ def _pth(tmp_path, body: bytes, **kwargs):
      r"reaches element 7 but its storage holds only 6"),
     (p_dict((p_str("w"), p_tensor(offset=5, size=(2,), stride=(1,)))), None,
      r"reaches element 6 but its storage holds only 6"),
-    (p_dict((p_str("w"), p_tensor(size=(-2, 3)))), None, r"has an entry that is not an integer >= 0"),
+    (p_dict((p_str("w"), p_tensor(size=(-2, 3)))), None, r"entry -2 is not an integer >= 0"),
     (p_dict((p_str("w"), p_tensor(offset=-1))), None, r"storage offset must be an integer >= 0"),
     (p_dict((p_str("w"), p_tensor(size=(2**62, 2**62), stride=(1, 1)))), None,
      r"reaches element 9223372036854775806 but its storage holds only 6"),
@@ -306,7 +306,7 @@ def test_zip_member_claiming_more_than_its_bytes(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 40), r"starts like a zip archive but is truncated or corrupt"),
+    (lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 40), r"not a readable zip archive \(truncated or corrupt\)"),
     (lambda p: p.write_bytes(b"\x00\x01garbage"), r"is not a \.pth file as its name says"),
     (lambda p: p.write_bytes(b""), r"is not a \.pth file as its name says"),
     (lambda p: write_pth(p, pickle_of(p_dict()), extra=[("other/data.pkl", b"")]),
@@ -441,7 +441,7 @@ def _entry(dtype="F32", shape=(2,), offsets=(0, 8)):
     ({"w": _entry(dtype="F99")}, b"\x00" * 8, None, r"unknown or unsupported dtype tag 'F99'"),
     ({"w": _entry(offsets=(0, 16))}, b"\x00" * 8, None, r"data_offsets \[0, 16\] lie outside the 8-byte data block"),
     ({"w": _entry(shape=(3,))}, b"\x00" * 8, None, r"shape \[3\] of F32 needs 12 bytes, data_offsets give 8"),
-    ({"w": _entry(shape=(-2,))}, b"\x00" * 8, None, r"has an entry that is not an integer >= 0"),
+    ({"w": _entry(shape=(-2,))}, b"\x00" * 8, None, r"entry -2 is not an integer >= 0"),
     ({"w": _entry(shape=(2**31, 2**31))}, b"\x00" * 8, None, r"needs 18446744073709551616 bytes"),
     ({"w": _entry(dtype="BOOL", shape=(2,), offsets=(0, 2))}, b"\x01\x07", None, r"bool data holds bytes other"),
     ({"w": {"dtype": "F32", "shape": [2]}}, b"\x00" * 8, None, r"must have exactly dtype, shape, data_offsets"),

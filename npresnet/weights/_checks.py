@@ -7,6 +7,7 @@ message that says what is wrong.
 """
 from __future__ import annotations
 
+import collections
 import math
 import struct
 import zipfile
@@ -16,6 +17,7 @@ from typing import BinaryIO
 import numpy
 
 from ..errors import WeightsError
+from .limits import MAX_DIMENSIONS, MAX_ZIP_MEMBERS
 
 # Deflate cannot expand data by more than about 1032:1 (zlib's documented limit),
 # so a member that claims more is lying about its size or is a zip bomb.
@@ -31,38 +33,75 @@ ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OS
 NUMERIC_KINDS = "biufc"
 
 
-def open_zip(file: BinaryIO, file_size: int) -> zipfile.ZipFile:
+def describe(value) -> str:
+    """A short, safe description of an untrusted object, for error messages.
+
+    Never calls the object's ``repr``/``str`` (a deeply nested or exponentially shared
+    tuple, or a 5,000-digit integer, would make that the attack): strings and bytes are
+    cut *before* ``repr``, integers are shown only up to 64 bits, containers by type and
+    length. The result is at most about 100 characters, computed in constant time.
+    """
+    kind = type(value)
+    if kind is str or kind is bytes:
+        text = repr(value[:60])
+        return text if len(value) <= 60 else f"{text}... ({len(value)} characters)"
+    if kind is int:
+        return str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+    if kind is bool or kind is float or value is None:
+        return repr(value)
+    if isinstance(value, (tuple, list, dict)):  # len() is O(1) and looks at no element
+        return f"a {kind.__name__} of {len(value)} items"
+    return f"a {kind.__name__}"
+
+
+def describe_ints(values) -> str:
+    """``(2, 3, 4)`` for a short tuple of plain ints, else :func:`describe` (bounded, safe)."""
+    if type(values) is tuple and len(values) <= 8 and all(type(n) is int and n.bit_length() <= 64 for n in values):
+        return repr(values)
+    return describe(values)
+
+
+def open_zip(file: BinaryIO, file_size: int, stored_only: bool = False) -> zipfile.ZipFile:
     """Open a zip archive and check its directory before any member is read.
 
-    Refused: member names that repeat, encrypted members, compression other than
-    stored/deflate, and sizes that the archive's bytes cannot back (members whose
-    compressed sizes add up to more than the file, or that would expand beyond
-    deflate's maximum ratio).
+    Refused: more than :data:`~npresnet.weights.limits.MAX_ZIP_MEMBERS` members,
+    member names that repeat, encrypted members, compression other than
+    stored/deflate (only stored when ``stored_only``, as ``torch.save`` writes), and
+    sizes that the archive's bytes cannot back (members whose compressed sizes add up
+    to more than the file, or that would expand beyond deflate's maximum ratio).
+    Every check is linear in the number of members.
     """
     try:
         archive = zipfile.ZipFile(file)
         infos = archive.infolist()
     except ZIP_ERRORS as exc:
         raise WeightsError(f"not a readable zip archive (truncated or corrupt): {exc}") from exc
-    names = [info.filename for info in infos]
-    if len(set(names)) != len(names):
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        raise WeightsError(f"zip archive has duplicate members {repeated[:5]}")
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise WeightsError(f"zip archive has {len(infos)} members, more than the {MAX_ZIP_MEMBERS} npresnet reads")
+    counts = collections.Counter(info.filename for info in infos)
+    if len(counts) != len(infos):
+        repeated = sorted(name for name, count in counts.items() if count > 1)
+        raise WeightsError(f"zip archive has duplicate members [{', '.join(describe(n) for n in repeated[:5])}]")
     total_compressed = 0
     for info in infos:
         if info.flag_bits & 0x1:
-            raise WeightsError(f"zip member {info.filename!r} is encrypted")
+            raise WeightsError(f"zip member {describe(info.filename)} is encrypted")
         if info.compress_type == zipfile.ZIP_STORED:
             limit = info.compress_size
+        elif stored_only:
+            raise WeightsError(
+                f"zip member {describe(info.filename)} is compressed (method {info.compress_type}); "
+                "torch.save stores every member uncompressed, so npresnet reads only stored members "
+                "(re-save the file with torch.save)")
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             limit = info.compress_size * MAX_DEFLATE_RATIO + 1024
         else:
             raise WeightsError(
-                f"zip member {info.filename!r} uses compression method {info.compress_type}; "
+                f"zip member {describe(info.filename)} uses compression method {info.compress_type}; "
                 "only stored and deflate are read")
         if info.file_size > limit:
             raise WeightsError(
-                f"zip member {info.filename!r} claims {info.file_size} bytes but its "
+                f"zip member {describe(info.filename)} claims {info.file_size} bytes but its "
                 f"{info.compress_size} stored bytes cannot hold that")
         total_compressed += info.compress_size
     if total_compressed > file_size:
@@ -72,39 +111,54 @@ def open_zip(file: BinaryIO, file_size: int) -> zipfile.ZipFile:
     return archive
 
 
-def read_member(archive: zipfile.ZipFile, name: str, expected_size: int | None = None) -> bytes:
+def read_member(archive: zipfile.ZipFile, name: str, expected_size: int | None = None,
+                max_size: int | None = None) -> bytes:
     """Return the bytes of member ``name``, checking its size (when given) before reading.
+
+    ``max_size`` refuses a member whose directory entry claims more bytes (a limit from
+    :mod:`~npresnet.weights.limits`); at most the claimed size plus one byte is read.
 
     zipfile verifies the CRC-32 as it reads, which catches most corruption of the data.
     """
     try:
         info = archive.getinfo(name)
     except KeyError:
-        raise WeightsError(f"zip member {name!r} is missing") from None
+        raise WeightsError(f"zip member {describe(name)} is missing") from None
     if expected_size is not None and info.file_size != expected_size:
         raise WeightsError(
-            f"zip member {name!r} holds {info.file_size} bytes, "
+            f"zip member {describe(name)} holds {info.file_size} bytes, "
             f"but {expected_size} are needed")
+    if max_size is not None and info.file_size > max_size:
+        raise WeightsError(
+            f"zip member {describe(name)} holds {info.file_size} bytes, more than the "
+            f"{max_size} npresnet reads for it")
     try:
         with archive.open(info) as member:
             data = member.read(info.file_size + 1)
     except ZIP_ERRORS as exc:
-        raise WeightsError(f"zip member {name!r} cannot be read (corrupt): {exc}") from exc
+        raise WeightsError(f"zip member {describe(name)} cannot be read (corrupt): {exc}") from exc
     if len(data) != info.file_size:
         raise WeightsError(
-            f"zip member {name!r} holds {len(data)} bytes, its directory says {info.file_size}")
+            f"zip member {describe(name)} holds {len(data)} bytes, its directory says {info.file_size}")
     return data
 
 
 def element_count(shape, what: str) -> int:
-    """Number of elements of ``shape`` (a sequence of ints >= 0), or WeightsError."""
-    if not isinstance(shape, (tuple, list)):
-        raise WeightsError(f"{what}: shape must be a sequence of integers, got {shape!r:.80}")
-    if len(shape) > 32:
-        raise WeightsError(f"{what}: shape has {len(shape)} dimensions, more than the 32 npresnet accepts")
+    """Number of elements of ``shape`` (a tuple or list of ints >= 0), or WeightsError.
+
+    Types are checked before anything is formatted or multiplied, so a hostile shape
+    costs at most :data:`~npresnet.weights.limits.MAX_DIMENSIONS` steps.
+    """
+    if type(shape) is not tuple and type(shape) is not list:
+        raise WeightsError(f"{what}: shape must be a sequence of integers, got {describe(shape)}")
+    if len(shape) > MAX_DIMENSIONS:
+        raise WeightsError(
+            f"{what}: shape has {len(shape)} dimensions, more than the {MAX_DIMENSIONS} npresnet accepts")
     for n in shape:
         if type(n) is not int or n < 0:
-            raise WeightsError(f"{what}: shape {tuple(shape)!r:.120} has an entry that is not an integer >= 0")
+            raise WeightsError(f"{what}: shape entry {describe(n)} is not an integer >= 0")
+        if n.bit_length() > 63:
+            raise WeightsError(f"{what}: shape entry {describe(n)} does not fit in 63 bits")
     return math.prod(shape)
 
 

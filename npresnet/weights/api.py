@@ -16,11 +16,19 @@ Errors: every problem with a file's *content* raises
 :class:`~npresnet.errors.WeightsError` (a ``ValueError``) saying what is wrong.
 Problems reaching the file (missing, a directory, no permission) stay the usual
 ``OSError`` subclasses such as ``FileNotFoundError``, as for ``open``.
+
+Only regular files are read. A path is opened without blocking (``O_NONBLOCK``, so a
+FIFO with no writer cannot hang the call) and checked with ``fstat`` before a byte
+is read; a FIFO, socket or device is refused with :class:`WeightsError`. Exactly
+the size ``fstat`` reported is read, never "until the end".
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
-import zipfile
+import stat
+import struct
 from pathlib import Path
 from typing import Mapping
 
@@ -29,7 +37,8 @@ import numpy
 from .._atomic import atomic_write
 from ..backend import to_numpy
 from ..errors import WeightsError
-from ._checks import ZIP_ERRORS, check_weight_dtype
+from ._checks import check_weight_dtype, describe, open_zip
+from .limits import MAX_SAFETENSORS_HEADER_BYTES
 from .npz import read_npz, write_npz
 from .pth import LEGACY_MAGIC, read_pth
 from .safetensors_io import read_safetensors, write_safetensors
@@ -46,29 +55,54 @@ def _looks_like_legacy_torch(head: bytes) -> bool:
     return head.startswith(b"\x80\x02\x8a\x0a" + magic)
 
 
-def detect_format(path: str | os.PathLike) -> str:
-    """Return ``"pth"``, ``"npz"`` or ``"safetensors"`` from the file's content.
+@contextlib.contextmanager
+def _open_regular_file(path: Path):
+    """Open ``path`` for reading, refusing anything but a regular file; yields ``(file, size)``.
 
-    Raises
-    ------
-    WeightsError
-        When the content is none of them (the message names what it looks like).
+    ``O_NONBLOCK`` makes opening a FIFO return at once instead of waiting for a writer;
+    ``fstat`` on the open descriptor (not the path, which could be swapped) then decides.
     """
-    path = Path(path)
-    with open(path, "rb") as file:
-        head = file.read(16)
-        if head.startswith(ZIP_MAGICS):
-            try:
-                names = zipfile.ZipFile(file).namelist()
-            except ZIP_ERRORS as exc:
-                raise WeightsError(f"{path}: starts like a zip archive but is truncated or corrupt: {exc}") from exc
-            if any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names):
-                return "pth"
-            if all(n.endswith(".npy") for n in names):
-                return "npz"
-            raise WeightsError(
-                f"{path}: a zip archive that is neither a PyTorch checkpoint (no '<archive>/data.pkl') "
-                f"nor an .npz (members {names[:3]} are not all .npy)")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise WeightsError(f"{path} is not a regular file (a FIFO, socket or device); weights are read "
+                               "from regular files only")
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        yield file, os.fstat(file.fileno()).st_size
+
+
+def _read_exactly(file, count: int) -> bytes:
+    """``count`` bytes from ``file``, or WeightsError if it holds fewer (it shrank while being read)."""
+    data = file.read(count)
+    if len(data) != count:
+        raise WeightsError(f"file holds {len(data)} bytes where {count} were expected (changed while being read?)")
+    return data
+
+
+def _detect(file, size: int, path: Path) -> str:
+    """The format of an open regular file, from its first bytes (and zip member names)."""
+    head = file.read(16)
+    if head.startswith(ZIP_MAGICS):
+        file.seek(0)
+        try:
+            names = open_zip(file, size).namelist()
+        except WeightsError as exc:
+            raise WeightsError(f"{path}: {exc}") from exc
+        if any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names):
+            return "pth"
+        if all(n.endswith(".npy") for n in names):
+            return "npz"
+        raise WeightsError(
+            f"{path}: a zip archive that is neither a PyTorch checkpoint (no '<archive>/data.pkl') "
+            f"nor an .npz (members [{', '.join(describe(n) for n in names[:3])}] are not all .npy)")
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     if _looks_like_legacy_torch(head):
@@ -85,18 +119,45 @@ def detect_format(path: str | os.PathLike) -> str:
         ".safetensors")
 
 
+def detect_format(path: str | os.PathLike) -> str:
+    """Return ``"pth"``, ``"npz"`` or ``"safetensors"`` from the file's content.
+
+    Raises
+    ------
+    WeightsError
+        When the content is none of them (the message names what it looks like), or
+        ``path`` is not a regular file.
+    """
+    path = Path(path)
+    with _open_regular_file(path) as (file, size):
+        return _detect(file, size, path)
+
+
+def _read_safetensors_file(file, size: int) -> dict[str, numpy.ndarray]:
+    """Check the header's claimed length against the limit before reading the whole file."""
+    if size < 8:
+        raise WeightsError(f"file is {size} bytes, too short for a safetensors header")
+    (header_size,) = struct.unpack("<Q", _read_exactly(file, 8))
+    if header_size > MAX_SAFETENSORS_HEADER_BYTES:
+        raise WeightsError(f"safetensors header claims {header_size} bytes, more than the "
+                           f"{MAX_SAFETENSORS_HEADER_BYTES} npresnet reads")
+    file.seek(0)
+    return read_safetensors(_read_exactly(file, size))
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
     """Read a state dict (name -> array) from a ``.pth``, ``.npz`` or ``.safetensors`` file.
 
     PyTorch is not needed and nothing in the file is executed: ``.pth`` pickles go
     through a restricted unpickler (see :mod:`npresnet.weights.pth`), ``.npz`` is
     read with pickling disabled, and every size a file claims is checked against
-    its bytes before memory is allocated.
+    its bytes, and against the limits in :mod:`npresnet.weights.limits`, before
+    memory is allocated.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The file. Its format is detected from the content.
+        A regular file. Its format is detected from the content.
 
     Returns
     -------
@@ -108,22 +169,23 @@ def load_weights(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
     Raises
     ------
     WeightsError
-        If the content is malformed, unsafe, or not a flat state dict.
+        If the content is malformed, unsafe, or not a flat state dict, or the path
+        is a FIFO, socket or device.
     FileNotFoundError, IsADirectoryError, PermissionError
         If the file cannot be opened.
     """
     path = Path(path)
-    kind = detect_format(path)
-    try:
-        with open(path, "rb") as file:
-            size = os.fstat(file.fileno()).st_size
+    with _open_regular_file(path) as (file, size):
+        kind = _detect(file, size, path)
+        file.seek(0)
+        try:
             if kind == "pth":
                 return read_pth(file, size)
             if kind == "npz":
                 return read_npz(file, size)
-            return read_safetensors(file.read())
-    except WeightsError as exc:
-        raise WeightsError(f"{path}: {exc}") from exc
+            return _read_safetensors_file(file, size)
+        except WeightsError as exc:
+            raise WeightsError(f"{path}: {exc}") from exc
 
 
 def _as_numpy_state_dict(state_dict: Mapping) -> dict[str, numpy.ndarray]:

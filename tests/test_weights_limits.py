@@ -1,0 +1,75 @@
+"""The limits the README's "Safety" section promises are the ones the code enforces.
+
+The table in the README is compared with :mod:`npresnet.weights.limits`, and each
+limit is shown to hold exactly at its boundary: a file at the limit loads, one past it
+is refused naming the limit.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+
+import pytest
+from test_weights_hostile import EMPTY_DICT, MARK, PROTO2, STOP, write_pth
+
+from npresnet.errors import WeightsError
+from npresnet.weights import limits, load_weights
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _safety_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("## Safety: weight files you did not make")
+    return text[start: text.index("\n## ", start + 1)]
+
+
+@pytest.mark.parametrize("row, value", [
+    ("`data.pkl` inside a `.pth`", f"{limits.MAX_PICKLE_BYTES:,} bytes"),
+    ("tuples, lists and dicts one pickle builds", f"{limits.MAX_CONTAINERS:,}"),
+    ("pickle memo indices", f"below {limits.MAX_MEMO_ENTRIES:,}"),
+    ("nesting (pickle containers and MARKs; safetensors JSON)", f"{limits.MAX_NESTING}"),
+    ("integers in a pickle", f"{8 * limits.MAX_INT_BYTES} bits"),
+    ("dimensions of one tensor", f"{limits.MAX_DIMENSIONS}"),
+    ("zip members (`.pth`, `.npz`)", f"{limits.MAX_ZIP_MEMBERS:,}"),
+    ("safetensors JSON header", f"{limits.MAX_SAFETENSORS_HEADER_BYTES:,} bytes"),
+])
+def test_readme_quotes_each_limit(row, value):
+    match = re.search(rf"^\s*\| {re.escape(row)} \| ([^|]+) \|", _safety_section(), re.MULTILINE)
+    assert match, f"README's Safety table has no row {row!r}"
+    assert value in match.group(1), (row, match.group(1), value)
+
+
+def test_nesting_limit_is_exact(tmp_path):
+    at_limit = PROTO2 + MARK * limits.MAX_NESTING + b"1" * limits.MAX_NESTING + EMPTY_DICT + STOP
+    assert load_weights(write_pth(tmp_path / "ok.pth", at_limit)) == {}
+    past = PROTO2 + MARK * (limits.MAX_NESTING + 1) + STOP
+    with pytest.raises(WeightsError, match=f"more than {limits.MAX_NESTING} MARKs"):
+        load_weights(write_pth(tmp_path / "deep.pth", past))
+    tuples = b"N" + b"\x85" * (limits.MAX_NESTING - 1) + b"0" + EMPTY_DICT + STOP   # 31 TUPLE1: depth 31
+    assert load_weights(write_pth(tmp_path / "t.pth", PROTO2 + tuples)) == {}
+    deeper = b"N" + b"\x85" * (limits.MAX_NESTING + 1) + STOP
+    with pytest.raises(WeightsError, match=f"nests containers more than {limits.MAX_NESTING} deep"):
+        load_weights(write_pth(tmp_path / "t2.pth", PROTO2 + deeper))
+
+
+def test_pickle_size_limit_is_exact(tmp_path):
+    padding = limits.MAX_PICKLE_BYTES - len(PROTO2 + EMPTY_DICT + STOP)
+    at_limit = PROTO2 + b"N0" * (padding // 2) + b"N" * (padding % 2) + EMPTY_DICT + STOP
+    assert len(at_limit) == limits.MAX_PICKLE_BYTES
+    assert load_weights(write_pth(tmp_path / "ok.pth", at_limit)) == {}
+    with pytest.raises(WeightsError, match=f"more than the {limits.MAX_PICKLE_BYTES}"):
+        load_weights(write_pth(tmp_path / "big.pth", PROTO2 + b"N" + at_limit[2:]))
+
+
+def test_safetensors_header_limit_is_exact(tmp_path):
+    for size, ok in ((limits.MAX_SAFETENSORS_HEADER_BYTES, True), (limits.MAX_SAFETENSORS_HEADER_BYTES + 1, False)):
+        header = b"{" + b" " * (size - 2) + b"}"
+        path = tmp_path / "h.safetensors"
+        path.write_bytes(struct.pack("<Q", len(header)) + header)
+        if ok:
+            assert load_weights(path) == {}
+        else:
+            with pytest.raises(WeightsError, match=f"more than the {limits.MAX_SAFETENSORS_HEADER_BYTES}"):
+                load_weights(path)
