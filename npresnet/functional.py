@@ -43,7 +43,7 @@ __all__ = [
     "relu",
     # shape-only checks: the output shape each layer would return, with the same errors
     "conv2d_output_shape", "max_pool2d_output_shape", "avg_pool2d_output_shape",
-    "adaptive_avg_pool2d_output_shape", "linear_output_shape", "batch_norm_output_shape",
+    "adaptive_avg_pool2d_output_shape", "linear_output_shape", "batch_norm_output_shape", "relu_output_shape",
 ]
 
 
@@ -577,6 +577,12 @@ def linear(input, weight, bias=None):
     if bias is not None:
         out = out + bias
     return out
+
+
+def relu_output_shape(input) -> tuple:
+    """The shape :func:`relu` returns (the input's), with the same checks and errors, computing nothing."""
+    _check_float("input", input)
+    return _shape(input)
 
 
 def relu(input, inplace=False):
