@@ -121,7 +121,7 @@ class Tap(NamedTuple):
 
 def tap(size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
         offset: tuple[int, int], stride: tuple[int, int]) -> Tap:
-    """The :class:`Tap` of a kernel offset whose output ``(oy, ox)`` reads input ``(oy*sy + offset_y, ox*sx + offset_x)``.
+    """The :class:`Tap` of a kernel offset whose output ``(oy, ox)`` reads input ``(oy*sy + dy0, ox*sx + dx0)``.
 
     Parameters
     ----------
@@ -129,7 +129,7 @@ def tap(size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
         Input size.
     rows, cols : (int, int)
         The block of outputs, ``y0:y1`` and ``x0:x1``.
-    offset : (int, int)
+    offset : (dy0, dx0)
         Input index of output 0 for this kernel offset: ``i*dy - ph, j*dx - pw``.
     stride : (sy, sx)
     """

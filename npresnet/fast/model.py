@@ -254,7 +254,8 @@ class FusedResNet:
         xp = get_array_module(x)
         buffers = self._buffers(xp)
         # The stem reads the NCHW input through a transposed view; its ReLU is left to the pool.
-        h = self._conv(self.stem, x.transpose(0, 2, 3, 1), buffers, run, self.stem_name, relu=False)  # (N, H/2, W/2, 64)
+        x_nhwc = x.transpose(0, 2, 3, 1)  # a view
+        h = self._conv(self.stem, x_nhwc, buffers, run, self.stem_name, relu=False)  # (N, H/2, W/2, 64)
         with run.step("maxpool", "maxpool", h.shape) as step:
             x = step.done(self._max_pool_relu(h, buffers))  # (N, H/4, W/4, 64)
         buffers.give(h)
@@ -281,7 +282,8 @@ class FusedResNet:
             h_next = self._conv(conv, h, buffers, run, name)
             buffers.give(h)
             h = h_next
-        out = self._conv(block.convs[-1], h, buffers, run, block.names[-1], relu=True, out=identity)  # identity += conv(h); relu
+        # identity += conv(h); relu
+        out = self._conv(block.convs[-1], h, buffers, run, block.names[-1], relu=True, out=identity)
         buffers.give(h)
         return out
 
