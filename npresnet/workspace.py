@@ -8,8 +8,8 @@ larger is computed in chunks, over images first and then over bands of output ro
 and gives identical results. ``None`` means the backend's default,
 :func:`default_workspace_bytes`:
 
-- NumPy: :data:`NUMPY_WORKSPACE_BYTES`, cache-sized (a chunk's product and its epilogue
-  stay in the CPU caches; measured with ``benchmarks/bench.py``);
+- NumPy: :data:`NUMPY_WORKSPACE_BYTES` (8 MiB), cache-sized: a chunk's product and its
+  epilogue stay in the CPU caches;
 - CuPy: a fraction of the device memory that is free now (:func:`device_workspace_bytes`),
   because on a GPU small chunks mean many small matrix products and launches.
 
@@ -22,10 +22,16 @@ import numbers
 __all__ = ["NUMPY_WORKSPACE_BYTES", "default_workspace_bytes", "device_workspace_bytes",
            "resolve_workspace_bytes", "workspace_chunks"]
 
-NUMPY_WORKSPACE_BYTES = 4 * 2**20
-"""NumPy's default bound on one chunk's columns plus output: 4 MiB. The fused path measured fastest
-at 4 MiB of 0.5–32 MiB for ResNet-18/50 at batch 8; the reference ``model(x)`` ran as fast at 4 MiB
-(columns plus output) as at its former 8 MiB (columns only), side by side (``benchmarks/bench.py``)."""
+NUMPY_WORKSPACE_BYTES = 8 * 2**20
+"""NumPy's default bound on one chunk's columns plus output: 8 MiB, cache-sized.
+
+Before there was one knob, the reference conv2d bounded its columns alone at 8 MiB (14–16 %
+faster than 256 MiB for ResNet-18/50 at batch 8) and the fused path its columns plus output at
+4 MiB (fastest of 0.5–32 MiB). With the one meaning, 8 MiB keeps the reference's chunks as they
+were. On the busy shared machine this was chosen on, timing both paths at 4 and 8 MiB
+round-robin in one process (ResNet-18 batch 8, ResNet-50 batch 4, one thread), the reference
+ran 1–14 % faster at 8 MiB than at 4 and the fused path was within the noise (±13 %) either
+way. To be re-measured on a quiet machine with ``benchmarks/bench.py``."""
 
 DEVICE_FRACTION = 0.25
 DEVICE_FLOOR_BYTES = 16 * 2**20
@@ -36,11 +42,14 @@ def device_workspace_bytes(free_bytes: int, fraction: float = DEVICE_FRACTION, f
                            cap: int = DEVICE_CAP_BYTES) -> int:
     """A GPU workspace from the device's free memory: ``fraction`` of it, clamped to ``[floor, cap]``.
 
-    A quarter of the free memory leaves room for the activations and for other users of the
-    device; the cap (4 GiB) is past the point where larger chunks stop helping (ResNet-50 at
-    batch 64 on an H100 ran as fast with 1 GiB as with 4 GiB); the floor (16 MiB) keeps a
-    nearly full device working in small chunks rather than refusing. Never more than the free
-    memory itself, and at least 1 byte.
+    Why these numbers: on an H100, workspaces of 1–4 GiB ran ResNet-50 at batch 64 15–40× faster
+    than the CPU-sized 4–8 MiB (many small products and launches), issue 11's measurement. A
+    quarter of the free memory leaves room for the activations (the fused path's buffers, about
+    twice the largest activation) and for other users of the device. The cap, 4 GiB, already
+    holds the largest single chunk of ResNet-50 at batch 256 whole (the stem's columns,
+    256·112²·147 floats = 1.9 GB, plus its output), so more would only take memory from others.
+    The floor, 16 MiB, keeps a nearly full device working in small chunks rather than failing.
+    Never more than the free memory itself, and at least 1 byte.
 
     Parameters
     ----------
