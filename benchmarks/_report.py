@@ -25,7 +25,8 @@ def format_markdown(info: dict, gemm: float, command: str, rows: list[dict], arg
               f"- load average at start: {args.load_start}, at end: {os.getloadavg()[0]:.2f}", "",
               "## Command", "", f"    {command}", "",
               f"{args.size}×{args.size}, {args.dtype}, backend {args.backend}, {args.threads} threads, "
-              f"{args.warmup} warm-up rounds, {args.repeats} timed rounds (round-robin, {args.gap} s idle before each call); "
+              f"{args.warmup} warm-up rounds, {args.repeats} timed rounds "
+              f"(round-robin, {args.gap} s idle before each call); "
               f"peak memory: median of {args.memory_repeats} fresh processes per engine.", "",
               HEADER, "|" + "---|" * 13]
     lines += [format_row(r) for r in rows]
