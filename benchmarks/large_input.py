@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import npresnet  # noqa: E402
 from npresnet.fast import fuse  # noqa: E402
+from npresnet.workspace import resolve_workspace_bytes  # noqa: E402
 
 
 def _kib(key: str) -> int:
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
           f"{logits.shape}, peak RSS +{(_kib('VmHWM') - before) / 1024:.0f} MiB, tracemalloc peak "
           f"{traced / 2**20:.0f} MiB, cached buffers {fused.buffer_bytes() / 2**20:.0f} MiB (largest activation "
           f"{largest / 2**20:.0f} MiB, input {x.nbytes / 2**20:.0f} MiB, workspace bound "
-          f"{fused.workspace_bytes / 2**20:.0f} MiB per scratch buffer)")
+          f"{resolve_workspace_bytes(fused.workspace_bytes) / 2**20:.0f} MiB per chunk, columns plus output)")
     return 0
 
 

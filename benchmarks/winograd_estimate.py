@@ -24,9 +24,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from npresnet.fast.conv import DEFAULT_WORKSPACE_BYTES, FusedConv  # noqa: E402
+from npresnet.fast.conv import FusedConv  # noqa: E402
 from npresnet.fast.fold import gemm_weight  # noqa: E402
 from npresnet.fast.winograd import WinogradConv, winograd_weight  # noqa: E402
+from npresnet.workspace import NUMPY_WORKSPACE_BYTES  # noqa: E402
 
 LAYERS = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (H = W, C = O)
 
@@ -55,7 +56,7 @@ def round_robin_ms(calls: dict, repeats: int = 9) -> dict:
 
 def main():
     rng = np.random.default_rng(0)
-    budget = DEFAULT_WORKSPACE_BYTES
+    budget = NUMPY_WORKSPACE_BYTES
     for N in (8, 1):
         for H, C in LAYERS:
             w = rng.standard_normal((C, C, 3, 3)) * np.sqrt(2 / (9 * C))

@@ -5,11 +5,20 @@ its inputs (:func:`npresnet.backend.get_array_module`); none imports NumPy for
 array math. Inputs are ``(N, C, H, W)`` batches or, as in PyTorch, unbatched
 ``(C, H, W)`` images. Output sizes come from :func:`npresnet.shapes.conv_output_size`.
 
-Convolution is im2col followed by one matrix product per group: the input is
-padded once, then for each kernel offset ``(i, j)`` one strided slice is copied
-into the column buffer (Chainer's kernel-offset slicing), so there are ``kh*kw``
-vectorised copies and no loops over output pixels. Pooling walks the same
-kernel-offset slices and reduces them in place, never materialising columns.
+Convolution is im2col followed by one matrix product per group: for each kernel
+offset ``(i, j)`` one strided slice of the input is copied into the column buffer
+(Chainer's kernel-offset slicing), so there are ``kh*kw`` vectorised copies and no
+loops over output pixels. Padding is not materialised: each offset copies only the
+outputs whose input lies inside the image, and the border strips left over are
+filled with the padding value (:func:`npresnet.shapes.kernel_taps`, the window
+geometry shared with the fused path). Pooling walks the same kernel-offset slices
+and reduces them in place, never materialising columns.
+
+Each layer's argument checks and output size live in one function that works on
+shapes alone (:func:`conv2d_output_shape`, :func:`max_pool2d_output_shape`, ...):
+the layer calls it before computing, and the shape-only pass
+(:class:`npresnet.nn.TensorSpec`) calls it instead of computing, so both accept
+and refuse the same arguments with the same errors.
 
 Naming: ``kh, kw`` kernel, ``sy, sx`` stride, ``ph, pw`` padding,
 ``dy, dx`` dilation, ``out_h, out_w`` output size.
@@ -20,7 +29,8 @@ import math
 import numbers
 
 from .backend import get_array_module
-from .shapes import conv_output_size, pair
+from .shapes import conv_output_size, kernel_taps, pair
+from .workspace import resolve_workspace_bytes, workspace_chunks
 
 __all__ = [
     "im2col",
@@ -31,6 +41,9 @@ __all__ = [
     "batch_norm",
     "linear",
     "relu",
+    # shape-only checks: the output shape each layer would return, with the same errors
+    "conv2d_output_shape", "max_pool2d_output_shape", "avg_pool2d_output_shape",
+    "adaptive_avg_pool2d_output_shape", "linear_output_shape", "batch_norm_output_shape", "relu_output_shape",
 ]
 
 
@@ -57,16 +70,22 @@ def _check_same_dtype(name: str, array, input) -> None:
         )
 
 
-def _as_batch(name: str, input):
-    """Return ``(x, unbatched)`` with ``x`` of shape (N, C, H, W); accept (C, H, W) as torch does."""
+def _batch_shape(name: str, input) -> tuple[tuple, bool]:
+    """Return ``((N, C, H, W), unbatched)`` for an array or spec; accept (C, H, W) as torch does."""
     _check_float(name, input)
     if input.ndim == 3:
-        return input[None], True
+        return (1, *_shape(input)), True
     if input.ndim != 4:
         raise ValueError(
             f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got {input.ndim}-D with shape {_shape(input)}"
         )
-    return input, False
+    return _shape(input), False
+
+
+def _as_batch(name: str, input):
+    """Return ``(x, unbatched)`` with ``x`` of shape (N, C, H, W); accept (C, H, W) as torch does."""
+    _, unbatched = _batch_shape(name, input)
+    return (input[None] if unbatched else input), unbatched
 
 
 def _positive_pair(value, name: str, low: int = 1) -> tuple[int, int]:
@@ -85,116 +104,59 @@ def _out_size(func: str, input, axis: str, size, kernel, stride, padding, dilati
 
 
 # --------------------------------------------------------------------------- windows
-def _pad(x, ph: tuple[int, int], pw: tuple[int, int], fill: float):
-    """Pad the last two axes of ``x`` by ``ph = (top, bottom)`` and ``pw = (left, right)`` with ``fill``."""
-    if ph == (0, 0) and pw == (0, 0):
-        return x
-    xp = get_array_module(x)
-    widths = [(0, 0)] * (x.ndim - 2) + [ph, pw]
-    return xp.pad(x, widths, mode="constant", constant_values=fill)
-
-
-def _padded_windows(x, kernel, stride, padding, dilation, out_hw, fill: float):
-    """Yield ``(i, j, view)``: for each kernel offset, the strided view of the padded input it sees.
-
-    Each view has shape ``x.shape[:-2] + (out_h, out_w)``; ``view[..., oy, ox]`` is the input
-    element at padded row ``i*dy + oy*sy`` and column ``j*dx + ox*sx``. The bottom/right padding
-    is extended with ``fill`` when a ceil-mode window overhangs it.
-    """
-    (kh, kw), (sy, sx), (ph, pw), (dy, dx), (out_h, out_w) = kernel, stride, padding, dilation, out_hw
-    H, W = x.shape[-2:]
-    need_h = (out_h - 1) * sy + (kh - 1) * dy + 1  # padded rows the windows reach
-    need_w = (out_w - 1) * sx + (kw - 1) * dx + 1
-    xpad = _pad(x, (ph, max(need_h - H - ph, ph)), (pw, max(need_w - W - pw, pw)), fill)
-    for i in range(kh):
-        for j in range(kw):
-            y0, x0 = i * dy, j * dx
-            yield i, j, xpad[..., y0 : y0 + sy * (out_h - 1) + 1 : sy, x0 : x0 + sx * (out_w - 1) + 1 : sx]
-
-
 def _conv_geometry(func: str, input, kernel_size, stride, padding, dilation):
     """Validate window arguments and return (kernel, stride, (ph, pw) per side, dilation, (out_h, out_w))."""
     kernel = _positive_pair(kernel_size, "kernel_size")
     stride = _positive_pair(stride, "stride")
     dilation = _positive_pair(dilation, "dilation")
     padding = _positive_pair(padding, "padding", low=0)
-    H, W = input.shape[-2:]
+    H, W = _shape(input)[-2:]
     out_h = _out_size(func, input, "height", H, kernel[0], stride[0], padding[0], dilation[0])
     out_w = _out_size(func, input, "width", W, kernel[1], stride[1], padding[1], dilation[1])
     return kernel, stride, padding, dilation, (out_h, out_w)
 
 
-def _columns(x, kernel, stride, padding, dilation, out_hw):
-    """im2col into the GEMM-friendly layout ``(C, kh, kw, N, out_h, out_w)``.
+def _columns(x, kernel, stride, padding, dilation, rows, out_w):
+    """im2col of output rows ``rows = (y0, y1)`` into the GEMM-friendly layout ``(C, kh, kw, N, y1-y0, out_w)``.
 
-    With this layout ``cols.reshape(C*kh*kw, N*out_h*out_w)`` is free, so a whole
-    convolution is one matrix product per group.
+    With this layout ``cols.reshape(C*kh*kw, N*(y1-y0)*out_w)`` is free, so a whole
+    convolution is one matrix product per group. ``padding = (top, left)``; outputs whose
+    window reaches past the bottom/right of ``x`` read zeros there too.
     """
     xp = get_array_module(x)
-    N, C = x.shape[:2]
-    (kh, kw), (out_h, out_w) = kernel, out_hw
-    cols = xp.empty((C, kh, kw, N, out_h, out_w), dtype=x.dtype)
+    N, C, H, W = x.shape
+    (kh, kw), (y0, y1) = kernel, rows
+    cols = xp.empty((C, kh, kw, N, y1 - y0, out_w), dtype=x.dtype)
     x_cn = x.transpose(1, 0, 2, 3)  # (C, N, H, W) view: channels first, to match the weight's K axis
-    for i, j, view in _padded_windows(x_cn, kernel, stride, padding, dilation, out_hw, fill=0):
-        cols[:, i, j] = view  # (C, N, out_h, out_w)
+    for i, j, t in kernel_taps((H, W), rows, (0, out_w), kernel, stride, padding, dilation):
+        dst = cols[:, i, j]  # (C, N, y1-y0, out_w)
+        if t.dst is not None:
+            dst[..., t.dst[0], t.dst[1]] = x_cn[..., t.src[0], t.src[1]]
+        for r, c in t.strips:  # the padding this offset reads
+            dst[..., r, c] = 0
     return cols
 
 
 # --------------------------------------------------------------------------- im2col / conv
-#: Largest im2col column buffer conv2d allocates at once, in bytes. Bigger requests are
-#: computed in chunks (first over images, then over output rows), so memory stays flat for
-#: large inputs, and chunks this size stay in cache: 8 MiB ran ResNet-18/50 at batch 8
-#: 14-16 % faster than 256 MiB (measured side by side with benchmarks/bench.py).
-#: Tests lower it to exercise the chunked path.
-WORKSPACE_BYTES = 8 * 2**20
-
-
-def workspace_chunks(N: int, out_h: int, row_bytes: int, budget: int):
-    """Split ``N`` images of ``out_h`` output rows into chunks whose workspace fits in ``budget`` bytes.
-
-    The one chunk planner of npresnet: conv2d here and the fused path (:mod:`npresnet.fast`) both use it.
+def _conv_gemm(x, w, kernel, stride, padding, dilation, rows, out_w):
+    """Output rows ``rows = (y0, y1)`` of a convolution, by im2col + one GEMM per group.
 
     Parameters
     ----------
-    N, out_h : int
-        Batch size and output rows per image.
-    row_bytes : int
-        Workspace bytes needed per output row of one image (e.g. ``out_w * K * itemsize`` of columns).
-    budget : int
-        The bound; a single row larger than it still makes a one-row chunk.
-
-    Returns
-    -------
-    list of (n0, n1, y0, y1)
-        Images ``n0:n1``, output rows ``y0:y1``; either whole images (``y0, y1 = 0, out_h``)
-        or a band of rows of one image. Every output row is covered once; empty when ``N == 0``.
-    """
-    image_bytes = out_h * row_bytes
-    if image_bytes <= budget:
-        nb = max(1, budget // max(image_bytes, 1))
-        return [(n, min(n + nb, N), 0, out_h) for n in range(0, N, nb)]
-    rb = max(1, budget // max(row_bytes, 1))
-    return [(n, n + 1, y, min(y + rb, out_h)) for n in range(N) for y in range(0, out_h, rb)]
-
-
-def _conv_gemm(xpad, w, kernel, stride, dilation, out_h, out_w):
-    """Convolve an already padded input by im2col + one GEMM per group.
-
-    Parameters
-    ----------
-    xpad : array, shape (N, C, Hp, Wp)
+    x : array, shape (N, C, H, W), unpadded
     w : array, shape (groups, O/groups, C/groups*kh*kw)
+    padding : (top, left)
 
     Returns
     -------
-    array, shape (O, N, out_h, out_w)
+    array, shape (O, N, y1 - y0, out_w)
     """
     groups, Og, K = w.shape
-    N = xpad.shape[0]
-    cols = _columns(xpad, kernel, stride, (0, 0), dilation, (out_h, out_w))  # (C, kh, kw, N, out_h, out_w)
-    cols = cols.reshape(groups, K, N * out_h * out_w)  # free: C splits as (groups, C/groups)
-    out = w @ cols  # (groups, O/groups, N*out_h*out_w): one GEMM per group, batched
-    return out.reshape(groups * Og, N, out_h, out_w)
+    N, n_rows = x.shape[0], rows[1] - rows[0]
+    cols = _columns(x, kernel, stride, padding, dilation, rows, out_w)  # (C, kh, kw, N, rows, out_w)
+    cols = cols.reshape(groups, K, N * n_rows * out_w)  # free: C splits as (groups, C/groups)
+    out = w @ cols  # (groups, O/groups, N*rows*out_w): one GEMM per group, batched
+    return out.reshape(groups * Og, N, n_rows, out_w)
 
 
 def im2col(input, kernel_size, dilation=1, padding=0, stride=1):
@@ -213,7 +175,7 @@ def im2col(input, kernel_size, dilation=1, padding=0, stride=1):
     x, unbatched = _as_batch("input", input)
     kernel, stride, padding, dilation, out_hw = _conv_geometry("im2col", x, kernel_size, stride, padding, dilation)
     N, C = x.shape[:2]
-    cols = _columns(x, kernel, stride, padding, dilation, out_hw)  # (C, kh, kw, N, out_h, out_w)
+    cols = _columns(x, kernel, stride, padding, dilation, (0, out_hw[0]), out_hw[1])  # (C, kh, kw, N, out_h, out_w)
     out = cols.transpose(3, 0, 1, 2, 4, 5).reshape(N, C * kernel[0] * kernel[1], out_hw[0] * out_hw[1])
     return out[0] if unbatched else out
 
@@ -233,34 +195,19 @@ def _conv_padding(padding, kernel, dilation, stride):
     return (ph, ph), (pw, pw)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """2-D cross-correlation, as ``torch.nn.functional.conv2d``, computed as im2col + matrix products.
+def _conv2d_plan(input, weight, bias, stride, padding, dilation, groups):
+    """conv2d's argument checks and geometry, from shapes and dtypes alone (arrays or TensorSpecs).
 
-    Parameters
-    ----------
-    input : array, shape (N, C, H, W) or (C, H, W)
-    weight : array, shape (O, C // groups, kh, kw)
-    bias : array, shape (O,), optional
-    stride, dilation : int or (int, int)
-    padding : int, (int, int), 'valid' or 'same'
-        'same' pads ``dilation*(k-1)`` in total per axis, the extra one on the bottom/right, as PyTorch.
-    groups : int
-        Channels are split into ``groups`` independent convolutions, computed as one batched product.
-
-    Returns
-    -------
-    array, shape (N, O, out_h, out_w)
-        Same dtype as ``input``; may be a non-contiguous view.
+    Returns ``(batch_shape, unbatched, stride, dilation, (top, left), (out_h, out_w))``.
     """
-    x, unbatched = _as_batch("input", input)
+    (N, C, H, W), unbatched = _batch_shape("input", input)
     _check_float("weight", weight)
     _check_same_dtype("weight", weight, input)
     if weight.ndim != 4:
         raise ValueError(f"weight must be 4-D (O, C/groups, kh, kw), got shape {_shape(weight)}")
     if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
-    N, C, H, W = x.shape
-    O, Cg, kh, kw = weight.shape
+    O, Cg, kh, kw = _shape(weight)
     if C % groups or O % groups:
         raise ValueError(
             f"groups={groups} must divide both the input channels ({C}, input shape {_shape(input)}) "
@@ -276,25 +223,64 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         _check_same_dtype("bias", bias, input)
         if _shape(bias) != (O,):
             raise ValueError(f"bias must have shape ({O},) to match weight {_shape(weight)}, got {_shape(bias)}")
-    kernel = (kh, kw)
     stride = _positive_pair(stride, "stride")
     dilation = _positive_pair(dilation, "dilation")
-    (pt, pb), (pl, pr) = _conv_padding(padding, kernel, dilation, stride)
+    (pt, pb), (pl, pr) = _conv_padding(padding, (kh, kw), dilation, stride)
     # 'same' padding may put one more row/column at the bottom/right: count it in the size.
     out_h = _out_size("conv2d", input, "height", H + pb - pt, kh, stride[0], pt, dilation[0])
     out_w = _out_size("conv2d", input, "width", W + pr - pl, kw, stride[1], pl, dilation[1])
+    return (N, C, H, W), unbatched, stride, dilation, (pt, pl), (out_h, out_w)
 
-    xpad = _pad(x, (pt, pb), (pl, pr), 0)  # (N, C, H + pt + pb, W + pl + pr), padded once for every chunk
+
+def conv2d_output_shape(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> tuple:
+    """The shape :func:`conv2d` returns for these arguments, with the same checks and errors, computing nothing.
+
+    ``input``, ``weight`` and ``bias`` need only ``shape``, ``ndim`` and ``dtype`` (arrays or
+    :class:`npresnet.nn.TensorSpec`). Returns (N, O, out_h, out_w), or (O, out_h, out_w) for a 3-D input.
+    """
+    _, unbatched, _, _, _, (out_h, out_w) = _conv2d_plan(input, weight, bias, stride, padding, dilation, groups)
+    O = _shape(weight)[0]
+    return (O, out_h, out_w) if unbatched else (_shape(input)[0], O, out_h, out_w)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, workspace_bytes=None):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``, computed as im2col + matrix products.
+
+    Parameters
+    ----------
+    input : array, shape (N, C, H, W) or (C, H, W)
+    weight : array, shape (O, C // groups, kh, kw)
+    bias : array, shape (O,), optional
+    stride, dilation : int or (int, int)
+    padding : int, (int, int), 'valid' or 'same'
+        'same' pads ``dilation*(k-1)`` in total per axis, the extra one on the bottom/right, as PyTorch.
+    groups : int
+        Channels are split into ``groups`` independent convolutions, computed as one batched product.
+    workspace_bytes : int, optional, keyword-only
+        Bound on one chunk's im2col columns plus its output, in bytes (:mod:`npresnet.workspace`);
+        larger convolutions are computed in chunks (images, then bands of output rows) with identical
+        results. None: the backend's default, :func:`npresnet.workspace.default_workspace_bytes`.
+
+    Returns
+    -------
+    array, shape (N, O, out_h, out_w)
+        Same dtype as ``input``; may be a non-contiguous view.
+    """
+    plan = _conv2d_plan(input, weight, bias, stride, padding, dilation, groups)
+    (N, C, H, W), unbatched, stride, dilation, pads, (out_h, out_w) = plan
+    x = input[None] if unbatched else input
+    xp = get_array_module(x)
+    budget = resolve_workspace_bytes(workspace_bytes, xp)
+    O, Cg, kh, kw = weight.shape
+    kernel = (kh, kw)
     w = weight.reshape(groups, O // groups, Cg * kh * kw)  # (groups, O/groups, K)
-    chunks = workspace_chunks(N, out_h, C * kh * kw * out_w * x.dtype.itemsize, WORKSPACE_BYTES)
+    chunks = workspace_chunks(N, out_h, (C * kh * kw + O) * out_w * x.dtype.itemsize, budget)
     if len(chunks) == 1:
-        out = _conv_gemm(xpad, w, kernel, stride, dilation, out_h, out_w)  # (O, N, out_h, out_w)
+        out = _conv_gemm(x, w, kernel, stride, pads, dilation, (0, out_h), out_w)  # (O, N, out_h, out_w)
     else:
-        xp = get_array_module(x)
         out = xp.empty((O, N, out_h, out_w), dtype=x.dtype)
         for n0, n1, r0, r1 in chunks:
-            rows = xpad[n0:n1, :, r0 * stride[0] : (r1 - 1) * stride[0] + (kh - 1) * dilation[0] + 1]
-            out[:, n0:n1, r0:r1] = _conv_gemm(rows, w, kernel, stride, dilation, r1 - r0, out_w)
+            out[:, n0:n1, r0:r1] = _conv_gemm(x[n0:n1], w, kernel, stride, pads, dilation, (r0, r1), out_w)
     out = out.transpose(1, 0, 2, 3)  # (N, O, out_h, out_w) view
     if bias is not None:
         out = out + bias.reshape(O, 1, 1)
@@ -302,7 +288,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 # --------------------------------------------------------------------------- pooling
-def _pool_geometry(func, x, input, kernel_size, stride, padding, dilation, ceil_mode):
+def _pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode):
+    """Pooling's argument checks and geometry from shapes alone: (kernel, stride, padding, dilation, out_hw)."""
     kernel = _positive_pair(kernel_size, "kernel_size")
     stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else \
         _positive_pair(stride, "stride")
@@ -313,10 +300,40 @@ def _pool_geometry(func, x, input, kernel_size, stride, padding, dilation, ceil_
             f"{func}: padding={padding} must be at most half of kernel_size={kernel} "
             f"(padding <= kernel_size // 2)"
         )
-    H, W = x.shape[-2:]
+    H, W = _shape(input)[-2:]
     out_h = _out_size(func, input, "height", H, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode))
     out_w = _out_size(func, input, "width", W, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode))
     return kernel, stride, padding, dilation, (out_h, out_w)
+
+
+def _pool_output_shape(func, input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
+    _batch_shape("input", input)
+    *_, (out_h, out_w) = _pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode)
+    return (*_shape(input)[:-2], out_h, out_w)
+
+
+def max_pool2d_output_shape(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> tuple:
+    """The shape :func:`max_pool2d` returns, with the same checks and errors, computing nothing."""
+    return _pool_output_shape("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+def avg_pool2d_output_shape(input, kernel_size, stride=None, padding=0, ceil_mode=False) -> tuple:
+    """The shape :func:`avg_pool2d` returns, with the same checks and errors, computing nothing."""
+    return _pool_output_shape("avg_pool2d", input, kernel_size, stride, padding, 1, ceil_mode)
+
+
+def _pool_windows(x, out, geometry, reduce):
+    """Reduce every kernel offset's window slice of ``x`` (N, C, H, W) into ``out`` (N, C, out_h, out_w).
+
+    ``out`` starts filled with the padding's value (−∞ for max, 0 for a sum); ``reduce(dst, src)``
+    combines in place. Outputs a kernel offset sees only through the padding are left alone.
+    """
+    kernel, stride, padding, dilation, (out_h, out_w) = geometry
+    for _, _, t in kernel_taps(x.shape[-2:], (0, out_h), (0, out_w), kernel, stride, padding, dilation):
+        if t.dst is not None:
+            dst = out[..., t.dst[0], t.dst[1]]
+            reduce(dst, x[..., t.src[0], t.src[1]])
+    return out
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -341,13 +358,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     """
     x, unbatched = _as_batch("input", input)
     xp = get_array_module(x)
-    geometry = _pool_geometry("max_pool2d", x, input, kernel_size, stride, padding, dilation, ceil_mode)
-    out = None
-    for _, _, view in _padded_windows(x, *geometry, fill=-math.inf):
-        if out is None:
-            out = view.copy()
-        else:
-            xp.maximum(out, view, out=out)  # NaN-propagating, as torch
+    geometry = _pool_geometry("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
+    out = xp.full(x.shape[:2] + geometry[-1], -math.inf, dtype=x.dtype)  # (N, C, out_h, out_w)
+    _pool_windows(x, out, geometry, lambda dst, src: xp.maximum(dst, src, out=dst))  # NaN-propagating
     return out[0] if unbatched else out
 
 
@@ -390,14 +403,10 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
         or divisor_override == 0
     ):
         raise ValueError(f"divisor_override must be a non-zero int, got {divisor_override!r}")
-    kernel, stride, padding, dilation, out_hw = _pool_geometry(
-        "avg_pool2d", x, input, kernel_size, stride, padding, 1, ceil_mode)
-    out = None
-    for _, _, view in _padded_windows(x, kernel, stride, padding, dilation, out_hw, fill=0):
-        if out is None:
-            out = view.copy()
-        else:
-            out += view
+    geometry = _pool_geometry("avg_pool2d", input, kernel_size, stride, padding, 1, ceil_mode)
+    kernel, stride, padding, _, out_hw = geometry
+    out = xp.zeros(x.shape[:2] + out_hw, dtype=x.dtype)  # (N, C, out_h, out_w); padding adds 0
+    _pool_windows(x, out, geometry, lambda dst, src: xp.add(dst, src, out=dst))
     if divisor_override is not None:
         out /= x.dtype.type(divisor_override)
     else:
@@ -419,6 +428,22 @@ def _adaptive_bins(xp, size: int, out: int, dtype):
     return inside.astype(dtype) / (end - start).astype(dtype)[:, None]
 
 
+def _adaptive_output_size(input, output_size) -> tuple[int, int]:
+    H, W = _shape(input)[-2:]
+    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
+        output_size = tuple(s if s is not None else d for s, d in zip(output_size, (H, W)))
+    out_h, out_w = _positive_pair(output_size, "output_size")
+    if H < 1 or W < 1:
+        raise ValueError(f"adaptive_avg_pool2d: input must have non-empty spatial size, got shape {_shape(input)}")
+    return out_h, out_w
+
+
+def adaptive_avg_pool2d_output_shape(input, output_size) -> tuple:
+    """The shape :func:`adaptive_avg_pool2d` returns, with the same checks and errors, computing nothing."""
+    _batch_shape("input", input)
+    return (*_shape(input)[:-2], *_adaptive_output_size(input, output_size))
+
+
 def adaptive_avg_pool2d(input, output_size):
     """Adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
 
@@ -438,11 +463,7 @@ def adaptive_avg_pool2d(input, output_size):
     x, unbatched = _as_batch("input", input)
     xp = get_array_module(x)
     H, W = x.shape[-2:]
-    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
-        output_size = tuple(s if s is not None else d for s, d in zip(output_size, (H, W)))
-    out_h, out_w = _positive_pair(output_size, "output_size")
-    if H < 1 or W < 1:
-        raise ValueError(f"adaptive_avg_pool2d: input must have non-empty spatial size, got shape {_shape(input)}")
+    out_h, out_w = _adaptive_output_size(input, output_size)
     p_h = _adaptive_bins(xp, H, out_h, x.dtype)  # (out_h, H)
     p_w = _adaptive_bins(xp, W, out_w, x.dtype)  # (out_w, W)
     out = p_h @ (x @ p_w.T)  # (N, C, H, out_w) -> (N, C, out_h, out_w)
@@ -450,6 +471,24 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 # --------------------------------------------------------------------------- normalisation, dense, activation
+def batch_norm_output_shape(input, running_mean, running_var, weight=None, bias=None, training=False) -> tuple:
+    """The shape :func:`batch_norm` returns (the input's), with the same checks and errors, computing nothing."""
+    _check_float("input", input)
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: input must be at least 2-D (N, C, ...), got shape {_shape(input)}")
+    C = _shape(input)[1]
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var),
+                      ("weight", weight), ("bias", bias)):
+        if arr is None:
+            continue
+        _check_float(name, arr)
+        if _shape(arr) != (C,):
+            raise ValueError(f"{name} must have shape ({C},) for input of shape {_shape(input)}, got {_shape(arr)}")
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: running_mean and running_var are required when training=False")
+    return _shape(input)
+
+
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
     """Batch normalisation over axis 1, as ``torch.nn.functional.batch_norm``.
 
@@ -470,20 +509,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     -------
     array, same shape and dtype as ``input``
     """
-    _check_float("input", input)
+    batch_norm_output_shape(input, running_mean, running_var, weight, bias, training)
     xp = get_array_module(input, running_mean, running_var, weight, bias)
-    if input.ndim < 2:
-        raise ValueError(f"batch_norm: input must be at least 2-D (N, C, ...), got shape {_shape(input)}")
     C = input.shape[1]
-    for name, arr in (("running_mean", running_mean), ("running_var", running_var),
-                      ("weight", weight), ("bias", bias)):
-        if arr is None:
-            continue
-        _check_float(name, arr)
-        if _shape(arr) != (C,):
-            raise ValueError(f"{name} must have shape ({C},) for input of shape {_shape(input)}, got {_shape(arr)}")
-    if not training and (running_mean is None or running_var is None):
-        raise ValueError("batch_norm: running_mean and running_var are required when training=False")
     bshape = (1, C) + (1,) * (input.ndim - 2)  # broadcasts a (C,) vector over (N, C, ...)
     if training:
         axes = (0,) + tuple(range(2, input.ndim))
@@ -511,6 +539,26 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return input * scale.reshape(bshape) + shift.reshape(bshape)
 
 
+def linear_output_shape(input, weight, bias=None) -> tuple:
+    """The shape :func:`linear` returns, (..., out_features), with the same checks and errors, computing nothing."""
+    _check_float("input", input)
+    _check_float("weight", weight)
+    _check_same_dtype("weight", weight, input)
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {_shape(weight)}")
+    if input.ndim < 1 or _shape(input)[-1] != _shape(weight)[1]:
+        raise ValueError(
+            f"input's last axis must have {_shape(weight)[1]} features to match weight {_shape(weight)}, "
+            f"got input shape {_shape(input)}"
+        )
+    if bias is not None:
+        _check_float("bias", bias)
+        _check_same_dtype("bias", bias, input)
+        if _shape(bias) != (_shape(weight)[0],):
+            raise ValueError(f"bias must have shape ({_shape(weight)[0]},), got {_shape(bias)}")
+    return (*_shape(input)[:-1], _shape(weight)[0])
+
+
 def linear(input, weight, bias=None):
     """``y = input @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
@@ -524,24 +572,17 @@ def linear(input, weight, bias=None):
     -------
     array, shape (..., out_features)
     """
-    _check_float("input", input)
-    _check_float("weight", weight)
-    _check_same_dtype("weight", weight, input)
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {_shape(weight)}")
-    if input.ndim < 1 or input.shape[-1] != weight.shape[1]:
-        raise ValueError(
-            f"input's last axis must have {weight.shape[1]} features to match weight {_shape(weight)}, "
-            f"got input shape {_shape(input)}"
-        )
+    linear_output_shape(input, weight, bias)
     out = input @ weight.T
     if bias is not None:
-        _check_float("bias", bias)
-        _check_same_dtype("bias", bias, input)
-        if _shape(bias) != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {_shape(bias)}")
         out = out + bias
     return out
+
+
+def relu_output_shape(input) -> tuple:
+    """The shape :func:`relu` returns (the input's), with the same checks and errors, computing nothing."""
+    _check_float("input", input)
+    return _shape(input)
 
 
 def relu(input, inplace=False):

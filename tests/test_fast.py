@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 import npresnet
 from npresnet.fast import fuse
 from npresnet.fast.conv import FusedConv
-from npresnet.functional import workspace_chunks
 from npresnet.fast.fold import fold_batch_norm, gemm_weight
 from npresnet.fast.winograd import WinogradConv, winograd_matrices, winograd_weight
+from npresnet.workspace import workspace_chunks
 from npresnet.nn import BatchNorm2d, Conv2d
 
 from _torchvision import ARCHITECTURE_NAMES, numpy_state_dict, relative_error, torch_forward, torchvision_resnet
@@ -105,12 +105,47 @@ def test_batch_one_and_many_agree_with_each_other_and_torch(resnet18_pair):
         np.testing.assert_allclose(fused(x[i : i + 1])[0], many[i], rtol=0, atol=1e-5 * np.abs(many).max())
 
 
-def test_model_fuse_is_the_fast_path(resnet18_pair):
+def test_fuse_with_a_small_workspace_is_the_fast_path(resnet18_pair):
     tv, model = resnet18_pair
-    fused = model.fuse(workspace_bytes=1000)
+    fused = fuse(model, workspace_bytes=1000)
     assert fused.workspace_bytes == 1000
     x = _input((2, 3, 29, 35))
     assert relative_error(fused(x), torch_forward(tv, x)) < F32_TOL
+    assert not hasattr(model, "fuse")  # the model knows nothing of fusion: npresnet.fast.fuse(model) is the API
+
+
+def test_profile_times_every_step_in_order_and_computes_nothing_else(resnet50_pair):
+    """fused.profile(x): one record per step, named as torchvision names the modules, in forward order,
+    with shapes matching the reference model's activations and MACs matching the direct formula."""
+    _, model = resnet50_pair
+    fused = fuse(model)
+    x = _input((2, 3, 64, 64))
+    records = fused.profile(x)
+    convs = [n for n, m in model.named_modules() if isinstance(m, Conv2d)]
+    names = [r.name for r in records]
+    assert names[:2] == ["conv1", "maxpool"] and names[-1] == "avgpool+fc"
+    expected = []  # the model's convolutions in module order, each block's downsample moved first (it runs first)
+    for name in convs[1:]:
+        if name.endswith("downsample.0"):
+            block = name[: -len(".downsample.0")]
+            first = next(i for i, n in enumerate(expected) if n.startswith(block + "."))
+            expected.insert(first, name)
+        else:
+            expected.append(name)
+    assert names[2:-1] == expected
+    _, acts = npresnet.capture_intermediates(model, x, convs)
+    for r in records:
+        assert r.seconds >= 0 and all(v >= 0 for v in r.phases.values())
+        if r.name in acts:
+            N, C, H, W = acts[r.name].shape
+            assert r.out_shape == (N, H, W, C), r
+            conv = model.get_submodule(r.name)
+            kh, kw = conv.kernel_size
+            assert r.macs == N * H * W * C * kh * kw * conv.in_channels // conv.groups
+            assert set(r.phases) <= {"gather", "gemm", "epilogue"} and r.phases
+    kinds = {r.kind for r in records}
+    assert {"im2col", "pointwise", "winograd", "maxpool", "head"} <= kinds
+    assert records[-1].out_shape == (2, 1000)
 
 
 def test_empty_batch(resnet18_pair):
@@ -190,8 +225,9 @@ def test_too_small_input_names_the_shape():
 
 
 def test_bad_workspace_bytes(resnet18_pair):
-    with pytest.raises(ValueError, match="workspace_bytes"):
-        fuse(resnet18_pair[1], workspace_bytes=0)
+    for bad in (0, -5, 2.5, "1MB"):
+        with pytest.raises(ValueError, match="workspace_bytes"):
+            fuse(resnet18_pair[1], workspace_bytes=bad)
 
 
 # --------------------------------------------------------------------------- one fused convolution
@@ -208,12 +244,12 @@ def _assert_conv_and_epilogue(conv, x, expected, budget, rng):
     """``conv`` (NHWC in, written into ``out``) equals ``expected`` (NHWC), alone and with its
     epilogue (residual add, then ReLU), in float64."""
     out = np.full(expected.shape, np.nan)
-    conv(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, budget=budget)
+    conv(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), out, workspace_bytes=budget)
     np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-10)
 
     identity = rng.standard_normal(expected.shape)
     out = identity.copy()
-    conv(x.transpose(0, 2, 3, 1), out, residual=True, relu=True, budget=budget)  # non-contiguous input too
+    conv(x.transpose(0, 2, 3, 1), out, residual=True, relu=True, workspace_bytes=budget)  # non-contiguous input too
     np.testing.assert_allclose(out, np.maximum(expected + identity, 0), rtol=1e-10, atol=1e-10)
 
 
@@ -327,7 +363,7 @@ def test_winograd_conv_equals_torch_conv_then_batch_norm(data, m, pad, budget, b
         x32 = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.float32)
         wino32 = WinogradConv(winograd_weight(weight, 2).astype(np.float32), b.astype(np.float32), (pad, pad))
         out32 = np.empty(expected.shape, np.float32)
-        wino32(x32, out32, budget=budget)
+        wino32(x32, out32, workspace_bytes=budget)
         scale = 9 * C * np.abs(x).max(initial=0) * np.abs(weight).max() + np.abs(b).max()
         np.testing.assert_allclose(out32, expected, rtol=0, atol=16 * np.finfo(np.float32).eps * scale)
 

@@ -1,28 +1,22 @@
 """conv2d's im2col workspace is bounded: large requests are chunked, never allocated whole.
 
 The oracle for values is the unchunked computation (and torch); the oracle for memory is
-tracemalloc, which sees NumPy's allocations.
+tracemalloc, which sees NumPy's allocations. The bound is the explicit ``workspace_bytes``
+argument (no global to patch); its default per backend is checked against the sizing rule.
 """
-import contextlib
 import tracemalloc
+import types
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npresnet.functional as nf
+import npresnet.workspace as ws
 from npresnet.testing import conv2d_configs
-
-
-@contextlib.contextmanager
-def workspace_budget(value):
-    saved, nf.WORKSPACE_BYTES = nf.WORKSPACE_BYTES, value
-    try:
-        yield
-    finally:
-        nf.WORKSPACE_BYTES = saved
 
 
 @settings(max_examples=100, deadline=None)
@@ -30,9 +24,8 @@ def workspace_budget(value):
 def test_chunked_conv2d_equals_unchunked(config, budget):
     """Any budget, down to one byte (one output row of one image per chunk), gives the same result."""
     x, w, b = config.arrays()
-    whole = nf.conv2d(x, w, b, **config.kwargs())
-    with workspace_budget(budget):
-        chunked = nf.conv2d(x, w, b, **config.kwargs())
+    whole = nf.conv2d(x, w, b, **config.kwargs(), workspace_bytes=1 << 40)
+    chunked = nf.conv2d(x, w, b, **config.kwargs(), workspace_bytes=budget)
     np.testing.assert_allclose(chunked, whole, rtol=1e-12, atol=1e-12)
 
 
@@ -53,11 +46,10 @@ def test_workspace_stays_under_the_budget():
     w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
     full_cols = 16 * 9 * 2 * 120 * 120 * 4  # bytes of the whole column buffer: 16.6 MB
     budget = 2**20
-    with workspace_budget(budget):
-        out, peak = _peak_bytes(lambda: nf.conv2d(x, w, padding=1))
-    padded, output = 2 * 16 * 122 * 122 * 4, out.nbytes
-    # padded input + output + one chunk of columns + its GEMM result, with slack for small arrays
-    assert peak < padded + output + 2 * budget + 2 * output / 120 * 8 + 2**18, (peak, full_cols)
+    out, peak = _peak_bytes(lambda: nf.conv2d(x, w, padding=1, workspace_bytes=budget))
+    output = out.nbytes
+    # output + one chunk (columns plus its GEMM result, within the budget), with slack for small arrays
+    assert peak < output + budget + 2**18, (peak, full_cols)
     assert peak < full_cols / 2
     want = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy()
     np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
@@ -68,6 +60,45 @@ def test_unbounded_request_would_take_the_whole_buffer():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 16, 120, 120), dtype=np.float32)
     w = rng.standard_normal((16, 16, 3, 3), dtype=np.float32)
-    with workspace_budget(2**30):
-        _, peak = _peak_bytes(lambda: nf.conv2d(x, w, padding=1))
+    _, peak = _peak_bytes(lambda: nf.conv2d(x, w, padding=1, workspace_bytes=2**30))
     assert peak > 16 * 9 * 2 * 120 * 120 * 4
+
+
+def test_the_default_is_the_backend_default_and_bad_values_are_refused():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    assert ws.default_workspace_bytes(np) == ws.default_workspace_bytes() == ws.NUMPY_WORKSPACE_BYTES
+    np.testing.assert_array_equal(nf.conv2d(x, w), nf.conv2d(x, w, workspace_bytes=ws.NUMPY_WORKSPACE_BYTES))
+    for bad in (0, -1, 1.5, "4MB", True):
+        with pytest.raises(ValueError, match="workspace_bytes"):
+            nf.conv2d(x, w, workspace_bytes=bad)
+    assert not hasattr(nf, "WORKSPACE_BYTES")  # no module global left to patch
+
+
+@given(free=st.integers(0, 2**40), fraction=st.floats(0.01, 1.0), floor=st.integers(1, 2**30),
+       cap=st.integers(1, 2**36))
+def test_device_workspace_is_a_bounded_fraction_of_free_memory(free, fraction, floor, cap):
+    """The CuPy sizing rule on made-up numbers: never above the free memory, never 0, and otherwise
+    ``fraction`` of the free memory clamped to ``[floor, cap]``."""
+    got = ws.device_workspace_bytes(free, fraction, floor, cap)
+    assert 1 <= got <= max(free, 1)
+    if free >= max(floor, 1) and floor <= cap:
+        assert got == min(max(int(free * fraction), floor), cap)
+
+
+def test_device_workspace_on_typical_gpus():
+    GiB, MiB = 2**30, 2**20
+    assert ws.device_workspace_bytes(79 * GiB) == 4 * GiB  # an idle H100: the cap
+    assert ws.device_workspace_bytes(8 * GiB) == 2 * GiB  # a quarter of what is free
+    assert ws.device_workspace_bytes(40 * MiB) == 16 * MiB  # nearly full: the floor
+    assert ws.device_workspace_bytes(10 * MiB) == 10 * MiB  # never more than is free
+
+
+def test_cupy_default_reads_the_device_free_memory():
+    """default_workspace_bytes(cupy) asks the driver and the memory pool (a stand-in module here, no GPU)."""
+
+    fake = types.ModuleType("cupy")  # only what default_workspace_bytes reads
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda: (6 * 2**30, 80 * 2**30)))
+    fake.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 2 * 2**30)
+    assert ws.default_workspace_bytes(fake) == 2 * 2**30  # a quarter of 6 + 2 GiB

@@ -8,9 +8,10 @@
 
 Modules: :mod:`.fold` (batch-norm folding and weight layout), :mod:`.conv` (channels-last
 convolution in chunks), :mod:`.winograd` (Winograd F(2×2,3×3) for stride-1 3×3 convolutions),
-:mod:`.model` (:class:`FusedResNet`, :func:`fuse`).
+:mod:`.model` (:class:`FusedResNet`, :func:`fuse`), :mod:`.profile` (per-layer timings,
+``fused.profile(x)``). The workspace bound is :mod:`npresnet.workspace`'s ``workspace_bytes``.
 """
-from .conv import DEFAULT_WORKSPACE_BYTES
 from .model import FusedResNet, fuse
+from .profile import LayerTime
 
-__all__ = ["fuse", "FusedResNet", "DEFAULT_WORKSPACE_BYTES"]
+__all__ = ["fuse", "FusedResNet", "LayerTime"]

@@ -14,26 +14,17 @@ offset; in NHWC each copy moves whole runs of ``C`` contiguous channels.
   view of ``kw*C`` contiguous floats (``as_strided``; 7 copies instead of 49 for 7×7).
 
 The output pixels are processed in chunks (groups of whole images, or bands of rows of
-one image) so the columns never exceed ``workspace_bytes``; each chunk's epilogue (bias,
-residual add, ReLU) runs in place while the chunk is still in cache.
+one image) so that a chunk's columns plus its output stay within ``workspace_bytes``
+(:mod:`npresnet.workspace`); each chunk's epilogue (bias, residual add, ReLU) runs in
+place while the chunk is still in cache.
 """
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..functional import workspace_chunks
-from ..shapes import conv_output_size
+from ..shapes import conv_output_size, kernel_taps
+from ..workspace import resolve_workspace_bytes, workspace_chunks
 
-__all__ = ["FusedConv", "DEFAULT_WORKSPACE_BYTES"]
-
-DEFAULT_WORKSPACE_BYTES = 4 << 20
-"""Default bound on one chunk's columns plus output (4 MiB: fastest of 0.5–32 MiB for ResNet-18/50 here)."""
-
-
-def _valid_range(out: int, size: int, offset: int, stride: int) -> tuple[int, int]:
-    """Output positions ``o`` in ``[lo, hi)`` whose input ``o*stride + offset`` lies in ``[0, size)``."""
-    lo = max(0, -(offset // stride))  # ceil(-offset / stride)
-    hi = min(out, (size - 1 - offset) // stride + 1) if size - 1 - offset >= 0 else 0
-    return lo, max(lo, hi)
+__all__ = ["FusedConv"]
 
 
 class FusedConv:
@@ -70,7 +61,7 @@ class FusedConv:
         out_h, out_w = (conv_output_size(*a) for a in args)
         return N, out_h, out_w, self.out_channels
 
-    def __call__(self, x, out, residual=False, relu=False, workspace=None, budget=DEFAULT_WORKSPACE_BYTES):
+    def __call__(self, x, out, residual=False, relu=False, workspace=None, workspace_bytes=None, clock=None):
         """``out = [relu](conv(x) + bias [+ out])``, in place.
 
         Parameters
@@ -86,8 +77,13 @@ class FusedConv:
         workspace : callable, optional
             ``workspace(n_elements, slot)`` returns a flat scratch array of at least that size;
             slot 0 holds the columns, slot 1 a residual chunk's product.
-        budget : int
-            Bound in bytes on one chunk's columns plus output (see :func:`npresnet.functional.workspace_chunks`).
+        workspace_bytes : int, optional
+            Bound in bytes on one chunk's columns plus output (:mod:`npresnet.workspace`);
+            None: the backend's default.
+        clock : callable, optional
+            The profiling hook: ``clock(phase)`` is called as each phase of each chunk ends
+            (``"gather"``: the columns, ``"gemm"``: the product, ``"epilogue"``: bias, residual, ReLU);
+            see :class:`npresnet.fast.profile.PhaseClock`.
         """
         xp = get_array_module(x, out)
         N, H, W, C = x.shape
@@ -106,6 +102,7 @@ class FusedConv:
             ph, pw = self.padding
             xpad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
             xpad[:, ph : ph + H, pw : pw + W] = x
+        budget = resolve_workspace_bytes(workspace_bytes, xp)
         for n0, n1, y0, y1 in workspace_chunks(N, out_h, row_bytes, budget):
             m = (n1 - n0) * (y1 - y0) * out_w  # output pixels in this chunk
             o = out[n0:n1, y0:y1].reshape(m, O)  # contiguous: whole images, or rows of one image
@@ -121,16 +118,22 @@ class FusedConv:
                 else:
                     self._im2col(x[n0:n1], cols, y0, y1, out_w)
                 cols = cols.reshape(self.groups, m, K // self.groups)
+                if clock is not None:
+                    clock("gather")
                 if self.groups == 1:
                     xp.matmul(cols[0], self.weight2d, out=o)
                 else:  # (groups, m, K/groups) @ (groups, K/groups, O/groups), one batched product
                     o.reshape(m, self.groups, O // self.groups).transpose(1, 0, 2)[...] = xp.matmul(cols, self.weight)
+            if clock is not None:
+                clock("gemm")
             o += self.bias
             if shortcut is not None:
                 shortcut += o
                 o = shortcut
             if relu:
                 xp.maximum(o, 0, out=o)
+            if clock is not None:
+                clock("epilogue")
         return out
 
     def _im2col(self, x, cols, y0: int, y1: int, out_w: int):
@@ -141,30 +144,14 @@ class FusedConv:
         """
         n, H, W, C = x.shape
         G = self.groups
-        kh, kw = self.kernel_size
-        (sy, sx), (ph, pw), (dy, dx) = self.stride, self.padding, self.dilation
-        for i in range(kh):
-            lo_y, hi_y = _valid_range(y1, H, i * dy - ph, sy)
-            lo_y, hi_y = max(lo_y, y0), max(hi_y, y0)
-            for j in range(kw):
-                lo_x, hi_x = _valid_range(out_w, W, j * dx - pw, sx)
-                dst = cols[:, :, :, :, i, j]  # (G, n, rows, out_w, Cg)
-                if lo_y >= hi_y or lo_x >= hi_x:
-                    dst[...] = 0
-                    continue
-                iy, ix = lo_y * sy - ph + i * dy, lo_x * sx - pw + j * dx
-                src = x[:, iy : iy + (hi_y - lo_y - 1) * sy + 1 : sy, ix : ix + (hi_x - lo_x - 1) * sx + 1 : sx]
-                src = src.reshape(n, hi_y - lo_y, hi_x - lo_x, G, C // G).transpose(3, 0, 1, 2, 4)
-                dst[:, :, lo_y - y0 : hi_y - y0, lo_x:hi_x] = src
-                # zero the border strips this offset does not reach (the implicit padding)
-                if lo_y > y0:
-                    dst[:, :, : lo_y - y0] = 0
-                if hi_y < y1:
-                    dst[:, :, hi_y - y0 :] = 0
-                if lo_x > 0:
-                    dst[:, :, lo_y - y0 : hi_y - y0, :lo_x] = 0
-                if hi_x < out_w:
-                    dst[:, :, lo_y - y0 : hi_y - y0, hi_x:] = 0
+        taps = kernel_taps((H, W), (y0, y1), (0, out_w), self.kernel_size, self.stride, self.padding, self.dilation)
+        for i, j, t in taps:
+            dst = cols[:, :, :, :, i, j]  # (G, n, rows, out_w, Cg)
+            if t.dst is not None:
+                src = x[:, t.src[0], t.src[1]]  # (n, rows', cols', C)
+                dst[:, :, t.dst[0], t.dst[1]] = src.reshape(*src.shape[:3], G, C // G).transpose(3, 0, 1, 2, 4)
+            for r, c in t.strips:  # the implicit padding this offset reads
+                dst[:, :, r, c] = 0
 
     def _im2col_rows(self, xpad, cols, y0: int, y1: int, out_w: int):
         """Fill ``cols`` (n, y1-y0, out_w, kh, kw, C) from the padded contiguous ``xpad`` (n, Hp, Wp, C).

@@ -10,6 +10,10 @@ from call to call.
 The readable reference remains ``model(x)``; this path computes the same function
 (tested against torchvision for every architecture) in a different order of
 operations, so results differ only by float rounding.
+
+Dependencies point one way: this module takes a model from outside and reads its
+structure only through :meth:`npresnet.models.ResNet.layout` (stem, blocks as
+(conv, bn) pairs plus shortcut, head); the models know nothing of fusion.
 """
 from __future__ import annotations
 
@@ -19,10 +23,12 @@ import threading
 import numpy
 
 from ..backend import get_array_module, to_backend, to_numpy
-from ..models.resnet import check_image_batch
-from ..shapes import conv_output_size
-from .conv import DEFAULT_WORKSPACE_BYTES, FusedConv
+from ..nn.inputs import check_image_batch
+from ..shapes import conv_output_size, kernel_taps
+from ..workspace import resolve_workspace_bytes
+from .conv import FusedConv
 from .fold import fold_batch_norm, gemm_weight
+from .profile import LayerTime, PhaseClock
 from .winograd import WinogradConv, is_winograd_eligible, winograd_weight
 
 __all__ = ["fuse", "FusedResNet"]
@@ -48,14 +54,14 @@ def _fused_conv(conv, bn, backend, dtype, winograd=False):
 
 
 class _FusedBlock:
-    """One residual block (BasicBlock or Bottleneck) as a list of fused convolutions."""
+    """One residual block, from its :class:`npresnet.models.BlockLayout`, as a list of fused convolutions."""
 
-    def __init__(self, block, backend, dtype, winograd):
-        names = ["conv1", "conv2"] + (["conv3"] if hasattr(block, "conv3") else [])
-        self.convs = [_fused_conv(getattr(block, c), getattr(block, "bn" + c[-1]), backend, dtype, winograd)
-                      for c in names]
-        ds = block.downsample
-        self.downsample = None if ds is None else _fused_conv(ds[0], ds[1], backend, dtype)
+    def __init__(self, layout, backend, dtype, winograd):
+        self.names = [pair.name for pair in layout.main]
+        self.convs = [_fused_conv(pair.conv, pair.bn, backend, dtype, winograd) for pair in layout.main]
+        ds = layout.downsample
+        self.downsample = None if ds is None else _fused_conv(ds.conv, ds.bn, backend, dtype)
+        self.downsample_name = None if ds is None else ds.name
 
 
 class _Buffers:
@@ -104,17 +110,19 @@ class _Buffers:
 class FusedResNet:
     """A ResNet's inference path with batch norm folded and channels-last activations.
 
-    Build it with :func:`fuse` (or ``model.fuse()``). Call it like the model:
+    Build it with :func:`fuse`. Call it like the model:
     ``fused(x)`` with ``x`` of shape (N, C, H, W) returns logits (N, num_classes).
     It is a snapshot: later changes to the model's parameters are not seen.
 
     Parameters
     ----------
     model : npresnet.models.ResNet
-    workspace_bytes : int
-        Bound on the im2col columns (or Winograd tiles) of any one convolution (chunks over
-        images, then rows). Peak memory is about this plus a few activation-sized buffers
-        (see ``benchmarks/RESULTS.md``).
+        Anything with a ``layout()`` returning :class:`npresnet.models.ResNetLayout`, and
+        ``dtype`` and ``backend`` attributes.
+    workspace_bytes : int, optional
+        Bound on one chunk's im2col columns (or Winograd tiles) plus its output, for every
+        convolution (:mod:`npresnet.workspace`); None: the backend's default, read at each call.
+        Peak memory is about this plus a few activation-sized buffers (see ``benchmarks/RESULTS.md``).
     winograd : bool
         Run the stride-1 3×3 convolutions by Winograd F(2×2,3×3) (default) rather than im2col.
 
@@ -124,22 +132,27 @@ class FusedResNet:
     fresh array and never alias them.
     """
 
-    def __init__(self, model, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, winograd: bool = True):
-        if not (isinstance(workspace_bytes, int) and workspace_bytes > 0):
-            raise ValueError(f"workspace_bytes must be a positive int, got {workspace_bytes!r}")
+    def __init__(self, model, workspace_bytes: int | None = None, winograd: bool = True):
+        if workspace_bytes is not None:
+            resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now
         self.workspace_bytes = workspace_bytes
         self.dtype, self.backend = numpy.dtype(model.dtype), model.backend
-        self.in_channels = model.conv1.in_channels
-        self.stem = _fused_conv(model.conv1, model.bn1, self.backend, self.dtype)
-        pool = model.maxpool
+        layout = model.layout()
+        if layout.avgpool.output_size not in (1, (1, 1), [1, 1]):
+            raise ValueError(f"fuse: the head must pool to 1x1, got {layout.avgpool}")
+        self.in_channels = layout.stem.conv.in_channels
+        self.stem = _fused_conv(layout.stem.conv, layout.stem.bn, self.backend, self.dtype)
+        self.stem_name = layout.stem.name
+        pool = layout.maxpool
         self.pool = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
         self.winograd = bool(winograd)
-        self.blocks = [_FusedBlock(b, self.backend, self.dtype, self.winograd)
-                       for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
-        fc_weight = numpy.ascontiguousarray(to_numpy(model.fc.weight).T)  # (in, out)
+        self.blocks = [_FusedBlock(b, self.backend, self.dtype, self.winograd) for b in layout.blocks]
+        fc = layout.fc
+        fc_weight = numpy.ascontiguousarray(to_numpy(fc.weight).T)  # (in, out)
         self.fc_weight = to_backend(fc_weight, self.backend)
-        self.fc_bias = to_backend(to_numpy(model.fc.bias).copy(), self.backend)
-        self.num_classes = model.fc.out_features
+        fc_bias = numpy.zeros(fc.out_features, fc_weight.dtype) if fc.bias is None else to_numpy(fc.bias).copy()
+        self.fc_bias = to_backend(fc_bias, self.backend)
+        self.num_classes = fc.out_features
         self._local = threading.local()
 
     def check_input(self, x):
@@ -161,7 +174,7 @@ class FusedResNet:
         """Release this thread's cached buffers."""
         self._local.buffers = None
 
-    def _conv(self, conv: FusedConv, x, buffers, relu=True, out=None):
+    def _conv(self, conv: FusedConv, x, buffers, run, name, relu=True, out=None):
         """Run ``conv`` on NHWC ``x`` into a fresh buffer, or with ``out`` given, add into it (the residual)."""
         try:
             shape = conv.output_shape(x.shape)
@@ -171,7 +184,15 @@ class FusedResNet:
         residual = out is not None
         if not residual:
             out = buffers.take(shape)
-        return conv(x, out, residual, relu, buffers.workspace, self.workspace_bytes)
+        if run.records is None:
+            return conv(x, out, residual, relu, buffers.workspace, run.workspace_bytes)
+        run.clock.start()
+        conv(x, out, residual, relu, buffers.workspace, run.workspace_bytes, run.clock)
+        (N, out_h, out_w, O), (kh, kw) = out.shape, conv.kernel_size
+        macs = N * out_h * out_w * O * kh * kw * (x.shape[3] // conv.groups)
+        run.records.append(LayerTime(name, _kind(conv, x, out.shape), tuple(x.shape), tuple(out.shape),
+                                     run.clock.elapsed(), dict(run.clock.phases), macs))
+        return out
 
     def _max_pool_relu(self, x, buffers):
         """``relu(max_pool(x))`` on NHWC ``x``. ReLU is monotone, so it commutes with the max;
@@ -186,19 +207,11 @@ class FusedResNet:
             raise ValueError(f"input is too small for this network: at the max pool the activation "
                              f"has spatial size {(H, W)}: {exc}") from None
         out = buffers.take((N, out_h, out_w, C))
-        out[...] = 0  # = relu's floor; also stands for the padding
-        for i in range(kh):
-            oy0 = max(0, -((i * dy - ph) // sy))
-            oy1 = min(out_h, (H - 1 - i * dy + ph) // sy + 1)
-            for j in range(kw):
-                ox0 = max(0, -((j * dx - pw) // sx))
-                ox1 = min(out_w, (W - 1 - j * dx + pw) // sx + 1)
-                if oy0 >= oy1 or ox0 >= ox1:
-                    continue
-                iy, ix = oy0 * sy + i * dy - ph, ox0 * sx + j * dx - pw
-                src = x[:, iy : iy + (oy1 - oy0 - 1) * sy + 1 : sy, ix : ix + (ox1 - ox0 - 1) * sx + 1 : sx]
-                dst = out[:, oy0:oy1, ox0:ox1]
-                xp.maximum(dst, src, out=dst)
+        out[...] = 0  # = relu's floor; also stands for the padding, so only the taps inside the image are read
+        for _, _, t in kernel_taps((H, W), (0, out_h), (0, out_w), (kh, kw), (sy, sx), (ph, pw), (dy, dx)):
+            if t.dst is not None:
+                dst = out[:, t.dst[0], t.dst[1]]
+                xp.maximum(dst, x[:, t.src[0], t.src[1]], out=dst)
         return out
 
     def __call__(self, x):
@@ -212,40 +225,114 @@ class FusedResNet:
         -------
         array, shape (N, num_classes)
         """
+        return self._forward(x, _Run(self._workspace_bytes(x), None, None))
+
+    def profile(self, x) -> list:
+        """Run one forward pass and return where its time went: a :class:`npresnet.fast.profile.LayerTime`
+        per step (the stem, the max pool, every convolution in order, the head), with the seconds of each
+        convolution's phases (gather, gemm, epilogue). The logits are computed and dropped.
+
+        Parameters
+        ----------
+        x : array, shape (N, C, H, W), the model's dtype and backend
+
+        Returns
+        -------
+        list of LayerTime
+        """
+        xp = get_array_module(x)
+        sync = xp.cuda.Device().synchronize if getattr(xp, "__name__", "") == "cupy" else None
+        records = []
+        self._forward(x, _Run(self._workspace_bytes(x), PhaseClock(sync), records))
+        return records
+
+    def _workspace_bytes(self, x) -> int:
+        return resolve_workspace_bytes(self.workspace_bytes, get_array_module(x))
+
+    def _forward(self, x, run):
         self.check_input(x)
         xp = get_array_module(x)
         buffers = self._buffers(xp)
         # The stem reads the NCHW input through a transposed view; its ReLU is left to the pool.
-        h = self._conv(self.stem, x.transpose(0, 2, 3, 1), buffers, relu=False)  # (N, H/2, W/2, 64)
-        x = self._max_pool_relu(h, buffers)  # (N, H/4, W/4, 64)
+        x_nhwc = x.transpose(0, 2, 3, 1)  # a view
+        h = self._conv(self.stem, x_nhwc, buffers, run, self.stem_name, relu=False)  # (N, H/2, W/2, 64)
+        with run.step("maxpool", "maxpool", h.shape) as step:
+            x = step.done(self._max_pool_relu(h, buffers))  # (N, H/4, W/4, 64)
         buffers.give(h)
         for block in self.blocks:
-            x = self._block(block, x, buffers)
-        N, H, W, C = x.shape
-        pooled = x.reshape(N, H * W, C).mean(axis=1)  # (N, C): adaptive average pool to 1×1
-        buffers.give(x)
-        logits = pooled @ self.fc_weight  # (N, num_classes)
-        logits += self.fc_bias
+            x = self._block(block, x, buffers, run)
+        with run.step("avgpool+fc", "head", x.shape) as step:
+            N, H, W, C = x.shape
+            pooled = x.reshape(N, H * W, C).mean(axis=1)  # (N, C): adaptive average pool to 1×1
+            buffers.give(x)
+            logits = pooled @ self.fc_weight  # (N, num_classes)
+            logits += self.fc_bias
+            step.done(logits)
         return logits
 
-    def _block(self, block: _FusedBlock, x, buffers):
+    def _block(self, block: _FusedBlock, x, buffers, run):
         """``relu(convs(x) + shortcut(x))``; the output is written over the shortcut's buffer."""
         identity = x
         if block.downsample is not None:
-            identity = self._conv(block.downsample, x, buffers, relu=False)
-        h = self._conv(block.convs[0], x, buffers)
+            identity = self._conv(block.downsample, x, buffers, run, block.downsample_name, relu=False)
+        h = self._conv(block.convs[0], x, buffers, run, block.names[0])
         if identity is not x:
             buffers.give(x)  # x's last reader was conv1
-        for conv in block.convs[1:-1]:
-            h_next = self._conv(conv, h, buffers)
+        for conv, name in zip(block.convs[1:-1], block.names[1:-1]):
+            h_next = self._conv(conv, h, buffers, run, name)
             buffers.give(h)
             h = h_next
-        out = self._conv(block.convs[-1], h, buffers, relu=True, out=identity)  # identity += conv(h); relu
+        # identity += conv(h); relu
+        out = self._conv(block.convs[-1], h, buffers, run, block.names[-1], relu=True, out=identity)
         buffers.give(h)
         return out
 
 
-def fuse(model, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, winograd: bool = True) -> FusedResNet:
+def _kind(conv, x, out_shape) -> str:
+    """How a call of ``conv`` on ``x`` runs: "winograd", "pointwise" (no columns) or "im2col"."""
+    if isinstance(conv, WinogradConv):
+        if conv.uses_winograd(out_shape):
+            return "winograd"
+        conv = conv.fallback
+    if conv.pointwise and conv.stride == (1, 1) and x.flags.c_contiguous:
+        return "pointwise"
+    return "im2col"
+
+
+class _Run:
+    """One forward pass's settings: the resolved workspace bound, and when profiling, the clock and the records."""
+
+    def __init__(self, workspace_bytes, clock, records):
+        self.workspace_bytes, self.clock, self.records = workspace_bytes, clock, records
+
+    def step(self, name, kind, in_shape):
+        return _Step(self, name, kind, in_shape)
+
+
+class _Step:
+    """A timed non-convolution step (pooling, head) of a profiled pass; a no-op otherwise."""
+
+    def __init__(self, run, name, kind, in_shape):
+        self.run, self.name, self.kind, self.in_shape, self.out = run, name, kind, tuple(in_shape), None
+
+    def __enter__(self):
+        if self.run.records is not None:
+            self.run.clock.start()
+        return self
+
+    def done(self, out):
+        self.out = out
+        return out
+
+    def __exit__(self, *exc):
+        if self.run.records is not None and exc[0] is None:
+            self.run.clock(self.kind)
+            self.run.records.append(LayerTime(self.name, self.kind, self.in_shape, tuple(self.out.shape),
+                                              self.run.clock.elapsed(), {}, 0))
+        return False
+
+
+def fuse(model, workspace_bytes: int | None = None, winograd: bool = True) -> FusedResNet:
     """Return the fused inference path of a ResNet (batch norm folded, channels-last, buffers reused).
 
     Parameters
@@ -253,8 +340,10 @@ def fuse(model, workspace_bytes: int = DEFAULT_WORKSPACE_BYTES, winograd: bool =
     model : npresnet.models.ResNet
         Its current parameters and running statistics are folded; training mode is ignored
         (the fused path always normalises with the running statistics, as ``model.eval()``).
-    workspace_bytes : int
-        Bound on the im2col workspace of any one convolution, in bytes.
+        Read through ``model.layout()`` only.
+    workspace_bytes : int, optional
+        Bound on one chunk's im2col columns (or Winograd tiles) plus its output, in bytes
+        (:mod:`npresnet.workspace`); None: the backend's default.
     winograd : bool
         Winograd F(2×2,3×3) for the stride-1 3×3 convolutions (default); ``False``: im2col everywhere.
 

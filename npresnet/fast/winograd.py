@@ -36,8 +36,8 @@ import math
 import numpy
 
 from ..backend import get_array_module
-from ..functional import workspace_chunks
-from .conv import DEFAULT_WORKSPACE_BYTES, _valid_range
+from ..shapes import kernel_taps
+from ..workspace import resolve_workspace_bytes, workspace_chunks
 
 __all__ = ["WinogradConv", "winograd_matrices", "winograd_weight", "is_winograd_eligible"]
 
@@ -145,22 +145,28 @@ class WinogradConv:
         tiles = N * -(-out_h // self.m) * -(-out_w // self.m)
         return self.fallback is None or tiles >= MIN_TILES
 
-    def plan(self, x_shape, out_shape, itemsize: int, budget: int):
+    def plan(self, x_shape, out_shape, itemsize: int, workspace_bytes: int):
         """Tiles per row ``tw``, scratch elements per tile, and the chunks ``(n0, n1, t0, t1)`` of a call.
 
         A chunk is images ``n0:n1`` and tile rows ``t0:t1`` (whole images, or a band of one image),
-        sized so that its two scratch buffers (tiles then M in slot 0, V then Y in slot 1) fit in ``budget``.
+        sized so that its two scratch buffers (tiles then M in slot 0, V then Y in slot 1) fit in ``workspace_bytes``.
         """
         C, (N, out_h, out_w, O) = x_shape[3], out_shape
         th, tw = -(-out_h // self.m), -(-out_w // self.m)  # tiles per column and row
         per_tile = max(C, O) * (self.m + R - 1) ** 2
-        return tw, per_tile, workspace_chunks(N, th, tw * 2 * per_tile * itemsize, budget)
+        return tw, per_tile, workspace_chunks(N, th, tw * 2 * per_tile * itemsize, workspace_bytes)
 
-    def __call__(self, x, out, residual=False, relu=False, workspace=None, budget=DEFAULT_WORKSPACE_BYTES):
-        """``out = [relu](conv(x) + bias [+ out])``, in place; same contract as :meth:`FusedConv.__call__`."""
+    def __call__(self, x, out, residual=False, relu=False, workspace=None, workspace_bytes=None, clock=None):
+        """``out = [relu](conv(x) + bias [+ out])``, in place; same contract as :meth:`FusedConv.__call__`.
+
+        With ``clock``, the phases are ``"gather"`` (the tile copies), ``"gemm"`` (input transform,
+        tile-position products, output transform) and ``"epilogue"`` (scatter of the output tiles,
+        bias, residual, ReLU).
+        """
         if not self.uses_winograd(out.shape):
-            return self.fallback(x, out, residual, relu, workspace, budget)
+            return self.fallback(x, out, residual, relu, workspace, workspace_bytes, clock)
         xp = get_array_module(x, out)
+        budget = resolve_workspace_bytes(workspace_bytes, xp)
         C, (_, out_h, _, O) = x.shape[3], out.shape
         m = self.m
         n_in = m + R - 1
@@ -172,6 +178,8 @@ class WinogradConv:
             T = (n1 - n0) * (t1 - t0) * tw  # tiles in this chunk
             tiles = workspace(T * per_tile, 0)[: P * T * C].reshape(n_in, n_in, n1 - n0, t1 - t0, tw, C)
             self._gather(x[n0:n1], tiles, t0, t1)
+            if clock is not None:
+                clock("gather")
             V = workspace(T * per_tile, 1)[: P * T * C].reshape(P, T * C)
             xp.matmul(self.BB, tiles.reshape(P, T * C), out=V)  # (P, T*C)
             M = workspace(T * per_tile, 0)[: P * T * O].reshape(P, T, O)
@@ -179,6 +187,8 @@ class WinogradConv:
             Y = workspace(T * per_tile, 1)[: m * m * T * O].reshape(m * m, T * O)
             xp.matmul(self.AA, M.reshape(P, T * O), out=Y)  # (m², T*O)
             Y = Y.reshape(m, m, n1 - n0, t1 - t0, tw, O)
+            if clock is not None:
+                clock("gemm")
             y0, y1 = t0 * m, min(t1 * m, out_h)
             o = out[n0:n1, y0:y1]  # (n1-n0, y1-y0, out_w, O), contiguous
             for a in range(m):  # output pixel (a, b) of every tile; the last tiles may stick out
@@ -192,6 +202,8 @@ class WinogradConv:
             o += self.bias
             if relu:
                 xp.maximum(o, 0, out=o)
+            if clock is not None:
+                clock("epilogue")
         return out
 
     def _gather(self, x, tiles, t0: int, t1: int):
@@ -201,25 +213,11 @@ class WinogradConv:
         the image (the padding, and the last tiles where they stick out): one strided copy per (a, b).
         """
         _, H, W, _ = x.shape
-        ph, pw = self.padding
         m, n_in, tw = self.m, tiles.shape[0], tiles.shape[4]
-        for a in range(n_in):
-            lo_y, hi_y = _valid_range(t1, H, a - ph, m)
-            lo_y, hi_y = max(lo_y, t0), max(hi_y, t0)
-            for b in range(n_in):
-                lo_x, hi_x = _valid_range(tw, W, b - pw, m)
-                dst = tiles[a, b]  # (n, rows, tw, C)
-                if lo_y >= hi_y or lo_x >= hi_x:
-                    dst[...] = 0
-                    continue
-                iy, ix = lo_y * m - ph + a, lo_x * m - pw + b
-                dst[:, lo_y - t0 : hi_y - t0, lo_x:hi_x] = x[:, iy : iy + (hi_y - lo_y - 1) * m + 1 : m,
-                                                             ix : ix + (hi_x - lo_x - 1) * m + 1 : m]
-                if lo_y > t0:
-                    dst[:, : lo_y - t0] = 0
-                if hi_y < t1:
-                    dst[:, hi_y - t0 :] = 0
-                if lo_x > 0:
-                    dst[:, lo_y - t0 : hi_y - t0, :lo_x] = 0
-                if hi_x < tw:
-                    dst[:, lo_y - t0 : hi_y - t0, hi_x:] = 0
+        # tile (ty, tx) position (a, b) reads input (ty*m - ph + a, tx*m - pw + b): a window of size n_in, stride m
+        for a, b, t in kernel_taps((H, W), (t0, t1), (0, tw), (n_in, n_in), (m, m), self.padding):
+            dst = tiles[a, b]  # (n, rows, tw, C)
+            if t.dst is not None:
+                dst[:, t.dst[0], t.dst[1]] = x[:, t.src[0], t.src[1]]
+            for r, c in t.strips:  # the padding, and the last tiles where they stick out
+                dst[:, r, c] = 0

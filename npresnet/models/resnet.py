@@ -13,15 +13,16 @@ Shapes in comments are for a 224×224 input to ResNet-50.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy
 
-from ..backend import backend_name
 from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential
-from ..nn.spec import TensorSpec
+from ..nn.inputs import check_image_batch
+from ..workspace import resolve_workspace_bytes
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "ResNet",
+    "BasicBlock", "Bottleneck", "ResNet", "ConvBN", "BlockLayout", "ResNetLayout",
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
     "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
     "ARCHITECTURES",
@@ -37,6 +38,47 @@ def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1, **kw):
 def conv1x1(in_planes, out_planes, stride=1, **kw):
     """1×1 convolution, no bias: changes channels, and with stride 2 subsamples."""
     return Conv2d(in_planes, out_planes, 1, stride=stride, bias=False, **kw)
+
+
+class ConvBN(NamedTuple):
+    """A convolution and the batch norm that follows it, with the convolution's dotted name in the model."""
+
+    name: str
+    conv: Conv2d
+    bn: BatchNorm2d
+
+
+class BlockLayout(NamedTuple):
+    """What a residual block computes, without its attribute names.
+
+    ``out = relu(main(x) + shortcut(x))`` where ``main`` is the (conv, bn) pairs of ``main`` in
+    order with a ReLU after every pair but the last, and ``shortcut(x)`` is
+    ``downsample.bn(downsample.conv(x))``, or ``x`` when ``downsample`` is None.
+    """
+
+    name: str
+    main: tuple  # of ConvBN
+    downsample: ConvBN | None
+
+
+class ResNetLayout(NamedTuple):
+    """A ResNet as the data flows: ``relu(stem)``, ``maxpool``, the blocks in order, ``avgpool``, flatten, ``fc``.
+
+    The one place that reads the model's attribute names (``conv1``, ``bn2``, ``layer3``, ...):
+    tools that transform a ResNet (the fused path, :mod:`npresnet.fast`) take this instead.
+    """
+
+    stem: ConvBN
+    maxpool: MaxPool2d
+    blocks: tuple  # of BlockLayout
+    avgpool: AdaptiveAvgPool2d
+    fc: Linear
+
+
+def _block_layout(block, name: str, pairs) -> BlockLayout:
+    main = tuple(ConvBN(f"{name}.{c}", getattr(block, c), getattr(block, b)) for c, b in pairs)
+    ds = block.downsample
+    return BlockLayout(name, main, None if ds is None else ConvBN(f"{name}.downsample.0", ds[0], ds[1]))
 
 
 class BasicBlock(Module):
@@ -75,6 +117,10 @@ class BasicBlock(Module):
         out += identity
         out = self.relu(out)
         return out
+
+    def layout(self, name: str = "") -> BlockLayout:
+        """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
+        return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2")))
 
 
 class Bottleneck(Module):
@@ -121,6 +167,10 @@ class Bottleneck(Module):
         out = self.relu(out)
         return out
 
+    def layout(self, name: str = "") -> BlockLayout:
+        """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
+        return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")))
+
 
 class ResNet(Module):
     """ResNet: a 7×7 stem, four stages of residual blocks, global average pooling, a linear classifier.
@@ -147,10 +197,15 @@ class ResNet(Module):
     init : bool
         Initialise the parameters (default). ``False`` allocates zeros and draws nothing: fast,
         for weights about to be loaded or for the shape-only pass.
+    workspace_bytes : int, optional
+        Every convolution's workspace bound (:mod:`npresnet.workspace`: one chunk's im2col columns
+        plus its output); None, the default, uses the backend's default. Settable later as
+        ``model.workspace_bytes = ...``.
     """
 
     def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
-                 replace_stride_with_dilation=None, *, maxpool_padding=1, dtype="float32", rng=None, init=True):
+                 replace_stride_with_dilation=None, *, maxpool_padding=1, dtype="float32", rng=None, init=True,
+                 workspace_bytes=None):
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"layers must list 4 stage depths, got {layers!r}")
@@ -164,19 +219,23 @@ class ResNet(Module):
             raise ValueError(f"maxpool_padding must be 1 (torchvision) or 0, got {maxpool_padding!r}")
         rng = numpy.random.default_rng(rng) if init else None
         self._layer_kw = dict(dtype=numpy.dtype(dtype), rng=rng, init=init)
+        conv_kw = dict(self._layer_kw, workspace_bytes=workspace_bytes)
         self.inplanes = 64
         self.dilation = 1
         self.groups = groups
         self.base_width = width_per_group
 
-        self.conv1 = Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False, **self._layer_kw)
+        self.conv1 = Conv2d(3, self.inplanes, 7, stride=2, padding=3, bias=False, **conv_kw)
         self.bn1 = BatchNorm2d(self.inplanes, dtype=dtype)
         self.relu = ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, stride=2, padding=maxpool_padding)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0])
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1])
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2])
+        self.layer1 = self._make_layer(block, 64, layers[0], conv_kw=conv_kw)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0],
+                                       conv_kw=conv_kw)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1],
+                                       conv_kw=conv_kw)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2],
+                                       conv_kw=conv_kw)
         self.avgpool = AdaptiveAvgPool2d((1, 1))
         self.fc = Linear(512 * block.expansion, num_classes, **self._layer_kw)
         del self._layer_kw
@@ -195,8 +254,8 @@ class ResNet(Module):
                 elif isinstance(module, BasicBlock):
                     module.bn2.weight[...] = 0
 
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
-        kw = self._layer_kw
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False, conv_kw=None):
+        kw = self._layer_kw if conv_kw is None else conv_kw
         downsample = None
         previous_dilation = self.dilation
         if dilate:
@@ -220,16 +279,25 @@ class ResNet(Module):
         check_image_batch(x, self.conv1.in_channels, self.dtype, self.backend,
                           dtype_fix=f" or the model with model.to(dtype='{getattr(x, 'dtype', '')}')")
 
-    def fuse(self, workspace_bytes=None):
-        """The fast inference path of this model, as of now (see :func:`npresnet.fast.fuse`).
+    @property
+    def workspace_bytes(self):
+        """The workspace bound every convolution of this model uses (None: the backend's default)."""
+        return self.conv1.workspace_bytes
 
-        Batch norm is folded into the convolutions, activations are channels-last inside,
-        buffers are reused between calls; NCHW in, logits out, as ``model(x)``. Later
-        changes to this model's parameters are not seen by the returned object.
-        """
-        from ..fast import DEFAULT_WORKSPACE_BYTES, fuse
+    @workspace_bytes.setter
+    def workspace_bytes(self, value):
+        if value is not None:
+            resolve_workspace_bytes(value)  # refuse a bad value before changing anything
+        for module in self.modules():
+            if isinstance(module, Conv2d):
+                module.workspace_bytes = value
 
-        return fuse(self, DEFAULT_WORKSPACE_BYTES if workspace_bytes is None else workspace_bytes)
+    def layout(self) -> ResNetLayout:
+        """The stem, the blocks in order and the head, as :class:`ResNetLayout`, for tools that transform the model."""
+        blocks = tuple(block.layout(f"layer{s}.{b}")
+                       for s, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1)
+                       for b, block in enumerate(stage))
+        return ResNetLayout(ConvBN("conv1", self.conv1, self.bn1), self.maxpool, blocks, self.avgpool, self.fc)
 
     def forward(self, x):
         self.check_input(x)
@@ -247,46 +315,6 @@ class ResNet(Module):
         x = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, 2048), torch.flatten(x, 1)
         x = self.fc(x)        # (N, num_classes)
         return x
-
-
-def check_image_batch(x, in_channels: int, dtype, backend: str, owner: str = "the model", dtype_fix: str = ""):
-    """Raise a clear error unless ``x`` is an (N, in_channels, H, W) array of ``dtype`` on ``backend``.
-
-    The one home of the input checks of :class:`ResNet` and its fused form: rank, channel
-    count (with a hint for channels-last arrays), a floating dtype (with a hint for images
-    still in uint8), the model's dtype and backend. A :class:`TensorSpec` passes the backend check.
-
-    Raises
-    ------
-    TypeError
-        Not an array, not floating, or the wrong dtype or backend.
-    ValueError
-        Wrong rank or channel count.
-    """
-    shape = tuple(getattr(x, "shape", ()))
-    x_dtype = getattr(x, "dtype", None)
-    if not isinstance(x_dtype, numpy.dtype) or not hasattr(x, "ndim"):  # e.g. a torch.Tensor
-        raise TypeError(f"input must be a NumPy or CuPy array of shape (N, {in_channels}, H, W), "
-                        f"got {type(x).__name__}")
-    if x.ndim != 4:
-        hint = ""
-        if x.ndim == 3 and shape[0] == in_channels:
-            hint = " (one image? add the batch axis: x[None])"
-        elif x.ndim == 3 and shape[2] == in_channels:
-            hint = " (one channels-last image? use x.transpose(2, 0, 1)[None])"
-        raise ValueError(f"input must be 4-D (N, C, H, W), got {x.ndim}-D with shape {shape}{hint}")
-    if shape[1] != in_channels:
-        hint = " (channels-last? use x.transpose(0, 3, 1, 2))" if shape[3] == in_channels else ""
-        raise ValueError(f"input must have {in_channels} channels on axis 1, got shape {shape}{hint}")
-    if x_dtype.kind != "f":
-        hint = " — convert images with x.astype('float32') / 255 and normalise them" if x_dtype.kind in "uib" else ""
-        raise TypeError(f"input must be a floating array, got dtype {x_dtype}{hint}")
-    if x_dtype != dtype:
-        raise TypeError(f"input dtype {x_dtype} does not match {owner}'s {dtype}; "
-                        f"cast with x.astype('{dtype}'){dtype_fix}")
-    if not isinstance(x, TensorSpec) and backend_name(x) != backend:
-        raise TypeError(f"input is a {backend_name(x)} array but {owner} is on {backend}; "
-                        f"use npresnet.to_backend(x, '{backend}')")
 
 
 def _resnet(block, layers, weights=None, **kwargs) -> ResNet:

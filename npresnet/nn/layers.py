@@ -5,6 +5,11 @@ default initialisation (``kaiming_uniform_(a=sqrt(5))``, i.e. U(±1/sqrt(fan_in)
 drawn from ``rng`` (a ``numpy.random.Generator`` or an int seed); models re-initialise
 them as their paper says. ``init=False`` allocates zeros instead, for arrays that are
 about to be loaded or for shape-only work.
+
+Shape-only pass: each layer's ``forward_spec`` calls the same argument checks and
+output-size code as its ``forward`` (the ``*_output_shape`` functions of
+:mod:`npresnet.functional`), so a :class:`TensorSpec` gets the shape the real forward
+would return, or the very error it would raise.
 """
 from __future__ import annotations
 
@@ -13,9 +18,9 @@ import math
 import numpy
 
 from .. import functional as F
-from ..shapes import conv_output_size, pair
+from ..shapes import pair
+from ..workspace import resolve_workspace_bytes
 from .module import Module
-from .spec import TensorSpec
 
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
 
@@ -27,11 +32,6 @@ def _uniform(rng, shape, bound, dtype, init=True):
     return (rng.random(shape, dtype=numpy.float64) * (2 * bound) - bound).astype(dtype)
 
 
-def _check_spec(layer, spec: TensorSpec, channels: int, axis: int = 1, ndim: int = 4):
-    if spec.ndim != ndim or spec.shape[axis] != channels:
-        raise ValueError(f"{layer} expects {ndim}-D input with {channels} channels on axis {axis}, got shape {spec.shape}")
-
-
 class Conv2d(Module):
     """2-D convolution layer.
 
@@ -39,13 +39,19 @@ class Conv2d(Module):
     ----------
     weight : array, shape (out_channels, in_channels // groups, kh, kw)
     bias : array, shape (out_channels,), or None
+    workspace_bytes : int or None
+        Passed to :func:`npresnet.functional.conv2d` (bound on one chunk's columns plus output;
+        None: the backend's default). Not a parameter: not in the state dict.
     """
 
     _parameter_names = ("weight", "bias")
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, *, dtype="float32", rng=None, init=True):
+                 bias=True, *, dtype="float32", rng=None, init=True, workspace_bytes=None):
         super().__init__()
+        if workspace_bytes is not None:
+            resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now, not at the first call
+        self.workspace_bytes = workspace_bytes
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -60,19 +66,12 @@ class Conv2d(Module):
         self.bias = _uniform(rng, (out_channels,), bound, dtype, init) if bias else None
 
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                        workspace_bytes=self.workspace_bytes)
 
     def forward_spec(self, spec):
-        _check_spec(self, spec, self.in_channels)
-        if isinstance(self.padding, str):  # 'same' keeps the size (stride 1), 'valid' pads nothing
-            pads = (0, 0) if self.padding == "valid" else None
-        else:
-            pads = self.padding
-        hw = [
-            size if pads is None else conv_output_size(size, k, s, p, d)
-            for size, k, s, p, d in zip(spec.shape[2:], self.kernel_size, self.stride, pads or (0, 0), self.dilation)
-        ]
-        return spec.like((spec.shape[0], self.out_channels, *hw))
+        return spec.like(F.conv2d_output_shape(spec, self.weight, self.bias, self.stride, self.padding,
+                                               self.dilation, self.groups))
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -108,9 +107,12 @@ class BatchNorm2d(Module):
         self.running_var = numpy.ones(num_features, dtype=dtype)
         self.num_batches_tracked = numpy.zeros((), dtype=numpy.int64)
 
-    def forward(self, x):
+    def _check_input(self, x):
         if x.ndim != 4:
             raise ValueError(f"{self} expects 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+
+    def forward(self, x):
+        self._check_input(x)
         momentum = self.momentum
         if self.training:
             self.num_batches_tracked += 1
@@ -120,8 +122,9 @@ class BatchNorm2d(Module):
                             training=self.training, momentum=momentum, eps=self.eps)
 
     def forward_spec(self, spec):
-        _check_spec(self, spec, self.num_features)
-        return spec.like(spec.shape)
+        self._check_input(spec)
+        return spec.like(F.batch_norm_output_shape(spec, self.running_mean, self.running_var, self.weight, self.bias,
+                                                   training=self.training))
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -138,6 +141,7 @@ class ReLU(Module):
         return F.relu(x, inplace=self.inplace)
 
     def forward_spec(self, spec):
+        F.relu_output_shape(spec)
         return spec if self.inplace else spec.like(spec.shape)
 
     def extra_repr(self):
@@ -159,9 +163,8 @@ class MaxPool2d(Module):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
     def forward_spec(self, spec):
-        hw = [conv_output_size(size, k, s, p, d, self.ceil_mode)
-              for size, k, s, p, d in zip(spec.shape[2:], self.kernel_size, self.stride, self.padding, self.dilation)]
-        return spec.like((*spec.shape[:2], *hw))
+        return spec.like(F.max_pool2d_output_shape(spec, self.kernel_size, self.stride, self.padding, self.dilation,
+                                                   self.ceil_mode))
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -178,12 +181,7 @@ class AdaptiveAvgPool2d(Module):
         return F.adaptive_avg_pool2d(x, self.output_size)
 
     def forward_spec(self, spec):
-        size = self.output_size
-        if isinstance(size, (tuple, list)):
-            hw = [s if s is not None else d for s, d in zip(size, spec.shape[2:])]
-        else:
-            hw = [size, size]
-        return spec.like((*spec.shape[:2], *hw))
+        return spec.like(F.adaptive_avg_pool2d_output_shape(spec, self.output_size))
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -212,8 +210,7 @@ class Linear(Module):
         return F.linear(x, self.weight, self.bias)
 
     def forward_spec(self, spec):
-        _check_spec(self, spec, self.in_features, axis=spec.ndim - 1, ndim=spec.ndim)
-        return spec.like((*spec.shape[:-1], self.out_features))
+        return spec.like(F.linear_output_shape(spec, self.weight, self.bias))
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

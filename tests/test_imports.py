@@ -1,0 +1,146 @@
+"""No import circle in npresnet: every module imports alone, and the intra-package import graph is acyclic.
+
+The graph is read from the source (``ast``), not from what happens to be imported at run
+time, and it counts imports inside functions too (a lazy import is still a dependency; the
+only ones allowed are downward, which the acyclicity check enforces like any other).
+It also pins the layering the README's architecture section states: the lower layers
+never import the higher ones.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import npresnet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(npresnet.__file__)))
+MODULES = sorted(["npresnet"] + [m.name for m in pkgutil.walk_packages(npresnet.__path__, "npresnet.")])
+
+
+def _source_path(module: str) -> str:
+    base = os.path.join(ROOT, *module.split("."))
+    return os.path.join(base, "__init__.py") if os.path.isdir(base) else base + ".py"
+
+
+def _imports(module: str) -> set[str]:
+    """npresnet modules that ``module`` imports anywhere in its source (top level or inside functions)."""
+    path = _source_path(module)
+    package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module or ""
+            # "from . import functional" names a module; "from .shapes import pair" names the module shapes
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
+        else:
+            continue
+        for name in names:
+            while name and name not in MODULES:  # "npresnet.nn.layers.Conv2d" -> "npresnet.nn.layers"
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                found.add(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    """Explicit imports only. Python also runs a module's parent ``__init__`` first, but that implicit
+    step names nothing from the parent, so it cannot close a circle by itself; an explicit import of a
+    package (``from ..nn import Conv2d``) is an edge to its ``__init__`` and is counted."""
+    return {m: _imports(m) for m in MODULES}
+
+
+def _find_cycle(graph):
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = dict.fromkeys(graph, WHITE)
+    stack = []
+
+    def visit(node):
+        colour[node] = GREY
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if colour[nxt] == GREY:
+                return stack[stack.index(nxt):] + [nxt]
+            if colour[nxt] == WHITE:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        colour[node] = BLACK
+        return None
+
+    for node in sorted(graph):
+        if colour[node] == WHITE:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_walk_found_the_package():
+    assert {"npresnet.functional", "npresnet.fast.model", "npresnet.models.resnet", "npresnet.nn.layers",
+            "npresnet.shapes", "npresnet.workspace"} <= set(MODULES)
+
+
+def test_the_import_graph_is_acyclic():
+    graph = _graph()
+    assert graph["npresnet.fast.model"] >= {"npresnet.nn.inputs", "npresnet.shapes"}  # the parser sees edges
+    assert _find_cycle(graph) is None, " -> ".join(_find_cycle(graph))
+
+
+def test_a_planted_cycle_is_found():
+    """The checker itself can fail."""
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+LAYERS = [
+    {"npresnet.backend", "npresnet.errors", "npresnet._atomic"},
+    {"npresnet.shapes", "npresnet.workspace", "npresnet.weights"},
+    {"npresnet.functional"},
+    {"npresnet.nn"},
+    {"npresnet.models"},
+    {"npresnet.fast"},
+]
+
+
+def _layer(module: str):
+    for index, layer in enumerate(LAYERS):
+        if any(module == m or module.startswith(m + ".") for m in layer):
+            return index
+    return None
+
+
+def test_imports_point_down_the_layers():
+    """backend → shapes/workspace/weights → functional → nn → models → fast: no module imports a higher layer."""
+    graph = _graph()
+    wrong = []
+    for module, targets in graph.items():
+        here = _layer(module)
+        if here is None:
+            continue
+        for target in targets:
+            there = _layer(target)
+            if there is not None and there > here:
+                wrong.append(f"{module} imports {target}")
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_each_module_imports_alone(module):
+    """In a fresh interpreter, importing the module first (nothing else preloaded) succeeds."""
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
