@@ -13,6 +13,12 @@ from npresnet.fast import fuse
 TOLERANCE = {"float32": 1e-3, "float64": 1e-9}
 """Largest ``max|a - b| / max|b|`` against PyTorch's logits an engine may show before it is refused."""
 
+TF32_TOLERANCE = 5e-2
+"""The same bound for an engine whose GEMMs round their inputs to TF32 (10 mantissa bits, so ~5e-4 per
+product, compounded over the network's depth): it is a different precision, not a wrong answer."""
+
+TF32_ENGINES = ("torch-tf32",)
+
 
 def build_model(arch: str, dtype: str, seed: int = 0):
     """An npresnet model with seeded weights and randomised batch-norm statistics and affine parameters."""
@@ -67,7 +73,7 @@ def make_engines(arch, model, x_shape, dtype, threads, wanted, directory, backen
         engines["reference"] = lambda x: sync(npresnet.to_numpy(xp_model(x)))
     if "fast" in wanted:
         engines["fast"] = lambda x: sync(npresnet.to_numpy(fused(x)))
-    need_torch = bool({"torch", "onnxruntime"} & set(wanted))
+    need_torch = bool({"torch", "torch-tf32", "onnxruntime"} & set(wanted))
     try:
         import torch
 
@@ -75,19 +81,62 @@ def make_engines(arch, model, x_shape, dtype, threads, wanted, directory, backen
         tv = torch_model(arch, model, dtype) if need_torch else None
     except ImportError as exc:
         tv = None
-        skipped["torch"] = skipped["onnxruntime"] = f"torch not importable ({exc})"
-    if tv is not None and "torch" in wanted:
+        skipped["torch"] = skipped["torch-tf32"] = skipped["onnxruntime"] = f"torch not importable ({exc})"
+    if tv is not None and backend == "cupy":  # like for like: PyTorch on the same GPU, input already there
+        engines.update(_torch_gpu_engines(tv, wanted))
+    elif tv is not None and "torch" in wanted:
         def run_torch(x):
             with torch.inference_mode():
                 return tv(torch.from_numpy(npresnet.to_numpy(x))).numpy()
         engines["torch"] = run_torch
-    if tv is not None and "onnxruntime" in wanted:
+    if "torch-tf32" in wanted and backend != "cupy":
+        skipped["torch-tf32"] = "TF32 is a GPU precision mode; it is timed with --backend cupy"
+    if tv is not None and "onnxruntime" in wanted and backend == "cupy":
+        skipped["onnxruntime"] = "ONNX Runtime runs on the CPU here; it is compared with --backend numpy"
+    elif tv is not None and "onnxruntime" in wanted:
         try:
             session = onnx_session(tv, x_shape, dtype, threads, directory)
             engines["onnxruntime"] = lambda x: session.run(None, {"x": npresnet.to_numpy(x)})[0]
         except ImportError as exc:
             skipped["onnxruntime"] = f"onnx/onnxruntime not importable ({exc})"
     return engines, skipped
+
+
+def set_torch_tf32(enabled: bool) -> None:
+    """Switch PyTorch's float32 GEMMs and cuDNN convolutions between IEEE float32 and TF32, explicitly:
+    torch's defaults differ between matmul (IEEE) and cuDNN (TF32), so both are always set."""
+    import torch
+
+    precision = "tf32" if enabled else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+
+
+def _torch_gpu_engines(tv, wanted) -> dict:
+    """``torch`` (float32, TF32 off: the oracle) and ``torch-tf32`` on the GPU.
+
+    Each engine takes the host input, keeps one device copy of the last input it saw (so the
+    timed call starts from data already on the GPU, as npresnet's CuPy engines do), and returns
+    the logits on the host: ``.cpu()`` waits for the GPU, like the CuPy engines' synchronise.
+    """
+    import torch
+
+    tv = tv.cuda()
+    last = {}
+
+    def on_device(x):
+        if last.get("host") is not x:
+            last["host"], last["device"] = x, torch.from_numpy(npresnet.to_numpy(x)).cuda()
+        return last["device"]
+
+    def engine(tf32):
+        def run(x):
+            set_torch_tf32(tf32)
+            with torch.inference_mode():
+                return tv(on_device(x)).cpu().numpy()
+        return run
+
+    return {name: engine(tf32) for name, tf32 in (("torch", False), ("torch-tf32", True)) if name in wanted}
 
 
 def _synchroniser(backend):

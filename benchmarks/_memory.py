@@ -34,16 +34,51 @@ def _release_freed_memory() -> None:
         pass
 
 
+def _device_allocator(engine: str):
+    """``(reset, peak_bytes)`` for the GPU memory an engine's allocator reserves: CuPy's default pool for
+    npresnet, PyTorch's caching allocator for torch. Both keep freed blocks, so growth of what they
+    hold is the high-water mark of the forward passes (fragmentation included, alike for both)."""
+    if engine.startswith("torch"):
+        import torch
+
+        def reset():
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            return torch.cuda.memory_reserved()
+
+        def peak(before):
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_reserved() - before
+        return reset, peak
+    import cupy
+
+    pool = cupy.get_default_memory_pool()
+
+    def reset():
+        cupy.cuda.Device().synchronize()
+        pool.free_all_blocks()  # drop cached blocks; what stays is live (the weights, the input)
+        return pool.total_bytes()
+
+    def peak(before):
+        cupy.cuda.Device().synchronize()
+        return pool.total_bytes() - before
+    return reset, peak
+
+
 def probe_memory(args) -> dict:
-    """Peak extra resident memory (and tracemalloc peak) of one engine's forward passes, in this process."""
+    """Peak extra resident memory (and tracemalloc peak) of one engine's forward passes, in this process;
+    with ``--backend cupy`` also the peak extra GPU memory its allocator reserves."""
     model = build_model(args.arch[0], args.dtype)
     x = np.random.default_rng(0).standard_normal((args.batch[0], 3, args.size, args.size)).astype(args.dtype)
     with tempfile.TemporaryDirectory() as directory:
         engines, skipped = make_engines(args.arch[0], model, x.shape, args.dtype, args.threads, [args.probe],
-                                        directory)
+                                        directory, args.backend)
         if args.probe not in engines:
             return {"engine": args.probe, "skipped": skipped.get(args.probe, "unavailable")}
         run = engines[args.probe]
+        if args.backend == "cupy":
+            return {"engine": args.probe, **_device_peak(args, run, x)}
         _release_freed_memory()
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM (peak RSS) to the current RSS
@@ -57,15 +92,30 @@ def probe_memory(args) -> dict:
     return {"engine": args.probe, "peak_rss_bytes": (peak - before) * 1024, "traced_peak_bytes": traced}
 
 
+def _device_peak(args, run, x) -> dict:
+    """GPU counterpart of the RSS probe: the input is on the device before the baseline (npresnet's
+    engines get a CuPy array; the torch engines copy theirs in on the first call, counted: < 1 % here)."""
+    import npresnet
+
+    if not args.probe.startswith("torch"):
+        x = npresnet.to_backend(x, "cupy")
+    reset, peak = _device_allocator(args.probe)
+    before = reset()
+    run(x)
+    run(x)
+    return {"peak_device_bytes": peak(before)}
+
+
 def measure_memory(args, arch, batch, engines) -> dict:
     """Run :func:`probe_memory` in ``--memory-repeats`` fresh subprocesses per engine; ``{engine: dict}``
     with the median of each figure (PyTorch's RSS peak varies by ~2× from process to process)."""
-    if not os.path.exists("/proc/self/clear_refs"):
+    if args.backend == "numpy" and not os.path.exists("/proc/self/clear_refs"):
         return {}
     results = {}
     for engine in engines:
         cmd = [sys.executable, BENCH, "--probe", engine, "--arch", arch, "--batch", str(batch),
-               "--size", str(args.size), "--dtype", args.dtype, "--threads", str(args.threads)]
+               "--size", str(args.size), "--dtype", args.dtype, "--threads", str(args.threads),
+               "--backend", args.backend]
         probes = []
         for _ in range(args.memory_repeats):
             proc = subprocess.run(cmd, capture_output=True, text=True,
@@ -77,8 +127,8 @@ def measure_memory(args, arch, batch, engines) -> dict:
                 break
             probes.append(json.loads(lines[-1]))
         if probes and "skipped" not in probes[0]:
-            results[engine] = {key: float(np.median([p[key] for p in probes]))
-                               for key in ("peak_rss_bytes", "traced_peak_bytes")}
+            keys = [key for key in ("peak_rss_bytes", "traced_peak_bytes", "peak_device_bytes") if key in probes[0]]
+            results[engine] = {key: float(np.median([p[key] for p in probes])) for key in keys}
     return results
 
 

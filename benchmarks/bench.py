@@ -51,13 +51,13 @@ for path in (ROOT, HERE):  # run from a checkout without installing; the harness
         sys.path.insert(0, path)
 
 import npresnet  # noqa: E402
-from _engines import TOLERANCE, build_model, make_engines, relative_error  # noqa: E402
+from _engines import TF32_ENGINES, TF32_TOLERANCE, TOLERANCE, build_model, make_engines, relative_error  # noqa: E402
 from _machine import machine_description, sgemm_rate  # noqa: E402
 from _memory import _thread_env, measure_memory, probe_memory  # noqa: E402
 from _profile import profile_fast  # noqa: E402
 from _report import HEADER, format_markdown, format_row, write_atomically  # noqa: E402
 
-ENGINES = ("reference", "fast", "torch", "onnxruntime")
+ENGINES = ("reference", "fast", "torch", "torch-tf32", "onnxruntime")
 
 
 # ---------------------------------------------------------------------------- timing
@@ -94,7 +94,7 @@ def run_config(args, arch, batch, gemm_gflops, directory, corrupt=None) -> list[
         raise SystemExit(f"PyTorch is needed as the oracle and the baseline: {skipped.get('torch')}")
     if args.backend != "numpy":
         x_backend = npresnet.to_backend(x, args.backend)
-        numpy_engines = {"torch", "onnxruntime"}
+        numpy_engines = {"torch", "torch-tf32", "onnxruntime"}  # they move their own input
         engines = {name: (run if name in numpy_engines else (lambda run: lambda _x: run(x_backend))(run))
                    for name, run in engines.items()}
     expected = engines["torch"](x)
@@ -103,9 +103,10 @@ def run_config(args, arch, batch, gemm_gflops, directory, corrupt=None) -> list[
         if name == corrupt:  # the harness's own test: a wrong answer must be refused
             got = got + 0.1 * np.abs(expected).max()
         error = relative_error(got, expected)
-        if not error <= TOLERANCE[args.dtype]:
+        tolerance = TF32_TOLERANCE if name in TF32_ENGINES else TOLERANCE[args.dtype]
+        if not error <= tolerance:
             raise SystemExit(f"REFUSED: {name} logits disagree with PyTorch's for {arch} batch {batch} "
-                             f"({error:.2e} > {TOLERANCE[args.dtype]:.0e}); not timing a wrong answer")
+                             f"({error:.2e} > {tolerance:.0e}); not timing a wrong answer")
     macs = summarize(model, (args.size, args.size), batch=batch).total_macs
     times = time_round_robin(engines, x, args.warmup, args.repeats, args.gap)
     memory = measure_memory(args, arch, batch, list(engines)) if args.memory else {}
@@ -122,6 +123,7 @@ def run_config(args, arch, batch, gemm_gflops, directory, corrupt=None) -> list[
             "images_per_s": batch / median, "ratio_to_torch": median / torch_median,
             "gflops": 2 * macs / median / 1e9, "gemm_fraction": 2 * macs / median / 1e9 / gemm_gflops,
             "macs": macs, "peak_rss_mb": mem.get("peak_rss_bytes", float("nan")) / 2**20,
+            "peak_device_mb": mem.get("peak_device_bytes", float("nan")) / 2**20,
             "traced_mb": (mem["traced_peak_bytes"] / 2**20 if name in ("reference", "fast") and "traced_peak_bytes" in mem
                           else float("nan")),
             "relative_error": relative_error(engines[name](x), expected),
