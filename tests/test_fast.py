@@ -52,17 +52,18 @@ def resnet50_pair():
 
 # --------------------------------------------------------------------------- whole models
 @pytest.mark.parametrize("name", ARCHITECTURE_NAMES)
-def test_every_architecture_matches_torchvision_float32(name):
+def test_every_architecture_matches_torchvision_float32(name, backend):
     """Within float32 rounding: no further from torchvision-in-float64 than torchvision-in-float32 is.
 
     The deep models (ResNet-152: 50 blocks) amplify rounding; torch's own float32 logits sit
     ~2e-4 (relative to their scale) from its float64 ones there, so a fixed bound would be either
     loose for ResNet-18 or flaky for ResNet-152. The bound is 3× torch's own float32 error.
+    Runs on every backend (CuPy skipped with the reason where no GPU is usable).
     """
     tv, model = _pair_models(name)
     x = _input((2, 3, 40, 48))
     expected = torch_forward(tv, x)
-    out = fuse(model)(x)
+    out = backend.get(fuse(model.to(backend.name))(backend.put(x)))
     assert out.dtype == np.float32 and out.shape == expected.shape == (2, 1000)
     exact = torch_forward(tv.double(), x.astype(np.float64))
     torch_error = relative_error(expected, exact)
@@ -71,10 +72,10 @@ def test_every_architecture_matches_torchvision_float32(name):
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
-def test_float64_matches_torchvision_to_1e_10(name):
+def test_float64_matches_torchvision_to_1e_10(name, backend):
     tv, model = _pair_models(name, dtype=torch.float64)
     x = _input((2, 3, 33, 29), dtype=np.float64)
-    out = fuse(model)(x)
+    out = backend.get(fuse(model.to(backend.name))(backend.put(x)))
     assert out.dtype == np.float64
     assert relative_error(out, torch_forward(tv, x)) < F64_TOL
 
