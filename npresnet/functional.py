@@ -568,8 +568,13 @@ def max_pool2d_backward(grad_output, indices, input_shape):
             f"input_shape {input_shape} must agree on every axis but the last two"
         )
     planes, HW = math.prod(input_shape[:-2]), input_shape[-2] * input_shape[-1]
-    flat = indices.reshape(planes, -1) + (xp.arange(planes) * HW)[:, None]  # index into the whole input
-    grad = xp.bincount(flat.ravel(), weights=grad_output.reshape(-1), minlength=planes * HW)  # scatter-add
+    indices = indices.reshape(planes, -1)
+    # A dilated window can fall wholly in the padding: it saw no input, its index points past the
+    # plane, and its gradient goes nowhere (torch writes it out of bounds).
+    inside = (indices >= 0) & (indices < HW)
+    flat = xp.where(inside, indices, 0) + (xp.arange(planes) * HW)[:, None]  # index into the whole input
+    weights = xp.where(inside, grad_output.reshape(planes, -1), 0)
+    grad = xp.bincount(flat.ravel(), weights=weights.ravel(), minlength=planes * HW)  # scatter-add
     return grad.astype(grad_output.dtype, copy=False).reshape(input_shape)
 
 

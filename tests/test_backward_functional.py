@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import npresnet.functional as nf
@@ -179,12 +179,26 @@ def test_max_pool2d_ties_pick_the_first_max_as_torch():
 def test_max_pool2d_backward_matches_autograd(backend, config, seed, ties, dtype):
     x = _pool_input(config, seed, ties)
     g = np.random.default_rng(seed + 1).uniform(-1, 1, config.output_shape())
+    # torch 2.14 writes out of bounds (heap corruption) for a dilated window wholly in the padding;
+    # test_max_pool2d_backward_drops_windows_that_saw_no_input covers those
+    assume(not np.isneginf(nf.max_pool2d(x, **config.kwargs())).any())
     (expected,) = _torch_grads(lambda x: TF.max_pool2d(x, **config.kwargs()), (x,), g)
     _, idx = nf.max_pool2d(backend.put(x.astype(dtype)), return_indices=True, **config.kwargs())
     got = backend.get(nf.max_pool2d_backward(backend.put(g.astype(dtype)), idx, x.shape))
     assert got.dtype == dtype and got.shape == x.shape
     # each input gathers at most kh*kw gradients: one rounding per addition
     assert relative_error(got, expected) <= (F64 if dtype == np.float64 else 1e-5)
+
+
+def test_max_pool2d_backward_drops_windows_that_saw_no_input():
+    """kernel 2, dilation 3, padding 1 on a 2x2 input: the window's taps are rows/columns -1 and 2,
+    both outside. Its output is -inf, and its gradient reaches no input element."""
+    x = np.arange(4.0).reshape(1, 1, 2, 2)
+    out, idx = nf.max_pool2d(x, 2, stride=2, padding=1, dilation=3, return_indices=True)
+    assert out.shape == (1, 1, 1, 1) and np.isneginf(out).all()
+    t_out, t_idx = TF.max_pool2d(torch.from_numpy(x), 2, stride=2, padding=1, dilation=3, return_indices=True)
+    np.testing.assert_array_equal(idx, t_idx.numpy())  # torch's forward agrees; its backward corrupts memory
+    np.testing.assert_array_equal(nf.max_pool2d_backward(np.ones((1, 1, 1, 1)), idx, x.shape), np.zeros_like(x))
 
 
 @given(config=pool2d_configs("avg"), seed=st.integers(0, 2**16), dtype=st.sampled_from([np.float64, np.float32]))
@@ -229,17 +243,15 @@ def test_batch_norm_backward_matches_autograd(backend, shape, affine, training, 
     expected = _torch_grads(fn, (x, w, b), g)
     put = lambda a: None if a is None else backend.put(a.astype(dtype))
     got = nf.batch_norm_backward(put(g), put(x), put(w), put(rm), put(rv), training=training)
-    # float32: the input gradient cancels (it is g minus its projections), so bound the error against
-    # the size of the terms, max|g| * max|weight| / std, rather than against the (possibly tiny) result
+    # the input gradient cancels (it is g minus its projections; with 2 values per channel it is ~0),
+    # so bound the error against the size of its terms, max|g| * max|weight| / std, rather than against the (possibly tiny) result
     invstd = 1 / np.sqrt((x.var(axis=(0, 2, 3)) if training else rv) + 1e-5)
     term_scale = [np.abs(g).max() * np.max(invstd * (1 if w is None else abs(w))), 0, 0]
 
     def check(ours, ref, i):
         ours = backend.get(ours).astype(np.float64)
-        if dtype == np.float64:
-            assert relative_error(ours, ref) <= F64, i
-        else:  # sums over up to 100 values, then a normalisation
-            assert np.abs(ours - ref).max() <= 1e-4 * max(term_scale[i], np.abs(ref).max()), i
+        bound = F64 if dtype == np.float64 else 1e-4  # float32: sums over up to 100 values, then a normalisation
+        assert np.abs(ours - ref).max() <= bound * max(term_scale[i], np.abs(ref).max()), i
 
     check(got[0], expected[0], 0)
     if affine:
@@ -349,7 +361,8 @@ def test_pool_backward_matches_finite_differences(config, seed):
     g = np.random.default_rng(seed + 1).uniform(-1, 1, config.output_shape())
     kw = config.kwargs()
     if config.kind == "max":
-        loss = lambda: float(np.sum(nf.max_pool2d(x, **kw) * g))
+        g[np.isneginf(nf.max_pool2d(x, **kw))] = 0  # windows wholly in the padding: no input, no gradient
+        loss = lambda: float(np.sum(nf.max_pool2d(x, **kw) * g, where=g != 0))
         _, idx = nf.max_pool2d(x, return_indices=True, **kw)
         grad = nf.max_pool2d_backward(g, idx, x.shape)
     else:
