@@ -244,7 +244,7 @@ def test_batch_norm_backward_matches_autograd(backend, shape, affine, training, 
     put = lambda a: None if a is None else backend.put(a.astype(dtype))
     got = nf.batch_norm_backward(put(g), put(x), put(w), put(rm), put(rv), training=training)
     # the input gradient cancels (it is g minus its projections; with 2 values per channel it is ~0),
-    # so bound the error against the size of its terms, max|g| * max|weight| / std, rather than against the (possibly tiny) result
+    # so bound the error against the size of its terms, max|g| * max|weight| / std, not the (tiny) result
     invstd = 1 / np.sqrt((x.var(axis=(0, 2, 3)) if training else rv) + 1e-5)
     term_scale = [np.abs(g).max() * np.max(invstd * (1 if w is None else abs(w))), 0, 0]
 
