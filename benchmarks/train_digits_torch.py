@@ -33,8 +33,10 @@ def train_torch(config: TrainConfig, state_dict, data):
     import torchvision
 
     model = getattr(torchvision.models, config.arch)(num_classes=10)
+    model = model.to(torch.float64 if data[0].dtype == np.float64 else torch.float32)
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
-    x_train, y_train, x_test, y_test = (torch.from_numpy(a) for a in data)
+    x_train, y_train = data[:2]
+    x_test, y_test = torch.from_numpy(data[2]), torch.from_numpy(data[3])
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
@@ -43,9 +45,8 @@ def train_torch(config: TrainConfig, state_dict, data):
         model.train()
         history["lr"].append(opt.param_groups[0]["lr"])
         losses = []
-        for index in epoch_batches(len(x_train), config.batch_size, epoch, config.seed):
-            index = torch.from_numpy(index)
-            loss = TF.cross_entropy(model(x_train[index]), y_train[index])
+        for x, y in epoch_batches(x_train, y_train, config, epoch):
+            loss = TF.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -84,17 +85,19 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--shift", type=int, default=defaults.shift)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--train-subset", type=int, default=None, help="train on the first N training images")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     args = parser.parse_args(argv)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     config = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed)
-    ours, theirs, (t_ours, t_torch) = run_both(config, args.train_subset)
+                         lr=args.lr, shift=args.shift, seed=args.seed)
+    ours, theirs, (t_ours, t_torch) = run_both(config, args.train_subset, dtype=args.dtype)
     print(f"{'epoch':>5} {'npresnet acc':>13} {'torch acc':>10} {'npresnet loss':>14} {'torch loss':>11}")
     for e in range(config.epochs):
         print(f"{e + 1:5d} {100 * ours['test_accuracy'][e]:12.2f}% {100 * theirs['test_accuracy'][e]:9.2f}% "

@@ -47,6 +47,8 @@ class TrainConfig:
     epochs, batch_size : int
     lr, momentum, weight_decay : float
         SGD; the learning rate follows a cosine from ``lr`` to 0 over ``epochs``.
+    shift : int
+        Random translation of the training images by up to this many original pixels (0: none).
     test_fraction : float
         Held out, never trained on.
     seed : int
@@ -59,6 +61,7 @@ class TrainConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    shift: int = 1
     test_fraction: float = 0.2
     seed: int = 0
 
@@ -71,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be in [1, {MAX_EPOCHS}], got {self.epochs!r}")
         if not (isinstance(self.batch_size, int) and 2 <= self.batch_size <= MAX_BATCH):
             raise ValueError(f"batch_size must be in [2, {MAX_BATCH}] (batch norm needs 2), got {self.batch_size!r}")
+        if not (isinstance(self.shift, int) and 0 <= self.shift <= 3):
+            raise ValueError(f"shift must be an int in [0, 3], got {self.shift!r}")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction!r}")
         for name in ("lr", "momentum", "weight_decay"):
@@ -106,15 +111,31 @@ def load_digits_split(size: int = 16, test_fraction: float = 0.2, seed: int = 0,
     return x[train], labels[train], x[test], labels[test]
 
 
-def epoch_batches(n: int, batch_size: int, epoch: int, seed: int) -> list:
-    """Index arrays of the mini-batches of one epoch: a permutation seeded by ``(seed, epoch)``.
+def epoch_batches(x, y, config: TrainConfig, epoch: int):
+    """The mini-batches of one epoch: ``[(x_batch, y_batch), ...]``, seeded by ``(config.seed, epoch)``.
 
+    The training images are shuffled, and with ``config.shift > 0`` each image is translated by a
+    random whole number of original (8×8) pixels in ``[-shift, shift]`` along each axis, the
+    uncovered border filled with the background (data augmentation: the digits are small and few).
     A final batch of a single sample is merged into the previous one (batch norm needs two values).
     """
-    order = numpy.random.default_rng([seed, epoch]).permutation(n)
-    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2:] = [numpy.concatenate(batches[-2:])]
+    rng = numpy.random.default_rng([config.seed, epoch])
+    order = rng.permutation(len(x))
+    index = [order[i : i + config.batch_size] for i in range(0, len(x), config.batch_size)]
+    if len(index) > 1 and len(index[-1]) == 1:
+        index[-2:] = [numpy.concatenate(index[-2:])]
+    batches = []
+    for idx in index:
+        xb = x[idx]
+        if config.shift:
+            step = config.size // 8  # one original pixel
+            pad = config.shift * step
+            background = x.min()  # a blank pixel, after standardisation
+            padded = numpy.pad(xb, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=background)
+            offsets = rng.integers(-config.shift, config.shift + 1, size=(len(idx), 2)) * step + pad
+            xb = numpy.stack([padded[n, :, oy : oy + config.size, ox : ox + config.size]
+                              for n, (oy, ox) in enumerate(offsets)])
+        batches.append((xb, y[idx]))
     return batches
 
 
@@ -161,11 +182,10 @@ def train_digits(config: TrainConfig = TrainConfig(), model=None, data=None, on_
     history = {"batch_loss": [], "train_loss": [], "test_loss": [], "test_accuracy": [], "lr": []}
     for epoch in range(config.epochs):
         model.train()
-        batches = epoch_batches(len(x_train), config.batch_size, epoch, config.seed)
+        batches = epoch_batches(x_train, y_train, config, epoch)
         losses = []
         history["lr"].append(optimizer.lr)
-        for i, index in enumerate(batches):
-            x, y = x_train[index], y_train[index]
+        for i, (x, y) in enumerate(batches):
             logits = model(x)                                   # (B, 10); layers save what backward needs
             loss = float(F.cross_entropy(logits, y))
             model.backward(F.cross_entropy_backward(1.0, logits, y))  # grads into each module
