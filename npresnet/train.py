@@ -56,9 +56,9 @@ class TrainConfig:
 
     arch: str = "resnet18"
     size: int = 16
-    epochs: int = 8
+    epochs: int = 10
     batch_size: int = 32
-    lr: float = 0.05
+    lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 5e-4
     shift: int = 1

@@ -82,6 +82,10 @@ def test_conv2d_backward_matches_autograd(backend, config, dtype):
     for name, ours, ref, mag, n in zip(names, got, expected, magnitude + [None], (n_input, n_weight)):
         bound = 2 * (_gamma(n + 1, np.float32) * mag) + 2 * np.finfo(np.float32).eps * abs(ref) + 1e-30
         assert np.all(abs(backend.get(ours).astype(np.float64) - ref) <= bound), (name, config)
+    if b is not None:  # grad_bias: a sum of N*out_h*out_w values of g
+        axes = tuple(i for i in range(g.ndim) if i != g.ndim - 3)  # all but the channel axis
+        bound = 2 * _gamma(n_weight + 1, np.float32) * abs(g).sum(axis=axes)
+        assert np.all(abs(backend.get(got[2]).astype(np.float64) - expected[2]) <= bound + 1e-30)
     assert backend.get(got[2]).dtype == np.float32
 
 
