@@ -949,7 +949,7 @@ def relu(input, inplace=False):
 
 
 def relu_backward(grad_output, output):
-    """Gradient of :func:`relu`: ``grad_output`` where the output is positive, 0 elsewhere (as torch, 0 at 0).
+    """Gradient of :func:`relu`: 0 where the output is <= 0, ``grad_output`` elsewhere (as torch: 0 at 0).
 
     ``output`` (not the input) is enough, so an in-place ReLU can be differentiated.
     """
@@ -957,7 +957,7 @@ def relu_backward(grad_output, output):
     if _shape(grad_output) != _shape(output):
         raise ValueError(f"relu_backward: grad_output {_shape(grad_output)} must have output's shape {_shape(output)}")
     xp = get_array_module(grad_output, output)
-    return xp.where(output > 0, grad_output, grad_output.dtype.type(0))
+    return xp.where(output <= 0, grad_output.dtype.type(0), grad_output)  # NaN passes its gradient, as torch
 
 
 # --------------------------------------------------------------------------- loss

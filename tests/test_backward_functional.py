@@ -284,6 +284,7 @@ def test_linear_backward_matches_autograd(backend, lead, fin, fout, dtype):
 def test_relu_backward_matches_autograd(backend, shape, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(-2, 3, shape).astype(np.float64)  # exact zeros: the gradient there is 0, as torch
+    x.flat[0] = np.nan  # NaN passes its gradient through, as torch's threshold_backward
     g = rng.uniform(-1, 1, shape)
     (expected,) = _torch_grads(TF.relu, (x,), g)
     out = nf.relu(backend.put(x))
