@@ -8,8 +8,9 @@ hits both; the median and the spread (min–max) of the per-step times are repor
 ratio. Both start from the same weights and batch; their losses are compared before timing.
 
 Memory: each engine runs in a fresh subprocess that builds the model and optimiser, takes one
-warm-up step (momentum buffers and gradients now exist), notes its resident set size (RSS), takes
-two more steps and reports ``peak RSS (ru_maxrss) - RSS before the timed steps``: the transient
+warm-up step (momentum buffers and gradients now exist), notes its resident set size (RSS), resets
+the kernel's peak-RSS mark (``/proc/self/clear_refs``; Linux), takes two more steps and reports
+``peak RSS (VmHWM) - RSS before``: the transient
 memory of a step (activations saved for backward, gradients, workspaces) measured the same way for
 both. For npresnet, tracemalloc's peak of NumPy's allocations during one step is printed as well.
 
@@ -83,13 +84,22 @@ def _memory_child(engine, batch, size):
     import tracemalloc
 
     step, _ = _setup(engine, batch, size)
-    step()  # warm-up: gradients and momentum buffers allocated
     page = os.sysconf("SC_PAGE_SIZE")
     with open("/proc/self/statm") as f:
         rss_before = int(f.read().split()[1]) * page
-    step()
-    step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:  # reset the kernel's peak-RSS mark (VmHWM), so setup and warm-up do not count
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        reset = True
+    except OSError:
+        reset = False
+    for _ in range(3):
+        step()
+    if reset:
+        with open("/proc/self/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     traced = ""
     if engine == "npresnet":
         tracemalloc.start()
@@ -179,7 +189,7 @@ def main(argv=None) -> int:
 
     if not args.no_memory:
         mem_ours, mem_torch = _memory("npresnet", args), _memory("torch", args)
-        print("transient memory of a step (peak RSS - RSS before, fresh process each):")
+        print("memory added by training, 3 steps (peak RSS - RSS after building the model, fresh process each):")
         print(f"  npresnet {mem_ours[0] / 2**20:8.1f} MiB (tracemalloc peak of NumPy allocations: "
               f"{mem_ours[1] / 2**20:.1f} MiB)")
         print(f"  torch    {mem_torch[0] / 2**20:8.1f} MiB")
