@@ -34,13 +34,24 @@ from .workspace import resolve_workspace_bytes, workspace_chunks
 
 __all__ = [
     "im2col",
+    "col2im",
     "conv2d",
+    "conv2d_backward",
     "max_pool2d",
+    "max_pool2d_backward",
     "avg_pool2d",
+    "avg_pool2d_backward",
     "adaptive_avg_pool2d",
+    "adaptive_avg_pool2d_backward",
     "batch_norm",
+    "batch_norm_backward",
     "linear",
+    "linear_backward",
     "relu",
+    "relu_backward",
+    "log_softmax",
+    "cross_entropy",
+    "cross_entropy_backward",
     # shape-only checks: the output shape each layer would return, with the same errors
     "conv2d_output_shape", "max_pool2d_output_shape", "avg_pool2d_output_shape",
     "adaptive_avg_pool2d_output_shape", "linear_output_shape", "batch_norm_output_shape", "relu_output_shape",
@@ -180,6 +191,89 @@ def im2col(input, kernel_size, dilation=1, padding=0, stride=1):
     return out[0] if unbatched else out
 
 
+def _add_windows(xp, hw, lead, kernel, stride, padding, dilation, out_hw, dtype, window_grad):
+    """The adjoint of reading windows (:func:`_columns`, the pools): add each kernel offset's window
+    gradient back into the input positions it read.
+
+    Parameters
+    ----------
+    hw : (int, int)
+        ``(H, W)`` of the input the windows were taken from.
+    lead : tuple
+        Leading axes of that input (``(N, C)`` for pooling, ``(C, N)`` for im2col columns).
+    padding : (int, int)
+        Top and left padding; outputs that read past the bottom/right read padding too.
+    window_grad : callable ``(i, j) -> array`` of shape ``lead + (out_h, out_w)`` (or broadcastable to it)
+        The gradient arriving at kernel offset ``(i, j)``'s window.
+
+    Returns
+    -------
+    array, shape ``lead + (H, W)``
+        Overlapping windows add up; a window position that read the padding has no input to go to.
+    """
+    out_h, out_w = out_hw
+    img = xp.zeros(lead + tuple(hw), dtype=dtype)
+    for i, j, t in kernel_taps(tuple(hw), (0, out_h), (0, out_w), kernel, stride, padding, dilation):
+        if t.dst is not None:  # one offset's reads never repeat a pixel, so += on the strided view is exact
+            grad = xp.broadcast_to(window_grad(i, j), lead + (out_h, out_w))
+            img[..., t.src[0], t.src[1]] += grad[..., t.dst[0], t.dst[1]]
+    return img
+
+
+def _col2im_columns(cols, hw, kernel, stride, padding, dilation, out_hw):
+    """The adjoint of :func:`_columns`: ``(C, kh, kw, N, out_h, out_w)`` columns to an ``(N, C, H, W)`` image."""
+    xp = get_array_module(cols)
+    C, N = cols.shape[0], cols.shape[3]
+    img = _add_windows(xp, hw, (C, N), kernel, stride, padding, dilation, out_hw, cols.dtype,
+                       lambda i, j: cols[:, i, j])  # (C, N, H, W)
+    return img.transpose(1, 0, 2, 3)
+
+
+def col2im(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """Sum sliding local blocks back into an image, as ``torch.nn.functional.fold``.
+
+    The adjoint of :func:`im2col`: ``<im2col(x), y> == <x, col2im(y)>`` for every ``x`` and ``y``,
+    so it is the input gradient of im2col. Where windows overlap their entries add up.
+
+    Parameters
+    ----------
+    input : array, shape (N, C*kh*kw, L) or (C*kh*kw, L)
+        Row ``c*kh*kw + i*kw + j`` holds kernel offset ``(i, j)`` of channel ``c``; ``L = out_h * out_w``.
+    output_size : int or (int, int)
+        ``(H, W)`` of the image.
+    kernel_size, dilation, padding, stride : int or (int, int)
+
+    Returns
+    -------
+    array, shape (N, C, H, W) or (C, H, W)
+    """
+    _check_float("input", input)
+    if input.ndim not in (2, 3):
+        raise ValueError(f"col2im: input must be 3-D (N, C*kh*kw, L) or 2-D (C*kh*kw, L), got shape {_shape(input)}")
+    unbatched = input.ndim == 2
+    cols = input[None] if unbatched else input
+    H, W = _positive_pair(output_size, "output_size")
+    N, CK, L = cols.shape
+    kernel, stride = _positive_pair(kernel_size, "kernel_size"), _positive_pair(stride, "stride")
+    dilation, padding = _positive_pair(dilation, "dilation"), _positive_pair(padding, "padding", low=0)
+    try:
+        out_hw = tuple(conv_output_size(n, k, s, p, d)
+                       for n, k, s, p, d in zip((H, W), kernel, stride, padding, dilation))
+    except ValueError as exc:
+        raise ValueError(f"col2im: output_size={(H, W)} is too small for kernel_size={kernel}: {exc}") from None
+    kh, kw = kernel
+    if CK % (kh * kw) or out_hw[0] * out_hw[1] != L:
+        raise ValueError(
+            f"col2im: input of shape {_shape(input)} does not fit output_size={(H, W)}, kernel_size={kernel}, "
+            f"stride={stride}, padding={padding}, dilation={dilation}: "
+            f"expected (N, C*{kh * kw}, {out_hw[0] * out_hw[1]})"
+        )
+    C = CK // (kh * kw)
+    cols = cols.reshape(N, C, kh, kw, *out_hw).transpose(1, 2, 3, 0, 4, 5)  # (C, kh, kw, N, out_h, out_w)
+    out = _col2im_columns(cols, (H, W), kernel, stride, padding, dilation, out_hw)
+    return out[0] if unbatched else out
+
+
 def _conv_padding(padding, kernel, dilation, stride):
     """Resolve conv2d's ``padding`` into ((top, bottom), (left, right))."""
     if isinstance(padding, str):
@@ -287,6 +381,64 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return out[0] if unbatched else out
 
 
+def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1):
+    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    With ``cols = im2col(x)`` the forward is ``out = W @ cols`` per group, so
+
+    * ``grad_weight = grad_out @ cols.T`` (every output pixel's gradient times the window it saw),
+    * ``grad_bias = grad_out`` summed over the batch and the pixels,
+    * ``grad_input = col2im(W.T @ grad_out)``: each window's gradient goes back to the pixels it
+      read, and where windows overlap the contributions add up (col2im is the adjoint of im2col).
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, O, out_h, out_w) or (O, out_h, out_w)
+    input : array, shape (N, C, H, W) or (C, H, W)
+        The input of the forward call.
+    weight : array, shape (O, C // groups, kh, kw)
+    stride, padding, dilation, groups
+        As given to :func:`conv2d` (``padding`` may be ``'same'``/``'valid'``).
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias) : arrays of shapes input.shape, weight.shape, (O,)
+    """
+    x, unbatched = _as_batch("input", input)
+    g = grad_output[None] if unbatched else grad_output
+    _check_float("grad_output", grad_output)
+    _check_same_dtype("grad_output", grad_output, input)
+    _check_same_dtype("weight", weight, input)
+    xp = get_array_module(x, weight, g)
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = weight.shape
+    kernel = (kh, kw)
+    stride = _positive_pair(stride, "stride")
+    dilation = _positive_pair(dilation, "dilation")
+    (pt, pb), (pl, pr) = _conv_padding(padding, kernel, dilation, stride)
+    out_h = _out_size("conv2d_backward", input, "height", H + pb - pt, kh, stride[0], pt, dilation[0])
+    out_w = _out_size("conv2d_backward", input, "width", W + pr - pl, kw, stride[1], pl, dilation[1])
+    if g.shape != (N, O, out_h, out_w):
+        raise ValueError(
+            f"conv2d_backward: grad_output must have the forward output's shape {(N, O, out_h, out_w)}, "
+            f"got {_shape(grad_output)} (input {_shape(input)}, weight {_shape(weight)})"
+        )
+    K, L = Cg * kh * kw, N * out_h * out_w
+    cols = _columns(x, kernel, stride, (pt, pl), dilation, (0, out_h), out_w).reshape(groups, K, L)
+    g_ol = g.transpose(1, 0, 2, 3).reshape(groups, O // groups, L)  # (groups, O/groups, N*out_h*out_w)
+    # grad_weight = g_ol @ cols.T per group, computed as (cols @ g_ol.T).T: the same product, but OpenBLAS
+    # is ~10x slower with the long N*out_h*out_w axis as the inner axis of a 64-row left operand
+    grad_weight = (cols @ g_ol.transpose(0, 2, 1)).transpose(0, 2, 1)  # (groups, O/groups, K)
+    grad_weight = grad_weight.reshape(weight.shape)  # (O, Cg, kh, kw)
+    del cols
+    grad_bias = g_ol.sum(axis=2).reshape(O)
+    w = weight.reshape(groups, O // groups, K)
+    grad_cols = (w.transpose(0, 2, 1) @ g_ol).reshape(C, kh, kw, N, out_h, out_w)  # (groups, K, L), C = groups*Cg
+    grad_input = _col2im_columns(grad_cols, (H, W), kernel, stride, (pt, pl), dilation, (out_h, out_w))
+    grad_input = xp.ascontiguousarray(grad_input)  # (N, C, H, W); what read the padding is dropped
+    return (grad_input[0] if unbatched else grad_input), grad_weight, grad_bias
+
+
 # --------------------------------------------------------------------------- pooling
 def _pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode):
     """Pooling's argument checks and geometry from shapes alone: (kernel, stride, padding, dilation, out_hw)."""
@@ -336,8 +488,8 @@ def _pool_windows(x, out, geometry, reduce):
     return out
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """2-D max pooling, as ``torch.nn.functional.max_pool2d`` (indices are not returned).
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
     Padding behaves as −∞, so it never wins the max; NaN propagates as in PyTorch.
 
@@ -351,17 +503,96 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         At most ``kernel_size // 2``.
     dilation : int or (int, int)
     ceil_mode : bool
+    return_indices : bool
+        Also return, for each output, the flat index ``row * W + col`` of its max within the
+        input's (n, c) plane, as torch (the first max in scan order on ties); see
+        :func:`max_pool2d_backward`.
 
     Returns
     -------
     array, shape (N, C, out_h, out_w)
+        With ``return_indices``, the pair ``(output, indices)``, indices int64 of the same shape.
     """
     x, unbatched = _as_batch("input", input)
     xp = get_array_module(x)
     geometry = _pool_geometry("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
+    if return_indices:
+        out, indices = _max_pool2d_with_indices(x, *geometry)
+        return (out[0], indices[0]) if unbatched else (out, indices)
     out = xp.full(x.shape[:2] + geometry[-1], -math.inf, dtype=x.dtype)  # (N, C, out_h, out_w)
     _pool_windows(x, out, geometry, lambda dst, src: xp.maximum(dst, src, out=dst))  # NaN-propagating
     return out[0] if unbatched else out
+
+
+def _first_valid(xp, out, stride, pad, dilation):
+    """First in-input position of each window along one axis, shape (out,): the window's start
+    ``o*stride - pad``, moved past the padding in steps of ``dilation`` (torch's starting index)."""
+    start = xp.arange(out) * stride - pad
+    skip = (xp.maximum(-start, 0) + dilation - 1) // dilation  # dilated steps spent in the padding
+    return start + skip * dilation
+
+
+def _max_pool2d_with_indices(x, kernel, stride, padding, dilation, out_hw):
+    """Max pooling of (N, C, H, W) ``x`` and torch's indices: ``row * W + col`` of each window's max.
+
+    The kernel offsets are scanned in torch's order (rows, then columns) and a value wins when it is
+    greater than the best so far or NaN, so ties keep the first maximum and a NaN the last NaN, as torch.
+    """
+    xp = get_array_module(x)
+    (sy, sx), (ph, pw), (dy, dx), (out_h, out_w) = stride, padding, dilation, out_hw
+    W = x.shape[-1]
+    rows = xp.arange(out_h) * sy - ph  # input row of kernel row 0, shape (out_h,)
+    cols = xp.arange(out_w) * sx - pw
+    first = _first_valid(xp, out_h, sy, ph, dy)[:, None] * W + _first_valid(xp, out_w, sx, pw, dx)[None, :]
+    out = xp.full(x.shape[:2] + (out_h, out_w), -math.inf, dtype=x.dtype)
+    indices = xp.empty(out.shape, dtype=xp.int64)
+    indices[...] = first  # an all −∞ window reports its first input element, as torch
+    for i, j, t in kernel_taps(x.shape[-2:], (0, out_h), (0, out_w), kernel, stride, padding, dilation):
+        if t.dst is None:
+            continue  # this offset reads only padding (−∞), which never wins
+        view = x[..., t.src[0], t.src[1]]
+        best, best_at = out[..., t.dst[0], t.dst[1]], indices[..., t.dst[0], t.dst[1]]  # views into the results
+        better = (view > best) | xp.isnan(view)
+        xp.copyto(best, view, where=better)
+        xp.copyto(best_at, (rows[t.dst[0]] + i * dy)[:, None] * W + (cols[t.dst[1]] + j * dx)[None, :], where=better)
+    return out, indices
+
+
+def max_pool2d_backward(grad_output, indices, input_shape):
+    """Gradient of :func:`max_pool2d`: each output's gradient goes to the input element that won its max.
+
+    An input element that is the max of several overlapping windows collects all their gradients.
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, C, out_h, out_w) or (C, out_h, out_w)
+    indices : integer array, same shape
+        From ``max_pool2d(..., return_indices=True)``: ``row * W + col`` within each (n, c) plane.
+    input_shape : tuple
+        ``(N, C, H, W)`` or ``(C, H, W)`` of the forward input.
+
+    Returns
+    -------
+    array, shape ``input_shape``
+    """
+    _check_float("grad_output", grad_output)
+    xp = get_array_module(grad_output, indices)
+    input_shape = tuple(int(s) for s in input_shape)
+    if _shape(indices) != _shape(grad_output) or len(input_shape) != grad_output.ndim or \
+            input_shape[:-2] != _shape(grad_output)[:-2]:
+        raise ValueError(
+            f"max_pool2d_backward: grad_output {_shape(grad_output)}, indices {_shape(indices)} and "
+            f"input_shape {input_shape} must agree on every axis but the last two"
+        )
+    planes, HW = math.prod(input_shape[:-2]), input_shape[-2] * input_shape[-1]
+    indices = indices.reshape(planes, -1)
+    # A dilated window can fall wholly in the padding: it saw no input, its index points past the
+    # plane, and its gradient goes nowhere (torch writes it out of bounds).
+    inside = (indices >= 0) & (indices < HW)
+    flat = xp.where(inside, indices, 0) + (xp.arange(planes) * HW)[:, None]  # index into the whole input
+    weights = xp.where(inside, grad_output.reshape(planes, -1), 0)
+    grad = xp.bincount(flat.ravel(), weights=weights.ravel(), minlength=planes * HW)  # scatter-add
+    return grad.astype(grad_output.dtype, copy=False).reshape(input_shape)
 
 
 def _avg_divisor(xp, size, kernel, stride, pad, out, count_include_pad, dtype):
@@ -417,6 +648,54 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     return out[0] if unbatched else out
 
 
+class _Shaped:
+    """A stand-in with only ``shape``: lets the geometry helpers check a backward call's ``input_shape``."""
+
+    def __init__(self, shape):
+        self.shape = tuple(int(s) for s in shape)
+        self.ndim = len(self.shape)
+
+
+def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
+                        count_include_pad=True, divisor_override=None):
+    """Gradient of :func:`avg_pool2d`: each output's gradient, divided by its window's divisor,
+    is spread over every input element of that window (overlaps add; the padding's share is dropped).
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, C, out_h, out_w) or (C, out_h, out_w)
+    input_shape : tuple
+        ``(N, C, H, W)`` or ``(C, H, W)`` of the forward input.
+    kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override
+        As given to :func:`avg_pool2d`.
+
+    Returns
+    -------
+    array, shape ``input_shape``
+    """
+    _check_float("grad_output", grad_output)
+    xp = get_array_module(grad_output)
+    shape = _Shaped(input_shape)
+    if shape.ndim not in (3, 4):
+        raise ValueError(f"avg_pool2d_backward: input_shape must be (N, C, H, W) or (C, H, W), got {shape.shape}")
+    x = _Shaped((1,) + shape.shape if shape.ndim == 3 else shape.shape)
+    g = grad_output[None] if shape.ndim == 3 else grad_output
+    kernel, stride, padding, dilation, out_hw = _pool_geometry(
+        "avg_pool2d_backward", shape, kernel_size, stride, padding, 1, ceil_mode)
+    if _shape(g) != x.shape[:2] + out_hw:
+        raise ValueError(f"avg_pool2d_backward: grad_output must have shape {x.shape[:2] + out_hw} for "
+                         f"input_shape {shape.shape}, got {_shape(grad_output)}")
+    H, W = x.shape[2:]
+    if divisor_override is not None:
+        g = g / g.dtype.type(divisor_override)
+    else:
+        div_h = _avg_divisor(xp, H, kernel[0], stride[0], padding[0], out_hw[0], count_include_pad, g.dtype)
+        div_w = _avg_divisor(xp, W, kernel[1], stride[1], padding[1], out_hw[1], count_include_pad, g.dtype)
+        g = g / (div_h[:, None] * div_w[None, :])  # (N, C, out_h, out_w): the gradient of each window's mean
+    grad = _add_windows(xp, (H, W), x.shape[:2], kernel, stride, padding, dilation, out_hw, g.dtype, lambda i, j: g)
+    return grad[0] if shape.ndim == 3 else grad
+
+
 def _adaptive_bins(xp, size: int, out: int, dtype):
     """Averaging matrix of shape (out, size): row ``i`` is 1/len over PyTorch's bin
     ``[floor(i*size/out), ceil((i+1)*size/out))``."""
@@ -468,6 +747,32 @@ def adaptive_avg_pool2d(input, output_size):
     p_w = _adaptive_bins(xp, W, out_w, x.dtype)  # (out_w, W)
     out = p_h @ (x @ p_w.T)  # (N, C, H, out_w) -> (N, C, out_h, out_w)
     return out[0] if unbatched else out
+
+
+def adaptive_avg_pool2d_backward(grad_output, input_shape):
+    """Gradient of :func:`adaptive_avg_pool2d`: with ``out = P_h @ x @ P_w.T``, ``grad_x = P_h.T @ grad_out @ P_w``.
+
+    Parameters
+    ----------
+    grad_output : array, shape (N, C, out_h, out_w) or (C, out_h, out_w)
+    input_shape : tuple
+        ``(N, C, H, W)`` or ``(C, H, W)`` of the forward input.
+
+    Returns
+    -------
+    array, shape ``input_shape``
+    """
+    _check_float("grad_output", grad_output)
+    xp = get_array_module(grad_output)
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) != grad_output.ndim or input_shape[:-2] != _shape(grad_output)[:-2] or \
+            grad_output.ndim not in (3, 4) or min(input_shape[-2:]) < 1:
+        raise ValueError(f"adaptive_avg_pool2d_backward: grad_output {_shape(grad_output)} does not fit "
+                         f"input_shape {input_shape}")
+    (H, W), (out_h, out_w) = input_shape[-2:], grad_output.shape[-2:]
+    p_h = _adaptive_bins(xp, H, out_h, grad_output.dtype)  # (out_h, H)
+    p_w = _adaptive_bins(xp, W, out_w, grad_output.dtype)  # (out_w, W)
+    return p_h.T @ (grad_output @ p_w)  # (N, C, out_h, W) -> (N, C, H, W)
 
 
 # --------------------------------------------------------------------------- normalisation, dense, activation
@@ -559,6 +864,65 @@ def linear_output_shape(input, weight, bias=None) -> tuple:
     return (*_shape(input)[:-1], _shape(weight)[0])
 
 
+def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None, training=True,
+                        eps=1e-5):
+    """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
+
+    With ``x_hat = (x - mean) * invstd`` and ``y = weight * x_hat + bias`` per channel, summing over the
+    ``M = N*H*W`` values of a channel:
+
+    * ``grad_bias = sum(g)`` and ``grad_weight = sum(g * x_hat)``;
+    * in training the mean and variance are the batch's own, so they depend on ``x`` too, and
+      ``grad_x = weight * invstd / M * (M*g - sum(g) - x_hat * sum(g * x_hat))``:
+      the plain ``weight * invstd * g`` minus its projection on the constant (through the mean) and on
+      ``x_hat`` (through the variance);
+    * in inference the statistics are constants and ``grad_x = weight * invstd * g``.
+
+    Parameters
+    ----------
+    grad_output, input : array, shape (N, C, ...)
+        ``input`` is the forward input; the batch statistics are recomputed from it.
+    weight : array, shape (C,), optional
+    running_mean, running_var : array, shape (C,)
+        Used (and required) only when ``training=False``.
+    training : bool
+        As given to the forward call.
+    eps : float
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias) : arrays of shapes input.shape, (C,), (C,)
+    """
+    _check_float("input", input)
+    _check_float("grad_output", grad_output)
+    if _shape(grad_output) != _shape(input) or input.ndim < 2:
+        raise ValueError(f"batch_norm_backward: grad_output {_shape(grad_output)} must have the input's "
+                         f"shape {_shape(input)}, at least 2-D")
+    xp = get_array_module(grad_output, input, weight)
+    C = input.shape[1]
+    axes = (0,) + tuple(range(2, input.ndim))
+    bshape = (1, C) + (1,) * (input.ndim - 2)
+    dtype = input.dtype
+    if training:
+        mean, var = input.mean(axis=axes), input.var(axis=axes)  # the forward's batch statistics
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm_backward: running_mean and running_var are required when training=False")
+        mean, var = running_mean.astype(dtype), running_var.astype(dtype)
+    invstd = 1 / xp.sqrt(var + dtype.type(eps))  # (C,)
+    x_hat = (input - mean.reshape(bshape)) * invstd.reshape(bshape)  # (N, C, ...)
+    grad_bias = grad_output.sum(axis=axes)
+    grad_weight = (grad_output * x_hat).sum(axis=axes)
+    scale = invstd if weight is None else invstd * weight.astype(dtype)  # (C,)
+    if training:
+        M = input.size // C
+        grad_input = (M * grad_output - grad_bias.reshape(bshape) - x_hat * grad_weight.reshape(bshape))
+        grad_input *= (scale / M).reshape(bshape)
+    else:
+        grad_input = grad_output * scale.reshape(bshape)
+    return grad_input, grad_weight, grad_bias
+
+
 def linear(input, weight, bias=None):
     """``y = input @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
@@ -585,6 +949,31 @@ def relu_output_shape(input) -> tuple:
     return _shape(input)
 
 
+def linear_backward(grad_output, input, weight):
+    """Gradients of :func:`linear`: ``grad_input = g @ weight``, ``grad_weight = g.T @ input``,
+    ``grad_bias = sum(g)``, the sums running over every leading axis.
+
+    Parameters
+    ----------
+    grad_output : array, shape (..., out_features)
+    input : array, shape (..., in_features)
+    weight : array, shape (out_features, in_features)
+
+    Returns
+    -------
+    (grad_input, grad_weight, grad_bias) : arrays of shapes input.shape, weight.shape, (out_features,)
+    """
+    _check_float("grad_output", grad_output)
+    _check_float("input", input)
+    if _shape(grad_output) != _shape(input)[:-1] + _shape(weight)[:1] or _shape(input)[-1:] != _shape(weight)[1:]:
+        raise ValueError(f"linear_backward: grad_output {_shape(grad_output)}, input {_shape(input)} and weight "
+                         f"{_shape(weight)} do not fit (..., out), (..., in), (out, in)")
+    g = grad_output.reshape(-1, weight.shape[0])  # (M, out): every leading axis is one more sample
+    x = input.reshape(-1, weight.shape[1])  # (M, in)
+    return grad_output @ weight, g.T @ x, g.sum(axis=0)
+
+
+
 def relu(input, inplace=False):
     """``max(input, 0)`` elementwise, as ``torch.nn.functional.relu``; NaN stays NaN.
 
@@ -599,3 +988,119 @@ def relu(input, inplace=False):
     if inplace:
         return xp.maximum(input, 0, out=input)
     return xp.maximum(input, input.dtype.type(0))
+
+
+def relu_backward(grad_output, output):
+    """Gradient of :func:`relu`: 0 where the output is <= 0, ``grad_output`` elsewhere (as torch: 0 at 0).
+
+    ``output`` (not the input) is enough, so an in-place ReLU can be differentiated.
+    """
+    _check_float("grad_output", grad_output)
+    if _shape(grad_output) != _shape(output):
+        raise ValueError(f"relu_backward: grad_output {_shape(grad_output)} must have output's shape {_shape(output)}")
+    xp = get_array_module(grad_output, output)
+    return xp.where(output <= 0, grad_output.dtype.type(0), grad_output)  # NaN passes its gradient, as torch
+
+
+# --------------------------------------------------------------------------- loss
+def log_softmax(input, dim=-1):
+    """``log(softmax(input))`` along ``dim``, as ``torch.nn.functional.log_softmax``.
+
+    Computed as ``x - max - log(sum(exp(x - max)))``, so large logits do not overflow.
+    """
+    _check_float("input", input)
+    xp = get_array_module(input)
+    shifted = input - input.max(axis=dim, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+
+
+def _check_targets(input, target):
+    """Validate (N, C) logits and (N,) class indices; return the (N, C) and (N,) views and the unbatched flag."""
+    _check_float("input", input)
+    if input.ndim not in (1, 2):
+        raise ValueError(f"cross_entropy: input must be (N, C) logits or (C,), got shape {_shape(input)}")
+    dtype = getattr(target, "dtype", None)
+    if dtype is None or dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: target must be an integer array of class indices, got {dtype}")
+    if _shape(target) != _shape(input)[:-1]:
+        raise ValueError(f"cross_entropy: target shape {_shape(target)} must be input's {_shape(input)} "
+                         f"without the class axis")
+    C = input.shape[-1]
+    if target.size and (int(target.min()) < 0 or int(target.max()) >= C):
+        raise ValueError(f"cross_entropy: target values must be in [0, {C}), got [{int(target.min())}, "
+                         f"{int(target.max())}]")
+    unbatched = input.ndim == 1
+    return (input[None], target.reshape(1)) if unbatched else (input, target), unbatched
+
+
+def _smoothed_targets(xp, target, C, label_smoothing, dtype):
+    """The target distribution, shape (N, C): ``1 - ε`` on the class plus ``ε / C`` everywhere."""
+    q = xp.full((target.shape[0], C), label_smoothing / C, dtype=dtype)
+    q[xp.arange(target.shape[0]), target] += dtype.type(1 - label_smoothing)
+    return q
+
+
+def _check_reduction(reduction, label_smoothing):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+
+
+def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
+    """Cross entropy of logits against class indices, as ``torch.nn.functional.cross_entropy``.
+
+    ``loss_n = -sum_c q[n, c] * log_softmax(input)[n, c]`` with the target distribution
+    ``q = (1 - ε) * one_hot(target) + ε / C`` (``ε = label_smoothing``), then averaged
+    (``'mean'``), summed, or kept per sample (``'none'``).
+
+    Parameters
+    ----------
+    input : array, shape (N, C) or (C,)
+    target : integer array, shape (N,) or ()
+    reduction : {'mean', 'sum', 'none'}
+    label_smoothing : float in [0, 1]
+
+    Returns
+    -------
+    array, shape () or (N,)
+    """
+    _check_reduction(reduction, label_smoothing)
+    (x, t), unbatched = _check_targets(input, target)
+    xp = get_array_module(x)
+    q = _smoothed_targets(xp, t, x.shape[1], label_smoothing, x.dtype)
+    loss = -(q * log_softmax(x, dim=1)).sum(axis=1)  # (N,)
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss[0] if unbatched else loss
+
+
+def cross_entropy_backward(grad_output, input, target, reduction="mean", label_smoothing=0.0):
+    """Gradient of :func:`cross_entropy` with respect to the logits: ``(softmax(input) - q) * grad_output``,
+    divided by ``N`` for ``'mean'``.
+
+    Parameters
+    ----------
+    grad_output : float or array, shape () or, for ``reduction='none'``, (N,)
+        1.0 for the loss itself.
+    input, target, reduction, label_smoothing
+        As given to :func:`cross_entropy`.
+
+    Returns
+    -------
+    array, shape input.shape
+    """
+    _check_reduction(reduction, label_smoothing)
+    (x, t), unbatched = _check_targets(input, target)
+    xp = get_array_module(x)
+    N = x.shape[0]
+    q = _smoothed_targets(xp, t, x.shape[1], label_smoothing, x.dtype)
+    grad = xp.exp(log_softmax(x, dim=1)) - q  # (N, C): softmax minus the target distribution
+    g = xp.asarray(grad_output, dtype=x.dtype)
+    if reduction == "none":
+        grad *= g.reshape(-1, 1)
+    else:
+        grad *= g / N if reduction == "mean" else g
+    return grad[0] if unbatched else grad

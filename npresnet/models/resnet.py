@@ -122,6 +122,23 @@ class BasicBlock(Module):
         """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
         return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2")))
 
+    def backward(self, grad_output):
+        """The forward in reverse; the block input fed both branches, so their gradients add."""
+        grad = self.relu.backward(grad_output)  # out = relu(out + identity)
+        grad_identity = grad  # the sum passes its gradient unchanged to both addends
+
+        grad = self.bn2.backward(grad)
+        grad = self.conv2.backward(grad)
+
+        grad = self.relu.backward(grad)
+        grad = self.bn1.backward(grad)
+        grad = self.conv1.backward(grad)
+
+        if self.downsample is not None:
+            grad_identity = self.downsample.backward(grad_identity)
+
+        return grad + grad_identity  # residual: main branch plus shortcut
+
 
 class Bottleneck(Module):
     """1×1 reduce, 3×3 (grouped for ResNeXt), 1×1 expand by 4, and a shortcut.
@@ -170,6 +187,27 @@ class Bottleneck(Module):
     def layout(self, name: str = "") -> BlockLayout:
         """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
         return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")))
+
+    def backward(self, grad_output):
+        """The forward in reverse; the block input fed both branches, so their gradients add."""
+        grad = self.relu.backward(grad_output)  # out = relu(out + identity)
+        grad_identity = grad  # the sum passes its gradient unchanged to both addends
+
+        grad = self.bn3.backward(grad)
+        grad = self.conv3.backward(grad)
+
+        grad = self.relu.backward(grad)
+        grad = self.bn2.backward(grad)
+        grad = self.conv2.backward(grad)
+
+        grad = self.relu.backward(grad)
+        grad = self.bn1.backward(grad)
+        grad = self.conv1.backward(grad)
+
+        if self.downsample is not None:
+            grad_identity = self.downsample.backward(grad_identity)
+
+        return grad + grad_identity  # residual: main branch plus shortcut
 
 
 class ResNet(Module):
@@ -315,6 +353,26 @@ class ResNet(Module):
         x = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, 2048), torch.flatten(x, 1)
         x = self.fc(x)        # (N, num_classes)
         return x
+
+    def backward(self, grad_output):
+        """Gradient of the loss with respect to the input images, given ``grad_output`` (N, num_classes)
+        at the logits; every parameter's gradient is added into its module's ``grads``
+        (see :meth:`~npresnet.nn.Module.named_grads`). Needs a forward in training mode (``model.train()``).
+        """
+        grad = self.fc.backward(grad_output)        # (N, 2048)
+        grad = grad.reshape(*grad.shape, 1, 1)      # (N, 2048, 1, 1), undoing the flatten
+        grad = self.avgpool.backward(grad)          # (N, 2048, 7, 7)
+
+        grad = self.layer4.backward(grad)           # (N, 1024, 14, 14)
+        grad = self.layer3.backward(grad)           # (N, 512, 28, 28)
+        grad = self.layer2.backward(grad)           # (N, 256, 56, 56)
+        grad = self.layer1.backward(grad)           # (N, 64, 56, 56)
+
+        grad = self.maxpool.backward(grad)          # (N, 64, 112, 112)
+        grad = self.relu.backward(grad)
+        grad = self.bn1.backward(grad)
+        grad = self.conv1.backward(grad)            # (N, 3, 224, 224)
+        return grad
 
 
 def _resnet(block, layers, weights=None, **kwargs) -> ResNet:

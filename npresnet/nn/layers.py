@@ -66,8 +66,18 @@ class Conv2d(Module):
         self.bias = _uniform(rng, (out_channels,), bound, dtype, init) if bias else None
 
     def forward(self, x):
+        self._save(x)  # training mode only: the input, for the weight gradient
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                         workspace_bytes=self.workspace_bytes)
+
+    def backward(self, grad_output):
+        (x,) = self._pop_saved()
+        grad_input, grad_weight, grad_bias = F.conv2d_backward(
+            grad_output, x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+        self._accumulate("weight", grad_weight)
+        if self.bias is not None:
+            self._accumulate("bias", grad_bias)
+        return grad_input
 
     def forward_spec(self, spec):
         return spec.like(F.conv2d_output_shape(spec, self.weight, self.bias, self.stride, self.padding,
@@ -118,8 +128,17 @@ class BatchNorm2d(Module):
             self.num_batches_tracked += 1
             if momentum is None:  # cumulative moving average, as torch
                 momentum = 1.0 / float(self.num_batches_tracked)
+        self._save(x)  # training mode only: the batch statistics are recomputed from it in backward
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             training=self.training, momentum=momentum, eps=self.eps)
+
+    def backward(self, grad_output):
+        (x,) = self._pop_saved()
+        grad_input, grad_weight, grad_bias = F.batch_norm_backward(grad_output, x, self.weight, training=True,
+                                                                   eps=self.eps)
+        self._accumulate("weight", grad_weight)
+        self._accumulate("bias", grad_bias)
+        return grad_input
 
     def forward_spec(self, spec):
         self._check_input(spec)
@@ -138,7 +157,13 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, x):
-        return F.relu(x, inplace=self.inplace)
+        out = F.relu(x, inplace=self.inplace)
+        self._save(out)  # the output is enough (out > 0 exactly where x > 0), so in place is fine
+        return out
+
+    def backward(self, grad_output):
+        (out,) = self._pop_saved()
+        return F.relu_backward(grad_output, out)
 
     def forward_spec(self, spec):
         F.relu_output_shape(spec)
@@ -160,7 +185,16 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
 
     def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        if not self.training:
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        out, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                                    return_indices=True)
+        self._save(indices, x.shape)  # where each max came from: backward routes the gradient there
+        return out
+
+    def backward(self, grad_output):
+        indices, input_shape = self._pop_saved()
+        return F.max_pool2d_backward(grad_output, indices, input_shape)
 
     def forward_spec(self, spec):
         return spec.like(F.max_pool2d_output_shape(spec, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -178,7 +212,12 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, x):
+        self._save(x.shape)
         return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def backward(self, grad_output):
+        (input_shape,) = self._pop_saved()
+        return F.adaptive_avg_pool2d_backward(grad_output, input_shape)
 
     def forward_spec(self, spec):
         return spec.like(F.adaptive_avg_pool2d_output_shape(spec, self.output_size))
@@ -207,7 +246,16 @@ class Linear(Module):
         self.bias = _uniform(rng, (out_features,), bound, dtype, init) if bias else None
 
     def forward(self, x):
+        self._save(x)
         return F.linear(x, self.weight, self.bias)
+
+    def backward(self, grad_output):
+        (x,) = self._pop_saved()
+        grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, x, self.weight)
+        self._accumulate("weight", grad_weight)
+        if self.bias is not None:
+            self._accumulate("bias", grad_bias)
+        return grad_input
 
     def forward_spec(self, spec):
         return spec.like(F.linear_output_shape(spec, self.weight, self.bias))

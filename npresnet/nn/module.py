@@ -34,6 +34,8 @@ class Module:
         object.__setattr__(self, "_children", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "training", False)
+        object.__setattr__(self, "_saved", [])  # what backward needs, pushed by training-mode forwards
+        object.__setattr__(self, "grads", OrderedDict())  # parameter name -> accumulated gradient
 
     def __setattr__(self, name, value):
         if isinstance(value, Module):
@@ -55,6 +57,63 @@ class Module:
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         """Shape-only forward: containers run their real ``forward``; leaf layers override."""
         return self.forward(spec)
+
+    # ------------------------------------------------------------------ training
+    def backward(self, grad_output):
+        """Gradient of the loss with respect to this module's input, given the gradient at its output.
+
+        Leaf layers compute it with the ``*_backward`` functions of :mod:`npresnet.functional`,
+        adding their parameters' gradients into :attr:`grads`; containers call their children's
+        ``backward`` in the reverse order of ``forward``. Each call consumes what the matching
+        training-mode forward saved (last forward first), so the activations are released as it goes.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
+    def _save(self, *arrays):
+        """In training mode, keep what ``backward`` needs (a stack: a module called twice saves twice)."""
+        if self.training:
+            self._saved.append(arrays)
+
+    def _pop_saved(self):
+        if not self._saved:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called without a matching forward in training mode "
+                f"(call model.train() before the forward pass, and backward once per forward)"
+            )
+        return self._saved.pop()
+
+    def _accumulate(self, name: str, grad) -> None:
+        """Add ``grad`` into ``self.grads[name]``: gradients accumulate until :meth:`zero_grad`, as in torch."""
+        if name in self.grads:
+            self.grads[name] += grad
+        else:
+            self.grads[name] = grad
+
+    def named_grads(self):
+        """Yield ``(state_dict key, gradient)`` for every parameter that has one (torch's ``p.grad``)."""
+        for prefix, module in self.named_modules():
+            for name in module._parameter_names:
+                grad = module.grads.get(name)
+                if grad is not None and getattr(module, name) is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), grad
+
+    def named_parameter_slots(self):
+        """Yield ``(state_dict key, module, attribute name)`` for every parameter: where an optimiser
+        reads ``getattr(module, name)`` and ``module.grads.get(name)`` and writes the update back."""
+        for prefix, module in self.named_modules():
+            for name in module._parameter_names:
+                if getattr(module, name) is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), module, name
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (torch's ``zero_grad(set_to_none=True)``)."""
+        for module in self.modules():
+            module.grads.clear()
+
+    def release_saved(self) -> None:
+        """Drop the activations saved by training-mode forwards that no backward consumed."""
+        for module in self.modules():
+            module._saved.clear()
 
     def register_forward_hook(self, hook):
         """Call ``hook(module, input, output)`` after every forward; returns a handle with ``remove()``."""
@@ -189,10 +248,12 @@ class Module:
         """Set training mode (batch norm uses batch statistics and updates running ones) on every module."""
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
+            if not mode:
+                module._saved.clear()  # nothing saved for a backward that will not come
         return self
 
     def eval(self) -> "Module":
-        """Inference mode, the default for npresnet models."""
+        """Inference mode, the default for npresnet models; drops any saved activations."""
         return self.train(False)
 
     # ------------------------------------------------------------------ display
@@ -237,6 +298,11 @@ class Sequential(Module):
         for module in self._children.values():
             x = module(x)
         return x
+
+    def backward(self, grad_output):
+        for module in reversed(self._children.values()):
+            grad_output = module.backward(grad_output)
+        return grad_output
 
 
 def capture_intermediates(model: Module, x, names=None):
