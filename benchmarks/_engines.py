@@ -1,5 +1,6 @@
 """The engines a benchmark compares, each a callable ``x -> NumPy logits``: npresnet's reference
 ``model(x)`` and fused path, PyTorch eager with the same weights, and ONNX Runtime on its export."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,15 @@ def onnx_session(tv, x_shape, dtype: str, threads: int, directory: str):
     path = os.path.join(directory, "model.onnx")
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(tv, (torch.zeros(x_shape, dtype=getattr(torch, dtype)),), path, input_names=["x"],
-                          output_names=["logits"], dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            tv,
+            (torch.zeros(x_shape, dtype=getattr(torch, dtype)),),
+            path,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_axes={"x": {0: "batch"}},
+            dynamo=False,
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -85,9 +93,11 @@ def make_engines(arch, model, x_shape, dtype, threads, wanted, directory, backen
     if tv is not None and backend == "cupy":  # like for like: PyTorch on the same GPU, input already there
         engines.update(_torch_gpu_engines(tv, wanted))
     elif tv is not None and "torch" in wanted:
+
         def run_torch(x):
             with torch.inference_mode():
                 return tv(torch.from_numpy(npresnet.to_numpy(x))).numpy()
+
         engines["torch"] = run_torch
     if "torch-tf32" in wanted and backend != "cupy":
         skipped["torch-tf32"] = "TF32 is a GPU precision mode; it is timed with --backend cupy"
@@ -134,6 +144,7 @@ def _torch_gpu_engines(tv, wanted) -> dict:
             set_torch_tf32(tf32)
             with torch.inference_mode():
                 return tv(on_device(x)).cpu().numpy()
+
         return run
 
     return {name: engine(tf32) for name, tf32 in (("torch", False), ("torch-tf32", True)) if name in wanted}
@@ -146,6 +157,7 @@ def _synchroniser(backend):
         def sync(value):
             cupy.cuda.Device().synchronize()
             return value
+
         return sync
     return lambda value: value
 

@@ -1,4 +1,5 @@
 """What machine a benchmark ran on: CPU, cores, library versions, BLAS, and the float32 matrix-product rate."""
+
 from __future__ import annotations
 
 import os
@@ -39,11 +40,14 @@ def machine_description(threads: int) -> dict:
     try:
         import threadpoolctl  # optional
 
-        info["BLAS threads"] = ", ".join(f"{p['internal_api']}={p['num_threads']}"
-                                         for p in threadpoolctl.threadpool_info())
+        info["BLAS threads"] = ", ".join(
+            f"{p['internal_api']}={p['num_threads']}" for p in threadpoolctl.threadpool_info()
+        )
     except ImportError:
-        info["BLAS threads"] = (f"threadpoolctl not installed; OPENBLAS_NUM_THREADS="
-                                f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, cores={os.cpu_count()}")
+        info["BLAS threads"] = (
+            f"threadpoolctl not installed; OPENBLAS_NUM_THREADS="
+            f"{os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, cores={os.cpu_count()}"
+        )
     try:
         import torch
 

@@ -1,4 +1,5 @@
 """Peak memory of one engine's forward passes, measured in a fresh process (see bench.py's docstring)."""
+
 from __future__ import annotations
 
 import ctypes
@@ -50,6 +51,7 @@ def _device_allocator(engine: str):
         def peak(before):
             torch.cuda.synchronize()
             return torch.cuda.max_memory_reserved() - before
+
         return reset, peak
     import cupy
 
@@ -63,6 +65,7 @@ def _device_allocator(engine: str):
     def peak(before):
         cupy.cuda.Device().synchronize()
         return pool.total_bytes() - before
+
     return reset, peak
 
 
@@ -72,8 +75,9 @@ def probe_memory(args) -> dict:
     model = build_model(args.arch[0], args.dtype)
     x = np.random.default_rng(0).standard_normal((args.batch[0], 3, args.size, args.size)).astype(args.dtype)
     with tempfile.TemporaryDirectory() as directory:
-        engines, skipped = make_engines(args.arch[0], model, x.shape, args.dtype, args.threads, [args.probe],
-                                        directory, args.backend)
+        engines, skipped = make_engines(
+            args.arch[0], model, x.shape, args.dtype, args.threads, [args.probe], directory, args.backend
+        )
         if args.probe not in engines:
             return {"engine": args.probe, "skipped": skipped.get(args.probe, "unavailable")}
         run = engines[args.probe]
@@ -113,13 +117,27 @@ def measure_memory(args, arch, batch, engines) -> dict:
         return {}
     results = {}
     for engine in engines:
-        cmd = [sys.executable, BENCH, "--probe", engine, "--arch", arch, "--batch", str(batch),
-               "--size", str(args.size), "--dtype", args.dtype, "--threads", str(args.threads),
-               "--backend", args.backend]
+        cmd = [
+            sys.executable,
+            BENCH,
+            "--probe",
+            engine,
+            "--arch",
+            arch,
+            "--batch",
+            str(batch),
+            "--size",
+            str(args.size),
+            "--dtype",
+            args.dtype,
+            "--threads",
+            str(args.threads),
+            "--backend",
+            args.backend,
+        ]
         probes = []
         for _ in range(args.memory_repeats):
-            proc = subprocess.run(cmd, capture_output=True, text=True,
-                                  env={**os.environ, **_thread_env(args.threads)})
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **_thread_env(args.threads)})
             lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
             if proc.returncode != 0 or not lines:
                 probes = None

@@ -3,6 +3,7 @@
 The library times each step of a real forward pass (per convolution: gather, products,
 epilogue); this module only repeats the pass, takes medians and formats the table.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,18 +44,26 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
         phases = {p: float(np.median([s.phases.get(p, 0.0) for s in steps])) for p in PHASES}
         for p in PHASES:
             sums[p] += phases[p]
-        rate = (f"{2 * r.macs / phases['gemm'] / 1e9:.0f}" + ("*" if r.kind == "winograd" else "")
-                if r.macs and phases["gemm"] > 0 else "–")
-        rows.append(f"| {index} | {r.name} | {r.kind} | {_shape_text(r.in_shape)} → {_shape_text(r.out_shape)} | "
-                    f"{1e3 * seconds:.2f} | " + " | ".join(f"{1e3 * phases[p]:.2f}" for p in PHASES) + f" | {rate} |")
+        rate = (
+            f"{2 * r.macs / phases['gemm'] / 1e9:.0f}" + ("*" if r.kind == "winograd" else "")
+            if r.macs and phases["gemm"] > 0
+            else "–"
+        )
+        rows.append(
+            f"| {index} | {r.name} | {r.kind} | {_shape_text(r.in_shape)} → {_shape_text(r.out_shape)} | "
+            f"{1e3 * seconds:.2f} | " + " | ".join(f"{1e3 * phases[p]:.2f}" for p in PHASES) + f" | {rate} |"
+        )
     steps = sum(float(np.median([s.seconds for s in col])) for col in zip(*runs))
-    head = [f"Profile of the fast path: {arch}, batch {batch}, {size}×{size}, {dtype} "
-            f"(`FusedResNet.profile`, median of {repeats} passes). Untimed forward {1e3 * total:.1f} ms; "
-            f"profiled steps {1e3 * steps:.1f} ms, of which gather {1e3 * sums['gather']:.1f} (im2col columns, "
-            f"Winograd tiles), GEMM {1e3 * sums['gemm']:.1f} (for Winograd: input transform, tile-position "
-            f"products, output transform), epilogue {1e3 * sums['epilogue']:.1f} (bias, residual, ReLU; Winograd's "
-            "output scatter). GFLOP/s counts the direct convolution's multiply-adds over the GEMM time (*: Winograd, "
-            "so it can exceed the sgemm rate). Input shapes are channels-last H×W×C.", "",
-            "| # | layer | kind | input → output | ms | gather ms | GEMM ms | epilogue ms | GEMM GFLOP/s |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    head = [
+        f"Profile of the fast path: {arch}, batch {batch}, {size}×{size}, {dtype} "
+        f"(`FusedResNet.profile`, median of {repeats} passes). Untimed forward {1e3 * total:.1f} ms; "
+        f"profiled steps {1e3 * steps:.1f} ms, of which gather {1e3 * sums['gather']:.1f} (im2col columns, "
+        f"Winograd tiles), GEMM {1e3 * sums['gemm']:.1f} (for Winograd: input transform, tile-position "
+        f"products, output transform), epilogue {1e3 * sums['epilogue']:.1f} (bias, residual, ReLU; Winograd's "
+        "output scatter). GFLOP/s counts the direct convolution's multiply-adds over the GEMM time (*: Winograd, "
+        "so it can exceed the sgemm rate). Input shapes are channels-last H×W×C.",
+        "",
+        "| # | layer | kind | input → output | ms | gather ms | GEMM ms | epilogue ms | GEMM GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     return "\n".join(head + rows) + "\n"

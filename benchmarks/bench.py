@@ -33,6 +33,7 @@ cached from before the reset is invisible (hence a fresh process per engine), an
 thread stacks and library arenas count. It is a fair comparison between engines, not an
 exact byte count of arrays.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,15 +89,19 @@ def run_config(args, arch, batch, gemm_gflops, directory, corrupt=None) -> list[
 
     model = build_model(arch, args.dtype)
     x = np.random.default_rng(batch).standard_normal((batch, 3, args.size, args.size)).astype(args.dtype)
-    engines, skipped = make_engines(arch, model, x.shape, args.dtype, args.threads, args.engines, directory,
-                                    args.backend)
+    engines, skipped = make_engines(
+        arch, model, x.shape, args.dtype, args.threads, args.engines, directory, args.backend
+    )
     if "torch" not in engines:
         raise SystemExit(f"PyTorch is needed as the oracle and the baseline: {skipped.get('torch')}")
     if args.backend != "numpy":
         x_backend = npresnet.to_backend(x, args.backend)
         numpy_engines = {"torch", "torch-tf32", "onnxruntime"}  # they move their own input
-        engines = {name: (run if name in numpy_engines else (lambda run: lambda _x: run(x_backend))(run))
-                   for name, run in engines.items()}
+
+        def on_device(run):  # the CuPy engines always get the device copy of the input
+            return lambda _x: run(x_backend)
+
+        engines = {name: run if name in numpy_engines else on_device(run) for name, run in engines.items()}
     expected = engines["torch"](x)
     for name, run in engines.items():
         got = run(x)
@@ -105,8 +110,10 @@ def run_config(args, arch, batch, gemm_gflops, directory, corrupt=None) -> list[
         error = relative_error(got, expected)
         tolerance = TF32_TOLERANCE if name in TF32_ENGINES else TOLERANCE[args.dtype]
         if not error <= tolerance:
-            raise SystemExit(f"REFUSED: {name} logits disagree with PyTorch's for {arch} batch {batch} "
-                             f"({error:.2e} > {tolerance:.0e}); not timing a wrong answer")
+            raise SystemExit(
+                f"REFUSED: {name} logits disagree with PyTorch's for {arch} batch {batch} "
+                f"({error:.2e} > {tolerance:.0e}); not timing a wrong answer"
+            )
     macs = summarize(model, (args.size, args.size), batch=batch).total_macs
     times = time_round_robin(engines, x, args.warmup, args.repeats, args.gap)
     memory = measure_memory(args, arch, batch, list(engines)) if args.memory else {}
@@ -117,17 +124,31 @@ def run_config(args, arch, batch, gemm_gflops, directory, corrupt=None) -> list[
         median = float(np.median(ts))
         q1, q3 = np.percentile(ts, [25, 75])
         mem = memory.get(name, {})
-        rows.append({
-            "arch": arch, "batch": batch, "size": args.size, "dtype": args.dtype, "engine": name,
-            "median_ms": 1e3 * median, "iqr_ms": (1e3 * q1, 1e3 * q3), "min_ms": 1e3 * float(ts.min()),
-            "images_per_s": batch / median, "ratio_to_torch": median / torch_median,
-            "gflops": 2 * macs / median / 1e9, "gemm_fraction": 2 * macs / median / 1e9 / gemm_gflops,
-            "macs": macs, "peak_rss_mb": mem.get("peak_rss_bytes", float("nan")) / 2**20,
-            "peak_device_mb": mem.get("peak_device_bytes", float("nan")) / 2**20,
-            "traced_mb": (mem["traced_peak_bytes"] / 2**20 if name in ("reference", "fast") and "traced_peak_bytes" in mem
-                          else float("nan")),
-            "relative_error": relative_error(engines[name](x), expected),
-        })
+        rows.append(
+            {
+                "arch": arch,
+                "batch": batch,
+                "size": args.size,
+                "dtype": args.dtype,
+                "engine": name,
+                "median_ms": 1e3 * median,
+                "iqr_ms": (1e3 * q1, 1e3 * q3),
+                "min_ms": 1e3 * float(ts.min()),
+                "images_per_s": batch / median,
+                "ratio_to_torch": median / torch_median,
+                "gflops": 2 * macs / median / 1e9,
+                "gemm_fraction": 2 * macs / median / 1e9 / gemm_gflops,
+                "macs": macs,
+                "peak_rss_mb": mem.get("peak_rss_bytes", float("nan")) / 2**20,
+                "peak_device_mb": mem.get("peak_device_bytes", float("nan")) / 2**20,
+                "traced_mb": (
+                    mem["traced_peak_bytes"] / 2**20
+                    if name in ("reference", "fast") and "traced_peak_bytes" in mem
+                    else float("nan")
+                ),
+                "relative_error": relative_error(engines[name](x), expected),
+            }
+        )
     for name, why in skipped.items():
         if name in args.engines:
             rows.append({"arch": arch, "batch": batch, "engine": name, "skipped": why})
@@ -142,17 +163,28 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                   help="threads for every engine (BLAS, torch, onnxruntime); default: all cores")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads for every engine (BLAS, torch, onnxruntime); default: all cores",
+    )
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--gap", type=float, default=0.2,
-                   help="seconds of idle before each timed call, so no engine's spinning threads slow the next")
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.2,
+        help="seconds of idle before each timed call, so no engine's spinning threads slow the next",
+    )
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory probes")
     p.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per engine for the memory median")
     p.add_argument("--markdown", metavar="PATH", help="also write the results as markdown to PATH")
-    p.add_argument("--profile", action="store_true",
-                   help="instead of the comparison, print where the fast path's time goes (first --arch/--batch)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the comparison, print where the fast path's time goes (first --arch/--batch)",
+    )
     p.add_argument("--smoke", action="store_true", help="one tiny configuration (resnet18, batch 1, 64×64, 1 repeat)")
     p.add_argument("--probe", choices=ENGINES, help=argparse.SUPPRESS)  # internal: memory of one engine
     p.add_argument("--corrupt", choices=ENGINES, help=argparse.SUPPRESS)  # internal: test the refusal
@@ -177,8 +209,7 @@ def main(argv=None) -> int:
         return 0
     missing = {k: v for k, v in _thread_env(args.threads).items() if os.environ.get(k) != v}
     if missing:  # BLAS reads its thread count at import: re-run with it set, same arguments
-        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]],
-                  {**os.environ, **missing})
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], {**os.environ, **missing})
     args.load_start = f"{os.getloadavg()[0]:.2f}"
     if args.profile:
         text = profile_fast(args.arch[0], args.batch[0], args.size, args.dtype)
@@ -188,8 +219,11 @@ def main(argv=None) -> int:
         return 0
     info = machine_description(args.threads)
     gemm = sgemm_rate(n=512 if args.smoke else 2048)
-    print(f"# npresnet benchmark: {info.get('Model name', '?')}, {args.threads} threads, numpy {np.__version__} "
-          f"({info['numpy BLAS']}), sgemm {gemm:.0f} GFLOP/s, load {args.load_start}", flush=True)
+    print(
+        f"# npresnet benchmark: {info.get('Model name', '?')}, {args.threads} threads, numpy {np.__version__} "
+        f"({info['numpy BLAS']}), sgemm {gemm:.0f} GFLOP/s, load {args.load_start}",
+        flush=True,
+    )
     print(HEADER, flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as directory:

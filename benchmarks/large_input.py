@@ -4,6 +4,7 @@ Run: ``python benchmarks/large_input.py [--size 1024] [--batch 4]``. Weights are
 random (only time and memory are reported). Peak RSS is measured as in ``bench.py``:
 ``/proc/self/clear_refs`` resets the kernel's peak, then ``VmHWM - VmRSS(before)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,11 +45,13 @@ def main(argv=None) -> int:
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     largest = args.batch * 256 * (args.size // 4) ** 2 * 4  # layer1's output, the largest activation
-    print(f"ResNet-50 fast, {args.batch}x3x{args.size}x{args.size} float32: {seconds:.1f} s, logits "
-          f"{logits.shape}, peak RSS +{(_kib('VmHWM') - before) / 1024:.0f} MiB, tracemalloc peak "
-          f"{traced / 2**20:.0f} MiB, cached buffers {fused.buffer_bytes() / 2**20:.0f} MiB (largest activation "
-          f"{largest / 2**20:.0f} MiB, input {x.nbytes / 2**20:.0f} MiB, workspace bound "
-          f"{resolve_workspace_bytes(fused.workspace_bytes) / 2**20:.0f} MiB per chunk, columns plus output)")
+    print(
+        f"ResNet-50 fast, {args.batch}x3x{args.size}x{args.size} float32: {seconds:.1f} s, logits "
+        f"{logits.shape}, peak RSS +{(_kib('VmHWM') - before) / 1024:.0f} MiB, tracemalloc peak "
+        f"{traced / 2**20:.0f} MiB, cached buffers {fused.buffer_bytes() / 2**20:.0f} MiB (largest activation "
+        f"{largest / 2**20:.0f} MiB, input {x.nbytes / 2**20:.0f} MiB, workspace bound "
+        f"{resolve_workspace_bytes(fused.workspace_bytes) / 2**20:.0f} MiB per chunk, columns plus output)"
+    )
     return 0
 
 

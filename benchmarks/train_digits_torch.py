@@ -12,6 +12,7 @@ relative difference of the per-batch losses.
 
 Needs npresnet[train] and torch/torchvision.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,7 @@ def train_torch(config: TrainConfig, state_dict, data):
     model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()})
     x_train, y_train = data[:2]
     x_test, y_test = torch.from_numpy(data[2]), torch.from_numpy(data[3])
-    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                          weight_decay=config.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
     history = {"batch_loss": [], "train_loss": [], "test_loss": [], "test_accuracy": [], "lr": []}
     for epoch in range(config.epochs):
@@ -95,17 +95,28 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    config = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, shift=args.shift, seed=args.seed)
+    config = TrainConfig(
+        arch=args.arch,
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        shift=args.shift,
+        seed=args.seed,
+    )
     ours, theirs, (t_ours, t_torch) = run_both(config, args.train_subset, dtype=args.dtype)
     print(f"{'epoch':>5} {'npresnet acc':>13} {'torch acc':>10} {'npresnet loss':>14} {'torch loss':>11}")
     for e in range(config.epochs):
-        print(f"{e + 1:5d} {100 * ours['test_accuracy'][e]:12.2f}% {100 * theirs['test_accuracy'][e]:9.2f}% "
-              f"{ours['train_loss'][e]:14.4f} {theirs['train_loss'][e]:11.4f}")
+        print(
+            f"{e + 1:5d} {100 * ours['test_accuracy'][e]:12.2f}% {100 * theirs['test_accuracy'][e]:9.2f}% "
+            f"{ours['train_loss'][e]:14.4f} {theirs['train_loss'][e]:11.4f}"
+        )
     a, b = np.asarray(ours["batch_loss"]), np.asarray(theirs["batch_loss"])
     print(f"largest relative difference of the per-batch losses: {np.max(np.abs(a - b) / np.abs(b)):.2e}")
-    print(f"final held-out accuracy: npresnet {100 * ours['test_accuracy'][-1]:.2f}%, "
-          f"torch {100 * theirs['test_accuracy'][-1]:.2f}%")
+    print(
+        f"final held-out accuracy: npresnet {100 * ours['test_accuracy'][-1]:.2f}%, "
+        f"torch {100 * theirs['test_accuracy'][-1]:.2f}%"
+    )
     print(f"training time: npresnet {t_ours:.1f} s, torch {t_torch:.1f} s (this machine, now)")
     return 0
 

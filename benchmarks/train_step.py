@@ -17,6 +17,7 @@ both. For npresnet, tracemalloc's peak of NumPy's allocations during one step is
 Profile: per leaf layer type and per stage, where npresnet's backward time goes (wall time of each
 module's ``backward``, summed over a few steps).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,8 +111,16 @@ def _memory_child(engine, batch, size):
 
 
 def _memory(engine, args):
-    cmd = [sys.executable, os.path.abspath(__file__), "--memory-child", engine, "--batch", str(args.batch),
-           "--size", str(args.size)] + (["--threads", str(args.threads)] if args.threads else [])
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--memory-child",
+        engine,
+        "--batch",
+        str(args.batch),
+        "--size",
+        str(args.size),
+    ] + (["--threads", str(args.threads)] if args.threads else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     fields = [line for line in out.splitlines() if line.startswith("MEMORY")][0].split()[1:]
     return [int(v) for v in fields]
@@ -123,21 +132,29 @@ def _profile(model, step, steps=3):
     from collections import defaultdict
 
     by_type, by_stage = defaultdict(float), defaultdict(float)
-    for name, module in model.named_modules():
-        if next(module.children(), None) is not None:
-            continue
-        original = module.backward
 
-        def timed(grad, original=original, kind=type(module).__name__, stage=name.split(".")[0]):
+    def stage_of(name):
+        stage = name.split(".")[0]
+        if stage.startswith("layer"):
+            return stage
+        return "stem" if stage in ("conv1", "bn1", "relu", "maxpool") else "head"
+
+    def timed(original, kind, stage):
+        def backward(grad):
             t = time.perf_counter()
             out = original(grad)
             dt = time.perf_counter() - t
             by_type[kind] += dt
-            by_stage[stage if stage.startswith("layer") else ("stem" if stage in ("conv1", "bn1", "relu",
-                                                                                   "maxpool") else "head")] += dt
+            by_stage[stage] += dt
             return out
 
-        object.__setattr__(module, "backward", timed)
+        return backward
+
+    for name, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue
+        timed_backward = timed(module.backward, type(module).__name__, stage_of(name))
+        object.__setattr__(module, "backward", timed_backward)
     for _ in range(steps):
         step()
     for _, module in model.named_modules():
@@ -178,8 +195,10 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             step()
             times[engine].append(time.perf_counter() - t)
-    print(f"ResNet-18 training step, batch {args.batch}, {args.size}x{args.size}, float32, "
-          f"threads={args.threads or 'default'}, {args.rounds} rounds (round robin)")
+    print(
+        f"ResNet-18 training step, batch {args.batch}, {args.size}x{args.size}, float32, "
+        f"threads={args.threads or 'default'}, {args.rounds} rounds (round robin)"
+    )
     print(f"first loss: npresnet {first_ours:.6f}, torch {first_theirs:.6f}")
     med = {}
     for engine, ts in times.items():
@@ -190,8 +209,10 @@ def main(argv=None) -> int:
     if not args.no_memory:
         mem_ours, mem_torch = _memory("npresnet", args), _memory("torch", args)
         print("memory added by training, 3 steps (peak RSS - RSS after building the model, fresh process each):")
-        print(f"  npresnet {mem_ours[0] / 2**20:8.1f} MiB (tracemalloc peak of NumPy allocations: "
-              f"{mem_ours[1] / 2**20:.1f} MiB)")
+        print(
+            f"  npresnet {mem_ours[0] / 2**20:8.1f} MiB (tracemalloc peak of NumPy allocations: "
+            f"{mem_ours[1] / 2**20:.1f} MiB)"
+        )
         print(f"  torch    {mem_torch[0] / 2**20:8.1f} MiB")
         print(f"  memory ratio npresnet / torch: {mem_ours[0] / max(mem_torch[0], 1):.2f}x")
 

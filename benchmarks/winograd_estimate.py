@@ -14,8 +14,10 @@ It also prints the split of one F(2×2) layer: tile copies, the three products, 
 Run: ``python benchmarks/winograd_estimate.py``. Its output is quoted in ``benchmarks/RESULTS.md``.
 Values are random (He-scaled weights); only times and errors are reported.
 """
+
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -39,6 +41,7 @@ def workspace_of(dtype):
         if slot not in scratch or scratch[slot].size < size:
             scratch[slot] = np.empty(size, dtype)
         return scratch[slot][:size]
+
     return workspace
 
 
@@ -65,18 +68,25 @@ def main():
             x = x64.astype(np.float32)
             exact = np.empty((N, H, H, C))
             FusedConv(gemm_weight(w, 1), b, (3, 3), (1, 1), (1, 1), (1, 1), 1)(x64, exact, relu=True)
-            convs = {"im2col": FusedConv(gemm_weight(w, 1).astype(np.float32), b.astype(np.float32),
-                                         (3, 3), (1, 1), (1, 1), (1, 1), 1)}
+            convs = {
+                "im2col": FusedConv(
+                    gemm_weight(w, 1).astype(np.float32), b.astype(np.float32), (3, 3), (1, 1), (1, 1), (1, 1), 1
+                )
+            }
             for m in (2, 4):
                 convs[f"F{m}"] = WinogradConv(winograd_weight(w, m).astype(np.float32), b.astype(np.float32), (1, 1))
             outs = {name: np.empty((N, H, H, C), np.float32) for name in convs}
             ws = workspace_of(np.float32)
-            calls = {name: (lambda c, o: lambda: c(x, o, False, True, ws, budget))(conv, outs[name])
-                     for name, conv in convs.items()}
+            calls = {
+                name: functools.partial(conv, x, outs[name], False, True, ws, budget) for name, conv in convs.items()
+            }
             ms = round_robin_ms(calls)
             errors = {name: np.abs(outs[name] - exact).max() / np.abs(exact).max() for name in convs}
-            print(f"batch {N}, {H}x{H}x{C}: " + " | ".join(
-                f"{name} {ms[name]:.2f} ms (err {errors[name]:.1e})" for name in convs), flush=True)
+            print(
+                f"batch {N}, {H}x{H}x{C}: "
+                + " | ".join(f"{name} {ms[name]:.2f} ms (err {errors[name]:.1e})" for name in convs),
+                flush=True,
+            )
     split_layer1(rng, budget)
 
 
@@ -104,18 +114,23 @@ def split_layer1(rng, budget):
         o += conv.bias
         np.maximum(o, 0, out=o)
 
-    ms = round_robin_ms({
-        "whole": lambda: conv(x, out, False, True, workspace_of(np.float32), budget),
-        "tile copies": lambda: conv._gather(x[n0:n1], tiles, t0, t1),
-        "input transform": lambda: np.matmul(conv.BB, tiles.reshape(16, -1), out=V),
-        "16 products": lambda: np.matmul(V.reshape(16, T, C), conv.U, out=M),
-        "output transform": lambda: np.matmul(conv.AA, M.reshape(16, -1), out=Y),
-        "scatter + epilogue": scatter,
-    })
+    ms = round_robin_ms(
+        {
+            "whole": lambda: conv(x, out, False, True, workspace_of(np.float32), budget),
+            "tile copies": lambda: conv._gather(x[n0:n1], tiles, t0, t1),
+            "input transform": lambda: np.matmul(conv.BB, tiles.reshape(16, -1), out=V),
+            "16 products": lambda: np.matmul(V.reshape(16, T, C), conv.U, out=M),
+            "output transform": lambda: np.matmul(conv.AA, M.reshape(16, -1), out=Y),
+            "scatter + epilogue": scatter,
+        }
+    )
     k = sum((c[1] - c[0]) * (c[3] - c[2]) for c in parts) / (n * rows)  # all tiles / the first chunk's
-    print(f"F(2x2) layer1 batch 8, {len(parts)} chunks (first: {n} image x {rows} tile rows): "
-          f"whole {ms.pop('whole'):.2f} ms; pieces in isolation, first chunk x {k:.1f}: "
-          + " + ".join(f"{name} {k * v:.2f}" for name, v in ms.items()) + f" = {k * sum(ms.values()):.2f} ms")
+    print(
+        f"F(2x2) layer1 batch 8, {len(parts)} chunks (first: {n} image x {rows} tile rows): "
+        f"whole {ms.pop('whole'):.2f} ms; pieces in isolation, first chunk x {k:.1f}: "
+        + " + ".join(f"{name} {k * v:.2f}" for name, v in ms.items())
+        + f" = {k * sum(ms.values()):.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 >>> model(np.zeros((1, 3, 224, 224), dtype=np.float32)).shape
 (1, 1000)
 """
+
 from . import functional, nn
 from .backend import available_backends, get_array_module, to_backend, to_numpy
 from .errors import FetchError, ImageError, NpresnetError, WeightsError
@@ -29,10 +30,30 @@ from .weights import load_weights, save_weights
 __version__ = "0.1.0"
 
 __all__ = [
-    "functional", "nn",
-    "available_backends", "get_array_module", "to_backend", "to_numpy",
-    "conv_output_size", "NpresnetError", "WeightsError", "ImageError", "FetchError", "capture_intermediates", "load_weights", "save_weights",
-    "ARCHITECTURES", "ResNet",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    "functional",
+    "nn",
+    "available_backends",
+    "get_array_module",
+    "to_backend",
+    "to_numpy",
+    "conv_output_size",
+    "NpresnetError",
+    "WeightsError",
+    "ImageError",
+    "FetchError",
+    "capture_intermediates",
+    "load_weights",
+    "save_weights",
+    "ARCHITECTURES",
+    "ResNet",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 ]

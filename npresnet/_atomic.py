@@ -12,13 +12,15 @@ there before. The classic recipe, used here:
 
 On any exception the temporary file is removed and the destination is untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 __all__ = ["atomic_write"]
 

@@ -10,6 +10,7 @@ provide them under the same names: ``xp`` is simply ``numpy`` or ``cupy``.
 CuPy is imported lazily, in one place (:func:`_import_cupy`), so that NumPy-only
 machines never pay for it and never see an ImportError.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,7 +31,7 @@ __all__ = [
 BACKENDS = ("numpy", "cupy")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _import_cupy():
     """Return the ``cupy`` module when it imports and sees a GPU, else the reason it cannot.
 

@@ -18,6 +18,7 @@ How a fetch stays safe:
 * two fetches at once each use their own temporary file; the last ``os.replace`` wins
   and both leave the same verified file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,15 +45,23 @@ WEIGHTS = {
     "resnet50": {"IMAGENET1K_V1": "resnet50-0676ba61.pth", "IMAGENET1K_V2": "resnet50-11ad3fa6.pth"},
     "resnet101": {"IMAGENET1K_V1": "resnet101-63fe2227.pth", "IMAGENET1K_V2": "resnet101-cd907fc2.pth"},
     "resnet152": {"IMAGENET1K_V1": "resnet152-394f9c45.pth", "IMAGENET1K_V2": "resnet152-f82ba261.pth"},
-    "resnext50_32x4d": {"IMAGENET1K_V1": "resnext50_32x4d-7cdf4587.pth",
-                        "IMAGENET1K_V2": "resnext50_32x4d-1a0047aa.pth"},
-    "resnext101_32x8d": {"IMAGENET1K_V1": "resnext101_32x8d-8ba56ff5.pth",
-                         "IMAGENET1K_V2": "resnext101_32x8d-110c445d.pth"},
+    "resnext50_32x4d": {
+        "IMAGENET1K_V1": "resnext50_32x4d-7cdf4587.pth",
+        "IMAGENET1K_V2": "resnext50_32x4d-1a0047aa.pth",
+    },
+    "resnext101_32x8d": {
+        "IMAGENET1K_V1": "resnext101_32x8d-8ba56ff5.pth",
+        "IMAGENET1K_V2": "resnext101_32x8d-110c445d.pth",
+    },
     "resnext101_64x4d": {"IMAGENET1K_V1": "resnext101_64x4d-173b62eb.pth"},
-    "wide_resnet50_2": {"IMAGENET1K_V1": "wide_resnet50_2-95faca4d.pth",
-                        "IMAGENET1K_V2": "wide_resnet50_2-9ba9bcbe.pth"},
-    "wide_resnet101_2": {"IMAGENET1K_V1": "wide_resnet101_2-32ee1156.pth",
-                         "IMAGENET1K_V2": "wide_resnet101_2-d733dc28.pth"},
+    "wide_resnet50_2": {
+        "IMAGENET1K_V1": "wide_resnet50_2-95faca4d.pth",
+        "IMAGENET1K_V2": "wide_resnet50_2-9ba9bcbe.pth",
+    },
+    "wide_resnet101_2": {
+        "IMAGENET1K_V1": "wide_resnet101_2-32ee1156.pth",
+        "IMAGENET1K_V2": "wide_resnet101_2-d733dc28.pth",
+    },
 }
 
 _CHUNK = 1 << 20
@@ -67,9 +76,11 @@ def cache_dir() -> Path:
     try:
         import platformdirs
     except ImportError:
-        raise ImportError('the default cache directory needs platformdirs: pip install "npresnet[tools]" '
-                          "(or set NPRESNET_HOME, or choose a directory: --dest DIR on the command line, "
-                          "dest=DIR in Python)") from None
+        raise ImportError(
+            'the default cache directory needs platformdirs: pip install "npresnet[tools]" '
+            "(or set NPRESNET_HOME, or choose a directory: --dest DIR on the command line, "
+            "dest=DIR in Python)"
+        ) from None
     return Path(platformdirs.user_cache_dir("npresnet"))
 
 
@@ -94,8 +105,15 @@ def _hash_prefix(filename: str) -> str:
     return filename.rsplit(".", 1)[0].rsplit("-", 1)[1]
 
 
-def fetch(arch: str, *, variant: str | None = None, dest=None, base_url: str | None = None,
-          timeout: float = 30.0, progress=None) -> Path:
+def fetch(
+    arch: str,
+    *,
+    variant: str | None = None,
+    dest=None,
+    base_url: str | None = None,
+    timeout: float = 30.0,
+    progress=None,
+) -> Path:
     """Return the path of verified ``.npz`` weights for ``arch``, downloading them if not cached.
 
     Parameters
@@ -147,8 +165,10 @@ def fetch(arch: str, *, variant: str | None = None, dest=None, base_url: str | N
             os.close(fd)
         expected = _hash_prefix(filename)
         if not digest.startswith(expected):
-            raise FetchError(f"{url}: SHA-256 {digest} does not start with {expected} as its name says; "
-                             "the server sent the wrong bytes (nothing was cached)")
+            raise FetchError(
+                f"{url}: SHA-256 {digest} does not start with {expected} as its name says; "
+                "the server sent the wrong bytes (nothing was cached)"
+            )
         save_weights(load_weights(partial), target)
     finally:
         try:
@@ -175,7 +195,7 @@ def _download(url: str, fd: int, timeout: float, progress) -> str:
                 sha.update(chunk)
                 view = memoryview(chunk)
                 while view:  # os.write may write less than asked
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)

@@ -23,6 +23,7 @@ and refuse the same arguments with the same errors.
 Naming: ``kh, kw`` kernel, ``sy, sx`` stride, ``ph, pw`` padding,
 ``dy, dx`` dilation, ``out_h, out_w`` output size.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,13 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_backward",
     # shape-only checks: the output shape each layer would return, with the same errors
-    "conv2d_output_shape", "max_pool2d_output_shape", "avg_pool2d_output_shape",
-    "adaptive_avg_pool2d_output_shape", "linear_output_shape", "batch_norm_output_shape", "relu_output_shape",
+    "conv2d_output_shape",
+    "max_pool2d_output_shape",
+    "avg_pool2d_output_shape",
+    "adaptive_avg_pool2d_output_shape",
+    "linear_output_shape",
+    "batch_norm_output_shape",
+    "relu_output_shape",
 ]
 
 
@@ -224,8 +230,9 @@ def _col2im_columns(cols, hw, kernel, stride, padding, dilation, out_hw):
     """The adjoint of :func:`_columns`: ``(C, kh, kw, N, out_h, out_w)`` columns to an ``(N, C, H, W)`` image."""
     xp = get_array_module(cols)
     C, N = cols.shape[0], cols.shape[3]
-    img = _add_windows(xp, hw, (C, N), kernel, stride, padding, dilation, out_hw, cols.dtype,
-                       lambda i, j: cols[:, i, j])  # (C, N, H, W)
+    img = _add_windows(
+        xp, hw, (C, N), kernel, stride, padding, dilation, out_hw, cols.dtype, lambda i, j: cols[:, i, j]
+    )  # (C, N, H, W)
     return img.transpose(1, 0, 2, 3)
 
 
@@ -257,8 +264,9 @@ def col2im(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     kernel, stride = _positive_pair(kernel_size, "kernel_size"), _positive_pair(stride, "stride")
     dilation, padding = _positive_pair(dilation, "dilation"), _positive_pair(padding, "padding", low=0)
     try:
-        out_hw = tuple(conv_output_size(n, k, s, p, d)
-                       for n, k, s, p, d in zip((H, W), kernel, stride, padding, dilation))
+        out_hw = tuple(
+            conv_output_size(n, k, s, p, d) for n, k, s, p, d in zip((H, W), kernel, stride, padding, dilation)
+        )
     except ValueError as exc:
         raise ValueError(f"col2im: output_size={(H, W)} is too small for kernel_size={kernel}: {exc}") from None
     kh, kw = kernel
@@ -443,14 +451,16 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
 def _pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode):
     """Pooling's argument checks and geometry from shapes alone: (kernel, stride, padding, dilation, out_hw)."""
     kernel = _positive_pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0) else \
-        _positive_pair(stride, "stride")
+    stride = (
+        kernel
+        if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
+        else _positive_pair(stride, "stride")
+    )
     dilation = _positive_pair(dilation, "dilation")
     padding = _positive_pair(padding, "padding", low=0)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(
-            f"{func}: padding={padding} must be at most half of kernel_size={kernel} "
-            f"(padding <= kernel_size // 2)"
+            f"{func}: padding={padding} must be at most half of kernel_size={kernel} (padding <= kernel_size // 2)"
         )
     H, W = _shape(input)[-2:]
     out_h = _out_size(func, input, "height", H, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode))
@@ -578,8 +588,11 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     _check_float("grad_output", grad_output)
     xp = get_array_module(grad_output, indices)
     input_shape = tuple(int(s) for s in input_shape)
-    if _shape(indices) != _shape(grad_output) or len(input_shape) != grad_output.ndim or \
-            input_shape[:-2] != _shape(grad_output)[:-2]:
+    if (
+        _shape(indices) != _shape(grad_output)
+        or len(input_shape) != grad_output.ndim
+        or input_shape[:-2] != _shape(grad_output)[:-2]
+    ):
         raise ValueError(
             f"max_pool2d_backward: grad_output {_shape(grad_output)}, indices {_shape(indices)} and "
             f"input_shape {input_shape} must agree on every axis but the last two"
@@ -604,8 +617,9 @@ def _avg_divisor(xp, size, kernel, stride, pad, out, count_include_pad, dtype):
     return (end - start).astype(dtype)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-               divisor_override=None):
+def avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Padding contributes zeros to the sum; the divisor is the window area, counting padded
@@ -630,7 +644,8 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, coun
     x, unbatched = _as_batch("input", input)
     xp = get_array_module(x)
     if divisor_override is not None and (
-        not isinstance(divisor_override, numbers.Integral) or isinstance(divisor_override, bool)
+        not isinstance(divisor_override, numbers.Integral)
+        or isinstance(divisor_override, bool)
         or divisor_override == 0
     ):
         raise ValueError(f"divisor_override must be a non-zero int, got {divisor_override!r}")
@@ -656,8 +671,16 @@ class _Shaped:
         self.ndim = len(self.shape)
 
 
-def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
-                        count_include_pad=True, divisor_override=None):
+def avg_pool2d_backward(
+    grad_output,
+    input_shape,
+    kernel_size,
+    stride=None,
+    padding=0,
+    ceil_mode=False,
+    count_include_pad=True,
+    divisor_override=None,
+):
     """Gradient of :func:`avg_pool2d`: each output's gradient, divided by its window's divisor,
     is spread over every input element of that window (overlaps add; the padding's share is dropped).
 
@@ -681,10 +704,13 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size, stride=None, padd
     x = _Shaped((1,) + shape.shape if shape.ndim == 3 else shape.shape)
     g = grad_output[None] if shape.ndim == 3 else grad_output
     kernel, stride, padding, dilation, out_hw = _pool_geometry(
-        "avg_pool2d_backward", shape, kernel_size, stride, padding, 1, ceil_mode)
+        "avg_pool2d_backward", shape, kernel_size, stride, padding, 1, ceil_mode
+    )
     if _shape(g) != x.shape[:2] + out_hw:
-        raise ValueError(f"avg_pool2d_backward: grad_output must have shape {x.shape[:2] + out_hw} for "
-                         f"input_shape {shape.shape}, got {_shape(grad_output)}")
+        raise ValueError(
+            f"avg_pool2d_backward: grad_output must have shape {x.shape[:2] + out_hw} for "
+            f"input_shape {shape.shape}, got {_shape(grad_output)}"
+        )
     H, W = x.shape[2:]
     if divisor_override is not None:
         g = g / g.dtype.type(divisor_override)
@@ -765,10 +791,15 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     _check_float("grad_output", grad_output)
     xp = get_array_module(grad_output)
     input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != grad_output.ndim or input_shape[:-2] != _shape(grad_output)[:-2] or \
-            grad_output.ndim not in (3, 4) or min(input_shape[-2:]) < 1:
-        raise ValueError(f"adaptive_avg_pool2d_backward: grad_output {_shape(grad_output)} does not fit "
-                         f"input_shape {input_shape}")
+    if (
+        len(input_shape) != grad_output.ndim
+        or input_shape[:-2] != _shape(grad_output)[:-2]
+        or grad_output.ndim not in (3, 4)
+        or min(input_shape[-2:]) < 1
+    ):
+        raise ValueError(
+            f"adaptive_avg_pool2d_backward: grad_output {_shape(grad_output)} does not fit input_shape {input_shape}"
+        )
     (H, W), (out_h, out_w) = input_shape[-2:], grad_output.shape[-2:]
     p_h = _adaptive_bins(xp, H, out_h, grad_output.dtype)  # (out_h, H)
     p_w = _adaptive_bins(xp, W, out_w, grad_output.dtype)  # (out_w, W)
@@ -782,8 +813,7 @@ def batch_norm_output_shape(input, running_mean, running_var, weight=None, bias=
     if input.ndim < 2:
         raise ValueError(f"batch_norm: input must be at least 2-D (N, C, ...), got shape {_shape(input)}")
     C = _shape(input)[1]
-    for name, arr in (("running_mean", running_mean), ("running_var", running_var),
-                      ("weight", weight), ("bias", bias)):
+    for name, arr in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
         if arr is None:
             continue
         _check_float(name, arr)
@@ -864,8 +894,7 @@ def linear_output_shape(input, weight, bias=None) -> tuple:
     return (*_shape(input)[:-1], _shape(weight)[0])
 
 
-def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None, training=True,
-                        eps=1e-5):
+def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None, training=True, eps=1e-5):
     """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
 
     With ``x_hat = (x - mean) * invstd`` and ``y = weight * x_hat + bias`` per channel, summing over the
@@ -896,8 +925,10 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     _check_float("input", input)
     _check_float("grad_output", grad_output)
     if _shape(grad_output) != _shape(input) or input.ndim < 2:
-        raise ValueError(f"batch_norm_backward: grad_output {_shape(grad_output)} must have the input's "
-                         f"shape {_shape(input)}, at least 2-D")
+        raise ValueError(
+            f"batch_norm_backward: grad_output {_shape(grad_output)} must have the input's "
+            f"shape {_shape(input)}, at least 2-D"
+        )
     xp = get_array_module(grad_output, input, weight)
     C = input.shape[1]
     axes = (0,) + tuple(range(2, input.ndim))
@@ -916,7 +947,7 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     scale = invstd if weight is None else invstd * weight.astype(dtype)  # (C,)
     if training:
         M = input.size // C
-        grad_input = (M * grad_output - grad_bias.reshape(bshape) - x_hat * grad_weight.reshape(bshape))
+        grad_input = M * grad_output - grad_bias.reshape(bshape) - x_hat * grad_weight.reshape(bshape)
         grad_input *= (scale / M).reshape(bshape)
     else:
         grad_input = grad_output * scale.reshape(bshape)
@@ -966,12 +997,13 @@ def linear_backward(grad_output, input, weight):
     _check_float("grad_output", grad_output)
     _check_float("input", input)
     if _shape(grad_output) != _shape(input)[:-1] + _shape(weight)[:1] or _shape(input)[-1:] != _shape(weight)[1:]:
-        raise ValueError(f"linear_backward: grad_output {_shape(grad_output)}, input {_shape(input)} and weight "
-                         f"{_shape(weight)} do not fit (..., out), (..., in), (out, in)")
+        raise ValueError(
+            f"linear_backward: grad_output {_shape(grad_output)}, input {_shape(input)} and weight "
+            f"{_shape(weight)} do not fit (..., out), (..., in), (out, in)"
+        )
     g = grad_output.reshape(-1, weight.shape[0])  # (M, out): every leading axis is one more sample
     x = input.reshape(-1, weight.shape[1])  # (M, in)
     return grad_output @ weight, g.T @ x, g.sum(axis=0)
-
 
 
 def relu(input, inplace=False):
@@ -1023,12 +1055,14 @@ def _check_targets(input, target):
     if dtype is None or dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must be an integer array of class indices, got {dtype}")
     if _shape(target) != _shape(input)[:-1]:
-        raise ValueError(f"cross_entropy: target shape {_shape(target)} must be input's {_shape(input)} "
-                         f"without the class axis")
+        raise ValueError(
+            f"cross_entropy: target shape {_shape(target)} must be input's {_shape(input)} without the class axis"
+        )
     C = input.shape[-1]
     if target.size and (int(target.min()) < 0 or int(target.max()) >= C):
-        raise ValueError(f"cross_entropy: target values must be in [0, {C}), got [{int(target.min())}, "
-                         f"{int(target.max())}]")
+        raise ValueError(
+            f"cross_entropy: target values must be in [0, {C}), got [{int(target.min())}, {int(target.max())}]"
+        )
     unbatched = input.ndim == 1
     return (input[None], target.reshape(1)) if unbatched else (input, target), unbatched
 

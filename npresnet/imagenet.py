@@ -10,6 +10,7 @@ weight enums (no download involved)::
 
 Every torchvision ImageNet-1k classifier shares this list.
 """
+
 from __future__ import annotations
 
 import functools

@@ -12,6 +12,7 @@ The optimiser reads each parameter's gradient from its module's ``grads`` (fille
 >>> _ = model.backward(np.ones((4, 1)))   # d(sum of outputs)/d(out) = 1
 >>> opt.step(); opt.zero_grad()
 """
+
 from __future__ import annotations
 
 import math
@@ -44,11 +45,20 @@ class SGD:
         Requires ``momentum > 0`` and ``dampening == 0``, as torch.
     """
 
-    def __init__(self, params: Module, lr: float, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
+    def __init__(
+        self,
+        params: Module,
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ):
         if not isinstance(params, Module):
-            raise TypeError(f"params must be an npresnet Module (it holds the parameters and their grads), "
-                            f"got {type(params).__name__}")
+            raise TypeError(
+                f"params must be an npresnet Module (it holds the parameters and their grads), "
+                f"got {type(params).__name__}"
+            )
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

@@ -24,6 +24,7 @@ exceed it (a 1×100000 strip resized to a shorter side of 256 would be 6.5 gigap
 ``DecompressionBombWarning`` is not shown: the check here replaces it. npresnet never
 changes Pillow's process-wide ``MAX_IMAGE_PIXELS``.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -36,7 +37,7 @@ from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 __all__ = ["ImageError", "MAX_PIXELS", "MAX_SIZE", "load_image", "preprocess", "load_and_preprocess"]
 
 MAX_PIXELS = 89_478_485  # pixels of an image, as read or after resizing: 256 MiB as 8-bit RGB
-MAX_SIZE = 4096          # largest resize_size and crop_size
+MAX_SIZE = 4096  # largest resize_size and crop_size
 
 
 def _pil():
@@ -66,11 +67,13 @@ def load_image(path, max_pixels: int = MAX_PIXELS):
         with open(path, "rb") as f:
             with warnings.catch_warnings():  # Pillow warns from 89 Mpx; the check below decides instead
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = Image.open(f)    # reads the header only
+                image = Image.open(f)  # reads the header only
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageError(f"{path}: image too large: {width}×{height} = {width * height:,} pixels, "
-                                 f"more than the limit of {max_pixels:,}")
+                raise ImageError(
+                    f"{path}: image too large: {width}×{height} = {width * height:,} pixels, "
+                    f"more than the limit of {max_pixels:,}"
+                )
             return image.convert("RGB")  # decodes everything now, so truncation is caught here
     except ImageError:
         raise
@@ -124,19 +127,21 @@ def preprocess(image, resize_size: int = 256, crop_size: int = 224, mean=IMAGENE
     new_short, new_long = resize_size, int(resize_size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     if new_w * new_h > MAX_PIXELS:  # checked before Pillow allocates the resized image
-        raise ImageError(f"resizing {w}×{h} to a shorter side of {resize_size} gives {new_w}×{new_h} = "
-                         f"{new_w * new_h:,} pixels, more than the limit of {MAX_PIXELS:,}")
+        raise ImageError(
+            f"resizing {w}×{h} to a shorter side of {resize_size} gives {new_w}×{new_h} = "
+            f"{new_w * new_h:,} pixels, more than the limit of {MAX_PIXELS:,}"
+        )
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
 
-    pixels = numpy.asarray(image, dtype=numpy.uint8)                # (H, W, 3)
-    if crop_size > new_h or crop_size > new_w:                        # zero-pad up to the crop, centred
+    pixels = numpy.asarray(image, dtype=numpy.uint8)  # (H, W, 3)
+    if crop_size > new_h or crop_size > new_w:  # zero-pad up to the crop, centred
         pad_h, pad_w = max(crop_size - new_h, 0), max(crop_size - new_w, 0)
         pixels = numpy.pad(pixels, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
     height, width = pixels.shape[:2]
     top = int(round((height - crop_size) / 2.0))
     left = int(round((width - crop_size) / 2.0))
-    pixels = pixels[top:top + crop_size, left:left + crop_size]       # (crop, crop, 3)
+    pixels = pixels[top : top + crop_size, left : left + crop_size]  # (crop, crop, 3)
 
     x = pixels.transpose(2, 0, 1).astype(numpy.float32) / numpy.float32(255)  # (3, crop, crop) in [0, 1]
     x -= numpy.asarray(mean, dtype=numpy.float32)[:, None, None]

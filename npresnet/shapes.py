@@ -11,10 +11,12 @@ slice, and treats the border strips left over as padding. ``functional`` (im2col
 pooling), ``fast.conv`` (channels-last im2col), ``fast.winograd`` (tile gather) and the
 fused max pool all walk their windows through it. Pure integers, no arrays.
 """
+
 from __future__ import annotations
 
 import numbers
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 __all__ = ["conv_output_size", "pair", "tap_range", "Tap", "tap", "kernel_taps"]
 
@@ -29,8 +31,10 @@ def pair(value, name: str) -> tuple[int, int]:
     """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value), int(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
     ):
         return int(value[0]), int(value[1])
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -64,8 +68,11 @@ def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mo
         than the padded input).
     """
     for name, value, low in (
-        ("size", size, 0), ("kernel_size", kernel_size, 1), ("stride", stride, 1),
-        ("padding", padding, 0), ("dilation", dilation, 1),
+        ("size", size, 0),
+        ("kernel_size", kernel_size, 1),
+        ("stride", stride, 1),
+        ("padding", padding, 0),
+        ("dilation", dilation, 1),
     ):
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             raise TypeError(f"{name} must be an int, got {value!r}")
@@ -119,8 +126,13 @@ class Tap(NamedTuple):
     strips: tuple
 
 
-def tap(size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
-        offset: tuple[int, int], stride: tuple[int, int]) -> Tap:
+def tap(
+    size: tuple[int, int],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    offset: tuple[int, int],
+    stride: tuple[int, int],
+) -> Tap:
     """The :class:`Tap` of a kernel offset whose output ``(oy, ox)`` reads input ``(oy*sy + dy0, ox*sx + dx0)``.
 
     Parameters
@@ -139,16 +151,28 @@ def tap(size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int],
     if lo_y == hi_y or lo_x == hi_x:
         return Tap(None, None, ((slice(0, y1 - y0), slice(0, x1 - x0)),))
     dst = (slice(lo_y - y0, hi_y - y0), slice(lo_x - x0, hi_x - x0))
-    src = tuple(slice(lo * s + off, (hi - 1) * s + off + 1, s)
-                for lo, hi, s, off in ((lo_y, hi_y, stride[0], offset[0]), (lo_x, hi_x, stride[1], offset[1])))
-    strips = [(slice(0, lo_y - y0), slice(0, x1 - x0)), (slice(hi_y - y0, y1 - y0), slice(0, x1 - x0)),
-              (dst[0], slice(0, lo_x - x0)), (dst[0], slice(hi_x - x0, x1 - x0))]
+    src = tuple(
+        slice(lo * s + off, (hi - 1) * s + off + 1, s)
+        for lo, hi, s, off in ((lo_y, hi_y, stride[0], offset[0]), (lo_x, hi_x, stride[1], offset[1]))
+    )
+    strips = [
+        (slice(0, lo_y - y0), slice(0, x1 - x0)),
+        (slice(hi_y - y0, y1 - y0), slice(0, x1 - x0)),
+        (dst[0], slice(0, lo_x - x0)),
+        (dst[0], slice(hi_x - x0, x1 - x0)),
+    ]
     return Tap(dst, src, tuple((r, c) for r, c in strips if r.start < r.stop and c.start < c.stop))
 
 
-def kernel_taps(size: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int], kernel: tuple[int, int],
-                stride: tuple[int, int], padding: tuple[int, int],
-                dilation: tuple[int, int] = (1, 1)) -> Iterator[tuple[int, int, Tap]]:
+def kernel_taps(
+    size: tuple[int, int],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+) -> Iterator[tuple[int, int, Tap]]:
     """Yield ``(i, j, tap)`` for every kernel offset, row-major: offset ``(i, j)`` reads ``o*s - p + i*d``.
 
     Parameters

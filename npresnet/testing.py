@@ -23,6 +23,7 @@ Example
 
 Requires ``hypothesis`` (``pip install hypothesis``, or ``pip install "npresnet[test]"``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,7 @@ try:
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - exercised only without hypothesis
     raise ImportError(
-        "npresnet.testing needs hypothesis: pip install hypothesis "
-        '(or pip install "npresnet[test]")'
+        'npresnet.testing needs hypothesis: pip install hypothesis (or pip install "npresnet[test]")'
     ) from exc
 
 import numpy
@@ -189,9 +189,20 @@ def _lead_shape(draw, max_batch: int, channels: int, unbatched: bool) -> tuple:
 
 
 @st.composite
-def conv2d_configs(draw, *, max_batch=2, max_channels_per_group=3, max_groups=3, max_kernel=4,
-                   max_stride=3, max_dilation=3, max_padding=3, max_extra=5, unbatched=True,
-                   same_and_valid=True):
+def conv2d_configs(
+    draw,
+    *,
+    max_batch=2,
+    max_channels_per_group=3,
+    max_groups=3,
+    max_kernel=4,
+    max_stride=3,
+    max_dilation=3,
+    max_padding=3,
+    max_extra=5,
+    unbatched=True,
+    same_and_valid=True,
+):
     """Hypothesis strategy for valid :class:`ConvConfig` s.
 
     Draws groups first, then channel counts that are multiples of it; kernels (square or
@@ -240,14 +251,29 @@ def conv2d_configs(draw, *, max_batch=2, max_channels_per_group=3, max_groups=3,
     W = draw(st.integers(low[1], low[1] + max_extra))
     lead = _lead_shape(draw, max_batch, C, unbatched)
     return ConvConfig(
-        input_shape=(*lead, H, W), weight_shape=(O, C // groups, *kernel), bias=draw(st.booleans()),
-        stride=stride, padding=padding, dilation=dilation, groups=groups,
+        input_shape=(*lead, H, W),
+        weight_shape=(O, C // groups, *kernel),
+        bias=draw(st.booleans()),
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
     )
 
 
 @st.composite
-def pool2d_configs(draw, kind=None, *, max_batch=2, max_channels=3, max_kernel=4, max_stride=4,
-                   max_dilation=3, max_extra=5, unbatched=True):
+def pool2d_configs(
+    draw,
+    kind=None,
+    *,
+    max_batch=2,
+    max_channels=3,
+    max_kernel=4,
+    max_stride=4,
+    max_dilation=3,
+    max_extra=5,
+    unbatched=True,
+):
     """Hypothesis strategy for valid :class:`PoolConfig` s (max or average pooling).
 
     Padding is at most ``kernel_size // 2`` (PyTorch's limit); the input is at least as large
@@ -280,8 +306,16 @@ def pool2d_configs(draw, kind=None, *, max_batch=2, max_channels=3, max_kernel=4
         extra["count_include_pad"] = draw(st.booleans())
         if draw(st.integers(0, 3)) == 0:
             extra["divisor_override"] = draw(st.integers(1, 10) | st.integers(-10, -1))
-    return PoolConfig(kind=kind, input_shape=(*lead, H, W), kernel_size=kernel, stride=stride, padding=padding,
-                      dilation=dilation, ceil_mode=draw(st.booleans()), **extra)
+    return PoolConfig(
+        kind=kind,
+        input_shape=(*lead, H, W),
+        kernel_size=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        ceil_mode=draw(st.booleans()),
+        **extra,
+    )
 
 
 @st.composite
@@ -361,8 +395,8 @@ def reference_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
                         continue  # zero padding adds nothing
                     for g in range(groups):
                         # (N, Cg) @ (Cg, Og) -> (N, Og)
-                        out[:, g * Og:(g + 1) * Og, oy, ox] += (
-                            x[:, g * Cg:(g + 1) * Cg, iy, ix] @ w[g * Og:(g + 1) * Og, :, ky, kx].T
+                        out[:, g * Og : (g + 1) * Og, oy, ox] += (
+                            x[:, g * Cg : (g + 1) * Cg, iy, ix] @ w[g * Og : (g + 1) * Og, :, ky, kx].T
                         )
     if bias is not None:
         out += numpy.asarray(bias, dtype=numpy.float64)[None, :, None, None]
@@ -374,7 +408,11 @@ def _pool_windows(x, kernel_size, stride, padding, dilation, ceil_mode):
     shape (N, C, taps), and how many of its taps lie in the input or its padding (so not in a
     ceil-mode overhang)."""
     N, C, H, W = x.shape
-    (kh, kw), (ph, pw), (dy, dx) = pair(kernel_size, "kernel_size"), pair(padding, "padding"), pair(dilation, "dilation")
+    (kh, kw), (ph, pw), (dy, dx) = (
+        pair(kernel_size, "kernel_size"),
+        pair(padding, "padding"),
+        pair(dilation, "dilation"),
+    )
     sy, sx = (kh, kw) if stride is None else pair(stride, "stride")
     rows = _window_starts(H, kh, sy, ph, ph, dy, ceil_mode)
     cols = _window_starts(W, kw, sx, pw, pw, dx, ceil_mode)
@@ -409,6 +447,7 @@ def reference_max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1,
     Padding never wins (it is −∞); a window with no tap inside the input gives −∞; NaN propagates.
     Small inputs only. Returns a float64 NumPy array.
     """
+
     def reduce(taps, _):
         if taps.shape[-1] == 0:
             return -math.inf
@@ -417,13 +456,15 @@ def reference_max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1,
     return _pool(input, reduce, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-def reference_avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
-                         divisor_override=None):
+def reference_avg_pool2d(
+    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
+):
     """Naive float64 ``avg_pool2d``, the oracle: the sum of each window's taps inside the input,
     divided by ``divisor_override``, or by the number of taps inside the input and its zero padding
     (``count_include_pad``; a ceil-mode overhang past the padding is not counted), or by the number
     inside the input alone. Small inputs only. Returns a float64 NumPy array.
     """
+
     def reduce(taps, n_padded):
         if divisor_override is not None:
             divisor = divisor_override
@@ -442,7 +483,10 @@ def reference_adaptive_avg_pool2d(input, output_size):
     x = numpy.asarray(input, dtype=numpy.float64)
     H, W = x.shape[-2:]
     if isinstance(output_size, (tuple, list)):
-        out_h, out_w = (H if output_size[0] is None else output_size[0]), (W if output_size[1] is None else output_size[1])
+        out_h, out_w = (
+            (H if output_size[0] is None else output_size[0]),
+            (W if output_size[1] is None else output_size[1]),
+        )
     else:
         out_h = out_w = output_size
     out = numpy.empty(x.shape[:-2] + (out_h, out_w))
@@ -475,8 +519,9 @@ def conv2d_error_bound(config: ConvConfig, x, weight, bias, dtype) -> numpy.ndar
     ``gamma_n = n*u/(1 - n*u)``. It holds for any order of the sums (GEMM blocking, FMA).
     """
     K = config.weight_shape[1] * config.weight_shape[2] * config.weight_shape[3]
-    magnitude = reference_conv2d(numpy.abs(x), numpy.abs(weight), None if bias is None else numpy.abs(bias),
-                                 **config.kwargs())
+    magnitude = reference_conv2d(
+        numpy.abs(x), numpy.abs(weight), None if bias is None else numpy.abs(bias), **config.kwargs()
+    )
     return (_gamma(K + 1, dtype) + _gamma(K + 1, numpy.float64)) * magnitude + numpy.finfo(dtype).tiny
 
 
@@ -491,8 +536,9 @@ def _fmt(config) -> str:
     return f"{type(config).__name__}{dataclasses.asdict(config)}"
 
 
-def assert_conv2d_matches(conv2d_fn, config: ConvConfig, *, dtype=numpy.float64, convert=None, seed=0,
-                          slack=1.0) -> None:
+def assert_conv2d_matches(
+    conv2d_fn, config: ConvConfig, *, dtype=numpy.float64, convert=None, seed=0, slack=1.0
+) -> None:
     """Assert that ``conv2d_fn`` computes ``config`` as the float64 oracle does.
 
     ``conv2d_fn(input, weight, bias, stride=, padding=, dilation=, groups=)`` is called with
@@ -546,12 +592,12 @@ def assert_conv2d_matches(conv2d_fn, config: ConvConfig, *, dtype=numpy.float64,
         raise AssertionError(
             f"conv2d differs from the float64 oracle at {bad.sum()} of {err.size} elements for {_fmt(config)} "
             f"(dtype {numpy.dtype(dtype).name}); worst at index {tuple(int(i) for i in worst)}: "
-            f"got {float(got[worst])!r}, expected {float(want[worst])!r}, |error| {err[worst]:.3g} > bound {bound[worst]:.3g}"
+            f"got {float(got[worst])!r}, expected {float(want[worst])!r}, "
+            f"|error| {err[worst]:.3g} > bound {bound[worst]:.3g}"
         )
 
 
-def assert_pool2d_matches(pool_fn, config: PoolConfig, *, dtype=numpy.float64, convert=None, seed=0,
-                          slack=1.0) -> None:
+def assert_pool2d_matches(pool_fn, config: PoolConfig, *, dtype=numpy.float64, convert=None, seed=0, slack=1.0) -> None:
     """Assert that ``pool_fn`` (a ``max_pool2d`` or ``avg_pool2d`` with torch's signature, per
     ``config.kind``) computes ``config`` as the float64 oracle does.
 
@@ -570,20 +616,25 @@ def assert_pool2d_matches(pool_fn, config: PoolConfig, *, dtype=numpy.float64, c
     got = _host(pool_fn(x if convert is None else convert(x), **config.kwargs()))
     want = config.reference(x)
     if got.shape != want.shape:
-        raise AssertionError(f"{config.kind}_pool2d output shape {got.shape} != oracle's {want.shape} for {_fmt(config)}")
+        raise AssertionError(
+            f"{config.kind}_pool2d output shape {got.shape} != oracle's {want.shape} for {_fmt(config)}"
+        )
     if config.kind == "max":
         bound = numpy.zeros_like(want)
     else:
         taps = config.kernel_size[0] * config.kernel_size[1]
-        magnitude = reference_avg_pool2d(numpy.abs(x), **{**config.kwargs(), "divisor_override": None,
-                                                           "count_include_pad": False})
+        magnitude = reference_avg_pool2d(
+            numpy.abs(x), **{**config.kwargs(), "divisor_override": None, "count_include_pad": False}
+        )
         # |sum|/|divisor| <= mean|x| * (taps inside) / |divisor| <= mean|x| * taps
         bound = slack * (_gamma(taps + 1, dtype) + _gamma(taps + 1, numpy.float64)) * magnitude * taps
     with numpy.errstate(invalid="ignore"):  # inf - inf where both are -inf
         err = numpy.abs(got.astype(numpy.float64) - want)
     bad = ~((err <= bound) | (got == want))  # equality admits matching infinities
     if bad.any():
-        worst = numpy.unravel_index(numpy.argmax(numpy.where(bad, numpy.nan_to_num(err, nan=numpy.inf), -1.0)), err.shape)
+        worst = numpy.unravel_index(
+            numpy.argmax(numpy.where(bad, numpy.nan_to_num(err, nan=numpy.inf), -1.0)), err.shape
+        )
         raise AssertionError(
             f"{config.kind}_pool2d differs from the float64 oracle at {bad.sum()} of {err.size} elements for "
             f"{_fmt(config)} (dtype {numpy.dtype(dtype).name}); worst at index {tuple(int(i) for i in worst)}: "

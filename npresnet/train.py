@@ -16,6 +16,7 @@ the initialisation, the batch order — comes from one seed, so a run is reprodu
 
 Needs ``npresnet[train]`` (scikit-learn; matplotlib for :func:`plot_history`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -133,8 +134,9 @@ def epoch_batches(x, y, config: TrainConfig, epoch: int):
             background = x.min()  # a blank pixel, after standardisation
             padded = numpy.pad(xb, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=background)
             offsets = rng.integers(-config.shift, config.shift + 1, size=(len(idx), 2)) * step + pad
-            xb = numpy.stack([padded[n, :, oy : oy + config.size, ox : ox + config.size]
-                              for n, (oy, ox) in enumerate(offsets)])
+            xb = numpy.stack(
+                [padded[n, :, oy : oy + config.size, ox : ox + config.size] for n, (oy, ox) in enumerate(offsets)]
+            )
         batches.append((xb, y[idx]))
     return batches
 
@@ -175,8 +177,9 @@ def train_digits(config: TrainConfig = TrainConfig(), model=None, data=None, on_
         the epoch's batch losses), ``test_loss``, ``test_accuracy``, ``lr``.
     """
     model = build_model(config) if model is None else model
-    x_train, y_train, x_test, y_test = data if data is not None else load_digits_split(
-        config.size, config.test_fraction, config.seed)
+    x_train, y_train, x_test, y_test = (
+        data if data is not None else load_digits_split(config.size, config.test_fraction, config.seed)
+    )
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     schedule = CosineAnnealingLR(optimizer, T_max=config.epochs)
     history = {"batch_loss": [], "train_loss": [], "test_loss": [], "test_accuracy": [], "lr": []}
@@ -186,7 +189,7 @@ def train_digits(config: TrainConfig = TrainConfig(), model=None, data=None, on_
         losses = []
         history["lr"].append(optimizer.lr)
         for i, (x, y) in enumerate(batches):
-            logits = model(x)                                   # (B, 10); layers save what backward needs
+            logits = model(x)  # (B, 10); layers save what backward needs
             loss = float(F.cross_entropy(logits, y))
             model.backward(F.cross_entropy_backward(1.0, logits, y))  # grads into each module
             optimizer.step()
@@ -225,8 +228,12 @@ def plot_history(history, path, title: str = "") -> None:
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
     ax_loss.legend()
     ax_acc.plot(epochs, 100 * numpy.asarray(history["test_accuracy"]), "s-", color="C2")
-    ax_acc.set(xlabel="epoch", ylabel="held-out accuracy (%)", title="accuracy", ylim=(min(
-        90, 100 * min(history["test_accuracy"])), 100))
+    ax_acc.set(
+        xlabel="epoch",
+        ylabel="held-out accuracy (%)",
+        title="accuracy",
+        ylim=(min(90, 100 * min(history["test_accuracy"])), 100),
+    )
     ax_acc.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

@@ -15,12 +15,18 @@ and gives identical results. ``None`` means the backend's default,
 
 There is no module-level setting to patch: callers pass the parameter.
 """
+
 from __future__ import annotations
 
 import numbers
 
-__all__ = ["NUMPY_WORKSPACE_BYTES", "default_workspace_bytes", "device_workspace_bytes",
-           "resolve_workspace_bytes", "workspace_chunks"]
+__all__ = [
+    "NUMPY_WORKSPACE_BYTES",
+    "default_workspace_bytes",
+    "device_workspace_bytes",
+    "resolve_workspace_bytes",
+    "workspace_chunks",
+]
 
 NUMPY_WORKSPACE_BYTES = 8 * 2**20
 """NumPy's default bound on one chunk's columns plus output: 8 MiB, cache-sized.
@@ -38,8 +44,9 @@ DEVICE_FLOOR_BYTES = 16 * 2**20
 DEVICE_CAP_BYTES = 4 * 2**30
 
 
-def device_workspace_bytes(free_bytes: int, fraction: float = DEVICE_FRACTION, floor: int = DEVICE_FLOOR_BYTES,
-                           cap: int = DEVICE_CAP_BYTES) -> int:
+def device_workspace_bytes(
+    free_bytes: int, fraction: float = DEVICE_FRACTION, floor: int = DEVICE_FLOOR_BYTES, cap: int = DEVICE_CAP_BYTES
+) -> int:
     """A GPU workspace from the device's free memory: ``fraction`` of it, clamped to ``[floor, cap]``.
 
     Why these numbers: on an H100, workspaces of 1–4 GiB ran ResNet-50 at batch 64 15–40× faster

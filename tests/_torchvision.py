@@ -46,6 +46,7 @@ block_names(model)
 relative_error(actual, expected)
     ``max|actual - expected| / max|expected|``, the scale-relative error the tests bound.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,15 +60,35 @@ import npresnet
 from npresnet.weights import load_weights, save_weights
 
 __all__ = [
-    "ARCHITECTURE_NAMES", "STEM", "STAGES", "HEAD",
-    "torchvision_resnet", "randomise_batch_norm", "meta_resnet",
-    "numpy_state_dict", "save_pth", "load_weights", "save_weights", "npresnet_from_file",
-    "torch_forward", "torch_intermediates", "block_names", "relative_error",
+    "ARCHITECTURE_NAMES",
+    "STEM",
+    "STAGES",
+    "HEAD",
+    "torchvision_resnet",
+    "randomise_batch_norm",
+    "meta_resnet",
+    "numpy_state_dict",
+    "save_pth",
+    "load_weights",
+    "save_weights",
+    "npresnet_from_file",
+    "torch_forward",
+    "torch_intermediates",
+    "block_names",
+    "relative_error",
 ]
 
 ARCHITECTURE_NAMES = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 )
 STEM = ("conv1", "bn1", "relu", "maxpool")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
@@ -118,14 +139,16 @@ def randomise_batch_norm(model: torch.nn.Module, seed: int = 0, calibration_shap
             bn.momentum = 0.1
             std = bn.running_var.sqrt()
             bn.running_mean.add_(0.1 * std * torch.randn(std.shape, generator=gen, dtype=torch.float64).to(dtype))
-            bn.running_var.mul_(torch.exp(0.5 * torch.rand(std.shape, generator=gen, dtype=torch.float64) - 0.25)
-                                .to(dtype))
+            bn.running_var.mul_(
+                torch.exp(0.5 * torch.rand(std.shape, generator=gen, dtype=torch.float64) - 0.25).to(dtype)
+            )
             bn.num_batches_tracked.fill_(int(torch.randint(1, 10_000, (), generator=gen)))
     return model
 
 
-def torchvision_resnet(name: str, seed: int = 0, *, dtype=torch.float32, randomise: bool = True,
-                       **kwargs) -> torch.nn.Module:
+def torchvision_resnet(
+    name: str, seed: int = 0, *, dtype=torch.float32, randomise: bool = True, **kwargs
+) -> torch.nn.Module:
     """A seeded torchvision ResNet in eval mode, with non-trivial batch norms.
 
     Parameters
@@ -156,7 +179,7 @@ def meta_resnet(name: str, **kwargs) -> torch.nn.Module:
         return _builder(name)(weights=None, **kwargs).eval()
 
 
-def numpy_state_dict(model: torch.nn.Module) -> "OrderedDict[str, np.ndarray]":
+def numpy_state_dict(model: torch.nn.Module) -> OrderedDict[str, np.ndarray]:
     """NumPy copies of ``model.state_dict()``, in its key order."""
     return OrderedDict((k, v.detach().cpu().numpy().copy()) for k, v in model.state_dict().items())
 
@@ -193,6 +216,7 @@ def torch_intermediates(model: torch.nn.Module, x: np.ndarray, names):
     def keep(name):
         def hook(_module, _input, output):
             outputs[name] = output.detach().clone().numpy()
+
         return hook
 
     handles = [model.get_submodule(name).register_forward_hook(keep(name)) for name in names]

@@ -14,6 +14,7 @@ The ``backend`` fixture runs a test once per backend: every backend in
 SKIPPED, with the reason from :func:`npresnet.backend.cupy_unavailable_reason`, on a
 machine where CuPy cannot run. Results are compared on the host (``to_numpy``).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,7 @@ from npresnet.backend import available_backends, cupy_unavailable_reason, get_ba
 #
 # No health check is suppressed: every strategy draws valid configurations directly
 # (no filtering), so generation is fast and too_slow / filter_too_much never fire.
-settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True, database=None,
-                          print_blob=True)
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True, database=None, print_blob=True)
 settings.register_profile("dev", max_examples=30, deadline=None)
 
 
@@ -87,8 +87,13 @@ class Backend:
 def _backend_params():
     params = [pytest.param(name, id=name) for name in available_backends()]
     if "cupy" not in available_backends():
-        params.append(pytest.param("cupy", id="cupy", marks=pytest.mark.skip(
-            reason=f"CuPy backend not tested here: {cupy_unavailable_reason()}")))
+        params.append(
+            pytest.param(
+                "cupy",
+                id="cupy",
+                marks=pytest.mark.skip(reason=f"CuPy backend not tested here: {cupy_unavailable_reason()}"),
+            )
+        )
     return params
 
 

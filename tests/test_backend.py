@@ -1,4 +1,5 @@
 """npresnet.backend: backend discovery, moving arrays, and picking the array module."""
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -36,8 +37,12 @@ def test_get_backend_rejects_unknown_names(bad):
         B.get_backend(bad)
 
 
-@given(hnp.arrays(hnp.floating_dtypes() | hnp.integer_dtypes() | st.just(np.dtype(bool)),
-                  hnp.array_shapes(min_dims=0, max_dims=4, min_side=0)))
+@given(
+    hnp.arrays(
+        hnp.floating_dtypes() | hnp.integer_dtypes() | st.just(np.dtype(bool)),
+        hnp.array_shapes(min_dims=0, max_dims=4, min_side=0),
+    )
+)
 def test_round_trip_is_exact(backend, x):
     on = B.to_backend(x, backend.name)
     assert B.backend_name(on) == backend.name
@@ -81,7 +86,10 @@ def test_backend_module_does_not_import_cupy_for_numpy_work():
     """Asking about NumPy arrays never imports CuPy (checked by type module, not isinstance)."""
     import subprocess
     import sys
-    code = ("import sys, numpy; from npresnet.backend import get_array_module, backend_name, to_numpy;"
-            "a = numpy.zeros(2); get_array_module(a); backend_name(a); to_numpy(a);"
-            "assert 'cupy' not in sys.modules, 'cupy imported'")
+
+    code = (
+        "import sys, numpy; from npresnet.backend import get_array_module, backend_name, to_numpy;"
+        "a = numpy.zeros(2); get_array_module(a); backend_name(a); to_numpy(a);"
+        "assert 'cupy' not in sys.modules, 'cupy imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,6 +10,7 @@ gradient entry is a sum of ``n`` products; computed in any order it is within
 elementwise (the same backward on ``|g|``, ``|x|``, ``|w|`` gives ``sum|terms|``); for the other
 layers, whose sums are short or normalised, a scale-relative ``1e-5`` (BN: ``1e-4``) is stated.
 """
+
 import numpy as np
 import pytest
 import torch
@@ -97,8 +98,9 @@ FOLD_EDGE = [c for c in CONV_EDGE if not isinstance(c.padding, str)]
 def test_col2im_is_torch_fold(backend, config):
     """col2im mirrors torch.nn.functional.fold: same arguments, same output."""
     H, W = config.input_shape[-2:]
-    kw = dict(kernel_size=config.weight_shape[2:], dilation=config.dilation, padding=config.padding,
-              stride=config.stride)
+    kw = dict(
+        kernel_size=config.weight_shape[2:], dilation=config.dilation, padding=config.padding, stride=config.stride
+    )
     x = np.zeros(config.input_shape)
     cols_shape = nf.im2col(x, **kw).shape
     y = np.random.default_rng(0).uniform(-1, 1, cols_shape)
@@ -113,8 +115,9 @@ def test_col2im_is_torch_fold(backend, config):
 def test_col2im_is_adjoint_of_im2col(backend, config, seed):
     """<im2col(x), y> == <x, col2im(y)> for random x, y: col2im is im2col's transpose."""
     H, W = config.input_shape[-2:]
-    kw = dict(kernel_size=config.weight_shape[2:], dilation=config.dilation, padding=config.padding,
-              stride=config.stride)
+    kw = dict(
+        kernel_size=config.weight_shape[2:], dilation=config.dilation, padding=config.padding, stride=config.stride
+    )
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1, 1, config.input_shape)
     cols = backend.get(nf.im2col(backend.put(x), **kw))
@@ -178,8 +181,12 @@ def test_max_pool2d_ties_pick_the_first_max_as_torch():
 
 
 @with_examples(MAX_EDGE, seed=0, ties=True, dtype=np.float64)
-@given(config=pool2d_configs("max"), seed=st.integers(0, 2**16), ties=st.booleans(),
-       dtype=st.sampled_from([np.float64, np.float32]))
+@given(
+    config=pool2d_configs("max"),
+    seed=st.integers(0, 2**16),
+    ties=st.booleans(),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
 def test_max_pool2d_backward_matches_autograd(backend, config, seed, ties, dtype):
     x = _pool_input(config, seed, ties)
     g = np.random.default_rng(seed + 1).uniform(-1, 1, config.output_shape())
@@ -216,8 +223,13 @@ def test_avg_pool2d_backward_matches_autograd(backend, config, seed, dtype):
     assert relative_error(got, expected) <= (F64 if dtype == np.float64 else 1e-5), config
 
 
-@given(H=st.integers(1, 9), W=st.integers(1, 9), out=st.tuples(st.integers(1, 9), st.integers(1, 9)),
-       lead=st.sampled_from([(2, 3), (1, 1), (3,)]), dtype=st.sampled_from([np.float64, np.float32]))
+@given(
+    H=st.integers(1, 9),
+    W=st.integers(1, 9),
+    out=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    lead=st.sampled_from([(2, 3), (1, 1), (3,)]),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
 def test_adaptive_avg_pool2d_backward_matches_autograd(backend, H, W, out, lead, dtype):
     x = np.random.default_rng(0).uniform(-1, 1, (*lead, H, W))
     g = np.random.default_rng(1).uniform(-1, 1, (*lead, *out))
@@ -228,9 +240,13 @@ def test_adaptive_avg_pool2d_backward_matches_autograd(backend, H, W, out, lead,
 
 
 # --------------------------------------------------------------------------- batch norm, linear, relu
-@given(shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
-       affine=st.booleans(), training=st.booleans(), seed=st.integers(0, 2**16),
-       dtype=st.sampled_from([np.float64, np.float32]))
+@given(
+    shape=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5)),
+    affine=st.booleans(),
+    training=st.booleans(),
+    seed=st.integers(0, 2**16),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
 def test_batch_norm_backward_matches_autograd(backend, shape, affine, training, seed, dtype):
     if training and shape[0] * shape[2] * shape[3] == 1:
         shape = (2, *shape[1:])  # training needs more than one value per channel
@@ -267,8 +283,12 @@ def test_batch_norm_backward_matches_autograd(backend, shape, affine, training, 
         check(got[2], ones[2], 2)
 
 
-@given(lead=st.sampled_from([(3,), (2, 3), (1,)]), fin=st.integers(1, 6), fout=st.integers(1, 6),
-       dtype=st.sampled_from([np.float64, np.float32]))
+@given(
+    lead=st.sampled_from([(3,), (2, 3), (1,)]),
+    fin=st.integers(1, 6),
+    fout=st.integers(1, 6),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
 def test_linear_backward_matches_autograd(backend, lead, fin, fout, dtype):
     rng = np.random.default_rng(0)
     x, w, b = rng.uniform(-1, 1, (*lead, fin)), rng.uniform(-1, 1, (fout, fin)), rng.uniform(-1, 1, fout)
@@ -292,9 +312,16 @@ def test_relu_backward_matches_autograd(backend, shape, seed):
 
 
 # --------------------------------------------------------------------------- log_softmax, cross_entropy
-@given(N=st.integers(1, 5), C=st.integers(1, 7), smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
-       reduction=st.sampled_from(["mean", "sum", "none"]), scale=st.sampled_from([1.0, 30.0]),
-       seed=st.integers(0, 2**16), unbatched=st.booleans(), dtype=st.sampled_from([np.float64, np.float32]))
+@given(
+    N=st.integers(1, 5),
+    C=st.integers(1, 7),
+    smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    scale=st.sampled_from([1.0, 30.0]),
+    seed=st.integers(0, 2**16),
+    unbatched=st.booleans(),
+    dtype=st.sampled_from([np.float64, np.float32]),
+)
 def test_cross_entropy_and_backward_match_torch(backend, N, C, smoothing, reduction, scale, seed, unbatched, dtype):
     rng = np.random.default_rng(seed)
     z = rng.uniform(-1, 1, (N, C)) * scale  # large logits: log_softmax must not overflow
@@ -377,8 +404,10 @@ def test_pool_backward_matches_finite_differences(config, seed):
 
 
 @settings(max_examples=8)
-@given(shape=st.tuples(st.integers(2, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
-       seed=st.integers(0, 2**16))
+@given(
+    shape=st.tuples(st.integers(2, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3)),
+    seed=st.integers(0, 2**16),
+)
 def test_batch_norm_and_cross_entropy_backward_match_finite_differences(shape, seed):
     rng = np.random.default_rng(seed)
     x, w, b = rng.uniform(-1, 1, shape), rng.uniform(0.5, 1.5, shape[1]), rng.uniform(-1, 1, shape[1])

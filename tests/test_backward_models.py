@@ -8,13 +8,19 @@ batch and a backward of the same random ``grad_output`` at the logits. Every par
 Input 2×3×64×48: batch 2 and layer4 at 2×2, so every batch norm normalises over at least 8 values
 (with only 2 the centred values are ±1 and the input gradient cancels to rounding noise).
 """
+
 import numpy as np
 import pytest
 import torch
 
 import npresnet
 from _torchvision import (
-    ARCHITECTURE_NAMES, numpy_state_dict, npresnet_from_file, relative_error, save_pth, torchvision_resnet,
+    ARCHITECTURE_NAMES,
+    npresnet_from_file,
+    numpy_state_dict,
+    relative_error,
+    save_pth,
+    torchvision_resnet,
 )
 from npresnet import nn
 

@@ -3,6 +3,7 @@
 Not a timed test: only that every engine is checked, timed and reported, and that the
 markdown table is written. The timings themselves are not asserted.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,14 @@ BENCH = os.path.join(ROOT, "benchmarks", "bench.py")
 
 def _run(*args, timeout=300):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, BENCH, "--smoke", "--threads", "1", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, BENCH, "--smoke", "--threads", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def test_smoke_runs_every_engine_and_writes_markdown(tmp_path):

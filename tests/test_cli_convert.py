@@ -1,4 +1,5 @@
 """``npresnet convert``: round trips, architecture checks, and never losing a file."""
+
 import os
 import subprocess
 import sys
@@ -13,8 +14,9 @@ from npresnet.weights import load_weights  # noqa: E402
 
 
 def run_cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "npresnet", *args], capture_output=True, text=True, timeout=120,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "npresnet", *args], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,12 @@ def test_arch_check_reports_every_mismatch_and_writes_nothing(tmp_path, pth):
     dst = tmp_path / "out.safetensors"
     proc = run_cli("convert", str(src), str(dst), "--arch", "resnet18")
     assert proc.returncode == 1
-    for fragment in ("missing key: layer1.0.bn1.running_var", "layer2.0.conv1.weight: shape (128, 32, 3, 3)",
-                     "unexpected key: extra.weight", "3 problem(s)"):
+    for fragment in (
+        "missing key: layer1.0.bn1.running_var",
+        "layer2.0.conv1.weight: shape (128, 32, 3, 3)",
+        "unexpected key: extra.weight",
+        "3 problem(s)",
+    ):
         assert fragment in proc.stderr
     assert not dst.exists()
 

@@ -1,4 +1,5 @@
 """``npresnet predict`` end to end: same top-K as torchvision on the same files; bad files reported."""
+
 import copy
 import json
 import subprocess
@@ -63,8 +64,20 @@ def test_predict_matches_torchvision_and_reports_bad_files(tmp_path, checkpoint)
     bad = [tmp_path / "missing.jpg", truncated, text, bomb]
     paths = [str(p) for p in [good[0], bad[0], *good[1:4], bad[1], bad[2], *good[4:], bad[3]]]
 
-    proc = run_cli("predict", *paths, "--arch", "resnet18", "--weights", str(weights), "--top", "5",
-                   "--batch-size", "3", "--format", "json")
+    proc = run_cli(
+        "predict",
+        *paths,
+        "--arch",
+        "resnet18",
+        "--weights",
+        str(weights),
+        "--top",
+        "5",
+        "--batch-size",
+        "3",
+        "--format",
+        "json",
+    )
     assert proc.returncode == 1
     for p in bad:
         assert str(p) in proc.stderr
@@ -107,20 +120,41 @@ def test_skipped_images_are_reported_after_the_results(tmp_path, checkpoint):
     _, weights = checkpoint
     image = make_image(tmp_path / "a.png", "RGB", (230, 230), numpy.random.default_rng(1))
     missing = tmp_path / "missing.jpg"
-    proc = subprocess.run([sys.executable, "-m", "npresnet", "predict", str(missing), str(image), "--arch", "resnet18",
-                           "--weights", str(weights), "--top", "3"],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "npresnet",
+            "predict",
+            str(missing),
+            str(image),
+            "--arch",
+            "resnet18",
+            "--weights",
+            str(weights),
+            "--top",
+            "3",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()  # stdout and stderr as a terminal shows them, in order
     assert lines[0] == str(image) and all(line.startswith(f"  {i}.") for i, line in enumerate(lines[1:4], 1))
-    assert lines[4:] == [f"npresnet predict: skipped {missing}: no such file",
-                         "npresnet predict: 1 of 2 image(s) could not be read"]
+    assert lines[4:] == [
+        f"npresnet predict: skipped {missing}: no such file",
+        "npresnet predict: 1 of 2 image(s) could not be read",
+    ]
 
 
 def zeros_checkpoint(path, arch):
     """An .npz with ``arch``'s keys and shapes (torchvision's), all zeros: a few kB compressed."""
-    state = {k: numpy.zeros(tuple(v.shape), numpy.int64 if k.endswith("num_batches_tracked") else numpy.float16)
-             for k, v in meta_resnet(arch).state_dict().items()}
+    state = {
+        k: numpy.zeros(tuple(v.shape), numpy.int64 if k.endswith("num_batches_tracked") else numpy.float16)
+        for k, v in meta_resnet(arch).state_dict().items()
+    }
     numpy.savez_compressed(path, **state)
     return {k: v.shape for k, v in state.items()}
 
@@ -143,8 +177,10 @@ def test_weights_of_another_architecture_are_summarised_and_named(tmp_path, othe
     proc = run_cli("predict", "a.png", "--arch", "resnet18", "--weights", str(tmp_path / f"{other}.npz"))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     count = len(missing) + len(unexpected) + len(misshaped)
-    assert (f"does not fit resnet18 ({count} problem(s): {len(misshaped)} mis-shaped or unloadable, "
-            f"{len(missing)} missing, {len(unexpected)} unexpected key(s))") in proc.stderr
+    assert (
+        f"does not fit resnet18 ({count} problem(s): {len(misshaped)} mis-shaped or unloadable, "
+        f"{len(missing)} missing, {len(unexpected)} unexpected key(s))"
+    ) in proc.stderr
     assert f"the file looks like {other} weights: every key and shape fits {other}; use --arch {other}" in proc.stderr
     assert len(proc.stderr.splitlines()) <= 2 + 3 * 5  # a header, at most 4 keys and a count per kind, the verdict
 
@@ -159,8 +195,10 @@ def test_sizes_are_bounded_before_any_work(tmp_path):
     images = [f"img{i}.png" for i in range(16)]
     proc = run_cli("predict", *images, "--arch", "resnet18", "--weights", "missing.pth", "--crop-size", "2048")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert ("resnet18 on 16 image(s) of 2048×2048 needs 8.0 GiB of activations, more than the 2 GiB limit; "
-            "use --batch-size 4 or less") in proc.stderr
+    assert (
+        "resnet18 on 16 image(s) of 2048×2048 needs 8.0 GiB of activations, more than the 2 GiB limit; "
+        "use --batch-size 4 or less"
+    ) in proc.stderr
 
 
 def test_top_is_at_most_the_number_of_classes(tmp_path, checkpoint):
@@ -169,8 +207,9 @@ def test_top_is_at_most_the_number_of_classes(tmp_path, checkpoint):
     proc = run_cli("predict", str(image), "--arch", "resnet18", "--weights", str(weights), "--top", "5000")
     assert proc.returncode == 1 and "--top 5000 asks for more classes than the 1000 of" in proc.stderr
     assert proc.stdout == ""
-    proc = run_cli("predict", str(image), "--arch", "resnet18", "--weights", str(weights), "--top", "1000",
-                   "--format", "json")
+    proc = run_cli(
+        "predict", str(image), "--arch", "resnet18", "--weights", str(weights), "--top", "1000", "--format", "json"
+    )
     assert proc.returncode == 0, proc.stderr
     top = json.loads(proc.stdout)[0]["top"]
     assert sorted(t["index"] for t in top) == list(range(1000))

@@ -1,5 +1,6 @@
 """One error family: every error npresnet reports about a file, an image or a download is an ``NpresnetError``,
 and also the builtin callers caught before the family existed."""
+
 import numpy
 import pytest
 
@@ -7,8 +8,9 @@ import npresnet
 from npresnet.errors import FetchError, ImageError, NpresnetError, WeightsError
 
 
-@pytest.mark.parametrize("error,builtin", [(WeightsError, ValueError), (ImageError, ValueError),
-                                           (FetchError, RuntimeError)])
+@pytest.mark.parametrize(
+    "error,builtin", [(WeightsError, ValueError), (ImageError, ValueError), (FetchError, RuntimeError)]
+)
 def test_each_error_is_the_family_and_its_builtin(error, builtin):
     raised = error("message")
     assert isinstance(raised, NpresnetError) and isinstance(raised, builtin)
@@ -53,11 +55,14 @@ def test_weights_of_the_wrong_type_name_the_argument(weights):
         npresnet.resnet18(weights=weights)
 
 
-@pytest.mark.parametrize("shape,hint", [
-    ((224, 224, 3), r"one channels-last image\? use x\.transpose\(2, 0, 1\)\[None\]"),
-    ((3, 224, 224), r"one image\? add the batch axis: x\[None\]"),
-    ((2, 224, 224, 3), r"channels-last\? use x\.transpose\(0, 3, 1, 2\)"),
-])
+@pytest.mark.parametrize(
+    "shape,hint",
+    [
+        ((224, 224, 3), r"one channels-last image\? use x\.transpose\(2, 0, 1\)\[None\]"),
+        ((3, 224, 224), r"one image\? add the batch axis: x\[None\]"),
+        ((2, 224, 224, 3), r"channels-last\? use x\.transpose\(0, 3, 1, 2\)"),
+    ],
+)
 def test_image_shaped_inputs_get_a_hint(shape, hint):
     x = numpy.zeros(shape, numpy.float32)
     with pytest.raises(ValueError, match=hint):

@@ -5,6 +5,7 @@ models; ``torch.nn.functional.conv2d`` followed by ``batch_norm`` for a single f
 convolution (im2col or Winograd); ``numpy.correlate`` for the Winograd matrices; the
 unchunked fused path for the chunked one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,14 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npresnet
+from _torchvision import ARCHITECTURE_NAMES, numpy_state_dict, relative_error, torch_forward, torchvision_resnet
 from npresnet.fast import fuse
 from npresnet.fast.conv import FusedConv
 from npresnet.fast.fold import fold_batch_norm, gemm_weight
 from npresnet.fast.winograd import WinogradConv, winograd_matrices, winograd_weight
-from npresnet.workspace import workspace_chunks
 from npresnet.nn import BatchNorm2d, Conv2d
-
-from _torchvision import ARCHITECTURE_NAMES, numpy_state_dict, relative_error, torch_forward, torchvision_resnet
+from npresnet.workspace import workspace_chunks
 
 F32_TOL = 1e-4  # max |fused - torch| / max |torch| in float32 for ResNet-18/50 (measured: ~3e-5 worst)
 F64_TOL = 1e-10
@@ -207,13 +207,16 @@ def test_fused_is_a_snapshot_and_does_not_touch_the_model(resnet18_pair):
 
 
 # --------------------------------------------------------------------------- input checks
-@pytest.mark.parametrize("x, error, words", [
-    (np.zeros((3, 32, 32), np.float32), ValueError, "4-D"),
-    (np.zeros((1, 32, 32, 3), np.float32), ValueError, "channels-last"),
-    (np.zeros((1, 3, 32, 32), np.uint8), TypeError, "floating"),
-    (np.zeros((1, 3, 32, 32), np.float64), TypeError, "float32"),
-    ([[0.0]], TypeError, "list"),
-])
+@pytest.mark.parametrize(
+    "x, error, words",
+    [
+        (np.zeros((3, 32, 32), np.float32), ValueError, "4-D"),
+        (np.zeros((1, 32, 32, 3), np.float32), ValueError, "channels-last"),
+        (np.zeros((1, 3, 32, 32), np.uint8), TypeError, "floating"),
+        (np.zeros((1, 3, 32, 32), np.float64), TypeError, "float32"),
+        ([[0.0]], TypeError, "list"),
+    ],
+)
 def test_bad_input_is_refused_clearly(resnet18_pair, x, error, words):
     with pytest.raises(error, match=words):
         fuse(resnet18_pair[1])(x)
@@ -256,12 +259,19 @@ def _assert_conv_and_epilogue(conv, x, expected, budget, rng):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    data=st.data(), groups=st.sampled_from([1, 2, 4]), k=st.sampled_from([1, 2, 3, 5]),
-    stride=st.integers(1, 3), dilation=st.integers(1, 2), pad=st.integers(0, 3),
-    budget=st.sampled_from([1, 200, 5000, 1 << 30]), bias=st.booleans(), row_windows=st.booleans(),
+    data=st.data(),
+    groups=st.sampled_from([1, 2, 4]),
+    k=st.sampled_from([1, 2, 3, 5]),
+    stride=st.integers(1, 3),
+    dilation=st.integers(1, 2),
+    pad=st.integers(0, 3),
+    budget=st.sampled_from([1, 200, 5000, 1 << 30]),
+    bias=st.booleans(),
+    row_windows=st.booleans(),
 )
-def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, dilation, pad, budget, bias,
-                                                      row_windows):
+def test_fused_conv_equals_torch_conv_then_batch_norm(
+    data, groups, k, stride, dilation, pad, budget, bias, row_windows
+):
     """FusedConv(NHWC) == batch_norm(conv2d(x)) in float64, any geometry, any workspace bound,
     with the per-offset copies and (where they apply) the row-window copies of the stem."""
     cg, og = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
@@ -276,16 +286,29 @@ def test_fused_conv_equals_torch_conv_then_batch_norm(data, groups, k, stride, d
     x = rng.standard_normal((N, C, H, W))
 
     with torch.no_grad():
-        t = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(conv.weight),
-                                       None if conv.bias is None else torch.from_numpy(conv.bias),
-                                       stride, pad, dilation, groups)
-        t = torch.nn.functional.batch_norm(t, torch.from_numpy(bn.running_mean), torch.from_numpy(bn.running_var),
-                                           torch.from_numpy(bn.weight), torch.from_numpy(bn.bias), eps=bn.eps)
+        t = torch.nn.functional.conv2d(
+            torch.from_numpy(x),
+            torch.from_numpy(conv.weight),
+            None if conv.bias is None else torch.from_numpy(conv.bias),
+            stride,
+            pad,
+            dilation,
+            groups,
+        )
+        t = torch.nn.functional.batch_norm(
+            t,
+            torch.from_numpy(bn.running_mean),
+            torch.from_numpy(bn.running_var),
+            torch.from_numpy(bn.weight),
+            torch.from_numpy(bn.bias),
+            eps=bn.eps,
+        )
     expected = t.numpy().transpose(0, 2, 3, 1)  # NHWC
 
     weight, b = fold_batch_norm(conv, bn)
-    fused = FusedConv(gemm_weight(weight, groups), b, (k, k), (stride, stride), (pad, pad),
-                      (dilation, dilation), groups)
+    fused = FusedConv(
+        gemm_weight(weight, groups), b, (k, k), (stride, stride), (pad, pad), (dilation, dilation), groups
+    )
     fused.row_window_max = 1 << 20 if row_windows else 0
     assert fused.output_shape((N, H, W, C)) == expected.shape
     _assert_conv_and_epilogue(fused, x, expected, budget, rng)
@@ -311,8 +334,9 @@ def test_fold_matches_the_batch_norm_formula():
     for o in range(4):
         scale = float(bn.weight[o]) / np.sqrt(float(bn.running_var[o]) + bn.eps)
         np.testing.assert_allclose(weight[o], conv.weight[o].astype(np.float64) * scale, rtol=1e-15)
-        np.testing.assert_allclose(bias[o], (float(conv.bias[o]) - float(bn.running_mean[o])) * scale
-                                   + float(bn.bias[o]), rtol=1e-13)
+        np.testing.assert_allclose(
+            bias[o], (float(conv.bias[o]) - float(bn.running_mean[o])) * scale + float(bn.bias[o]), rtol=1e-13
+        )
 
 
 # --------------------------------------------------------------------------- Winograd
@@ -331,16 +355,32 @@ def test_winograd_matrices_compute_the_correlation(m):
 def _conv_bn_torch(x, conv, bn, pad):
     """batch_norm(conv2d(x)) by torch, NCHW in, NHWC out."""
     with torch.no_grad():
-        t = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(conv.weight),
-                                       None if conv.bias is None else torch.from_numpy(conv.bias), 1, pad)
-        t = torch.nn.functional.batch_norm(t, torch.from_numpy(bn.running_mean), torch.from_numpy(bn.running_var),
-                                           torch.from_numpy(bn.weight), torch.from_numpy(bn.bias), eps=bn.eps)
+        t = torch.nn.functional.conv2d(
+            torch.from_numpy(x),
+            torch.from_numpy(conv.weight),
+            None if conv.bias is None else torch.from_numpy(conv.bias),
+            1,
+            pad,
+        )
+        t = torch.nn.functional.batch_norm(
+            t,
+            torch.from_numpy(bn.running_mean),
+            torch.from_numpy(bn.running_var),
+            torch.from_numpy(bn.weight),
+            torch.from_numpy(bn.bias),
+            eps=bn.eps,
+        )
     return t.numpy().transpose(0, 2, 3, 1)
 
 
 @settings(max_examples=40, deadline=None)
-@given(data=st.data(), m=st.sampled_from([2, 4]), pad=st.integers(0, 3),
-       budget=st.sampled_from([1, 300, 5000, 1 << 30]), bias=st.booleans())
+@given(
+    data=st.data(),
+    m=st.sampled_from([2, 4]),
+    pad=st.integers(0, 3),
+    budget=st.sampled_from([1, 300, 5000, 1 << 30]),
+    bias=st.booleans(),
+)
 def test_winograd_conv_equals_torch_conv_then_batch_norm(data, m, pad, budget, bias):
     """WinogradConv == batch_norm(conv2d(x)) in float64 to 1e-10: any size (tiles cropped at the
     border), padding, batch (0 included) and workspace bound (bands of tile rows), with and without

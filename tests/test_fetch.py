@@ -1,4 +1,5 @@
 """``npresnet fetch`` against a loopback HTTP server on 127.0.0.1; nothing touches the internet."""
+
 import hashlib
 import http.server
 import io
@@ -52,7 +53,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         if mode == "slow":
             for i in range(0, len(body), len(body) // 4 + 1):
-                self.wfile.write(body[i: i + len(body) // 4 + 1])
+                self.wfile.write(body[i : i + len(body) // 4 + 1])
                 self.wfile.flush()
                 time.sleep(0.05)
             return
@@ -95,8 +96,10 @@ def test_good_download_is_verified_converted_and_cached(tmp_path, server):
     assert again == path and len(Handler.requests) == 1  # the cached file was not downloaded again
 
 
-@pytest.mark.parametrize("mode,message", [("wrong", "SHA-256"), ("short", "cut short|transfer failed"),
-                                          ("missing", "HTTP 404"), ("hang", "timed out")])
+@pytest.mark.parametrize(
+    "mode,message",
+    [("wrong", "SHA-256"), ("short", "cut short|transfer failed"), ("missing", "HTTP 404"), ("hang", "timed out")],
+)
 def test_broken_downloads_leave_nothing(tmp_path, server, mode, message):
     start = time.monotonic()
     with pytest.raises(FetchError, match=message):
@@ -157,10 +160,17 @@ def test_unknown_arch_and_variant():
 
 def run_fetch_cli(*args, env=None):
     # The real command, with the published table pointed at the test file (its hash is not torchvision's).
-    code = ("import sys, npresnet.fetch as f, npresnet.cli as c; "
-            f"f.WEIGHTS['tiny'] = {{'IMAGENET1K_V1': {NAME!r}}}; sys.exit(c.main(sys.argv[1:]))")
-    return subprocess.run([sys.executable, "-c", code, "fetch", "tiny", *args], capture_output=True, text=True,
-                          timeout=60, env={**os.environ, **(env or {})})
+    code = (
+        "import sys, npresnet.fetch as f, npresnet.cli as c; "
+        f"f.WEIGHTS['tiny'] = {{'IMAGENET1K_V1': {NAME!r}}}; sys.exit(c.main(sys.argv[1:]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, "fetch", "tiny", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_cli_fetch_prints_path_env_overrides_and_fails_cleanly(tmp_path, server):
@@ -190,10 +200,15 @@ def test_fetch_refuses_a_bad_timeout_before_connecting(tmp_path, server, timeout
 
 
 def test_without_platformdirs_the_hint_names_the_flag(tmp_path):
-    code = ("import sys; sys.modules['platformdirs'] = None; import npresnet.cli as c; "
-            "sys.exit(c.main(sys.argv[1:]))")
+    code = "import sys; sys.modules['platformdirs'] = None; import npresnet.cli as c; sys.exit(c.main(sys.argv[1:]))"
     env = {k: v for k, v in os.environ.items() if k != "NPRESNET_HOME"}
-    proc = subprocess.run([sys.executable, "-c", code, "fetch", "resnet18"], capture_output=True, text=True,
-                          timeout=60, env=env, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "fetch", "resnet18"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "platformdirs" in proc.stderr and "--dest DIR" in proc.stderr and "NPRESNET_HOME" in proc.stderr

@@ -1,5 +1,6 @@
 """im2col and conv2d: shapes against the formula and PyTorch, values against the float64
 oracle (npresnet.testing.reference_conv2d) and torch.nn.functional, on every backend."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,11 @@ from hypothesis import strategies as st
 import npresnet.functional as nf
 from _examples import with_examples
 from npresnet.testing import (
-    ConvConfig, assert_conv2d_matches, conv2d_configs, conv2d_error_bound, reference_conv2d,
+    ConvConfig,
+    assert_conv2d_matches,
+    conv2d_configs,
+    conv2d_error_bound,
+    reference_conv2d,
 )
 
 # torch warns that it copies the input for 'same' with an even kernel; that is its business.

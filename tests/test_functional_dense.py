@@ -1,5 +1,6 @@
 """batch_norm, linear, relu (the layers without windows) against torch.nn.functional and
 independent NumPy expressions, on every backend."""
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,10 +59,15 @@ def test_batch_norm_training_matches_torch_and_updates_running_stats(backend, ca
     np.testing.assert_allclose(backend.get(args[2]), t_rv.numpy(), rtol=1e-12, atol=1e-14)
     # and by the definition: new = (1 - momentum) * old + momentum * batch, unbiased variance
     axes = (0,) + tuple(range(2, x.ndim))
-    np.testing.assert_allclose(backend.get(args[1]), (1 - momentum) * rm + momentum * x.mean(axis=axes),
-                               rtol=1e-12, atol=1e-12 * max(1, np.abs(x).max()))
-    np.testing.assert_allclose(backend.get(args[2]), (1 - momentum) * rv + momentum * x.var(axis=axes, ddof=1),
-                               rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(
+        backend.get(args[1]),
+        (1 - momentum) * rm + momentum * x.mean(axis=axes),
+        rtol=1e-12,
+        atol=1e-12 * max(1, np.abs(x).max()),
+    )
+    np.testing.assert_allclose(
+        backend.get(args[2]), (1 - momentum) * rv + momentum * x.var(axis=axes, ddof=1), rtol=1e-10, atol=1e-14
+    )
 
 
 def test_batch_norm_running_var_is_unbiased_and_momentum_weights_the_new_value(backend):
@@ -93,8 +99,7 @@ def test_batch_norm_float32_matches_torch(backend, case):
     for training in (False, True):
         args = [backend.put(a) for a in (x, rm, rv, w, b)]
         got = backend.get(nf.batch_norm(*args, training=training, momentum=momentum, eps=eps))
-        want = F.batch_norm(_t(x), _t(rm), _t(rv), _t(w), _t(b), training=training, momentum=momentum,
-                            eps=eps).numpy()
+        want = F.batch_norm(_t(x), _t(rm), _t(rv), _t(w), _t(b), training=training, momentum=momentum, eps=eps).numpy()
         assert got.dtype == np.float32
         x64 = x.astype(np.float64)
         axes = (0,) + tuple(range(2, x.ndim))
@@ -102,7 +107,8 @@ def test_batch_norm_float32_matches_torch(backend, case):
         a = (1.0 if w is None else np.abs(w)) / np.sqrt(var.astype(np.float64) + eps)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         magnitude = (np.abs(x64) + np.abs(mean).reshape(shape)) * a.reshape(shape) + (
-            0 if b is None else np.abs(b).reshape(shape))
+            0 if b is None else np.abs(b).reshape(shape)
+        )
         tol = 32 * np.finfo(np.float32).eps * magnitude
         assert np.all(np.abs(got - want.astype(np.float64)) <= tol), np.max(np.abs(got - want) / tol)
 
@@ -131,8 +137,13 @@ def test_linear_matches_torch_and_definition(backend, case, dtype):
     assert np.all(np.abs(got - exact) <= bound) and np.all(np.abs(want - exact) <= bound)
 
 
-@given(x=hnp.arrays(st.sampled_from([np.float64, np.float32, np.float16]), hnp.array_shapes(min_dims=0, max_dims=4),
-                    elements=st.floats(allow_nan=True, allow_infinity=True, width=16)))
+@given(
+    x=hnp.arrays(
+        st.sampled_from([np.float64, np.float32, np.float16]),
+        hnp.array_shapes(min_dims=0, max_dims=4),
+        elements=st.floats(allow_nan=True, allow_infinity=True, width=16),
+    )
+)
 def test_relu_matches_torch_incl_nan_and_inf(backend, x):
     got = backend.get(nf.relu(backend.put(x)))
     want = F.relu(torch.from_numpy(x.copy())).numpy()

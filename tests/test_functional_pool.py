@@ -1,5 +1,6 @@
 """max_pool2d, avg_pool2d, adaptive_avg_pool2d: shapes against the formula and PyTorch,
 values against the float64 oracle (npresnet.testing) and torch.nn.functional, on every backend."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +11,11 @@ from hypothesis import strategies as st
 import npresnet.functional as nf
 from _examples import with_examples
 from npresnet.testing import (
-    AdaptivePoolConfig, PoolConfig, adaptive_pool_configs, assert_pool2d_matches, pool2d_configs,
+    AdaptivePoolConfig,
+    PoolConfig,
+    adaptive_pool_configs,
+    assert_pool2d_matches,
+    pool2d_configs,
     reference_adaptive_avg_pool2d,
 )
 
@@ -114,10 +119,10 @@ def test_pool_float16_matches_torch(backend, kind):
 
 # --------------------------------------------------------------------------- adaptive
 ADAPTIVE_EDGES = [
-    AdaptivePoolConfig((1, 2, 7, 7), 1),           # global average pooling, as in ResNet's head
-    AdaptivePoolConfig((1, 1, 5, 7), (3, 3)),      # overlapping bins: 5 and 7 not multiples of 3
-    AdaptivePoolConfig((2, 3, 2), (5, 4)),         # output larger than input (bins repeat), unbatched
-    AdaptivePoolConfig((1, 1, 4, 6), (None, 4)),   # None keeps the input height
+    AdaptivePoolConfig((1, 2, 7, 7), 1),  # global average pooling, as in ResNet's head
+    AdaptivePoolConfig((1, 1, 5, 7), (3, 3)),  # overlapping bins: 5 and 7 not multiples of 3
+    AdaptivePoolConfig((2, 3, 2), (5, 4)),  # output larger than input (bins repeat), unbatched
+    AdaptivePoolConfig((1, 1, 4, 6), (None, 4)),  # None keeps the input height
 ]
 
 

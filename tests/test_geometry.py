@@ -3,6 +3,7 @@
 Output ``o`` of kernel offset ``i`` reads input ``o*s - p + i*d``; the oracle is that formula
 evaluated element by element, with no range arithmetic.
 """
+
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,8 +11,13 @@ from hypothesis import strategies as st
 from npresnet.shapes import kernel_taps, tap, tap_range
 
 
-@given(size=st.integers(0, 30), offset=st.integers(-40, 40), stride=st.integers(1, 7),
-       o0=st.integers(0, 20), length=st.integers(0, 20))
+@given(
+    size=st.integers(0, 30),
+    offset=st.integers(-40, 40),
+    stride=st.integers(1, 7),
+    o0=st.integers(0, 20),
+    length=st.integers(0, 20),
+)
 def test_tap_range_is_exactly_the_outputs_that_read_inside(size, offset, stride, o0, length):
     o1 = o0 + length
     lo, hi = tap_range(o0, o1, size, offset, stride)
@@ -21,10 +27,16 @@ def test_tap_range_is_exactly_the_outputs_that_read_inside(size, offset, stride,
         assert inside == (lo <= o < hi), (o, o * stride + offset)
 
 
-@given(H=st.integers(1, 9), W=st.integers(1, 9), k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
-       s=st.tuples(st.integers(1, 3), st.integers(1, 3)), p=st.tuples(st.integers(0, 4), st.integers(0, 4)),
-       d=st.tuples(st.integers(1, 3), st.integers(1, 3)), out=st.tuples(st.integers(1, 8), st.integers(1, 8)),
-       y0=st.integers(0, 4))
+@given(
+    H=st.integers(1, 9),
+    W=st.integers(1, 9),
+    k=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    s=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    p=st.tuples(st.integers(0, 4), st.integers(0, 4)),
+    d=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    out=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+    y0=st.integers(0, 4),
+)
 def test_kernel_taps_copy_and_strips_match_the_index_formula(H, W, k, s, p, d, out, y0):
     """Copy each tap's ``src`` into ``dst`` and fill its strips with -1: the block must equal, element by
     element, the input at ``o*s - p + i*d`` or -1 where that is outside the input. So ``dst`` and the

@@ -6,6 +6,7 @@ only ones allowed are downward, which the acyclicity check enforces like any oth
 It also pins the layering the README's architecture section states: the lower layers
 never import the higher ones.
 """
+
 from __future__ import annotations
 
 import ast
@@ -72,7 +73,7 @@ def _find_cycle(graph):
         stack.append(node)
         for nxt in sorted(graph[node]):
             if colour[nxt] == GREY:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if colour[nxt] == WHITE:
                 cycle = visit(nxt)
                 if cycle:
@@ -90,8 +91,14 @@ def _find_cycle(graph):
 
 
 def test_the_walk_found_the_package():
-    assert {"npresnet.functional", "npresnet.fast.model", "npresnet.models.resnet", "npresnet.nn.layers",
-            "npresnet.shapes", "npresnet.workspace"} <= set(MODULES)
+    assert {
+        "npresnet.functional",
+        "npresnet.fast.model",
+        "npresnet.models.resnet",
+        "npresnet.nn.layers",
+        "npresnet.shapes",
+        "npresnet.workspace",
+    } <= set(MODULES)
 
 
 def test_the_import_graph_is_acyclic():
@@ -141,6 +148,12 @@ def test_imports_point_down_the_layers():
 @pytest.mark.parametrize("module", MODULES)
 def test_each_module_imports_alone(module):
     """In a fresh interpreter, importing the module first (nothing else preloaded) succeeds."""
-    proc = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": ROOT}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -4,13 +4,13 @@ Oracles: the module tree (every Conv2d and BatchNorm2d appears exactly once, und
 dotted name) and the model's own forward (recomputing each block from its layout, with the
 rule the BlockLayout docstring states, gives the block's output).
 """
+
 import numpy as np
 import pytest
 
 import npresnet
-from npresnet.nn import BatchNorm2d, Conv2d
-
 from _torchvision import ARCHITECTURE_NAMES
+from npresnet.nn import BatchNorm2d, Conv2d
 
 
 @pytest.mark.parametrize("name", ARCHITECTURE_NAMES)
@@ -23,7 +23,7 @@ def test_layout_names_every_conv_and_batch_norm_once(name):
     assert sorted(p.name for p in pairs) == sorted(convs)
     for p in pairs:
         assert convs[p.name] is p.conv
-        bn_name = p.name[: -1] + "1" if p.name.endswith("downsample.0") else p.name.replace("conv", "bn")
+        bn_name = p.name[:-1] + "1" if p.name.endswith("downsample.0") else p.name.replace("conv", "bn")
         assert bns[bn_name] is p.bn
     assert len(pairs) == len(bns)
     assert layout.maxpool is model.maxpool and layout.avgpool is model.avgpool and layout.fc is model.fc

@@ -9,6 +9,7 @@ torchvision refuses the input too, so npresnet never rejects what torchvision ac
 (one deliberate exception: torchvision returns an empty result for an *empty* array of
 any dtype, such as a (0, 3, H, W) uint8 batch; npresnet refuses the dtype regardless).
 """
+
 from __future__ import annotations
 
 import re
@@ -20,9 +21,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import npresnet
-from npresnet.nn import capture_intermediates
-
 from _torchvision import STAGES, STEM, numpy_state_dict, relative_error, torchvision_resnet
+from npresnet.nn import capture_intermediates
 
 NAMES = [*STEM, *STAGES, "avgpool", "fc"]
 
@@ -141,13 +141,15 @@ def test_nan_and_inf_propagate_like_torchvision(models):
     (which are all NaN once any NaN reaches global pooling)."""
     model, reference = models
     x = _input((3, 3, 40, 36))
-    x[0, 1, 5, 7] = np.nan                  # image 0: one NaN pixel
+    x[0, 1, 5, 7] = np.nan  # image 0: one NaN pixel
     x[1, 0, 20, 3], x[1, 2, 0, 0] = np.inf, -np.inf  # image 1: infinities (inf*w - inf*w' = NaN later)
     # image 2 stays finite: its logits must be finite and match
     handles, expected = [], {}
     for name in NAMES:
+
         def keep(_m, _i, out, name=name):
             expected[name] = out.detach().clone().numpy()
+
         handles.append(reference.get_submodule(name).register_forward_hook(keep))
     ref = _torch_outcome(reference, x)
     for h in handles:
@@ -175,8 +177,11 @@ DTYPES = [np.float32, np.float32, np.float32, np.float64, np.float16, np.uint8, 
 def inputs(draw):
     """Arrays of rank 2–5, mostly (N, 3, H, W) float32 with N, H, W from 0 up, some NaN/Inf."""
     rank = draw(st.sampled_from([4, 4, 4, 4, 3, 5, 2]))
-    shape = [draw(st.integers(0, 2))] + [draw(st.sampled_from([3, 3, 3, 1, 4]))] + \
-        [draw(st.integers(0, 40)) for _ in range(2)]
+    shape = (
+        [draw(st.integers(0, 2))]
+        + [draw(st.sampled_from([3, 3, 3, 1, 4]))]
+        + [draw(st.integers(0, 40)) for _ in range(2)]
+    )
     if rank == 3:
         shape = shape[1:]
     elif rank == 5:

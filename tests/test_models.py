@@ -18,6 +18,7 @@ recomputing its quantities on the 2-core dev box, NumPy/OpenBLAS vs torch 2.14 C
   logits within ``1e-3 * max|logits|`` (measured: 2.2e-6 ResNet-18, 2.5e-5 ResNet-50,
   1.4e-4 ResNet-152, at most 1.4e-4 over all ten).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,18 +31,27 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import npresnet
+from _torchvision import (
+    ARCHITECTURE_NAMES,
+    HEAD,
+    STAGES,
+    block_names,
+    meta_resnet,
+    npresnet_from_file,
+    numpy_state_dict,
+    relative_error,
+    save_pth,
+    save_weights,
+    torch_forward,
+    torch_intermediates,
+    torchvision_resnet,
+)
 from npresnet.nn import BatchNorm2d, Conv2d, TensorSpec, capture_intermediates
 from npresnet.shapes import conv_output_size
 
-from _torchvision import (
-    ARCHITECTURE_NAMES, HEAD, STAGES, block_names, meta_resnet, npresnet_from_file,
-    numpy_state_dict, relative_error, save_pth, save_weights, torch_forward, torch_intermediates,
-    torchvision_resnet,
-)
-
-FLOAT64_TOL = 1e-10       # relative to max|reference|, both libraries in float64
+FLOAT64_TOL = 1e-10  # relative to max|reference|, both libraries in float64
 FLOAT32_LOGITS_TOL = 1e-3  # relative to max|logits|, both in float32 (depth-amplified rounding)
-FLOAT32_VS_TORCH = 3.0    # npresnet's float32 error vs float64 truth <= 3 x torchvision's own
+FLOAT32_VS_TORCH = 3.0  # npresnet's float32 error vs float64 truth <= 3 x torchvision's own
 FLOAT32_FLOOR = 4 * np.finfo(np.float32).eps  # below this both are "exact" in float32
 
 
@@ -97,7 +107,8 @@ def test_matches_torchvision_at_every_layer(name, tmp_path, backend):
         ours = relative_error(out32_layers[layer], ref64_layers[layer])
         theirs = relative_error(ref32_layers[layer], ref64_layers[layer])
         assert ours <= FLOAT32_VS_TORCH * max(theirs, FLOAT32_FLOOR), (
-            f"{name} {layer}: float32 error vs float64 {ours:.2e}, torchvision's own {theirs:.2e}")
+            f"{name} {layer}: float32 error vs float64 {ours:.2e}, torchvision's own {theirs:.2e}"
+        )
     err = relative_error(out32, ref32)
     assert err <= FLOAT32_LOGITS_TOL, f"{name}: float32 logits relative error {err:.2e}"
     assert relative_error(out64, ref64) <= FLOAT64_TOL
@@ -136,9 +147,16 @@ LEARNER = ["conv1", "maxpool", *STAGES, *HEAD]
 def test_resnet18_shapes_at_224():
     """The shapes a learner expects (issue 3), from the TensorSpec pass, a real npresnet run
     and a real torchvision run."""
-    expected = {"conv1": (64, 112, 112), "maxpool": (64, 56, 56), "layer1": (64, 56, 56),
-                "layer2": (128, 28, 28), "layer3": (256, 14, 14), "layer4": (512, 7, 7),
-                "avgpool": (512, 1, 1), "fc": (1000,)}
+    expected = {
+        "conv1": (64, 112, 112),
+        "maxpool": (64, 56, 56),
+        "layer1": (64, 56, 56),
+        "layer2": (128, 28, 28),
+        "layer3": (256, 14, 14),
+        "layer4": (512, 7, 7),
+        "avgpool": (512, 1, 1),
+        "fc": (1000,),
+    }
     model = npresnet.resnet18(rng=0)
     spec_out, spec_layers = capture_intermediates(model, TensorSpec((1, 3, 224, 224)), LEARNER)
     assert spec_out.shape == (1, 1000)
@@ -152,14 +170,22 @@ def test_resnet18_shapes_at_224():
 
 def test_resnet50_shapes_at_512():
     """ResNet-50 at 512×512 (issue 3): TensorSpec pass vs torchvision on the meta device."""
-    expected = {"layer1": (256, 128, 128), "layer2": (512, 64, 64), "layer3": (1024, 32, 32),
-                "layer4": (2048, 16, 16), "avgpool": (2048, 1, 1), "fc": (1000,)}
+    expected = {
+        "layer1": (256, 128, 128),
+        "layer2": (512, 64, 64),
+        "layer3": (1024, 32, 32),
+        "layer4": (2048, 16, 16),
+        "avgpool": (2048, 1, 1),
+        "fc": (1000,),
+    }
     model = npresnet.resnet50(rng=0)
     _, spec_layers = capture_intermediates(model, TensorSpec((1, 3, 512, 512)), LEARNER)
     reference = meta_resnet("resnet50")
     meta_layers = OrderedDict()
-    handles = [reference.get_submodule(n).register_forward_hook(
-        lambda _m, _i, out, n=n: meta_layers.__setitem__(n, out)) for n in LEARNER]
+    handles = [
+        reference.get_submodule(n).register_forward_hook(lambda _m, _i, out, n=n: meta_layers.__setitem__(n, out))
+        for n in LEARNER
+    ]
     reference(torch.empty(1, 3, 512, 512, device="meta"))
     for h in handles:
         h.remove()
@@ -171,6 +197,7 @@ def test_resnet50_shapes_at_512():
 # ----------------------------------------------------------------------------- 3. input sizes
 def _formula_shapes(h, w, maxpool_padding=1):
     """Output (H, W) of the stem layers and stages, chained by hand from the output-size formula."""
+
     def chain(n):
         sizes = {"conv1": conv_output_size(n, 7, 2, 3)}
         sizes["maxpool"] = sizes["layer1"] = conv_output_size(sizes["conv1"], 3, 2, maxpool_padding)

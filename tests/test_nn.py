@@ -3,6 +3,7 @@
 Oracles: torch.nn layers with the same parameters, torch's module/state_dict naming, and
 the state dicts the tests build by hand (for load_state_dict's error reporting).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,14 +15,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npresnet
+from _torchvision import numpy_state_dict, relative_error, torch_forward, torchvision_resnet
 from npresnet import WeightsError
 from npresnet.backend import available_backends
 from npresnet.nn import (
-    AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential, TensorSpec,
-    capture_intermediates, check_state_dict,
+    AdaptiveAvgPool2d,
+    BatchNorm2d,
+    Conv2d,
+    Linear,
+    MaxPool2d,
+    Module,
+    ReLU,
+    Sequential,
+    TensorSpec,
+    capture_intermediates,
+    check_state_dict,
 )
-
-from _torchvision import numpy_state_dict, relative_error, torch_forward, torchvision_resnet
 
 
 def _input(shape, seed=0, dtype=np.float32):
@@ -102,8 +111,7 @@ def test_small_tree_matches_torch_in_eval_and_train():
 @pytest.mark.parametrize("groups, dilation, bias", [(1, 1, True), (2, 2, False), (4, 1, True)])
 def test_conv2d_layer_matches_torch(groups, dilation, bias):
     torch.manual_seed(1)
-    theirs = torch.nn.Conv2d(8, 12, (3, 2), stride=(2, 1), padding=(1, 2), dilation=dilation, groups=groups,
-                             bias=bias)
+    theirs = torch.nn.Conv2d(8, 12, (3, 2), stride=(2, 1), padding=(1, 2), dilation=dilation, groups=groups, bias=bias)
     ours = Conv2d(8, 12, (3, 2), stride=(2, 1), padding=(1, 2), dilation=dilation, groups=groups, bias=bias)
     ours.load_state_dict(numpy_state_dict(theirs))
     x = _input((2, 8, 9, 7))
@@ -118,10 +126,12 @@ def test_linear_relu_and_pools_match_torch():
     x = _input((3, 20))
     assert relative_error(ours(x), torch_forward(theirs, x)) <= 1e-6
     x = _input((2, 3, 9, 11))
-    for layer, reference in ((MaxPool2d(3, 2, 1), torch.nn.MaxPool2d(3, 2, 1)),
-                             (MaxPool2d(2), torch.nn.MaxPool2d(2)),
-                             (AdaptiveAvgPool2d((2, 3)), torch.nn.AdaptiveAvgPool2d((2, 3))),
-                             (ReLU(), torch.nn.ReLU())):
+    for layer, reference in (
+        (MaxPool2d(3, 2, 1), torch.nn.MaxPool2d(3, 2, 1)),
+        (MaxPool2d(2), torch.nn.MaxPool2d(2)),
+        (AdaptiveAvgPool2d((2, 3)), torch.nn.AdaptiveAvgPool2d((2, 3))),
+        (ReLU(), torch.nn.ReLU()),
+    ):
         np.testing.assert_allclose(layer(x), torch_forward(reference, x), rtol=1e-6, atol=1e-7, err_msg=repr(layer))
     y = x.copy()
     out = ReLU(inplace=True)(y)
@@ -143,8 +153,16 @@ def test_default_initialisation_is_torchs():
 # Cheap property (a tiny layer per example): 40 examples, deadline=None as the first example
 # pays for torch's lazy initialisation.
 @settings(max_examples=40, deadline=None)
-@given(c=st.integers(1, 4), o=st.integers(1, 4), k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 2),
-       d=st.integers(1, 2), h=st.integers(1, 12), w=st.integers(1, 12))
+@given(
+    c=st.integers(1, 4),
+    o=st.integers(1, 4),
+    k=st.integers(1, 4),
+    s=st.integers(1, 3),
+    p=st.integers(0, 2),
+    d=st.integers(1, 2),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+)
 def test_spec_shapes_equal_real_shapes(c, o, k, s, p, d, h, w):
     """The shape-only pass gives the shape of the real computation, or the same ValueError."""
     conv = Conv2d(c, o, k, stride=s, padding=p, dilation=d, rng=0)
@@ -217,8 +235,14 @@ def test_load_state_dict_reports_every_problem_at_once(resnet18_state):
     with pytest.raises(WeightsError) as info:
         model.load_state_dict(state)
     message = str(info.value)
-    for key in ("fc.bias", "layer1.0.bn1.running_var", "extra.weight", "layer9.0.conv1.weight",
-                "conv1.weight", "layer2.0.downsample.0.weight"):
+    for key in (
+        "fc.bias",
+        "layer1.0.bn1.running_var",
+        "extra.weight",
+        "layer9.0.conv1.weight",
+        "conv1.weight",
+        "layer2.0.downsample.0.weight",
+    ):
         assert key in message, key
     assert "(3, 64, 7, 7)" in message and "(64, 3, 7, 7)" in message  # both shapes named
     assert "missing" in message and "unexpected" in message
@@ -250,9 +274,15 @@ def test_load_state_dict_casts_float64_to_the_model_dtype(resnet18_state):
         np.testing.assert_array_equal(value, resnet18_state[key], err_msg=key)
 
 
-@pytest.mark.parametrize("bad", [
-    np.zeros(64, np.complex64), np.zeros(64, bool), np.empty(64, object), np.array(["x"] * 64),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros(64, np.complex64),
+        np.zeros(64, bool),
+        np.empty(64, object),
+        np.array(["x"] * 64),
+    ],
+)
 def test_load_state_dict_rejects_non_float_dtypes(resnet18_state, bad):
     state = dict(resnet18_state)
     state["bn1.weight"] = bad
@@ -332,5 +362,6 @@ def test_to_cupy_without_a_gpu_says_why():
 def test_module_without_forward():
     class Empty(Module):
         pass
+
     with pytest.raises(NotImplementedError, match="Empty"):
         Empty()(np.zeros(1))

@@ -1,4 +1,5 @@
 """npresnet.optim against torch.optim: five SGD steps of ResNet-18 follow torch's trajectory."""
+
 import numpy as np
 import pytest
 import torch
@@ -14,11 +15,15 @@ from npresnet.optim import SGD, CosineAnnealingLR, StepLR
 TOL = 1e-9
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(lr=0.02),
-    dict(lr=0.02, momentum=0.9, weight_decay=1e-3, nesterov=True),
-    dict(lr=0.02, momentum=0.9, dampening=0.3, weight_decay=5e-4),
-], ids=["plain", "nesterov+wd", "dampening+wd"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(lr=0.02),
+        dict(lr=0.02, momentum=0.9, weight_decay=1e-3, nesterov=True),
+        dict(lr=0.02, momentum=0.9, dampening=0.3, weight_decay=5e-4),
+    ],
+    ids=["plain", "nesterov+wd", "dampening+wd"],
+)
 def test_five_sgd_steps_follow_torch(kwargs):
     reference = torchvision_resnet("resnet18", seed=11, dtype=torch.float64, num_classes=10)
     model = npresnet.resnet18(init=False, num_classes=10, dtype=np.float64)
@@ -73,8 +78,10 @@ def test_schedules_match_torch(schedule):
     if schedule == "step":
         ours, theirs = StepLR(opt, 3, gamma=0.5), torch.optim.lr_scheduler.StepLR(t_opt, 3, gamma=0.5)
     else:
-        ours, theirs = CosineAnnealingLR(opt, 7, eta_min=0.01), torch.optim.lr_scheduler.CosineAnnealingLR(
-            t_opt, 7, eta_min=0.01)
+        ours, theirs = (
+            CosineAnnealingLR(opt, 7, eta_min=0.01),
+            torch.optim.lr_scheduler.CosineAnnealingLR(t_opt, 7, eta_min=0.01),
+        )
     for _ in range(10):
         t_opt.step()
         ours.step()

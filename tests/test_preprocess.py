@@ -1,4 +1,5 @@
 """Preprocessing equals torchvision's ImageNet preset, loaded as torchvision's loader loads."""
+
 import struct
 import zlib
 
@@ -31,9 +32,18 @@ def make_image(path, mode, size, rng):
 
 
 CASES = [
-    ("RGB", (500, 375), "png"), ("RGB", (224, 224), "png"), ("RGB", (256, 300), "jpg"), ("L", (300, 200), "png"),
-    ("LA", (120, 90), "png"), ("RGBA", (64, 400), "png"), ("P", (333, 257), "png"), ("CMYK", (280, 260), "jpg"),
-    ("I;16", (260, 250), "png"), ("1", (257, 256), "png"), ("RGB", (1, 1), "png"), ("RGB", (2400, 1600), "jpg"),
+    ("RGB", (500, 375), "png"),
+    ("RGB", (224, 224), "png"),
+    ("RGB", (256, 300), "jpg"),
+    ("L", (300, 200), "png"),
+    ("LA", (120, 90), "png"),
+    ("RGBA", (64, 400), "png"),
+    ("P", (333, 257), "png"),
+    ("CMYK", (280, 260), "jpg"),
+    ("I;16", (260, 250), "png"),
+    ("1", (257, 256), "png"),
+    ("RGB", (1, 1), "png"),
+    ("RGB", (2400, 1600), "jpg"),
 ]
 
 
@@ -58,11 +68,14 @@ def test_other_sizes_equal_torchvision(resize, crop):
 
 def huge_png_header(path, width, height):
     """A PNG whose header claims width×height pixels (the data is a stub): a decompression bomb."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -74,8 +87,13 @@ def test_bad_files_raise_image_error(tmp_path):
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     bomb = huge_png_header(tmp_path / "bomb.png", 20000, 20000)
-    cases = {tmp_path / "missing.png": "no such file", truncated: "cannot decode", text: "not an image",
-             tmp_path: "directory", bomb: "too large"}
+    cases = {
+        tmp_path / "missing.png": "no such file",
+        truncated: "cannot decode",
+        text: "not an image",
+        tmp_path: "directory",
+        bomb: "too large",
+    }
     for path, message in cases.items():
         with pytest.raises(ImageError, match=message):
             load_image(path)
@@ -92,12 +110,15 @@ def test_pixel_limit_replaces_pillows_bomb_warning(tmp_path):
     from npresnet.preprocess import MAX_PIXELS
 
     assert MAX_PIXELS == 89_478_485 and Image.MAX_IMAGE_PIXELS == MAX_PIXELS  # Pillow's default, left as it is
-    over = huge_png_header(tmp_path / "100mp.png", 10000, 10000)   # 100 Mpx: Pillow alone would only warn
-    under = huge_png_header(tmp_path / "81mp.png", 9000, 9000)     # under the limit: read, then found truncated
+    over = huge_png_header(tmp_path / "100mp.png", 10000, 10000)  # 100 Mpx: Pillow alone would only warn
+    under = huge_png_header(tmp_path / "81mp.png", 9000, 9000)  # under the limit: read, then found truncated
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(ImageError, match=r"100mp\.png: image too large: 10000×10000 = 100,000,000 pixels, "
-                                             r"more than the limit of 89,478,485"):
+        with pytest.raises(
+            ImageError,
+            match=r"100mp\.png: image too large: 10000×10000 = 100,000,000 pixels, "
+            r"more than the limit of 89,478,485",
+        ):
             load_image(over)
         with pytest.raises(ImageError, match="cannot decode"):
             load_image(under)
@@ -108,7 +129,7 @@ def test_pixel_limit_replaces_pillows_bomb_warning(tmp_path):
 
 
 def test_resize_and_crop_sizes_are_bounded_before_work(tmp_path):
-    strip = Image.new("RGB", (100_000, 1))   # 300 kB of pixels; resized to a shorter side of 256: 25.6 Gpx
+    strip = Image.new("RGB", (100_000, 1))  # 300 kB of pixels; resized to a shorter side of 256: 25.6 Gpx
     with pytest.raises(ImageError, match=r"resizing 100000×1 to a shorter side of 256 gives 25600000×256"):
         preprocess(strip)
     strip.save(tmp_path / "strip.png")

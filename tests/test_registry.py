@@ -3,6 +3,7 @@
 The oracle for every shape is torchvision's own model, built on the ``meta`` device
 (shapes only, nothing allocated).
 """
+
 import numpy
 import pytest
 
@@ -30,8 +31,10 @@ def torchvision_shapes(arch, **kwargs):
 
 def zeros_like_shapes(shapes):
     """A state dict of that key set and shapes (float16 zeros: values do not matter here)."""
-    return {k: numpy.zeros(s, numpy.int64 if k.endswith("num_batches_tracked") else numpy.float16)
-            for k, s in shapes.items()}
+    return {
+        k: numpy.zeros(s, numpy.int64 if k.endswith("num_batches_tracked") else numpy.float16)
+        for k, s in shapes.items()
+    }
 
 
 def test_check_arch_suggests_close_names():
@@ -79,7 +82,8 @@ def test_describe_fit_names_the_architecture_a_file_is_for():
     del damaged["layer4.2.bn2.running_var"]
     assert identify_architecture(damaged) is None
     assert describe_fit(damaged, "resnet34") == (
-        f"it is closest to resnet34 itself ({len(r34) - 1} of {len(r34)} keys fit): a damaged or edited file?")
+        f"it is closest to resnet34 itself ({len(r34) - 1} of {len(r34)} keys fit): a damaged or edited file?"
+    )
     assert describe_fit(damaged, "resnet18").startswith(f"the closest architecture is resnet34 ({len(r34) - 1} of")
     assert describe_fit({"weight": numpy.zeros(3)}, "resnet18") == "it fits none of the ten architectures"
 

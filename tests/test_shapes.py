@@ -3,6 +3,7 @@
 The formula is checked against facts that do not use it: the characterising inequality
 of the window positions, a walk over the window starts, and PyTorch's layers.
 """
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,11 +24,11 @@ def _fits(n, k, p, d):
 
 
 @given(n=sizes, k=kernels, s=strides, p=paddings, d=dilations)
-@example(n=7, k=3, s=2, p=0, d=1)   # stride does not divide the span (4): floor drops nothing, 3 windows
-@example(n=8, k=3, s=2, p=0, d=1)   # span 5, odd: the last row is never covered
-@example(n=3, k=3, s=1, p=0, d=1)   # window just fits: one position
-@example(n=1, k=3, s=1, p=1, d=1)   # window just fits thanks to padding
-@example(n=5, k=3, s=1, p=0, d=2)   # dilated window (5) just fits
+@example(n=7, k=3, s=2, p=0, d=1)  # stride does not divide the span (4): floor drops nothing, 3 windows
+@example(n=8, k=3, s=2, p=0, d=1)  # span 5, odd: the last row is never covered
+@example(n=3, k=3, s=1, p=0, d=1)  # window just fits: one position
+@example(n=1, k=3, s=1, p=1, d=1)  # window just fits thanks to padding
+@example(n=5, k=3, s=1, p=0, d=2)  # dilated window (5) just fits
 @example(n=224, k=7, s=2, p=3, d=1)  # the ResNet stem: 112
 def test_floor_mode_characterising_inequality(n, k, s, p, d):
     """out windows fit and one more would not: (out-1)*s + dk <= n+2p < out*s + dk, dk = d(k-1)+1."""
@@ -99,18 +100,22 @@ def test_equals_torch_pooling_output_size(n, k, s, d, ceil, data):
 def test_equals_torch_conv_output_size(n, k, s, p, d):
     if not _fits(n, k, p, d):
         return
-    want = F.conv2d(torch.zeros(1, 1, n, 1), torch.zeros(1, 1, k, 1), stride=(s, 1), padding=(p, 0),
-                    dilation=(d, 1)).shape[2]
+    want = F.conv2d(
+        torch.zeros(1, 1, n, 1), torch.zeros(1, 1, k, 1), stride=(s, 1), padding=(p, 0), dilation=(d, 1)
+    ).shape[2]
     assert conv_output_size(n, k, s, p, d) == want
 
 
-@pytest.mark.parametrize("arg, kwargs", [
-    ("kernel_size", dict(kernel_size=0)),
-    ("stride", dict(stride=0)),
-    ("padding", dict(padding=-1)),
-    ("dilation", dict(dilation=0)),
-    ("size", dict(size=-1)),
-])
+@pytest.mark.parametrize(
+    "arg, kwargs",
+    [
+        ("kernel_size", dict(kernel_size=0)),
+        ("stride", dict(stride=0)),
+        ("padding", dict(padding=-1)),
+        ("dilation", dict(dilation=0)),
+        ("size", dict(size=-1)),
+    ],
+)
 def test_out_of_range_arguments_named(arg, kwargs):
     call = dict(size=5, kernel_size=3) | kwargs
     with pytest.raises(ValueError, match=rf"{arg} must be >= \d+, got -?\d+"):
@@ -124,8 +129,11 @@ def test_non_int_arguments_rejected(bad):
 
 
 def test_window_too_large_names_sizes():
-    with pytest.raises(ValueError, match=r"window of size 5 .*kernel_size=3, dilation=2.* padded input of size 4 "
-                                         r"\(size=2, padding=1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"window of size 5 .*kernel_size=3, dilation=2.* padded input of size 4 "
+        r"\(size=2, padding=1\)",
+    ):
         conv_output_size(2, 3, padding=1, dilation=2)
 
 

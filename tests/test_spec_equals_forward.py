@@ -5,6 +5,7 @@ with the same message.
 The oracle is the real forward on real arrays (itself tested against torch elsewhere); the
 two issue counterexamples are pinned as plain tests.
 """
+
 import numpy as np
 import pytest
 from hypothesis import event, given, settings
@@ -47,24 +48,46 @@ shapes = st.one_of(shapes4, shapes4.map(lambda s: s[1:]), st.tuples(st.integers(
 def conv_layers(draw):
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     c, o = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
-    padding = draw(st.one_of(st.integers(0, 3), st.tuples(st.integers(0, 3), st.integers(0, 3)),
-                             st.sampled_from(["same", "valid"])))
-    return Conv2d(c, o, draw(pairs), stride=draw(pairs), padding=padding, dilation=draw(st.integers(1, 2)),
-                  groups=groups, bias=draw(st.booleans()), rng=0)
+    padding = draw(
+        st.one_of(
+            st.integers(0, 3), st.tuples(st.integers(0, 3), st.integers(0, 3)), st.sampled_from(["same", "valid"])
+        )
+    )
+    return Conv2d(
+        c,
+        o,
+        draw(pairs),
+        stride=draw(pairs),
+        padding=padding,
+        dilation=draw(st.integers(1, 2)),
+        groups=groups,
+        bias=draw(st.booleans()),
+        rng=0,
+    )
 
 
 @st.composite
 def pool_layers(draw):
     k = draw(pairs)
     kh = k if isinstance(k, int) else k[0]
-    return MaxPool2d(k, stride=draw(st.one_of(st.none(), pairs)), padding=draw(st.integers(0, kh // 2 + 1)),
-                     dilation=draw(st.integers(1, 2)), ceil_mode=draw(st.booleans()))
+    return MaxPool2d(
+        k,
+        stride=draw(st.one_of(st.none(), pairs)),
+        padding=draw(st.integers(0, kh // 2 + 1)),
+        dilation=draw(st.integers(1, 2)),
+        ceil_mode=draw(st.booleans()),
+    )
 
 
 layers = st.one_of(
-    conv_layers(), pool_layers(),
-    st.builds(AdaptiveAvgPool2d, st.one_of(st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)),
-                                           st.tuples(st.none(), st.integers(1, 3)))),
+    conv_layers(),
+    pool_layers(),
+    st.builds(
+        AdaptiveAvgPool2d,
+        st.one_of(
+            st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3)), st.tuples(st.none(), st.integers(1, 3))
+        ),
+    ),
     st.builds(Linear, st.integers(1, 12), st.integers(1, 4), bias=st.booleans(), rng=st.just(0)),
     st.builds(BatchNorm2d, st.integers(1, 6)),
     st.builds(ReLU, st.booleans()),

@@ -5,6 +5,7 @@ metadata (``num_params``, ``_ops`` in GMACs). Receptive fields: a numerical
 experiment on the real model (perturb one input pixel, see which outputs move).
 Peak memory: liveness worked out by hand for small cases.
 """
+
 import json
 import subprocess
 import sys
@@ -27,27 +28,38 @@ def torchvision_leaf_calls(arch, h, w, maxpool_padding=1):
     calls = []
     for name, module in model.named_modules():
         if not list(module.children()):
-            module.register_forward_hook(
-                lambda m, i, o, name=name: calls.append((name, tuple(o.shape[1:]))))
+            module.register_forward_hook(lambda m, i, o, name=name: calls.append((name, tuple(o.shape[1:]))))
     with torch.no_grad():
         model(torch.zeros(1, 3, h, w))
     return calls
 
 
-@pytest.mark.parametrize("arch,h,w,pad", [
-    ("resnet18", 224, 224, 1), ("resnet18", 300, 200, 1), ("resnet18", 32, 32, 1), ("resnet18", 1, 1, 1),
-    ("resnet18", 97, 61, 0), ("resnet50", 160, 96, 1),
-])
+@pytest.mark.parametrize(
+    "arch,h,w,pad",
+    [
+        ("resnet18", 224, 224, 1),
+        ("resnet18", 300, 200, 1),
+        ("resnet18", 32, 32, 1),
+        ("resnet18", 1, 1, 1),
+        ("resnet18", 97, 61, 0),
+        ("resnet50", 160, 96, 1),
+    ],
+)
 def test_rows_match_torchvision_layer_calls(arch, h, w, pad):
     result = summarize(arch, (h, w), maxpool_padding=pad)
     ours = [(row.name, row.output_shape) for row in result.layers]
     assert ours == torchvision_leaf_calls(arch, h, w, pad)
 
 
-@pytest.mark.parametrize("arch,enum", [
-    ("resnet18", "ResNet18_Weights"), ("resnet34", "ResNet34_Weights"),
-    ("resnet50", "ResNet50_Weights"), ("resnext50_32x4d", "ResNeXt50_32X4D_Weights"),
-])
+@pytest.mark.parametrize(
+    "arch,enum",
+    [
+        ("resnet18", "ResNet18_Weights"),
+        ("resnet34", "ResNet34_Weights"),
+        ("resnet50", "ResNet50_Weights"),
+        ("resnext50_32x4d", "ResNeXt50_32X4D_Weights"),
+    ],
+)
 def test_totals_match_torchvision_metadata(arch, enum):
     meta = getattr(torchvision.models, enum).IMAGENET1K_V1.meta
     result = summarize(arch, 224)
@@ -77,14 +89,13 @@ def _positive_resnet18(rng):
     """ResNet-18 in float64 with every weight positive: a large bump at one pixel raises every
     activation it can reach (ReLUs pass, max pools pick it), so 'changed' == 'in the field'."""
     model = npresnet.resnet18(dtype="float64", rng=0)
-    for name, module in model.named_modules():
+    for module in model.modules():
         if isinstance(module, Conv2d):
             module.weight = rng.uniform(0.5, 1.0, module.weight.shape)
     return model
 
 
-FIELD_LAYERS = ["conv1", "maxpool", "layer1.0.conv1", "layer1.1", "layer2.0.downsample.0", "layer2.1.conv1",
-                "layer2.1"]
+FIELD_LAYERS = ["conv1", "maxpool", "layer1.0.conv1", "layer1.1", "layer2.0.downsample.0", "layer2.1.conv1", "layer2.1"]
 
 
 def test_receptive_field_by_perturbing_one_pixel():
@@ -162,8 +173,18 @@ def test_depth_folds_into_stages_and_blocks():
     full = summarize("resnet18")
     stages = summarize("resnet18", depth=1)
     blocks = summarize("resnet18", depth=2)
-    assert [r.name for r in stages.layers] == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3",
-                                               "layer4", "avgpool", "fc"]
+    assert [r.name for r in stages.layers] == [
+        "conv1",
+        "bn1",
+        "relu",
+        "maxpool",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "avgpool",
+        "fc",
+    ]
     assert [r.name for r in blocks.layers][4:6] == ["layer1.0", "layer1.1"]
     for folded in (stages, blocks):
         assert sum(r.macs for r in folded.layers) == full.total_macs
@@ -256,8 +277,14 @@ def test_depth_is_bounded_by_the_deepest_layer_name():
 def test_totals_use_si_prefixes_up_to_peta():
     from npresnet.summary.formats import si
 
-    cases = {999: "999", 1000: "1.00 K", 1_814_073_344: "1.81 G", 361_440 * 10**9: "361.44 T",
-             2_500 * 10**12: "2.50 P", 10**18: "1000.00 P"}
+    cases = {
+        999: "999",
+        1000: "1.00 K",
+        1_814_073_344: "1.81 G",
+        361_440 * 10**9: "361.44 T",
+        2_500 * 10**12: "2.50 P",
+        10**18: "1000.00 P",
+    }
     assert {n: si(n) for n in cases} == cases
     result = summarize("resnet152", 1024, batch=4000)
     assert result.total_macs > 10**14

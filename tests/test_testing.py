@@ -1,5 +1,6 @@
 """npresnet.testing, the reusable kit: its oracle is right, its strategies only draw valid
 configurations, and its assertion helper passes correct convolutions and fails wrong ones."""
+
 import doctest
 
 import numpy as np
@@ -66,8 +67,11 @@ WRONG = [
     (ignores_dilation, ConvConfig((1, 1, 7, 7), (1, 1, 3, 3), False, (1, 1), "same", (2, 2), 1), "differs"),
     (drops_bias, ConvConfig((1, 1, 4, 4), (2, 1, 2, 2), True, (1, 1), (0, 0), (1, 1), 1), "differs"),
     (float32_inside, ConvConfig((2, 4, 6, 6), (4, 4, 3, 3), True, (1, 1), (1, 1), (1, 1), 1), "differs"),
-    (swaps_height_and_width_stride, ConvConfig((1, 1, 6, 6), (1, 1, 2, 2), False, (1, 2), (0, 0), (1, 1), 1),
-     "output shape"),
+    (
+        swaps_height_and_width_stride,
+        ConvConfig((1, 1, 6, 6), (1, 1, 2, 2), False, (1, 2), (0, 0), (1, 1), 1),
+        "output shape",
+    ),
 ]
 
 
@@ -80,6 +84,7 @@ def test_helper_fails_wrong_conv(fn, config, problem):
 
 def test_helper_finds_flipped_kernel_by_search():
     """Driven by the strategy, hypothesis finds a counterexample for a flipped kernel."""
+
     @settings(max_examples=200, derandomize=True, database=None)
     @given(config=kit.conv2d_configs())
     def check(config):
@@ -91,6 +96,7 @@ def test_helper_finds_flipped_kernel_by_search():
 
 def test_pool_helper_fails_zero_padded_max_pool():
     """Max pooling that pads with 0 instead of -inf is wrong where a window holds only negatives."""
+
     def zero_padded(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         p = padding if isinstance(padding, int) else padding[0]
         xz = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)])
@@ -112,8 +118,8 @@ def test_pool_helper_fails_wrong_divisor():
 
 # ---- the oracle itself, on hand-checkable cases
 def test_reference_conv2d_by_hand():
-    x = np.arange(9.0).reshape(1, 1, 3, 3)        # 0..8
-    w = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])   # x[i, j] - x[i+1, j+1]
+    x = np.arange(9.0).reshape(1, 1, 3, 3)  # 0..8
+    w = np.array([[[[1.0, 0.0], [0.0, -1.0]]]])  # x[i, j] - x[i+1, j+1]
     np.testing.assert_array_equal(kit.reference_conv2d(x, w), [[[[-4.0, -4.0], [-4.0, -4.0]]]])
     # padding 1: the corner window sees only x[0, 0] under the -1 tap
     assert kit.reference_conv2d(x, w, padding=1)[0, 0, 0, 0] == -0.0
@@ -140,15 +146,19 @@ def test_docstring_examples_run():
 def test_missing_hypothesis_gives_clear_import_error():
     import subprocess
     import sys
-    code = ("import sys; sys.modules['hypothesis'] = None\n"
-            "try:\n    import npresnet.testing\nexcept ImportError as e:\n"
-            "    assert 'pip install hypothesis' in str(e), e\nelse:\n    raise SystemExit('no ImportError')\n"
-            "import npresnet.functional  # the rest of the package does not need it")
+
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "try:\n    import npresnet.testing\nexcept ImportError as e:\n"
+        "    assert 'pip install hypothesis' in str(e), e\nelse:\n    raise SystemExit('no ImportError')\n"
+        "import npresnet.functional  # the rest of the package does not need it"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_kit_does_not_import_torch():
     import subprocess
     import sys
+
     code = "import sys, npresnet.testing; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

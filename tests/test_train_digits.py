@@ -5,6 +5,7 @@ epochs. The PyTorch twin (benchmarks/train_digits_torch.py) starts from the same
 the same batches, so the two per-batch loss curves must agree to float32 rounding, amplified by a
 few SGD steps.
 """
+
 import importlib.util
 import json
 import os
@@ -22,8 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _twin():
-    spec = importlib.util.spec_from_file_location("train_digits_torch",
-                                                  os.path.join(ROOT, "benchmarks", "train_digits_torch.py"))
+    spec = importlib.util.spec_from_file_location(
+        "train_digits_torch", os.path.join(ROOT, "benchmarks", "train_digits_torch.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

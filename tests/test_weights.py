@@ -4,6 +4,7 @@ Oracles: ``torch.save`` / ``torch.load`` and torchvision's ResNet-18 (seeded, wi
 randomised batch-norm statistics so nothing is an identity). Every array is
 compared bit for bit with the tensor torch holds.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,10 +17,10 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
+from _torchvision import torchvision_resnet  # noqa: E402
 from npresnet._atomic import atomic_write  # noqa: E402
 from npresnet.errors import WeightsError  # noqa: E402
 from npresnet.weights import detect_format, load_weights, save_weights  # noqa: E402
-from _torchvision import torchvision_resnet  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,7 @@ def resnet18_pth(tmp_path_factory):
 
 def _same_bits(array: np.ndarray, tensor) -> bool:
     expected = tensor.detach().contiguous().numpy()
-    return (array.dtype == expected.dtype and array.shape == expected.shape
-            and array.tobytes() == expected.tobytes())
+    return array.dtype == expected.dtype and array.shape == expected.shape and array.tobytes() == expected.tobytes()
 
 
 def test_pth_matches_torch_bit_for_bit(resnet18_pth):
@@ -82,10 +82,10 @@ def _tensor_zoo():
         "c64": torch.randn(3, generator=g, dtype=torch.complex64),
         "scalar": torch.tensor(2.5),
         "empty": torch.zeros(0, 3),
-        "slice": base[2:5, 1:6:2],          # offset 15, strides (7, 2), shares base's storage
-        "transposed": base.t(),             # strides (1, 7)
-        "shared_row": base[4],              # offset 28
-        "permuted": big.permute(2, 0, 1),   # a 3-d non-contiguous view
+        "slice": base[2:5, 1:6:2],  # offset 15, strides (7, 2), shares base's storage
+        "transposed": base.t(),  # strides (1, 7)
+        "shared_row": base[4],  # offset 28
+        "permuted": big.permute(2, 0, 1),  # a 3-d non-contiguous view
         "channels_last": torch.randn(2, 3, 4, 5, generator=g).to(memory_format=torch.channels_last),
     }
 
@@ -112,6 +112,7 @@ def test_bfloat16_is_widened_exactly_to_float32(tmp_path):
     assert _same_bits(loaded["w_view"], values[3::5].float())
     # The same through safetensors, written by the safetensors package from torch tensors.
     from safetensors.torch import save_file
+
     save_file({"w": values}, tmp_path / "bf16.safetensors")
     assert _same_bits(load_weights(tmp_path / "bf16.safetensors")["w"], values.float())
 
@@ -120,8 +121,7 @@ def test_big_endian_checkpoint(tmp_path):
     """A checkpoint written on a big-endian machine: byteorder 'big' and byte-swapped storages."""
     zoo = {"a": torch.randn(3, 4), "b": torch.arange(5), "h": torch.randn(2).half()}
     torch.save(zoo, tmp_path / "little.pth")
-    with zipfile.ZipFile(tmp_path / "little.pth") as src, \
-            zipfile.ZipFile(tmp_path / "big.pth", "w") as dst:
+    with zipfile.ZipFile(tmp_path / "little.pth") as src, zipfile.ZipFile(tmp_path / "big.pth", "w") as dst:
         storages = {f"little/data/{i}": t for i, t in enumerate(zoo.values())}
         for info in src.infolist():
             data = src.read(info)
@@ -206,7 +206,7 @@ def test_save_keeps_dtypes_shapes_and_order(tmp_path, suffix):
         "fortran": np.asfortranarray(rng.standard_normal((3, 4)).astype(np.float32)),
         "big_endian": np.arange(4, dtype=">i4"),
         "mask": np.array([True, False]),
-        "file": np.zeros(1, np.float32),          # names that numpy.savez would treat as arguments
+        "file": np.zeros(1, np.float32),  # names that numpy.savez would treat as arguments
         "allow_pickle": np.ones(1, np.float32),
     }
     save_weights(state, tmp_path / f"w{suffix}")

@@ -10,6 +10,7 @@ Pickles are assembled opcode by opcode (the builders of ``test_weights_hostile``
 Every test here failed on the code before the fix (commit 976ea9f): see the report of
 the change that added it.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,19 +45,19 @@ from test_weights_hostile import (
 
 import npresnet
 
-ADDRESS_SPACE = 2**30   # 1 GiB of address space for the child, numpy and Python included (~250 MB)
-TIMEOUT_S = 30          # generous for a loaded 2-core CI runner; a correct load takes well under 2 s
+ADDRESS_SPACE = 2**30  # 1 GiB of address space for the child, numpy and Python included (~250 MB)
+TIMEOUT_S = 30  # generous for a loaded 2-core CI runner; a correct load takes well under 2 s
 
 TUPLE1, TUPLE2, DUP, POP, EMPTY_LIST, APPEND = b"\x85", b"\x86", b"2", b"0", b"]", b"a"
 SETITEM, EMPTY_TUPLE = b"s", b")"
 
 
 def binput(i: int) -> bytes:
-    return b"r" + struct.pack("<I", i)   # LONG_BINPUT
+    return b"r" + struct.pack("<I", i)  # LONG_BINPUT
 
 
 def binget(i: int) -> bytes:
-    return b"j" + struct.pack("<I", i)   # LONG_BINGET
+    return b"j" + struct.pack("<I", i)  # LONG_BINGET
 
 
 def p_long4(n: int) -> bytes:
@@ -66,9 +67,15 @@ def p_long4(n: int) -> bytes:
 
 def rebuild(storage: bytes, offset: int, size: tuple, stride: tuple) -> bytes:
     """_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict()) with any ``storage`` opcodes."""
-    return p_call(p_global("torch._utils", "_rebuild_tensor_v2"), storage, p_int(offset),
-                  p_tuple(*map(p_int, size)), p_tuple(*map(p_int, stride)), NEWFALSE,
-                  p_call(p_global("collections", "OrderedDict")))
+    return p_call(
+        p_global("torch._utils", "_rebuild_tensor_v2"),
+        storage,
+        p_int(offset),
+        p_tuple(*map(p_int, size)),
+        p_tuple(*map(p_int, stride)),
+        NEWFALSE,
+        p_call(p_global("collections", "OrderedDict")),
+    )
 
 
 def storage_ref(key="0", numel=6, storage="FloatStorage") -> bytes:
@@ -102,8 +109,14 @@ def load_sandboxed(path) -> dict:
     root = str(Path(npresnet.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
-        done = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(ADDRESS_SPACE)], env=env,
-                              capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(path), str(ADDRESS_SPACE)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"loading {path} took more than {TIMEOUT_S} s")
     assert done.returncode == 0, f"child exited with {done.returncode}:\n{done.stderr[-3000:]}"
@@ -133,8 +146,11 @@ def test_tensor_rebuilt_from_an_earlier_tensor_is_refused(tmp_path):
     """The 956-byte reproduction: B's 'storage' is tensor A (2 x 32) taken back from the memo."""
     a = rebuild(storage_ref(numel=64), 0, (2, 32), (32, 1)) + binput(0)
     b = rebuild(binget(0), 1, (63,), (1,))
-    path = write_pth(tmp_path / "oob.pth", pickle_of(p_dict((p_str("a"), a), (p_str("b"), b))),
-                     storages={"0": np.ones(64, dtype="<f4").tobytes()})
+    path = write_pth(
+        tmp_path / "oob.pth",
+        pickle_of(p_dict((p_str("a"), a), (p_str("b"), b))),
+        storages={"0": np.ones(64, dtype="<f4").tobytes()},
+    )
     assert_refused(path, "a tensor is rebuilt from a ndarray", "only a storage")
 
 
@@ -143,51 +159,73 @@ def test_big_endian_tensor_as_storage_is_refused(tmp_path):
     n = 2**16
     a = rebuild(storage_ref(numel=2 * n), 0, (2, n), (n, 1)) + binput(0)
     b = rebuild(binget(0), 0, (2 * n - 1,), (1,))
-    path = write_pth(tmp_path / "oob_be.pth", pickle_of(p_dict((p_str("a"), a), (p_str("b"), b))),
-                     storages={"0": np.ones(2 * n, dtype=">f4").tobytes()}, byteorder=b"big")
+    path = write_pth(
+        tmp_path / "oob_be.pth",
+        pickle_of(p_dict((p_str("a"), a), (p_str("b"), b))),
+        storages={"0": np.ones(2 * n, dtype=">f4").tobytes()},
+        byteorder=b"big",
+    )
     assert_refused(path, "a tensor is rebuilt from a ndarray")
 
 
-@pytest.mark.parametrize("storage, described", [
-    (p_tuple(p_int(1), p_int(2)), "a tuple of 2 items"),
-    (p_int(7), "7;"),
-    (p_str("0"), "'0';"),
-    (EMPTY_DICT, "a _PickledDict"),
-])
+@pytest.mark.parametrize(
+    "storage, described",
+    [
+        (p_tuple(p_int(1), p_int(2)), "a tuple of 2 items"),
+        (p_int(7), "7;"),
+        (p_str("0"), "'0';"),
+        (EMPTY_DICT, "a _PickledDict"),
+    ],
+)
 def test_only_a_storage_can_hold_a_tensor(tmp_path, storage, described):
     path = write_pth(tmp_path / "s.pth", pickle_of(p_dict((p_str("w"), rebuild(storage, 0, (1,), (1,))))))
     assert_refused(path, f"a tensor is rebuilt from {described}")
 
 
-@pytest.mark.parametrize("offset, size, stride, message", [
-    (0, (2, 3), (3, -1), "stride entry -1 is not an integer >= 0"),
-    (-1, (2,), (1,), "storage offset must be an integer >= 0"),
-    (5, (2,), (1,), "reaches element 6 but its storage holds only 6"),
-    (0, (3, 2), (2, 2), "reaches element 6 but its storage holds only 6"),   # flat count fits, the extent does not
-    (0, (2**62,), (0,), "has 4611686018427387904 elements"),                 # broadcast of one element
-])
+@pytest.mark.parametrize(
+    "offset, size, stride, message",
+    [
+        (0, (2, 3), (3, -1), "stride entry -1 is not an integer >= 0"),
+        (-1, (2,), (1,), "storage offset must be an integer >= 0"),
+        (5, (2,), (1,), "reaches element 6 but its storage holds only 6"),
+        (0, (3, 2), (2, 2), "reaches element 6 but its storage holds only 6"),  # flat count fits, the extent does not
+        (0, (2**62,), (0,), "has 4611686018427387904 elements"),  # broadcast of one element
+    ],
+)
 def test_view_extent_is_checked(tmp_path, offset, size, stride, message):
     path = write_pth(tmp_path / "v.pth", pickle_of(p_dict((p_str("w"), rebuild(storage_ref(), offset, size, stride)))))
     assert_refused(path, message)
 
 
 def test_stride_and_size_must_be_plain_int_tuples(tmp_path):
-    bad = p_call(p_global("torch._utils", "_rebuild_tensor_v2"), storage_ref(), p_int(0),
-                 p_tuple(p_int(2), p_str("3")), p_tuple(p_int(3), p_int(1)), NEWFALSE,
-                 p_call(p_global("collections", "OrderedDict")))
+    bad = p_call(
+        p_global("torch._utils", "_rebuild_tensor_v2"),
+        storage_ref(),
+        p_int(0),
+        p_tuple(p_int(2), p_str("3")),
+        p_tuple(p_int(3), p_int(1)),
+        NEWFALSE,
+        p_call(p_global("collections", "OrderedDict")),
+    )
     path = write_pth(tmp_path / "t.pth", pickle_of(p_dict((p_str("w"), bad))))
     assert_refused(path, "size entry '3' is not an integer")
 
 
 def test_valid_views_load_as_fresh_owning_copies(tmp_path):
     """Overlapping views, a transposed view and a big-endian storage: right values, fresh arrays."""
-    body = p_dict((p_str("w"), rebuild(storage_ref(), 0, (2, 3), (3, 1))),
-                  (p_str("t"), rebuild(storage_ref(), 0, (3, 2), (1, 3))),
-                  (p_str("s"), rebuild(storage_ref(), 2, (2, 2), (1, 1))),
-                  (p_str("one"), rebuild(storage_ref(), 5, (1, 1), (99, 12345))))
+    body = p_dict(
+        (p_str("w"), rebuild(storage_ref(), 0, (2, 3), (3, 1))),
+        (p_str("t"), rebuild(storage_ref(), 0, (3, 2), (1, 3))),
+        (p_str("s"), rebuild(storage_ref(), 2, (2, 2), (1, 1))),
+        (p_str("one"), rebuild(storage_ref(), 5, (1, 1), (99, 12345))),
+    )
     for order, byteorder in (("<f4", b"little"), (">f4", b"big")):
-        path = write_pth(tmp_path / f"ok{byteorder.decode()}.pth", pickle_of(body),
-                         storages={"0": np.arange(6, dtype=order).tobytes()}, byteorder=byteorder)
+        path = write_pth(
+            tmp_path / f"ok{byteorder.decode()}.pth",
+            pickle_of(body),
+            storages={"0": np.arange(6, dtype=order).tobytes()},
+            byteorder=byteorder,
+        )
         arrays = assert_fresh_arrays(load_sandboxed(path))
         assert arrays["w"]["values"] == [0, 1, 2, 3, 4, 5]
         assert arrays["t"]["values"] == [0, 3, 1, 4, 2, 5]
@@ -213,12 +251,17 @@ def test_deeply_nested_key_is_refused_without_recursion(tmp_path, depth):
     assert_refused(path, "nests containers more than 32 deep")
 
 
-@pytest.mark.parametrize("opcodes, message", [
-    (MARK * 500_000 + p_int(1) + TUPLE * 500_000, "opens more than 32 MARKs"),
-    (EMPTY_LIST + binput(0) + TUPLE1 + binget(0) + EMPTY_LIST + APPEND,
-     "pickle adds items to a container that already sits inside"),
-    (EMPTY_DICT + (p_str("k") + EMPTY_DICT) * 40 + SETITEM * 40, "nests containers more than 32 deep"),
-])
+@pytest.mark.parametrize(
+    "opcodes, message",
+    [
+        (MARK * 500_000 + p_int(1) + TUPLE * 500_000, "opens more than 32 MARKs"),
+        (
+            EMPTY_LIST + binput(0) + TUPLE1 + binget(0) + EMPTY_LIST + APPEND,
+            "pickle adds items to a container that already sits inside",
+        ),
+        (EMPTY_DICT + (p_str("k") + EMPTY_DICT) * 40 + SETITEM * 40, "nests containers more than 32 deep"),
+    ],
+)
 def test_nesting_through_marks_and_lists_is_bounded(tmp_path, opcodes, message):
     path = write_pth(tmp_path / "n.pth", PROTO2 + opcodes + STOP)
     assert_refused(path, message)
@@ -236,24 +279,43 @@ def _laughs(levels: int) -> bytes:
     return out  # leaves just the last tuple on the stack
 
 
-@pytest.mark.parametrize("use, message", [
-    ("key", "key a tuple of 2 items is a tuple, not a string"),
-    ("size", "size entry a tuple of 2 items is not an integer"),
-    ("value", "value of 'w' is a tuple, not a tensor"),
-    ("storage key", "malformed storage reference: key a tuple of 2 items"),
-    ("persistent id", "unexpected persistent id a tuple of 2 items"),
-])
+@pytest.mark.parametrize(
+    "use, message",
+    [
+        ("key", "key a tuple of 2 items is a tuple, not a string"),
+        ("size", "size entry a tuple of 2 items is not an integer"),
+        ("value", "value of 'w' is a tuple, not a tensor"),
+        ("storage key", "malformed storage reference: key a tuple of 2 items"),
+        ("persistent id", "unexpected persistent id a tuple of 2 items"),
+    ],
+)
 def test_billion_laughs_is_never_expanded(tmp_path, use, message):
     """2**30 leaves through the memo, used where a hash, a repr or a walk would expand it."""
-    laughs = _laughs(28)   # nested 29 deep, under the nesting limit: only its use can be refused
+    laughs = _laughs(28)  # nested 29 deep, under the nesting limit: only its use can be refused
     bodies = {
         "key": EMPTY_DICT + laughs + p_tensor() + SETITEM,
-        "size": p_dict((p_str("w"), p_call(p_global("torch._utils", "_rebuild_tensor_v2"), storage_ref(), p_int(0),
-                                           MARK + laughs + TUPLE, p_tuple(p_int(1)), NEWFALSE,
-                                           p_call(p_global("collections", "OrderedDict"))))),
+        "size": p_dict(
+            (
+                p_str("w"),
+                p_call(
+                    p_global("torch._utils", "_rebuild_tensor_v2"),
+                    storage_ref(),
+                    p_int(0),
+                    MARK + laughs + TUPLE,
+                    p_tuple(p_int(1)),
+                    NEWFALSE,
+                    p_call(p_global("collections", "OrderedDict")),
+                ),
+            )
+        ),
         "value": EMPTY_DICT + p_str("w") + laughs + SETITEM,
-        "storage key": p_dict((p_str("w"), p_tuple(p_str("storage"), p_global("torch", "FloatStorage"), laughs,
-                                                   p_str("cpu"), p_int(6)) + BINPERSID)),
+        "storage key": p_dict(
+            (
+                p_str("w"),
+                p_tuple(p_str("storage"), p_global("torch", "FloatStorage"), laughs, p_str("cpu"), p_int(6))
+                + BINPERSID,
+            )
+        ),
         "persistent id": p_dict((p_str("w"), laughs + BINPERSID)),
     }
     path = write_pth(tmp_path / "laughs.pth", pickle_of(bodies[use]))
@@ -272,8 +334,10 @@ def test_wide_fan_out_is_never_expanded(tmp_path):
 def test_memo_indices_are_bounded_and_cheap(tmp_path):
     """Indices a dict would hash into one bucket chain; the memo is a bounded list instead."""
     colliding = b"".join(p_int(i) + binput(i << 20) + POP for i in range(1, 4000))
-    assert_refused(write_pth(tmp_path / "m.pth", PROTO2 + colliding + EMPTY_DICT + STOP),
-                   "memo index 1048576 is outside [0, 262144)")
+    assert_refused(
+        write_pth(tmp_path / "m.pth", PROTO2 + colliding + EMPTY_DICT + STOP),
+        "memo index 1048576 is outside [0, 262144)",
+    )
     unset = PROTO2 + binget(7) + STOP
     assert_refused(write_pth(tmp_path / "u.pth", unset), "memo index 7 is read before anything was stored")
     sparse = PROTO2 + EMPTY_DICT + binput(2**18 - 1) + POP + binget(2**18 - 1) + STOP
@@ -293,12 +357,15 @@ def test_integer_keys_are_refused_before_hashing(tmp_path):
     assert_refused(write_pth(tmp_path / "single.pth", single), "key 2305843009213693951 is a int, not a string")
 
 
-@pytest.mark.parametrize("integer, message", [
-    (p_long4(10**5000), "pickle integer takes 2077 bytes; more than 8 (64 bits) are refused"),
-    (b"L" + b"9" * 5000 + b"L\n", "LONG opcode: not an integer of at most 20 digits"),
-    (b"I" + b"9" * 5000 + b"\n", "INT opcode: not an integer of at most 20 digits"),
-    (p_int(2**63), "pickle integer takes 9 bytes"),
-])
+@pytest.mark.parametrize(
+    "integer, message",
+    [
+        (p_long4(10**5000), "pickle integer takes 2077 bytes; more than 8 (64 bits) are refused"),
+        (b"L" + b"9" * 5000 + b"L\n", "LONG opcode: not an integer of at most 20 digits"),
+        (b"I" + b"9" * 5000 + b"\n", "INT opcode: not an integer of at most 20 digits"),
+        (p_int(2**63), "pickle integer takes 9 bytes"),
+    ],
+)
 def test_huge_integers_are_refused_before_conversion(tmp_path, integer, message):
     path = write_pth(tmp_path / "big.pth", PROTO2 + EMPTY_DICT + integer + p_tensor() + SETITEM + STOP)
     assert_refused(path, message)
@@ -354,8 +421,11 @@ def test_view_budget_counts_only_storages_read(tmp_path):
     """An unreferenced 16 MiB member does not raise the budget for copies of a 4 MiB storage."""
     n = 2**20
     views = [(p_str(f"v{i}"), rebuild(storage_ref(numel=n), i % 2, (n - 1,), (1,))) for i in range(19)]
-    path = write_pth(tmp_path / "budget.pth", pickle_of(p_dict(*views)),
-                     storages={"0": np.zeros(n, dtype="<f4").tobytes(), "unused": bytes(16 * 2**20)})
+    path = write_pth(
+        tmp_path / "budget.pth",
+        pickle_of(p_dict(*views)),
+        storages={"0": np.zeros(n, dtype="<f4").tobytes(), "unused": bytes(16 * 2**20)},
+    )
     assert_refused(path, "tensors would need more than 71303168 bytes", "4194304 bytes of storages read")
 
 
@@ -368,19 +438,22 @@ def _safetensors(path, header: bytes, data: bytes = b"", claimed: int | None = N
     return path
 
 
-@pytest.mark.parametrize("header, message", [
-    (b'{"w": ' + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}", "nests arrays/objects more than 32 deep"),
-    (b'{"w": ' + b'{"a": ' * 200_000 + b"1" + b"}" * 200_001, "nests arrays/objects more than 32 deep"),
-    (b'{"w": {"dtype": ["F32"], "shape": [2], "data_offsets": [0, 8]}}', "dtype tag a list of 1 items"),
-    (b'{"w": {"dtype": "F32", "shape": [9223372036854775808], "data_offsets": [0, 8]}}', "does not fit in 63 bits"),
-    (b'{"w": {"dtype": "F32", "shape": "22", "data_offsets": [0, 8]}}', "shape must be a list of integers"),
-    (b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0]}}', "data_offsets must be a list of two integers"),
-    (b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, "8"]}}', "data_offsets must be a list of two"),
-    (b'{"w": [1, 2]}', "header entry must have exactly dtype, shape, data_offsets"),
-    (b'{"w": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 8]}}', "not valid JSON"),
-    (b'{"__metadata__": {"a": [1]}}', "__metadata__ must be an object of strings"),
-    (b'{"w": {"dtype": "F32", "shape": [0, 9223372036854775808], "data_offsets": [0, 0]}}', "fit in 63 bits"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        (b'{"w": ' + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}", "nests arrays/objects more than 32 deep"),
+        (b'{"w": ' + b'{"a": ' * 200_000 + b"1" + b"}" * 200_001, "nests arrays/objects more than 32 deep"),
+        (b'{"w": {"dtype": ["F32"], "shape": [2], "data_offsets": [0, 8]}}', "dtype tag a list of 1 items"),
+        (b'{"w": {"dtype": "F32", "shape": [9223372036854775808], "data_offsets": [0, 8]}}', "does not fit in 63 bits"),
+        (b'{"w": {"dtype": "F32", "shape": "22", "data_offsets": [0, 8]}}', "shape must be a list of integers"),
+        (b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0]}}', "data_offsets must be a list of two integers"),
+        (b'{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, "8"]}}', "data_offsets must be a list of two"),
+        (b'{"w": [1, 2]}', "header entry must have exactly dtype, shape, data_offsets"),
+        (b'{"w": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], "data_offsets": [0, 8]}}', "not valid JSON"),
+        (b'{"__metadata__": {"a": [1]}}', "__metadata__ must be an object of strings"),
+        (b'{"w": {"dtype": "F32", "shape": [0, 9223372036854775808], "data_offsets": [0, 0]}}', "fit in 63 bits"),
+    ],
+)
 def test_safetensors_header_is_type_checked_and_bounded(tmp_path, header, message):
     assert_refused(_safetensors(tmp_path / "h.safetensors", header, b"\x00" * 8), message)
 
@@ -405,13 +478,20 @@ def test_a_fifo_without_a_writer_is_refused_at_once(tmp_path):
 def test_an_endless_fifo_is_refused(tmp_path):
     fifo = tmp_path / "w.safetensors"
     os.mkfifo(fifo)
-    writer = subprocess.Popen([sys.executable, "-c", f"""
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import os
 with open({str(fifo)!r}, "wb") as out:
     out.write(b"\\x10" + bytes(7) + b"{{")
     while True:
         out.write(b" " * 65536)
-"""], stderr=subprocess.DEVNULL)
+""",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert_refused(fifo, "is not a regular file")
     finally:
@@ -435,7 +515,7 @@ def test_check_finite_sees_the_cast_values():
 
     layer = Linear(2, 1)
     assert layer.weight.dtype == np.float32
-    state = {"weight": np.array([[1e39, 0.0]]), "bias": np.zeros(1)}   # float64: finite until cast
+    state = {"weight": np.array([[1e39, 0.0]]), "bias": np.zeros(1)}  # float64: finite until cast
     with pytest.raises(WeightsError, match=r"weight: contains NaN or infinite values \(as float32\)"):
         layer.load_state_dict(state, check_finite=True)
     layer.load_state_dict({"weight": np.array([[3e38, -1.0]]), "bias": np.zeros(1)}, check_finite=True)
@@ -446,6 +526,12 @@ def test_sandbox_reports_a_real_crash(tmp_path):
     """The harness itself: a child that dies from the address-space limit is a failure, not a pass."""
     root = str(Path(npresnet.__file__).resolve().parent.parent)
     code = "import resource; resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)); b = bytearray(2**31)"
-    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=root),
-                          capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=dict(os.environ, PYTHONPATH=root),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
     assert done.returncode != 0 and "MemoryError" in done.stderr

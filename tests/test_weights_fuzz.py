@@ -15,6 +15,7 @@ earlier object where another belongs), and the result is zipped again with a val
 Every outcome must be ``WeightsError`` or fresh arrays whose values all come from
 the storage of the same dtype.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,12 +59,16 @@ def workdir(tmp_path_factory):
 
 def mutations(size: int):
     position = st.integers(0, size - 1)
-    return st.lists(st.one_of(
-        st.tuples(st.just("flip"), position, st.integers(1, 255)),
-        st.tuples(st.just("truncate"), position),
-        st.tuples(st.just("splice"), position, position, st.integers(1, 32)),
-        st.tuples(st.just("insert"), position, st.binary(min_size=1, max_size=8)),
-    ), min_size=1, max_size=3)
+    return st.lists(
+        st.one_of(
+            st.tuples(st.just("flip"), position, st.integers(1, 255)),
+            st.tuples(st.just("truncate"), position),
+            st.tuples(st.just("splice"), position, position, st.integers(1, 32)),
+            st.tuples(st.just("insert"), position, st.binary(min_size=1, max_size=8)),
+        ),
+        min_size=1,
+        max_size=3,
+    )
 
 
 def apply(data: bytes, steps) -> bytes:
@@ -76,7 +81,7 @@ def apply(data: bytes, steps) -> bytes:
             del buffer[at:]
         elif kind == "splice":
             source = step[2] % max(len(buffer), 1)
-            buffer[at: at + step[3]] = buffer[source: source + step[3]]
+            buffer[at : at + step[3]] = buffer[source : source + step[3]]
         elif kind == "insert":
             buffer[at:at] = step[2]
     return bytes(buffer)
@@ -104,8 +109,9 @@ def test_mutated_files_load_or_raise_weights_error(workdir, fmt):
     assert load_weights(workdir / f"valid.{fmt}").keys() == STATE.keys()
     path = workdir / f"mutant.{fmt}"
 
-    @settings(max_examples=EXAMPLES_PER_FORMAT, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=EXAMPLES_PER_FORMAT, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(steps=mutations(len(valid)))
     def check(steps):
         path.write_bytes(apply(valid, steps))
@@ -130,14 +136,18 @@ INTEGERS = st.sampled_from([0, 1, 2, 3, 5, 6, 7, 63, 64, 255, 2**31 - 1, -1, -(2
 def structure_mutations(count: int):
     index = st.integers(0, count - 1)
     span = st.integers(1, 8)
-    return st.lists(st.one_of(
-        st.tuples(st.just("splice"), index, span, index),          # copy ops[i:i+n] before ops[j]
-        st.tuples(st.just("repeat"), index, span, st.integers(2, 40)),
-        st.tuples(st.just("delete"), index, span),
-        st.tuples(st.just("swap"), index, index),
-        st.tuples(st.just("integer"), index, INTEGERS),             # next integer opcode from i gets a new value
-        st.tuples(st.just("get"), index, span, st.integers(0, 40)),  # ops[i:i+n] become one memo GET
-    ), min_size=1, max_size=4)
+    return st.lists(
+        st.one_of(
+            st.tuples(st.just("splice"), index, span, index),  # copy ops[i:i+n] before ops[j]
+            st.tuples(st.just("repeat"), index, span, st.integers(2, 40)),
+            st.tuples(st.just("delete"), index, span),
+            st.tuples(st.just("swap"), index, index),
+            st.tuples(st.just("integer"), index, INTEGERS),  # next integer opcode from i gets a new value
+            st.tuples(st.just("get"), index, span, st.integers(0, 40)),  # ops[i:i+n] become one memo GET
+        ),
+        min_size=1,
+        max_size=4,
+    )
 
 
 def apply_to_opcodes(ops: list[bytes], steps) -> bytes:
@@ -145,21 +155,21 @@ def apply_to_opcodes(ops: list[bytes], steps) -> bytes:
     for step in steps:
         kind, i = step[0], step[1] % max(len(ops), 1)
         if kind == "splice":
-            ops[step[3] % max(len(ops), 1):0] = ops[i: i + step[2]]
+            ops[step[3] % max(len(ops), 1) : 0] = ops[i : i + step[2]]
         elif kind == "repeat":
-            ops[i: i + step[2]] = ops[i: i + step[2]] * step[3]
+            ops[i : i + step[2]] = ops[i : i + step[2]] * step[3]
         elif kind == "delete":
-            del ops[i: i + step[2]]
+            del ops[i : i + step[2]]
         elif kind == "swap" and ops:
             j = step[2] % len(ops)
             ops[i], ops[j] = ops[j], ops[i]
         elif kind == "integer":
             for k in range(i, len(ops)):
-                if ops[k][:1] in (b"K", b"M", b"J", b"\x8a"):   # BININT1, BININT2, BININT, LONG1
+                if ops[k][:1] in (b"K", b"M", b"J", b"\x8a"):  # BININT1, BININT2, BININT, LONG1
                     ops[k] = b"J" + struct.pack("<i", step[2])
                     break
-        elif kind == "get":   # e.g. a storage's persistent id replaced by an earlier tensor
-            ops[i: i + step[2]] = [b"h" + bytes([step[3]])]
+        elif kind == "get":  # e.g. a storage's persistent id replaced by an earlier tensor
+            ops[i : i + step[2]] = [b"h" + bytes([step[3]])]
     return b"".join(ops)
 
 
@@ -182,8 +192,9 @@ def test_pickle_structure_mutations_load_or_raise_weights_error(workdir):
     assert load_weights_bytes(workdir, _rezip(valid, b"".join(ops))).keys() == STATE.keys()
     values_by_dtype = {array.dtype: set(array.ravel().tolist()) for array in STATE.values()}
 
-    @settings(max_examples=STRUCTURE_EXAMPLES, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=STRUCTURE_EXAMPLES, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(steps=structure_mutations(len(ops)))
     def check(steps):
         try:

@@ -4,6 +4,7 @@ The table in the README is compared with :mod:`npresnet.weights.limits`, and eac
 limit is shown to hold exactly at its boundary: a file at the limit loads, one past it
 is refused naming the limit.
 """
+
 from __future__ import annotations
 
 import re
@@ -22,19 +23,22 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def _safety_section() -> str:
     text = README.read_text(encoding="utf-8")
     start = text.index("## Safety: weight files you did not make")
-    return text[start: text.index("\n## ", start + 1)]
+    return text[start : text.index("\n## ", start + 1)]
 
 
-@pytest.mark.parametrize("row, value", [
-    ("`data.pkl` inside a `.pth`", f"{limits.MAX_PICKLE_BYTES:,} bytes"),
-    ("tuples, lists and dicts one pickle builds", f"{limits.MAX_CONTAINERS:,}"),
-    ("pickle memo indices", f"below {limits.MAX_MEMO_ENTRIES:,}"),
-    ("nesting (pickle containers and MARKs; safetensors JSON)", f"{limits.MAX_NESTING}"),
-    ("integers in a pickle", f"{8 * limits.MAX_INT_BYTES} bits"),
-    ("dimensions of one tensor", f"{limits.MAX_DIMENSIONS}"),
-    ("zip members (`.pth`, `.npz`)", f"{limits.MAX_ZIP_MEMBERS:,}"),
-    ("safetensors JSON header", f"{limits.MAX_SAFETENSORS_HEADER_BYTES:,} bytes"),
-])
+@pytest.mark.parametrize(
+    "row, value",
+    [
+        ("`data.pkl` inside a `.pth`", f"{limits.MAX_PICKLE_BYTES:,} bytes"),
+        ("tuples, lists and dicts one pickle builds", f"{limits.MAX_CONTAINERS:,}"),
+        ("pickle memo indices", f"below {limits.MAX_MEMO_ENTRIES:,}"),
+        ("nesting (pickle containers and MARKs; safetensors JSON)", f"{limits.MAX_NESTING}"),
+        ("integers in a pickle", f"{8 * limits.MAX_INT_BYTES} bits"),
+        ("dimensions of one tensor", f"{limits.MAX_DIMENSIONS}"),
+        ("zip members (`.pth`, `.npz`)", f"{limits.MAX_ZIP_MEMBERS:,}"),
+        ("safetensors JSON header", f"{limits.MAX_SAFETENSORS_HEADER_BYTES:,} bytes"),
+    ],
+)
 def test_readme_quotes_each_limit(row, value):
     match = re.search(rf"^\s*\| {re.escape(row)} \| ([^|]+) \|", _safety_section(), re.MULTILINE)
     assert match, f"README's Safety table has no row {row!r}"
@@ -47,7 +51,7 @@ def test_nesting_limit_is_exact(tmp_path):
     past = PROTO2 + MARK * (limits.MAX_NESTING + 1) + STOP
     with pytest.raises(WeightsError, match=f"more than {limits.MAX_NESTING} MARKs"):
         load_weights(write_pth(tmp_path / "deep.pth", past))
-    tuples = b"N" + b"\x85" * (limits.MAX_NESTING - 1) + b"0" + EMPTY_DICT + STOP   # 31 TUPLE1: depth 31
+    tuples = b"N" + b"\x85" * (limits.MAX_NESTING - 1) + b"0" + EMPTY_DICT + STOP  # 31 TUPLE1: depth 31
     assert load_weights(write_pth(tmp_path / "t.pth", PROTO2 + tuples)) == {}
     deeper = b"N" + b"\x85" * (limits.MAX_NESTING + 1) + STOP
     with pytest.raises(WeightsError, match=f"nests containers more than {limits.MAX_NESTING} deep"):

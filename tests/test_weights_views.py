@@ -9,6 +9,7 @@ agree: the same values in the same positions, or ``WeightsError``. A second tens
 that names the first one (taken back from the memo) as its storage must always be
 refused, whatever its view.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -22,7 +23,7 @@ from test_weights_hostile import p_dict, p_str, pickle_of, write_pth
 from npresnet.errors import WeightsError
 from npresnet.weights import load_weights
 
-SIZES = {"0": 12, "1": 7}   # elements of the two storages
+SIZES = {"0": 12, "1": 7}  # elements of the two storages
 
 
 def sentinel_storage(key: str) -> np.ndarray:
@@ -38,16 +39,18 @@ def oracle(storage: np.ndarray, offset: int, size: tuple, stride: tuple):
             return None
         values.append(storage[position])
     if values and len(values) > storage.size:
-        return None   # the loader does not read broadcast views (more elements than the storage)
+        return None  # the loader does not read broadcast views (more elements than the storage)
     return np.array(values, dtype=storage.dtype).reshape(size)
 
 
-views = st.integers(0, 3).flatmap(lambda ndim: st.tuples(
-    st.sampled_from(sorted(SIZES)),
-    st.integers(0, 14),                                        # offset
-    st.tuples(*[st.integers(0, 5)] * ndim),                    # size
-    st.tuples(*[st.integers(0, 7)] * ndim),                    # stride
-))
+views = st.integers(0, 3).flatmap(
+    lambda ndim: st.tuples(
+        st.sampled_from(sorted(SIZES)),
+        st.integers(0, 14),  # offset
+        st.tuples(*[st.integers(0, 5)] * ndim),  # size
+        st.tuples(*[st.integers(0, 7)] * ndim),  # stride
+    )
+)
 
 
 def _write(tmp_path, body: bytes):
@@ -87,5 +90,6 @@ def test_a_tensor_is_never_a_storage(tmp_path_factory, first, second):
     else:
         raise AssertionError("a tensor rebuilt from another tensor was loaded")
     # refused either for the first view (outside its storage) or for using a tensor as a storage
-    assert "a tensor is rebuilt from a ndarray" in message or oracle(
-        sentinel_storage(key), offset, size, stride) is None, message
+    assert (
+        "a tensor is rebuilt from a ndarray" in message or oracle(sentinel_storage(key), offset, size, stride) is None
+    ), message

@@ -4,6 +4,7 @@ The oracle for values is the unchunked computation (and torch); the oracle for m
 tracemalloc, which sees NumPy's allocations. The bound is the explicit ``workspace_bytes``
 argument (no global to patch); its default per backend is checked against the sizing rule.
 """
+
 import tracemalloc
 import types
 
@@ -76,8 +77,9 @@ def test_the_default_is_the_backend_default_and_bad_values_are_refused():
     assert not hasattr(nf, "WORKSPACE_BYTES")  # no module global left to patch
 
 
-@given(free=st.integers(0, 2**40), fraction=st.floats(0.01, 1.0), floor=st.integers(1, 2**30),
-       cap=st.integers(1, 2**36))
+@given(
+    free=st.integers(0, 2**40), fraction=st.floats(0.01, 1.0), floor=st.integers(1, 2**30), cap=st.integers(1, 2**36)
+)
 def test_device_workspace_is_a_bounded_fraction_of_free_memory(free, fraction, floor, cap):
     """The CuPy sizing rule on made-up numbers: never above the free memory, never 0, and otherwise
     ``fraction`` of the free memory clamped to ``[floor, cap]``."""

@@ -11,6 +11,7 @@ convolution in chunks), :mod:`.winograd` (Winograd F(2×2,3×3) for stride-1 3×
 :mod:`.model` (:class:`FusedResNet`, :func:`fuse`), :mod:`.profile` (per-layer timings,
 ``fused.profile(x)``). The workspace bound is :mod:`npresnet.workspace`'s ``workspace_bytes``.
 """
+
 from .model import FusedResNet, fuse
 from .profile import LayerTime
 

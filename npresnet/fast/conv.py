@@ -18,6 +18,7 @@ one image) so that a chunk's columns plus its output stay within ``workspace_byt
 (:mod:`npresnet.workspace`); each chunk's epilogue (bias, residual add, ReLU) runs in
 place while the chunk is still in cache.
 """
+
 from __future__ import annotations
 
 from ..backend import get_array_module
@@ -167,6 +168,7 @@ class FusedConv:
         cols = cols.reshape(n, y1 - y0, out_w, kh, kw * C)
         for i in range(kh):
             start = xpad[:, y0 * sy + i * dy :]  # row of the first output row's tap i
-            windows = xp.lib.stride_tricks.as_strided(start, shape=(n, y1 - y0, out_w, kw * C),
-                                                      strides=(sN, sy * sH, sx * sW, sC))
+            windows = xp.lib.stride_tricks.as_strided(
+                start, shape=(n, y1 - y0, out_w, kw * C), strides=(sN, sy * sH, sx * sW, sC)
+            )
             cols[:, :, :, i] = windows

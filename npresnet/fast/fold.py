@@ -6,6 +6,7 @@ and a convolution is linear in its weight, so
 ``bn(conv(x, W)) = conv(x, scale * W) + shift``. The fold is computed in float64
 and cast once to the model's dtype, so it adds a single rounding per weight.
 """
+
 from __future__ import annotations
 
 import numpy

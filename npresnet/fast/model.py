@@ -15,6 +15,7 @@ Dependencies point one way: this module takes a model from outside and reads its
 structure only through :meth:`npresnet.models.ResNet.layout` (stem, blocks as
 (conv, bn) pairs plus shortcut, head); the models know nothing of fusion.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,9 @@ def _fused_conv(conv, bn, backend, dtype, winograd=False):
     weight, bias = fold_batch_norm(conv, bn)
     bias = to_backend(bias.astype(dtype), backend)
     gemm = gemm_weight(weight, conv.groups).astype(dtype)  # (groups, kh*kw*C/groups, O/groups)
-    fused = FusedConv(to_backend(gemm, backend), bias,
-                      conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups)
+    fused = FusedConv(
+        to_backend(gemm, backend), bias, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
+    )
     if not (winograd and is_winograd_eligible(conv)):
         return fused
     U = winograd_weight(weight, m=2).astype(dtype)  # (16, C, O), transformed in float64
@@ -179,8 +181,10 @@ class FusedResNet:
         try:
             shape = conv.output_shape(x.shape)
         except ValueError as exc:
-            raise ValueError(f"input is too small for this network: at a {conv.kernel_size} convolution "
-                             f"the activation has spatial size {x.shape[1:3]}: {exc}") from None
+            raise ValueError(
+                f"input is too small for this network: at a {conv.kernel_size} convolution "
+                f"the activation has spatial size {x.shape[1:3]}: {exc}"
+            ) from None
         residual = out is not None
         if not residual:
             out = buffers.take(shape)
@@ -190,8 +194,17 @@ class FusedResNet:
         conv(x, out, residual, relu, buffers.workspace, run.workspace_bytes, run.clock)
         (N, out_h, out_w, O), (kh, kw) = out.shape, conv.kernel_size
         macs = N * out_h * out_w * O * kh * kw * (x.shape[3] // conv.groups)
-        run.records.append(LayerTime(name, _kind(conv, x, out.shape), tuple(x.shape), tuple(out.shape),
-                                     run.clock.elapsed(), dict(run.clock.phases), macs))
+        run.records.append(
+            LayerTime(
+                name,
+                _kind(conv, x, out.shape),
+                tuple(x.shape),
+                tuple(out.shape),
+                run.clock.elapsed(),
+                dict(run.clock.phases),
+                macs,
+            )
+        )
         return out
 
     def _max_pool_relu(self, x, buffers):
@@ -204,8 +217,9 @@ class FusedResNet:
             out_h = conv_output_size(H, kh, sy, ph, dy, ceil_mode)
             out_w = conv_output_size(W, kw, sx, pw, dx, ceil_mode)
         except ValueError as exc:
-            raise ValueError(f"input is too small for this network: at the max pool the activation "
-                             f"has spatial size {(H, W)}: {exc}") from None
+            raise ValueError(
+                f"input is too small for this network: at the max pool the activation has spatial size {(H, W)}: {exc}"
+            ) from None
         out = buffers.take((N, out_h, out_w, C))
         out[...] = 0  # = relu's floor; also stands for the padding, so only the taps inside the image are read
         for _, _, t in kernel_taps((H, W), (0, out_h), (0, out_w), (kh, kw), (sy, sx), (ph, pw), (dy, dx)):
@@ -327,8 +341,9 @@ class _Step:
     def __exit__(self, *exc):
         if self.run.records is not None and exc[0] is None:
             self.run.clock(self.kind)
-            self.run.records.append(LayerTime(self.name, self.kind, self.in_shape, tuple(self.out.shape),
-                                              self.run.clock.elapsed(), {}, 0))
+            self.run.records.append(
+                LayerTime(self.name, self.kind, self.in_shape, tuple(self.out.shape), self.run.clock.elapsed(), {}, 0)
+            )
         return False
 
 

@@ -7,6 +7,7 @@ Timing adds one ``time.perf_counter()`` call per phase of each chunk; on CuPy ea
 synchronises the device first, so the phases are real but the whole pass is slower than
 an untimed one.
 """
+
 from __future__ import annotations
 
 import time

@@ -29,6 +29,7 @@ Steps 2–4 are BLAS products, so they use every core; only the copies in 1 and 
 Tiles are processed in chunks (whole images, or bands of tile rows of one image) bounded by
 the workspace, like :class:`npresnet.fast.conv.FusedConv`.
 """
+
 from __future__ import annotations
 
 import math
@@ -100,8 +101,13 @@ def winograd_weight(weight, m: int = 4):
 
 def is_winograd_eligible(conv) -> bool:
     """Whether Winograd F(4×4,3×3) applies: 3×3 kernel, stride 1, dilation 1, groups 1."""
-    return (tuple(conv.kernel_size) == (3, 3) and tuple(conv.stride) == (1, 1)
-            and tuple(conv.dilation) == (1, 1) and conv.groups == 1 and not isinstance(conv.padding, str))
+    return (
+        tuple(conv.kernel_size) == (3, 3)
+        and tuple(conv.stride) == (1, 1)
+        and tuple(conv.dilation) == (1, 1)
+        and conv.groups == 1
+        and not isinstance(conv.padding, str)
+    )
 
 
 class WinogradConv:

@@ -6,6 +6,7 @@ and turned into a model. A state dict is identified by its keys and shapes: the 
 architectures differ in their key sets (block counts) or, for equal key sets, in
 shapes (ResNeXt's grouped 3×3, Wide ResNet's doubled width).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -14,7 +15,12 @@ import functools
 from .resnet import ARCHITECTURES
 
 __all__ = [
-    "check_arch", "build_model", "expected_shapes", "match_architectures", "identify_architecture", "describe_fit",
+    "check_arch",
+    "build_model",
+    "expected_shapes",
+    "match_architectures",
+    "identify_architecture",
+    "describe_fit",
 ]
 
 _FC_KEYS = ("fc.weight", "fc.bias")  # sized by num_classes, which a file chooses freely
@@ -49,8 +55,9 @@ def _all_expected_shapes() -> tuple:
     All ten are held until their shapes are read, so no freed block is reused and zeroed.
     """
     models = {arch: build(init=False, dtype="float16") for arch, build in ARCHITECTURES.items()}
-    return tuple((arch, tuple((k, tuple(v.shape)) for k, v in model.state_dict().items()))
-                 for arch, model in models.items())
+    return tuple(
+        (arch, tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())) for arch, model in models.items()
+    )
 
 
 def expected_shapes(arch: str) -> dict:

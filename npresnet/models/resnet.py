@@ -10,6 +10,7 @@ Zagoruyko & Komodakis, "Wide Residual Networks", BMVC 2016 (Wide ResNet).
 
 Shapes in comments are for a 224×224 input to ResNet-50.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,17 +23,31 @@ from ..nn.inputs import check_image_batch
 from ..workspace import resolve_workspace_bytes
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "ResNet", "ConvBN", "BlockLayout", "ResNetLayout",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "ConvBN",
+    "BlockLayout",
+    "ResNetLayout",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
     "ARCHITECTURES",
 ]
 
 
 def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1, **kw):
     """3×3 convolution with padding (= dilation, so the size is kept at stride 1), no bias."""
-    return Conv2d(in_planes, out_planes, 3, stride=stride, padding=dilation, groups=groups, bias=False,
-                  dilation=dilation, **kw)
+    return Conv2d(
+        in_planes, out_planes, 3, stride=stride, padding=dilation, groups=groups, bias=False, dilation=dilation, **kw
+    )
 
 
 def conv1x1(in_planes, out_planes, stride=1, **kw):
@@ -86,8 +101,9 @@ class BasicBlock(Module):
 
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
-                 *, dtype="float32", **kw):
+    def __init__(
+        self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1, *, dtype="float32", **kw
+    ):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
@@ -149,8 +165,9 @@ class Bottleneck(Module):
 
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1,
-                 *, dtype="float32", **kw):
+    def __init__(
+        self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1, *, dtype="float32", **kw
+    ):
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups  # 3×3 width: 64 for resnet50 layer1, 128 for 32x4d
         self.conv1 = conv1x1(inplanes, width, dtype=dtype, **kw)
@@ -241,9 +258,22 @@ class ResNet(Module):
         ``model.workspace_bytes = ...``.
     """
 
-    def __init__(self, block, layers, num_classes=1000, zero_init_residual=False, groups=1, width_per_group=64,
-                 replace_stride_with_dilation=None, *, maxpool_padding=1, dtype="float32", rng=None, init=True,
-                 workspace_bytes=None):
+    def __init__(
+        self,
+        block,
+        layers,
+        num_classes=1000,
+        zero_init_residual=False,
+        groups=1,
+        width_per_group=64,
+        replace_stride_with_dilation=None,
+        *,
+        maxpool_padding=1,
+        dtype="float32",
+        rng=None,
+        init=True,
+        workspace_bytes=None,
+    ):
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"layers must list 4 stage depths, got {layers!r}")
@@ -268,12 +298,15 @@ class ResNet(Module):
         self.relu = ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, stride=2, padding=maxpool_padding)
         self.layer1 = self._make_layer(block, 64, layers[0], conv_kw=conv_kw)
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0],
-                                       conv_kw=conv_kw)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1],
-                                       conv_kw=conv_kw)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2],
-                                       conv_kw=conv_kw)
+        self.layer2 = self._make_layer(
+            block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], conv_kw=conv_kw
+        )
+        self.layer3 = self._make_layer(
+            block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], conv_kw=conv_kw
+        )
+        self.layer4 = self._make_layer(
+            block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], conv_kw=conv_kw
+        )
         self.avgpool = AdaptiveAvgPool2d((1, 1))
         self.fc = Linear(512 * block.expansion, num_classes, **self._layer_kw)
         del self._layer_kw
@@ -304,18 +337,27 @@ class ResNet(Module):
                 conv1x1(self.inplanes, planes * block.expansion, stride, **kw),
                 BatchNorm2d(planes * block.expansion, dtype=kw["dtype"]),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation,
-                        **kw)]
+        layers = [
+            block(self.inplanes, planes, stride, downsample, self.groups, self.base_width, previous_dilation, **kw)
+        ]
         self.inplanes = planes * block.expansion
         for _ in range(1, blocks):
-            layers.append(block(self.inplanes, planes, groups=self.groups, base_width=self.base_width,
-                                dilation=self.dilation, **kw))
+            layers.append(
+                block(
+                    self.inplanes, planes, groups=self.groups, base_width=self.base_width, dilation=self.dilation, **kw
+                )
+            )
         return Sequential(*layers)
 
     def check_input(self, x):
         """Raise a clear error unless ``x`` is an (N, 3, H, W) floating array this model can take."""
-        check_image_batch(x, self.conv1.in_channels, self.dtype, self.backend,
-                          dtype_fix=f" or the model with model.to(dtype='{getattr(x, 'dtype', '')}')")
+        check_image_batch(
+            x,
+            self.conv1.in_channels,
+            self.dtype,
+            self.backend,
+            dtype_fix=f" or the model with model.to(dtype='{getattr(x, 'dtype', '')}')",
+        )
 
     @property
     def workspace_bytes(self):
@@ -332,26 +374,28 @@ class ResNet(Module):
 
     def layout(self) -> ResNetLayout:
         """The stem, the blocks in order and the head, as :class:`ResNetLayout`, for tools that transform the model."""
-        blocks = tuple(block.layout(f"layer{s}.{b}")
-                       for s, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1)
-                       for b, block in enumerate(stage))
+        blocks = tuple(
+            block.layout(f"layer{s}.{b}")
+            for s, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1)
+            for b, block in enumerate(stage)
+        )
         return ResNetLayout(ConvBN("conv1", self.conv1, self.bn1), self.maxpool, blocks, self.avgpool, self.fc)
 
     def forward(self, x):
         self.check_input(x)
-        x = self.conv1(x)     # (N, 64, 112, 112)
+        x = self.conv1(x)  # (N, 64, 112, 112)
         x = self.bn1(x)
         x = self.relu(x)
-        x = self.maxpool(x)   # (N, 64, 56, 56)
+        x = self.maxpool(x)  # (N, 64, 56, 56)
 
-        x = self.layer1(x)    # (N, 256, 56, 56)
-        x = self.layer2(x)    # (N, 512, 28, 28)
-        x = self.layer3(x)    # (N, 1024, 14, 14)
-        x = self.layer4(x)    # (N, 2048, 7, 7)
+        x = self.layer1(x)  # (N, 256, 56, 56)
+        x = self.layer2(x)  # (N, 512, 28, 28)
+        x = self.layer3(x)  # (N, 1024, 14, 14)
+        x = self.layer4(x)  # (N, 2048, 7, 7)
 
-        x = self.avgpool(x)   # (N, 2048, 1, 1)
+        x = self.avgpool(x)  # (N, 2048, 1, 1)
         x = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # (N, 2048), torch.flatten(x, 1)
-        x = self.fc(x)        # (N, num_classes)
+        x = self.fc(x)  # (N, num_classes)
         return x
 
     def backward(self, grad_output):
@@ -359,27 +403,33 @@ class ResNet(Module):
         at the logits; every parameter's gradient is added into its module's ``grads``
         (see :meth:`~npresnet.nn.Module.named_grads`). Needs a forward in training mode (``model.train()``).
         """
-        grad = self.fc.backward(grad_output)        # (N, 2048)
-        grad = grad.reshape(*grad.shape, 1, 1)      # (N, 2048, 1, 1), undoing the flatten
-        grad = self.avgpool.backward(grad)          # (N, 2048, 7, 7)
+        grad = self.fc.backward(grad_output)  # (N, 2048)
+        grad = grad.reshape(*grad.shape, 1, 1)  # (N, 2048, 1, 1), undoing the flatten
+        grad = self.avgpool.backward(grad)  # (N, 2048, 7, 7)
 
-        grad = self.layer4.backward(grad)           # (N, 1024, 14, 14)
-        grad = self.layer3.backward(grad)           # (N, 512, 28, 28)
-        grad = self.layer2.backward(grad)           # (N, 256, 56, 56)
-        grad = self.layer1.backward(grad)           # (N, 64, 56, 56)
+        grad = self.layer4.backward(grad)  # (N, 1024, 14, 14)
+        grad = self.layer3.backward(grad)  # (N, 512, 28, 28)
+        grad = self.layer2.backward(grad)  # (N, 256, 56, 56)
+        grad = self.layer1.backward(grad)  # (N, 64, 56, 56)
 
-        grad = self.maxpool.backward(grad)          # (N, 64, 112, 112)
+        grad = self.maxpool.backward(grad)  # (N, 64, 112, 112)
         grad = self.relu.backward(grad)
         grad = self.bn1.backward(grad)
-        grad = self.conv1.backward(grad)            # (N, 3, 224, 224)
+        grad = self.conv1.backward(grad)  # (N, 3, 224, 224)
         return grad
 
 
 def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
-    if weights is not None and not isinstance(weights, str) and not hasattr(weights, "__fspath__") \
-            and not hasattr(weights, "keys"):  # a path (str, os.PathLike) or a state dict
-        raise TypeError(f"weights must be a path to a .pth, .npz or .safetensors file (str or os.PathLike) "
-                        f"or a state dict (a mapping of str to arrays), got {type(weights).__name__}")
+    if (
+        weights is not None
+        and not isinstance(weights, str)
+        and not hasattr(weights, "__fspath__")
+        and not hasattr(weights, "keys")
+    ):  # a path (str, os.PathLike) or a state dict
+        raise TypeError(
+            f"weights must be a path to a .pth, .npz or .safetensors file (str or os.PathLike) "
+            f"or a state dict (a mapping of str to arrays), got {type(weights).__name__}"
+        )
     if weights is not None:
         kwargs.setdefault("init", False)  # every array is about to be overwritten by the strict load
     model = ResNet(block, layers, **kwargs)
@@ -443,6 +493,16 @@ def wide_resnet101_2(*, weights=None, **kwargs) -> ResNet:
 
 ARCHITECTURES = {
     f.__name__: f
-    for f in (resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
-              resnext101_64x4d, wide_resnet50_2, wide_resnet101_2)
+    for f in (
+        resnet18,
+        resnet34,
+        resnet50,
+        resnet101,
+        resnet152,
+        resnext50_32x4d,
+        resnext101_32x8d,
+        resnext101_64x4d,
+        wide_resnet50_2,
+        wide_resnet101_2,
+    )
 }

@@ -3,6 +3,7 @@
 :mod:`npresnet.models` and :mod:`npresnet.fast` both import it from here, so neither
 imports the other for it.
 """
+
 from __future__ import annotations
 
 import numpy
@@ -30,8 +31,9 @@ def check_image_batch(x, in_channels: int, dtype, backend: str, owner: str = "th
     shape = tuple(getattr(x, "shape", ()))
     x_dtype = getattr(x, "dtype", None)
     if not isinstance(x_dtype, numpy.dtype) or not hasattr(x, "ndim"):  # e.g. a torch.Tensor
-        raise TypeError(f"input must be a NumPy or CuPy array of shape (N, {in_channels}, H, W), "
-                        f"got {type(x).__name__}")
+        raise TypeError(
+            f"input must be a NumPy or CuPy array of shape (N, {in_channels}, H, W), got {type(x).__name__}"
+        )
     if x.ndim != 4:
         hint = ""
         if x.ndim == 3 and shape[0] == in_channels:
@@ -46,8 +48,10 @@ def check_image_batch(x, in_channels: int, dtype, backend: str, owner: str = "th
         hint = " — convert images with x.astype('float32') / 255 and normalise them" if x_dtype.kind in "uib" else ""
         raise TypeError(f"input must be a floating array, got dtype {x_dtype}{hint}")
     if x_dtype != dtype:
-        raise TypeError(f"input dtype {x_dtype} does not match {owner}'s {dtype}; "
-                        f"cast with x.astype('{dtype}'){dtype_fix}")
+        raise TypeError(
+            f"input dtype {x_dtype} does not match {owner}'s {dtype}; cast with x.astype('{dtype}'){dtype_fix}"
+        )
     if not isinstance(x, TensorSpec) and backend_name(x) != backend:
-        raise TypeError(f"input is a {backend_name(x)} array but {owner} is on {backend}; "
-                        f"use npresnet.to_backend(x, '{backend}')")
+        raise TypeError(
+            f"input is a {backend_name(x)} array but {owner} is on {backend}; use npresnet.to_backend(x, '{backend}')"
+        )

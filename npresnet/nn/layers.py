@@ -11,6 +11,7 @@ output-size code as its ``forward`` (the ``*_output_shape`` functions of
 :mod:`npresnet.functional`), so a :class:`TensorSpec` gets the shape the real forward
 would return, or the very error it would raise.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,22 @@ class Conv2d(Module):
 
     _parameter_names = ("weight", "bias")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, *, dtype="float32", rng=None, init=True, workspace_bytes=None):
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=True,
+        *,
+        dtype="float32",
+        rng=None,
+        init=True,
+        workspace_bytes=None,
+    ):
         super().__init__()
         if workspace_bytes is not None:
             resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now, not at the first call
@@ -67,21 +82,31 @@ class Conv2d(Module):
 
     def forward(self, x):
         self._save(x)  # training mode only: the input, for the weight gradient
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
-                        workspace_bytes=self.workspace_bytes)
+        return F.conv2d(
+            x,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            workspace_bytes=self.workspace_bytes,
+        )
 
     def backward(self, grad_output):
         (x,) = self._pop_saved()
         grad_input, grad_weight, grad_bias = F.conv2d_backward(
-            grad_output, x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+            grad_output, x, self.weight, self.stride, self.padding, self.dilation, self.groups
+        )
         self._accumulate("weight", grad_weight)
         if self.bias is not None:
             self._accumulate("bias", grad_bias)
         return grad_input
 
     def forward_spec(self, spec):
-        return spec.like(F.conv2d_output_shape(spec, self.weight, self.bias, self.stride, self.padding,
-                                               self.dilation, self.groups))
+        return spec.like(
+            F.conv2d_output_shape(spec, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        )
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
@@ -129,21 +154,33 @@ class BatchNorm2d(Module):
             if momentum is None:  # cumulative moving average, as torch
                 momentum = 1.0 / float(self.num_batches_tracked)
         self._save(x)  # training mode only: the batch statistics are recomputed from it in backward
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            training=self.training, momentum=momentum, eps=self.eps)
+        return F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=self.training,
+            momentum=momentum,
+            eps=self.eps,
+        )
 
     def backward(self, grad_output):
         (x,) = self._pop_saved()
-        grad_input, grad_weight, grad_bias = F.batch_norm_backward(grad_output, x, self.weight, training=True,
-                                                                   eps=self.eps)
+        grad_input, grad_weight, grad_bias = F.batch_norm_backward(
+            grad_output, x, self.weight, training=True, eps=self.eps
+        )
         self._accumulate("weight", grad_weight)
         self._accumulate("bias", grad_bias)
         return grad_input
 
     def forward_spec(self, spec):
         self._check_input(spec)
-        return spec.like(F.batch_norm_output_shape(spec, self.running_mean, self.running_var, self.weight, self.bias,
-                                                   training=self.training))
+        return spec.like(
+            F.batch_norm_output_shape(
+                spec, self.running_mean, self.running_var, self.weight, self.bias, training=self.training
+            )
+        )
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -187,8 +224,9 @@ class MaxPool2d(Module):
     def forward(self, x):
         if not self.training:
             return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-        out, indices = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                                    return_indices=True)
+        out, indices = F.max_pool2d(
+            x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices=True
+        )
         self._save(indices, x.shape)  # where each max came from: backward routes the gradient there
         return out
 
@@ -197,8 +235,9 @@ class MaxPool2d(Module):
         return F.max_pool2d_backward(grad_output, indices, input_shape)
 
     def forward_spec(self, spec):
-        return spec.like(F.max_pool2d_output_shape(spec, self.kernel_size, self.stride, self.padding, self.dilation,
-                                                   self.ceil_mode))
+        return spec.like(
+            F.max_pool2d_output_shape(spec, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        )
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -262,4 +301,3 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-

@@ -5,6 +5,7 @@ and ``_buffer_names``; child modules are attributes too, in the order they were 
 So ``model.layer2[0].downsample[1].running_var`` is an array, and the dotted path is
 its ``state_dict`` key, exactly as in torchvision.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -137,7 +138,7 @@ class Module:
     def modules(self):
         return (m for _, m in self.named_modules())
 
-    def get_submodule(self, target: str) -> "Module":
+    def get_submodule(self, target: str) -> Module:
         module = self
         for part in filter(None, target.split(".")):
             if part not in module._children:
@@ -166,7 +167,7 @@ class Module:
         return sum(int(a.size) for a in self.parameters())
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> "OrderedDict[str, object]":
+    def state_dict(self) -> OrderedDict[str, object]:
         """Arrays by torchvision key, in torchvision's order (per module: parameters, buffers, children)."""
         out = OrderedDict()
         for prefix, module in self.named_modules():
@@ -220,8 +221,10 @@ class Module:
         return missing, unexpected
 
     # ------------------------------------------------------------------ moving
-    def to(self, backend: str | None = None, dtype=None) -> "Module":
-        """Move every array to ``backend`` (``"numpy"``/``"cupy"``) and/or cast floating ones to ``dtype``; returns self."""
+    def to(self, backend: str | None = None, dtype=None) -> Module:
+        """Move every array to ``backend`` (``"numpy"``/``"cupy"``) and/or cast floating ones to ``dtype``.
+
+        Returns self."""
         for _, module in self.named_modules():
             for name in module._parameter_names + module._buffer_names:
                 array = getattr(module, name)
@@ -244,7 +247,7 @@ class Module:
         """``"numpy"`` or ``"cupy"``: where the parameters live."""
         return next((backend_name(a) for a in self.parameters()), "numpy")
 
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         """Set training mode (batch norm uses batch statistics and updates running ones) on every module."""
         for module in self.modules():
             object.__setattr__(module, "training", bool(mode))
@@ -252,7 +255,7 @@ class Module:
                 module._saved.clear()  # nothing saved for a backward that will not come
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         """Inference mode, the default for npresnet models; drops any saved activations."""
         return self.train(False)
 
@@ -329,9 +332,11 @@ def capture_intermediates(model: Module, x, names=None):
     handles = []
     for name, module in model.named_modules():
         if name and (wanted is None or name in wanted):
+
             def hook(_module, _input, output, name=name):
                 outputs.pop(name, None)
                 outputs[name] = output if isinstance(output, TensorSpec) else output.copy()
+
             handles.append(module.register_forward_hook(hook))
     if wanted is not None:
         unknown = wanted - {n for n, _ in model.named_modules()}
@@ -392,8 +397,11 @@ def state_dict_report(missing, unexpected, problems, limit: int | None = 8) -> l
     ``limit=None`` lists everything.
     """
     lines = []
-    for kind, entries in (("mis-shaped or unloadable", problems), ("missing", [f"missing key: {k}" for k in missing]),
-                          ("unexpected", [f"unexpected key: {k}" for k in unexpected])):
+    for kind, entries in (
+        ("mis-shaped or unloadable", problems),
+        ("missing", [f"missing key: {k}" for k in missing]),
+        ("unexpected", [f"unexpected key: {k}" for k in unexpected]),
+    ):
         if limit is not None and len(entries) > limit:
             entries = entries[:limit] + [f"... and {len(entries) - limit} more {kind} keys ({len(entries)} in all)"]
         lines += entries

@@ -5,6 +5,7 @@ every leaf layer answers with the :class:`TensorSpec` of its output instead of
 computing it. The summary tool uses this to read each layer's output shape from the
 real module graph, at any input size, in milliseconds and without weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,7 @@ class TensorSpec:
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
-    def like(self, shape) -> "TensorSpec":
+    def like(self, shape) -> TensorSpec:
         """A new spec with ``shape``, the same dtype and tracer."""
         return TensorSpec(tuple(shape), self.dtype, self.tracer)
 

@@ -13,12 +13,20 @@ Modules, one job each:
 * :mod:`.formats` — the plain-text and Markdown tables;
 * :mod:`.api` — :func:`summarize` and its :class:`Summary` record (JSON via ``Summary.to_dict``).
 """
+
 from .api import Summary, parse_input_size, summarize
 from .formats import format_markdown, format_table
 from .formulas import ReceptiveField, conv2d_macs, linear_macs
 from .rows import LayerRow
 
 __all__ = [
-    "ReceptiveField", "LayerRow", "Summary", "summarize", "conv2d_macs", "linear_macs",
-    "format_table", "format_markdown", "parse_input_size",
+    "ReceptiveField",
+    "LayerRow",
+    "Summary",
+    "summarize",
+    "conv2d_macs",
+    "linear_macs",
+    "format_table",
+    "format_markdown",
+    "parse_input_size",
 ]

@@ -10,6 +10,7 @@ Layer counts
     (18 for ResNet-18); the 1×1 projection convolutions of the shortcuts (modules under
     a ``downsample``) are counted separately.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -30,17 +31,17 @@ class Summary:
     """What :func:`summarize` found. Counts are exact integers; ``total_macs`` is for the whole batch."""
 
     arch: str
-    input_size: tuple          # (H, W)
+    input_size: tuple  # (H, W)
     batch: int
     dtype: str
-    layers: tuple              # of LayerRow
+    layers: tuple  # of LayerRow
     total_params: int
     total_macs: int
     peak_activation_bytes: int
-    peak_at: str               # the operation during which the peak occurs
-    depth: int                 # the paper's count: main-path convolutions + fully connected layers
+    peak_at: str  # the operation during which the peak occurs
+    depth: int  # the paper's count: main-path convolutions + fully connected layers
     num_convs: int
-    num_projections: int       # 1×1 shortcut convolutions (under a ``downsample``)
+    num_projections: int  # 1×1 shortcut convolutions (under a ``downsample``)
     num_linear: int
     display_depth: int | None = None
     maxpool_padding: int | None = None
@@ -67,8 +68,7 @@ class Summary:
                     "output_shape": list(row.output_shape),
                     "params": row.params,
                     "macs": row.macs,
-                    "receptive_field": {"size": list(row.receptive_field.size),
-                                        "jump": list(row.receptive_field.jump)},
+                    "receptive_field": {"size": list(row.receptive_field.size), "jump": list(row.receptive_field.jump)},
                 }
                 for row in self.layers
             ],
@@ -100,8 +100,16 @@ def parse_input_size(value) -> tuple[int, int]:
     return h, w
 
 
-def summarize(model_or_arch, input_size=224, *, batch: int = 1, depth: int | None = None,
-              maxpool_padding: int = 1, dtype="float32", in_channels: int = 3) -> Summary:
+def summarize(
+    model_or_arch,
+    input_size=224,
+    *,
+    batch: int = 1,
+    depth: int | None = None,
+    maxpool_padding: int = 1,
+    dtype="float32",
+    in_channels: int = 3,
+) -> Summary:
     """Summarise a model layer by layer from one shape-only pass.
 
     Parameters
@@ -146,8 +154,10 @@ def summarize(model_or_arch, input_size=224, *, batch: int = 1, depth: int | Non
         model = build_model(arch, maxpool_padding=maxpool_padding, dtype=dtype)
     deepest = max_depth(model)
     if depth is not None and depth > deepest:
-        raise ValueError(f"depth must be between 1 and {deepest} for {arch}, whose deepest layer names have "
-                         f"{deepest} dotted parts ({deepest} shows every layer, as does depth=None), got {depth}")
+        raise ValueError(
+            f"depth must be between 1 and {deepest} for {arch}, whose deepest layer names have "
+            f"{deepest} dotted parts ({deepest} shows every layer, as does depth=None), got {depth}"
+        )
     events, buffer_bytes, output_buffer = trace(model, (batch, in_channels, *input_size), dtype, arch)
     rows = layer_rows(model, events, depth)
     peak, peak_at = peak_memory(events, buffer_bytes, output_buffer)
@@ -156,9 +166,19 @@ def summarize(model_or_arch, input_size=224, *, batch: int = 1, depth: int | Non
     projections = sum(1 for n, _ in convs if "downsample" in n.split("."))
     linears = sum(1 for m in model.modules() if isinstance(m, Linear))
     return Summary(
-        arch=arch, input_size=input_size, batch=int(batch), dtype=str(TensorSpec((1,), dtype).dtype),
-        layers=tuple(rows), total_params=model.num_parameters(),
-        total_macs=sum(e.macs for e in events), peak_activation_bytes=peak, peak_at=peak_at,
-        depth=len(convs) - projections + linears, num_convs=len(convs), num_projections=projections,
-        num_linear=linears, display_depth=depth, maxpool_padding=maxpool_padding,
+        arch=arch,
+        input_size=input_size,
+        batch=int(batch),
+        dtype=str(TensorSpec((1,), dtype).dtype),
+        layers=tuple(rows),
+        total_params=model.num_parameters(),
+        total_macs=sum(e.macs for e in events),
+        peak_activation_bytes=peak,
+        peak_at=peak_at,
+        depth=len(convs) - projections + linears,
+        num_convs=len(convs),
+        num_projections=projections,
+        num_linear=linears,
+        display_depth=depth,
+        maxpool_padding=maxpool_padding,
     )

@@ -1,4 +1,5 @@
 """Text forms of a :class:`~npresnet.summary.Summary`: a plain table and Markdown (JSON is ``Summary.to_dict``)."""
+
 from __future__ import annotations
 
 from .formulas import ReceptiveField
@@ -41,8 +42,14 @@ _HEADERS = ("Layer", "Type", "Output C@H×W", "Params", "MACs", "RF size / jump"
 
 def _cells(summary):
     for row in summary.layers:
-        yield (row.name, row.type, _shape_text(row.output_shape), f"{row.params:,}" if row.params else "–",
-               si(row.macs) if row.macs else "–", _field_text(row.receptive_field))
+        yield (
+            row.name,
+            row.type,
+            _shape_text(row.output_shape),
+            f"{row.params:,}" if row.params else "–",
+            si(row.macs) if row.macs else "–",
+            _field_text(row.receptive_field),
+        )
 
 
 def _totals(summary) -> list[str]:
@@ -80,8 +87,12 @@ def format_table(summary) -> str:
 
 def format_markdown(summary) -> str:
     """A GitHub-flavoured Markdown table followed by the totals as a list."""
-    out = [f"**{_title(summary)}**", "", "| " + " | ".join(_HEADERS) + " |",
-           "|" + "|".join("---:" if i in (3, 4) else "---" for i in range(len(_HEADERS))) + "|"]
+    out = [
+        f"**{_title(summary)}**",
+        "",
+        "| " + " | ".join(_HEADERS) + " |",
+        "|" + "|".join("---:" if i in (3, 4) else "---" for i in range(len(_HEADERS))) + "|",
+    ]
     out += ["| " + " | ".join(f"`{c[0]}`" if j == 0 else c[j] for j in range(len(c))) + " |" for c in _cells(summary)]
     out += [""] + [f"- {t}" for t in _totals(summary)]
     return "\n".join(out)

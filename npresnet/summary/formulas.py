@@ -16,6 +16,7 @@ Receptive field
     operands; in a ResNet block both are centred alike, so this is the max of the two
     sizes, i.e. the main path's. Global average pooling sees its whole input.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,7 @@ class ReceptiveField:
     jump: tuple = (1, 1)
     start: tuple = (0.0, 0.0)
 
-    def grow(self, kernel_size, stride, padding, dilation=(1, 1)) -> "ReceptiveField":
+    def grow(self, kernel_size, stride, padding, dilation=(1, 1)) -> ReceptiveField:
         """The field after a sliding-window layer (convolution or pooling) — the recurrence."""
         size, jump, start = [], [], []
         for r, j, c, k, s, p, d in zip(self.size, self.jump, self.start, kernel_size, stride, padding, dilation):
@@ -61,7 +62,7 @@ class ReceptiveField:
             start.append(c + ((k - 1) * d / 2 - p) * j)
         return ReceptiveField(tuple(size), tuple(jump), tuple(start))
 
-    def union(self, other: "ReceptiveField") -> "ReceptiveField":
+    def union(self, other: ReceptiveField) -> ReceptiveField:
         """The field of ``a + b`` (elementwise): the union of both operands' fields."""
         size, start = [], []
         for r1, c1, r2, c2 in zip(self.size, self.start, other.size, other.start):

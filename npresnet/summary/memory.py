@@ -7,6 +7,7 @@ and its output are alive together. An in-place ReLU and the in-place residual
 ``out += identity`` write into their input (no new tensor); the flatten is a view.
 Weights and the im2col workspace of an implementation are not counted.
 """
+
 from __future__ import annotations
 
 __all__ = ["peak_memory"]

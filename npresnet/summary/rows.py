@@ -1,4 +1,5 @@
 """Summary rows: one per layer call, or one per block/stage when folded by ``depth``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,8 +59,9 @@ def layer_type(module: Module) -> str:
         types = [type(m).__name__ for m in module]
         if len(set(types)) == 1:
             return f"Sequential {len(types)}×{types[0]}"
-        return "Sequential " + "+".join(layer_type(m).replace(" ", "") if not m._children else type(m).__name__
-                                        for m in module)
+        return "Sequential " + "+".join(
+            layer_type(m).replace(" ", "") if not m._children else type(m).__name__ for m in module
+        )
     return kind
 
 
@@ -77,8 +79,16 @@ def layer_rows(model: Module, events, depth: int | None) -> list[LayerRow]:
             current = None
             first = id(event.module) not in seen_params
             seen_params.add(id(event.module))
-            rows.append(LayerRow(event.name, layer_type(event.module), tuple(event.output_spec.shape[1:]),
-                                 event.module.num_parameters() if first else 0, event.macs, event.rf))
+            rows.append(
+                LayerRow(
+                    event.name,
+                    layer_type(event.module),
+                    tuple(event.output_spec.shape[1:]),
+                    event.module.num_parameters() if first else 0,
+                    event.macs,
+                    event.rf,
+                )
+            )
             continue
         name = ".".join(parts[:depth])
         if current is not None and current[0] == name:
@@ -91,5 +101,6 @@ def layer_rows(model: Module, events, depth: int | None) -> list[LayerRow]:
 
 
 def _fold_row(name, module, end, macs):
-    return LayerRow(name, layer_type(module), tuple(end.output_spec.shape[1:]), module.num_parameters(), macs,
-                    end.rf, folded=True)
+    return LayerRow(
+        name, layer_type(module), tuple(end.output_spec.shape[1:]), module.num_parameters(), macs, end.rf, folded=True
+    )

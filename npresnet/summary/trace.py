@@ -6,6 +6,7 @@ see every layer call (and every container's return), and the spec's ``tracer`` s
 residual ``+=`` and the flatten. Each event records the buffers it reads and writes, so
 :mod:`.memory` can follow tensor lifetimes, and the receptive field of its output.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,11 +19,11 @@ __all__ = ["Event", "Recorder", "trace"]
 
 @dataclass
 class Event:
-    kind: str                  # "layer" (a leaf module call), "end" (a container returned), or a tracer op
+    kind: str  # "layer" (a leaf module call), "end" (a container returned), or a tracer op
     name: str
     module: Module | None
-    inputs: tuple              # buffer ids read
-    output: int | None         # buffer id written (may equal an input: in place)
+    inputs: tuple  # buffer ids read
+    output: int | None  # buffer id written (may equal an input: in place)
     output_spec: TensorSpec | None
     rf: ReceptiveField | None  # field of the output, as it was right after this event
     macs: int = 0
@@ -34,9 +35,9 @@ class Recorder:
     def __init__(self):
         self.events: list[Event] = []
         self.buffer_bytes: list[int] = []
-        self._buffer: dict[int, int] = {}   # id(spec) -> buffer id
+        self._buffer: dict[int, int] = {}  # id(spec) -> buffer id
         self._field: dict[int, ReceptiveField] = {}
-        self._alive_specs = []               # keep specs referenced so their ids stay unique
+        self._alive_specs = []  # keep specs referenced so their ids stay unique
 
     def register(self, spec: TensorSpec, alias_of: TensorSpec | None = None, rf=None) -> int:
         if id(spec) not in self._buffer:
@@ -85,6 +86,7 @@ class Recorder:
             elif isinstance(module, Linear):
                 macs = linear_macs(out.shape, module.in_features)
             self.events.append(Event("layer", name, module, (self.buffer(x),), buf, out, rf, macs))
+
         return record
 
 
@@ -126,12 +128,14 @@ def trace(model: Module, shape, dtype, arch: str):
 
 def _smallest_input(model, shape, dtype, limit=512):
     """Smallest (H, W) the model accepts, found by trying sizes (each try is a shape-only pass)."""
+
     def fits(h, w):
         try:
             model(TensorSpec((1, shape[1], h, w), dtype))
             return True
         except ValueError:
             return False
+
     h = next((n for n in range(1, limit) if fits(n, limit)), None)
     w = next((n for n in range(1, limit) if fits(limit, n)), None)
     return (h, w) if h and w and fits(h, w) else None

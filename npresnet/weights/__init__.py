@@ -7,6 +7,7 @@ Modules: :mod:`.pth` (the restricted unpickler, with the ``.pth`` layout explain
 :mod:`.npz`, :mod:`.safetensors_io`, :mod:`._checks` (size and dtype checks shared by
 all readers) and :mod:`.api` (format detection and the two functions above).
 """
+
 from ..errors import WeightsError
 from .api import detect_format, load_weights, save_weights
 

@@ -5,6 +5,7 @@ are actually there *before* anything is allocated, so that a small file cannot
 make us reserve gigabytes, and every failure becomes :class:`WeightsError` with a
 message that says what is wrong.
 """
+
 from __future__ import annotations
 
 import collections
@@ -25,9 +26,20 @@ MAX_DEFLATE_RATIO = 1032
 
 # Exceptions that zipfile and zlib raise for damaged archives. OSError appears when a
 # corrupt directory sends a seek outside the file; the file itself opened fine.
-ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-              ValueError, OverflowError, struct.error, NotImplementedError, KeyError,
-              IndexError, UnicodeDecodeError)
+ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    OverflowError,
+    struct.error,
+    NotImplementedError,
+    KeyError,
+    IndexError,
+    UnicodeDecodeError,
+)
 
 # NumPy kinds a weight can have: bool, signed and unsigned integers, floats, complex.
 NUMERIC_KINDS = "biufc"
@@ -92,27 +104,31 @@ def open_zip(file: BinaryIO, file_size: int, stored_only: bool = False) -> zipfi
             raise WeightsError(
                 f"zip member {describe(info.filename)} is compressed (method {info.compress_type}); "
                 "torch.save stores every member uncompressed, so npresnet reads only stored members "
-                "(re-save the file with torch.save)")
+                "(re-save the file with torch.save)"
+            )
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             limit = info.compress_size * MAX_DEFLATE_RATIO + 1024
         else:
             raise WeightsError(
                 f"zip member {describe(info.filename)} uses compression method {info.compress_type}; "
-                "only stored and deflate are read")
+                "only stored and deflate are read"
+            )
         if info.file_size > limit:
             raise WeightsError(
                 f"zip member {describe(info.filename)} claims {info.file_size} bytes but its "
-                f"{info.compress_size} stored bytes cannot hold that")
+                f"{info.compress_size} stored bytes cannot hold that"
+            )
         total_compressed += info.compress_size
     if total_compressed > file_size:
         raise WeightsError(
-            f"zip members claim {total_compressed} bytes in a {file_size}-byte file "
-            "(overlapping or corrupt directory)")
+            f"zip members claim {total_compressed} bytes in a {file_size}-byte file (overlapping or corrupt directory)"
+        )
     return archive
 
 
-def read_member(archive: zipfile.ZipFile, name: str, expected_size: int | None = None,
-                max_size: int | None = None) -> bytes:
+def read_member(
+    archive: zipfile.ZipFile, name: str, expected_size: int | None = None, max_size: int | None = None
+) -> bytes:
     """Return the bytes of member ``name``, checking its size (when given) before reading.
 
     ``max_size`` refuses a member whose directory entry claims more bytes (a limit from
@@ -125,21 +141,18 @@ def read_member(archive: zipfile.ZipFile, name: str, expected_size: int | None =
     except KeyError:
         raise WeightsError(f"zip member {describe(name)} is missing") from None
     if expected_size is not None and info.file_size != expected_size:
-        raise WeightsError(
-            f"zip member {describe(name)} holds {info.file_size} bytes, "
-            f"but {expected_size} are needed")
+        raise WeightsError(f"zip member {describe(name)} holds {info.file_size} bytes, but {expected_size} are needed")
     if max_size is not None and info.file_size > max_size:
         raise WeightsError(
-            f"zip member {describe(name)} holds {info.file_size} bytes, more than the "
-            f"{max_size} npresnet reads for it")
+            f"zip member {describe(name)} holds {info.file_size} bytes, more than the {max_size} npresnet reads for it"
+        )
     try:
         with archive.open(info) as member:
             data = member.read(info.file_size + 1)
     except ZIP_ERRORS as exc:
         raise WeightsError(f"zip member {describe(name)} cannot be read (corrupt): {exc}") from exc
     if len(data) != info.file_size:
-        raise WeightsError(
-            f"zip member {describe(name)} holds {len(data)} bytes, its directory says {info.file_size}")
+        raise WeightsError(f"zip member {describe(name)} holds {len(data)} bytes, its directory says {info.file_size}")
     return data
 
 
@@ -153,7 +166,8 @@ def element_count(shape, what: str) -> int:
         raise WeightsError(f"{what}: shape must be a sequence of integers, got {describe(shape)}")
     if len(shape) > MAX_DIMENSIONS:
         raise WeightsError(
-            f"{what}: shape has {len(shape)} dimensions, more than the {MAX_DIMENSIONS} npresnet accepts")
+            f"{what}: shape has {len(shape)} dimensions, more than the {MAX_DIMENSIONS} npresnet accepts"
+        )
     for n in shape:
         if type(n) is not int or n < 0:
             raise WeightsError(f"{what}: shape entry {describe(n)} is not an integer >= 0")

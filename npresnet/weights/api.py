@@ -22,6 +22,7 @@ FIFO with no writer cannot hang the call) and checked with ``fstat`` before a by
 is read; a FIFO, socket or device is refused with :class:`WeightsError`. Exactly
 the size ``fstat`` reported is read, never "until the end".
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,8 @@ import errno
 import os
 import stat
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy
 
@@ -69,8 +70,9 @@ def _open_regular_file(path: Path):
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
         if not stat.S_ISREG(mode):
-            raise WeightsError(f"{path} is not a regular file (a FIFO, socket or device); weights are read "
-                               "from regular files only")
+            raise WeightsError(
+                f"{path} is not a regular file (a FIFO, socket or device); weights are read from regular files only"
+            )
         file = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
@@ -102,21 +104,23 @@ def _detect(file, size: int, path: Path) -> str:
             return "npz"
         raise WeightsError(
             f"{path}: a zip archive that is neither a PyTorch checkpoint (no '<archive>/data.pkl') "
-            f"nor an .npz (members [{', '.join(describe(n) for n in names[:3])}] are not all .npy)")
+            f"nor an .npz (members [{', '.join(describe(n) for n in names[:3])}] are not all .npy)"
+        )
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
     if _looks_like_legacy_torch(head):
         raise WeightsError(
             f"{path}: a PyTorch checkpoint in the legacy (pre-1.6, non-zip) format, which npresnet "
             "does not read; re-save it with PyTorch: "
-            "torch.save(torch.load(path, weights_only=True), 'new.pth')")
+            "torch.save(torch.load(path, weights_only=True), 'new.pth')"
+        )
     if head.startswith(b"\x93NUMPY"):
         raise WeightsError(f"{path}: a single .npy array, not a state dict; save the weights as .npz")
     expected = SUFFIXES.get(path.suffix.lower())
     what = f"is not a {path.suffix} file as its name says" if expected else "is not a weight file"
     raise WeightsError(
-        f"{path} {what}: its first bytes {head[:8]!r} match none of .pth (zip), .npz (zip), "
-        ".safetensors")
+        f"{path} {what}: its first bytes {head[:8]!r} match none of .pth (zip), .npz (zip), .safetensors"
+    )
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -139,8 +143,10 @@ def _read_safetensors_file(file, size: int) -> dict[str, numpy.ndarray]:
         raise WeightsError(f"file is {size} bytes, too short for a safetensors header")
     (header_size,) = struct.unpack("<Q", _read_exactly(file, 8))
     if header_size > MAX_SAFETENSORS_HEADER_BYTES:
-        raise WeightsError(f"safetensors header claims {header_size} bytes, more than the "
-                           f"{MAX_SAFETENSORS_HEADER_BYTES} npresnet reads")
+        raise WeightsError(
+            f"safetensors header claims {header_size} bytes, more than the "
+            f"{MAX_SAFETENSORS_HEADER_BYTES} npresnet reads"
+        )
     file.seek(0)
     return read_safetensors(_read_exactly(file, size))
 
@@ -236,4 +242,5 @@ def save_weights(state_dict: Mapping, path: str | os.PathLike) -> None:
     else:
         raise WeightsError(
             f"save_weights writes .npz or .safetensors, not {path.suffix or 'a file without suffix'!r} "
-            f"({path}); npresnet never writes pickles")
+            f"({path}); npresnet never writes pickles"
+        )

@@ -22,11 +22,19 @@ so each size and count limit below leaves a margin of 18 times or more over a re
 (nesting and dimensions about 10 times).
 The README's "Safety" section quotes these numbers; change them here and there together.
 """
+
 from __future__ import annotations
 
 __all__ = [
-    "MAX_PICKLE_BYTES", "MAX_CONTAINERS", "MAX_MEMO_ENTRIES", "MAX_NESTING", "MAX_INT_BYTES",
-    "MAX_DIMENSIONS", "MAX_ZIP_MEMBERS", "MAX_SAFETENSORS_HEADER_BYTES", "MIN_VIEW_BUDGET_BYTES",
+    "MAX_PICKLE_BYTES",
+    "MAX_CONTAINERS",
+    "MAX_MEMO_ENTRIES",
+    "MAX_NESTING",
+    "MAX_INT_BYTES",
+    "MAX_DIMENSIONS",
+    "MAX_ZIP_MEMBERS",
+    "MAX_SAFETENSORS_HEADER_BYTES",
+    "MIN_VIEW_BUDGET_BYTES",
     "MAX_STORAGE_KEY_CHARS",
 ]
 

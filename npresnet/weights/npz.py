@@ -10,10 +10,12 @@ NumPy allocates the array. Writing stores members uncompressed, like
 ``numpy.savez``, but builds the archive directly so that a weight named ``file``
 or ``allow_pickle`` cannot collide with ``numpy.savez``'s keyword arguments.
 """
+
 from __future__ import annotations
 
 import zipfile
-from typing import BinaryIO, Mapping
+from collections.abc import Mapping
+from typing import BinaryIO
 
 import numpy
 from numpy.lib import format as npy_format
@@ -61,11 +63,11 @@ def _read_array(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> numpy.ndarra
     if info.file_size != needed:
         raise WeightsError(
             f"member {name!r} declares shape {shape} of {dtype} ({numel * dtype.itemsize} bytes) "
-            f"but holds {info.file_size - header_size} bytes of data")
+            f"but holds {info.file_size - header_size} bytes of data"
+        )
     try:
         with archive.open(info) as member:
-            array = npy_format.read_array(member, allow_pickle=False,
-                                          max_header_size=MAX_HEADER_SIZE)
+            array = npy_format.read_array(member, allow_pickle=False, max_header_size=MAX_HEADER_SIZE)
     except ZIP_ERRORS as exc:
         raise WeightsError(f"member {name!r} cannot be read (corrupt or truncated): {exc}") from exc
     check_bool_values(array, f"member {name!r}")

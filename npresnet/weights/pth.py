@@ -69,6 +69,7 @@ dtypes: bfloat16 storages are widened to float32 exactly (NumPy has no
 bfloat16); every other supported storage keeps its dtype (``num_batches_tracked``
 stays int64).
 """
+
 from __future__ import annotations
 
 import _compat_pickle
@@ -125,7 +126,8 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 # Opcodes torch.save can emit (any pickle protocol 2..5), and nothing else.
 # GLOBAL/STACK_GLOBAL go through find_class, BINPERSID through persistent_load,
 # REDUCE can only call what find_class handed out, and BUILD is restricted below.
-ALLOWED_OPCODES = frozenset("""
+ALLOWED_OPCODES = frozenset(
+    """
     PROTO FRAME STOP MARK POP POP_MARK DUP
     PUT BINPUT LONG_BINPUT GET BINGET LONG_BINGET MEMOIZE
     NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT
@@ -134,7 +136,8 @@ ALLOWED_OPCODES = frozenset("""
     EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST LIST APPEND APPENDS
     EMPTY_DICT DICT SETITEM SETITEMS
     GLOBAL STACK_GLOBAL REDUCE BUILD BINPERSID
-""".split())
+""".split()
+)
 
 # A text integer (protocol 0 INT, LONG, PUT, GET) is at most a sign, 20 digits, "L" and "\n".
 _MAX_TEXT_INT_CHARS = 23
@@ -189,6 +192,7 @@ _UNSET = object()  # a memo slot that no PUT has filled
 def _refuse_opcode(name: str):
     def refuse(unpickler):
         raise WeightsError(f"pickle opcode {name} is not allowed (torch.save does not write it)")
+
     return refuse
 
 
@@ -283,7 +287,8 @@ class RestrictedUnpickler(pickle._Unpickler):
                 f"refused global {self._python3_name(module, name)}: a weight file may only name the "
                 "tensor-rebuild globals (torch._utils._rebuild_tensor_v2, "
                 "collections.OrderedDict, torch.*Storage); this file would run code "
-                "or needs classes npresnet does not load")
+                "or needs classes npresnet does not load"
+            )
         return self._allowed[(module, name)]
 
     def _python3_name(self, module: str, name: str) -> str:
@@ -313,7 +318,8 @@ class RestrictedUnpickler(pickle._Unpickler):
             if known.storage_type.dtype != storage_type.dtype or known.elements.size != numel:
                 raise WeightsError(
                     f"storage {describe(key)} is referenced as {known.storage_type!r} and as {storage_type!r} "
-                    f"with {known.elements.size} and {numel} elements")
+                    f"with {known.elements.size} and {numel} elements"
+                )
             return known
         itemsize = 2 if storage_type.dtype == "bfloat16" else numpy.dtype(storage_type.dtype).itemsize
         name = f"{self._prefix}data/{key}"
@@ -323,7 +329,8 @@ class RestrictedUnpickler(pickle._Unpickler):
         if info.file_size != numel * itemsize:
             raise WeightsError(
                 f"storage {describe(key)} claims {numel} elements of {storage_type.dtype} "
-                f"({numel * itemsize} bytes) but its zip member holds {info.file_size} bytes")
+                f"({numel * itemsize} bytes) but its zip member holds {info.file_size} bytes"
+            )
         data = read_member(self._archive, name, numel * itemsize)  # stored: exactly these bytes
         self.storage_bytes += len(data)
         storage = _Storage(key, storage_type, _array_from_storage_bytes(data, storage_type.dtype, self._byteorder))
@@ -339,13 +346,18 @@ class RestrictedUnpickler(pickle._Unpickler):
         return result
 
     def _rebuild_parameter(self, data, requires_grad=False, backward_hooks=None, *rest):
-        if rest or type(data) is not numpy.ndarray or type(requires_grad) is not bool \
-                or not (backward_hooks is None or _is_empty_dict(backward_hooks)):
+        if (
+            rest
+            or type(data) is not numpy.ndarray
+            or type(requires_grad) is not bool
+            or not (backward_hooks is None or _is_empty_dict(backward_hooks))
+        ):
             raise WeightsError("malformed torch._utils._rebuild_parameter call")
         return data
 
-    def _rebuild_tensor_v2(self, storage, storage_offset, size, stride,
-                           requires_grad=False, backward_hooks=None, metadata=None):
+    def _rebuild_tensor_v2(
+        self, storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+    ):
         """Copy the tensor ``size``/``stride``/``storage_offset`` describes out of ``storage``.
 
         Element ``index`` of the tensor is element ``storage_offset + sum(index * stride)``
@@ -357,12 +369,18 @@ class RestrictedUnpickler(pickle._Unpickler):
         if type(storage) is not _Storage:
             raise WeightsError(
                 f"a tensor is rebuilt from {describe(storage)}; only a storage named by a persistent id "
-                "may hold a tensor's elements")
-        if type(requires_grad) is not bool or not (backward_hooks is None or _is_empty_dict(backward_hooks)) \
-                or not (metadata is None or _is_empty_dict(metadata)):
+                "may hold a tensor's elements"
+            )
+        if (
+            type(requires_grad) is not bool
+            or not (backward_hooks is None or _is_empty_dict(backward_hooks))
+            or not (metadata is None or _is_empty_dict(metadata))
+        ):
             raise WeightsError("tensor carries backward hooks or metadata; not a plain state-dict tensor")
-        what = (f"tensor of storage {describe(storage.key)} (size {describe_ints(size)}, "
-                f"stride {describe_ints(stride)}, offset {describe(storage_offset)})")
+        what = (
+            f"tensor of storage {describe(storage.key)} (size {describe_ints(size)}, "
+            f"stride {describe_ints(stride)}, offset {describe(storage_offset)})"
+        )
         size = _plain_ints(size, "size", what)
         stride = _plain_ints(stride, "stride", what)
         if len(stride) != len(size):
@@ -381,17 +399,20 @@ class RestrictedUnpickler(pickle._Unpickler):
         if numel > elements.size:
             raise WeightsError(
                 f"{what}: has {numel} elements but its storage holds only {elements.size} "
-                "(broadcast views are not read)")
+                "(broadcast views are not read)"
+            )
         self.rebuilt_bytes += numel * elements.itemsize
         budget = self.storage_bytes + max(self.storage_bytes, MIN_VIEW_BUDGET_BYTES)
         if self.rebuilt_bytes > budget:
             raise WeightsError(
                 f"tensors would need more than {budget} bytes, far more than the {self.storage_bytes} "
-                "bytes of storages read; refusing (overlapping views?)")
+                "bytes of storages read; refusing (overlapping views?)"
+            )
         # A stride only matters along a dimension of more than one element.
         strides = [s * elements.itemsize if n > 1 else 0 for n, s in zip(size, stride)]
         view = numpy.lib.stride_tricks.as_strided(
-            elements[storage_offset:extent], shape=size, strides=strides, writeable=False)
+            elements[storage_offset:extent], shape=size, strides=strides, writeable=False
+        )
         return numpy.array(view, order="C", copy=True)
 
     # -- containers: counted, nesting bounded ------------------------------------------
@@ -421,7 +442,8 @@ class RestrictedUnpickler(pickle._Unpickler):
         if entry[2]:
             raise WeightsError(
                 "pickle adds items to a container that already sits inside another one "
-                "(torch.save fills each container before nesting it)")
+                "(torch.save fills each container before nesting it)"
+            )
         entry[1] = max(entry[1], self._depth_of_children(children))
 
     def _load_mark(self):
@@ -568,8 +590,7 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     def _load_long_bytes(self, count: int):
         if count < 0 or count > MAX_INT_BYTES:
-            raise WeightsError(
-                f"pickle integer takes {count} bytes; more than {MAX_INT_BYTES} (64 bits) are refused")
+            raise WeightsError(f"pickle integer takes {count} bytes; more than {MAX_INT_BYTES} (64 bits) are refused")
         self.append(self._int64(int.from_bytes(self.read(count), "little", signed=True)))
 
     def _load_long1(self):
@@ -638,12 +659,12 @@ del _name, _handler
 
 def _find_prefix(archive) -> str:
     """The folder holding ``data.pkl``, e.g. ``"resnet18/"``; exactly one is allowed."""
-    candidates = [name[: -len("data.pkl")] for name in archive.namelist()
-                  if name.endswith("/data.pkl") and name.count("/") == 1]
+    candidates = [
+        name[: -len("data.pkl")] for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1
+    ]
     if len(candidates) != 1:
         found = "no" if not candidates else f"{len(candidates)}"
-        raise WeightsError(
-            f"zip archive has {found} '<archive>/data.pkl' members; a PyTorch checkpoint has one")
+        raise WeightsError(f"zip archive has {found} '<archive>/data.pkl' members; a PyTorch checkpoint has one")
     return candidates[0]
 
 
@@ -687,8 +708,9 @@ def read_pth(file: BinaryIO, file_size: int) -> dict[str, numpy.ndarray]:
     except WeightsError:
         raise
     except Exception as exc:  # only our own handlers ran: any failure means a malformed pickle
-        raise WeightsError(f"data.pkl is not a valid checkpoint pickle: "
-                           f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        raise WeightsError(
+            f"data.pkl is not a valid checkpoint pickle: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from exc
     return _as_state_dict(result)
 
 
@@ -707,10 +729,13 @@ def _as_state_dict(obj) -> dict[str, numpy.ndarray]:
         if type(value) is _Storage:
             raise WeightsError(
                 f"value of {describe(key)} is a bare torch storage, not a tensor; "
-                "npresnet reads state dicts of tensors only")
+                "npresnet reads state dicts of tensors only"
+            )
         hint = ""
         if type(value) is _PickledDict:
-            hint = (f"; this looks like a training checkpoint wrapping the state dict: "
-                    f"save just that part, e.g. torch.save(checkpoint[{describe(key)}], 'weights.pth')")
+            hint = (
+                f"; this looks like a training checkpoint wrapping the state dict: "
+                f"save just that part, e.g. torch.save(checkpoint[{describe(key)}], 'weights.pth')"
+            )
         raise WeightsError(f"value of {describe(key)} is a {type(value).__name__}, not a tensor{hint}")
     return dict(obj)

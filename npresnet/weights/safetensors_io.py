@@ -10,12 +10,13 @@ entries with the same name, and gives NumPy no bfloat16), then let the package
 parse the file too, and build the arrays from the bytes it returns. BF16 tensors
 are widened to float32 exactly, as in :mod:`npresnet.weights.pth`.
 """
+
 from __future__ import annotations
 
 import json
 import re
 import struct
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy
 
@@ -33,8 +34,18 @@ __all__ = ["read_safetensors", "write_safetensors", "DTYPES"]
 
 # safetensors dtype tag -> NumPy dtype (little-endian). BF16 is widened to float32.
 DTYPES = {
-    "BOOL": "|b1", "U8": "|u1", "I8": "|i1", "U16": "<u2", "I16": "<i2", "U32": "<u4",
-    "I32": "<i4", "U64": "<u8", "I64": "<i8", "F16": "<f2", "BF16": "<u2", "F32": "<f4",
+    "BOOL": "|b1",
+    "U8": "|u1",
+    "I8": "|i1",
+    "U16": "<u2",
+    "I16": "<i2",
+    "U32": "<u4",
+    "I32": "<i4",
+    "U64": "<u8",
+    "I64": "<i8",
+    "F16": "<f2",
+    "BF16": "<u2",
+    "F32": "<f4",
     "F64": "<f8",
 }
 MAX_HEADER_SIZE = MAX_SAFETENSORS_HEADER_BYTES  # far below the format's own 100 MB; see limits.py
@@ -52,8 +63,8 @@ def _import_safetensors():
         import safetensors.numpy
     except ImportError as exc:
         raise ImportError(
-            'reading or writing .safetensors needs the safetensors package: '
-            'pip install "npresnet[tools]"') from exc
+            'reading or writing .safetensors needs the safetensors package: pip install "npresnet[tools]"'
+        ) from exc
     return safetensors
 
 
@@ -97,12 +108,14 @@ def _check_entry(name: str, entry, data_size: int) -> None:
     if not 0 <= offsets[0] <= offsets[1] <= data_size:
         raise WeightsError(
             f"{what}: data_offsets [{describe(offsets[0])}, {describe(offsets[1])}] lie outside the "
-            f"{data_size}-byte data block")
+            f"{data_size}-byte data block"
+        )
     nbytes = numel * numpy.dtype(DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise WeightsError(
             f"{what}: shape [{', '.join(map(str, shape))}] of {dtype} needs {nbytes} bytes, "
-            f"data_offsets give {offsets[1] - offsets[0]}")
+            f"data_offsets give {offsets[1] - offsets[0]}"
+        )
 
 
 def _parse_header(data: bytes) -> tuple[dict, int]:
@@ -111,12 +124,12 @@ def _parse_header(data: bytes) -> tuple[dict, int]:
         raise WeightsError(f"file is {len(data)} bytes, too short for a safetensors header")
     (header_size,) = struct.unpack("<Q", data[:8])
     if header_size > MAX_HEADER_SIZE:
-        raise WeightsError(f"safetensors header claims {header_size} bytes, more than the {MAX_HEADER_SIZE} "
-                           "npresnet reads")
-    if header_size > len(data) - 8:
         raise WeightsError(
-            f"safetensors header claims {header_size} bytes but the file has {len(data) - 8} after it")
-    text = data[8: 8 + header_size]
+            f"safetensors header claims {header_size} bytes, more than the {MAX_HEADER_SIZE} npresnet reads"
+        )
+    if header_size > len(data) - 8:
+        raise WeightsError(f"safetensors header claims {header_size} bytes but the file has {len(data) - 8} after it")
+    text = data[8 : 8 + header_size]
     if json_nesting(text) > MAX_NESTING:
         raise WeightsError(f"safetensors header nests arrays/objects more than {MAX_NESTING} deep (real ones nest 3)")
     try:
