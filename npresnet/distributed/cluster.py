@@ -1,0 +1,74 @@
+"""Where the tasks run: a given ``Client``, a scheduler address, or an embedded local cluster.
+
+The embedded cluster binds to 127.0.0.1 only, has no dashboard, and is sized to the
+machine: one single-threaded worker per core by default, each with
+``cores // workers`` BLAS threads, so workers do not oversubscribe the cores.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+__all__ = ["usable_cores", "connect"]
+
+MAX_LOCAL_WORKERS = 512
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError('running on Dask needs dask[distributed]: pip install "npresnet[distributed]"') from None
+    return distributed
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def connect(client=None, scheduler: str | None = None, n_workers: int | None = None, processes: bool = True):
+    """Yield a ``distributed.Client``; close what this function opened on exit.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Used as is and left open.
+    scheduler : str, optional
+        A scheduler address (``tcp://host:8786``); the client is closed on exit, the cluster kept.
+    n_workers : int, optional
+        Workers of the embedded cluster (default: one per usable core).
+    processes : bool
+        Embedded cluster of worker processes (default), or of threads in this process.
+    """
+    if client is not None:
+        yield client
+        return
+    distributed = _distributed()
+    if scheduler is not None:
+        with distributed.Client(scheduler, timeout="30s") as remote:
+            yield remote
+        return
+    import dask
+
+    cores = usable_cores()
+    n_workers = n_workers or cores
+    if not 1 <= n_workers <= MAX_LOCAL_WORKERS:
+        raise ValueError(f"n_workers must be between 1 and {MAX_LOCAL_WORKERS}, got {n_workers}")
+    blas = str(max(1, cores // n_workers))
+    environ = {f"distributed.nanny.pre-spawn-environ.{name}": blas
+               for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    with dask.config.set(environ):
+        cluster = distributed.LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=processes, host="127.0.0.1",
+            dashboard_address=None, worker_dashboard_address=None, silence_logs=logging.ERROR)
+    try:
+        with distributed.Client(cluster) as local:
+            yield local
+    finally:
+        cluster.close()
