@@ -116,14 +116,6 @@ def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
     if arrays:
         logits, features = _forward(job, state_dict, numpy.stack(arrays))  # batch (B, 3, crop, crop)
 
-    if job.features_path is not None:
-        dim = job.features_manifest["feature_dim"]
-        rows = numpy.full((n, dim), numpy.nan, dtype=numpy.float32)       # (n, D), NaN where unreadable
-        if good:
-            rows[good] = features
-        FeatureStore(job.features_path, job.features_manifest).write_chunk(
-            chunk.index, chunk.start, rows, [e or "" for e in errors])
-
     if job.predictions_path is not None:
         k = job.predictions_manifest["top"]
         top_indices, top_probs, top_labels = [None] * n, [None] * n, [None] * n
@@ -136,6 +128,15 @@ def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
         table = predictions_table(list(range(chunk.start, chunk.start + n)), paths, top_indices, top_probs,
                                   top_labels, errors)
         PredictionStore(job.predictions_path, job.predictions_manifest).write_chunk(chunk.index, table)
+
+    # features last: their `done` flag is the chunk's final write, so done there means done everywhere
+    if job.features_path is not None:
+        dim = job.features_manifest["feature_dim"]
+        rows = numpy.full((n, dim), numpy.nan, dtype=numpy.float32)       # (n, D), NaN where unreadable
+        if good:
+            rows[good] = features
+        FeatureStore(job.features_path, job.features_manifest).write_chunk(
+            chunk.index, chunk.start, rows, [e or "" for e in errors])
 
     return {"index": chunk.index, "rows": n,
             "errors": [(chunk.start + i, p, e) for i, (p, e) in enumerate(zip(paths, errors)) if e is not None]}
