@@ -331,3 +331,24 @@ def test_cupy_backend_matches_numpy(tmp_path, torch_model, images, oracle):
         embed(paths, "resnet18", weights, features=tmp_path / "f.zarr", predictions=tmp_path / "p.parquet",
               client=client, batch_size=16, top=TOP, backend="cupy", **SIZE_ARGS)
     check_outputs(paths, bad, oracle, tmp_path / "f.zarr", tmp_path / "p.parquet")
+
+
+def test_features_of_a_named_layer_without_predictions(tmp_path, torch_model, images):
+    model, weights = torch_model
+    paths = [p for p in images[0][:14] if p not in images[1]]
+    feats = tmp_path / "layer3.zarr"
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        embed(paths, "resnet18", weights, features=feats, layer="layer3", client=client, batch_size=5, **SIZE_ARGS)
+    preset = transforms.Compose([transforms.Resize(RESIZE), transforms.CenterCrop(CROP), transforms.ToTensor(),
+                                 transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    captured = {}
+    handle = model.layer3.register_forward_hook(lambda _m, _i, o: captured.update(x=o.flatten(1).clone()))
+    with torch.no_grad():
+        model(torch.stack([preset(pil_loader(p)) for p in paths]))
+    handle.remove()
+    stored = zarr.open_group(feats, mode="r")
+    assert stored["features"].shape == (len(paths), 256 * 2 * 2)    # layer3 at a 32×32 input: 256@2×2
+    assert stored.attrs["npresnet"]["layer"] == "layer3"
+    assert relative_error(stored["features"][:], captured["x"].numpy()) < 1e-5
+    with pytest.raises(ValueError, match="no modules named"):
+        embed(paths, "resnet18", weights, features=tmp_path / "x.zarr", layer="layer9", scheduler=NOWHERE)
