@@ -26,7 +26,6 @@ zarr = pytest.importorskip("zarr")
 pq = pytest.importorskip("pyarrow.parquet")
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
-import distributed  # noqa: E402
 from torchvision import transforms  # noqa: E402
 from torchvision.datasets.folder import pil_loader  # noqa: E402
 
@@ -34,6 +33,7 @@ from _torchvision import relative_error, torchvision_resnet  # noqa: E402
 from npresnet import cli  # noqa: E402
 from npresnet.backend import available_backends, cupy_unavailable_reason  # noqa: E402
 from npresnet.distributed import OutputMismatchError, embed, model_loads  # noqa: E402
+from npresnet.distributed.cluster import connect  # noqa: E402
 from npresnet.errors import WeightsError  # noqa: E402
 from test_preprocess import huge_png_header, make_image  # noqa: E402
 
@@ -151,8 +151,7 @@ def test_threaded_cluster_matches_single_process_predict_and_loads_weights_once(
     paths, bad = images
     feats, preds = tmp_path / "f.zarr", tmp_path / "p.parquet"
     seen = []
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with connect(n_workers=2, processes=False) as client:
         result = embed(paths, "resnet18", weights, features=feats, predictions=preds, client=client,
                        batch_size=16, top=TOP, progress=lambda done, total: seen.append((done, total)), **SIZE_ARGS)
         loads = model_loads(client)
@@ -175,9 +174,11 @@ def test_process_cluster_survives_a_killed_worker(tmp_path, torch_model, images,
     paths, bad = images
     feats, preds = tmp_path / "f.zarr", tmp_path / "p.parquet"
     killed = []
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with connect(n_workers=2, processes=True) as client:
         pids = client.run(os.getpid)
+        listening = {c.laddr.ip for p in [psutil.Process(), *running_children(psutil)]
+                     for c in p.net_connections() if c.status == psutil.CONN_LISTEN}
+        assert listening == {"127.0.0.1"}                 # scheduler, nannies, workers: loopback only
 
         def kill_one(done, total):
             if done == 4 and not killed:
@@ -220,7 +221,7 @@ def test_killed_command_resumes_and_equals_an_uninterrupted_run(tmp_path, torch_
     done_before = int(zarr.open_array(feats / "done", mode="r")[:].sum())
     assert 5 <= done_before < chunks
 
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    with connect(n_workers=1, processes=False) as client:
         resumed = embed(paths, "resnet18", weights, features=feats, predictions=preds, client=client, batch_size=2,
                         top=TOP, **SIZE_ARGS)
         assert resumed.skipped >= done_before and resumed.computed == chunks - resumed.skipped
@@ -239,7 +240,7 @@ def test_different_images_weights_or_foreign_output_are_refused(tmp_path, torch_
     model, weights = torch_model
     paths, spare = images[0][:12], images[0][12]
     feats, preds = tmp_path / "f.zarr", tmp_path / "p.parquet"
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    with connect(n_workers=1, processes=False) as client:
         embed(paths, "resnet18", weights, features=feats, predictions=preds, client=client, batch_size=4,
               **SIZE_ARGS)
     before = {p: os.stat(p).st_mtime_ns for out in (feats, preds) for p in map(str, out.rglob("*"))}
@@ -327,7 +328,7 @@ def test_cli_embed_help_and_usage_errors(capsys):
 def test_cupy_backend_matches_numpy(tmp_path, torch_model, images, oracle):
     _, weights = torch_model
     paths, bad = images
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    with connect(n_workers=1, processes=False) as client:
         embed(paths, "resnet18", weights, features=tmp_path / "f.zarr", predictions=tmp_path / "p.parquet",
               client=client, batch_size=16, top=TOP, backend="cupy", **SIZE_ARGS)
     check_outputs(paths, bad, oracle, tmp_path / "f.zarr", tmp_path / "p.parquet")
@@ -337,7 +338,7 @@ def test_features_of_a_named_layer_without_predictions(tmp_path, torch_model, im
     model, weights = torch_model
     paths = [p for p in images[0][:14] if p not in images[1]]
     feats = tmp_path / "layer3.zarr"
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    with connect(n_workers=1, processes=False) as client:
         embed(paths, "resnet18", weights, features=feats, layer="layer3", client=client, batch_size=5, **SIZE_ARGS)
     preset = transforms.Compose([transforms.Resize(RESIZE), transforms.CenterCrop(CROP), transforms.ToTensor(),
                                  transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])

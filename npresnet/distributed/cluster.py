@@ -1,7 +1,7 @@
 """Where the tasks run: a given ``Client``, a scheduler address, or an embedded local cluster.
 
-The embedded cluster binds to 127.0.0.1 only (threads: in-process, no socket), has no dashboard, and is sized to the
-machine: one single-threaded worker per core by default, each with
+The embedded cluster listens on 127.0.0.1 only (a threaded one talks in-process), has no
+dashboard, and is sized to the machine: one single-threaded worker per core by default, each with
 ``cores // workers`` BLAS threads, so workers do not oversubscribe the cores.
 """
 from __future__ import annotations
@@ -63,11 +63,13 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
     blas = str(max(1, cores // n_workers))
     environ = {f"distributed.nanny.pre-spawn-environ.{name}": blas
                for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-    network = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process, no socket at all
+    network = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process ("inproc://")
     with dask.config.set(environ):
         cluster = distributed.LocalCluster(
             n_workers=n_workers, threads_per_worker=1, processes=processes, dashboard_address=None,
-            worker_dashboard_address=None, silence_logs=logging.ERROR, **network)
+            worker_dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, **network,
+            # the HTTP routes (health, metrics) of scheduler and workers listen on free ports of 127.0.0.1 only
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
     try:
         with distributed.Client(cluster) as local:
             yield local
