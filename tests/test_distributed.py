@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy
 import pytest
@@ -65,7 +66,7 @@ def images(tmp_path_factory):
         size = (int(rng.integers(20, 49)), int(rng.integers(20, 49)))
         paths.append(str(make_image(folder / f"img{i:03d}.{ext}", mode, size, rng)))
     truncated = folder / "truncated.jpg"
-    truncated.write_bytes(open(paths[1], "rb").read()[:200])
+    truncated.write_bytes(Path(paths[1]).read_bytes()[:200])
     text = folder / "notes.png"
     text.write_text("not an image")
     bomb = huge_png_header(folder / "bomb.png", 30000, 30000)
@@ -280,7 +281,8 @@ def test_bad_weights_fail_before_any_task_with_predicts_messages(tmp_path, torch
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"PK\x03\x04 not really a zip")
     _, resnet18_weights = torch_model
-    for weights, arch in ((garbage, "resnet18"), (tmp_path / "absent.npz", "resnet18"), (resnet18_weights, "resnet34")):
+    for weights, arch in ((garbage, "resnet18"), (tmp_path / "absent.npz", "resnet18"), (resnet18_weights, "resnet34"),
+                          (resnet18_weights, "resnet19")):
         out = tmp_path / "never.zarr"
         status, message = _cli_error(["embed", *paths, "--arch", arch, "--weights", str(weights), "--out", str(out),
                                       "--scheduler", NOWHERE])

@@ -88,7 +88,8 @@ def embed(images, arch: str, weights, *, features=None, predictions=None, client
     resize_size, crop_size : int
         Preprocessing, as ``predict --resize-size/--crop-size``.
     backend : {"numpy", "cupy"}
-        Array backend on the workers (run one worker per GPU).
+        Array backend on the workers. With ``"cupy"`` run one worker per GPU, as dask-cuda does
+        (the embedded cluster uses ``dask_cuda.LocalCUDACluster`` when installed, else one worker).
     progress : callable, optional
         ``progress(done, total)`` after each chunk, on the calling thread.
 
@@ -158,7 +159,7 @@ def embed(images, arch: str, weights, *, features=None, predictions=None, client
               predictions_manifest=prediction_store and prediction_store.manifest,
               predictions_path=prediction_store and os.path.abspath(prediction_store.path))
     run = uuid.uuid4().hex[:12]
-    with connect(client, scheduler, n_workers, processes) as dask_client:
+    with connect(client, scheduler, n_workers, processes, backend) as dask_client:
         _submit_and_wait(dask_client, paths, todo, batch_size, state_dict, job, run, result, progress, len(done))
     for store in stores:
         store.remove_leftovers()

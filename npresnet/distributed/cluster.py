@@ -32,7 +32,8 @@ def usable_cores() -> int:
 
 
 @contextlib.contextmanager
-def connect(client=None, scheduler: str | None = None, n_workers: int | None = None, processes: bool = True):
+def connect(client=None, scheduler: str | None = None, n_workers: int | None = None, processes: bool = True,
+            backend: str = "numpy"):
     """Yield a ``distributed.Client``; close what this function opened on exit.
 
     Parameters
@@ -45,6 +46,9 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
         Workers of the embedded cluster (default: one per usable core).
     processes : bool
         Embedded cluster of worker processes (default), or of threads in this process.
+    backend : {"numpy", "cupy"}
+        With ``"cupy"`` the embedded cluster follows dask-cuda's convention, one worker per GPU:
+        ``dask_cuda.LocalCUDACluster`` when dask-cuda is installed, else a single worker.
     """
     if client is not None:
         yield client
@@ -53,6 +57,9 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
     if scheduler is not None:
         with distributed.Client(scheduler, timeout="30s") as remote:
             yield remote
+        return
+    if backend == "cupy":
+        yield from _gpu_cluster(distributed, n_workers)
         return
     import dask
 
@@ -70,6 +77,30 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
             worker_dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR, **network,
             # the HTTP routes (health, metrics) of scheduler and workers listen on free ports of 127.0.0.1 only
             scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
+    try:
+        with distributed.Client(cluster) as local:
+            yield local
+    finally:
+        cluster.close()
+
+
+def _gpu_cluster(distributed, n_workers):
+    """One worker per GPU, each seeing only its own device (untested here: no GPU on the CI machine)."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None
+    if LocalCUDACluster is not None:
+        cluster = LocalCUDACluster(n_workers=n_workers, threads_per_worker=1, host="127.0.0.1",
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+    else:  # without dask-cuda every worker would share device 0: run one
+        if n_workers not in (None, 1):
+            raise ValueError("several GPU workers need dask-cuda (pip install dask-cuda), which pins one GPU per "
+                             "worker; without it the embedded cluster runs one worker on the current GPU")
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                           dashboard_address=None, worker_dashboard_address="127.0.0.1:0",
+                                           silence_logs=logging.ERROR,
+                                           scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
     try:
         with distributed.Client(cluster) as local:
             yield local

@@ -63,9 +63,8 @@ def load_checked_weights(arch: str, path):
     Raises
     ------
     WeightsError
-        ``cannot read weights: ...`` or ``PATH does not fit ARCH: ...`` (the messages of ``predict``).
-    ValueError
-        An unknown architecture (with close names suggested).
+        ``cannot read weights: ...`` or ``PATH does not fit ARCH: ...`` (the messages of ``predict``;
+        an unknown architecture is reported the second way, with close names suggested).
     """
     from ..weights import load_weights
 
@@ -79,11 +78,7 @@ def load_checked_weights(arch: str, path):
     key = ModelKey(arch, int(num_classes), digest)
     try:
         build_from_state(key, state_dict)  # every key and shape checked here, before any task exists
-    except WeightsError as err:
-        raise WeightsError(f"{path} does not fit {arch}: {err}") from None
-    except ValueError as err:
-        if "unknown architecture" in str(err):
-            raise
+    except ValueError as err:  # WeightsError, or an unknown architecture: worded as `predict` words them
         raise WeightsError(f"{path} does not fit {arch}: {err}") from None
     return key, state_dict
 

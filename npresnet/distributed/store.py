@@ -168,9 +168,8 @@ class PredictionStore:
                 found = None
             _check_manifest(self.path, found, self.manifest)
             return
-        with _build_in_place(self.path) as temporary:
-            with atomic_write(os.path.join(temporary, _MANIFEST)) as f:
-                f.write(json.dumps(self.manifest, indent=1).encode("utf-8"))
+        with _build_in_place(self.path) as temporary, atomic_write(os.path.join(temporary, _MANIFEST)) as f:
+            f.write(json.dumps(self.manifest, indent=1).encode("utf-8"))
 
     def done_chunks(self) -> set[int]:
         done = set()
