@@ -349,7 +349,8 @@ def _fetch(args) -> int:
 _EMBED_EXAMPLES = """examples:
   npresnet embed photos/ --arch resnet50 --weights resnet50.npz --out feats.zarr --predictions preds.parquet
   npresnet embed 'shards/**/*.jpg' --arch resnet18 --weights r18.npz --out feats.zarr --workers 2
-  npresnet embed list.txt ... --scheduler tcp://10.0.0.5:8786   # a running Dask cluster (shared file system)
+  npresnet embed /shared/photos --arch resnet50 --weights /shared/r50.npz --out /shared/feats.zarr \\
+      --scheduler tcp://10.0.0.5:8786       # a running Dask cluster whose workers see /shared
 
 Re-running the same command after an interruption computes only the missing chunks.
 """
@@ -384,7 +385,8 @@ def _add_embed_parser(commands, archs):
     p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B",
                    help="images per task and rows per output chunk (default 32; fixed for an output)")
     p.add_argument("--scheduler", metavar="ADDRESS",
-                   help="run on this Dask scheduler (tcp://host:8786); the workers must see the image paths")
+                   help="run on this Dask scheduler (tcp://host:8786); its workers must read the images and "
+                        "write the outputs at the same paths (a shared file system)")
     p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
                    help="workers of the local cluster (default: one per CPU core)")
     p.add_argument("--threads", action="store_true",

@@ -355,3 +355,14 @@ def test_features_of_a_named_layer_without_predictions(tmp_path, torch_model, im
     assert relative_error(stored["features"][:], captured["x"].numpy()) < 1e-5
     with pytest.raises(ValueError, match="no modules named"):
         embed(paths, "resnet18", weights, features=tmp_path / "x.zarr", layer="layer9", scheduler=NOWHERE)
+
+
+def test_throughput_benchmark_smoke_runs_every_configuration():
+    """benchmarks/dask_throughput.py keeps working (its timings are not asserted)."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "dask_throughput.py"), "--smoke", "--workers", "1",
+                           "2"], capture_output=True, text=True, timeout=300, cwd=root, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith(("| predict", "| dask"))]
+    assert [r[0].strip() for r in rows] == ["predict (one process)", "dask, 1 worker", "dask, 2 workers"]
+    assert all(float(r[2]) > 0 for r in rows)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .cluster import connect
 from .model import ensure_plugin, load_checked_weights
@@ -119,7 +119,7 @@ def embed(images, arch: str, weights, *, features=None, predictions=None, client
         raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
     paths = list_images(images)
     key, state_dict = load_checked_weights(arch, weights)
-    key = type(key)(key.arch, key.num_classes, key.weights_sha256, backend)
+    key = replace(key, backend=backend)
     common = {"format": FORMAT, "arch": arch, "num_classes": key.num_classes, "weights_sha256": key.weights_sha256,
               "num_images": len(paths), "paths_sha256": paths_digest(paths), "chunk_rows": batch_size,
               "resize_size": resize_size, "crop_size": crop_size}
@@ -152,12 +152,15 @@ def embed(images, arch: str, weights, *, features=None, predictions=None, client
     if not todo:
         return result
 
-    job = Job(key, resize_size, crop_size, top=min(top, key.num_classes),
-              layer=layer if features is not None else None,
-              features_manifest=feature_store and feature_store.manifest,
-              features_path=feature_store and os.path.abspath(feature_store.path),
-              predictions_manifest=prediction_store and prediction_store.manifest,
-              predictions_path=prediction_store and os.path.abspath(prediction_store.path))
+    job = Job(key, resize_size, crop_size, top=min(top, key.num_classes))
+    if feature_store is not None:
+        job = replace(job, layer=layer, features_manifest=feature_store.manifest,
+                      features_path=os.path.abspath(feature_store.path))
+    else:
+        job = replace(job, layer=None)  # predictions only: no capture hooks
+    if prediction_store is not None:
+        job = replace(job, predictions_manifest=prediction_store.manifest,
+                      predictions_path=os.path.abspath(prediction_store.path))
     run = uuid.uuid4().hex[:12]
     with connect(client, scheduler, n_workers, processes, backend) as dask_client:
         _submit_and_wait(dask_client, paths, todo, batch_size, state_dict, job, run, result, progress, len(done))
