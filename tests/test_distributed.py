@@ -180,6 +180,9 @@ def test_process_cluster_survives_a_killed_worker(tmp_path, torch_model, images,
         listening = {c.laddr.ip for p in [psutil.Process(), *running_children(psutil)]
                      for c in p.net_connections() if c.status == psutil.CONN_LISTEN}
         assert listening == {"127.0.0.1"}                 # scheduler, nannies, workers: loopback only
+        blas = str(max(1, len(os.sched_getaffinity(0)) // 2))
+        settings = client.run(lambda: [os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")])
+        assert all(v == [blas, None] for v in settings.values()), settings   # cores shared, no trim threshold
 
         def kill_one(done, total):
             if done == 4 and not killed:
