@@ -6,8 +6,9 @@
 
 Every configuration does the whole job, images decoded from JPEG files included:
 
-1. ``predict``: ``npresnet.cli.main(["predict", ...])`` in this process (BLAS on every core),
-   stdout discarded; its time includes reading the weights, as a user's run does;
+1. ``predict``: ``npresnet.cli.main(["predict", ...])`` in a fresh process (BLAS on every core),
+   timed inside it after the imports, stdout discarded; its time includes reading the weights,
+   as a user's run does. A separate process keeps it away from the clusters' event loops;
 2. ``dask, W workers``: :func:`npresnet.distributed.embed` writing features (Zarr) and predictions
    (Parquet) on a local cluster of W single-threaded worker processes, each with
    ``cores // W`` BLAS threads, started *before* the clock (its start-up is reported apart);
@@ -24,11 +25,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
+import json
 import logging
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +42,6 @@ if ROOT not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, ROOT)
 
 import npresnet  # noqa: E402
-from npresnet import cli  # noqa: E402
 from npresnet.distributed import embed  # noqa: E402
 from npresnet.distributed.cluster import connect, usable_cores  # noqa: E402
 
@@ -60,16 +61,29 @@ def make_images(folder, count, size, seed=0):
     return paths
 
 
+_PREDICT_DRIVER = """
+import contextlib, io, json, sys, time
+from npresnet import cli
+start = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    status = cli.main(json.loads(sys.argv[1]))
+print(json.dumps([status, time.perf_counter() - start]))
+"""
+
+
 def time_predict(paths, arch, weights, batch_size, size_args):
+    """``npresnet predict`` in a fresh process, timed inside it (imports excluded), away from the clusters."""
     argv = ["predict", *paths, "--arch", arch, "--weights", weights, "--batch-size", str(batch_size),
             "--format", "json", "--resize-size", str(size_args["resize_size"]),
             "--crop-size", str(size_args["crop_size"])]
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        status = cli.main(argv)
-    elapsed = time.perf_counter() - start
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", _PREDICT_DRIVER, json.dumps(argv)], capture_output=True, text=True,
+                          env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"predict failed: {proc.stderr[-2000:]}")
+    status, elapsed = json.loads(proc.stdout.strip().splitlines()[-1])
     if status != 0:
-        raise RuntimeError("predict failed")
+        raise RuntimeError(f"predict failed: {proc.stderr[-2000:]}")
     return elapsed
 
 
