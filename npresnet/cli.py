@@ -3,6 +3,7 @@
 The only module of npresnet that prints. Exit status: 0 on success, 1 when the work
 failed or some inputs were bad (the others were still processed), 2 for usage errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,11 +51,13 @@ def _positive_int(text):
 
 def _int_up_to(limit):
     """An argparse type: an integer from 1 to ``limit``."""
+
     def parse(text):
         value = _positive_int(text)
         if value > limit:
             raise argparse.ArgumentTypeError(f"at most {limit:,} is accepted, got {value:,}")
         return value
+
     return parse
 
 
@@ -89,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="npresnet",
         description="ResNet from first principles in NumPy: inspect architectures, classify images, "
-                    "convert and download torchvision weights — no PyTorch needed.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "convert and download torchvision weights — no PyTorch needed.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"npresnet {__version__}")
@@ -99,79 +104,151 @@ def build_parser() -> argparse.ArgumentParser:
     from .preprocess import MAX_SIZE
 
     p = commands.add_parser(
-        "summary", help="per-layer table: shapes, parameters, MACs, receptive fields (no weights needed)",
+        "summary",
+        help="per-layer table: shapes, parameters, MACs, receptive fields (no weights needed)",
         description="Walk the real model with a shape-only pass and print, per layer: torchvision module name, "
-                    "type with kernel/stride/padding, output C@H×W, parameters, multiply-accumulates, and the "
-                    "receptive field (size / jump, in input pixels). Totals: parameters, MACs (FLOPs = 2 × MACs), "
-                    "peak activation memory of an inference pass, and the layer count as the paper gives it. "
-                    f"Architectures: {archs}.")
+        "type with kernel/stride/padding, output C@H×W, parameters, multiply-accumulates, and the "
+        "receptive field (size / jump, in input pixels). Totals: parameters, MACs (FLOPs = 2 × MACs), "
+        "peak activation memory of an inference pass, and the layer count as the paper gives it. "
+        f"Architectures: {archs}.",
+    )
     p.add_argument("arch", metavar="ARCH", help="architecture name, e.g. resnet18")
-    p.add_argument("--input-size", type=_input_size, default=(224, 224), metavar="H[xW]",
-                   help="input height and width (default 224; e.g. 512, 300x200)")
-    p.add_argument("--batch", type=_positive_int, default=1, metavar="N",
-                   help="batch size N; MACs and memory are for the whole batch (default 1)")
-    p.add_argument("--depth", type=_positive_int, choices=(1, 2, 3, 4), default=None, metavar="D",
-                   help="fold rows: 1 = stem layers + stages, 2 = blocks, 3 = layers in blocks "
-                        "(shortcut folded), 4 = every layer (the default)")
+    p.add_argument(
+        "--input-size",
+        type=_input_size,
+        default=(224, 224),
+        metavar="H[xW]",
+        help="input height and width (default 224; e.g. 512, 300x200)",
+    )
+    p.add_argument(
+        "--batch",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="batch size N; MACs and memory are for the whole batch (default 1)",
+    )
+    p.add_argument(
+        "--depth",
+        type=_positive_int,
+        choices=(1, 2, 3, 4),
+        default=None,
+        metavar="D",
+        help="fold rows: 1 = stem layers + stages, 2 = blocks, 3 = layers in blocks "
+        "(shortcut folded), 4 = every layer (the default)",
+    )
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
-    p.add_argument("--maxpool-padding", type=int, choices=(0, 1), default=1,
-                   help="stem max pool padding: 1 as torchvision (default), 0 as many re-implementations")
+    p.add_argument(
+        "--maxpool-padding",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="stem max pool padding: 1 as torchvision (default), 0 as many re-implementations",
+    )
     p.set_defaults(run=_summary)
 
     p = commands.add_parser(
-        "predict", help="classify images with ImageNet weights (top-K classes and probabilities)",
+        "predict",
+        help="classify images with ImageNet weights (top-K classes and probabilities)",
         description="Classify images: each is read with Pillow (converted to RGB), preprocessed exactly as "
-                    "torchvision's ImageNet preset (shorter side 256 bilinear, center crop 224, normalise), "
-                    "and run through the network. Unreadable files are reported on stderr and the exit status "
-                    "is 1; the other images are still classified. Needs npresnet[tools].")
+        "torchvision's ImageNet preset (shorter side 256 bilinear, center crop 224, normalise), "
+        "and run through the network. Unreadable files are reported on stderr and the exit status "
+        "is 1; the other images are still classified. Needs npresnet[tools].",
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--arch", required=True, metavar="ARCH", help=f"one of {archs}")
-    p.add_argument("--weights", required=True, metavar="FILE",
-                   help="a .pth, .npz or .safetensors state dict (see `npresnet fetch`)")
-    p.add_argument("--top", type=_positive_int, default=5, metavar="K",
-                   help="classes per image (default 5; at most the number of classes of the weights)")
-    p.add_argument("--batch-size", type=_int_up_to(MAX_BATCH_SIZE), default=16, metavar="B",
-                   help=f"images per forward pass (default 16, at most {MAX_BATCH_SIZE}; the activations of "
-                        f"one pass may take at most {PREDICT_ACTIVATION_LIMIT // 2**30} GiB)")
+    p.add_argument(
+        "--weights",
+        required=True,
+        metavar="FILE",
+        help="a .pth, .npz or .safetensors state dict (see `npresnet fetch`)",
+    )
+    p.add_argument(
+        "--top",
+        type=_positive_int,
+        default=5,
+        metavar="K",
+        help="classes per image (default 5; at most the number of classes of the weights)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_int_up_to(MAX_BATCH_SIZE),
+        default=16,
+        metavar="B",
+        help=f"images per forward pass (default 16, at most {MAX_BATCH_SIZE}; the activations of "
+        f"one pass may take at most {PREDICT_ACTIVATION_LIMIT // 2**30} GiB)",
+    )
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    p.add_argument("--resize-size", type=_image_size, default=256, metavar="S",
-                   help="shorter side after resizing (default 256; torchvision's V2 weights use 232; "
-                        f"at most {MAX_SIZE})")
-    p.add_argument("--crop-size", type=_image_size, default=224, metavar="S",
-                   help=f"side of the square center crop the network sees (default 224; at most {MAX_SIZE})")
+    p.add_argument(
+        "--resize-size",
+        type=_image_size,
+        default=256,
+        metavar="S",
+        help=f"shorter side after resizing (default 256; torchvision's V2 weights use 232; at most {MAX_SIZE})",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=_image_size,
+        default=224,
+        metavar="S",
+        help=f"side of the square center crop the network sees (default 224; at most {MAX_SIZE})",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=_predict)
 
     p = commands.add_parser(
-        "convert", help="convert weights between .pth, .npz and .safetensors",
+        "convert",
+        help="convert weights between .pth, .npz and .safetensors",
         description="Read SRC (.pth read safely without PyTorch, .npz or .safetensors; the format is detected "
-                    "from the content) and write DST as .npz or .safetensors (from its suffix), atomically. "
-                    "SRC is never overwritten; an existing DST is replaced only with --force.")
+        "from the content) and write DST as .npz or .safetensors (from its suffix), atomically. "
+        "SRC is never overwritten; an existing DST is replaced only with --force.",
+    )
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
-    p.add_argument("--arch", metavar="ARCH",
-                   help="check every key and shape against this architecture first; report all mismatches")
+    p.add_argument(
+        "--arch",
+        metavar="ARCH",
+        help="check every key and shape against this architecture first; report all mismatches",
+    )
     p.add_argument("--force", action="store_true", help="replace DST if it exists")
     p.set_defaults(run=_convert)
 
     p = commands.add_parser(
-        "fetch", help="download torchvision's ImageNet weights, verify, cache as .npz, print the path",
+        "fetch",
+        help="download torchvision's ImageNet weights, verify, cache as .npz, print the path",
         description="Download torchvision's published weights for ARCH, verify the SHA-256 prefix in the file "
-                    "name, convert to .npz in the cache directory ($NPRESNET_HOME, else the platform cache dir) "
-                    "and print its path. A cached file is reused. Nothing unverified is ever left under the "
-                    "final name.")
+        "name, convert to .npz in the cache directory ($NPRESNET_HOME, else the platform cache dir) "
+        "and print its path. A cached file is reused. Nothing unverified is ever left under the "
+        "final name.",
+    )
     p.add_argument("arch", metavar="ARCH")
-    p.add_argument("--variant", default=None, metavar="NAME",
-                   help="torchvision weights name: IMAGENET1K_V1 (default) or IMAGENET1K_V2 where published")
-    p.add_argument("--dest", default=None, metavar="DIR", help="cache directory (default $NPRESNET_HOME or the "
-                                                               "platform's user cache dir)")
-    p.add_argument("--url", default=None, metavar="BASE",
-                   help="base address of the .pth files (default $NPRESNET_WEIGHTS_URL or "
-                        "https://download.pytorch.org/models/)")
-    p.add_argument("--timeout", type=_timeout, default=30.0, metavar="SECONDS",
-                   help="network timeout per connection and read (default 30, at most 3600)")
+    p.add_argument(
+        "--variant",
+        default=None,
+        metavar="NAME",
+        help="torchvision weights name: IMAGENET1K_V1 (default) or IMAGENET1K_V2 where published",
+    )
+    p.add_argument(
+        "--dest",
+        default=None,
+        metavar="DIR",
+        help="cache directory (default $NPRESNET_HOME or the platform's user cache dir)",
+    )
+    p.add_argument(
+        "--url",
+        default=None,
+        metavar="BASE",
+        help="base address of the .pth files (default $NPRESNET_WEIGHTS_URL or https://download.pytorch.org/models/)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=30.0,
+        metavar="SECONDS",
+        help="network timeout per connection and read (default 30, at most 3600)",
+    )
     p.set_defaults(run=_fetch)
     _add_train_parser(commands)
+    _add_embed_parser(commands, archs)
     return parser
 
 
@@ -201,8 +278,9 @@ def _summary(args) -> int:
     from .summary import format_markdown, format_table, summarize
 
     try:
-        result = summarize(args.arch, args.input_size, batch=args.batch, depth=args.depth,
-                           maxpool_padding=args.maxpool_padding)
+        result = summarize(
+            args.arch, args.input_size, batch=args.batch, depth=args.depth, maxpool_padding=args.maxpool_padding
+        )
     except ValueError as err:
         raise _CommandError(err) from None
     if args.format == "json":
@@ -246,8 +324,11 @@ def _model_for(arch, state_dict, path):
         best = identify_architecture(state_dict)
         raise _CommandError(
             f"{path} does not fit {arch} ({count} problem(s): {len(problems)} mis-shaped or unloadable, "
-            f"{len(missing)} missing, {len(unexpected)} unexpected key(s)):\n  " + "\n  ".join(lines)
-            + f"\n{describe_fit(state_dict, arch)}" + (f"; use --arch {best}" if best and best != arch else ""))
+            f"{len(missing)} missing, {len(unexpected)} unexpected key(s)):\n  "
+            + "\n  ".join(lines)
+            + f"\n{describe_fit(state_dict, arch)}"
+            + (f"; use --arch {best}" if best and best != arch else "")
+        )
     return model
 
 
@@ -283,7 +364,8 @@ def _check_predict_memory(args):
         advice = f"use --batch-size {fits} or less" if fits else "use a smaller --crop-size"
         raise _CommandError(
             f"{args.arch} on {batch} image(s) of {args.crop_size}×{args.crop_size} needs {need / 2**30:.1f} GiB of "
-            f"activations, more than the {PREDICT_ACTIVATION_LIMIT / 2**30:g} GiB limit; {advice}")
+            f"activations, more than the {PREDICT_ACTIVATION_LIMIT / 2**30:g} GiB limit; {advice}"
+        )
 
 
 def _predict(args) -> int:
@@ -291,6 +373,7 @@ def _predict(args) -> int:
 
     from .backend import available_backends, to_backend, to_numpy
     from .imagenet import imagenet_classes
+    from .predictions import softmax_topk
     from .preprocess import ImageError, load_and_preprocess
 
     if args.backend not in available_backends():
@@ -312,7 +395,7 @@ def _predict(args) -> int:
     results, failures = [], []
     try:
         for start in range(0, len(args.images), args.batch_size):
-            paths = args.images[start:start + args.batch_size]
+            paths = args.images[start : start + args.batch_size]
             good, arrays = [], []
             for path in paths:
                 try:
@@ -321,15 +404,18 @@ def _predict(args) -> int:
                 except ImageError as err:
                     failures.append(f"npresnet predict: skipped {err}")
             if arrays:
-                batch = numpy.stack(arrays)                        # (B, 3, crop, crop)
-                logits = to_numpy(model(to_backend(batch, args.backend))).astype(numpy.float64)  # (B, classes)
-                logits -= logits.max(axis=1, keepdims=True)
-                probs = numpy.exp(logits)
-                probs /= probs.sum(axis=1, keepdims=True)
-                for path, p in zip(good, probs):
-                    top = numpy.argsort(-p, kind="stable")[:k]
-                    results.append({"path": path, "top": [
-                        {"index": int(i), "label": labels[i], "prob": float(p[i])} for i in top]})
+                batch = numpy.stack(arrays)  # (B, 3, crop, crop)
+                logits = to_numpy(model(to_backend(batch, args.backend)))  # (B, classes)
+                top, probs = softmax_topk(logits, k)  # (B, k) each
+                for path, indices, p in zip(good, top, probs):
+                    results.append(
+                        {
+                            "path": path,
+                            "top": [
+                                {"index": int(i), "label": labels[i], "prob": float(q)} for i, q in zip(indices, p)
+                            ],
+                        }
+                    )
             if bar is not None:
                 bar.update(len(paths))
     finally:
@@ -417,8 +503,9 @@ def _fetch(args) -> int:
             bar.update(done - bar.n)
 
     try:
-        path = fetch(args.arch, variant=args.variant, dest=args.dest, base_url=args.url, timeout=args.timeout,
-                     progress=progress)
+        path = fetch(
+            args.arch, variant=args.variant, dest=args.dest, base_url=args.url, timeout=args.timeout, progress=progress
+        )
     except (FetchError, WeightsError, ValueError, OSError) as err:
         raise _CommandError(err) from None
     finally:
@@ -434,27 +521,49 @@ def _add_train_parser(commands) -> None:
 
     d = TrainConfig()
     p = commands.add_parser(
-        "train", help="train a ResNet from scratch on scikit-learn's digits (forward, backward, SGD in NumPy)",
+        "train",
+        help="train a ResNet from scratch on scikit-learn's digits (forward, backward, SGD in NumPy)",
         description="Train ARCH (num_classes=10) on sklearn.datasets.load_digits (1,797 8x8 images, shipped with "
-                    "scikit-learn, nothing downloaded), upsampled to SIZE x SIZE, with a seeded held-out split, "
-                    "SGD with momentum and a cosine learning rate. Writes OUT/digits_ARCH.npz (weights, readable "
-                    "by load_weights), OUT/curves.png (loss and accuracy) and OUT/history.json. Existing files "
-                    "are replaced only with --force. Needs npresnet[train].")
+        "scikit-learn, nothing downloaded), upsampled to SIZE x SIZE, with a seeded held-out split, "
+        "SGD with momentum and a cosine learning rate. Writes OUT/digits_ARCH.npz (weights, readable "
+        "by load_weights), OUT/curves.png (loss and accuracy) and OUT/history.json. Existing files "
+        "are replaced only with --force. Needs npresnet[train].",
+    )
     p.add_argument("dataset", choices=("digits",), help="the data set (only 'digits')")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--arch", default=d.arch, metavar="ARCH", help=f"architecture (default {d.arch})")
-    p.add_argument("--size", type=_positive_int, default=d.size, metavar="S",
-                   help=f"input size, a multiple of 8 (default {d.size})")
+    p.add_argument(
+        "--size",
+        type=_positive_int,
+        default=d.size,
+        metavar="S",
+        help=f"input size, a multiple of 8 (default {d.size})",
+    )
     p.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="E", help=f"default {d.epochs}")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="B",
-                   help=f"default {d.batch_size}")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=d.batch_size, metavar="B", help=f"default {d.batch_size}"
+    )
     p.add_argument("--lr", type=float, default=d.lr, help=f"initial learning rate (default {d.lr})")
-    p.add_argument("--shift", type=int, default=d.shift, metavar="P",
-                   help=f"random translation of training images by up to P original pixels (default {d.shift})")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help=f"seeds the split, the initialisation and the batches (default {d.seed})")
-    p.add_argument("--train-subset", type=_positive_int, default=None, metavar="N",
-                   help="train on the first N training images only (a quick check; held-out set unchanged)")
+    p.add_argument(
+        "--shift",
+        type=int,
+        default=d.shift,
+        metavar="P",
+        help=f"random translation of training images by up to P original pixels (default {d.shift})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help=f"seeds the split, the initialisation and the batches (default {d.seed})",
+    )
+    p.add_argument(
+        "--train-subset",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="train on the first N training images only (a quick check; held-out set unchanged)",
+    )
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(run=_train)
 
@@ -466,20 +575,28 @@ def _train(args) -> int:
     from .weights import save_weights
 
     try:
-        config = TrainConfig(arch=args.arch, size=args.size, epochs=args.epochs, batch_size=args.batch_size,
-                             lr=args.lr, shift=args.shift, seed=args.seed)
+        config = TrainConfig(
+            arch=args.arch,
+            size=args.size,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            shift=args.shift,
+            seed=args.seed,
+        )
     except ValueError as err:
         raise _CommandError(str(err)) from None
     os.makedirs(args.out, exist_ok=True)
-    paths = {name: os.path.join(args.out, name)
-             for name in (f"digits_{config.arch}.npz", "curves.png", "history.json")}
+    paths = {name: os.path.join(args.out, name) for name in (f"digits_{config.arch}.npz", "curves.png", "history.json")}
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not args.force:
         raise _CommandError(f"{', '.join(existing)} exist(s); use --force to replace")
     bar = _progress_bar(None, "batch")
     if bar is None:
-        print(f"training {config.arch} on digits at {config.size}x{config.size} for {config.epochs} epochs...",
-              file=sys.stderr)
+        print(
+            f"training {config.arch} on digits at {config.size}x{config.size} for {config.epochs} epochs...",
+            file=sys.stderr,
+        )
 
     def on_batch(epoch, i, n, loss):
         if bar is not None:
@@ -502,8 +619,12 @@ def _train(args) -> int:
     weights, curves, record = paths.values()
     save_weights(model.state_dict(), weights)
     accuracy = history["test_accuracy"][-1]
-    plot_history(history, curves, title=f"{config.arch} on digits, {config.size}x{config.size}, seed {config.seed}: "
-                                        f"{100 * accuracy:.2f}% held out")
+    plot_history(
+        history,
+        curves,
+        title=f"{config.arch} on digits, {config.size}x{config.size}, seed {config.seed}: "
+        f"{100 * accuracy:.2f}% held out",
+    )
     from ._atomic import atomic_write
 
     with atomic_write(record) as f:
@@ -512,4 +633,161 @@ def _train(args) -> int:
         print(f"epoch {epoch:3d}  train loss {loss:.4f}  held-out accuracy {100 * acc:6.2f}%")
     print(f"held-out accuracy {100 * accuracy:.2f}% after {config.epochs} epochs in {seconds:.1f} s")
     print(f"wrote {weights}, {curves}, {record}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- embed
+_EMBED_EXAMPLES = """examples:
+  npresnet embed photos/ --arch resnet50 --weights resnet50.npz --out feats.zarr --predictions preds.parquet
+  npresnet embed 'shards/**/*.jpg' --arch resnet18 --weights r18.npz --out feats.zarr --workers 2
+  npresnet embed /shared/photos --arch resnet50 --weights /shared/r50.npz --out /shared/feats.zarr \\
+      --scheduler tcp://10.0.0.5:8786       # a running Dask cluster whose workers see /shared
+
+Re-running the same command after an interruption computes only the missing chunks.
+"""
+
+
+def _add_embed_parser(commands, archs):
+    p = commands.add_parser(
+        "embed",
+        help="features (Zarr) and predictions (Parquet) for many images, on Dask",
+        description="Run the network over many images as Dask tasks of --batch-size images each, on a local "
+        "cluster started for the run (one worker per core) or on the cluster at --scheduler. "
+        "Images are preprocessed exactly as `npresnet predict` does. Writes the pooled penultimate "
+        "activations (or --layer's output) as a Zarr array, row i = image i, with the paths beside "
+        "it, and/or the top-K classes as a Parquet dataset. Chunks are written atomically; running "
+        "the same command again resumes, computing only missing chunks. An output made for other "
+        "images or weights is refused. Unreadable images become error rows (NaN features) and the "
+        "exit status is 1. Needs npresnet[distributed].",
+        epilog=_EMBED_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="IMAGES",
+        help="image files, directories (every image below, sorted) or quoted glob patterns",
+    )
+    p.add_argument("--arch", required=True, metavar="ARCH", help=f"one of {archs}")
+    p.add_argument(
+        "--weights",
+        required=True,
+        metavar="FILE",
+        help="a .pth, .npz or .safetensors state dict (see `npresnet fetch`); read and checked "
+        "before anything runs, then sent to each worker once",
+    )
+    p.add_argument("--out", metavar="FEATURES.zarr", help="Zarr store to write the features to")
+    p.add_argument(
+        "--predictions",
+        metavar="PREDS.parquet",
+        help="Parquet dataset (a directory) to write path, top-K indices, probabilities, labels and error per image to",
+    )
+    p.add_argument(
+        "--layer",
+        default="avgpool",
+        metavar="NAME",
+        help="module whose output is stored as features, flattened (default avgpool: 512 values "
+        "per image for resnet18/34, 2048 for the others)",
+    )
+    p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="classes per image (default 5)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        metavar="B",
+        help="images per task and rows per output chunk (default 32; fixed for an output)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run on this Dask scheduler (tcp://host:8786); its workers must read the images and "
+        "write the outputs at the same paths (a shared file system)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="workers of the local cluster (default: one per CPU core)",
+    )
+    p.add_argument(
+        "--threads", action="store_true", help="local cluster of threads in this process instead of worker processes"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("numpy", "cupy"),
+        default="numpy",
+        help="array backend on the workers; for cupy run one worker per GPU (e.g. dask-cuda's "
+        "LocalCUDACluster, then --scheduler)",
+    )
+    p.add_argument(
+        "--resize-size",
+        type=_positive_int,
+        default=256,
+        metavar="S",
+        help="shorter side after resizing (default 256; torchvision's V2 weights use 232)",
+    )
+    p.add_argument("--crop-size", type=_positive_int, default=224, metavar="S", help="center crop (default 224)")
+    p.set_defaults(run=_embed)
+
+
+def _embed(args) -> int:
+    if args.out is None and args.predictions is None:
+        raise _CommandError("nothing to write: give --out FEATURES.zarr, --predictions PREDS.parquet, or both")
+    if args.scheduler is not None and (args.workers is not None or args.threads):
+        raise _CommandError("--workers and --threads size the local cluster; they do not apply with --scheduler")
+    from .distributed import embed
+
+    bar = None
+
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = _progress_bar(total, "chunks") or False
+            if bar:
+                bar.update(done)
+        elif bar:
+            bar.update(done - bar.n)
+
+    try:
+        result = embed(
+            args.images,
+            args.arch,
+            args.weights,
+            features=args.out,
+            predictions=args.predictions,
+            scheduler=args.scheduler,
+            n_workers=args.workers,
+            processes=not args.threads,
+            batch_size=args.batch_size,
+            top=args.top,
+            layer=args.layer,
+            resize_size=args.resize_size,
+            crop_size=args.crop_size,
+            backend=args.backend,
+            progress=progress,
+        )
+    except (ValueError, OSError, RuntimeError) as err:
+        raise _CommandError(err) from None
+    finally:
+        if bar:
+            bar.close()
+    shown = 20
+    for _path, reason in result.errors[:shown]:  # the reason names the file
+        print(f"npresnet embed: skipped {reason}", file=sys.stderr)
+    if len(result.errors) > shown:
+        print(f"npresnet embed: ... and {len(result.errors) - shown} more (see the error column)", file=sys.stderr)
+    outputs = " and ".join(p for p in (result.features, result.predictions) if p)
+    print(
+        f"{outputs}: {result.num_images} images in {result.chunks} chunks; computed {result.computed}, "
+        f"{result.skipped} were already done",
+        file=sys.stderr,
+    )
+    if result.errors:
+        print(
+            f"npresnet embed: {len(result.errors)} of {result.num_images} image(s) could not be read "
+            "(error rows written)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

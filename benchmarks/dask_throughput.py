@@ -1,0 +1,207 @@
+"""Images per second: single-process ``npresnet predict`` against the Dask path (``npresnet embed``).
+
+    python benchmarks/dask_throughput.py                     # ResNet-18, 256 generated 224×224 JPEGs
+    python benchmarks/dask_throughput.py --images 512 --batch-sizes 4 8 16 32 64
+    python benchmarks/dask_throughput.py --smoke             # seconds: a few tiny images, every row once
+
+Every configuration does the whole job, images decoded from JPEG files included:
+
+1. ``predict``: ``npresnet.cli.main(["predict", ...])`` in a fresh process (BLAS on every core),
+   timed inside it after the imports, stdout discarded; its time includes reading the weights,
+   as a user's run does. A separate process keeps it away from the clusters' event loops;
+2. ``dask, W workers``: :func:`npresnet.distributed.embed` writing features (Zarr) and predictions
+   (Parquet) on a local cluster of W single-threaded worker processes, each with
+   ``cores // W`` BLAS threads, started *before* the clock (its start-up is reported apart);
+   the time includes reading and checking the weights, sending them to the workers, building
+   the model there, and every write;
+3. throughput against the images per task (``--batch-sizes``), with the most workers.
+
+Configurations run round-robin ``--repeats`` times and the best is reported, so a load spike
+from another process does not pick a winner. Ratios are only meaningful within one run.
+Targets (issue 13): 1 worker within 10% of predict; 2 workers ≥ 1.6× of 1 worker.
+Weights are seeded (no download); the images are smooth random JPEGs (decoding does real work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, ROOT)
+
+import npresnet  # noqa: E402
+from npresnet.distributed import embed  # noqa: E402
+from npresnet.distributed.cluster import connect, usable_cores  # noqa: E402
+
+
+def make_images(folder, count, size, seed=0):
+    """``count`` JPEGs of ``size``×``size``: upsampled noise, so they compress and decode like photos."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        small = rng.integers(0, 256, (size // 8 + 1, size // 8 + 1, 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize((size, size), Image.BICUBIC)
+        path = os.path.join(folder, f"img{i:05d}.jpg")
+        image.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+_PREDICT_DRIVER = """
+import contextlib, io, json, sys, time
+from npresnet import cli
+start = time.perf_counter()
+with contextlib.redirect_stdout(io.StringIO()):
+    status = cli.main(json.loads(sys.argv[1]))
+print(json.dumps([status, time.perf_counter() - start]))
+"""
+
+
+def time_predict(paths, arch, weights, batch_size, size_args):
+    """``npresnet predict`` in a fresh process, timed inside it (imports excluded), away from the clusters."""
+    argv = [
+        "predict",
+        *paths,
+        "--arch",
+        arch,
+        "--weights",
+        weights,
+        "--batch-size",
+        str(batch_size),
+        "--format",
+        "json",
+        "--resize-size",
+        str(size_args["resize_size"]),
+        "--crop-size",
+        str(size_args["crop_size"]),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _PREDICT_DRIVER, json.dumps(argv)], capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"predict failed: {proc.stderr[-2000:]}")
+    status, elapsed = json.loads(proc.stdout.strip().splitlines()[-1])
+    if status != 0:
+        raise RuntimeError(f"predict failed: {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def time_embed(client, paths, arch, weights, batch_size, workdir, size_args):
+    out = tempfile.mkdtemp(dir=workdir)
+    start = time.perf_counter()
+    result = embed(
+        paths,
+        arch,
+        weights,
+        features=os.path.join(out, "f.zarr"),
+        predictions=os.path.join(out, "p.parquet"),
+        client=client,
+        batch_size=batch_size,
+        **size_args,
+    )
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(out)
+    if result.errors or result.computed != result.chunks:
+        raise RuntimeError(f"embed did not process every image: {result}")
+    return elapsed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--images", type=int, default=256)
+    parser.add_argument("--size", type=int, default=224, help="side of the generated JPEGs (default 224)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per task / per predict batch")
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=[4, 8, 16, 32, 64],
+        help="images per task for the scaling table (empty: skip it)",
+    )
+    parser.add_argument("--workers", type=int, nargs="+", default=None, help="worker counts (default 1 .. cores)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="a few small images, one repeat: seconds")
+    args = parser.parse_args(argv)
+    size_args = {"resize_size": 256, "crop_size": 224}
+    if args.smoke:
+        args.images, args.size, args.repeats, args.batch_sizes = 12, 48, 1, [4]
+        args.batch_size = 4
+        size_args = {"resize_size": 40, "crop_size": 32}
+    cores = usable_cores()
+    worker_counts = args.workers or list(range(1, cores + 1))
+
+    workdir = tempfile.mkdtemp(prefix="npresnet-dask-bench-")
+    try:
+        weights = os.path.join(workdir, f"{args.arch}.npz")
+        npresnet.save_weights(npresnet.ARCHITECTURES[args.arch](rng=0).state_dict(), weights)
+        paths = make_images(workdir, args.images, args.size)
+
+        clusters, startup = {}, {}
+        with contextlib.ExitStack() as stack:
+            for w in worker_counts:
+                t0 = time.perf_counter()
+                clusters[w] = stack.enter_context(connect(n_workers=w))
+                clusters[w].wait_for_workers(w)
+                startup[w] = time.perf_counter() - t0
+            runs = [("predict", None, args.batch_size)] + [("dask", w, args.batch_size) for w in worker_counts]
+            runs += [("dask", max(worker_counts), b) for b in args.batch_sizes if b != args.batch_size]
+            best = {}
+            for _ in range(args.repeats):
+                for kind, w, b in runs:
+                    if kind == "predict":
+                        t = time_predict(paths, args.arch, weights, b, size_args)
+                    else:
+                        t = time_embed(clusters[w], paths, args.arch, weights, b, workdir, size_args)
+                    best[kind, w, b] = min(best.get((kind, w, b), float("inf")), t)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    n = args.images
+    ips = {k: n / t for k, t in best.items()}
+    base = ips["predict", None, args.batch_size]
+    print(f"## {args.arch}, {n} JPEGs of {args.size}×{args.size}, preprocessing {size_args}, best of {args.repeats}\n")
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {cores} usable cores, "
+        f"Python {platform.python_version()}, NumPy {np.__version__}\n"
+    )
+    print("| run | images/task | images/s | vs predict | vs 1 worker | cluster start (s) |")
+    print("|---|---|---|---|---|---|")
+    print(f"| predict (one process) | {args.batch_size} | {base:.1f} | 1.00× | – | – |")
+    one = ips.get(("dask", 1, args.batch_size))
+    for w in worker_counts:
+        v = ips["dask", w, args.batch_size]
+        vs_one = f"{v / one:.2f}×" if one else "–"
+        print(
+            f"| dask, {w} worker{'s' if w > 1 else ''} | {args.batch_size} | {v:.1f} | {v / base:.2f}× | "
+            f"{vs_one} | {startup[w]:.1f} |"
+        )
+    if args.batch_sizes:
+        w = max(worker_counts)
+        print(f"\nThroughput against images per task (dask, {w} workers):\n")
+        print("| images/task | images/s |")
+        print("|---|---|")
+        for b in sorted(set(args.batch_sizes) | {args.batch_size}):
+            print(f"| {b} | {ips['dask', w, b]:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    sys.exit(main())

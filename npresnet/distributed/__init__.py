@@ -1,0 +1,20 @@
+"""Dataset-scale inference on Dask: features (Zarr) and predictions (Parquet) for many images.
+
+Needs ``pip install "npresnet[distributed]"`` (dask[distributed], zarr, pyarrow).
+
+>>> from npresnet.distributed import embed                          # doctest: +SKIP
+>>> embed("photos/", "resnet50", "resnet50.npz", features="feats.zarr", predictions="preds.parquet")
+
+Modules, one job each: :mod:`.paths` (which images, in which order), :mod:`.model` (weights
+checked on the client, one model per worker), :mod:`.task` (one chunk of images in, one chunk
+of each output out), :mod:`.store` (the outputs, atomic chunks, the resume manifest),
+:mod:`.cluster` (embedded local cluster, scheduler address or given client), :mod:`.api`.
+"""
+
+from ..predictions import softmax_topk  # re-exported: the formula each row uses
+from .api import EmbedResult, embed
+from .model import model_loads
+from .paths import list_images
+from .store import OutputMismatchError
+
+__all__ = ["embed", "EmbedResult", "list_images", "model_loads", "OutputMismatchError", "softmax_topk"]

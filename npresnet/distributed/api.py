@@ -1,0 +1,242 @@
+"""``embed``: batched inference over many images as Dask tasks, written to Zarr and/or Parquet."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field, replace
+
+from .cluster import connect
+from .model import ensure_plugin, load_checked_weights
+from .paths import list_images, paths_digest
+from .store import FORMAT, FeatureStore, PredictionStore
+from .task import Chunk, Job, run_chunk
+
+__all__ = ["embed", "EmbedResult", "MAX_BATCH_SIZE"]
+
+MAX_BATCH_SIZE = 4096
+MAX_FEATURE_VALUES = 1 << 24  # per image: a named layer larger than this (64 MiB float32) is refused
+
+
+@dataclass
+class EmbedResult:
+    """What a run did. ``errors`` lists ``(path, reason)`` for unreadable images in the chunks computed now."""
+
+    num_images: int
+    chunks: int
+    computed: int
+    skipped: int
+    features: str | None = None
+    predictions: str | None = None
+    errors: list = field(default_factory=list)
+
+
+def _feature_dim(key, layer, crop_size):
+    """Values per image at ``layer`` for a crop_size² input, from a shape-only pass (no convolution runs)."""
+    import math
+
+    from ..nn import TensorSpec, capture_intermediates
+    from .model import _build_model
+
+    model = _build_model(key.arch, num_classes=key.num_classes)
+    _, captured = capture_intermediates(model, TensorSpec((1, 3, crop_size, crop_size)), [layer])
+    return math.prod(captured[layer].shape[1:])
+
+
+def _check_int(name, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int between {low} and {high}, got {value!r}")
+
+
+def embed(
+    images,
+    arch: str,
+    weights,
+    *,
+    features=None,
+    predictions=None,
+    client=None,
+    scheduler=None,
+    n_workers=None,
+    processes=True,
+    batch_size: int = 32,
+    top: int = 5,
+    layer: str = "avgpool",
+    resize_size: int = 256,
+    crop_size: int = 224,
+    backend: str = "numpy",
+    progress=None,
+) -> EmbedResult:
+    """Run ``arch`` with ``weights`` over ``images`` on Dask; write features (Zarr) and/or predictions (Parquet).
+
+    Each image is preprocessed exactly as ``npresnet predict`` does
+    (:func:`npresnet.preprocess.load_and_preprocess`), so every row equals what
+    single-process ``predict`` (or the model on that array) gives. Row ``i`` of each
+    output is ``paths[i]`` (see :func:`list_images` for the order).
+
+    Parameters
+    ----------
+    images : str, path, or sequence of them
+        Files, directories or glob patterns (:func:`npresnet.distributed.list_images`).
+    arch : str
+        Architecture name, e.g. ``"resnet50"``.
+    weights : str or path
+        A ``.pth``, ``.npz`` or ``.safetensors`` state dict. Read and checked on the client
+        before any task is submitted; sent to each worker once.
+    features : str or path, optional
+        A Zarr store to write: ``features`` (N, D) float32 — the output of ``layer`` per image,
+        flattened (D = 512 or 2048 for ``avgpool``) — with ``paths``, ``errors`` and ``done``.
+    predictions : str or path, optional
+        A Parquet dataset directory: row, path, top_indices, top_probs, top_labels, error.
+    client : distributed.Client, optional
+        Run on this client's cluster.
+    scheduler : str, optional
+        Else connect to this scheduler (``tcp://host:8786``). Else start a local cluster.
+    n_workers : int, optional
+        Workers of the local cluster (default: one per core).
+    processes : bool
+        Local cluster of processes (default) or of threads in this process.
+    batch_size : int
+        Images per task, and rows per output chunk.
+    top : int
+        Classes per image in ``predictions`` (at most the number of classes).
+    layer : str
+        Module whose output the features are (default ``"avgpool"``, the pooled penultimate activations).
+    resize_size, crop_size : int
+        Preprocessing, as ``predict --resize-size/--crop-size``.
+    backend : {"numpy", "cupy"}
+        Array backend on the workers. With ``"cupy"`` run one worker per GPU, as dask-cuda does
+        (the embedded cluster uses ``dask_cuda.LocalCUDACluster`` when installed, else one worker).
+    progress : callable, optional
+        ``progress(done, total)`` after each chunk, on the calling thread.
+
+    Returns
+    -------
+    EmbedResult
+
+    Raises
+    ------
+    WeightsError
+        The weights cannot be read or do not fit ``arch`` (nothing submitted, no output created).
+    OutputMismatchError
+        An output exists but was made for other images or settings.
+    ValueError
+        Bad arguments, no images.
+    RuntimeError
+        A task failed for a reason other than an unreadable image; finished chunks are kept,
+        so the same call resumes.
+    """
+    if features is None and predictions is None:
+        raise ValueError("give features= (a .zarr path), predictions= (a .parquet path), or both")
+    _check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
+    _check_int("top", top, 1, 1_000_000)
+    _check_int("resize_size", resize_size, 1, 1 << 15)
+    _check_int("crop_size", crop_size, 1, 1 << 15)
+    if backend not in ("numpy", "cupy"):
+        raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
+    paths = list_images(images)
+    key, state_dict = load_checked_weights(arch, weights)
+    key = replace(key, backend=backend)
+    common = {
+        "format": FORMAT,
+        "arch": arch,
+        "num_classes": key.num_classes,
+        "weights_sha256": key.weights_sha256,
+        "num_images": len(paths),
+        "paths_sha256": paths_digest(paths),
+        "chunk_rows": batch_size,
+        "resize_size": resize_size,
+        "crop_size": crop_size,
+    }
+
+    stores = []
+    feature_store = prediction_store = None
+    if features is not None:
+        dim = _feature_dim(key, layer, crop_size)
+        if dim > MAX_FEATURE_VALUES:
+            raise ValueError(
+                f"layer {layer!r} has {dim:,} values per image at {crop_size}×{crop_size}; "
+                f"at most {MAX_FEATURE_VALUES:,} are stored per row"
+            )
+        feature_store = FeatureStore(features, {**common, "layer": layer, "feature_dim": dim})
+        stores.append(feature_store)
+    if predictions is not None:
+        prediction_store = PredictionStore(predictions, {**common, "top": min(top, key.num_classes)})
+        stores.append(prediction_store)
+    for store in stores:
+        store.create_or_check(paths)
+
+    n_chunks = -(-len(paths) // batch_size)
+    done = set(range(n_chunks))
+    for store in stores:
+        done &= store.done_chunks()
+    todo = [i for i in range(n_chunks) if i not in done]
+    result = EmbedResult(
+        len(paths),
+        n_chunks,
+        len(todo),
+        len(done),
+        features=None if features is None else os.fspath(features),
+        predictions=None if predictions is None else os.fspath(predictions),
+    )
+    if progress is not None:
+        progress(len(done), n_chunks)
+    if not todo:
+        return result
+
+    job = Job(key, resize_size, crop_size, top=min(top, key.num_classes))
+    if feature_store is not None:
+        job = replace(
+            job,
+            layer=layer,
+            features_manifest=feature_store.manifest,
+            features_path=os.path.abspath(feature_store.path),
+        )
+    else:
+        job = replace(job, layer=None)  # predictions only: no capture hooks
+    if prediction_store is not None:
+        job = replace(
+            job, predictions_manifest=prediction_store.manifest, predictions_path=os.path.abspath(prediction_store.path)
+        )
+    run = uuid.uuid4().hex[:12]
+    with connect(client, scheduler, n_workers, processes, backend) as dask_client:
+        _submit_and_wait(dask_client, paths, todo, batch_size, state_dict, job, run, result, progress, len(done))
+    for store in stores:
+        store.remove_leftovers()
+    return result
+
+
+def _submit_and_wait(client, paths, todo, batch_size, state_dict, job, run, result, progress, done):
+    from distributed import as_completed
+
+    ensure_plugin(client)
+    [weights] = client.scatter([state_dict], broadcast=True, hash=False)  # once to every worker
+    futures = [
+        client.submit(
+            run_chunk,
+            Chunk(i, i * batch_size, tuple(paths[i * batch_size : (i + 1) * batch_size])),
+            weights,
+            job,
+            key=f"npresnet-embed-{run}-{i:08d}",
+            pure=False,
+        )
+        for i in todo
+    ]
+    try:
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except Exception as err:
+                index = int(future.key.rsplit("-", 1)[1])
+                raise RuntimeError(
+                    f"the task for images {index * batch_size}–{min((index + 1) * batch_size, len(paths)) - 1} "
+                    f"failed: {type(err).__name__}: {err}. Finished chunks are kept: run the same command "
+                    "again to resume."
+                ) from err
+            result.errors += outcome["errors"]
+            done += 1
+            if progress is not None:
+                progress(done, result.chunks)
+    finally:
+        client.cancel(futures + [weights])
+    result.errors = [(path, reason) for _row, path, reason in sorted(result.errors)]

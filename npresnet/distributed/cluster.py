@@ -1,0 +1,157 @@
+"""Where the tasks run: a given ``Client``, a scheduler address, or an embedded local cluster.
+
+The embedded cluster listens on 127.0.0.1 only (a threaded one talks in-process), has no
+dashboard, and is sized to the machine: one single-threaded worker per core by default, each with
+``cores // workers`` BLAS threads, so workers do not oversubscribe the cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+__all__ = ["usable_cores", "connect"]
+
+MAX_LOCAL_WORKERS = 512
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError('running on Dask needs dask[distributed]: pip install "npresnet[distributed]"') from None
+    return distributed
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _spawn_environment(values: dict):
+    """Make the worker processes started inside this block see exactly ``values`` as their BLAS settings.
+
+    Dask's nannies take the environment of a new worker from ``distributed.nanny.pre-spawn-environ``,
+    but a variable already in ``os.environ`` wins, and each nanny copies its values into
+    ``os.environ`` when it spawns, so a second cluster would inherit the first one's thread counts.
+    Both are set here and ``os.environ`` is restored on exit; the nannies keep their copy for restarts.
+
+    Dask's default also sets ``MALLOC_TRIM_THRESHOLD_``, which turns off glibc's dynamic mmap
+    threshold: every large NumPy temporary becomes a fresh mmap, page-faulted in again. Measured
+    here, that made one worker about 3× slower than ``npresnet predict``, so it is left unset.
+    """
+    import dask
+
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": dict(values)}):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def connect(
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    processes: bool = True,
+    backend: str = "numpy",
+):
+    """Yield a ``distributed.Client``; close what this function opened on exit.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Used as is and left open.
+    scheduler : str, optional
+        A scheduler address (``tcp://host:8786``); the client is closed on exit, the cluster kept.
+    n_workers : int, optional
+        Workers of the embedded cluster (default: one per usable core).
+    processes : bool
+        Embedded cluster of worker processes (default), or of threads in this process.
+    backend : {"numpy", "cupy"}
+        With ``"cupy"`` the embedded cluster follows dask-cuda's convention, one worker per GPU:
+        ``dask_cuda.LocalCUDACluster`` when dask-cuda is installed, else a single worker.
+    """
+    if client is not None:
+        yield client
+        return
+    distributed = _distributed()
+    if scheduler is not None:
+        with distributed.Client(scheduler, timeout="30s") as remote:
+            yield remote
+        return
+    if backend == "cupy":
+        yield from _gpu_cluster(distributed, n_workers)
+        return
+    cores = usable_cores()
+    n_workers = n_workers or cores
+    if not 1 <= n_workers <= MAX_LOCAL_WORKERS:
+        raise ValueError(f"n_workers must be between 1 and {MAX_LOCAL_WORKERS}, got {n_workers}")
+    blas = str(max(1, cores // n_workers))
+    threads = {name: blas for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    network = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process ("inproc://")
+    with _spawn_environment(threads):
+        cluster = distributed.LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,
+            worker_dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+            **network,
+            # the HTTP routes (health, metrics) of scheduler and workers listen on free ports of 127.0.0.1 only
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        )
+    try:
+        with distributed.Client(cluster) as local:
+            yield local
+    finally:
+        cluster.close()
+
+
+def _gpu_cluster(distributed, n_workers):
+    """One worker per GPU, each seeing only its own device (untested here: no GPU on the CI machine)."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None
+    if LocalCUDACluster is not None:
+        cluster = LocalCUDACluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+    else:  # without dask-cuda every worker would share device 0: run one
+        if n_workers not in (None, 1):
+            raise ValueError(
+                "several GPU workers need dask-cuda (pip install dask-cuda), which pins one GPU per "
+                "worker; without it the embedded cluster runs one worker on the current GPU"
+            )
+        cluster = distributed.LocalCluster(
+            n_workers=1,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+            worker_dashboard_address="127.0.0.1:0",
+            silence_logs=logging.ERROR,
+            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+        )
+    try:
+        with distributed.Client(cluster) as local:
+            yield local
+    finally:
+        cluster.close()

@@ -1,0 +1,164 @@
+"""The model a job runs: weights checked once on the client, built once per worker.
+
+The client reads the weight file, checks that it fits the architecture (with the same
+messages as ``npresnet predict``) and hashes its bytes: all before any cluster is touched.
+Workers receive the state dict once (scattered with ``broadcast=True``) and build the model
+from it once, keyed by ``(arch, weights SHA-256, backend)``, in :class:`ModelCache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from ..errors import WeightsError
+
+__all__ = ["ModelKey", "load_checked_weights", "file_sha256", "ModelCache", "PLUGIN_NAME", "model_loads"]
+
+PLUGIN_NAME = "npresnet-model-cache"
+_CACHED_MODELS = 2  # models kept per worker: the current job's and one other
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """What identifies a built model on a worker."""
+
+    arch: str
+    num_classes: int
+    weights_sha256: str
+    backend: str = "numpy"
+
+
+def file_sha256(path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build_model(arch, **kwargs):
+    # build_model lives in summary.py today; imported lazily so that it can move.
+    from ..models.registry import build_model
+
+    return build_model(arch, **kwargs)
+
+
+def build_from_state(key: ModelKey, state_dict):
+    """An eval-mode model of ``key.arch`` holding ``state_dict``, on ``key.backend``."""
+    model = _build_model(key.arch, num_classes=key.num_classes)
+    model.load_state_dict(state_dict)
+    if key.backend != "numpy":
+        model.to(key.backend)
+    return model
+
+
+def load_checked_weights(arch: str, path):
+    """Read ``path``, check that it fits ``arch`` and return ``(ModelKey, state_dict)``.
+
+    The classifier size comes from the file (``fc.weight`` rows), as in ``npresnet predict``.
+
+    Raises
+    ------
+    WeightsError
+        ``cannot read weights: ...`` or ``PATH does not fit ARCH: ...`` (the messages of ``predict``;
+        an unknown architecture is reported the second way, with close names suggested).
+    """
+    from ..weights import load_weights
+
+    try:
+        state_dict = load_weights(path)
+        digest = file_sha256(path)
+    except (WeightsError, OSError) as err:
+        raise WeightsError(f"cannot read weights: {err}") from None
+    fc = state_dict.get("fc.weight")
+    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 else 1000
+    key = ModelKey(arch, int(num_classes), digest)
+    try:
+        build_from_state(key, state_dict)  # every key and shape checked here, before any task exists
+    except ValueError as err:  # WeightsError, or an unknown architecture: worded as `predict` words them
+        raise WeightsError(f"{path} does not fit {arch}: {err}") from None
+    return key, state_dict
+
+
+def _worker_plugin_base():
+    try:
+        from distributed import WorkerPlugin
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError('running on Dask needs dask[distributed]: pip install "npresnet[distributed]"') from None
+
+    return WorkerPlugin
+
+
+class ModelCache(_worker_plugin_base()):
+    """A Dask worker plugin holding the models this worker has built.
+
+    ``get(key, state_dict)`` returns ``(model, lock)``: the model built from ``state_dict``
+    the first time ``key`` is asked for, the same object afterwards. ``loads`` counts the
+    builds per key, so a test (or a curious user, via :func:`model_loads`) can check that
+    a worker built each model once. The lock serialises forward passes on workers with
+    several threads (npresnet models keep no per-call state, but capture hooks are added
+    to the shared model).
+    """
+
+    name = PLUGIN_NAME
+
+    def __init__(self):
+        self._models = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = {}
+
+    def __getstate__(self):  # sent to workers empty
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+    def get(self, key: ModelKey, state_dict):
+        with self._lock:
+            if key not in self._models:
+                self._models[key] = (build_from_state(key, state_dict), threading.Lock())
+                self.loads[key] = self.loads.get(key, 0) + 1
+                while len(self._models) > _CACHED_MODELS:
+                    self._models.popitem(last=False)
+            self._models.move_to_end(key)
+            return self._models[key]
+
+
+def ensure_plugin(client) -> None:
+    """Register :class:`ModelCache` on every worker (and future ones) unless it is already there.
+
+    Registering again would replace the plugin and its models, so an existing one is kept.
+    """
+
+    def registered(dask_scheduler=None):
+        return PLUGIN_NAME in dask_scheduler.worker_plugins
+
+    if not client.run_on_scheduler(registered):
+        client.register_plugin(ModelCache(), name=PLUGIN_NAME)
+
+
+def model_loads(client) -> dict:
+    """``{worker address: {ModelKey: builds}}``: how many times each worker built each model."""
+
+    def loads(dask_worker=None):
+        plugin = dask_worker.plugins.get(PLUGIN_NAME)
+        return {} if plugin is None else dict(plugin.loads)
+
+    return client.run(loads)
+
+
+def cached_model(key: ModelKey, state_dict):
+    """``(model, lock)`` from this worker's cache (built now if needed); outside a worker, a fresh build."""
+    try:
+        from distributed import get_worker
+
+        plugin = get_worker().plugins.get(PLUGIN_NAME)
+    except ValueError:  # not running on a worker
+        plugin = None
+    if plugin is None:
+        return build_from_state(key, state_dict), threading.Lock()
+    return plugin.get(key, state_dict)

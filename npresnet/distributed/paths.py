@@ -1,0 +1,90 @@
+"""Image paths from a list, a directory or a glob pattern: the row order of every output.
+
+Row ``i`` of the features array and of the predictions table is ``paths[i]``, so the order is
+decided here, once, on the client: a list keeps its order, a directory and a glob are sorted.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+
+__all__ = ["IMAGE_SUFFIXES", "MAX_IMAGES", "list_images", "paths_digest"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+MAX_IMAGES = 100_000_000  # one output holds at most this many rows; checked before any work starts
+MAX_PATH_CHARS = 4096  # the longest path accepted (PATH_MAX on Linux)
+
+
+def _has_magic(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _walk(directory: str, limit: int) -> list[str]:
+    """Every file under ``directory`` with an image suffix, in sorted order, at most ``limit``."""
+    found = []
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."):
+                found.append(os.path.join(root, name))
+                if len(found) > limit:
+                    raise ValueError(f"images: {directory} holds more than {limit:,} images (max_images)")
+    return sorted(found)
+
+
+def list_images(images, max_images: int = MAX_IMAGES) -> list[str]:
+    """Expand ``images`` into the list of image paths, in output row order.
+
+    Parameters
+    ----------
+    images : str, os.PathLike or sequence of them
+        Each item is a directory (every file with an image suffix below it, sorted), a glob
+        pattern (``"photos/**/*.jpg"``, recursive, sorted), or a file path (kept as given,
+        even if it does not exist: an unreadable image becomes an error row, not a failed job).
+    max_images : int
+        The most paths accepted; more is a ValueError before any work starts.
+
+    Returns
+    -------
+    list of str
+        Paths in the order of ``images``; each directory's or pattern's matches sorted.
+
+    Raises
+    ------
+    ValueError
+        Nothing to process, too many paths, a pattern that matches nothing, or an over-long path.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    paths: list[str] = []
+    for item in images:
+        item = os.fspath(item)
+        if not isinstance(item, str):
+            raise TypeError(f"images: expected str paths, got {type(item).__name__}")
+        if os.path.isdir(item):
+            paths += _walk(item, max_images - len(paths))
+        elif _has_magic(item) and not os.path.lexists(item):
+            matches = sorted(p for p in glob.iglob(item, recursive=True) if not os.path.isdir(p))
+            if not matches:
+                raise ValueError(f"images: the pattern {item!r} matches no file")
+            paths += matches
+        else:
+            paths.append(item)
+        if len(paths) > max_images:
+            raise ValueError(f"images: {len(paths):,} paths or more; at most {max_images:,} (max_images) per output")
+    if not paths:
+        raise ValueError("images: no image paths given (an empty list, or directories without images)")
+    for p in paths:
+        if len(p) > MAX_PATH_CHARS or "\0" in p:
+            raise ValueError(f"images: invalid path {p[:80]!r}... (NUL byte or longer than {MAX_PATH_CHARS} chars)")
+    return paths
+
+
+def paths_digest(paths) -> str:
+    """SHA-256 of the path list (NUL-separated UTF-8): two runs write to one output only if equal."""
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.encode("utf-8", "surrogateescape") + b"\0")
+    return digest.hexdigest()

@@ -1,0 +1,35 @@
+"""From logits to predictions: the softmax and top-k that ``npresnet predict`` and ``npresnet embed`` report.
+
+One home for the formula, so a row written by the Dask path equals what ``predict`` prints.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+__all__ = ["softmax_topk"]
+
+
+def softmax_topk(logits, k: int):
+    """The ``k`` most probable classes per row.
+
+    Softmax in float64 after subtracting the row maximum; classes ordered by decreasing
+    probability, ties by index (a stable sort).
+
+    Parameters
+    ----------
+    logits : numpy.ndarray, shape (B, classes)
+    k : int
+        At most ``classes``.
+
+    Returns
+    -------
+    (numpy.ndarray int64 (B, k), numpy.ndarray float64 (B, k))
+        Indices and their probabilities.
+    """
+    logits = numpy.asarray(logits).astype(numpy.float64)  # (B, classes), a fresh copy
+    logits -= logits.max(axis=1, keepdims=True)
+    probs = numpy.exp(logits)
+    probs /= probs.sum(axis=1, keepdims=True)
+    top = numpy.argsort(-probs, axis=1, kind="stable")[:, :k]  # (B, k)
+    return top, numpy.take_along_axis(probs, top, axis=1)
