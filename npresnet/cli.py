@@ -303,38 +303,10 @@ def _check_arch(arch):
         raise _CommandError(err) from None
 
 
-def _model_for(arch, state_dict, path):
-    """An uninitialised ``arch`` with its classifier sized by ``state_dict``; a _CommandError unless every key fits.
-
-    A misfit is summarised (counts, a few keys of each kind) and the error says which
-    architecture the file looks like, from its keys and shapes.
-    """
-    from .models import build_model, describe_fit, identify_architecture
-    from .nn import check_state_dict, state_dict_report
-
-    fc = state_dict.get("fc.weight")
-    # An fc.weight holding data sizes the classifier (its bytes are already in memory); an empty
-    # one, e.g. (10**9, 0), must not make us allocate a billion-class layer.
-    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 and fc.size > 0 else 1000
-    model = build_model(arch, num_classes=num_classes)
-    missing, unexpected, problems = check_state_dict(model.state_dict(), state_dict)
-    if missing or unexpected or problems:
-        lines = state_dict_report(missing, unexpected, problems, limit=4)
-        count = len(missing) + len(unexpected) + len(problems)
-        best = identify_architecture(state_dict)
-        raise _CommandError(
-            f"{path} does not fit {arch} ({count} problem(s): {len(problems)} mis-shaped or unloadable, "
-            f"{len(missing)} missing, {len(unexpected)} unexpected key(s)):\n  "
-            + "\n  ".join(lines)
-            + f"\n{describe_fit(state_dict, arch)}"
-            + (f"; use --arch {best}" if best and best != arch else "")
-        )
-    return model
-
-
 def _load_model(arch, path):
     """Build ``arch`` with the weights in ``path``, the classifier sized by the file."""
     from .errors import WeightsError
+    from .models import fit_state_dict
     from .weights import load_weights
 
     _check_arch(arch)
@@ -342,12 +314,10 @@ def _load_model(arch, path):
         state_dict = load_weights(path)
     except (WeightsError, OSError) as err:
         raise _CommandError(f"cannot read weights: {err}") from None
-    model = _model_for(arch, state_dict, path)
     try:
-        model.load_state_dict(state_dict)
+        return fit_state_dict(arch, state_dict, str(path))
     except WeightsError as err:
-        raise _CommandError(f"{path} does not fit {arch}: {err}") from None
-    return model
+        raise _CommandError(err) from None
 
 
 def _check_predict_memory(args):
@@ -473,9 +443,11 @@ def _convert(args) -> int:
     except (WeightsError, OSError) as err:
         raise _CommandError(f"cannot read {src}: {err}") from None
     if args.arch:
+        from .models import fit_state_dict
+
         try:
-            _model_for(args.arch, state_dict, src)
-        except _CommandError as err:
+            fit_state_dict(args.arch, state_dict, str(src))
+        except (WeightsError, ValueError) as err:
             raise _CommandError(f"{err}\nnothing was written") from None
     try:
         save_weights(state_dict, dst)

@@ -35,10 +35,10 @@ def _feature_dim(key, layer, crop_size):
     """Values per image at ``layer`` for a crop_size² input, from a shape-only pass (no convolution runs)."""
     import math
 
+    from ..models.registry import build_model
     from ..nn import TensorSpec, capture_intermediates
-    from .model import _build_model
 
-    model = _build_model(key.arch, num_classes=key.num_classes)
+    model = build_model(key.arch, num_classes=key.num_classes)
     _, captured = capture_intermediates(model, TensorSpec((1, 3, crop_size, crop_size)), [layer])
     return math.prod(captured[layer].shape[1:])
 

@@ -40,17 +40,11 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _build_model(arch, **kwargs):
-    # build_model lives in summary.py today; imported lazily so that it can move.
-    from ..models.registry import build_model
-
-    return build_model(arch, **kwargs)
-
-
 def build_from_state(key: ModelKey, state_dict):
     """An eval-mode model of ``key.arch`` holding ``state_dict``, on ``key.backend``."""
-    model = _build_model(key.arch, num_classes=key.num_classes)
-    model.load_state_dict(state_dict)
+    from ..models.registry import fit_state_dict
+
+    model = fit_state_dict(key.arch, state_dict)
     if key.backend != "numpy":
         model.to(key.backend)
     return model
@@ -63,11 +57,16 @@ def load_checked_weights(arch: str, path):
 
     Raises
     ------
+    ValueError
+        An unknown architecture (close names suggested), before the file is read, as ``predict``.
     WeightsError
-        ``cannot read weights: ...`` or ``PATH does not fit ARCH: ...`` (the messages of ``predict``;
-        an unknown architecture is reported the second way, with close names suggested).
+        ``cannot read weights: ...`` or ``PATH does not fit ARCH ...`` (the messages of ``predict``:
+        both come from :func:`npresnet.models.registry.fit_state_dict`).
     """
+    from ..models.registry import check_arch, fit_state_dict
     from ..weights import load_weights
+
+    check_arch(arch)
 
     try:
         state_dict = load_weights(path)
@@ -75,12 +74,9 @@ def load_checked_weights(arch: str, path):
     except (WeightsError, OSError) as err:
         raise WeightsError(f"cannot read weights: {err}") from None
     fc = state_dict.get("fc.weight")
-    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 else 1000
+    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 and fc.size > 0 else 1000  # as fit_state_dict
     key = ModelKey(arch, int(num_classes), digest)
-    try:
-        build_from_state(key, state_dict)  # every key and shape checked here, before any task exists
-    except ValueError as err:  # WeightsError, or an unknown architecture: worded as `predict` words them
-        raise WeightsError(f"{path} does not fit {arch}: {err}") from None
+    fit_state_dict(arch, state_dict, str(path))  # every key and shape checked here, before any task exists
     return key, state_dict
 
 

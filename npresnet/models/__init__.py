@@ -6,6 +6,7 @@ from .registry import (  # noqa: F401
     check_arch,
     describe_fit,
     expected_shapes,
+    fit_state_dict,
     identify_architecture,
     match_architectures,
 )

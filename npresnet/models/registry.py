@@ -21,6 +21,7 @@ __all__ = [
     "match_architectures",
     "identify_architecture",
     "describe_fit",
+    "fit_state_dict",
 ]
 
 _FC_KEYS = ("fc.weight", "fc.bias")  # sized by num_classes, which a file chooses freely
@@ -115,3 +116,53 @@ def describe_fit(state_dict, arch: str) -> str:
     if fitting == total:
         return f"the file looks like {best} weights: every key and shape fits {best}"
     return f"the closest architecture is {best} ({fitting} of {total} keys fit)"
+
+
+def fit_state_dict(arch: str, state_dict, source: str = "state_dict"):
+    """``arch`` built with its classifier sized by ``state_dict``, holding its weights.
+
+    The one home of "does this file fit this architecture", for ``predict``, ``convert --arch``
+    and the Dask path alike: the architecture is checked first, then every key and shape;
+    a misfit is summarised (counts and a few keys of each kind) and the message says which
+    architecture the file looks like, from its keys and shapes.
+
+    Parameters
+    ----------
+    arch : str
+        One of :data:`ARCHITECTURES`.
+    state_dict : mapping of str to array
+    source : str
+        What to call the weights in messages (e.g. the file's path).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``arch`` (close names suggested).
+    WeightsError
+        ``"<source> does not fit <arch> (...)"``: missing, unexpected or mis-shaped keys, or values
+        that cannot be loaded.
+    """
+    from ..errors import WeightsError
+    from ..nn import check_state_dict, state_dict_report
+
+    check_arch(arch)
+    fc = state_dict.get("fc.weight")
+    # An fc.weight holding data sizes the classifier (its bytes are already in memory); an empty
+    # one, e.g. (10**9, 0), must not make us allocate a billion-class layer.
+    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 and fc.size > 0 else 1000
+    model = build_model(arch, num_classes=num_classes)
+    missing, unexpected, problems = check_state_dict(model.state_dict(), state_dict)
+    if missing or unexpected or problems:
+        lines = state_dict_report(missing, unexpected, problems, limit=4)
+        count = len(missing) + len(unexpected) + len(problems)
+        raise WeightsError(
+            f"{source} does not fit {arch} ({count} problem(s): {len(problems)} mis-shaped or unloadable, "
+            f"{len(missing)} missing, {len(unexpected)} unexpected key(s)):\n  "
+            + "\n  ".join(lines)
+            + f"\n{describe_fit(state_dict, arch)}"
+        )
+    try:
+        model.load_state_dict(state_dict)
+    except WeightsError as err:
+        raise WeightsError(f"{source} does not fit {arch}: {err}") from None
+    return model
