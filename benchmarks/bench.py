@@ -162,7 +162,13 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    p.add_argument("--engines", nargs="+", default=list(ENGINES), choices=ENGINES)
+    p.add_argument(
+        "--engines",
+        nargs="+",
+        default=None,
+        choices=ENGINES,
+        help="default: all; torch-tf32 (a GPU precision mode) only with --backend cupy",
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -197,6 +203,8 @@ def parse_args(argv=None):
             p.error(f"--{name} must be >= 1")
     if args.warmup < 0 or min(args.batch) < 1:
         p.error("--warmup must be >= 0 and every --batch >= 1")
+    if args.engines is None:
+        args.engines = [e for e in ENGINES if args.backend == "cupy" or e != "torch-tf32"]
     if "torch" not in args.engines:
         args.engines.append("torch")  # the oracle
     return args
