@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import functools
 import types
+from typing import TYPE_CHECKING
 
 import numpy
+
+if TYPE_CHECKING:
+    from ._typing import Array
 
 __all__ = [
     "get_array_module",
@@ -95,7 +99,7 @@ def _is_cupy_array(array) -> bool:
     return type(array).__module__.split(".")[0] == "cupy"
 
 
-def get_array_module(*arrays) -> types.ModuleType:
+def get_array_module(*arrays: Array) -> types.ModuleType:
     """Return ``cupy`` if any argument is a CuPy array, else ``numpy``.
 
     Non-array arguments (None, scalars) are ignored.
@@ -106,19 +110,19 @@ def get_array_module(*arrays) -> types.ModuleType:
     return numpy
 
 
-def backend_name(array) -> str:
+def backend_name(array: Array) -> str:
     """``"cupy"`` for a CuPy array, ``"numpy"`` for anything else."""
     return "cupy" if _is_cupy_array(array) else "numpy"
 
 
-def to_numpy(array) -> numpy.ndarray:
+def to_numpy(array: Array) -> numpy.ndarray:
     """Return ``array`` as a NumPy array, copying from the GPU if needed."""
     if _is_cupy_array(array):
         return array.get()
     return numpy.asarray(array)
 
 
-def to_backend(array, backend: str):
+def to_backend(array: Array, backend: str) -> Array:
     """Return ``array`` on ``backend`` (``"numpy"`` or ``"cupy"``), copying only when it must move.
 
     Parameters

@@ -28,8 +28,14 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import FetchError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ._typing import PathLike
 
 __all__ = ["WEIGHTS", "DEFAULT_URL", "MAX_TIMEOUT", "FetchError", "cache_dir", "weights_filename", "fetch"]
 
@@ -109,10 +115,10 @@ def fetch(
     arch: str,
     *,
     variant: str | None = None,
-    dest=None,
+    dest: PathLike | None = None,
     base_url: str | None = None,
     timeout: float = 30.0,
-    progress=None,
+    progress: Callable[[int, int | None], object] | None = None,
 ) -> Path:
     """Return the path of verified ``.npz`` weights for ``arch``, downloading them if not cached.
 

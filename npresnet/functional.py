@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING
 
 from .backend import get_array_module
 from .shapes import conv_output_size, kernel_taps, pair
 from .workspace import resolve_workspace_bytes, workspace_chunks
+
+if TYPE_CHECKING:
+    from ._typing import Array, IntPair, Shape
 
 __all__ = [
     "im2col",
@@ -176,7 +180,9 @@ def _conv_gemm(x, w, kernel, stride, padding, dilation, rows, out_w):
     return out.reshape(groups * Og, N, n_rows, out_w)
 
 
-def im2col(input, kernel_size, dilation=1, padding=0, stride=1):
+def im2col(
+    input: Array, kernel_size: IntPair, dilation: IntPair = 1, padding: IntPair = 0, stride: IntPair = 1
+) -> Array:
     """Extract sliding local blocks, as ``torch.nn.functional.unfold``.
 
     Parameters
@@ -236,7 +242,14 @@ def _col2im_columns(cols, hw, kernel, stride, padding, dilation, out_hw):
     return img.transpose(1, 0, 2, 3)
 
 
-def col2im(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+def col2im(
+    input: Array,
+    output_size: IntPair,
+    kernel_size: IntPair,
+    dilation: IntPair = 1,
+    padding: IntPair = 0,
+    stride: IntPair = 1,
+) -> Array:
     """Sum sliding local blocks back into an image, as ``torch.nn.functional.fold``.
 
     The adjoint of :func:`im2col`: ``<im2col(x), y> == <x, col2im(y)>`` for every ``x`` and ``y``,
@@ -334,7 +347,15 @@ def _conv2d_plan(input, weight, bias, stride, padding, dilation, groups):
     return (N, C, H, W), unbatched, stride, dilation, (pt, pl), (out_h, out_w)
 
 
-def conv2d_output_shape(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> tuple:
+def conv2d_output_shape(
+    input: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: IntPair = 1,
+    padding: IntPair | str = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> Shape:
     """The shape :func:`conv2d` returns for these arguments, with the same checks and errors, computing nothing.
 
     ``input``, ``weight`` and ``bias`` need only ``shape``, ``ndim`` and ``dtype`` (arrays or
@@ -345,7 +366,17 @@ def conv2d_output_shape(input, weight, bias=None, stride=1, padding=0, dilation=
     return (O, out_h, out_w) if unbatched else (_shape(input)[0], O, out_h, out_w)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, workspace_bytes=None):
+def conv2d(
+    input: Array,
+    weight: Array,
+    bias: Array | None = None,
+    stride: IntPair = 1,
+    padding: IntPair | str = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+    *,
+    workspace_bytes: int | None = None,
+) -> Array:
     """2-D cross-correlation, as ``torch.nn.functional.conv2d``, computed as im2col + matrix products.
 
     Parameters
@@ -389,7 +420,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return out[0] if unbatched else out
 
 
-def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1):
+def conv2d_backward(
+    grad_output: Array,
+    input: Array,
+    weight: Array,
+    stride: IntPair = 1,
+    padding: IntPair | str = 0,
+    dilation: IntPair = 1,
+    groups: int = 1,
+) -> tuple[Array, Array, Array]:
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     With ``cols = im2col(x)`` the forward is ``out = W @ cols`` per group, so
@@ -474,12 +513,21 @@ def _pool_output_shape(func, input, kernel_size, stride, padding, dilation, ceil
     return (*_shape(input)[:-2], out_h, out_w)
 
 
-def max_pool2d_output_shape(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> tuple:
+def max_pool2d_output_shape(
+    input: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+) -> Shape:
     """The shape :func:`max_pool2d` returns, with the same checks and errors, computing nothing."""
     return _pool_output_shape("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
-def avg_pool2d_output_shape(input, kernel_size, stride=None, padding=0, ceil_mode=False) -> tuple:
+def avg_pool2d_output_shape(
+    input: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0, ceil_mode: bool = False
+) -> Shape:
     """The shape :func:`avg_pool2d` returns, with the same checks and errors, computing nothing."""
     return _pool_output_shape("avg_pool2d", input, kernel_size, stride, padding, 1, ceil_mode)
 
@@ -498,7 +546,15 @@ def _pool_windows(x, out, geometry, reduce):
     return out
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+def max_pool2d(
+    input: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Array | tuple[Array, Array]:
     """2-D max pooling, as ``torch.nn.functional.max_pool2d``.
 
     Padding behaves as −∞, so it never wins the max; NaN propagates as in PyTorch.
@@ -568,7 +624,7 @@ def _max_pool2d_with_indices(x, kernel, stride, padding, dilation, out_hw):
     return out, indices
 
 
-def max_pool2d_backward(grad_output, indices, input_shape):
+def max_pool2d_backward(grad_output: Array, indices: Array, input_shape: Shape) -> Array:
     """Gradient of :func:`max_pool2d`: each output's gradient goes to the input element that won its max.
 
     An input element that is the max of several overlapping windows collects all their gradients.
@@ -618,8 +674,14 @@ def _avg_divisor(xp, size, kernel, stride, pad, out, count_include_pad, dtype):
 
 
 def avg_pool2d(
-    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
-):
+    input: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Array:
     """2-D average pooling, as ``torch.nn.functional.avg_pool2d``.
 
     Padding contributes zeros to the sum; the divisor is the window area, counting padded
@@ -672,15 +734,15 @@ class _Shaped:
 
 
 def avg_pool2d_backward(
-    grad_output,
-    input_shape,
-    kernel_size,
-    stride=None,
-    padding=0,
-    ceil_mode=False,
-    count_include_pad=True,
-    divisor_override=None,
-):
+    grad_output: Array,
+    input_shape: Shape,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Array:
     """Gradient of :func:`avg_pool2d`: each output's gradient, divided by its window's divisor,
     is spread over every input element of that window (overlaps add; the padding's share is dropped).
 
@@ -743,13 +805,13 @@ def _adaptive_output_size(input, output_size) -> tuple[int, int]:
     return out_h, out_w
 
 
-def adaptive_avg_pool2d_output_shape(input, output_size) -> tuple:
+def adaptive_avg_pool2d_output_shape(input: Array, output_size: int | tuple[int | None, int | None]) -> Shape:
     """The shape :func:`adaptive_avg_pool2d` returns, with the same checks and errors, computing nothing."""
     _batch_shape("input", input)
     return (*_shape(input)[:-2], *_adaptive_output_size(input, output_size))
 
 
-def adaptive_avg_pool2d(input, output_size):
+def adaptive_avg_pool2d(input: Array, output_size: int | tuple[int | None, int | None]) -> Array:
     """Adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
 
     Output position ``i`` averages input rows ``floor(i*H/out_h)`` to ``ceil((i+1)*H/out_h) - 1``
@@ -775,7 +837,7 @@ def adaptive_avg_pool2d(input, output_size):
     return out[0] if unbatched else out
 
 
-def adaptive_avg_pool2d_backward(grad_output, input_shape):
+def adaptive_avg_pool2d_backward(grad_output: Array, input_shape: Shape) -> Array:
     """Gradient of :func:`adaptive_avg_pool2d`: with ``out = P_h @ x @ P_w.T``, ``grad_x = P_h.T @ grad_out @ P_w``.
 
     Parameters
@@ -807,7 +869,14 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
 
 
 # --------------------------------------------------------------------------- normalisation, dense, activation
-def batch_norm_output_shape(input, running_mean, running_var, weight=None, bias=None, training=False) -> tuple:
+def batch_norm_output_shape(
+    input: Array,
+    running_mean: Array | None,
+    running_var: Array | None,
+    weight: Array | None = None,
+    bias: Array | None = None,
+    training: bool = False,
+) -> Shape:
     """The shape :func:`batch_norm` returns (the input's), with the same checks and errors, computing nothing."""
     _check_float("input", input)
     if input.ndim < 2:
@@ -824,7 +893,16 @@ def batch_norm_output_shape(input, running_mean, running_var, weight=None, bias=
     return _shape(input)
 
 
-def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+def batch_norm(
+    input: Array,
+    running_mean: Array | None,
+    running_var: Array | None,
+    weight: Array | None = None,
+    bias: Array | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Array:
     """Batch normalisation over axis 1, as ``torch.nn.functional.batch_norm``.
 
     In inference (``training=False``) the running statistics normalise the input. In
@@ -874,7 +952,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     return input * scale.reshape(bshape) + shift.reshape(bshape)
 
 
-def linear_output_shape(input, weight, bias=None) -> tuple:
+def linear_output_shape(input: Array, weight: Array, bias: Array | None = None) -> Shape:
     """The shape :func:`linear` returns, (..., out_features), with the same checks and errors, computing nothing."""
     _check_float("input", input)
     _check_float("weight", weight)
@@ -894,7 +972,15 @@ def linear_output_shape(input, weight, bias=None) -> tuple:
     return (*_shape(input)[:-1], _shape(weight)[0])
 
 
-def batch_norm_backward(grad_output, input, weight=None, running_mean=None, running_var=None, training=True, eps=1e-5):
+def batch_norm_backward(
+    grad_output: Array,
+    input: Array,
+    weight: Array | None = None,
+    running_mean: Array | None = None,
+    running_var: Array | None = None,
+    training: bool = True,
+    eps: float = 1e-5,
+) -> tuple[Array, Array | None, Array | None]:
     """Gradients of :func:`batch_norm` with respect to its input, weight and bias.
 
     With ``x_hat = (x - mean) * invstd`` and ``y = weight * x_hat + bias`` per channel, summing over the
@@ -954,7 +1040,7 @@ def batch_norm_backward(grad_output, input, weight=None, running_mean=None, runn
     return grad_input, grad_weight, grad_bias
 
 
-def linear(input, weight, bias=None):
+def linear(input: Array, weight: Array, bias: Array | None = None) -> Array:
     """``y = input @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
     Parameters
@@ -974,13 +1060,13 @@ def linear(input, weight, bias=None):
     return out
 
 
-def relu_output_shape(input) -> tuple:
+def relu_output_shape(input: Array) -> Shape:
     """The shape :func:`relu` returns (the input's), with the same checks and errors, computing nothing."""
     _check_float("input", input)
     return _shape(input)
 
 
-def linear_backward(grad_output, input, weight):
+def linear_backward(grad_output: Array, input: Array, weight: Array) -> tuple[Array, Array, Array]:
     """Gradients of :func:`linear`: ``grad_input = g @ weight``, ``grad_weight = g.T @ input``,
     ``grad_bias = sum(g)``, the sums running over every leading axis.
 
@@ -1006,7 +1092,7 @@ def linear_backward(grad_output, input, weight):
     return grad_output @ weight, g.T @ x, g.sum(axis=0)
 
 
-def relu(input, inplace=False):
+def relu(input: Array, inplace: bool = False) -> Array:
     """``max(input, 0)`` elementwise, as ``torch.nn.functional.relu``; NaN stays NaN.
 
     Parameters
@@ -1022,7 +1108,7 @@ def relu(input, inplace=False):
     return xp.maximum(input, input.dtype.type(0))
 
 
-def relu_backward(grad_output, output):
+def relu_backward(grad_output: Array, output: Array) -> Array:
     """Gradient of :func:`relu`: 0 where the output is <= 0, ``grad_output`` elsewhere (as torch: 0 at 0).
 
     ``output`` (not the input) is enough, so an in-place ReLU can be differentiated.
@@ -1035,7 +1121,7 @@ def relu_backward(grad_output, output):
 
 
 # --------------------------------------------------------------------------- loss
-def log_softmax(input, dim=-1):
+def log_softmax(input: Array, dim: int = -1) -> Array:
     """``log(softmax(input))`` along ``dim``, as ``torch.nn.functional.log_softmax``.
 
     Computed as ``x - max - log(sum(exp(x - max)))``, so large logits do not overflow.
@@ -1081,7 +1167,7 @@ def _check_reduction(reduction, label_smoothing):
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
 
 
-def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
+def cross_entropy(input: Array, target: Array, reduction: str = "mean", label_smoothing: float = 0.0) -> Array:
     """Cross entropy of logits against class indices, as ``torch.nn.functional.cross_entropy``.
 
     ``loss_n = -sum_c q[n, c] * log_softmax(input)[n, c]`` with the target distribution
@@ -1111,7 +1197,9 @@ def cross_entropy(input, target, reduction="mean", label_smoothing=0.0):
     return loss[0] if unbatched else loss
 
 
-def cross_entropy_backward(grad_output, input, target, reduction="mean", label_smoothing=0.0):
+def cross_entropy_backward(
+    grad_output: Array | float, input: Array, target: Array, reduction: str = "mean", label_smoothing: float = 0.0
+) -> Array:
     """Gradient of :func:`cross_entropy` with respect to the logits: ``(softmax(input) - q) * grad_output``,
     divided by ``N`` for ``'mean'``.
 

@@ -53,7 +53,7 @@ class SGD:
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
-    ):
+    ) -> None:
         if not isinstance(params, Module):
             raise TypeError(
                 f"params must be an npresnet Module (it holds the parameters and their grads), "
@@ -98,7 +98,7 @@ class SGD:
 class _Schedule:
     """Base of the schedules: ``step()`` once per epoch sets ``optimizer.lr`` from the epoch count."""
 
-    def __init__(self, optimizer: SGD):
+    def __init__(self, optimizer: SGD) -> None:
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
@@ -117,7 +117,7 @@ class _Schedule:
 class StepLR(_Schedule):
     """``lr = base_lr * gamma ** (epoch // step_size)``, as ``torch.optim.lr_scheduler.StepLR``."""
 
-    def __init__(self, optimizer: SGD, step_size: int, gamma: float = 0.1):
+    def __init__(self, optimizer: SGD, step_size: int, gamma: float = 0.1) -> None:
         if not isinstance(step_size, int) or step_size < 1:
             raise ValueError(f"step_size must be a positive int, got {step_size!r}")
         super().__init__(optimizer)
@@ -131,7 +131,7 @@ class CosineAnnealingLR(_Schedule):
     """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``: from ``base_lr``
     down to ``eta_min`` along half a cosine over ``T_max`` epochs (torch's closed form)."""
 
-    def __init__(self, optimizer: SGD, T_max: int, eta_min: float = 0.0):
+    def __init__(self, optimizer: SGD, T_max: int, eta_min: float = 0.0) -> None:
         if not isinstance(T_max, int) or T_max < 1:
             raise ValueError(f"T_max must be a positive int, got {T_max!r}")
         super().__init__(optimizer)

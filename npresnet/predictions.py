@@ -5,12 +5,17 @@ One home for the formula, so a row written by the Dask path equals what ``predic
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy
+
+if TYPE_CHECKING:
+    from ._typing import Array
 
 __all__ = ["softmax_topk"]
 
 
-def softmax_topk(logits, k: int):
+def softmax_topk(logits: Array, k: int) -> tuple[numpy.ndarray, numpy.ndarray]:
     """The ``k`` most probable classes per row.
 
     Softmax in float64 after subtracting the row maximum; classes ordered by decreasing

@@ -28,11 +28,19 @@ changes Pillow's process-wide ``MAX_IMAGE_PIXELS``.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy
 
 from .errors import ImageError
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from PIL.Image import Image
+
+    from ._typing import PathLike
 
 __all__ = ["ImageError", "MAX_PIXELS", "MAX_SIZE", "load_image", "preprocess", "load_and_preprocess"]
 
@@ -48,7 +56,7 @@ def _pil():
     return Image
 
 
-def load_image(path, max_pixels: int = MAX_PIXELS):
+def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     """Open ``path`` and return a fully decoded 8-bit RGB ``PIL.Image``.
 
     Parameters
@@ -91,7 +99,13 @@ def load_image(path, max_pixels: int = MAX_PIXELS):
         raise ImageError(f"{path}: cannot decode image ({err})") from None
 
 
-def preprocess(image, resize_size: int = 256, crop_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def preprocess(
+    image: Image,
+    resize_size: int = 256,
+    crop_size: int = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> numpy.ndarray:
     """Resize, center crop and normalise an RGB ``PIL.Image`` as torchvision's classification preset.
 
     Parameters
@@ -149,7 +163,7 @@ def preprocess(image, resize_size: int = 256, crop_size: int = 224, mean=IMAGENE
     return x
 
 
-def load_and_preprocess(path, resize_size: int = 256, crop_size: int = 224):
+def load_and_preprocess(path: PathLike, resize_size: int = 256, crop_size: int = 224) -> numpy.ndarray:
     """:func:`load_image` then :func:`preprocess`: a float32 array of shape (3, crop_size, crop_size)."""
     image = load_image(path)
     try:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 __all__ = ["conv_output_size", "pair", "tap_range", "Tap", "tap", "kernel_taps"]
 
 
-def pair(value, name: str) -> tuple[int, int]:
+def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
     """Return ``(h, w)`` from an int or a pair of ints, as torch's ``_pair``.
 
     Raises
@@ -40,7 +40,9 @@ def pair(value, name: str) -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def conv_output_size(size, kernel_size, stride=1, padding=0, dilation=1, ceil_mode=False) -> int:
+def conv_output_size(
+    size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1, ceil_mode: bool = False
+) -> int:
     """Number of window positions along one axis of a convolution or pooling.
 
     ``floor((size + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1``.

@@ -22,12 +22,21 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from typing import TYPE_CHECKING
 
 import numpy
 
 from . import functional as F
 from .models import ARCHITECTURES
 from .optim import SGD, CosineAnnealingLR
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from ._typing import Array, PathLike
+    from .models import ResNet
+    from .nn import Module
 
 __all__ = ["TrainConfig", "load_digits_split", "epoch_batches", "evaluate", "train_digits", "plot_history"]
 
@@ -85,7 +94,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
-def load_digits_split(size: int = 16, test_fraction: float = 0.2, seed: int = 0, dtype="float32"):
+def load_digits_split(
+    size: int = 16, test_fraction: float = 0.2, seed: int = 0, dtype: Any = "float32"
+) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """The digits, preprocessed and split.
 
     Returns
@@ -112,7 +123,9 @@ def load_digits_split(size: int = 16, test_fraction: float = 0.2, seed: int = 0,
     return x[train], labels[train], x[test], labels[test]
 
 
-def epoch_batches(x, y, config: TrainConfig, epoch: int):
+def epoch_batches(
+    x: numpy.ndarray, y: numpy.ndarray, config: TrainConfig, epoch: int
+) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
     """The mini-batches of one epoch: ``[(x_batch, y_batch), ...]``, seeded by ``(config.seed, epoch)``.
 
     The training images are shuffled, and with ``config.shift > 0`` each image is translated by a
@@ -141,7 +154,7 @@ def epoch_batches(x, y, config: TrainConfig, epoch: int):
     return batches
 
 
-def evaluate(model, x, y, batch_size: int = 256):
+def evaluate(model: Module, x: Array, y: Array, batch_size: int = 256) -> tuple[float, float]:
     """``(mean cross-entropy, accuracy)`` of ``model`` in eval mode on ``x, y``."""
     model.eval()
     total_loss, correct = 0.0, 0
@@ -152,12 +165,17 @@ def evaluate(model, x, y, batch_size: int = 256):
     return total_loss / len(x), correct / len(x)
 
 
-def build_model(config: TrainConfig):
+def build_model(config: TrainConfig) -> ResNet:
     """The untrained model of a run: ``ARCHITECTURES[arch](num_classes=10)`` seeded by ``config.seed``."""
     return ARCHITECTURES[config.arch](num_classes=10, rng=config.seed)
 
 
-def train_digits(config: TrainConfig = TrainConfig(), model=None, data=None, on_batch=None):
+def train_digits(
+    config: TrainConfig = TrainConfig(),
+    model: ResNet | None = None,
+    data: tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray] | None = None,
+    on_batch: Callable[[int, int, int, float], object] | None = None,
+) -> tuple[ResNet, dict[str, list[float]]]:
     """Train on the digits as ``config`` says; evaluate on the held-out split after every epoch.
 
     Parameters
@@ -207,7 +225,7 @@ def train_digits(config: TrainConfig = TrainConfig(), model=None, data=None, on_
     return model, history
 
 
-def plot_history(history, path, title: str = "") -> None:
+def plot_history(history: dict[str, list[float]], path: PathLike, title: str = "") -> None:
     """Write the loss and accuracy curves as a PNG, atomically (matplotlib, Agg backend)."""
     try:
         import matplotlib

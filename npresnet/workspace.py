@@ -19,6 +19,10 @@ There is no module-level setting to patch: callers pass the parameter.
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import types
 
 __all__ = [
     "NUMPY_WORKSPACE_BYTES",
@@ -73,7 +77,7 @@ def _cupy_free_bytes(xp) -> int:
     return int(free) + int(xp.get_default_memory_pool().free_bytes())
 
 
-def default_workspace_bytes(xp=None) -> int:
+def default_workspace_bytes(xp: types.ModuleType | None = None) -> int:
     """The default ``workspace_bytes`` for the array module ``xp`` (``numpy`` when None).
 
     NumPy: :data:`NUMPY_WORKSPACE_BYTES`. CuPy: :func:`device_workspace_bytes` of the current
@@ -84,7 +88,7 @@ def default_workspace_bytes(xp=None) -> int:
     return device_workspace_bytes(_cupy_free_bytes(xp))
 
 
-def resolve_workspace_bytes(workspace_bytes, xp=None) -> int:
+def resolve_workspace_bytes(workspace_bytes: int | None, xp: types.ModuleType | None = None) -> int:
     """``workspace_bytes`` checked (a positive int), or the backend's default when it is None."""
     if workspace_bytes is None:
         return default_workspace_bytes(xp)
@@ -93,7 +97,7 @@ def resolve_workspace_bytes(workspace_bytes, xp=None) -> int:
     return int(workspace_bytes)
 
 
-def workspace_chunks(N: int, out_h: int, row_bytes: int, budget: int):
+def workspace_chunks(N: int, out_h: int, row_bytes: int, budget: int) -> list[tuple[int, int, int, int]]:
     """Split ``N`` images of ``out_h`` output rows into chunks whose workspace fits in ``budget`` bytes.
 
     The one chunk planner of npresnet: :func:`npresnet.functional.conv2d` and the fused path

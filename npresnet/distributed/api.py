@@ -5,12 +5,20 @@ from __future__ import annotations
 import os
 import uuid
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .cluster import connect
 from .model import ensure_plugin, load_checked_weights
 from .paths import list_images, paths_digest
 from .store import FORMAT, FeatureStore, PredictionStore
 from .task import Chunk, Job, run_chunk
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from distributed import Client
+
+    from .._typing import PathLike
 
 __all__ = ["embed", "EmbedResult", "MAX_BATCH_SIZE"]
 
@@ -49,23 +57,23 @@ def _check_int(name, value, low, high):
 
 
 def embed(
-    images,
+    images: PathLike | Sequence[PathLike],
     arch: str,
-    weights,
+    weights: PathLike,
     *,
-    features=None,
-    predictions=None,
-    client=None,
-    scheduler=None,
-    n_workers=None,
-    processes=True,
+    features: PathLike | None = None,
+    predictions: PathLike | None = None,
+    client: Client | None = None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    processes: bool = True,
     batch_size: int = 32,
     top: int = 5,
     layer: str = "avgpool",
     resize_size: int = 256,
     crop_size: int = 224,
     backend: str = "numpy",
-    progress=None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> EmbedResult:
     """Run ``arch`` with ``weights`` over ``images`` on Dask; write features (Zarr) and/or predictions (Parquet).
 

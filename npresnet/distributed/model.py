@@ -12,8 +12,12 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import WeightsError
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["ModelKey", "load_checked_weights", "file_sha256", "ModelCache", "PLUGIN_NAME", "model_loads"]
 
@@ -137,7 +141,7 @@ def ensure_plugin(client) -> None:
         client.register_plugin(ModelCache(), name=PLUGIN_NAME)
 
 
-def model_loads(client) -> dict:
+def model_loads(client: Client) -> dict[str, dict[ModelKey, int]]:
     """``{worker address: {ModelKey: builds}}``: how many times each worker built each model."""
 
     def loads(dask_worker=None):

@@ -9,6 +9,12 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .._typing import PathLike
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_IMAGES", "list_images", "paths_digest"]
 
@@ -34,7 +40,7 @@ def _walk(directory: str, limit: int) -> list[str]:
     return sorted(found)
 
 
-def list_images(images, max_images: int = MAX_IMAGES) -> list[str]:
+def list_images(images: PathLike | Sequence[PathLike], max_images: int = MAX_IMAGES) -> list[str]:
     """Expand ``images`` into the list of image paths, in output row order.
 
     Parameters

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -31,6 +32,10 @@ from .conv import FusedConv
 from .fold import fold_batch_norm, gemm_weight
 from .profile import LayerTime, PhaseClock
 from .winograd import WinogradConv, is_winograd_eligible, winograd_weight
+
+if TYPE_CHECKING:
+    from .._typing import Array
+    from ..models.resnet import ResNet
 
 __all__ = ["fuse", "FusedResNet"]
 
@@ -134,7 +139,7 @@ class FusedResNet:
     fresh array and never alias them.
     """
 
-    def __init__(self, model, workspace_bytes: int | None = None, winograd: bool = True):
+    def __init__(self, model: ResNet, workspace_bytes: int | None = None, winograd: bool = True) -> None:
         if workspace_bytes is not None:
             resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now
         self.workspace_bytes = workspace_bytes
@@ -157,7 +162,7 @@ class FusedResNet:
         self.num_classes = fc.out_features
         self._local = threading.local()
 
-    def check_input(self, x):
+    def check_input(self, x: Array) -> None:
         """Raise a clear error unless ``x`` is an (N, C, H, W) floating array of the fused model's dtype and backend."""
         check_image_batch(x, self.in_channels, self.dtype, self.backend, owner="the fused model")
 
@@ -228,7 +233,7 @@ class FusedResNet:
                 xp.maximum(dst, x[:, t.src[0], t.src[1]], out=dst)
         return out
 
-    def __call__(self, x):
+    def __call__(self, x: Array) -> Array:
         """Logits for a batch.
 
         Parameters
@@ -241,7 +246,7 @@ class FusedResNet:
         """
         return self._forward(x, _Run(self._workspace_bytes(x), None, None))
 
-    def profile(self, x) -> list:
+    def profile(self, x: Array) -> list[LayerTime]:
         """Run one forward pass and return where its time went: a :class:`npresnet.fast.profile.LayerTime`
         per step (the stem, the max pool, every convolution in order, the head), with the seconds of each
         convolution's phases (gather, gemm, epilogue). The logits are computed and dropped.
@@ -347,7 +352,7 @@ class _Step:
         return False
 
 
-def fuse(model, workspace_bytes: int | None = None, winograd: bool = True) -> FusedResNet:
+def fuse(model: ResNet, workspace_bytes: int | None = None, winograd: bool = True) -> FusedResNet:
     """Return the fused inference path of a ResNet (batch norm folded, channels-last, buffers reused).
 
     Parameters

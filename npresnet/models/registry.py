@@ -11,8 +11,16 @@ from __future__ import annotations
 
 import difflib
 import functools
+from typing import TYPE_CHECKING
 
 from .resnet import ARCHITECTURES
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from .._typing import Array
+    from .resnet import ResNet
 
 __all__ = [
     "check_arch",
@@ -27,7 +35,7 @@ __all__ = [
 _FC_KEYS = ("fc.weight", "fc.bias")  # sized by num_classes, which a file chooses freely
 
 
-def check_arch(arch) -> str:
+def check_arch(arch: object) -> str:
     """Return ``arch`` if it names an architecture; ValueError suggesting close names otherwise."""
     if arch not in ARCHITECTURES:
         close = difflib.get_close_matches(str(arch).lower(), ARCHITECTURES, n=3, cutoff=0.5)
@@ -36,7 +44,7 @@ def check_arch(arch) -> str:
     return arch
 
 
-def build_model(arch: str, **kwargs):
+def build_model(arch: str, **kwargs: Any) -> ResNet:
     """Build ``npresnet.ARCHITECTURES[arch](**kwargs)``, uninitialised unless ``init=True`` is passed.
 
     Callers need the architecture (its shapes, or arrays about to be loaded), not random
@@ -61,7 +69,7 @@ def _all_expected_shapes() -> tuple:
     )
 
 
-def expected_shapes(arch: str) -> dict:
+def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
     """``{key: shape}`` of ``arch``'s state dict at 1000 classes (a fresh dict each call)."""
     check_arch(arch)
     return dict(dict(_all_expected_shapes())[arch])
@@ -75,7 +83,7 @@ def _fits(key, shape, expected) -> bool:
     return tuple(shape) == expected[key]
 
 
-def match_architectures(state_dict) -> list[tuple[str, int, int]]:
+def match_architectures(state_dict: Mapping[str, Any]) -> list[tuple[str, int, int]]:
     """How well ``state_dict`` fits each architecture, best first.
 
     Parameters
@@ -100,13 +108,13 @@ def match_architectures(state_dict) -> list[tuple[str, int, int]]:
     return scores
 
 
-def identify_architecture(state_dict) -> str | None:
+def identify_architecture(state_dict: Mapping[str, Any]) -> str | None:
     """The architecture every key and shape of ``state_dict`` fits, or None."""
     arch, fitting, total = match_architectures(state_dict)[0]
     return arch if fitting == total else None
 
 
-def describe_fit(state_dict, arch: str) -> str:
+def describe_fit(state_dict: Mapping[str, Any], arch: str) -> str:
     """One sentence for an error message: which architecture ``state_dict`` looks like, if not ``arch``."""
     best, fitting, total = match_architectures(state_dict)[0]
     if fitting < total / 2:
@@ -118,7 +126,7 @@ def describe_fit(state_dict, arch: str) -> str:
     return f"the closest architecture is {best} ({fitting} of {total} keys fit)"
 
 
-def fit_state_dict(arch: str, state_dict, source: str = "state_dict"):
+def fit_state_dict(arch: str, state_dict: Mapping[str, Array], source: str = "state_dict") -> ResNet:
     """``arch`` built with its classifier sized by ``state_dict``, holding its weights.
 
     The one home of "does this file fit this architecture", for ``predict``, ``convert --arch``

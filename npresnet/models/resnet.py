@@ -14,13 +14,20 @@ Shapes in comments are for a 224×224 input to ResNet-50.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy
 
 from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential
 from ..nn.inputs import check_image_batch
 from ..workspace import resolve_workspace_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+    from .._typing import Array, PathLike
+    from ..nn import TensorSpec
 
 __all__ = [
     "BasicBlock",
@@ -43,14 +50,14 @@ __all__ = [
 ]
 
 
-def conv3x3(in_planes, out_planes, stride=1, groups=1, dilation=1, **kw):
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1, dilation: int = 1, **kw: Any) -> Conv2d:
     """3×3 convolution with padding (= dilation, so the size is kept at stride 1), no bias."""
     return Conv2d(
         in_planes, out_planes, 3, stride=stride, padding=dilation, groups=groups, bias=False, dilation=dilation, **kw
     )
 
 
-def conv1x1(in_planes, out_planes, stride=1, **kw):
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1, **kw: Any) -> Conv2d:
     """1×1 convolution, no bias: changes channels, and with stride 2 subsamples."""
     return Conv2d(in_planes, out_planes, 1, stride=stride, bias=False, **kw)
 
@@ -102,8 +109,18 @@ class BasicBlock(Module):
     expansion = 1
 
     def __init__(
-        self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1, *, dtype="float32", **kw
-    ):
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        *,
+        dtype: Any = "float32",
+        **kw: Any,
+    ) -> None:
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and base_width=64")
@@ -117,7 +134,7 @@ class BasicBlock(Module):
         self.downsample = downsample
         self.stride = stride
 
-    def forward(self, x):
+    def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
         identity = x
 
         out = self.conv1(x)
@@ -138,7 +155,7 @@ class BasicBlock(Module):
         """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
         return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2")))
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         """The forward in reverse; the block input fed both branches, so their gradients add."""
         grad = self.relu.backward(grad_output)  # out = relu(out + identity)
         grad_identity = grad  # the sum passes its gradient unchanged to both addends
@@ -166,8 +183,18 @@ class Bottleneck(Module):
     expansion = 4
 
     def __init__(
-        self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64, dilation=1, *, dtype="float32", **kw
-    ):
+        self,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: Module | None = None,
+        groups: int = 1,
+        base_width: int = 64,
+        dilation: int = 1,
+        *,
+        dtype: Any = "float32",
+        **kw: Any,
+    ) -> None:
         super().__init__()
         width = int(planes * (base_width / 64.0)) * groups  # 3×3 width: 64 for resnet50 layer1, 128 for 32x4d
         self.conv1 = conv1x1(inplanes, width, dtype=dtype, **kw)
@@ -180,7 +207,7 @@ class Bottleneck(Module):
         self.downsample = downsample
         self.stride = stride
 
-    def forward(self, x):
+    def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
         identity = x
 
         out = self.conv1(x)
@@ -205,7 +232,7 @@ class Bottleneck(Module):
         """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
         return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")))
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         """The forward in reverse; the block input fed both branches, so their gradients add."""
         grad = self.relu.backward(grad_output)  # out = relu(out + identity)
         grad_identity = grad  # the sum passes its gradient unchanged to both addends
@@ -260,20 +287,20 @@ class ResNet(Module):
 
     def __init__(
         self,
-        block,
-        layers,
-        num_classes=1000,
-        zero_init_residual=False,
-        groups=1,
-        width_per_group=64,
-        replace_stride_with_dilation=None,
+        block: type[BasicBlock | Bottleneck],
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        zero_init_residual: bool = False,
+        groups: int = 1,
+        width_per_group: int = 64,
+        replace_stride_with_dilation: Sequence[bool] | None = None,
         *,
-        maxpool_padding=1,
-        dtype="float32",
-        rng=None,
-        init=True,
-        workspace_bytes=None,
-    ):
+        maxpool_padding: int = 1,
+        dtype: Any = "float32",
+        rng: numpy.random.Generator | int | None = None,
+        init: bool = True,
+        workspace_bytes: int | None = None,
+    ) -> None:
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"layers must list 4 stage depths, got {layers!r}")
@@ -349,7 +376,7 @@ class ResNet(Module):
             )
         return Sequential(*layers)
 
-    def check_input(self, x):
+    def check_input(self, x: Array | TensorSpec) -> None:
         """Raise a clear error unless ``x`` is an (N, 3, H, W) floating array this model can take."""
         check_image_batch(
             x,
@@ -360,12 +387,12 @@ class ResNet(Module):
         )
 
     @property
-    def workspace_bytes(self):
+    def workspace_bytes(self) -> int | None:
         """The workspace bound every convolution of this model uses (None: the backend's default)."""
         return self.conv1.workspace_bytes
 
     @workspace_bytes.setter
-    def workspace_bytes(self, value):
+    def workspace_bytes(self, value: int | None) -> None:
         if value is not None:
             resolve_workspace_bytes(value)  # refuse a bad value before changing anything
         for module in self.modules():
@@ -381,7 +408,7 @@ class ResNet(Module):
         )
         return ResNetLayout(ConvBN("conv1", self.conv1, self.bn1), self.maxpool, blocks, self.avgpool, self.fc)
 
-    def forward(self, x):
+    def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
         self.check_input(x)
         x = self.conv1(x)  # (N, 64, 112, 112)
         x = self.bn1(x)
@@ -398,7 +425,7 @@ class ResNet(Module):
         x = self.fc(x)  # (N, num_classes)
         return x
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         """Gradient of the loss with respect to the input images, given ``grad_output`` (N, num_classes)
         at the logits; every parameter's gradient is added into its module's ``grads``
         (see :meth:`~npresnet.nn.Module.named_grads`). Needs a forward in training mode (``model.train()``).
@@ -441,52 +468,52 @@ def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
     return model
 
 
-def resnet18(*, weights=None, **kwargs) -> ResNet:
+def resnet18(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """ResNet-18 (He et al., 2016). ``weights``: a path to a ``.pth``/``.npz``/``.safetensors`` file or a state dict."""
     return _resnet(BasicBlock, [2, 2, 2, 2], weights, **kwargs)
 
 
-def resnet34(*, weights=None, **kwargs) -> ResNet:
+def resnet34(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """ResNet-34 (He et al., 2016)."""
     return _resnet(BasicBlock, [3, 4, 6, 3], weights, **kwargs)
 
 
-def resnet50(*, weights=None, **kwargs) -> ResNet:
+def resnet50(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """ResNet-50 (He et al., 2016), bottleneck blocks with the stride on the 3×3 (v1.5)."""
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, **kwargs)
 
 
-def resnet101(*, weights=None, **kwargs) -> ResNet:
+def resnet101(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """ResNet-101 (He et al., 2016)."""
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, **kwargs)
 
 
-def resnet152(*, weights=None, **kwargs) -> ResNet:
+def resnet152(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """ResNet-152 (He et al., 2016)."""
     return _resnet(Bottleneck, [3, 8, 36, 3], weights, **kwargs)
 
 
-def resnext50_32x4d(*, weights=None, **kwargs) -> ResNet:
+def resnext50_32x4d(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """ResNeXt-50 32×4d (Xie et al., 2017): 32 groups of width 4 in each 3×3."""
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, groups=32, width_per_group=4, **kwargs)
 
 
-def resnext101_32x8d(*, weights=None, **kwargs) -> ResNet:
+def resnext101_32x8d(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """ResNeXt-101 32×8d (Xie et al., 2017)."""
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, groups=32, width_per_group=8, **kwargs)
 
 
-def resnext101_64x4d(*, weights=None, **kwargs) -> ResNet:
+def resnext101_64x4d(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """ResNeXt-101 64×4d (Xie et al., 2017)."""
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, groups=64, width_per_group=4, **kwargs)
 
 
-def wide_resnet50_2(*, weights=None, **kwargs) -> ResNet:
+def wide_resnet50_2(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """Wide ResNet-50-2 (Zagoruyko & Komodakis, 2016): bottleneck 3×3 twice as wide."""
     return _resnet(Bottleneck, [3, 4, 6, 3], weights, width_per_group=64 * 2, **kwargs)
 
 
-def wide_resnet101_2(*, weights=None, **kwargs) -> ResNet:
+def wide_resnet101_2(*, weights: PathLike | Mapping[str, Array] | None = None, **kwargs: Any) -> ResNet:
     """Wide ResNet-101-2 (Zagoruyko & Komodakis, 2016)."""
     return _resnet(Bottleneck, [3, 4, 23, 3], weights, width_per_group=64 * 2, **kwargs)
 

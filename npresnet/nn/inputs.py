@@ -6,15 +6,29 @@ imports the other for it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy
 
 from ..backend import backend_name
 from .spec import TensorSpec
 
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .._typing import Array
+
 __all__ = ["check_image_batch"]
 
 
-def check_image_batch(x, in_channels: int, dtype, backend: str, owner: str = "the model", dtype_fix: str = ""):
+def check_image_batch(
+    x: Array | TensorSpec,
+    in_channels: int,
+    dtype: Any,
+    backend: str,
+    owner: str = "the model",
+    dtype_fix: str = "",
+) -> None:
     """Raise a clear error unless ``x`` is an (N, in_channels, H, W) array of ``dtype`` on ``backend``.
 
     The one home of the input checks of :class:`ResNet` and its fused form: rank, channel

@@ -15,6 +15,7 @@ would return, or the very error it would raise.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -22,6 +23,12 @@ from .. import functional as F
 from ..shapes import pair
 from ..workspace import resolve_workspace_bytes
 from .module import Module
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .._typing import Array, IntPair
+    from .spec import TensorSpec
 
 __all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
 
@@ -49,20 +56,20 @@ class Conv2d(Module):
 
     def __init__(
         self,
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups=1,
-        bias=True,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: IntPair,
+        stride: IntPair = 1,
+        padding: IntPair | str = 0,
+        dilation: IntPair = 1,
+        groups: int = 1,
+        bias: bool = True,
         *,
-        dtype="float32",
-        rng=None,
-        init=True,
-        workspace_bytes=None,
-    ):
+        dtype: Any = "float32",
+        rng: numpy.random.Generator | int | None = None,
+        init: bool = True,
+        workspace_bytes: int | None = None,
+    ) -> None:
         super().__init__()
         if workspace_bytes is not None:
             resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now, not at the first call
@@ -80,7 +87,7 @@ class Conv2d(Module):
         self.weight = _uniform(rng, (out_channels, in_channels // groups, *self.kernel_size), bound, dtype, init)
         self.bias = _uniform(rng, (out_channels,), bound, dtype, init) if bias else None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._save(x)  # training mode only: the input, for the weight gradient
         return F.conv2d(
             x,
@@ -93,7 +100,7 @@ class Conv2d(Module):
             workspace_bytes=self.workspace_bytes,
         )
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         (x,) = self._pop_saved()
         grad_input, grad_weight, grad_bias = F.conv2d_backward(
             grad_output, x, self.weight, self.stride, self.padding, self.dilation, self.groups
@@ -103,12 +110,12 @@ class Conv2d(Module):
             self._accumulate("bias", grad_bias)
         return grad_input
 
-    def forward_spec(self, spec):
+    def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         return spec.like(
             F.conv2d_output_shape(spec, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding not in ((0, 0), "valid"):
             s += f", padding={self.padding}"
@@ -133,7 +140,7 @@ class BatchNorm2d(Module):
     _parameter_names = ("weight", "bias")
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, *, dtype="float32"):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *, dtype: Any = "float32") -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = numpy.ones(num_features, dtype=dtype)
@@ -146,7 +153,7 @@ class BatchNorm2d(Module):
         if x.ndim != 4:
             raise ValueError(f"{self} expects 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._check_input(x)
         momentum = self.momentum
         if self.training:
@@ -165,7 +172,7 @@ class BatchNorm2d(Module):
             eps=self.eps,
         )
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         (x,) = self._pop_saved()
         grad_input, grad_weight, grad_bias = F.batch_norm_backward(
             grad_output, x, self.weight, training=True, eps=self.eps
@@ -174,7 +181,7 @@ class BatchNorm2d(Module):
         self._accumulate("bias", grad_bias)
         return grad_input
 
-    def forward_spec(self, spec):
+    def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         self._check_input(spec)
         return spec.like(
             F.batch_norm_output_shape(
@@ -182,38 +189,45 @@ class BatchNorm2d(Module):
             )
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
 class ReLU(Module):
     """``max(x, 0)``; with ``inplace=True`` it overwrites its input, as torchvision's ResNet does."""
 
-    def __init__(self, inplace: bool = False):
+    def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = inplace
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         out = F.relu(x, inplace=self.inplace)
         self._save(out)  # the output is enough (out > 0 exactly where x > 0), so in place is fine
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         (out,) = self._pop_saved()
         return F.relu_backward(grad_output, out)
 
-    def forward_spec(self, spec):
+    def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         F.relu_output_shape(spec)
         return spec if self.inplace else spec.like(spec.shape)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 
 
 class MaxPool2d(Module):
     """Max pooling; padding acts as −∞."""
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(
+        self,
+        kernel_size: IntPair,
+        stride: IntPair | None = None,
+        padding: IntPair = 0,
+        dilation: IntPair = 1,
+        ceil_mode: bool = False,
+    ) -> None:
         super().__init__()
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
@@ -221,7 +235,7 @@ class MaxPool2d(Module):
         self.dilation = pair(dilation, "dilation")
         self.ceil_mode = ceil_mode
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         if not self.training:
             return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
         out, indices = F.max_pool2d(
@@ -230,38 +244,38 @@ class MaxPool2d(Module):
         self._save(indices, x.shape)  # where each max came from: backward routes the gradient there
         return out
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         indices, input_shape = self._pop_saved()
         return F.max_pool2d_backward(grad_output, indices, input_shape)
 
-    def forward_spec(self, spec):
+    def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         return spec.like(
             F.max_pool2d_output_shape(spec, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
         )
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AdaptiveAvgPool2d(Module):
     """Average pooling to a fixed output size, PyTorch's bins."""
 
-    def __init__(self, output_size):
+    def __init__(self, output_size: int | tuple[int | None, int | None]) -> None:
         super().__init__()
         self.output_size = output_size
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._save(x.shape)
         return F.adaptive_avg_pool2d(x, self.output_size)
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         (input_shape,) = self._pop_saved()
         return F.adaptive_avg_pool2d_backward(grad_output, input_shape)
 
-    def forward_spec(self, spec):
+    def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         return spec.like(F.adaptive_avg_pool2d_output_shape(spec, self.output_size))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
 
 
@@ -276,7 +290,16 @@ class Linear(Module):
 
     _parameter_names = ("weight", "bias")
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype="float32", rng=None, init=True):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        dtype: Any = "float32",
+        rng: numpy.random.Generator | int | None = None,
+        init: bool = True,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         bound = 1 / math.sqrt(in_features)
@@ -284,11 +307,11 @@ class Linear(Module):
         self.weight = _uniform(rng, (out_features, in_features), bound, dtype, init)
         self.bias = _uniform(rng, (out_features,), bound, dtype, init) if bias else None
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
         self._save(x)
         return F.linear(x, self.weight, self.bias)
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         (x,) = self._pop_saved()
         grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, x, self.weight)
         self._accumulate("weight", grad_weight)
@@ -296,8 +319,8 @@ class Linear(Module):
             self._accumulate("bias", grad_bias)
         return grad_input
 
-    def forward_spec(self, spec):
+    def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         return spec.like(F.linear_output_shape(spec, self.weight, self.bias))
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

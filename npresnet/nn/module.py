@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import numpy
 
 from ..backend import backend_name, get_array_module, to_backend, to_numpy
 from ..errors import WeightsError
 from .spec import TensorSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from typing import Any
+
+    from .._typing import Array
 
 __all__ = ["Module", "Sequential", "capture_intermediates", "check_state_dict", "state_dict_report"]
 
@@ -31,7 +38,7 @@ class Module:
     _parameter_names: tuple = ()
     _buffer_names: tuple = ()
 
-    def __init__(self):
+    def __init__(self) -> None:
         object.__setattr__(self, "_children", OrderedDict())
         object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "training", False)
@@ -46,13 +53,13 @@ class Module:
         object.__setattr__(self, name, value)
 
     # ------------------------------------------------------------------ calling
-    def __call__(self, x):
+    def __call__(self, x: Array | TensorSpec) -> Any:
         out = self.forward_spec(x) if isinstance(x, TensorSpec) else self.forward(x)
         for hook in tuple(self._forward_hooks.values()):
             hook(self, x, out)
         return out
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
@@ -60,7 +67,7 @@ class Module:
         return self.forward(spec)
 
     # ------------------------------------------------------------------ training
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         """Gradient of the loss with respect to this module's input, given the gradient at its output.
 
         Leaf layers compute it with the ``*_backward`` functions of :mod:`npresnet.functional`,
@@ -90,7 +97,7 @@ class Module:
         else:
             self.grads[name] = grad
 
-    def named_grads(self):
+    def named_grads(self) -> Iterator[tuple[str, Array]]:
         """Yield ``(state_dict key, gradient)`` for every parameter that has one (torch's ``p.grad``)."""
         for prefix, module in self.named_modules():
             for name in module._parameter_names:
@@ -98,7 +105,7 @@ class Module:
                 if grad is not None and getattr(module, name) is not None:
                     yield (f"{prefix}.{name}" if prefix else name), grad
 
-    def named_parameter_slots(self):
+    def named_parameter_slots(self) -> Iterator[tuple[str, Module, str]]:
         """Yield ``(state_dict key, module, attribute name)`` for every parameter: where an optimiser
         reads ``getattr(module, name)`` and ``module.grads.get(name)`` and writes the update back."""
         for prefix, module in self.named_modules():
@@ -116,26 +123,26 @@ class Module:
         for module in self.modules():
             module._saved.clear()
 
-    def register_forward_hook(self, hook):
+    def register_forward_hook(self, hook: Callable[[Module, Any, Any], None]) -> _HookHandle:
         """Call ``hook(module, input, output)`` after every forward; returns a handle with ``remove()``."""
         key = next(_hook_ids)
         self._forward_hooks[key] = hook
         return _HookHandle(self._forward_hooks, key)
 
     # ------------------------------------------------------------------ tree
-    def named_children(self):
+    def named_children(self) -> Iterator[tuple[str, Module]]:
         return iter(self._children.items())
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         return iter(self._children.values())
 
-    def named_modules(self, prefix: str = ""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """Yield ``(dotted_name, module)`` for this module and every descendant, depth first."""
         yield prefix, self
         for name, child in self._children.items():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def modules(self):
+    def modules(self) -> Iterator[Module]:
         return (m for _, m in self.named_modules())
 
     def get_submodule(self, target: str) -> Module:
@@ -153,13 +160,13 @@ class Module:
                 if array is not None:
                     yield (f"{prefix}.{name}" if prefix else name), array
 
-    def named_parameters(self):
+    def named_parameters(self) -> Iterator[tuple[str, Array]]:
         return self._named_arrays("_parameter_names")
 
-    def named_buffers(self):
+    def named_buffers(self) -> Iterator[tuple[str, Array]]:
         return self._named_arrays("_buffer_names")
 
-    def parameters(self):
+    def parameters(self) -> Iterator[Array]:
         return (a for _, a in self.named_parameters())
 
     def num_parameters(self) -> int:
@@ -167,7 +174,7 @@ class Module:
         return sum(int(a.size) for a in self.parameters())
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> OrderedDict[str, object]:
+    def state_dict(self) -> OrderedDict[str, Array]:
         """Arrays by torchvision key, in torchvision's order (per module: parameters, buffers, children)."""
         out = OrderedDict()
         for prefix, module in self.named_modules():
@@ -177,7 +184,9 @@ class Module:
                     out[f"{prefix}.{name}" if prefix else name] = array
         return out
 
-    def load_state_dict(self, state_dict, strict: bool = True, check_finite: bool = False):
+    def load_state_dict(
+        self, state_dict: Mapping[str, Array], strict: bool = True, check_finite: bool = False
+    ) -> tuple[list[str], list[str]]:
         """Copy arrays from ``state_dict`` into the model, checking every key and shape first.
 
         Floating arrays are cast to the model's dtype and moved to its backend; integer
@@ -221,7 +230,7 @@ class Module:
         return missing, unexpected
 
     # ------------------------------------------------------------------ moving
-    def to(self, backend: str | None = None, dtype=None) -> Module:
+    def to(self, backend: str | None = None, dtype: Any = None) -> Module:
         """Move every array to ``backend`` (``"numpy"``/``"cupy"``) and/or cast floating ones to ``dtype``.
 
         Returns self."""
@@ -238,7 +247,7 @@ class Module:
         return self
 
     @property
-    def dtype(self):
+    def dtype(self) -> numpy.dtype | None:
         """dtype of the first floating parameter (None for a module without parameters)."""
         return next((a.dtype for a in self.parameters() if a.dtype.kind == "f"), None)
 
@@ -276,7 +285,7 @@ class _HookHandle:
     def __init__(self, hooks, key):
         self._hooks, self._key = hooks, key
 
-    def remove(self):
+    def remove(self) -> None:
         self._hooks.pop(self._key, None)
 
 
@@ -294,21 +303,23 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self._children)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._children.values())
 
-    def forward(self, x):
+    def forward(self, x: Array | TensorSpec) -> Any:
         for module in self._children.values():
             x = module(x)
         return x
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
         for module in reversed(self._children.values()):
             grad_output = module.backward(grad_output)
         return grad_output
 
 
-def capture_intermediates(model: Module, x, names=None):
+def capture_intermediates(
+    model: Module, x: Array | TensorSpec, names: Iterable[str] | None = None
+) -> tuple[Any, OrderedDict[str, Any]]:
     """Run ``model(x)`` and return its output with the output of every named module.
 
     The model is not edited: forward hooks are added for the call and removed after.
@@ -352,7 +363,9 @@ def capture_intermediates(model: Module, x, names=None):
     return out, outputs
 
 
-def check_state_dict(expected, state_dict, check_finite: bool = False):
+def check_state_dict(
+    expected: Mapping[str, Array], state_dict: Mapping[str, Any], check_finite: bool = False
+) -> tuple[list[str], list[str], list[str]]:
     """Compare ``state_dict`` against a model's own ``expected`` arrays.
 
     Returns
@@ -389,7 +402,9 @@ def check_state_dict(expected, state_dict, check_finite: bool = False):
     return missing, unexpected, problems
 
 
-def state_dict_report(missing, unexpected, problems, limit: int | None = 8) -> list[str]:
+def state_dict_report(
+    missing: list[str], unexpected: list[str], problems: list[str], limit: int | None = 8
+) -> list[str]:
     """The lines an error lists for :func:`check_state_dict`'s findings: problems, then missing, then unexpected keys.
 
     A kind with more than ``limit`` entries shows its first ``limit`` and a count of the

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +53,7 @@ class TensorSpec:
     def nbytes(self) -> int:
         return self.size * self.dtype.itemsize
 
-    def like(self, shape) -> TensorSpec:
+    def like(self, shape: Iterable[int]) -> TensorSpec:
         """A new spec with ``shape``, the same dtype and tracer."""
         return TensorSpec(tuple(shape), self.dtype, self.tracer)
 
@@ -71,7 +75,7 @@ class TensorSpec:
             raise ValueError(f"cannot add arrays of shapes {self.shape} and {other.shape}")
         return self._trace("iadd", (self, other), self)
 
-    def reshape(self, *shape):
+    def reshape(self, *shape: int | tuple[int, ...] | list[int]) -> TensorSpec:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         known = math.prod(s for s in shape if s != -1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..models.registry import build_model
 from ..nn import Conv2d, Linear, Module, TensorSpec
@@ -22,6 +23,9 @@ from ..shapes import pair
 from .memory import peak_memory
 from .rows import layer_rows, max_depth
 from .trace import trace
+
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Summary", "summarize", "parse_input_size"]
 
@@ -84,7 +88,7 @@ class Summary:
         }
 
 
-def parse_input_size(value) -> tuple[int, int]:
+def parse_input_size(value: int | tuple[int, int] | list[int] | str) -> tuple[int, int]:
     """``224``, ``"224"``, ``"300x200"`` (H×W), ``(300, 200)`` → ``(H, W)``; ValueError otherwise."""
     if isinstance(value, str):
         parts = value.lower().replace("×", "x").split("x")
@@ -101,13 +105,13 @@ def parse_input_size(value) -> tuple[int, int]:
 
 
 def summarize(
-    model_or_arch,
-    input_size=224,
+    model_or_arch: Module | str,
+    input_size: int | tuple[int, int] | str = 224,
     *,
     batch: int = 1,
     depth: int | None = None,
     maxpool_padding: int = 1,
-    dtype="float32",
+    dtype: Any = "float32",
     in_channels: int = 3,
 ) -> Summary:
     """Summarise a model layer by layer from one shape-only pass.

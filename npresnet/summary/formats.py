@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .formulas import ReceptiveField
+
+if TYPE_CHECKING:
+    from .api import Summary
 
 __all__ = ["format_table", "format_markdown", "si", "binary_bytes"]
 
@@ -71,7 +76,7 @@ def _title(summary) -> str:
     return f"{summary.arch}: input {summary.batch}×3×{h}×{w}{stem}; MACs for the whole batch"
 
 
-def format_table(summary) -> str:
+def format_table(summary: Summary) -> str:
     """A plain-text table with a title and the totals."""
     cells = list(_cells(summary))
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(_HEADERS)]
@@ -85,7 +90,7 @@ def format_table(summary) -> str:
     return "\n".join(s.rstrip() for s in out)
 
 
-def format_markdown(summary) -> str:
+def format_markdown(summary: Summary) -> str:
     """A GitHub-flavoured Markdown table followed by the totals as a list."""
     out = [
         f"**{_title(summary)}**",

@@ -21,13 +21,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..nn import AdaptiveAvgPool2d, Conv2d, MaxPool2d, Module
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["conv2d_macs", "linear_macs", "ReceptiveField", "layer_field"]
 
 
-def conv2d_macs(output_shape, in_channels: int, kernel_size, groups: int = 1) -> int:
+def conv2d_macs(output_shape: tuple[int, ...], in_channels: int, kernel_size: tuple[int, int], groups: int = 1) -> int:
     """Multiply-accumulates of a convolution: each output element sums ``C_in/groups · kh · kw`` products.
 
     Parameters
@@ -40,7 +44,7 @@ def conv2d_macs(output_shape, in_channels: int, kernel_size, groups: int = 1) ->
     return math.prod(output_shape) * (in_channels // groups) * kh * kw
 
 
-def linear_macs(output_shape, in_features: int) -> int:
+def linear_macs(output_shape: tuple[int, ...], in_features: int) -> int:
     """Multiply-accumulates of ``x @ W.T``: each output element sums ``in_features`` products."""
     return math.prod(output_shape) * in_features
 
@@ -53,7 +57,13 @@ class ReceptiveField:
     jump: tuple = (1, 1)
     start: tuple = (0.0, 0.0)
 
-    def grow(self, kernel_size, stride, padding, dilation=(1, 1)) -> ReceptiveField:
+    def grow(
+        self,
+        kernel_size: Sequence[int],
+        stride: Sequence[int],
+        padding: Sequence[float],
+        dilation: Sequence[int] = (1, 1),
+    ) -> ReceptiveField:
         """The field after a sliding-window layer (convolution or pooling) — the recurrence."""
         size, jump, start = [], [], []
         for r, j, c, k, s, p, d in zip(self.size, self.jump, self.start, kernel_size, stride, padding, dilation):
@@ -80,7 +90,7 @@ class ReceptiveField:
         return int(round(centre - half)), int(round(centre + half))
 
 
-def layer_field(module: Module, rf: ReceptiveField, in_shape) -> ReceptiveField:
+def layer_field(module: Module, rf: ReceptiveField, in_shape: tuple[int, ...]) -> ReceptiveField:
     """Receptive field after ``module``, given the field ``rf`` of its input of shape ``in_shape`` (N, C, H, W)."""
     if isinstance(module, Conv2d):
         padding = (0, 0) if module.padding == "valid" else module.padding
