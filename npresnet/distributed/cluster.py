@@ -92,9 +92,17 @@ def connect(
         with distributed.Client(scheduler, timeout="30s") as remote:
             yield remote
         return
-    if backend == "cupy":
-        yield from _gpu_cluster(distributed, n_workers)
-        return
+    if backend == "cupy":  # dask-cuda's convention: one worker per GPU
+        cuda_cluster = _cuda_cluster(n_workers)
+        if cuda_cluster is not None:
+            yield from _serve(distributed, cuda_cluster)
+            return
+        if n_workers not in (None, 1):  # without dask-cuda every worker would share device 0
+            raise ValueError(
+                "several GPU workers need dask-cuda (pip install dask-cuda), which pins one GPU per "
+                "worker; without it the embedded cluster runs one worker on the current GPU"
+            )
+        n_workers, processes = 1, False  # one worker, in this process, on the current GPU
     cores = usable_cores()
     n_workers = n_workers or cores
     if not 1 <= n_workers <= MAX_LOCAL_WORKERS:
@@ -114,6 +122,11 @@ def connect(
             # the HTTP routes (health, metrics) of scheduler and workers listen on free ports of 127.0.0.1 only
             scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
         )
+    yield from _serve(distributed, cluster)
+
+
+def _serve(distributed, cluster):
+    """Yield a client of ``cluster``; close the cluster afterwards, whatever happened."""
     try:
         with distributed.Client(cluster) as local:
             yield local
@@ -121,37 +134,13 @@ def connect(
         cluster.close()
 
 
-def _gpu_cluster(distributed, n_workers):
-    """One worker per GPU, each seeing only its own device (untested here: no GPU on the CI machine)."""
+def _cuda_cluster(n_workers):
+    """dask-cuda's ``LocalCUDACluster`` (one worker per GPU, each seeing only its own device), or None
+    without dask-cuda. Untested here: no GPU on the CI machine."""
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:
-        LocalCUDACluster = None
-    if LocalCUDACluster is not None:
-        cluster = LocalCUDACluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-    else:  # without dask-cuda every worker would share device 0: run one
-        if n_workers not in (None, 1):
-            raise ValueError(
-                "several GPU workers need dask-cuda (pip install dask-cuda), which pins one GPU per "
-                "worker; without it the embedded cluster runs one worker on the current GPU"
-            )
-        cluster = distributed.LocalCluster(
-            n_workers=1,
-            threads_per_worker=1,
-            processes=False,
-            dashboard_address=None,
-            worker_dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-        )
-    try:
-        with distributed.Client(cluster) as local:
-            yield local
-    finally:
-        cluster.close()
+        return None
+    return LocalCUDACluster(
+        n_workers=n_workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR
+    )
