@@ -95,15 +95,7 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    config = TrainConfig(
-        arch=args.arch,
-        size=args.size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        shift=args.shift,
-        seed=args.seed,
-    )
+    config = TrainConfig.from_args(args)
     ours, theirs, (t_ours, t_torch) = run_both(config, args.train_subset, dtype=args.dtype)
     print(f"{'epoch':>5} {'npresnet acc':>13} {'torch acc':>10} {'npresnet loss':>14} {'torch loss':>11}")
     for e in range(config.epochs):

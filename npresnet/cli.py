@@ -551,15 +551,7 @@ def _train(args) -> int:
     from .weights import save_weights
 
     try:
-        config = TrainConfig(
-            arch=args.arch,
-            size=args.size,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            shift=args.shift,
-            seed=args.seed,
-        )
+        config = TrainConfig.from_args(args)
     except ValueError as err:
         raise _CommandError(str(err)) from None
     os.makedirs(args.out, exist_ok=True)

@@ -75,6 +75,14 @@ class TrainConfig:
     test_fraction: float = 0.2
     seed: int = 0
 
+    @classmethod
+    def from_args(cls, args) -> TrainConfig:
+        """The config of parsed command-line arguments: every field ``args`` has (``--batch-size``
+        gives ``batch_size``); the others keep their defaults. Used by ``npresnet train`` and the
+        PyTorch twin in ``benchmarks/train_digits_torch.py``, which take the same flags."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
     def __post_init__(self):
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
