@@ -8,7 +8,9 @@ Every configuration does the whole job, images decoded from JPEG files included:
 
 1. ``predict``: ``npresnet.cli.main(["predict", ...])`` in a fresh process (BLAS on every core),
    timed inside it after the imports, stdout discarded; its time includes reading the weights,
-   as a user's run does. A separate process keeps it away from the clusters' event loops;
+   as a user's run does. A separate process keeps it away from the clusters' event loops.
+   Run again with one BLAS thread: W single-threaded workers can do at most W times that,
+   which bounds what W workers can gain over one worker that has every core;
 2. ``dask, W workers``: :func:`npresnet.distributed.embed` writing features (Zarr) and predictions
    (Parquet) on a local cluster of W single-threaded worker processes, each with
    ``cores // W`` BLAS threads, started *before* the clock (its start-up is reported apart);
@@ -16,8 +18,9 @@ Every configuration does the whole job, images decoded from JPEG files included:
    the model there, and every write;
 3. throughput against the images per task (``--batch-sizes``), with the most workers.
 
-Configurations run round-robin ``--repeats`` times and the best is reported, so a load spike
-from another process does not pick a winner. Ratios are only meaningful within one run.
+Configurations run round-robin ``--repeats`` times. Each rate is the median over the rounds with
+its range; each ratio is the median of the per-round ratios (the two runs of a round are seconds
+apart, so a slow drift of a shared machine cancels). Ratios are only meaningful within one run.
 Targets (issue 13): 1 worker within 10% of predict; 2 workers ≥ 1.6× of 1 worker.
 Weights are seeded (no download); the images are smooth random JPEGs (decoding does real work).
 """
@@ -31,6 +34,7 @@ import logging
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,8 +76,10 @@ print(json.dumps([status, time.perf_counter() - start]))
 """
 
 
-def time_predict(paths, arch, weights, batch_size, size_args):
-    """``npresnet predict`` in a fresh process, timed inside it (imports excluded), away from the clusters."""
+def time_predict(paths, arch, weights, batch_size, size_args, blas_threads=None):
+    """``npresnet predict`` in a fresh process, timed inside it (imports excluded), away from the clusters.
+
+    ``blas_threads``: limit its BLAS to this many threads (default: BLAS's own choice, every core)."""
     argv = [
         "predict",
         *paths,
@@ -91,6 +97,8 @@ def time_predict(paths, arch, weights, batch_size, size_args):
         str(size_args["crop_size"]),
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    if blas_threads is not None:
+        env.update({name: str(blas_threads) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
     proc = subprocess.run(
         [sys.executable, "-c", _PREDICT_DRIVER, json.dumps(argv)], capture_output=True, text=True, env=env, check=False
     )
@@ -160,37 +168,69 @@ def main(argv=None):
                 clusters[w] = stack.enter_context(connect(n_workers=w))
                 clusters[w].wait_for_workers(w)
                 startup[w] = time.perf_counter() - t0
-            runs = [("predict", None, args.batch_size)] + [("dask", w, args.batch_size) for w in worker_counts]
+            runs = [("predict", None, args.batch_size), ("predict", 1, args.batch_size)]
+            runs += [("dask", w, args.batch_size) for w in worker_counts]
             runs += [("dask", max(worker_counts), b) for b in args.batch_sizes if b != args.batch_size]
-            best = {}
+            samples = {}
             for _ in range(args.repeats):
                 for kind, w, b in runs:
-                    if kind == "predict":
-                        t = time_predict(paths, args.arch, weights, b, size_args)
+                    if kind == "predict":  # w: BLAS threads (None: all)
+                        t = time_predict(paths, args.arch, weights, b, size_args, blas_threads=w)
                     else:
                         t = time_embed(clusters[w], paths, args.arch, weights, b, workdir, size_args)
-                    best[kind, w, b] = min(best.get((kind, w, b), float("inf")), t)
+                    samples.setdefault((kind, w, b), []).append(t)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
     n = args.images
-    ips = {k: n / t for k, t in best.items()}
-    base = ips["predict", None, args.batch_size]
-    print(f"## {args.arch}, {n} JPEGs of {args.size}×{args.size}, preprocessing {size_args}, best of {args.repeats}\n")
+    predict = ("predict", None, args.batch_size)
+    one = ("dask", 1, args.batch_size) if 1 in worker_counts else None
+
+    def rate(key):
+        """Median images/s of ``key`` and its range over the repeats."""
+        per_run = [n / t for t in samples[key]]
+        return f"{statistics.median(per_run):.1f} ({min(per_run):.1f}–{max(per_run):.1f})"
+
+    def ratio(key, base):
+        """Median, over the rounds, of the speed ratio key / base within a round, with its range.
+
+        Pairing each round's two runs cancels the slow drifts of a shared machine."""
+        if base is None:
+            return "–"
+        per_round = [b / k for k, b in zip(samples[key], samples[base])]  # times: base / key = speed ratio
+        return f"{statistics.median(per_round):.2f}× ({min(per_round):.2f}–{max(per_round):.2f})"
+
+    print(
+        f"## {args.arch}, {n} JPEGs of {args.size}×{args.size}, preprocessing {size_args}, "
+        f"{args.repeats} round-robin rounds: medians (range)\n"
+    )
     print(
         f"Machine: {platform.processor() or platform.machine()}, {cores} usable cores, "
         f"Python {platform.python_version()}, NumPy {np.__version__}\n"
     )
     print("| run | images/task | images/s | vs predict | vs 1 worker | cluster start (s) |")
     print("|---|---|---|---|---|---|")
-    print(f"| predict (one process) | {args.batch_size} | {base:.1f} | 1.00× | – | – |")
-    one = ips.get(("dask", 1, args.batch_size))
+    print(f"| predict (one process) | {args.batch_size} | {rate(predict)} | 1.00× | – | – |")
+    single = ("predict", 1, args.batch_size)
+    print(f"| predict, 1 BLAS thread | {args.batch_size} | {rate(single)} | {ratio(single, predict)} | – | – |")
     for w in worker_counts:
-        v = ips["dask", w, args.batch_size]
-        vs_one = f"{v / one:.2f}×" if one else "–"
+        key = ("dask", w, args.batch_size)
         print(
-            f"| dask, {w} worker{'s' if w > 1 else ''} | {args.batch_size} | {v:.1f} | {v / base:.2f}× | "
-            f"{vs_one} | {startup[w]:.1f} |"
+            f"| dask, {w} worker{'s' if w > 1 else ''} | {args.batch_size} | {rate(key)} | {ratio(key, predict)} | "
+            f"{ratio(key, one)} | {startup[w]:.1f} |"
+        )
+    top = max(worker_counts)
+    if top > 1:
+
+        def per_round(values):
+            return f"{statistics.median(values):.2f}× ({min(values):.2f}–{max(values):.2f})"
+
+        bound = [top * t / s1 for t, s1 in zip(samples[predict], samples[single])]  # speed: top × 1-thread / predict
+        reached = [s1 / (top * t) for s1, t in zip(samples[single], samples["dask", top, args.batch_size])]
+        print(
+            f"\nCeiling: {top} single-threaded processes do at most {top}× the 1-thread predict, "
+            f"{per_round(bound)} of predict with every core. {top} workers reached {per_round(reached)} "
+            f"of that ceiling."
         )
     if args.batch_sizes:
         w = max(worker_counts)
@@ -198,7 +238,11 @@ def main(argv=None):
         print("| images/task | images/s |")
         print("|---|---|")
         for b in sorted(set(args.batch_sizes) | {args.batch_size}):
-            print(f"| {b} | {ips['dask', w, b]:.1f} |")
+            print(f"| {b} | {rate(('dask', w, b))} |")
+    print(
+        "\nSeconds per run, in round order:",
+        {f"{k[0]} w={k[1]} b={k[2]}": [round(t, 2) for t in v] for k, v in samples.items()},
+    )
     return 0
 
 
