@@ -24,6 +24,7 @@ import numpy
 import pytest
 
 pytest.importorskip("distributed")
+dask = pytest.importorskip("dask")
 zarr = pytest.importorskip("zarr")
 pq = pytest.importorskip("pyarrow.parquet")
 torch = pytest.importorskip("torch")
@@ -236,6 +237,11 @@ def test_process_cluster_survives_a_killed_worker(tmp_path, torch_model, images,
         blas = str(max(1, len(os.sched_getaffinity(0)) // 2))
         settings = client.run(lambda: [os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")])
         assert all(v == [blas, None] for v in settings.values()), settings  # cores shared, no trim threshold
+
+        def monitoring(dask_worker=None):  # what the worker process itself runs with, not this process's config
+            return "profile" in dask_worker.periodic_callbacks, dask.config.get("distributed.admin.tick.interval")
+
+        assert set(client.run(monitoring).values()) == {(False, "500ms")}  # no profiler, a slow health tick
 
         def kill_one(done, total):
             if done == 4 and not killed:
