@@ -16,7 +16,9 @@ Every configuration does the whole job, images decoded from JPEG files included:
    ``cores // W`` BLAS threads, started *before* the clock (its start-up is reported apart);
    the time includes reading and checking the weights, sending them to the workers, building
    the model there, and every write;
-3. throughput against the images per task (``--batch-sizes``), with the most workers.
+3. throughput against the images per task (``--batch-sizes``), with the most workers;
+4. reading, decoding and preprocessing alone, once per round in this process: how much of
+   the work is not the network.
 
 Configurations run round-robin ``--repeats`` times. Each rate is the median over the rounds with
 its range; each ratio is the median of the per-round ratios (the two runs of a round are seconds
@@ -110,6 +112,16 @@ def time_predict(paths, arch, weights, batch_size, size_args, blas_threads=None)
     return elapsed
 
 
+def time_decode(paths, size_args):
+    """Seconds to read, decode and preprocess every image once, in this process (one thread)."""
+    from npresnet.preprocess import load_and_preprocess
+
+    start = time.perf_counter()
+    for path in paths:
+        load_and_preprocess(path, size_args["resize_size"], size_args["crop_size"])
+    return time.perf_counter() - start
+
+
 def time_embed(client, paths, arch, weights, batch_size, workdir, size_args):
     out = tempfile.mkdtemp(dir=workdir)
     start = time.perf_counter()
@@ -173,6 +185,7 @@ def main(argv=None):
             runs += [("dask", max(worker_counts), b) for b in args.batch_sizes if b != args.batch_size]
             samples = {}
             for _ in range(args.repeats):
+                samples.setdefault("decode", []).append(time_decode(paths, size_args))
                 for kind, w, b in runs:
                     if kind == "predict":  # w: BLAS threads (None: all)
                         t = time_predict(paths, args.arch, weights, b, size_args, blas_threads=w)
@@ -219,6 +232,13 @@ def main(argv=None):
             f"| dask, {w} worker{'s' if w > 1 else ''} | {args.batch_size} | {rate(key)} | {ratio(key, predict)} | "
             f"{ratio(key, one)} | {startup[w]:.1f} |"
         )
+    decode = [1000 * t / n for t in samples["decode"]]
+    network = [1000 * t / n for t in samples[predict]]
+    print(
+        f"\nPer image: reading, decoding and preprocessing {statistics.median(decode):.1f} ms "
+        f"({min(decode):.1f}–{max(decode):.1f}, one thread); all of predict {statistics.median(network):.0f} ms "
+        f"({min(network):.0f}–{max(network):.0f})."
+    )
     top = max(worker_counts)
     if top > 1:
 
@@ -239,10 +259,8 @@ def main(argv=None):
         print("|---|---|")
         for b in sorted(set(args.batch_sizes) | {args.batch_size}):
             print(f"| {b} | {rate(('dask', w, b))} |")
-    print(
-        "\nSeconds per run, in round order:",
-        {f"{k[0]} w={k[1]} b={k[2]}": [round(t, 2) for t in v] for k, v in samples.items()},
-    )
+    names = {k: "decode only" if k == "decode" else f"{k[0]} w={k[1]} b={k[2]}" for k in samples}
+    print("\nSeconds per run, in round order:", {names[k]: [round(t, 2) for t in v] for k, v in samples.items()})
     return 0
 
 
