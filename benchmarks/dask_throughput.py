@@ -247,10 +247,14 @@ def main(argv=None):
 
         bound = [top * t / s1 for t, s1 in zip(samples[predict], samples[single])]  # speed: top × 1-thread / predict
         reached = [s1 / (top * t) for s1, t in zip(samples[single], samples["dask", top, args.batch_size])]
+        over_one = ""
+        if one is not None:  # the same ceiling against the 1-worker run of each round
+            ceiling_one = [top * t / s1 for t, s1 in zip(samples[one], samples[single])]
+            over_one = f" and {per_round(ceiling_one)} of 1 worker"
         print(
             f"\nCeiling: {top} single-threaded processes do at most {top}× the 1-thread predict, "
-            f"{per_round(bound)} of predict with every core. {top} workers reached {per_round(reached)} "
-            f"of that ceiling."
+            f"{per_round(bound)} of predict with every core{over_one}. {top} workers reached "
+            f"{per_round(reached)} of that ceiling."
         )
     if args.batch_sizes:
         w = max(worker_counts)
