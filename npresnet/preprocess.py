@@ -27,6 +27,7 @@ changes Pillow's process-wide ``MAX_IMAGE_PIXELS``.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,11 @@ __all__ = ["ImageError", "MAX_PIXELS", "MAX_SIZE", "load_image", "preprocess", "
 
 MAX_PIXELS = 89_478_485  # pixels of an image, as read or after resizing: 256 MiB as 8-bit RGB
 MAX_SIZE = 4096  # largest resize_size and crop_size
+
+# warnings.catch_warnings swaps the process-wide filter list (until Python 3.14). Two threads
+# inside it at once can restore each other's lists and leave its "ignore" filter installed for
+# good; this lock keeps the threads of load_image (a threaded Dask worker) out of each other's way.
+_WARNING_FILTERS_LOCK = threading.Lock()
 
 
 def _pil():
@@ -73,8 +79,8 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     Image = _pil()
     try:
         with open(path, "rb") as f:
-            with warnings.catch_warnings():  # Pillow warns from 89 Mpx; the check below decides instead
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with _WARNING_FILTERS_LOCK, warnings.catch_warnings():  # Pillow warns from 89 Mpx; the check
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # below decides instead
                 image = Image.open(f)  # reads the header only
             width, height = image.size
             if width * height > max_pixels:
