@@ -40,11 +40,8 @@ def dask_defaults(n_workers):
         silence_logs=logging.ERROR,
         scheduler_kwargs={"dashboard": False},
     )
-    try:
-        with distributed.Client(cluster) as client:
-            yield client
-    finally:
-        cluster.close()
+    with cluster, distributed.Client(cluster) as client:  # the cluster closes on the way out
+        yield client
 
 
 def cpu_seconds(processes):
