@@ -44,6 +44,7 @@ from test_weights_hostile import (
 )
 
 import npresnet
+from npresnet.weights import limits
 
 ADDRESS_SPACE = 2**30  # 1 GiB of address space for the child, numpy and Python included (~250 MB)
 TIMEOUT_S = 30  # generous for a loaded 2-core CI runner; a correct load takes well under 2 s
@@ -415,6 +416,33 @@ def test_duplicate_member_check_is_linear(tmp_path):
 def test_member_count_is_capped(tmp_path):
     path = _zip_with_members(tmp_path / "many.pth", [f"archive/m{i}" for i in range(70_000)])
     assert_refused(path, "has 70001 members, more than the 65535")
+
+
+def _bare_directory_zip(path, entries: int):
+    """One empty member "a", then a central directory of ``entries`` 47-byte entries for it.
+
+    zipfile parses the whole directory, a ZipInfo per entry, before any member count can be
+    checked."""
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, 1, 0) + b"a"
+    entry = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0) + b"a"
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, entries * len(entry), len(local), 0)
+    with open(path, "wb") as f:
+        f.write(local)
+        for _ in range(entries // 100_000):
+            f.write(entry * 100_000)
+        f.write(entry * (entries % 100_000) + end)
+    return path
+
+
+def test_central_directory_size_is_capped_before_parsing(tmp_path):
+    """Without the cap, zipfile parsed all 2 million entries before the member count refused
+    the file: 23 s (the child's timeout is 30 s) and about 0.5 GB."""
+    path = _bare_directory_zip(tmp_path / "directory.pth", 2_000_000)
+    assert_refused(path, f"directory is larger than the {limits.MAX_ZIP_DIRECTORY_BYTES:,} bytes")
+    assert_refused(
+        _bare_directory_zip(tmp_path / "directory.npz", 2_000_000),
+        f"directory is larger than the {limits.MAX_ZIP_DIRECTORY_BYTES:,} bytes",
+    )
 
 
 def test_view_budget_counts_only_storages_read(tmp_path):

@@ -36,6 +36,7 @@ def _safety_section() -> str:
         ("integers in a pickle", f"{8 * limits.MAX_INT_BYTES} bits"),
         ("dimensions of one tensor", f"{limits.MAX_DIMENSIONS}"),
         ("zip members (`.pth`, `.npz`)", f"{limits.MAX_ZIP_MEMBERS:,}"),
+        ("zip central directory (`.pth`, `.npz`)", f"{limits.MAX_ZIP_DIRECTORY_BYTES:,} bytes"),
         ("safetensors JSON header", f"{limits.MAX_SAFETENSORS_HEADER_BYTES:,} bytes"),
     ],
 )

@@ -18,7 +18,7 @@ from typing import BinaryIO
 import numpy
 
 from ..errors import WeightsError
-from .limits import MAX_DIMENSIONS, MAX_ZIP_MEMBERS
+from .limits import MAX_DIMENSIONS, MAX_ZIP_DIRECTORY_BYTES, MAX_ZIP_MEMBERS
 
 # Deflate cannot expand data by more than about 1032:1 (zlib's documented limit),
 # so a member that claims more is lying about its size or is a zip bomb.
@@ -73,18 +73,53 @@ def describe_ints(values) -> str:
     return describe(values)
 
 
+# What zipfile reads besides the central directory while it opens an archive: the end record
+# with its comment (at most 22 + 65,535 bytes), read up to twice, and the zip64 end records.
+_ZIP_END_RECORDS_BYTES = 2 * (22 + 65_535) + 20 + 56
+
+
+class _ReadBudget:
+    """``file`` with a cap on the bytes all ``read`` calls may return together, while ``limit`` is set.
+
+    ``zipfile.ZipFile`` reads the end records and then the whole central directory, and parses
+    every entry before it returns; reading through this refuses an oversized directory before
+    a single entry is parsed, whatever sizes the end records claim.
+    """
+
+    def __init__(self, file: BinaryIO, file_size: int, limit: int):
+        self._file, self._file_size, self.limit, self._used = file, file_size, limit, 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self.limit is not None:
+            available = max(0, self._file_size - self._file.tell())
+            wanted = available if n is None or n < 0 else min(n, available)
+            if self._used + wanted > self.limit:
+                raise WeightsError(
+                    f"zip archive's directory is larger than the {MAX_ZIP_DIRECTORY_BYTES:,} bytes npresnet reads"
+                )
+            self._used += wanted
+        return self._file.read(n)
+
+    def __getattr__(self, name):  # seek, tell, seekable, ...: the file's own
+        return getattr(self._file, name)
+
+
 def open_zip(file: BinaryIO, file_size: int, stored_only: bool = False) -> zipfile.ZipFile:
     """Open a zip archive and check its directory before any member is read.
 
-    Refused: more than :data:`~npresnet.weights.limits.MAX_ZIP_MEMBERS` members,
+    Refused: a central directory over :data:`~npresnet.weights.limits.MAX_ZIP_DIRECTORY_BYTES`
+    (before ``zipfile`` parses an entry of it), more than
+    :data:`~npresnet.weights.limits.MAX_ZIP_MEMBERS` members,
     member names that repeat, encrypted members, compression other than
     stored/deflate (only stored when ``stored_only``, as ``torch.save`` writes), and
     sizes that the archive's bytes cannot back (members whose compressed sizes add up
     to more than the file, or that would expand beyond deflate's maximum ratio).
     Every check is linear in the number of members.
     """
+    budgeted = _ReadBudget(file, file_size, MAX_ZIP_DIRECTORY_BYTES + _ZIP_END_RECORDS_BYTES)
     try:
-        archive = zipfile.ZipFile(file)
+        archive = zipfile.ZipFile(budgeted)
+        budgeted.limit = None  # members are read later, each against its own checked size
         infos = archive.infolist()
     except ZIP_ERRORS as exc:
         raise WeightsError(f"not a readable zip archive (truncated or corrupt): {exc}") from exc
