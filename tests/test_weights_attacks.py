@@ -438,7 +438,8 @@ def test_central_directory_size_is_capped_before_parsing(tmp_path):
     """Without the cap, zipfile parsed all 2 million entries before the member count refused
     the file: 23 s (the child's timeout is 30 s) and about 0.5 GB."""
     path = _bare_directory_zip(tmp_path / "directory.pth", 2_000_000)
-    assert_refused(path, f"directory is larger than the {limits.MAX_ZIP_DIRECTORY_BYTES:,} bytes")
+    error = assert_refused(path, f"directory is larger than the {limits.MAX_ZIP_DIRECTORY_BYTES:,} bytes")
+    assert "truncated or corrupt" not in error  # the file is well-formed, just too big
     assert_refused(
         _bare_directory_zip(tmp_path / "directory.npz", 2_000_000),
         f"directory is larger than the {limits.MAX_ZIP_DIRECTORY_BYTES:,} bytes",

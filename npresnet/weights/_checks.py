@@ -121,6 +121,8 @@ def open_zip(file: BinaryIO, file_size: int, stored_only: bool = False) -> zipfi
         archive = zipfile.ZipFile(budgeted)
         budgeted.limit = None  # members are read later, each against its own checked size
         infos = archive.infolist()
+    except WeightsError:  # the budget's refusal, already saying what is wrong (it is a ValueError too)
+        raise
     except ZIP_ERRORS as exc:
         raise WeightsError(f"not a readable zip archive (truncated or corrupt): {exc}") from exc
     if len(infos) > MAX_ZIP_MEMBERS:
