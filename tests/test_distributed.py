@@ -506,11 +506,11 @@ def test_features_of_a_named_layer_without_predictions(tmp_path, torch_model, im
         embed(paths, "resnet18", weights, features=tmp_path / "x.zarr", layer="layer9", scheduler=NOWHERE)
 
 
-def test_throughput_benchmark_smoke_runs_every_configuration():
-    """benchmarks/dask_throughput.py keeps working (its timings are not asserted)."""
+def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/<script> <args>`` from the repository root; fails the test on a non-zero exit."""
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "dask_throughput.py"), "--smoke", "--workers", "1", "2"],
+        [sys.executable, str(root / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=300,
@@ -518,6 +518,12 @@ def test_throughput_benchmark_smoke_runs_every_configuration():
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_throughput_benchmark_smoke_runs_every_configuration():
+    """benchmarks/dask_throughput.py keeps working (its timings are not asserted)."""
+    proc = run_benchmark("dask_throughput.py", "--smoke", "--workers", "1", "2")
     rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith(("| predict", "| dask"))]
     names = [r[0].strip() for r in rows]
     assert names == ["predict (one process)", "predict, 1 BLAS thread", "dask, 1 worker", "dask, 2 workers"]
@@ -528,16 +534,7 @@ def test_throughput_benchmark_smoke_runs_every_configuration():
 
 def test_idle_cpu_benchmark_smoke_prints_both_clusters():
     """benchmarks/dask_idle_cpu.py keeps working (its shares are not asserted: CI's machine is shared)."""
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run(
-        [sys.executable, str(root / "benchmarks" / "dask_idle_cpu.py"), "--seconds", "0.5", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=root,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_benchmark("dask_idle_cpu.py", "--seconds", "0.5", "--rounds", "1")
     rows = [
         line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith(("| Dask", "| embedded"))
     ]
