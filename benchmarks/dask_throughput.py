@@ -199,10 +199,14 @@ def main(argv=None):
     predict = ("predict", None, args.batch_size)
     one = ("dask", 1, args.batch_size) if 1 in worker_counts else None
 
+    def spread(values, digits, unit="", note=""):
+        """``median (min–max)``, each with ``digits`` decimals, ``unit`` after the median, ``note`` in the brackets."""
+        low, high = min(values), max(values)
+        return f"{statistics.median(values):.{digits}f}{unit} ({low:.{digits}f}–{high:.{digits}f}{note})"
+
     def rate(key):
         """Median images/s of ``key`` and its range over the repeats."""
-        per_run = [n / t for t in samples[key]]
-        return f"{statistics.median(per_run):.1f} ({min(per_run):.1f}–{max(per_run):.1f})"
+        return spread([n / t for t in samples[key]], 1)
 
     def ratio(key, base):
         """Median, over the rounds, of the speed ratio key / base within a round, with its range.
@@ -210,8 +214,7 @@ def main(argv=None):
         Pairing each round's two runs cancels the slow drifts of a shared machine."""
         if base is None:
             return "–"
-        per_round = [b / k for k, b in zip(samples[key], samples[base])]  # times: base / key = speed ratio
-        return f"{statistics.median(per_round):.2f}× ({min(per_round):.2f}–{max(per_round):.2f})"
+        return spread([b / k for k, b in zip(samples[key], samples[base])], 2, "×")  # times: base / key = speed
 
     print(
         f"## {args.arch}, {n} JPEGs of {args.size}×{args.size}, preprocessing {size_args}, "
@@ -235,26 +238,21 @@ def main(argv=None):
     decode = [1000 * t / n for t in samples["decode"]]
     network = [1000 * t / n for t in samples[predict]]
     print(
-        f"\nPer image: reading, decoding and preprocessing {statistics.median(decode):.1f} ms "
-        f"({min(decode):.1f}–{max(decode):.1f}, one thread); all of predict {statistics.median(network):.0f} ms "
-        f"({min(network):.0f}–{max(network):.0f})."
+        f"\nPer image: reading, decoding and preprocessing {spread(decode, 1, ' ms', ', one thread')}; "
+        f"all of predict {spread(network, 0, ' ms')}."
     )
     top = max(worker_counts)
     if top > 1:
-
-        def per_round(values):
-            return f"{statistics.median(values):.2f}× ({min(values):.2f}–{max(values):.2f})"
-
         bound = [top * t / s1 for t, s1 in zip(samples[predict], samples[single])]  # speed: top × 1-thread / predict
         reached = [s1 / (top * t) for s1, t in zip(samples[single], samples["dask", top, args.batch_size])]
         over_one = ""
         if one is not None:  # the same ceiling against the 1-worker run of each round
             ceiling_one = [top * t / s1 for t, s1 in zip(samples[one], samples[single])]
-            over_one = f" and {per_round(ceiling_one)} of 1 worker"
+            over_one = f" and {spread(ceiling_one, 2, '×')} of 1 worker"
         print(
             f"\nCeiling: {top} single-threaded processes do at most {top}× the 1-thread predict, "
-            f"{per_round(bound)} of predict with every core{over_one}. {top} workers reached "
-            f"{per_round(reached)} of that ceiling."
+            f"{spread(bound, 2, '×')} of predict with every core{over_one}. {top} workers reached "
+            f"{spread(reached, 2, '×')} of that ceiling."
         )
     if args.batch_sizes:
         w = max(worker_counts)
