@@ -7,9 +7,13 @@
   output element exactly once, and reads only inside its input (Buffer raises otherwise).
   Launches are drawn small (1-3 blocks of 1-64 threads), so the grid-stride loops take
   several trips.
+- Translation: the CUDA source compiled for the CPU with g++ (tests/_cuda_host.py) gives
+  bit-for-bit the twins' results, in float32 and float64.
 """
 
 from __future__ import annotations
+
+import ctypes
 
 import numpy as np
 import pytest
@@ -23,6 +27,7 @@ from npresnet.fast.fold import gemm_weight
 from npresnet.shapes import conv_output_size
 
 EPS = np.finfo(np.float64).eps
+_CTYPE = {np.float32: "float", np.float64: "double"}
 
 
 # --------------------------------------------------------------------------- strategies
@@ -250,3 +255,92 @@ def test_too_much_shared_memory_fails_at_compile_time(compile_cuda, arch):
     )
     with pytest.raises(KernelCompileError, match="uses too much shared data"):
         compile_cuda(greedy, epilogue.NAME_EXPRESSIONS, arch, "greedy.cu")
+
+
+# --------------------------------------------------------------------------- the C itself, on the CPU
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """Every kernel compiled with g++ (tests/_cuda_host.py): ``{name_expression: launch}``."""
+    from _cuda_host import build, gxx_missing
+
+    if gxx_missing():
+        pytest.skip(gxx_missing())
+    directory = tmp_path_factory.mktemp("cuda_host")
+    return {name: launch for unit in SOURCES for name, launch in build(unit, directory).items()}
+
+
+def _ptr(array):
+    return ctypes.c_void_p(array.ctypes.data)
+
+
+def _c_ints(*values):
+    return [ctypes.c_int(v) for v in values]
+
+
+@given(
+    launch=launches(),
+    geometry=windows(),
+    Cg=st.integers(1, 3),
+    groups=st.integers(1, 2),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_host_compiled_im2col_matches_its_twin(host_kernels, launch, geometry, Cg, groups, dtype):
+    kernel, stride, padding, dilation, (H, W) = geometry
+    N, C = 2, Cg * groups
+    x = _values(np.random.default_rng(5), (N, H, W, C)).astype(dtype)
+    twin = _im2col(launch, x, kernel, stride, padding, dilation, groups).array
+    cols = np.full(twin.shape, np.nan, dtype=dtype)
+    out_h, out_w = (conv_output_size(*a) for a in zip((H, W), kernel, stride, padding, dilation))
+    sizes = _c_ints(N, H, W, C, out_h, out_w, *kernel, *stride, *padding, *dilation, groups)
+    run = host_kernels[f"im2col_nhwc<{_CTYPE[dtype]}>"]
+    run(launch.gridDim_x, launch.blockDim_x, _ptr(x), _ptr(cols), *sizes)
+    np.testing.assert_array_equal(cols, twin)
+
+
+@given(
+    launch=launches(),
+    geometry=windows(pooling=True),
+    C=st.integers(1, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_host_compiled_pooling_matches_its_twins(host_kernels, launch, geometry, C, dtype):
+    kernel, stride, padding, dilation, (H, W) = geometry
+    N = 2
+    x = _values(np.random.default_rng(6), (N, H, W, C)).astype(dtype)
+    x[0, 0, 0, 0] = np.nan  # a max must propagate it
+    out_h, out_w = (conv_output_size(*a) for a in zip((H, W), kernel, stride, padding, dilation))
+    twin = Buffer(np.zeros((N, out_h, out_w, C), dtype=dtype))
+    pool.max_pool_nhwc(launch, Buffer(x), twin, N, H, W, C, out_h, out_w, *kernel, *stride, *padding, *dilation)
+    out = np.full(twin.array.shape, np.nan, dtype=dtype)
+    sizes = _c_ints(N, H, W, C, out_h, out_w, *kernel, *stride, *padding, *dilation)
+    host_kernels[f"max_pool_nhwc<{_CTYPE[dtype]}>"](launch.gridDim_x, launch.blockDim_x, _ptr(x), _ptr(out), *sizes)
+    np.testing.assert_array_equal(out, twin.array)
+
+    twin = Buffer(np.zeros((N, C), dtype=dtype))
+    pool.global_avg_pool_nhwc(launch, Buffer(x), twin, N, H * W, C)
+    out = np.full((N, C), np.nan, dtype=dtype)
+    run = host_kernels[f"global_avg_pool_nhwc<{_CTYPE[dtype]}>"]
+    run(launch.gridDim_x, launch.blockDim_x, _ptr(x), _ptr(out), *_c_ints(N, H * W, C))
+    np.testing.assert_array_equal(out, twin.array)
+
+
+@given(
+    launch=launches(),
+    M=st.integers(1, 20),
+    O=st.integers(1, 5),
+    has_residual=st.booleans(),
+    relu=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_host_compiled_epilogue_matches_its_twin(host_kernels, launch, M, O, has_residual, relu, dtype):
+    rng = np.random.default_rng(7)
+    acc, bias, residual = (_values(rng, s).astype(dtype) for s in ((M, O), (O,), (M, O)))
+    acc[0, 0] = np.nan  # relu must keep it
+    twin = Buffer(np.zeros((M, O), dtype=dtype))
+    flags = int(has_residual), int(relu)
+    epilogue.bias_residual_relu(launch, Buffer(acc), Buffer(bias), Buffer(residual), twin, M, O, *flags)
+    out = np.full((M, O), np.nan, dtype=dtype)
+    run = host_kernels[f"bias_residual_relu<{_CTYPE[dtype]}>"]
+    args = _ptr(acc), _ptr(bias), _ptr(residual), _ptr(out), ctypes.c_longlong(M), *_c_ints(O, *flags)
+    run(launch.gridDim_x, launch.blockDim_x, *args)
+    np.testing.assert_array_equal(out, twin.array)

@@ -9,7 +9,8 @@ average pool), :mod:`.grid` (a thread grid evaluated with NumPy, for the twins),
 What has been checked where: every source compiles for sm_80 and sm_90 in CI, and each
 twin, the same statements as its kernel over every thread of a launch, matches the
 reference layers of :mod:`npresnet.functional` with each output written exactly once and
-every read in bounds. The kernels themselves have never run on a GPU, and
+every read in bounds; the tests also compile the same source with g++ for the CPU and
+check it against the twins. The kernels have never run on a GPU, and
 :class:`npresnet.fast.FusedResNet` does not use them yet.
 
 Importing this package needs only NumPy; compiling needs CuPy (the ``gpu`` extra).
