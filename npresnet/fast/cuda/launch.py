@@ -1,0 +1,110 @@
+"""Thin CuPy wrappers that launch this package's kernels.
+
+These have never run on a GPU: they are written against CuPy's documented ``RawModule``
+API and only their argument checks and launch sizes are exercised without a device.
+The kernels' index math is proved by their NumPy twins; the launch itself (argument
+order and types, the C translation) awaits a GPU run.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from ...shapes import conv_output_size
+from . import SOURCES
+from .grid import launch_config
+
+__all__ = ["CudaKernels"]
+
+_INT_MAX = 2**31 - 1  # every size the kernels take as ``int``
+_CTYPES = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}
+
+
+def _ints(name, values):
+    """``values`` as ``numpy.int32`` (CuPy passes Python ints as 64-bit), each checked to fit."""
+    if any(not 0 <= v <= _INT_MAX for v in values):
+        raise ValueError(f"{name}: sizes {tuple(values)} must lie in [0, 2**31)")
+    return tuple(numpy.int32(v) for v in values)
+
+
+class CudaKernels:
+    """The kernels compiled for the current CUDA device, for one floating dtype.
+
+    Parameters
+    ----------
+    dtype : float32 or float64
+    """
+
+    def __init__(self, dtype="float32"):
+        import cupy
+
+        self.dtype = numpy.dtype(dtype)
+        if self.dtype not in _CTYPES:
+            raise ValueError(f"CudaKernels: dtype={self.dtype}, expected float32 or float64")
+        self._xp = cupy
+        suffix = f"<{_CTYPES[self.dtype]}>"
+        self._functions = {}
+        for unit in SOURCES:
+            module = cupy.RawModule(code=unit.source, name_expressions=unit.name_expressions)
+            for expression in unit.name_expressions:
+                if expression.endswith(suffix):
+                    self._functions[expression.removesuffix(suffix)] = module.get_function(expression)
+
+    def _array(self, name, array, shape=None):
+        if not isinstance(array, self._xp.ndarray) or array.dtype != self.dtype or not array.flags.c_contiguous:
+            raise TypeError(f"{name}: expected a C-contiguous cupy array of {self.dtype}, got {type(array).__name__}")
+        if shape is not None and array.shape != tuple(shape):
+            raise ValueError(f"{name}: shape {array.shape}, expected {tuple(shape)}")
+        return array
+
+    def _out(self, out, shape):
+        return self._xp.empty(shape, dtype=self.dtype) if out is None else self._array("out", out, shape)
+
+    def _launch(self, kernel, total, args):
+        grid, block = launch_config(total)
+        self._functions[kernel]((grid,), (block,), args)
+
+    def im2col_nhwc(self, x, kernel_size, stride, padding, dilation, groups=1, out=None):
+        """Columns ``(groups, N*out_h*out_w, kh*kw*C/groups)`` of an NHWC ``x`` for one GEMM per group."""
+        N, H, W, C = self._array("x", x).shape
+        if groups < 1 or C % groups:
+            raise ValueError(f"im2col_nhwc: groups={groups} must be >= 1 and divide C={C}")
+        (kh, kw), (sy, sx), (ph, pw), (dy, dx) = kernel_size, stride, padding, dilation
+        out_h = conv_output_size(H, kh, sy, ph, dy)
+        out_w = conv_output_size(W, kw, sx, pw, dx)
+        cols = self._out(out, (groups, N * out_h * out_w, kh * kw * C // groups))
+        sizes = _ints("im2col_nhwc", (N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, pw, dy, dx, groups))
+        self._launch("im2col_nhwc", cols.size, (x, cols, *sizes))
+        return cols
+
+    def bias_residual_relu(self, acc, bias, residual=None, relu=True, out=None):
+        """``relu(acc + bias [+ residual])`` over ``acc`` of shape (..., O); ``out=acc`` works in place."""
+        O = self._array("acc", acc).shape[-1]
+        self._array("bias", bias, (O,))
+        if residual is not None:
+            self._array("residual", residual, acc.shape)
+        out = self._out(out, acc.shape)
+        M = numpy.int64(acc.size // max(O, 1))  # the kernel's ``long long M``
+        (O,) = _ints("bias_residual_relu", (O,))
+        flags = numpy.int32(residual is not None), numpy.int32(relu)
+        shortcut = acc if residual is None else residual  # not read without a residual, but must be a pointer
+        self._launch("bias_residual_relu", acc.size, (acc, bias, shortcut, out, M, O, *flags))
+        return out
+
+    def max_pool_nhwc(self, x, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False, out=None):
+        """NHWC max pooling, ``(N, out_h, out_w, C)``, padding as −∞."""
+        N, H, W, C = self._array("x", x).shape
+        (kh, kw), (sy, sx), (ph, pw), (dy, dx) = kernel_size, stride, padding, dilation
+        out_h = conv_output_size(H, kh, sy, ph, dy, ceil_mode)
+        out_w = conv_output_size(W, kw, sx, pw, dx, ceil_mode)
+        out = self._out(out, (N, out_h, out_w, C))
+        sizes = _ints("max_pool_nhwc", (N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, pw, dy, dx))
+        self._launch("max_pool_nhwc", out.size, (x, out, *sizes))
+        return out
+
+    def global_avg_pool_nhwc(self, x, out=None):
+        """Mean over the pixels of an NHWC ``x``: ``(N, C)``."""
+        N, H, W, C = self._array("x", x).shape
+        out = self._out(out, (N, C))
+        self._launch("global_avg_pool_nhwc", out.size, (x, out, *_ints("global_avg_pool_nhwc", (N, H * W, C))))
+        return out
