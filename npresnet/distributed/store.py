@@ -142,8 +142,8 @@ def _memory_array(metadata: bytes, chunks: dict | None = None, write: bool = Fal
 
     contents = {"zarr.json": cpu.Buffer.from_bytes(metadata)}
     contents.update({key: cpu.Buffer.from_bytes(data) for key, data in (chunks or {}).items()})
-    array = zarr.open_array(MemoryStore(contents), mode="r+" if write else "r", config={"write_empty_chunks": True})
-    return array, contents
+    array = zarr.open_array(MemoryStore(contents), mode="r+" if write else "r")
+    return array.with_config({"write_empty_chunks": True}), contents
 
 
 def _encode(metadata: bytes, selection, values) -> dict[str, bytes]:
