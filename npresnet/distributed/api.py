@@ -140,6 +140,12 @@ def embed(
         The weights cannot be read or do not fit ``arch`` (nothing submitted, no output created).
     OutputMismatchError
         An output exists but was made for other images or settings.
+    UnsafeOutputError
+        An output is a link, or holds a link, FIFO, socket or device (nothing is written).
+    OutputLockedError
+        Another run holds an output (the message names its pid and host).
+    OSError
+        The scheduler cannot be reached (no output is created).
     ValueError
         Bad arguments, no images.
     RuntimeError
