@@ -746,15 +746,21 @@ def _embed(args) -> int:
     if len(result.errors) > shown:
         print(f"npresnet embed: ... and {len(result.errors) - shown} more (see the error column)", file=sys.stderr)
     outputs = " and ".join(p for p in (result.features, result.predictions) if p)
+    recomputed = f" ({result.recomputed} did not verify and were computed again)" if result.recomputed else ""
     print(
         f"{outputs}: {result.num_images} images in {result.chunks} chunks; computed {result.computed}, "
-        f"{result.skipped} were already done",
+        f"{result.skipped} were already done{recomputed}",
         file=sys.stderr,
     )
-    if result.errors:
+    if result.error_rows:  # every error row of the output, resumed chunks included
+        retryable = (
+            f"; {result.retryable_rows} failed for a transient reason: run again to retry them"
+            if result.retryable_rows
+            else ""
+        )
         print(
-            f"npresnet embed: {len(result.errors)} of {result.num_images} image(s) could not be read "
-            "(error rows written)",
+            f"npresnet embed: {result.error_rows} of {result.num_images} image(s) could not be read "
+            f"(error rows written){retryable}",
             file=sys.stderr,
         )
         return 1

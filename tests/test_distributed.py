@@ -310,7 +310,7 @@ def test_killed_command_resumes_and_equals_an_uninterrupted_run(tmp_path, torch_
     proc = subprocess.Popen(command(feats, preds), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
-        while not (done_dir.is_dir() and len(os.listdir(done_dir)) >= 5):
+        while not (done_dir.is_dir() and len([f for f in os.listdir(done_dir) if not f.startswith(".")]) >= 5):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline
             time.sleep(0.005)

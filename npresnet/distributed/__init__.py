@@ -7,14 +7,26 @@ Needs ``pip install "npresnet[distributed]"`` (dask[distributed], zarr, pyarrow)
 
 Modules, one job each: :mod:`.paths` (which images, in which order), :mod:`.model` (weights
 checked on the client, one model per worker), :mod:`.task` (one chunk of images in, one chunk
-of each output out), :mod:`.store` (the outputs, atomic chunks, the resume manifest),
+of each output out), :mod:`.store` (the outputs, their manifests and verified chunk records),
+:mod:`.fs` (file access confined to an output), :mod:`.lock` (one run per output),
 :mod:`.cluster` (embedded local cluster, scheduler address or given client), :mod:`.api`.
 """
 
 from ..predictions import softmax_topk  # re-exported: the formula each row uses
 from .api import EmbedResult, embed
+from .fs import UnsafeOutputError
+from .lock import OutputLockedError
 from .model import model_loads
 from .paths import list_images
 from .store import OutputMismatchError
 
-__all__ = ["embed", "EmbedResult", "list_images", "model_loads", "OutputMismatchError", "softmax_topk"]
+__all__ = [
+    "embed",
+    "EmbedResult",
+    "list_images",
+    "model_loads",
+    "OutputMismatchError",
+    "UnsafeOutputError",
+    "OutputLockedError",
+    "softmax_topk",
+]

@@ -7,7 +7,10 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from .. import __version__
+from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .cluster import connect
+from .lock import output_lock
 from .model import ensure_plugin, load_checked_weights
 from .paths import list_images, paths_digest
 from .store import FORMAT, FeatureStore, PredictionStore
@@ -28,7 +31,13 @@ MAX_FEATURE_VALUES = 1 << 24  # per image: a named layer larger than this (64 Mi
 
 @dataclass
 class EmbedResult:
-    """What a run did. ``errors`` lists ``(path, reason)`` for unreadable images in the chunks computed now."""
+    """What a run did.
+
+    ``errors`` lists ``(path, reason)`` for unreadable images in the chunks computed now;
+    ``error_rows`` and ``retryable_rows`` count the error rows of the whole output, resumed
+    chunks included; ``recomputed`` counts the chunks that claimed to be done but did not verify
+    (damaged, altered, or from another run), which were computed again.
+    """
 
     num_images: int
     chunks: int
@@ -37,6 +46,9 @@ class EmbedResult:
     features: str | None = None
     predictions: str | None = None
     errors: list = field(default_factory=list)
+    error_rows: int = 0
+    retryable_rows: int = 0
+    recomputed: int = 0
 
 
 def _feature_dim(key, layer, crop_size):
@@ -128,6 +140,12 @@ def embed(
         The weights cannot be read or do not fit ``arch`` (nothing submitted, no output created).
     OutputMismatchError
         An output exists but was made for other images or settings.
+    UnsafeOutputError
+        An output is a link, or holds a link, FIFO, socket or device (nothing is written).
+    OutputLockedError
+        Another run holds an output (the message names its pid and host).
+    OSError
+        The scheduler cannot be reached (no output is created).
     ValueError
         Bad arguments, no images.
     RuntimeError
@@ -142,11 +160,14 @@ def embed(
     _check_int("crop_size", crop_size, 1, 1 << 15)
     if backend not in ("numpy", "cupy"):
         raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
-    paths = list_images(images)
+    if backend == "cupy" and client is None and scheduler is None:
+        _check_local_backend(backend)
+    paths = [os.path.abspath(p) for p in list_images(images)]  # workers may run in another directory
     key, state_dict = load_checked_weights(arch, weights)
     key = replace(key, backend=backend)
     common = {
         "format": FORMAT,
+        "npresnet_version": __version__,
         "arch": arch,
         "num_classes": key.num_classes,
         "weights_sha256": key.weights_sha256,
@@ -155,6 +176,9 @@ def embed(
         "chunk_rows": batch_size,
         "resize_size": resize_size,
         "crop_size": crop_size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "backend": backend,
     }
 
     stores = []
@@ -166,57 +190,102 @@ def embed(
                 f"layer {layer!r} has {dim:,} values per image at {crop_size}×{crop_size}; "
                 f"at most {MAX_FEATURE_VALUES:,} are stored per row"
             )
-        feature_store = FeatureStore(features, {**common, "layer": layer, "feature_dim": dim})
+        manifest = {**common, "layer": layer, "feature_dim": dim, "dtype": "float32"}
+        feature_store = FeatureStore(features, manifest)
         stores.append(feature_store)
     if predictions is not None:
         prediction_store = PredictionStore(predictions, {**common, "top": min(top, key.num_classes)})
         stores.append(prediction_store)
-    for store in stores:
-        store.create_or_check(paths)
+    if feature_store is not None and prediction_store is not None:
+        _check_apart(feature_store.path, prediction_store.path)
 
-    n_chunks = -(-len(paths) // batch_size)
-    done = set(range(n_chunks))
+    with output_lock([store.path for store in stores]):
+        return _run(
+            paths,
+            stores,
+            feature_store,
+            prediction_store,
+            state_dict,
+            Job(key, resize_size, crop_size, top=min(top, key.num_classes), layer=layer if features else None),
+            (client, scheduler, n_workers, processes, backend),
+            progress,
+        )
+
+
+def _check_local_backend(backend):
+    from ..backend import available_backends, cupy_unavailable_reason
+
+    if backend not in available_backends():
+        raise ValueError(f"backend {backend!r} is not available here: {cupy_unavailable_reason()}")
+
+
+def _check_apart(a: str, b: str) -> None:
+    """Refuse features and predictions at one path, or one inside the other (both absolute, parents resolved)."""
+    if a == b or os.path.commonpath([a, b]) in (a, b):
+        raise ValueError(f"features ({a}) and predictions ({b}) must be two separate paths, neither inside the other")
+
+
+def _run(paths, stores, feature_store, prediction_store, state_dict, job, where, progress):
+    """Resume or start the run, holding the outputs' locks."""
+    rows = stores[0].manifest["chunk_rows"]
+    n_chunks = -(-len(paths) // rows)
+    done, counted, recomputed = set(range(n_chunks)), {}, 0
     for store in stores:
-        done &= store.done_chunks()
+        if store.exists():
+            store.check()
+            records, unverified = store.records()
+            recomputed = max(recomputed, unverified)
+        else:
+            records = {}
+        done &= {i for i, record in records.items() if not record.get("retryable")}
+        counted = counted or records
     todo = [i for i in range(n_chunks) if i not in done]
     result = EmbedResult(
         len(paths),
         n_chunks,
         len(todo),
         len(done),
-        features=None if features is None else os.fspath(features),
-        predictions=None if predictions is None else os.fspath(predictions),
+        features=None if feature_store is None else feature_store.name,
+        predictions=None if prediction_store is None else prediction_store.name,
+        recomputed=recomputed,
     )
+    result.error_rows = sum(counted[i].get("errors", 0) for i in done)
     if progress is not None:
         progress(len(done), n_chunks)
     if not todo:
         return result
 
-    job = Job(key, resize_size, crop_size, top=min(top, key.num_classes))
-    if feature_store is not None:
-        job = replace(
-            job,
-            layer=layer,
-            features_manifest=feature_store.manifest,
-            features_path=os.path.abspath(feature_store.path),
-        )
-    else:
-        job = replace(job, layer=None)  # predictions only: no capture hooks
-    if prediction_store is not None:
-        job = replace(
-            job, predictions_manifest=prediction_store.manifest, predictions_path=os.path.abspath(prediction_store.path)
-        )
-    run = uuid.uuid4().hex[:12]
+    client, scheduler, n_workers, processes, backend = where
     with connect(client, scheduler, n_workers, processes, backend) as dask_client:
-        _submit_and_wait(dask_client, paths, todo, batch_size, state_dict, job, run, result, progress, len(done))
+        if backend != "numpy":
+            _check_workers_backend(dask_client, backend)
+        for store in stores:  # created only now: a run that cannot start leaves nothing behind
+            if store.exists():
+                store.remove_leftovers()  # safe: this run holds the lock
+            else:
+                store.create(paths)
+        job = replace(job, features=feature_store, predictions=prediction_store)
+        _submit_and_wait(dask_client, paths, todo, rows, state_dict, job, result, progress, len(done))
     for store in stores:
         store.remove_leftovers()
     return result
 
 
-def _submit_and_wait(client, paths, todo, batch_size, state_dict, job, run, result, progress, done):
+def _check_workers_backend(client, backend):
+    from ..backend import available_backends
+
+    answers = client.run(lambda: backend in available_backends())
+    missing = sorted(worker for worker, ok in answers.items() if not ok)
+    if not answers or missing:
+        raise ValueError(
+            f"backend {backend!r} is not available on the worker(s) {', '.join(missing) or '(none connected)'}"
+        )
+
+
+def _submit_and_wait(client, paths, todo, batch_size, state_dict, job, result, progress, done):
     from distributed import as_completed
 
+    run = uuid.uuid4().hex[:12]
     ensure_plugin(client)
     [weights] = client.scatter([state_dict], broadcast=True, hash=False)  # once to every worker
     futures = [
@@ -241,7 +310,9 @@ def _submit_and_wait(client, paths, todo, batch_size, state_dict, job, run, resu
                     f"failed: {type(err).__name__}: {err}. Finished chunks are kept: run the same command "
                     "again to resume."
                 ) from err
-            result.errors += outcome["errors"]
+            result.errors += outcome["errors_list"]
+            result.error_rows += outcome["errors"]
+            result.retryable_rows += outcome["retryable"]
             done += 1
             if progress is not None:
                 progress(done, result.chunks)

@@ -99,7 +99,11 @@ def connect(
         return
     distributed = _distributed()
     if scheduler is not None:
-        with distributed.Client(scheduler, timeout="30s") as remote:
+        try:  # waits up to Dask's distributed.comm.timeouts.connect (30 s by default)
+            remote = distributed.Client(scheduler)
+        except OSError as err:  # TimeoutError included
+            raise OSError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+        with remote:
             yield remote
         return
     if backend == "cupy":  # dask-cuda's convention: one worker per GPU

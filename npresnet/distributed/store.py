@@ -1,29 +1,35 @@
-"""The two outputs and their resume manifest: a Zarr store of features, a Parquet dataset of predictions.
+"""The two outputs, their manifests and per-chunk records: Zarr features, Parquet predictions.
 
 Both are split into *chunks* of ``chunk_rows`` consecutive images: chunk ``i`` holds rows
-``i·chunk_rows …`` and is written by exactly one task. Every write is atomic, so a chunk is
-either complete or absent, and a re-run computes only the chunks that are absent:
+``i·chunk_rows …`` and is written by exactly one task. A chunk is *done* when its *record*
+is present and verifies: the record names every file the task wrote with its size and
+SHA-256, and the digest of the manifest it was written under. A re-run trusts only done
+chunks: any other chunk (absent, half-written, altered, truncated, from another run, or with
+an image that failed for a transient reason) is computed again.
 
 ``features.zarr/`` (Zarr v3 group; its attributes hold the manifest)
     ``features``  (N, D) float32, chunks (chunk_rows, D); NaN rows for unreadable images
     ``errors``    (N,) str, ``""`` or the reason the image could not be read
-    ``paths``     (N,) str, written when the store is created
-    ``done``      (n_chunks,) bool, chunks of 1: set after a chunk's other arrays are written
+    ``paths``     (N,) str, the absolute image paths, written when the store is created
+    ``records``   (n_chunks,) str, chunks of 1: chunk ``i``'s record (JSON)
+    ``done``      (n_chunks,) bool, chunks of 1: set after the chunk's record
 ``preds.parquet/`` (a directory that ``pyarrow.parquet.read_table`` reads as one table)
-    ``_npresnet.json``          the manifest
-    ``part-00000000.parquet``  chunk 0, …: one file per chunk, present = done
+    ``_npresnet.json``              the manifest
+    ``part-00000000.parquet``       chunk 0, …: one file per chunk (the manifest in its key-value metadata)
+    ``_records/00000000.json``      chunk 0's record, written after its part
 
-Zarr's local store writes each chunk file to a temporary name and renames it into place;
-Parquet parts go through :func:`npresnet._atomic.atomic_write`. A new store is built under
-a temporary name and renamed into place, so a half-created store never appears either.
-
-An existing output is reused only if its manifest equals this run's (same image list,
-weights, architecture, preprocessing, chunking); otherwise it is refused, never mixed.
+Every file a task writes is encoded in memory (Zarr chunks by Zarr itself, into a
+``MemoryStore``) and written by :func:`.fs.write_bytes`: atomically, and never through a link.
+A new store is built under a temporary name and renamed into place, so a half-created store
+never appears. An existing output is reused only if its manifest equals this run's (same image
+list, weights, architecture, layer, preprocessing, chunking, backend, dtype and npresnet
+version); otherwise it is refused, never mixed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -32,16 +38,29 @@ import shutil
 import numpy
 
 from .._atomic import atomic_write
+from . import fs
 
-__all__ = ["OutputMismatchError", "FeatureStore", "PredictionStore", "FORMAT"]
+__all__ = ["OutputMismatchError", "FeatureStore", "PredictionStore", "FORMAT", "manifest_digest"]
 
-FORMAT = "npresnet-embed/1"
+FORMAT = "npresnet-embed/2"
 _PATH_CHUNK = 65536  # rows per chunk of the paths array
 _MANIFEST = "_npresnet.json"
+_RECORDS = "_records"
+_MAX_METADATA_BYTES = 1 << 20  # a zarr.json, a manifest or a record larger than this is not ours
+_ARRAYS = ("features", "errors", "records", "done")  # the arrays tasks write, with their zarr.json
 
 
 class OutputMismatchError(ValueError):
     """An existing output was made by a different run (other images, weights or settings), or is not ours."""
+
+
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's canonical JSON: the run key every chunk record carries."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _file_record(data: bytes) -> list:
+    return [len(data), hashlib.sha256(data).hexdigest()]
 
 
 def _differences(found: dict, wanted: dict) -> list[str]:
@@ -51,7 +70,7 @@ def _differences(found: dict, wanted: dict) -> list[str]:
 
 
 def _check_manifest(path, found, wanted):
-    if not isinstance(found, dict) or found.get("format") != FORMAT:
+    if not isinstance(found, dict) or not str(found.get("format", "")).startswith("npresnet-embed/"):
         raise OutputMismatchError(
             f"{path} exists and is not an npresnet embed output; refusing to write into it (choose another output path)"
         )
@@ -66,6 +85,20 @@ def _check_manifest(path, found, wanted):
             f"{path} was written for {what}; refusing to mix results. Use another output "
             "path, or delete it to start over. Differences: " + "; ".join(diffs)
         )
+
+
+def _max_entries(n_chunks: int) -> int:
+    """More entries than any output of ``n_chunks`` chunks holds (≤ 8 files and directories per chunk)."""
+    return 16 * n_chunks + 10_000
+
+
+def _json(data: bytes | None):
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 @contextlib.contextmanager
@@ -101,108 +134,220 @@ def _pyarrow():
     return pyarrow
 
 
+def _memory_array(metadata: bytes, chunks: dict | None = None, write: bool = False):
+    """A Zarr array in memory with on-disk ``metadata`` (zarr.json bytes) and chunk files ``{key: bytes}``."""
+    zarr = _zarr()
+    from zarr.core.buffer import cpu
+    from zarr.storage import MemoryStore
+
+    contents = {"zarr.json": cpu.Buffer.from_bytes(metadata)}
+    contents.update({key: cpu.Buffer.from_bytes(data) for key, data in (chunks or {}).items()})
+    array = zarr.open_array(MemoryStore(contents), mode="r+" if write else "r")
+    return array.with_config({"write_empty_chunks": True}), contents
+
+
+def _encode(metadata: bytes, selection, values) -> dict[str, bytes]:
+    """The chunk files ``{key: bytes}`` Zarr writes for ``array[selection] = values`` (every chunk, even all-fill)."""
+    array, contents = _memory_array(metadata, write=True)
+    array[selection] = values
+    return {key: buffer.to_bytes() for key, buffer in contents.items() if key != "zarr.json"}
+
+
+def _decode_each(metadata: bytes, chunks: dict[int, bytes]) -> dict:
+    """``{i: element i}`` of a 1-D array with chunks of 1, from its chunk files; undecodable ones left out."""
+    decoded = {}
+    for i, data in chunks.items():
+        with contextlib.suppress(Exception):  # damaged bytes: whatever the codec raises, the chunk is not trusted
+            decoded[i] = _memory_array(metadata, {f"c/{i}": data})[0][i]
+    return decoded
+
+
 class FeatureStore:
-    """A Zarr v3 store of features, ``row i = paths[i]`` (layout in the module docstring)."""
+    """A Zarr v3 store of features, ``row i = paths[i]`` (layout in the module docstring).
+
+    ``path`` is resolved by :func:`.fs.output_root` (absolute, parent resolved, not a link);
+    ``metadata`` holds the ``zarr.json`` bytes of the arrays tasks write, read on the client.
+    """
 
     def __init__(self, path, manifest: dict):
-        self.path = os.fspath(path)
+        self.name = os.fspath(path)  # as given, for messages
+        self.path = fs.output_root(path)
         self.manifest = manifest
+        self.digest = manifest_digest(manifest)
+        self.metadata: dict[str, bytes] = {}
 
     @property
     def n_chunks(self) -> int:
         return -(-self.manifest["num_images"] // self.manifest["chunk_rows"])
 
-    def create_or_check(self, paths) -> None:
-        """Create the store (paths written, nothing done), or check that the existing one is this run's."""
+    def exists(self) -> bool:
+        return os.path.lexists(self.path)
+
+    def check(self) -> None:
+        """Check that the existing store is safe (no links, FIFOs, devices) and was made by this run's settings."""
+        fs.scan(self.path, _max_entries(self.n_chunks))
+        group = _json(fs.read_bytes(self.path, "zarr.json", _MAX_METADATA_BYTES))
+        attributes = group.get("attributes") if isinstance(group, dict) else None
+        _check_manifest(self.path, attributes.get("npresnet") if isinstance(attributes, dict) else None, self.manifest)
+        self._read_metadata()
+
+    def _read_metadata(self) -> None:
+        for name in _ARRAYS:
+            data = fs.read_bytes(self.path, f"{name}/zarr.json", _MAX_METADATA_BYTES)
+            if data is None:
+                raise OutputMismatchError(
+                    f"{self.path}: the array {name!r} is missing; delete the output to start over"
+                )
+            self.metadata[name] = data
+
+    def create(self, paths) -> None:
+        """Create the store: paths written, nothing done."""
         zarr = _zarr()
-        if os.path.lexists(self.path):
-            try:
-                found = dict(zarr.open_group(self.path, mode="r").attrs).get("npresnet")
-            except Exception:  # not a zarr group at all
-                found = None
-            _check_manifest(self.path, found, self.manifest)
-            return
         n, rows, dim = self.manifest["num_images"], self.manifest["chunk_rows"], self.manifest["feature_dim"]
         with _build_in_place(self.path) as temporary:
             group = zarr.open_group(temporary, mode="w-")
-            group.create_array("features", shape=(n, dim), chunks=(rows, dim), dtype="float32", fill_value=numpy.nan)
-            group.create_array("errors", shape=(n,), chunks=(rows,), dtype=str)
-            stored = group.create_array("paths", shape=(n,), chunks=(min(n, _PATH_CHUNK),), dtype=str)
+            group.create_array(
+                "features",
+                shape=(n, dim),
+                chunks=(rows, dim),
+                dtype="float32",
+                fill_value=numpy.nan,
+                dimension_names=("image", "feature"),
+            )
+            group.create_array("errors", shape=(n,), chunks=(rows,), dtype=str, dimension_names=("image",))
+            stored = group.create_array(
+                "paths", shape=(n,), chunks=(min(n, _PATH_CHUNK),), dtype=str, dimension_names=("image",)
+            )
             for start in range(0, n, _PATH_CHUNK):
                 stored[start : start + _PATH_CHUNK] = numpy.asarray(paths[start : start + _PATH_CHUNK], dtype=str)
-            group.create_array("done", shape=(self.n_chunks,), chunks=(1,), dtype=bool, fill_value=False)
+            group.create_array("records", shape=(self.n_chunks,), chunks=(1,), dtype=str, dimension_names=("chunk",))
+            group.create_array(
+                "done", shape=(self.n_chunks,), chunks=(1,), dtype=bool, fill_value=False, dimension_names=("chunk",)
+            )
             group.attrs["npresnet"] = self.manifest  # last: a store with a manifest is complete
+        self._read_metadata()
 
-    def done_chunks(self) -> set[int]:
-        done = _zarr().open_array(os.path.join(self.path, "done"), mode="r")[:]
-        return set(numpy.flatnonzero(done).tolist())
+    def _chunk_files(self, name: str) -> dict[int, bytes]:
+        found = {}
+        for i in range(self.n_chunks):
+            data = fs.read_bytes(self.path, f"{name}/c/{i}", _MAX_METADATA_BYTES)
+            if data is not None:
+                found[i] = data
+        return found
 
-    def write_chunk(self, index: int, start: int, features, errors) -> None:
-        """Write rows ``start … start+len(errors)``, then mark chunk ``index`` done.
+    def records(self) -> tuple[dict[int, dict], int]:
+        """``({chunk: record}, unverified)``: the done chunks whose files verify, and how many others claim done.
 
-        ``features`` is (n, D) float32, ``errors`` n strings ('' for a readable image)."""
-        zarr = _zarr()
+        A chunk claims done if its ``done`` flag or record is present; it is done if, besides, the
+        record was written under this manifest and every file it names has the recorded size and SHA-256.
+        """
+        done = _decode_each(self.metadata["done"], self._chunk_files("done"))
+        records = _decode_each(self.metadata["records"], self._chunk_files("records"))
+        verified = {}
+        for i in set(done) | set(records):
+            record = _json(str(records.get(i, "")).encode("utf-8")) if i in records else None
+            if done.get(i) and self._verifies(record):
+                verified[i] = record
+        claimed = {i for i, flag in done.items() if flag} | set(records)
+        return verified, len(claimed - set(verified))
+
+    def _verifies(self, record) -> bool:
+        return _verifies(self.path, record, self.digest)
+
+    def write_chunk(self, index: int, start: int, features, errors, counts: dict) -> None:
+        """Write rows ``start … start+len(errors)``, then the chunk's record, then its ``done`` flag.
+
+        ``features`` is (n, D) float32, ``errors`` n strings ('' for a readable image); ``counts``
+        (``errors``, ``retryable``) goes into the record.
+        """
         stop = start + len(errors)
-        zarr.open_array(os.path.join(self.path, "features"), mode="r+")[start:stop] = features
-        zarr.open_array(os.path.join(self.path, "errors"), mode="r+")[start:stop] = numpy.asarray(errors, dtype=str)
-        zarr.open_array(os.path.join(self.path, "done"), mode="r+")[index] = True
+        files = {}
+        for name, values in (("features", features), ("errors", numpy.asarray(errors, dtype=str))):
+            for key, data in _encode(self.metadata[name], slice(start, stop), values).items():
+                fs.write_bytes(self.path, f"{name}/{key}", data)
+                files[f"{name}/{key}"] = _file_record(data)
+        record = json.dumps({"key": self.digest, "files": files, **counts}, sort_keys=True)
+        for name, value in (("records", record), ("done", True)):
+            for key, data in _encode(self.metadata[name], index, value).items():
+                fs.write_bytes(self.path, f"{name}/{key}", data)
 
     def remove_leftovers(self) -> int:
         """Delete temporary files left by writers that were killed mid-write; returns how many."""
-        removed = 0
-        for root, _dirs, files in os.walk(self.path):
-            for name in files:
-                if name.endswith(".partial"):
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(root, name))
-                        removed += 1
-        return removed
+        return fs.remove_temporaries(self.path)
+
+
+def _verifies(root: str, record, digest: str) -> bool:
+    """True if ``record`` was written under ``digest`` and each file it names has its recorded size and SHA-256."""
+    if not isinstance(record, dict) or record.get("key") != digest or not isinstance(record.get("files"), dict):
+        return False
+    for relative, expected in record["files"].items():
+        if not (isinstance(expected, list) and len(expected) == 2 and isinstance(expected[0], int)):
+            return False
+        try:
+            data = fs.read_bytes(root, relative, expected[0])
+        except ValueError:  # not a plain relative path: an edited record
+            return False
+        if data is None or _file_record(data) != expected:
+            return False
+    return True
 
 
 class PredictionStore:
-    """A directory of Parquet parts, one per chunk, with the manifest beside them."""
+    """A directory of Parquet parts, one per chunk, with the manifest and the chunk records beside them."""
 
     def __init__(self, path, manifest: dict):
-        self.path = os.fspath(path)
+        self.name = os.fspath(path)  # as given, for messages
+        self.path = fs.output_root(path)
         self.manifest = manifest
+        self.digest = manifest_digest(manifest)
 
-    def part(self, index: int) -> str:
-        return os.path.join(self.path, f"part-{index:08d}.parquet")
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.manifest["num_images"] // self.manifest["chunk_rows"])
 
-    def create_or_check(self, paths=None) -> None:
-        if os.path.lexists(self.path):
-            try:
-                with open(os.path.join(self.path, _MANIFEST), encoding="utf-8") as f:
-                    found = json.load(f)
-            except (OSError, ValueError):
-                found = None
-            _check_manifest(self.path, found, self.manifest)
-            return
+    @staticmethod
+    def part_name(index: int) -> str:
+        return f"part-{index:08d}.parquet"
+
+    def exists(self) -> bool:
+        return os.path.lexists(self.path)
+
+    def check(self) -> None:
+        fs.scan(self.path, _max_entries(self.n_chunks))
+        found = _json(fs.read_bytes(self.path, _MANIFEST, _MAX_METADATA_BYTES))
+        _check_manifest(self.path, found, self.manifest)
+
+    def create(self, paths=None) -> None:
         with _build_in_place(self.path) as temporary, atomic_write(os.path.join(temporary, _MANIFEST)) as f:
             f.write(json.dumps(self.manifest, indent=1).encode("utf-8"))
 
-    def done_chunks(self) -> set[int]:
-        done = set()
-        for name in os.listdir(self.path):
-            if name.startswith("part-") and name.endswith(".parquet"):
-                with contextlib.suppress(ValueError):
-                    done.add(int(name[5:-8]))
-        return done
+    def records(self) -> tuple[dict[int, dict], int]:
+        """``({chunk: record}, unverified)``, as :meth:`FeatureStore.records`; a part claims done by its record."""
+        verified, unverified = {}, 0
+        for i in range(self.n_chunks):
+            data = fs.read_bytes(self.path, f"{_RECORDS}/{i:08d}.json", _MAX_METADATA_BYTES)
+            if data is None:
+                continue
+            record = _json(data)
+            if _verifies(self.path, record, self.digest):
+                verified[i] = record
+            else:
+                unverified += 1
+        return verified, unverified
 
-    def write_chunk(self, index: int, table) -> None:
-        """Write one chunk's table (a ``pyarrow.Table``) atomically as its part file."""
-        pq = _pyarrow().parquet
-        with atomic_write(self.part(index)) as f:
-            pq.write_table(table, f)
+    def write_chunk(self, index: int, table, counts: dict) -> None:
+        """Write one chunk's table (a ``pyarrow.Table``) as its part, then the chunk's record."""
+        pa = _pyarrow()
+        table = table.replace_schema_metadata({"npresnet": json.dumps(self.manifest, sort_keys=True)})
+        sink = pa.BufferOutputStream()
+        pa.parquet.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
+        fs.write_bytes(self.path, self.part_name(index), data)
+        record = {"key": self.digest, "files": {self.part_name(index): _file_record(data)}, **counts}
+        fs.write_bytes(self.path, f"{_RECORDS}/{index:08d}.json", json.dumps(record, sort_keys=True).encode("utf-8"))
 
     def remove_leftovers(self) -> int:
-        removed = 0
-        for name in os.listdir(self.path):
-            if name.startswith(".part-") and name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.path, name))
-                    removed += 1
-        return removed
+        return fs.remove_temporaries(self.path)
 
 
 def predictions_table(rows, paths, top_indices, top_probs, labels, errors):

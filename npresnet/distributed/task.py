@@ -6,14 +6,27 @@ re-runs after its worker died, or a chunk recomputed on resume, changes nothing.
 
 from __future__ import annotations
 
+import errno
+import time
 from dataclasses import dataclass
 
 import numpy
 
 from ..predictions import softmax_topk
 from .model import ModelKey, cached_model
+from .store import FeatureStore, PredictionStore, predictions_table
 
-__all__ = ["Job", "Chunk", "run_chunk"]
+__all__ = ["Job", "Chunk", "run_chunk", "TRANSIENT_ERRNOS", "RETRY_DELAYS"]
+
+# OSErrors that say "not now" rather than "not an image": the read is tried again, and a row that
+# still fails is stored as retryable, so that the next run computes its chunk again
+TRANSIENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EIO", "EMFILE", "ENFILE", "EAGAIN", "EINTR", "ENOMEM", "ENOBUFS", "ETIMEDOUT", "ESTALE", "EBUSY")
+    if hasattr(errno, name)
+)
+RETRY_DELAYS = (0.1, 0.5)  # seconds before the second and the third attempt
+RETRYABLE = " (a transient error: the next run tries this image again)"
 
 
 @dataclass(frozen=True)
@@ -25,10 +38,8 @@ class Job:
     crop_size: int = 224
     top: int = 5
     layer: str | None = "avgpool"  # features from this module's output; None: no features
-    features_manifest: dict | None = None
-    features_path: str | None = None
-    predictions_manifest: dict | None = None
-    predictions_path: str | None = None
+    features: FeatureStore | None = None
+    predictions: PredictionStore | None = None
 
 
 @dataclass(frozen=True)
@@ -48,17 +59,36 @@ def _labels(num_classes: int):
     return [f"class {i}" for i in range(num_classes)]
 
 
+def _transient(err: BaseException) -> bool:
+    """True if ``err`` or an exception it was raised from is an OSError with a transient errno."""
+    seen = 0
+    while err is not None and seen < 16:
+        if isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
 def _load(paths, resize_size, crop_size):
-    """Preprocessed images of the readable paths and, per path, None or the reason it is unreadable."""
-    from ..preprocess import ImageError, load_and_preprocess
+    """Preprocessed images of the readable paths and, per path, None or the reason it is unreadable.
+
+    A read that fails for a transient reason (:data:`TRANSIENT_ERRNOS`) is tried again after each of
+    :data:`RETRY_DELAYS`; if it still fails, its reason ends with :data:`RETRYABLE`.
+    """
+    from .. import preprocess
 
     arrays, errors = [], []
     for path in paths:
-        try:
-            arrays.append(load_and_preprocess(path, resize_size, crop_size))  # (3, crop, crop)
-            errors.append(None)
-        except ImageError as err:
-            errors.append(str(err))
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                arrays.append(preprocess.load_and_preprocess(path, resize_size, crop_size))  # (3, crop, crop)
+                errors.append(None)
+            except preprocess.ImageError as err:
+                if _transient(err) and delay is not None:
+                    time.sleep(delay)
+                    continue
+                errors.append(str(err) + (RETRYABLE if _transient(err) else ""))
+            break
     return arrays, errors
 
 
@@ -81,22 +111,26 @@ def _forward(job: Job, state_dict, batch):
 
 
 def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
-    """Compute and write one chunk; return ``{"index", "rows", "errors": [(row, path, reason), ...]}``.
+    """Compute and write one chunk; return ``{"index", "rows", "errors", "retryable", "errors_list"}``.
+
+    ``errors`` and ``retryable`` count the chunk's error rows; ``errors_list`` is ``[(row, path, reason), ...]``.
 
     ``state_dict`` is only used the first time this worker needs the model (see ModelCache).
     """
-    from .store import FeatureStore, PredictionStore, predictions_table
-
     paths = list(chunk.paths)
     n = len(paths)
     arrays, errors = _load(paths, job.resize_size, job.crop_size)
     good = [i for i, e in enumerate(errors) if e is None]
+    counts = {
+        "errors": n - len(good),
+        "retryable": sum(e is not None and e.endswith(RETRYABLE) for e in errors),
+    }
     logits = features = None
     if arrays:
         logits, features = _forward(job, state_dict, numpy.stack(arrays))  # batch (B, 3, crop, crop)
 
-    if job.predictions_path is not None:
-        k = job.predictions_manifest["top"]
+    if job.predictions is not None:
+        k = job.predictions.manifest["top"]
         top_indices, top_probs, top_labels = [None] * n, [None] * n, [None] * n
         if good:
             labels = _labels(job.model.num_classes)
@@ -107,20 +141,19 @@ def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
         table = predictions_table(
             list(range(chunk.start, chunk.start + n)), paths, top_indices, top_probs, top_labels, errors
         )
-        PredictionStore(job.predictions_path, job.predictions_manifest).write_chunk(chunk.index, table)
+        job.predictions.write_chunk(chunk.index, table, counts)
 
-    # features last: their `done` flag is the chunk's final write, so done there means done everywhere
-    if job.features_path is not None:
-        dim = job.features_manifest["feature_dim"]
+    # features last: their `done` flag is the chunk's final write
+    if job.features is not None:
+        dim = job.features.manifest["feature_dim"]
         rows = numpy.full((n, dim), numpy.nan, dtype=numpy.float32)  # (n, D), NaN where unreadable
         if good:
             rows[good] = features
-        FeatureStore(job.features_path, job.features_manifest).write_chunk(
-            chunk.index, chunk.start, rows, [e or "" for e in errors]
-        )
+        job.features.write_chunk(chunk.index, chunk.start, rows, [e or "" for e in errors], counts)
 
     return {
         "index": chunk.index,
         "rows": n,
-        "errors": [(chunk.start + i, p, e) for i, (p, e) in enumerate(zip(paths, errors)) if e is not None],
+        **counts,
+        "errors_list": [(chunk.start + i, p, e) for i, (p, e) in enumerate(zip(paths, errors)) if e is not None],
     }
