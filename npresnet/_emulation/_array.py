@@ -385,7 +385,7 @@ class ndarray:
 
     # -- NumPy's protocols, as CuPy implements them (core.pyx)
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        from . import _ufunc
+        from ._namespace import cupy
 
         if "out" in kwargs:
             out = kwargs["out"]
@@ -397,13 +397,15 @@ class ndarray:
             inout = inputs
         if method not in ("__call__", "outer", "at", "reduce", "accumulate", "reduceat"):
             return NotImplemented
-        emulated = _ufunc.BY_NAME.get(ufunc.__name__)
-        if emulated is None:
+        try:  # the namespace's function of the same name (a ufunc, or matmul), as CuPy looks it up
+            func = getattr(cupy, ufunc.__name__)
+            if method != "__call__":
+                func = getattr(func, method)
+        except AttributeError:
             return NotImplemented
         for x in inout:
             if not (isinstance(x, (ndarray, numpy.ndarray, numpy.generic)) or isinstance(x, _PY_SCALARS)):
                 return NotImplemented
-        func = emulated if method == "__call__" else getattr(emulated, method)
         return func(*inputs, **kwargs)
 
     def __array_function__(self, func, types, args, kwargs):

@@ -127,10 +127,20 @@ def arange(start, stop=None, step=1, dtype=None):
 
 
 # --------------------------------------------------------------------------- products
-def matmul(*args, out=None, dtype=None, casting="same_kind", **kwargs):
+def matmul(
+    *args,
+    axes=None,
+    axis=None,
+    keepdims=False,
+    casting="same_kind",
+    dtype=None,
+    signature=None,
+    order="K",
+    out=None,
+):
     """``a @ b`` (batched over leading axes): one GEMM launch, as one cuBLAS (strided-batched) call."""
-    if kwargs:
-        raise TypeError(f"emulated CuPy: matmul arguments {sorted(kwargs)} are not emulated")
+    if axes is not None or axis is not None or keepdims or signature is not None or order != "K":
+        raise NotImplementedError("emulated CuPy: matmul's axes, axis, keepdims, signature and order are not emulated")
     if len(args) != 2:
         raise TypeError(f"matmul takes 2 operands, got {len(args)}")
     a, b = (operand(x, "cupy.matmul") for x in args)
@@ -258,8 +268,8 @@ def any(a, axis=None, out=None, keepdims=False):
     return a.any(axis=axis, out=out, keepdims=keepdims)
 
 
-def reshape(a, newshape, order="C"):
-    return a.reshape(newshape, order=order)
+def reshape(a, newshape, order="C", *, copy=None):
+    return a.reshape(newshape, order=order, copy=copy)
 
 
 def transpose(a, axes=None):
@@ -350,7 +360,6 @@ cupy = _module(
     dtype=numpy.dtype,
     finfo=numpy.finfo,
     iinfo=numpy.iinfo,
-    newaxis=None,
     inf=math.inf,
     nan=math.nan,
     pi=math.pi,
