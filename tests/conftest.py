@@ -10,9 +10,11 @@ Profiles
 Backends
 --------
 The ``backend`` fixture runs a test once per backend: every backend in
-:func:`npresnet.backend.available_backends`, plus ``"cupy"`` which is reported as
-SKIPPED, with the reason from :func:`npresnet.backend.cupy_unavailable_reason`, on a
-machine where CuPy cannot run. Results are compared on the host (``to_numpy``).
+:func:`npresnet.backend.available_backends`, the CuPy emulation ``"cupy-emulated"``
+(:mod:`npresnet._emulation`: the CuPy code path, on every machine), plus ``"cupy"``
+which is reported as SKIPPED, with the reason from
+:func:`npresnet.backend.cupy_unavailable_reason`, on a machine where CuPy cannot run.
+Results are compared on the host (``to_numpy``), against the same oracles on every backend.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class Backend:
 
 
 def _backend_params():
-    params = [pytest.param(name, id=name) for name in available_backends()]
+    params = [pytest.param(name, id=name) for name in available_backends(emulated=True)]
     if "cupy" not in available_backends():
         params.append(
             pytest.param(
@@ -95,6 +97,25 @@ def _backend_params():
             )
         )
     return params
+
+
+# Tests that fail on the CuPy emulation only because of a known CuPy incompatibility in code
+# another change is fixing: marked xfail(strict=True) on "cupy-emulated", so the mark has to
+# go (the run turns red) as soon as the code is fixed. Keyed by test function name.
+EMULATION_XFAILS = {
+    "test_max_pool2d_backward_matches_autograd": (
+        "npresnet.functional.max_pool2d_backward: xp.bincount(..., weights=float32) returns float64 "
+        "(NumPy and CuPy alike), a float64 scatter-add inside a float32 backward pass"
+    ),
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        reason = EMULATION_XFAILS.get(getattr(item, "originalname", item.name))
+        callspec = getattr(item, "callspec", None)
+        if reason and callspec is not None and callspec.params.get("backend") == "cupy-emulated":
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
 
 
 # Session scope: hypothesis refuses function-scoped fixtures in @given tests, and a backend

@@ -15,6 +15,8 @@ def test_available_backends_lists_numpy_first():
     assert set(names) <= {"numpy", "cupy"} and len(set(names)) == len(names)
     # cupy is listed exactly when it is usable, and the reason is empty exactly then
     assert ("cupy" in names) == (B.cupy_unavailable_reason() == "")
+    # the emulation is listed only when asked for, last
+    assert B.available_backends(emulated=True) == names + ["cupy-emulated"]
 
 
 def test_cupy_absent_is_explained():
@@ -33,7 +35,7 @@ def test_get_backend(backend):
 
 @pytest.mark.parametrize("bad", ["torch", "NumPy", "", None])
 def test_get_backend_rejects_unknown_names(bad):
-    with pytest.raises(ValueError, match=r"backend must be one of \('numpy', 'cupy'\), got"):
+    with pytest.raises(ValueError, match=r"backend must be one of \('numpy', 'cupy', 'cupy-emulated'\), got"):
         B.get_backend(bad)
 
 
@@ -82,14 +84,72 @@ def test_get_array_module_ignores_none_and_scalars(backend):
     assert B.backend_name(None) == "numpy" and B.backend_name(3) == "numpy"
 
 
-def test_backend_module_does_not_import_cupy_for_numpy_work():
-    """Asking about NumPy arrays never imports CuPy (checked by type module, not isinstance)."""
+def _run_with_planted_cupy(tmp_path, cupy_source: str, code: str):
+    """Run ``code`` in a fresh interpreter where ``import cupy`` finds a planted module ``cupy_source``."""
+    import os
     import subprocess
     import sys
 
-    code = (
-        "import sys, numpy; from npresnet.backend import get_array_module, backend_name, to_numpy;"
-        "a = numpy.zeros(2); get_array_module(a); backend_name(a); to_numpy(a);"
-        "assert 'cupy' not in sys.modules, 'cupy imported'"
+    (tmp_path / "cupy").mkdir(parents=True)
+    (tmp_path / "cupy" / "__init__.py").write_text(cupy_source)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(B.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), root])}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_backend_module_does_not_import_cupy_for_numpy_work(tmp_path):
+    """Asking about NumPy arrays never imports CuPy (checked by type module, not isinstance).
+
+    A planted ``cupy`` that fails on import stands in for CuPy, so the check means the same
+    whether or not CuPy is installed; the control run shows that an import would be caught."""
+    planted = "raise RuntimeError('planted cupy was imported')\n"
+    numpy_work = (
+        "import numpy; from npresnet.backend import get_array_module, backend_name, to_numpy, to_backend;"
+        "a = numpy.zeros(2); get_array_module(a, None, 1.0); backend_name(a); to_numpy(a); to_backend(a, 'numpy')"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    proc = _run_with_planted_cupy(tmp_path, planted, numpy_work)
+    assert proc.returncode == 0, proc.stderr
+    asks_for_cupy = "import npresnet.backend as B; B.get_backend('cupy')"
+    control = _run_with_planted_cupy(tmp_path / "control", planted, asks_for_cupy)
+    assert control.returncode == 1
+    assert "backend 'cupy' is not available: CuPy is not installed (RuntimeError: planted cupy was imported)" in (
+        control.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    "is_available, reason",
+    [
+        ("lambda: False", "cupy.is_available() is False"),
+        ("lambda: (_ for _ in ()).throw(OSError('libcuda.so: cannot open'))", "OSError: libcuda.so: cannot open"),
+    ],
+)
+def test_cupy_that_imports_without_a_device_is_not_listed(tmp_path, is_available, reason):
+    """cupy-cuda13x imports on a machine with no driver; then CuPy is not offered, and nothing crashes."""
+    code = (
+        "import numpy, npresnet.backend as B;"
+        "assert B.available_backends() == ['numpy'], B.available_backends();"
+        "assert B.available_backends(emulated=True) == ['numpy', 'cupy-emulated'];"
+        "print(B.cupy_unavailable_reason());"
+        "B.get_backend('cupy')"
+    )
+    proc = _run_with_planted_cupy(tmp_path, f"is_available = {is_available}\n", code)
+    assert reason in proc.stdout, proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "ValueError: backend 'cupy' is not available" in proc.stderr
+
+
+def test_emulated_backend_is_recognised_and_moves_through_the_host():
+    """The emulation is a backend like the others: named, detected from its arrays, reached by to_backend."""
+    from npresnet import _emulation
+
+    x = np.arange(6.0).reshape(2, 3)
+    dev = B.to_backend(x, "cupy-emulated")
+    assert isinstance(dev, _emulation.ndarray) and B.backend_name(dev) == "cupy-emulated"
+    assert B.get_backend("cupy-emulated") is _emulation.cupy is B.get_array_module(None, dev)
+    assert B.to_backend(dev, "cupy-emulated") is dev
+    with _emulation.count() as c:
+        back = B.to_numpy(dev)
+    assert c["d2h"] == 1 and c.syncs == 1
+    assert np.array_equal(back, x) and back is not x
+    x[0, 0] = 99.0  # the device copy never aliases the host array
+    assert B.to_numpy(dev)[0, 0] == 0.0
