@@ -64,6 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as err:  # an optional dependency is missing; the message says what to install
         print(f"npresnet {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except MemoryError:  # the limits are checked first, but another process may hold the memory
+        print(
+            f"npresnet {args.command}: error: out of memory; free memory or ask for less work "
+            "(a smaller --batch-size or --crop-size)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

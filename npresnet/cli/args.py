@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import argparse
 
+from ..limits import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_TOP
+
 __all__ = [
-    "MAX_BATCH_SIZE",
-    "PREDICT_ACTIVATION_LIMIT",
     "positive_int",
+    "non_negative_int",
     "int_up_to",
     "image_size",
+    "batch_size",
+    "top_k",
     "timeout",
     "input_size",
     "arch_names",
 ]
-
-# Upper bounds of flags that size work or memory (the image sizes are preprocess.MAX_SIZE,
-# the timeout fetch.MAX_TIMEOUT).
-MAX_BATCH_SIZE = 1024
-PREDICT_ACTIVATION_LIMIT = 2 * 2**30  # bytes of activations of one forward pass, as `summary` counts them
 
 
 def arch_names():
@@ -42,6 +40,16 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def int_up_to(limit):
     """An argparse type: an integer from 1 to ``limit``."""
 
@@ -54,10 +62,9 @@ def int_up_to(limit):
     return parse
 
 
-def image_size(text):
-    from ..preprocess import MAX_SIZE
-
-    return int_up_to(MAX_SIZE)(text)
+image_size = int_up_to(MAX_IMAGE_SIZE)  # --resize-size, --crop-size
+batch_size = int_up_to(MAX_BATCH_SIZE)  # predict's and embed's --batch-size
+top_k = int_up_to(MAX_TOP)  # --top
 
 
 def timeout(text):

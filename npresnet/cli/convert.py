@@ -36,6 +36,9 @@ def run(args) -> int:
     src, dst = args.src, args.dst
     if args.arch:
         check_arch(args.arch)
+    for name, path in (("SRC", src), ("DST", dst)):
+        if not path:
+            raise CommandError(f"{name} is an empty file name")
     if os.path.splitext(dst)[1].lower() not in (".npz", ".safetensors"):
         raise CommandError(f"DST must end in .npz or .safetensors (npresnet never writes pickles), got {dst!r}")
     if not os.path.isfile(src):
@@ -60,7 +63,9 @@ def run(args) -> int:
             raise CommandError(f"{err}\nnothing was written") from None
     try:
         save_weights(state_dict, dst)
-    except (WeightsError, OSError) as err:
+    except OSError as err:  # its file name is the temporary file's, which no longer exists: not shown
+        raise CommandError(f"cannot write {dst}: {err.strerror or err}") from None
+    except WeightsError as err:
         raise CommandError(f"cannot write {dst}: {err}") from None
     total = sum(int(v.size) for v in state_dict.values())
     print(f"wrote {dst}: {len(state_dict)} arrays, {total:,} values", file=sys.stderr)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
-from .args import MAX_BATCH_SIZE, PREDICT_ACTIVATION_LIMIT, image_size, int_up_to, positive_int
-from .common import CommandError, check_arch, load_model, progress_bar
+from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE, MAX_IMAGE_SIZE
+from .args import batch_size, image_size, top_k
+from .common import CommandError, check_activation_memory, check_arch, load_model, progress_bar
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands, archs):
-    from ..preprocess import MAX_SIZE
-
     p = commands.add_parser(
         "predict",
         help="classify images with ImageNet weights (top-K classes and probabilities)",
@@ -32,18 +32,18 @@ def add_parser(commands, archs):
     )
     p.add_argument(
         "--top",
-        type=positive_int,
+        type=top_k,
         default=5,
         metavar="K",
         help="classes per image (default 5; at most the number of classes of the weights)",
     )
     p.add_argument(
         "--batch-size",
-        type=int_up_to(MAX_BATCH_SIZE),
+        type=batch_size,
         default=16,
         metavar="B",
         help=f"images per forward pass (default 16, at most {MAX_BATCH_SIZE}; the activations of "
-        f"one pass may take at most {PREDICT_ACTIVATION_LIMIT // 2**30} GiB)",
+        f"one pass may take at most {MAX_ACTIVATION_BYTES // 2**30} GiB)",
     )
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
     p.add_argument(
@@ -51,35 +51,37 @@ def add_parser(commands, archs):
         type=image_size,
         default=256,
         metavar="S",
-        help=f"shorter side after resizing (default 256; torchvision's V2 weights use 232; at most {MAX_SIZE})",
+        help=f"shorter side after resizing (default 256; torchvision's V2 weights use 232; at most {MAX_IMAGE_SIZE})",
     )
     p.add_argument(
         "--crop-size",
         type=image_size,
         default=224,
         metavar="S",
-        help=f"side of the square center crop the network sees (default 224; at most {MAX_SIZE})",
+        help=f"side of the square center crop the network sees (default 224; at most {MAX_IMAGE_SIZE})",
     )
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=run)
 
 
-def _check_memory(args):
-    """Refuse, before any work, a batch whose activations would exceed PREDICT_ACTIVATION_LIMIT."""
-    from ..summary import summarize
+def _check_printable(paths, format):
+    """Refuse, before any work, an image path that stdout cannot write (a non-UTF-8 name, a strict ASCII locale).
 
-    batch = min(args.batch_size, len(args.images))
-    try:
-        need = summarize(args.arch, args.crop_size, batch=batch).peak_activation_bytes
-    except ValueError as err:  # a crop too small for the network
-        raise CommandError(f"--crop-size {args.crop_size}: {err}") from None
-    if need > PREDICT_ACTIVATION_LIMIT:
-        fits = PREDICT_ACTIVATION_LIMIT // (need // batch)
-        advice = f"use --batch-size {fits} or less" if fits else "use a smaller --crop-size"
-        raise CommandError(
-            f"{args.arch} on {batch} image(s) of {args.crop_size}×{args.crop_size} needs {need / 2**30:.1f} GiB of "
-            f"activations, more than the {PREDICT_ACTIVATION_LIMIT / 2**30:g} GiB limit; {advice}"
-        )
+    A name that is not valid UTF-8 reaches Python with its bytes escaped as lone surrogates
+    (PEP 383); stdout writes those back as the original bytes only with ``surrogateescape``, and
+    JSON cannot hold them at all.
+    """
+    encoding, errors = sys.stdout.encoding or "utf-8", sys.stdout.errors or "strict"
+    if format == "json":
+        encoding, errors = "utf-8", "strict"
+    for path in paths:
+        try:
+            path.encode(encoding, errors)
+        except UnicodeEncodeError:
+            raise CommandError(
+                f"{os.fsencode(path)!r}: the file name cannot be written to stdout ({encoding}, errors={errors}); "
+                "rename the file, or set PYTHONIOENCODING=utf-8:surrogateescape for the table format"
+            ) from None
 
 
 def run(args) -> int:
@@ -95,7 +97,8 @@ def run(args) -> int:
 
         raise CommandError(f"backend {args.backend!r} is not available: {cupy_unavailable_reason()}")
     check_arch(args.arch)
-    _check_memory(args)
+    _check_printable(args.images, args.format)
+    check_activation_memory(args.arch, args.crop_size, min(args.batch_size, len(args.images)))
     model = load_model(args.arch, args.weights)
     if args.backend != "numpy":
         model.to(args.backend)

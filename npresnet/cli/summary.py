@@ -38,11 +38,10 @@ def add_parser(commands, archs):
     p.add_argument(
         "--depth",
         type=positive_int,
-        choices=(1, 2, 3, 4),
         default=None,
         metavar="D",
         help="fold rows: 1 = stem layers + stages, 2 = blocks, 3 = layers in blocks "
-        "(shortcut folded), 4 = every layer (the default)",
+        "(shortcut folded), 4 or more = every layer (the default)",
     )
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument(
@@ -56,11 +55,17 @@ def add_parser(commands, archs):
 
 
 def run(args) -> int:
+    from ..models import ARCHITECTURES
     from ..summary import format_markdown, format_table, summarize
+    from ..summary.rows import max_depth
 
+    depth = args.depth
+    if depth is not None and args.arch in ARCHITECTURES:  # deeper than the model: every layer
+        deepest = max_depth(ARCHITECTURES[args.arch](init=False))
+        depth = None if depth > deepest else depth
     try:
         result = summarize(
-            args.arch, args.input_size, batch=args.batch, depth=args.depth, maxpool_padding=args.maxpool_padding
+            args.arch, args.input_size, batch=args.batch, depth=depth, maxpool_padding=args.maxpool_padding
         )
     except ValueError as err:
         raise CommandError(err) from None

@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from .args import positive_int
-from .common import CommandError, progress_bar
+from .args import non_negative_int, positive_int
+from .common import CommandError, check_arch, progress_bar
 
 __all__ = ["add_parser", "run"]
 
@@ -47,7 +47,7 @@ def add_parser(commands, archs) -> None:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=d.seed,
         help=f"seeds the split, the initialisation and the batches (default {d.seed})",
     )
@@ -56,7 +56,7 @@ def add_parser(commands, archs) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="train on the first N training images only (a quick check; held-out set unchanged)",
+        help="train on the first N training images only, N >= 2 (a quick check; held-out set unchanged)",
     )
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(run=run)
@@ -68,11 +68,19 @@ def run(args) -> int:
     from ..train import TrainConfig, plot_history, train_digits
     from ..weights import save_weights
 
+    check_arch(args.arch)
     try:
         config = TrainConfig.from_args(args)
     except ValueError as err:
         raise CommandError(str(err)) from None
-    os.makedirs(args.out, exist_ok=True)
+    if args.train_subset is not None and args.train_subset < 2:
+        raise CommandError(f"--train-subset {args.train_subset}: at least 2 images (batch norm needs two per batch)")
+    if os.path.lexists(args.out) and not os.path.isdir(args.out):
+        raise CommandError(f"--out {args.out}: exists and is not a directory")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as err:
+        raise CommandError(f"--out {args.out}: cannot create the directory ({err.strerror})") from None
     paths = {name: os.path.join(args.out, name) for name in (f"digits_{config.arch}.npz", "curves.png", "history.json")}
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not args.force:
