@@ -20,7 +20,8 @@ Sizes are bounded before any pixel is decoded or resized: an image with more tha
 :data:`MAX_PIXELS` pixels (89,478,485, Pillow's default decompression-bomb limit, 256 MiB
 as 8-bit RGB) is refused with an :class:`ImageError`, as is a resize whose result would
 exceed it (a 1×100000 strip resized to a shorter side of 256 would be 6.5 gigapixels);
-``resize_size`` and ``crop_size`` are at most :data:`MAX_SIZE`. Pillow's own
+``resize_size`` and ``crop_size`` are at most :data:`MAX_SIZE` (both limits live in
+:mod:`npresnet.limits`). Pillow's own
 ``DecompressionBombWarning`` is not shown: the check here replaces it. npresnet never
 changes Pillow's process-wide ``MAX_IMAGE_PIXELS``.
 """
@@ -35,6 +36,7 @@ import numpy
 
 from .errors import ImageError
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
+from .limits import MAX_IMAGE_SIZE, MAX_PIXELS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,8 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageError", "MAX_PIXELS", "MAX_SIZE", "load_image", "preprocess", "load_and_preprocess"]
 
-MAX_PIXELS = 89_478_485  # pixels of an image, as read or after resizing: 256 MiB as 8-bit RGB
-MAX_SIZE = 4096  # largest resize_size and crop_size
+MAX_SIZE = MAX_IMAGE_SIZE  # largest resize_size and crop_size (the name this module has always exported)
 
 # warnings.catch_warnings swaps the process-wide filter list (until Python 3.14). Two threads
 # inside it at once can restore each other's lists and leave its "ignore" filter installed for
@@ -97,8 +98,9 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         raise ImageError(f"{path}: is a directory, not an image") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"{path}: image too large ({err})") from None
+    except Image.DecompressionBombError:  # Pillow refuses above twice its MAX_IMAGE_PIXELS, before the check above
+        applied = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)
+        raise ImageError(f"{path}: image too large: more pixels than the limit of {applied:,}") from None
     except Image.UnidentifiedImageError:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:  # truncated or corrupt data

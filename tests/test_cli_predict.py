@@ -191,16 +191,22 @@ def test_sizes_are_bounded_before_any_work(tmp_path):
     for flag, value in (("--resize-size", "100000"), ("--crop-size", "4097"), ("--batch-size", "5000")):
         proc = run_cli("predict", "a.png", "--arch", "resnet18", "--weights", "missing.pth", flag, value)
         assert proc.returncode == 2 and flag in proc.stderr and "at most" in proc.stderr, (flag, proc.stderr)
-    # ResNet-18's peak is conv1's and bn1's outputs together: 2 × 64 × 1024 × 1024 float32 per 2048×2048
-    # image, 512 MiB; 16 images need 8 GiB, over the 2 GiB limit, which holds 4. Refused before reading
-    # the weights (the file does not exist) or any image.
+    # ResNet-18's peak is conv1's and bn1's outputs together, 2 × 64 × 1024 × 1024 float32 per 2048×2048
+    # image (512 MiB), plus one temporary as large as the largest activation (256 MiB): 768 MiB per image.
+    # 16 images need 12 GiB, over the 2 GiB limit, which holds 2. Refused before reading the weights
+    # (the file does not exist) or any image.
     images = [f"img{i}.png" for i in range(16)]
     proc = run_cli("predict", *images, "--arch", "resnet18", "--weights", "missing.pth", "--crop-size", "2048")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert (
-        "resnet18 on 16 image(s) of 2048×2048 needs 8.0 GiB of activations, more than the 2 GiB limit; "
-        "use --batch-size 4 or less"
+        "resnet18 on 16 image(s) of 2048×2048 needs 12.0 GiB of activations, more than the 2 GiB limit; "
+        "use --batch-size 2 or less"
     ) in proc.stderr
+    # One 4096×4096 image: 2 GiB of conv1 and bn1 outputs, 3 GiB with the temporary (it used to pass the
+    # check and end in a MemoryError).
+    proc = run_cli("predict", "a.png", "--arch", "resnet18", "--weights", "missing.pth", "--crop-size", "4096")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "needs 3.0 GiB of activations, more than the 2 GiB limit; use a smaller --crop-size" in proc.stderr
 
 
 def test_top_is_at_most_the_number_of_classes(tmp_path, checkpoint):

@@ -270,8 +270,13 @@ def test_depth_is_bounded_by_the_deepest_layer_name():
             summarize("resnet18", depth=bad)
     with pytest.raises(ValueError, match="between 1 and 4 for resnet18"):
         summarize("resnet18", depth=5)
-    proc = run_cli("summary", "resnet18", "--depth", "5")
-    assert proc.returncode == 2 and "--depth" in proc.stderr and "choose from 1, 2, 3, 4" in proc.stderr
+    # the command accepts any depth: deeper than the model shows every layer, as --depth 4 does
+    every_row = run_cli("summary", "resnet18", "--depth", "4")
+    for deeper in ("5", "10"):
+        proc = run_cli("summary", "resnet18", "--depth", deeper)
+        assert proc.returncode == 0 and proc.stdout == every_row.stdout, proc.stderr
+    proc = run_cli("summary", "resnet18", "--depth", "0")
+    assert proc.returncode == 2 and "--depth" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_totals_use_si_prefixes_up_to_peta():

@@ -1,0 +1,80 @@
+"""The ``npresnet`` command: ``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``.
+
+One module per command, each with ``add_parser(commands, archs)`` and ``run(args)``;
+:mod:`.args` holds the argument types and limits they share, :mod:`.common` the rest.
+The only package of npresnet that prints. Exit status: 0 on success, 1 when the work
+failed or some inputs were bad (the others were still processed), 2 for usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+from . import convert, embed, fetch, predict, summary, train
+from .args import arch_names
+from .common import CommandError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG = """examples:
+  npresnet summary resnet18
+  npresnet summary resnet50 --input-size 300x200 --depth 2 --format markdown
+  npresnet fetch resnet18
+  npresnet predict cat.jpg dog.png --arch resnet18 --weights "$(npresnet fetch resnet18)"
+  npresnet convert resnet18-f37072fd.pth resnet18.safetensors --arch resnet18
+  npresnet train digits --out runs/digits
+"""
+
+_COMMANDS = (summary, predict, convert, fetch, train, embed)  # in the order --help lists them
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npresnet",
+        description="ResNet from first principles in NumPy: inspect architectures, classify images, "
+        "convert and download torchvision weights — no PyTorch needed.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"npresnet {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    archs = ", ".join(arch_names())
+    for command in _COMMANDS:
+        command.add_parser(commands, archs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except CommandError as err:
+        print(f"npresnet {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except ImportError as err:  # an optional dependency is missing; the message says what to install
+        print(f"npresnet {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except MemoryError:  # the limits are checked first, but another process may hold the memory
+        print(
+            f"npresnet {args.command}: error: out of memory; free memory or ask for less work "
+            "(a smaller --batch-size or --crop-size)",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -1,0 +1,88 @@
+"""Argument types and limits that the ``npresnet`` commands share.
+
+Each type is an ``argparse`` ``type=`` callable: it returns the parsed value or raises
+``argparse.ArgumentTypeError``, which argparse reports as a usage error (exit status 2)
+naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..limits import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_TOP
+
+__all__ = [
+    "positive_int",
+    "non_negative_int",
+    "int_up_to",
+    "image_size",
+    "batch_size",
+    "top_k",
+    "timeout",
+    "input_size",
+    "arch_names",
+]
+
+
+def arch_names():
+    from ..models import ARCHITECTURES
+
+    return list(ARCHITECTURES)
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def int_up_to(limit):
+    """An argparse type: an integer from 1 to ``limit``."""
+
+    def parse(text):
+        value = positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"at most {limit:,} is accepted, got {value:,}")
+        return value
+
+    return parse
+
+
+image_size = int_up_to(MAX_IMAGE_SIZE)  # --resize-size, --crop-size
+batch_size = int_up_to(MAX_BATCH_SIZE)  # predict's and embed's --batch-size
+top_k = int_up_to(MAX_TOP)  # --top
+
+
+def timeout(text):
+    from ..fetch import MAX_TIMEOUT
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value <= MAX_TIMEOUT:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_TIMEOUT:g}, got {text}")
+    return value
+
+
+def input_size(text):
+    from ..summary import parse_input_size
+
+    try:
+        return parse_input_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None

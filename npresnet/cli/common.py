@@ -1,0 +1,85 @@
+"""What the commands share at run time: the error they report, the architecture check, the progress bar."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+from ..limits import MAX_ACTIVATION_BYTES
+
+__all__ = ["CommandError", "check_arch", "load_model", "activation_bytes", "check_activation_memory", "progress_bar"]
+
+
+class CommandError(Exception):
+    """A failure to report on stderr as ``npresnet <cmd>: error: ...`` with exit status 1."""
+
+
+def check_arch(arch):
+    """``arch`` if it names an architecture, else a CommandError with close names: checked before any file is read."""
+    from ..models import check_arch
+
+    try:
+        return check_arch(arch)
+    except ValueError as err:
+        raise CommandError(err) from None
+
+
+def load_model(arch, path):
+    """Build ``arch`` with the weights in ``path``, the classifier sized by the file."""
+    from ..errors import WeightsError
+    from ..models import fit_state_dict
+    from ..weights import load_weights
+
+    check_arch(arch)
+    if not path:
+        raise CommandError("--weights: an empty file name")
+    try:
+        state_dict = load_weights(path)
+    except (WeightsError, OSError) as err:
+        raise CommandError(f"cannot read weights: {err}") from None
+    try:
+        return fit_state_dict(arch, state_dict, str(path))
+    except WeightsError as err:
+        raise CommandError(err) from None
+
+
+def activation_bytes(summary) -> int:
+    """Working memory of one inference pass: ``summary``'s peak plus one temporary as large as its largest activation.
+
+    ``peak_activation_bytes`` counts the tensors alive at once; an operation may also hold one
+    temporary of its output's size while it computes (batch norm's normalised values, for one),
+    so the largest activation is added once. ``summary`` is a :class:`npresnet.summary.Summary`
+    of every layer (``depth=None``); weights and the bounded im2col workspace are not counted.
+    """
+    itemsize = 4  # float32, the dtype predict and embed run in
+    largest = max(math.prod(row.output_shape) for row in summary.layers) * summary.batch * itemsize
+    return summary.peak_activation_bytes + largest
+
+
+def check_activation_memory(arch, crop_size, batch, batch_flag="--batch-size"):
+    """Refuse, before any work, ``batch`` images of ``crop_size``² whose pass needs more than MAX_ACTIVATION_BYTES."""
+    from ..summary import summarize
+
+    try:
+        summary = summarize(arch, crop_size, batch=batch)
+    except ValueError as err:  # a crop too small for the network
+        raise CommandError(f"--crop-size {crop_size}: {err}") from None
+    need = activation_bytes(summary)
+    if need > MAX_ACTIVATION_BYTES:
+        fits = MAX_ACTIVATION_BYTES // -(-need // batch)
+        advice = f"use {batch_flag} {fits} or less" if fits else "use a smaller --crop-size"
+        raise CommandError(
+            f"{arch} on {batch} image(s) of {crop_size}×{crop_size} needs {need / 2**30:.1f} GiB of "
+            f"activations, more than the {MAX_ACTIVATION_BYTES / 2**30:g} GiB limit; {advice}"
+        )
+
+
+def progress_bar(total, unit):
+    """A tqdm bar on stderr when it is a terminal and tqdm is installed, else None."""
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit=unit, unit_scale=unit == "B", file=sys.stderr, leave=False)

@@ -1,0 +1,72 @@
+"""``npresnet convert SRC DST``: weights between .pth, .npz and .safetensors, written atomically."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .common import CommandError, check_arch
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands, archs):
+    p = commands.add_parser(
+        "convert",
+        help="convert weights between .pth, .npz and .safetensors",
+        description="Read SRC (.pth read safely without PyTorch, .npz or .safetensors; the format is detected "
+        "from the content) and write DST as .npz or .safetensors (from its suffix), atomically. "
+        "SRC is never overwritten; an existing DST is replaced only with --force.",
+    )
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument(
+        "--arch",
+        metavar="ARCH",
+        help="check every key and shape against this architecture first; report all mismatches",
+    )
+    p.add_argument("--force", action="store_true", help="replace DST if it exists")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..errors import WeightsError
+    from ..weights import load_weights, save_weights
+
+    src, dst = args.src, args.dst
+    if args.arch:
+        check_arch(args.arch)
+    for name, path in (("SRC", src), ("DST", dst)):
+        if not path:
+            raise CommandError(f"{name} is an empty file name")
+    if os.path.splitext(dst)[1].lower() not in (".npz", ".safetensors"):
+        raise CommandError(f"DST must end in .npz or .safetensors (npresnet never writes pickles), got {dst!r}")
+    if not os.path.isfile(src):
+        raise CommandError(f"{src}: no such file" if not os.path.exists(src) else f"{src}: not a regular file")
+    if os.path.lexists(dst):
+        if os.path.exists(dst) and os.path.samefile(src, dst):
+            raise CommandError(f"{dst} is the source file {src}; refusing to overwrite it")
+        if os.path.isdir(dst):
+            raise CommandError(f"{dst} is a directory; give a file name ending in .npz or .safetensors")
+        if not args.force:
+            raise CommandError(f"{dst} exists; pass --force to replace it")
+    try:
+        state_dict = load_weights(src)
+    except (WeightsError, OSError) as err:
+        raise CommandError(f"cannot read {src}: {err}") from None
+    if args.arch:
+        from ..models import fit_state_dict
+
+        try:
+            fit_state_dict(args.arch, state_dict, str(src))
+        except (WeightsError, ValueError) as err:
+            raise CommandError(f"{err}\nnothing was written") from None
+    try:
+        save_weights(state_dict, dst)
+    except OSError as err:  # its file name is the temporary file's, which no longer exists: not shown
+        raise CommandError(f"cannot write {dst}: {err.strerror or err}") from None
+    except WeightsError as err:
+        raise CommandError(f"cannot write {dst}: {err}") from None
+    total = sum(int(v.size) for v in state_dict.values())
+    print(f"wrote {dst}: {len(state_dict)} arrays, {total:,} values", file=sys.stderr)
+    return 0

@@ -1,0 +1,155 @@
+"""``npresnet predict IMAGE... --arch ARCH --weights FILE``: top-K classes of images, in one process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE, MAX_IMAGE_SIZE
+from .args import batch_size, image_size, top_k
+from .common import CommandError, check_activation_memory, check_arch, load_model, progress_bar
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands, archs):
+    p = commands.add_parser(
+        "predict",
+        help="classify images with ImageNet weights (top-K classes and probabilities)",
+        description="Classify images: each is read with Pillow (converted to RGB), preprocessed exactly as "
+        "torchvision's ImageNet preset (shorter side 256 bilinear, center crop 224, normalise), "
+        "and run through the network. Unreadable files are reported on stderr and the exit status "
+        "is 1; the other images are still classified. Needs npresnet[tools].",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--arch", required=True, metavar="ARCH", help=f"one of {archs}")
+    p.add_argument(
+        "--weights",
+        required=True,
+        metavar="FILE",
+        help="a .pth, .npz or .safetensors state dict (see `npresnet fetch`)",
+    )
+    p.add_argument(
+        "--top",
+        type=top_k,
+        default=5,
+        metavar="K",
+        help="classes per image (default 5; at most the number of classes of the weights)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default=16,
+        metavar="B",
+        help=f"images per forward pass (default 16, at most {MAX_BATCH_SIZE}; the activations of "
+        f"one pass may take at most {MAX_ACTIVATION_BYTES // 2**30} GiB)",
+    )
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
+    p.add_argument(
+        "--resize-size",
+        type=image_size,
+        default=256,
+        metavar="S",
+        help=f"shorter side after resizing (default 256; torchvision's V2 weights use 232; at most {MAX_IMAGE_SIZE})",
+    )
+    p.add_argument(
+        "--crop-size",
+        type=image_size,
+        default=224,
+        metavar="S",
+        help=f"side of the square center crop the network sees (default 224; at most {MAX_IMAGE_SIZE})",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(run=run)
+
+
+def _check_printable(paths, format):
+    """Refuse, before any work, an image path that stdout cannot write (a non-UTF-8 name, a strict ASCII locale).
+
+    A name that is not valid UTF-8 reaches Python with its bytes escaped as lone surrogates
+    (PEP 383); stdout writes those back as the original bytes only with ``surrogateescape``, and
+    JSON cannot hold them at all.
+    """
+    encoding, errors = sys.stdout.encoding or "utf-8", sys.stdout.errors or "strict"
+    if format == "json":
+        encoding, errors = "utf-8", "strict"
+    for path in paths:
+        try:
+            path.encode(encoding, errors)
+        except UnicodeEncodeError:
+            raise CommandError(
+                f"{os.fsencode(path)!r}: the file name cannot be written to stdout ({encoding}, errors={errors}); "
+                "rename the file, or set PYTHONIOENCODING=utf-8:surrogateescape for the table format"
+            ) from None
+
+
+def run(args) -> int:
+    import numpy
+
+    from ..backend import available_backends, to_backend, to_numpy
+    from ..imagenet import imagenet_classes
+    from ..predictions import softmax_topk
+    from ..preprocess import ImageError, load_and_preprocess
+
+    if args.backend not in available_backends():
+        from ..backend import cupy_unavailable_reason
+
+        raise CommandError(f"backend {args.backend!r} is not available: {cupy_unavailable_reason()}")
+    check_arch(args.arch)
+    _check_printable(args.images, args.format)
+    check_activation_memory(args.arch, args.crop_size, min(args.batch_size, len(args.images)))
+    model = load_model(args.arch, args.weights)
+    if args.backend != "numpy":
+        model.to(args.backend)
+    num_classes = model.fc.out_features
+    if args.top > num_classes:
+        raise CommandError(f"--top {args.top} asks for more classes than the {num_classes} of {args.weights}")
+    labels = imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
+    k = args.top
+
+    bar = progress_bar(len(args.images), "images")
+    results, failures = [], []
+    try:
+        for start in range(0, len(args.images), args.batch_size):
+            paths = args.images[start : start + args.batch_size]
+            good, arrays = [], []
+            for path in paths:
+                try:
+                    arrays.append(load_and_preprocess(path, args.resize_size, args.crop_size))
+                    good.append(path)
+                except ImageError as err:
+                    failures.append(f"npresnet predict: skipped {err}")
+            if arrays:
+                batch = numpy.stack(arrays)  # (B, 3, crop, crop)
+                logits = to_numpy(model(to_backend(batch, args.backend)))  # (B, classes)
+                top, probs = softmax_topk(logits, k)  # (B, k) each
+                for path, indices, p in zip(good, top, probs):
+                    results.append(
+                        {
+                            "path": path,
+                            "top": [
+                                {"index": int(i), "label": labels[i], "prob": float(q)} for i, q in zip(indices, p)
+                            ],
+                        }
+                    )
+            if bar is not None:
+                bar.update(len(paths))
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if args.format == "json":
+        print(json.dumps(results, indent=1, ensure_ascii=False))
+    else:
+        for entry in results:
+            print(entry["path"])
+            for rank, t in enumerate(entry["top"], 1):
+                print(f"  {rank}. {t['prob']:7.2%}  {t['label']} ({t['index']})")
+    if failures:  # after the results, so they end with what went wrong (stderr)
+        sys.stdout.flush()
+        for line in failures:
+            print(line, file=sys.stderr)
+        print(f"npresnet predict: {len(failures)} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        return 1
+    return 0
