@@ -265,18 +265,31 @@ def test_cli_summary_table_and_errors():
 def test_depth_is_bounded_by_the_deepest_layer_name():
     every = summarize("resnet18")
     assert summarize("resnet18", depth=4).layers == every.layers  # layer1.0.downsample.0 has 4 parts
-    for bad in (5, 0, True, 2.0):
+    for bad in (5, -1, True, 2.0):
         with pytest.raises(ValueError, match="depth must be"):
             summarize("resnet18", depth=bad)
-    with pytest.raises(ValueError, match="between 1 and 4 for resnet18"):
+    with pytest.raises(ValueError, match="between 0 and 4 for resnet18"):
         summarize("resnet18", depth=5)
     # the command accepts any depth: deeper than the model shows every layer, as --depth 4 does
     every_row = run_cli("summary", "resnet18", "--depth", "4")
     for deeper in ("5", "10"):
         proc = run_cli("summary", "resnet18", "--depth", deeper)
         assert proc.returncode == 0 and proc.stdout == every_row.stdout, proc.stderr
-    proc = run_cli("summary", "resnet18", "--depth", "0")
+    proc = run_cli("summary", "resnet18", "--depth", "-1")
     assert proc.returncode == 2 and "--depth" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_depth_zero_is_the_whole_model_in_one_row():
+    """As torchinfo's depth 0: one row, the model's totals and its output (torchvision: 1000 logits)."""
+    one = summarize("resnet18", depth=0)
+    every = summarize("resnet18")
+    assert len(one.layers) == 1
+    row = one.layers[0]
+    assert row.name == "model" and row.output_shape == (1000,)
+    assert row.params == 11_689_512 == sum(r.params for r in every.layers)  # torchvision's published count
+    assert row.macs == sum(r.macs for r in every.layers) and row.receptive_field == every.layers[-1].receptive_field
+    proc = run_cli("summary", "resnet18", "--depth", "0")
+    assert proc.returncode == 0 and "ResNet" in proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_totals_use_si_prefixes_up_to_peta():

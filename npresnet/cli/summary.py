@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .args import input_size, positive_int
+from .args import input_size, non_negative_int, positive_int
 from .common import CommandError
 
 __all__ = ["add_parser", "run"]
@@ -37,10 +37,10 @@ def add_parser(commands, archs):
     )
     p.add_argument(
         "--depth",
-        type=positive_int,
+        type=non_negative_int,
         default=None,
         metavar="D",
-        help="fold rows: 1 = stem layers + stages, 2 = blocks, 3 = layers in blocks "
+        help="fold rows: 0 = the whole model, 1 = stem layers + stages, 2 = blocks, 3 = layers in blocks "
         "(shortcut folded), 4 or more = every layer (the default)",
     )
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")

@@ -124,9 +124,10 @@ def summarize(
     batch : int
         N; MACs and activation memory are for the whole batch.
     depth : int, optional
-        Fold rows: 1 shows the stem layers and the four stages, 2 the blocks, 3 the layers
-        inside blocks (a shortcut ``downsample`` folded), None every layer. At most the
-        depth of the model's deepest layer name (4 for a ResNet: ``layer1.0.downsample.0``).
+        Fold rows: 0 shows the whole model as one row, 1 the stem layers and the four stages,
+        2 the blocks, 3 the layers inside blocks (a shortcut ``downsample`` folded), None every
+        layer. At most the depth of the model's deepest layer name (4 for a ResNet:
+        ``layer1.0.downsample.0``); the command line takes any larger depth as None.
     maxpool_padding : int
         Stem variant when building by name: 1 (torchvision) or 0.
     dtype : str
@@ -147,8 +148,8 @@ def summarize(
     input_size = parse_input_size(input_size)
     if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
-    if depth is not None and (not isinstance(depth, numbers.Integral) or isinstance(depth, bool) or depth < 1):
-        raise ValueError(f"depth must be a positive int or None, got {depth!r}")
+    if depth is not None and (not isinstance(depth, numbers.Integral) or isinstance(depth, bool) or depth < 0):
+        raise ValueError(f"depth must be a non-negative int or None, got {depth!r}")
     if isinstance(model_or_arch, Module):
         model, arch = model_or_arch, type(model_or_arch).__name__
         dtype = model.dtype or dtype
@@ -159,7 +160,7 @@ def summarize(
     deepest = max_depth(model)
     if depth is not None and depth > deepest:
         raise ValueError(
-            f"depth must be between 1 and {deepest} for {arch}, whose deepest layer names have "
+            f"depth must be between 0 and {deepest} for {arch}, whose deepest layer names have "
             f"{deepest} dotted parts ({deepest} shows every layer, as does depth=None), got {depth}"
         )
     events, buffer_bytes, output_buffer = trace(model, (batch, in_channels, *input_size), dtype, arch)

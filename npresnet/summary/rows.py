@@ -101,6 +101,13 @@ def layer_rows(model: Module, events, depth: int | None) -> list[LayerRow]:
 
 
 def _fold_row(name, module, end, macs):
+    """A row for ``module`` and everything below it; depth 0 folds the whole model into one row named ``model``."""
     return LayerRow(
-        name, layer_type(module), tuple(end.output_spec.shape[1:]), module.num_parameters(), macs, end.rf, folded=True
+        name or "model",
+        layer_type(module),
+        tuple(end.output_spec.shape[1:]),
+        module.num_parameters(),
+        macs,
+        end.rf,
+        folded=True,
     )
