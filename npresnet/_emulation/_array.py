@@ -37,6 +37,14 @@ import numpy
 from . import _counters
 from ._counters import record
 
+_NAMESPACE = []  # the emulated ``cupy`` module, registered by ._namespace when it is built
+
+
+def _namespace():
+    """The emulated ``cupy`` module (``._namespace`` imports this module, so it registers itself here)."""
+    return _NAMESPACE[0]
+
+
 __all__ = ["ndarray", "Float64PromotionError"]
 
 _PY_SCALARS = (bool, int, float, complex)
@@ -175,9 +183,7 @@ def _binary_operator(name, ufunc_name, reflected=False):
 
 def _inplace_operator(name, ufunc_name):
     def op(self, other):
-        from . import _ufunc
-
-        return _ufunc.BY_NAME[ufunc_name](self, other, out=self)
+        return getattr(_namespace(), ufunc_name)(self, other, out=self)
 
     op.__name__ = name
     return op
@@ -264,8 +270,7 @@ class ndarray:
         record("fill")
 
     def dot(self, b, out=None):
-        from ._namespace import cupy
-
+        cupy = _namespace()
         return cupy.dot(self, b, out=out)
 
     # -- to the host: each one a synchronisation
@@ -385,8 +390,7 @@ class ndarray:
 
     # -- NumPy's protocols, as CuPy implements them (core.pyx)
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        from ._namespace import cupy
-
+        cupy = _namespace()
         if "out" in kwargs:
             out = kwargs["out"]
             if len(out) != 1:
@@ -409,8 +413,7 @@ class ndarray:
         return func(*inputs, **kwargs)
 
     def __array_function__(self, func, types, args, kwargs):
-        from ._namespace import cupy
-
+        cupy = _namespace()
         try:
             module = functools.reduce(getattr, func.__module__.split(".")[1:], cupy)
             emulated = getattr(module, func.__name__)
@@ -427,13 +430,11 @@ class ndarray:
     __invert__ = lambda self: numpy.invert(self)  # noqa: E731
 
     def __matmul__(self, other):
-        from ._namespace import cupy
-
+        cupy = _namespace()
         return cupy.matmul(self, other)
 
     def __rmatmul__(self, other):
-        from ._namespace import cupy
-
+        cupy = _namespace()
         return cupy.matmul(other, self)
 
 

@@ -18,7 +18,7 @@ import types
 
 import numpy
 
-from . import _ufunc
+from . import _array, _ufunc
 from ._array import _from_host, check_precision, device_args, ndarray, operand, poison, wrap
 from ._counters import record
 
@@ -406,3 +406,4 @@ cupy = _module(
 cupy.lib = _module("cupy.lib", "", stride_tricks=_module("cupy.lib.stride_tricks", "", as_strided=as_strided))
 cupy.lib.stride_tricks.sliding_window_view = sliding_window_view
 cupy.cuda = _module("cupy.cuda", "Emulated CUDA device.", Device=Device, runtime=runtime)
+_array._NAMESPACE.append(cupy)  # the arrays' operators and NumPy protocols dispatch through it

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy
 
-from ._array import check_precision, device_args, index_args, ndarray, operand, wrap
+from ._array import _namespace, check_precision, device_args, index_args, ndarray, operand, wrap
 from ._counters import record
 
 __all__ = ["ufunc", "BY_NAME"]
@@ -90,9 +90,8 @@ class ufunc:
 
     def outer(self, A, B, **kwargs):
         # CuPy copies host operands to the device here (core.array), so host arrays are accepted.
-        from ._namespace import asarray
-
-        A, B = asarray(A), asarray(B)
+        cupy = _namespace()
+        A, B = cupy.asarray(A), cupy.asarray(B)
         return self(A.reshape(A.shape + (1,) * B.ndim), B.reshape((1,) * A.ndim + B.shape), **kwargs)
 
 
