@@ -271,3 +271,71 @@ def test_load_image_does_not_take_an_int_for_a_descriptor(tmp_path):
         assert os.read(fd, 4) == b"data"  # still open: load_image neither read nor closed it
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------- property: hostile numbers anywhere
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+HOSTILE = st.sampled_from([0, -1, -(2**62), 2**62, 10**400, NAN, INF, -INF, True, False, 1.5, -0.0, None, "1", 1e-300])
+
+
+def _calls(tmp_path):
+    """Each public function of preprocess, predictions, optim, fetch, the layers and models, with one
+    numeric argument left open: ``name -> call(value)``."""
+    from PIL import Image
+
+    from npresnet.fetch import fetch
+
+    image = Image.new("RGB", (12, 10))
+    png = tmp_path / "x.png"
+    image.save(png)
+    model = tiny_model()
+    return {
+        "softmax_topk.k": lambda v: softmax_topk(np.zeros((2, 5)), v),
+        "SGD.lr": lambda v: SGD(model, lr=v),
+        "SGD.momentum": lambda v: SGD(model, lr=0.1, momentum=v),
+        "SGD.dampening": lambda v: SGD(model, lr=0.1, momentum=0.9, dampening=v),
+        "SGD.weight_decay": lambda v: SGD(model, lr=0.1, weight_decay=v),
+        "StepLR.step_size": lambda v: StepLR(SGD(model, lr=0.1), v).step(),
+        "StepLR.gamma": lambda v: StepLR(SGD(model, lr=0.1), 1, gamma=v).step(),
+        "CosineAnnealingLR.T_max": lambda v: CosineAnnealingLR(SGD(model, lr=0.1), v).step(),
+        "CosineAnnealingLR.eta_min": lambda v: CosineAnnealingLR(SGD(model, lr=0.1), 2, eta_min=v).step(),
+        "preprocess.resize_size": lambda v: preprocess(image, resize_size=v, crop_size=8),
+        "preprocess.crop_size": lambda v: preprocess(image, resize_size=16, crop_size=v),
+        "preprocess.mean": lambda v: preprocess(image, 16, 8, mean=(0.5, v, 0.5)),
+        "preprocess.std": lambda v: preprocess(image, 16, 8, std=(0.5, 0.5, v)),
+        "load_image.max_pixels": lambda v: load_image(png, max_pixels=v),
+        "fetch.timeout": lambda v: fetch("resnet18", dest=tmp_path / "cache", base_url="http://127.0.0.1:9", timeout=v),
+        "resnet18.num_classes": lambda v: npresnet.resnet18(num_classes=v, init=False),
+        "resnext50.groups": lambda v: npresnet.resnet50(groups=v, width_per_group=4, init=False),
+        "resnet50.width_per_group": lambda v: npresnet.resnet50(width_per_group=v, init=False),
+        "ResNet.layers": lambda v: ResNet(BasicBlock, [1, v, 1, 1], init=False),
+        "Conv2d.out_channels": lambda v: npresnet.nn.Conv2d(2, v, 1, init=False),
+        "Conv2d.groups": lambda v: npresnet.nn.Conv2d(4, 4, 1, groups=v, init=False),
+        "Linear.out_features": lambda v: npresnet.nn.Linear(3, v, init=False),
+        "BatchNorm2d.num_features": lambda v: npresnet.nn.BatchNorm2d(v),
+        "BatchNorm2d.eps": lambda v: npresnet.nn.BatchNorm2d(2, eps=v),
+        "BatchNorm2d.momentum": lambda v: npresnet.nn.BatchNorm2d(2, momentum=v),
+    }
+
+
+def test_hostile_numbers_get_the_documented_exceptions_only(tmp_path):
+    """Every (function, argument) pair meets every hostile value: the answer is a result or a
+    TypeError/ValueError/NpresnetError with a one-line message naming the argument."""
+    pytest.importorskip("PIL")
+    calls = _calls(tmp_path)
+
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None)
+    @given(st.sampled_from(sorted(calls)), HOSTILE)
+    def check(name, value):
+        try:
+            calls[name](value)
+        except (TypeError, ValueError, npresnet.NpresnetError) as err:
+            message = str(err)
+            assert "\n" not in message, (name, value, message)
+            argument = name.rsplit(".", 1)[1]
+            if not isinstance(err, npresnet.FetchError):  # a refused connection names the URL instead
+                assert argument in message or argument.rstrip("s") in message, (name, value, message)
+
+    check()

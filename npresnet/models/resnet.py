@@ -322,7 +322,12 @@ class ResNet(Module):
         if block is BasicBlock and (groups != 1 or width_per_group != 64):
             raise ValueError("BasicBlock only supports groups=1 and width_per_group=64")
         count = _parameter_count(block, layers, num_classes, groups, width_per_group)
-        check_parameter_bytes(f"{block.__name__} ResNet {layers} with {num_classes:,} classes", count, dtype)
+        check_parameter_bytes(
+            f"ResNet({block.__name__}, layers={layers}, num_classes={num_classes}, groups={groups}, "
+            f"width_per_group={width_per_group})",
+            count,
+            dtype,
+        )
         if replace_stride_with_dilation is None:
             replace_stride_with_dilation = [False, False, False]
         if len(replace_stride_with_dilation) != 3:

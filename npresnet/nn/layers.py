@@ -109,7 +109,9 @@ class Conv2d(Module):
         self.dilation = pair(dilation, "dilation")
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
         check_parameter_bytes(
-            f"Conv2d({in_channels}, {out_channels}, {self.kernel_size})", out_channels * fan_in, dtype
+            f"Conv2d(in_channels={in_channels}, out_channels={out_channels}, kernel_size={self.kernel_size})",
+            out_channels * fan_in,
+            dtype,
         )
         bound = _fan_in_bound(fan_in)
         rng = numpy.random.default_rng(rng) if init else None
@@ -178,7 +180,7 @@ class BatchNorm2d(Module):
             momentum = check_real("momentum", momentum, 0.0)
             if momentum > 1:
                 raise ValueError(f"momentum must be from 0 to 1 (or None), got {momentum!r}")
-        check_parameter_bytes(f"BatchNorm2d({num_features})", 4 * num_features, dtype)
+        check_parameter_bytes(f"BatchNorm2d(num_features={num_features})", 4 * num_features, dtype)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = numpy.ones(num_features, dtype=dtype)
         self.bias = numpy.zeros(num_features, dtype=dtype)
@@ -339,7 +341,9 @@ class Linear(Module):
     ) -> None:
         super().__init__()
         in_features, out_features = check_int("in_features", in_features, 0), check_int("out_features", out_features, 0)
-        check_parameter_bytes(f"Linear({in_features}, {out_features})", (in_features + 1) * out_features, dtype)
+        check_parameter_bytes(
+            f"Linear(in_features={in_features}, out_features={out_features})", (in_features + 1) * out_features, dtype
+        )
         self.in_features, self.out_features = in_features, out_features
         bound = _fan_in_bound(in_features)
         rng = numpy.random.default_rng(rng) if init else None
