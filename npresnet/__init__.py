@@ -4,7 +4,13 @@
 >>> model = npresnet.resnet18(rng=0)
 >>> model(np.zeros((1, 3, 224, 224), dtype=np.float32)).shape
 (1, 1000)
+
+The tool modules are imported on first use, so ``import npresnet`` stays fast and needs only
+NumPy: ``npresnet.fast.fuse(model)`` or ``npresnet.summary.summarize("resnet50")`` work after
+``import npresnet`` alone (``npresnet.distributed`` needs the ``distributed`` extra).
 """
+
+import importlib
 
 from . import functional, nn
 from .backend import available_backends, get_array_module, to_backend, to_numpy
@@ -28,6 +34,22 @@ from .shapes import conv_output_size
 from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
+
+# Submodules loaded by attribute access (PEP 562): their own dependencies (Pillow, Dask, ...) load only then.
+_LAZY_SUBMODULES = frozenset(
+    {"distributed", "fast", "fetch", "imagenet", "optim", "predictions", "preprocess", "summary", "testing", "train"}
+)
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")  # also binds it here, so this runs once
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES)
+
 
 __all__ = [
     "functional",

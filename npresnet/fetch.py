@@ -11,10 +11,14 @@ How a fetch stays safe:
   (``.resnet18-f37072fd.<random>.pth``), hashing as it goes, with a socket timeout;
 * a short transfer (fewer bytes than ``Content-Length``), a wrong hash, a timeout or a
   failed write raises :class:`FetchError` and the temporary file is deleted;
+* a download is at most :data:`MAX_DOWNLOAD_BYTES`: a larger ``Content-Length`` is refused
+  before reading, and a transfer that runs past the cap is stopped there;
 * only a verified download is converted, and the ``.npz`` is written atomically
-  (temporary file + ``os.replace``) by :func:`npresnet.weights.save_weights`, so a file
-  under the final name is always complete and verified; an existing one is reused
-  without downloading;
+  (temporary file + ``os.replace``) by :func:`npresnet.weights.save_weights`, then its own
+  SHA-256 beside it (``<name>.npz.sha256``, also atomically);
+* a cached ``.npz`` is hashed on every use and reused only if it matches its recorded
+  SHA-256; a file that does not (damaged, replaced, or cached without a record) is
+  downloaded and converted again, so what ``fetch`` returns is always verified;
 * two fetches at once each use their own temporary file; the last ``os.replace`` wins
   and both leave the same verified file.
 """
@@ -24,12 +28,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import stat
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._atomic import atomic_write
 from .errors import FetchError
 
 if TYPE_CHECKING:
@@ -37,7 +43,16 @@ if TYPE_CHECKING:
 
     from ._typing import PathLike
 
-__all__ = ["WEIGHTS", "DEFAULT_URL", "MAX_TIMEOUT", "FetchError", "cache_dir", "weights_filename", "fetch"]
+__all__ = [
+    "WEIGHTS",
+    "DEFAULT_URL",
+    "MAX_TIMEOUT",
+    "MAX_DOWNLOAD_BYTES",
+    "FetchError",
+    "cache_dir",
+    "weights_filename",
+    "fetch",
+]
 
 DEFAULT_URL = "https://download.pytorch.org/models/"
 
@@ -72,6 +87,9 @@ WEIGHTS = {
 
 _CHUNK = 1 << 20
 MAX_TIMEOUT = 3600.0  # seconds; 0 would make the socket non-blocking, negative values are refused by it
+MAX_DOWNLOAD_BYTES = 2**30
+"""Largest download, in bytes (1 GiB); the largest published file, resnext101_32x8d's, is 340 MB."""
+_DIGEST_SUFFIX = ".sha256"  # the record of a cached .npz's own SHA-256, "<64 hex digits>\n"
 
 
 def cache_dir() -> Path:
@@ -111,6 +129,41 @@ def _hash_prefix(filename: str) -> str:
     return filename.rsplit(".", 1)[0].rsplit("-", 1)[1]
 
 
+def _sha256_of(path: Path) -> str | None:
+    """SHA-256 hex digest of the regular file ``path``; None if it is missing or not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        sha = hashlib.sha256()
+        while chunk := file.read(_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _recorded_digest(path: Path) -> str | None:
+    """The digest in the record ``path`` (a regular file of at most 65 bytes), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = file.read(66)  # 64 hex digits and a newline; more is not a record
+    digest = text.strip().decode("ascii", "replace")
+    return digest if len(text) <= 65 and len(digest) == 64 else None
+
+
+def _is_verified(target: Path) -> bool:
+    """Whether the cached ``target`` matches the SHA-256 recorded beside it when it was converted."""
+    recorded = _recorded_digest(target.with_name(target.name + _DIGEST_SUFFIX))
+    return recorded is not None and _sha256_of(target) == recorded
+
+
 def fetch(
     arch: str,
     *,
@@ -132,6 +185,8 @@ def fetch(
         Directory for the cache; default :func:`cache_dir`.
     base_url : str, optional
         Where the ``.pth`` files live; default ``$NPRESNET_WEIGHTS_URL`` or :data:`DEFAULT_URL`.
+        A cached file is hashed and compared with the digest recorded when it was written;
+        it is downloaded again unless they match.
     timeout : float
         Seconds to wait for the connection and for each read; above 0 and at most 3600.
     progress : callable, optional
@@ -148,16 +203,20 @@ def fetch(
         The download failed or did not verify; no file is left under the final name.
     ValueError
         Unknown architecture or variant, or a timeout out of range.
+    TypeError
+        ``base_url`` is not a str.
     """
     from .weights import load_weights, save_weights
 
+    if base_url is not None and not isinstance(base_url, str):
+        raise TypeError(f"base_url must be a str (an http or https URL), got {type(base_url).__name__} {base_url!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
         raise ValueError(f"timeout must be seconds above 0 and at most {MAX_TIMEOUT:g}, got {timeout!r}")
     filename = weights_filename(arch, variant)
     stem = filename.rsplit(".", 1)[0]
     directory = Path(dest).expanduser() if dest is not None else cache_dir()
     target = directory / f"{stem}.npz"
-    if target.is_file():
+    if _is_verified(target):
         return target
     directory.mkdir(parents=True, exist_ok=True)
     base = base_url or os.environ.get("NPRESNET_WEIGHTS_URL") or DEFAULT_URL
@@ -176,6 +235,8 @@ def fetch(
                 "the server sent the wrong bytes (nothing was cached)"
             )
         save_weights(load_weights(partial), target)
+        with atomic_write(target.with_name(target.name + _DIGEST_SUFFIX)) as record:
+            record.write(f"{_sha256_of(target)}\n".encode("ascii"))
     finally:
         try:
             os.unlink(partial)
@@ -192,12 +253,18 @@ def _download(url: str, fd: int, timeout: float, progress) -> str:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > MAX_DOWNLOAD_BYTES:
+                raise FetchError(
+                    f"{url}: the server announces {total:,} bytes, more than the limit of {MAX_DOWNLOAD_BYTES:,}"
+                )
             if progress is not None:
                 progress(0, total)
             while True:
-                chunk = response.read(_CHUNK)
+                chunk = response.read(min(_CHUNK, MAX_DOWNLOAD_BYTES + 1 - done))
                 if not chunk:
                     break
+                if done + len(chunk) > MAX_DOWNLOAD_BYTES:
+                    raise FetchError(f"{url}: the download runs past the limit of {MAX_DOWNLOAD_BYTES:,} bytes")
                 sha.update(chunk)
                 view = memoryview(chunk)
                 while view:  # os.write may write less than asked
@@ -205,6 +272,8 @@ def _download(url: str, fd: int, timeout: float, progress) -> str:
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
+    except FetchError:
+        raise
     except urllib.error.HTTPError as err:
         raise FetchError(f"{url}: HTTP {err.code} {err.reason}") from None
     except urllib.error.URLError as err:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from ._args import check_int, check_real
 from .nn import Module
 
 __all__ = ["SGD", "StepLR", "CosineAnnealingLR"]
@@ -41,8 +42,17 @@ class SGD:
         them and their gradients (``module.grads``); parameters without a gradient are skipped.
     lr : float
     momentum, dampening, weight_decay : float
+        ``lr``, ``momentum`` and ``weight_decay`` finite and >= 0, as torch requires;
+        ``dampening`` any finite number.
     nesterov : bool
         Requires ``momentum > 0`` and ``dampening == 0``, as torch.
+
+    Raises
+    ------
+    TypeError
+        ``params`` is not a Module, a number is not a real number, ``nesterov`` not a bool.
+    ValueError
+        A number is NaN, infinite or out of its range; Nesterov without momentum or with dampening.
     """
 
     def __init__(
@@ -59,14 +69,15 @@ class SGD:
                 f"params must be an npresnet Module (it holds the parameters and their grads), "
                 f"got {type(params).__name__}"
             )
-        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        lr, momentum = check_real("lr", lr, 0.0), check_real("momentum", momentum, 0.0)
+        dampening, weight_decay = check_real("dampening", dampening), check_real("weight_decay", weight_decay, 0.0)
+        if not isinstance(nesterov, bool):
+            raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__} {nesterov!r}")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         self.module = params
-        self.lr, self.momentum, self.dampening = float(lr), float(momentum), float(dampening)
-        self.weight_decay, self.nesterov = float(weight_decay), bool(nesterov)
+        self.lr, self.momentum, self.dampening = lr, momentum, dampening
+        self.weight_decay, self.nesterov = weight_decay, nesterov
         self.state: dict[str, dict] = {}  # state_dict key -> {"momentum_buffer": array}
 
     def zero_grad(self) -> None:
@@ -99,6 +110,8 @@ class _Schedule:
     """Base of the schedules: ``step()`` once per epoch sets ``optimizer.lr`` from the epoch count."""
 
     def __init__(self, optimizer: SGD) -> None:
+        if not isinstance(optimizer, SGD):
+            raise TypeError(f"optimizer must be an npresnet.optim.SGD, got {type(optimizer).__name__}")
         self.optimizer = optimizer
         self.base_lr = optimizer.lr
         self.last_epoch = 0
@@ -107,33 +120,43 @@ class _Schedule:
         raise NotImplementedError
 
     def step(self) -> None:
+        lr = self.lr_at(self.last_epoch + 1)
+        if not math.isfinite(lr):  # StepLR with gamma > 1 grows without bound
+            raise ValueError(f"{type(self).__name__}: the learning rate at epoch {self.last_epoch + 1} overflows")
         self.last_epoch += 1
-        self.optimizer.lr = self.lr_at(self.last_epoch)
+        self.optimizer.lr = lr
 
     def get_last_lr(self) -> list[float]:
         return [self.optimizer.lr]
 
 
 class StepLR(_Schedule):
-    """``lr = base_lr * gamma ** (epoch // step_size)``, as ``torch.optim.lr_scheduler.StepLR``."""
+    """``lr = base_lr * gamma ** (epoch // step_size)``, as ``torch.optim.lr_scheduler.StepLR``.
+
+    ``step_size`` is an int >= 1 and ``gamma`` a finite number >= 0 (a negative one would
+    give negative learning rates, which :class:`SGD` refuses).
+    """
 
     def __init__(self, optimizer: SGD, step_size: int, gamma: float = 0.1) -> None:
-        if not isinstance(step_size, int) or step_size < 1:
-            raise ValueError(f"step_size must be a positive int, got {step_size!r}")
+        step_size, gamma = check_int("step_size", step_size, 1), check_real("gamma", gamma, 0.0)
         super().__init__(optimizer)
         self.step_size, self.gamma = step_size, gamma
 
     def lr_at(self, epoch: int) -> float:
-        return self.base_lr * self.gamma ** (epoch // self.step_size)
+        try:
+            return self.base_lr * self.gamma ** (epoch // self.step_size)
+        except OverflowError:  # float ** int raises instead of returning inf
+            return math.inf
 
 
 class CosineAnnealingLR(_Schedule):
     """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``: from ``base_lr``
-    down to ``eta_min`` along half a cosine over ``T_max`` epochs (torch's closed form)."""
+    down to ``eta_min`` along half a cosine over ``T_max`` epochs (torch's closed form).
+
+    ``T_max`` is an int >= 1 and ``eta_min`` a finite number >= 0."""
 
     def __init__(self, optimizer: SGD, T_max: int, eta_min: float = 0.0) -> None:
-        if not isinstance(T_max, int) or T_max < 1:
-            raise ValueError(f"T_max must be a positive int, got {T_max!r}")
+        T_max, eta_min = check_int("T_max", T_max, 1), check_real("eta_min", eta_min, 0.0)
         super().__init__(optimizer)
         self.T_max, self.eta_min = T_max, eta_min
 

@@ -24,16 +24,26 @@ exceed it (a 1×100000 strip resized to a shorter side of 256 would be 6.5 gigap
 :mod:`npresnet.limits`). Pillow's own
 ``DecompressionBombWarning`` is not shown: the check here replaces it. npresnet never
 changes Pillow's process-wide ``MAX_IMAGE_PIXELS``.
+
+Only regular files up to :data:`~npresnet._imagefile.MAX_IMAGE_FILE_BYTES` are read (a FIFO or
+device is refused at once, never waited on), a JPEG may hold at most
+:data:`~npresnet._imagefile.MAX_JPEG_SCANS` scans, and the images an ICO or ICNS file embeds
+are held to the pixel limit by their own sizes: see :mod:`npresnet._imagefile`.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 import threading
 import warnings
 from typing import TYPE_CHECKING
 
 import numpy
 
+from ._args import check_int
+from ._imagefile import check_embedded_sizes, open_image_file
 from .errors import ImageError
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
 from .limits import MAX_IMAGE_SIZE, MAX_PIXELS
@@ -63,12 +73,22 @@ def _pil():
     return Image
 
 
+def _check_path(path: object) -> str | bytes:
+    """``path`` as str or bytes; TypeError for anything else (an int would be taken as a file descriptor)."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        path = os.fspath(path)
+        if isinstance(path, (str, bytes)):
+            return path
+    raise TypeError(f"path must be a str or os.PathLike naming an image file, got {type(path).__name__} {path!r}")
+
+
 def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     """Open ``path`` and return a fully decoded 8-bit RGB ``PIL.Image``.
 
     Parameters
     ----------
     path : str or os.PathLike
+        A regular file (not a FIFO or device) of at most ``MAX_IMAGE_FILE_BYTES``.
     max_pixels : int
         Refuse an image whose header claims more pixels (width × height), before decoding it.
 
@@ -76,13 +96,20 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     ------
     ImageError
         With a message naming the file and the problem.
+    TypeError
+        ``path`` is not a path, or ``max_pixels`` not an int.
+    ValueError
+        ``max_pixels`` is below 1.
     """
+    path = _check_path(path)
+    max_pixels = check_int("max_pixels", max_pixels, 1)
     Image = _pil()
     try:
-        with open(path, "rb") as f:
-            with _WARNING_FILTERS_LOCK, warnings.catch_warnings():  # Pillow warns from 89 Mpx; the check
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # below decides instead
-                image = Image.open(f)  # reads the header only
+        with open_image_file(path) as (f, size):
+            with _WARNING_FILTERS_LOCK, warnings.catch_warnings():  # Pillow warns from 89 Mpx; the checks
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # below decide instead
+                check_embedded_sizes(Image, f, size, max_pixels, os.fsdecode(path))  # before Pillow decodes any
+                image = Image.open(f)  # reads the header only (but an ICO's frame: checked above)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
@@ -93,11 +120,11 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
+        raise ImageError(f"{os.fsdecode(path)}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image") from None
+        raise ImageError(f"{os.fsdecode(path)}: is a directory, not an image") from None
     except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
+        raise ImageError(f"{os.fsdecode(path)}: permission denied") from None
     except Image.DecompressionBombError:  # Pillow refuses above twice its MAX_IMAGE_PIXELS, before the check above
         applied = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)
         raise ImageError(f"{path}: image too large: more pixels than the limit of {applied:,}") from None
@@ -105,6 +132,36 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
         raise ImageError(f"{path}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:  # truncated or corrupt data
         raise ImageError(f"{path}: cannot decode image ({err})") from None
+
+
+def _float_or_inf(value: numbers.Real) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond 1.8e308
+        return math.inf
+
+
+def _check_image_and_statistics(image: object, mean: object, std: object) -> tuple[tuple, tuple]:
+    """Refuse what :func:`preprocess` cannot normalise; return ``mean`` and ``std`` as 3 floats each."""
+    Image = _pil()
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ValueError(f"image has no pixels: {image.width}×{image.height}")
+    values = []
+    for name, value in (("mean", mean), ("std", std)):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 3:
+            raise ValueError(f"{name} must be 3 numbers, one per RGB channel, got {value!r}")
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"{name} must be 3 real numbers, got {value!r}")
+        with numpy.errstate(over="ignore"):
+            as_float32 = numpy.asarray([_float_or_inf(v) for v in value], numpy.float32)
+        if not numpy.isfinite(as_float32).all():  # the arithmetic is float32
+            raise ValueError(f"{name} must be 3 numbers finite in float32, got {value!r}")
+        values.append(tuple(value))
+    if (numpy.asarray(values[1], numpy.float32) == 0).any():
+        raise ValueError(f"std must be 3 non-zero numbers (zero even when rounded to float32), got {std!r}")
+    return values[0], values[1]
 
 
 def preprocess(
@@ -133,11 +190,15 @@ def preprocess(
     Raises
     ------
     ValueError
-        A size outside 1 to :data:`MAX_SIZE`, or an image not in mode RGB.
+        A size outside 1 to :data:`MAX_SIZE`, an image not in mode RGB or without pixels, or
+        ``mean``/``std`` not 3 finite numbers (``std`` non-zero).
+    TypeError
+        ``image`` is not a ``PIL.Image``.
     ImageError
         The resized image would have more than :data:`MAX_PIXELS` pixels.
     """
     Image = _pil()
+    mean, std = _check_image_and_statistics(image, mean, std)
     if image.mode != "RGB":
         raise ValueError(f"preprocess expects an RGB image, got mode {image.mode!r}; use load_image or .convert('RGB')")
     for name, value in (("resize_size", resize_size), ("crop_size", crop_size)):

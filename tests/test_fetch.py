@@ -43,6 +43,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_error(404)
             return
         self.send_response(200)
+        if mode == "huge":  # announces more than the download cap, sends nothing
+            self.send_header("Content-Length", str(fetch_module.MAX_DOWNLOAD_BYTES + 1))
+            self.end_headers()
+            return
+        if mode == "nolength":  # no Content-Length: the body ends when the connection closes
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self.send_header("Content-Length", str(len(body) + (1000 if mode == "short" else 0)))
         self.end_headers()
         if mode == "hang":
@@ -91,7 +99,8 @@ def test_good_download_is_verified_converted_and_cached(tmp_path, server):
     weights = load_weights(path)
     expected = torch.load(io.BytesIO(PAYLOAD), weights_only=True)
     numpy.testing.assert_array_equal(weights["fc.weight"], expected["fc.weight"].numpy())
-    assert os.listdir(tmp_path) == [path.name]
+    assert sorted(os.listdir(tmp_path)) == [path.name, path.name + ".sha256"]
+    assert (tmp_path / (path.name + ".sha256")).read_text() == hashlib.sha256(path.read_bytes()).hexdigest() + "\n"
     again = fetch("tiny", dest=tmp_path, base_url=f"{server}/good")
     assert again == path and len(Handler.requests) == 1  # the cached file was not downloaded again
 
@@ -147,7 +156,8 @@ def test_two_fetches_at_once(tmp_path, server):
     for t in threads:
         t.join(timeout=20)
     assert not errors and len(results) == 2 and results[0] == results[1]
-    assert os.listdir(tmp_path) == [results[0].name]
+    assert sorted(os.listdir(tmp_path)) == [results[0].name, results[0].name + ".sha256"]
+    assert fetch_module._is_verified(results[0])  # whichever writer won, the record matches the file
     assert set(load_weights(results[0])) == {"fc.weight", "fc.bias"}
 
 
@@ -212,3 +222,56 @@ def test_without_platformdirs_the_hint_names_the_flag(tmp_path):
     )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "platformdirs" in proc.stderr and "--dest DIR" in proc.stderr and "NPRESNET_HOME" in proc.stderr
+
+
+def test_base_url_must_be_a_string(tmp_path):
+    with pytest.raises(TypeError, match="base_url must be a str"):
+        fetch("tiny", dest=tmp_path, base_url=5)
+    assert os.listdir(tmp_path) == []
+
+
+def test_download_size_is_capped(tmp_path, server, monkeypatch):
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=r"announces 1,073,741,825 bytes, more than the limit of 1,073,741,824"):
+        fetch("tiny", dest=tmp_path, base_url=f"{server}/huge")
+    assert time.monotonic() - start < 2.5
+    assert_nothing_cached(tmp_path)
+    monkeypatch.setattr(fetch_module, "MAX_DOWNLOAD_BYTES", len(PAYLOAD) - 1)
+    with pytest.raises(FetchError, match=f"runs past the limit of {len(PAYLOAD) - 1:,} bytes"):
+        fetch("tiny", dest=tmp_path, base_url=f"{server}/nolength")  # no length announced: stopped while reading
+    assert_nothing_cached(tmp_path)
+    monkeypatch.setattr(fetch_module, "MAX_DOWNLOAD_BYTES", len(PAYLOAD))
+    assert fetch("tiny", dest=tmp_path, base_url=f"{server}/nolength").is_file()  # exactly the cap is fine
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "no record", "record of other bytes"])
+def test_a_cached_file_is_verified_on_every_use(tmp_path, server, damage):
+    """A damaged or replaced cache file used to be returned as weights because it existed."""
+    path = fetch("tiny", dest=tmp_path, base_url=f"{server}/good")
+    good = path.read_bytes()
+    record = tmp_path / (path.name + ".sha256")
+    if damage == "garbage":
+        path.write_bytes(b"not weights at all")
+    elif damage == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif damage == "no record":
+        record.unlink()
+    else:
+        record.write_text("0" * 64 + "\n")
+    Handler.requests.clear()
+    again = fetch("tiny", dest=tmp_path, base_url=f"{server}/good")
+    assert again == path and len(Handler.requests) == 1  # downloaded again, not trusted
+    assert path.read_bytes() == good and fetch_module._is_verified(path)
+    assert set(load_weights(path)) == {"fc.weight", "fc.bias"}
+
+
+def test_a_fifo_as_the_cache_record_does_not_hang(tmp_path, server):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    path = fetch("tiny", dest=tmp_path, base_url=f"{server}/good")
+    record = tmp_path / (path.name + ".sha256")
+    record.unlink()
+    os.mkfifo(record)
+    start = time.monotonic()
+    assert not fetch_module._is_verified(path)
+    assert time.monotonic() - start < 2

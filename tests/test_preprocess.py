@@ -1,6 +1,9 @@
 """Preprocessing equals torchvision's ImageNet preset, loaded as torchvision's loader loads."""
 
+import io
+import os
 import struct
+import time
 import zlib
 
 import numpy
@@ -166,3 +169,112 @@ def test_resize_and_crop_sizes_are_bounded_before_work(tmp_path):
         with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be an int from 1 to 4096"):
             preprocess(image, **kwargs)
     assert preprocess(image, 4096, 8).shape == (3, 8, 8)  # the largest size is accepted
+
+
+# ---------------------------------------------------------------- files that are not what they claim
+def test_fifo_and_devices_are_refused_at_once(tmp_path):
+    """A FIFO without a writer blocked ``open`` forever; a character device was read without end."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    for path in (fifo, "/dev/zero", "/dev/null"):
+        if not os.path.exists(path):
+            continue
+        with pytest.raises(ImageError, match="not a regular file"):
+            load_image(path)
+    assert time.monotonic() - start < 5
+
+
+def test_files_above_the_size_cap_are_refused_before_reading(tmp_path, monkeypatch):
+    import npresnet._imagefile as imagefile
+
+    path = make_image(tmp_path / "x.png", "RGB", (40, 40), numpy.random.default_rng(0))
+    monkeypatch.setattr(imagefile, "MAX_IMAGE_FILE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(ImageError, match=rf"file too large: {path.stat().st_size:,} bytes, more than the limit"):
+        load_image(path)
+    monkeypatch.setattr(imagefile, "MAX_IMAGE_FILE_BYTES", path.stat().st_size)
+    assert load_image(path).size == (40, 40)
+
+
+def jpeg_segments(data):
+    """(marker, bytes) of a JPEG up to EOI; a scan's bytes include its entropy-coded data."""
+    import re
+
+    segments, pos = [], 2
+    while True:
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return segments
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        end = pos + 2 + length
+        if marker == 0xDA:
+            end = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, end).start()
+        segments.append((marker, data[pos:end]))
+        pos = end
+
+
+def test_jpeg_scans_are_bounded_before_decoding(tmp_path):
+    """A progressive JPEG's last scan repeated 2000 times: each costs a pass over the image."""
+    from npresnet._imagefile import MAX_JPEG_SCANS, count_jpeg_scans
+
+    rng = numpy.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=numpy.uint8))
+    image.save(tmp_path / "progressive.jpg", progressive=True, quality=90)
+    data = (tmp_path / "progressive.jpg").read_bytes()
+    segments = jpeg_segments(data)
+    scans = [s for m, s in segments if m == 0xDA]
+    assert count_jpeg_scans(data, MAX_JPEG_SCANS) == len(scans) > 1  # the parser counts what was written
+    numpy.testing.assert_allclose(  # a normal progressive file is read as torchvision reads it
+        load_and_preprocess(tmp_path / "progressive.jpg"),
+        PRESET(pil_loader(tmp_path / "progressive.jpg")).numpy(),
+        atol=1e-6,
+    )
+    many = b"\xff\xd8" + b"".join(s for _, s in segments) + scans[-1] * 2000 + b"\xff\xd9"
+    (tmp_path / "many.jpg").write_bytes(many)
+    start = time.monotonic()
+    with pytest.raises(ImageError, match=f"many.jpg: a JPEG with more than {MAX_JPEG_SCANS} scans"):
+        load_image(tmp_path / "many.jpg")
+    assert time.monotonic() - start < 5
+
+
+def test_jpeg_scan_count_skips_thumbnails_and_stuffed_bytes():
+    from npresnet._imagefile import count_jpeg_scans
+
+    thumbnail = b"\xff\xd8" + b"\xff\xda\x00\x02" * 5 + b"\xff\xd9"  # SOS markers inside an APP1 payload
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(thumbnail)) + thumbnail
+    scan = b"\xff\xda\x00\x02" + b"\x12\xff\x00\x34\xff\xd0\x56"  # entropy data: a stuffed 0xFF and a restart
+    assert count_jpeg_scans(b"\xff\xd8" + app1 + scan * 3 + b"\xff\xd9" + scan * 9, 100) == 3
+
+
+def png_bytes(width, height):
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 10)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def ico_with(frame, claimed=16):
+    entry = struct.pack("<BBBBHHII", claimed, claimed, 0, 0, 1, 32, len(frame), 6 + 16)
+    return struct.pack("<HHH", 0, 1, 1) + entry + frame
+
+
+def test_icons_are_held_to_the_pixel_limit_by_their_embedded_sizes(tmp_path):
+    """The directory claimed 16×16 and Pillow decoded the embedded 1000×1000 PNG whatever max_pixels said."""
+    small = tmp_path / "small.ico"
+    small.write_bytes(ico_with(png_bytes(16, 16)))
+    assert load_image(small, max_pixels=20_000).size == (16, 16)
+    big = tmp_path / "big.ico"
+    big.write_bytes(ico_with(png_bytes(1000, 1000)))
+    with pytest.raises(ImageError, match=r"big\.ico: image too large: embeds a 1000×1000 = 1,000,000 pixel image"):
+        load_image(big, max_pixels=20_000)
+    dib = struct.pack("<IiiHHIIiiII", 40, 5000, 2 * 5000, 1, 32, 0, 0, 0, 0, 0, 0)  # a BMP frame, XOR + AND: 2× height
+    (tmp_path / "dib.ico").write_bytes(ico_with(dib))
+    with pytest.raises(ImageError, match=r"embeds a 5000×10000"):
+        load_image(tmp_path / "dib.ico", max_pixels=20_000)
+
+    png = png_bytes(1000, 1000)
+    icns = b"icns" + struct.pack(">I", 8 + 8 + len(png)) + b"ic07" + struct.pack(">I", 8 + len(png)) + png
+    (tmp_path / "big.icns").write_bytes(icns)
+    with pytest.raises(ImageError, match=r"big\.icns: image too large: embeds a 1000×1000"):
+        load_image(tmp_path / "big.icns", max_pixels=20_000)

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy
 
+from .._args import check_int
 from ..nn import AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Linear, MaxPool2d, Module, ReLU, Sequential
 from ..nn.inputs import check_image_batch
+from ..nn.layers import check_parameter_bytes
 from ..workspace import resolve_workspace_bytes
 
 if TYPE_CHECKING:
@@ -283,6 +285,14 @@ class ResNet(Module):
         Every convolution's workspace bound (:mod:`npresnet.workspace`: one chunk's im2col columns
         plus its output); None, the default, uses the backend's default. Settable later as
         ``model.workspace_bytes = ...``.
+
+    Raises
+    ------
+    TypeError
+        A count that is not an int.
+    ValueError
+        A count below 1, or parameters and running statistics that would exceed
+        :data:`~npresnet.nn.layers.MAX_PARAMETER_BYTES` (checked before anything is allocated).
     """
 
     def __init__(
@@ -302,8 +312,22 @@ class ResNet(Module):
         workspace_bytes: int | None = None,
     ) -> None:
         super().__init__()
-        if len(layers) != 4:
+        if block not in (BasicBlock, Bottleneck):
+            raise TypeError(f"block must be BasicBlock or Bottleneck, got {block!r}")
+        if not hasattr(layers, "__len__") or len(layers) != 4:
             raise ValueError(f"layers must list 4 stage depths, got {layers!r}")
+        layers = [check_int(f"layers[{i}]", n, 1) for i, n in enumerate(layers)]
+        num_classes = check_int("num_classes", num_classes, 1)
+        groups, width_per_group = check_int("groups", groups, 1), check_int("width_per_group", width_per_group, 1)
+        if block is BasicBlock and (groups != 1 or width_per_group != 64):
+            raise ValueError("BasicBlock only supports groups=1 and width_per_group=64")
+        count = _parameter_count(block, layers, num_classes, groups, width_per_group)
+        check_parameter_bytes(
+            f"ResNet({block.__name__}, layers={layers}, num_classes={num_classes}, groups={groups}, "
+            f"width_per_group={width_per_group})",
+            count,
+            dtype,
+        )
         if replace_stride_with_dilation is None:
             replace_stride_with_dilation = [False, False, False]
         if len(replace_stride_with_dilation) != 3:
@@ -444,6 +468,29 @@ class ResNet(Module):
         grad = self.bn1.backward(grad)
         grad = self.conv1.backward(grad)  # (N, 3, 224, 224)
         return grad
+
+
+def _parameter_count(block, layers, num_classes, groups, width_per_group) -> int:
+    """Floats in ``ResNet(block, layers, ...).state_dict()``: parameters and running statistics.
+
+    Follows ``_make_layer``'s widths without building anything, so a model too large to
+    allocate is refused first. Dilation changes no shape, so it plays no part.
+    """
+    bn = 4  # weight, bias, running_mean, running_var per channel
+    count = 64 * 3 * 7 * 7 + 64 * bn  # stem conv1 and bn1
+    inplanes = 64
+    for stage, (planes, blocks) in enumerate(zip((64, 128, 256, 512), layers)):
+        out = planes * block.expansion
+        if block is Bottleneck:
+            width = int(planes * (width_per_group / 64.0)) * groups
+            body = width * 9 * (width // groups) + width * out + (2 * width + out) * bn  # conv2, conv3, bns
+            count += blocks * body + inplanes * width + (blocks - 1) * out * width  # plus each conv1
+        else:
+            count += inplanes * planes * 9 + (2 * blocks - 1) * planes * planes * 9 + blocks * 2 * planes * bn
+        if stage > 0 or inplanes != out:  # stride 2 (or dilation, same shapes) or a channel change: downsample
+            count += inplanes * out + out * bn
+        inplanes = out
+    return count + (inplanes + 1) * num_classes  # fc
 
 
 def _resnet(block, layers, weights=None, **kwargs) -> ResNet:

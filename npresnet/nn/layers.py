@@ -6,6 +6,10 @@ drawn from ``rng`` (a ``numpy.random.Generator`` or an int seed); models re-init
 them as their paper says. ``init=False`` allocates zeros instead, for arrays that are
 about to be loaded or for shape-only work.
 
+Arguments are checked when a layer is built: channel and feature counts and ``groups``
+are ints, and no parameter array may exceed :data:`MAX_PARAMETER_BYTES`, checked
+before it is allocated.
+
 Shape-only pass: each layer's ``forward_spec`` calls the same argument checks and
 output-size code as its ``forward`` (the ``*_output_shape`` functions of
 :mod:`npresnet.functional`), so a :class:`TensorSpec` gets the shape the real forward
@@ -20,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy
 
 from .. import functional as F
+from .._args import check_int, check_real
 from ..shapes import pair
 from ..workspace import resolve_workspace_bytes
 from .module import Module
@@ -30,7 +35,26 @@ if TYPE_CHECKING:
     from .._typing import Array, IntPair
     from .spec import TensorSpec
 
-__all__ = ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
+__all__ = ["MAX_PARAMETER_BYTES", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
+
+MAX_PARAMETER_BYTES = 4 * 2**30
+"""Largest parameter memory of one layer or one model, in bytes (4 GiB): wide_resnet101_2,
+the largest torchvision ResNet, holds 0.51 GB of float32 parameters (1.0 GB in float64)."""
+
+
+def check_parameter_bytes(what: str, count: int, dtype: Any) -> None:
+    """Refuse ``count`` parameters of ``dtype`` above :data:`MAX_PARAMETER_BYTES`, before anything is allocated."""
+    nbytes = count * numpy.dtype(dtype).itemsize
+    if nbytes > MAX_PARAMETER_BYTES:
+        raise ValueError(
+            f"{what} would hold {count:,} parameters = {nbytes:,} bytes, "
+            f"more than the limit of {MAX_PARAMETER_BYTES:,} bytes (npresnet.nn.layers.MAX_PARAMETER_BYTES)"
+        )
+
+
+def _fan_in_bound(fan_in: int) -> float:
+    """torch's default bound ``1/sqrt(fan_in)``, 0 for an empty fan-in (as torch's Linear bias)."""
+    return 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
 def _uniform(rng, shape, bound, dtype, init=True):
@@ -74,6 +98,8 @@ class Conv2d(Module):
         if workspace_bytes is not None:
             resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now, not at the first call
         self.workspace_bytes = workspace_bytes
+        in_channels, out_channels = check_int("in_channels", in_channels, 1), check_int("out_channels", out_channels, 1)
+        groups = check_int("groups", groups, 1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -82,7 +108,12 @@ class Conv2d(Module):
         self.padding = padding if isinstance(padding, str) else pair(padding, "padding")
         self.dilation = pair(dilation, "dilation")
         fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
-        bound = 1 / math.sqrt(fan_in)
+        check_parameter_bytes(
+            f"Conv2d(in_channels={in_channels}, out_channels={out_channels}, kernel_size={self.kernel_size})",
+            out_channels * fan_in,
+            dtype,
+        )
+        bound = _fan_in_bound(fan_in)
         rng = numpy.random.default_rng(rng) if init else None
         self.weight = _uniform(rng, (out_channels, in_channels // groups, *self.kernel_size), bound, dtype, init)
         self.bias = _uniform(rng, (out_channels,), bound, dtype, init) if bias else None
@@ -140,8 +171,16 @@ class BatchNorm2d(Module):
     _parameter_names = ("weight", "bias")
     _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *, dtype: Any = "float32") -> None:
+    def __init__(
+        self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, *, dtype: Any = "float32"
+    ) -> None:
         super().__init__()
+        num_features, eps = check_int("num_features", num_features, 1), check_real("eps", eps, 0.0)
+        if momentum is not None:  # None: a cumulative moving average, as torch
+            momentum = check_real("momentum", momentum, 0.0)
+            if momentum > 1:
+                raise ValueError(f"momentum must be from 0 to 1 (or None), got {momentum!r}")
+        check_parameter_bytes(f"BatchNorm2d(num_features={num_features})", 4 * num_features, dtype)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.weight = numpy.ones(num_features, dtype=dtype)
         self.bias = numpy.zeros(num_features, dtype=dtype)
@@ -301,8 +340,12 @@ class Linear(Module):
         init: bool = True,
     ) -> None:
         super().__init__()
+        in_features, out_features = check_int("in_features", in_features, 0), check_int("out_features", out_features, 0)
+        check_parameter_bytes(
+            f"Linear(in_features={in_features}, out_features={out_features})", (in_features + 1) * out_features, dtype
+        )
         self.in_features, self.out_features = in_features, out_features
-        bound = 1 / math.sqrt(in_features)
+        bound = _fan_in_bound(in_features)
         rng = numpy.random.default_rng(rng) if init else None
         self.weight = _uniform(rng, (out_features, in_features), bound, dtype, init)
         self.bias = _uniform(rng, (out_features,), bound, dtype, init) if bias else None

@@ -330,6 +330,7 @@ def capture_intermediates(
     x : array or TensorSpec, shape (N, C, H, W)
     names : iterable of str, optional
         Dotted module names to keep (``"layer2.0.downsample.0"``); default: every module.
+        A single string, an empty name or a name no module has is refused.
 
     Returns
     -------
@@ -338,7 +339,17 @@ def capture_intermediates(
         later in-place ReLU or residual add does not change it). A module called twice
         keeps its last output.
     """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be an npresnet Module, got {type(model).__name__}")
+    if isinstance(names, (str, bytes)):  # a str is iterable: "fc" would mean modules "f" and "c"
+        raise TypeError(f"names must be an iterable of module names, not a single {type(names).__name__}: [{names!r}]")
     wanted = None if names is None else set(names)
+    if wanted is not None:
+        bad = sorted(repr(n) for n in wanted if not isinstance(n, str) or not n)
+        if bad:
+            raise ValueError(
+                f"names must be non-empty dotted module names (the model itself is the output), got {', '.join(bad)}"
+            )
     outputs = OrderedDict()
     handles = []
     for name, module in model.named_modules():
