@@ -29,20 +29,13 @@ import struct
 from typing import TYPE_CHECKING
 
 from .errors import ImageError
+from .limits import MAX_IMAGE_FILE_BYTES, MAX_JPEG_SCANS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = ["MAX_IMAGE_FILE_BYTES", "MAX_JPEG_SCANS", "open_image_file", "check_embedded_sizes", "count_jpeg_scans"]
 
-MAX_IMAGE_FILE_BYTES = 2**30
-"""Largest image file read, in bytes (1 GiB). The largest image the pixel limit admits, stored
-uncompressed as 16-bit RGBA (8 bytes per pixel), is 716 MB."""
-
-MAX_JPEG_SCANS = 100
-"""Most scans a JPEG may hold. Baseline files have 1 (or one per component), the standard
-progressive scripts of libjpeg and Pillow 6 to 10; a scan per component, band and bit of
-precision stays below 100."""
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JP2_MAGICS = (b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")  # a JP2 box file, a bare codestream

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from ._atomic import atomic_write
 from .errors import FetchError
+from .limits import MAX_DOWNLOAD_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,8 +88,6 @@ WEIGHTS = {
 
 _CHUNK = 1 << 20
 MAX_TIMEOUT = 3600.0  # seconds; 0 would make the socket non-blocking, negative values are refused by it
-MAX_DOWNLOAD_BYTES = 2**30
-"""Largest download, in bytes (1 GiB); the largest published file, resnext101_32x8d's, is 340 MB."""
 _DIGEST_SUFFIX = ".sha256"  # the record of a cached .npz's own SHA-256, "<64 hex digits>\n"
 
 

@@ -25,9 +25,9 @@ exceed it (a 1×100000 strip resized to a shorter side of 256 would be 6.5 gigap
 ``DecompressionBombWarning`` is not shown: the check here replaces it. npresnet never
 changes Pillow's process-wide ``MAX_IMAGE_PIXELS``.
 
-Only regular files up to :data:`~npresnet._imagefile.MAX_IMAGE_FILE_BYTES` are read (a FIFO or
+Only regular files up to :data:`~npresnet.limits.MAX_IMAGE_FILE_BYTES` are read (a FIFO or
 device is refused at once, never waited on), a JPEG may hold at most
-:data:`~npresnet._imagefile.MAX_JPEG_SCANS` scans, and the images an ICO or ICNS file embeds
+:data:`~npresnet.limits.MAX_JPEG_SCANS` scans, and the images an ICO or ICNS file embeds
 are held to the pixel limit by their own sizes: see :mod:`npresnet._imagefile`.
 """
 

@@ -83,6 +83,11 @@ def test_readme_limits_table_lists_every_limit_with_its_value():
         f"({limits.MAX_ACTIVATION_BYTES:,} bytes)",
         "`--top`": f"{limits.MAX_TOP:,}",
         "`embed --workers` per usable core": f"{limits.MAX_WORKERS_PER_CORE:,}",
+        "image file size": f"{limits.MAX_IMAGE_FILE_BYTES // 2**30} GiB ({limits.MAX_IMAGE_FILE_BYTES:,} bytes)",
+        "scans in a JPEG": f"{limits.MAX_JPEG_SCANS:,}",
+        "a `fetch` download": f"{limits.MAX_DOWNLOAD_BYTES // 2**30} GiB ({limits.MAX_DOWNLOAD_BYTES:,} bytes)",
+        "parameters and running statistics of one layer or model": f"{limits.MAX_PARAMETER_BYTES // 2**30} GiB "
+        f"({limits.MAX_PARAMETER_BYTES:,} bytes)",
     }
     assert values == expected
     assert set(limits.__all__) == {
@@ -92,6 +97,10 @@ def test_readme_limits_table_lists_every_limit_with_its_value():
         "MAX_ACTIVATION_BYTES",
         "MAX_TOP",
         "MAX_WORKERS_PER_CORE",
+        "MAX_IMAGE_FILE_BYTES",
+        "MAX_JPEG_SCANS",
+        "MAX_DOWNLOAD_BYTES",
+        "MAX_PARAMETER_BYTES",
     }  # a new limit needs its row
 
 

@@ -114,7 +114,7 @@ def test_a_planted_cycle_is_found():
 
 
 LAYERS = [
-    {"npresnet.backend", "npresnet.errors", "npresnet._atomic"},
+    {"npresnet.backend", "npresnet.errors", "npresnet._atomic", "npresnet.limits"},
     {"npresnet.shapes", "npresnet.workspace", "npresnet.weights"},
     {"npresnet.functional"},
     {"npresnet.nn"},

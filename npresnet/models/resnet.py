@@ -292,7 +292,7 @@ class ResNet(Module):
         A count that is not an int.
     ValueError
         A count below 1, or parameters and running statistics that would exceed
-        :data:`~npresnet.nn.layers.MAX_PARAMETER_BYTES` (checked before anything is allocated).
+        :data:`~npresnet.limits.MAX_PARAMETER_BYTES` (checked before anything is allocated).
     """
 
     def __init__(

@@ -25,6 +25,7 @@ import numpy
 
 from .. import functional as F
 from .._args import check_int, check_real
+from ..limits import MAX_PARAMETER_BYTES
 from ..shapes import pair
 from ..workspace import resolve_workspace_bytes
 from .module import Module
@@ -37,10 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_PARAMETER_BYTES", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
 
-MAX_PARAMETER_BYTES = 4 * 2**30
-"""Largest parameter memory of one layer or one model, in bytes (4 GiB): wide_resnet101_2,
-the largest torchvision ResNet, holds 0.51 GB of float32 parameters (1.0 GB in float64)."""
-
 
 def check_parameter_bytes(what: str, count: int, dtype: Any) -> None:
     """Refuse ``count`` parameters of ``dtype`` above :data:`MAX_PARAMETER_BYTES`, before anything is allocated."""
@@ -48,7 +45,7 @@ def check_parameter_bytes(what: str, count: int, dtype: Any) -> None:
     if nbytes > MAX_PARAMETER_BYTES:
         raise ValueError(
             f"{what} would hold {count:,} parameters = {nbytes:,} bytes, "
-            f"more than the limit of {MAX_PARAMETER_BYTES:,} bytes (npresnet.nn.layers.MAX_PARAMETER_BYTES)"
+            f"more than the limit of {MAX_PARAMETER_BYTES:,} bytes (npresnet.limits.MAX_PARAMETER_BYTES)"
         )
 
 
