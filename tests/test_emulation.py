@@ -1,11 +1,14 @@
 """npresnet._emulation: the CuPy stand-in refuses what CuPy refuses, counts launches and synchronisations,
-matches the installed CuPy's API, and measures the fused path's launch and synchronisation budgets."""
+matches the installed CuPy's API, runs kernels by their twins and cuBLAS calls on raw addresses, and
+measures the GPU-native fused path's launch and synchronisation budgets and the precision it asks for."""
 
 import inspect
 import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import npresnet
 from npresnet import _emulation
@@ -15,6 +18,9 @@ from npresnet._emulation._ufunc import BY_NAME
 from npresnet.backend import to_backend, to_numpy
 from npresnet.fast import fuse
 from npresnet.fast.conv import FusedConv
+from npresnet.fast.cuda.gemm import compute_type, grouped_gemm
+from npresnet.fast.device import DeviceOps
+from npresnet.nn import Conv2d
 from npresnet.workspace import default_workspace_bytes, device_workspace_bytes
 
 
@@ -260,71 +266,220 @@ def test_workspace_default_is_read_from_the_emulated_device():
 
 
 # --------------------------------------------------------------------------- budgets of the fused path
-def _conv_launches(k, C, residual=False):
-    """Launches of one FusedConv call: NHWC (2, 12, 12, C) -> 8 channels, k×k, stride 1, 'same' padding, ReLU."""
-    weight = cp.asarray(np.ones((1, k * k * C, 8), np.float32))
-    conv = FusedConv(weight, cp.zeros(8, dtype=np.float32), (k, k), (1, 1), (k // 2, k // 2), (1, 1), 1)
-    x, out = cp.zeros((2, 12, 12, C), dtype=np.float32), cp.zeros((2, 12, 12, 8), dtype=np.float32)
+def _device_conv_counts(k, C, residual=False, stride=1, groups=1):
+    """Counts of one GPU-native convolution: NHWC (2, 12, 12, C) -> 8 channels, k×k, 'same' padding, ReLU."""
+    weight = cp.asarray(np.ones((groups, k * k * C // groups, 8 // groups), np.float32))
+    conv = FusedConv(weight, cp.zeros(8, dtype=np.float32), (k, k), (stride,) * 2, (k // 2,) * 2, (1, 1), groups)
+    x = cp.zeros((2, 12, 12, C), dtype=np.float32)
+    out = cp.zeros(conv.output_shape(x.shape), dtype=np.float32)
+    ops = DeviceOps(cp, np.float32)
     with count() as c:
-        conv(x, out, residual=residual, relu=True)
+        ops.conv(conv, x, out, residual, True, lambda n, slot: cp.empty(n, dtype=np.float32), 1 << 30)
     assert c.syncs == 0 and c.transfers == 0
     return c
 
 
-def test_pointwise_convolution_is_one_gemm_and_its_epilogue():
-    c = _conv_launches(1, 64)
-    assert (c["gemm"], c["elementwise"], c.launches) == (1, 2, 3)  # GEMM, bias, ReLU
-    c = _conv_launches(1, 64, residual=True)
-    assert (c["gemm"], c["elementwise"], c.launches) == (1, 3, 4)  # GEMM, bias, residual add, ReLU
+@pytest.mark.parametrize("residual", [False, True])
+def test_pointwise_convolution_is_one_gemm_and_one_epilogue(residual):
+    """A stride-1 1×1 convolution reads the activation as its GEMM operand: no gather, no copy."""
+    c = _device_conv_counts(1, 64, residual)
+    assert (c["gemm"], c["kernel"], c.launches) == (1, 1, 2)
+    assert set(c.kernels) == {"bias_residual_relu<float>"}
 
 
-@pytest.mark.parametrize("k", [3, 5, 7])
-def test_im2col_convolution_launch_budget_today(k):
-    """Today's budget: one copy per kernel offset (kh·kw copies, Chainer-style), the padding strips
-    zeroed per offset, one GEMM, bias and ReLU. Grows with the kernel; the target is a constant
-    number (≤ 4) per convolution: test_launches_per_convolution_are_constant_in_the_kernel_size."""
-    c = _conv_launches(k, 64)
-    assert c["copy"] == k * k and c["gemm"] == 1 and c["elementwise"] == 2
-    assert c["fill"] <= 4 * k * k  # each offset zeroes at most the 4 border strips it reads
-    # the few-channel path (the stem) copies one kernel row at a time, after padding the input once
-    c = _conv_launches(k, 2)
-    assert (c["copy"], c["fill"], c["gemm"], c["elementwise"]) == (k + 1, 1, 1, 2)
+_GATHERED = [  # (k, C, stride, groups): every convolution but the pointwise one
+    (k, C, stride, groups)
+    for k in (1, 3, 5, 7)
+    for C, stride, groups in ((64, 1, 1), (2, 2, 1), (8, 1, 4), (64, 2, 1))
+    if (k, stride, groups) != (1, 1, 1)
+]
 
 
-@pytest.mark.xfail(strict=True, reason="target of the GPU-native fused path (issue 21 section 3), not met yet")
-def test_launches_per_convolution_are_constant_in_the_kernel_size():
-    counts = [_conv_launches(k, 64).launches for k in (1, 3, 5, 7)]
-    assert max(counts) <= 4 and len(set(counts)) == 1, counts
+@pytest.mark.parametrize("k, C, stride, groups", _GATHERED)
+def test_launches_per_convolution_are_constant_in_the_kernel_size(k, C, stride, groups):
+    """Any other convolution, any kernel size, few channels (the stem) or many, grouped or not:
+    one gather, one GEMM (one strided-batched call for all groups), one epilogue."""
+    c = _device_conv_counts(k, C, residual=True, stride=stride, groups=groups)
+    assert (c["kernel"], c["gemm"], c.launches) == (2, 1, 3), dict(c.by_kind)
+    assert c.kernels == {"im2col_nhwc<float>": 1, "bias_residual_relu<float>": 1}
 
 
-def _resnet50_fused_counts(winograd):
+def _resnet50_fused_counts(**fuse_kwargs):
     model = npresnet.resnet50(rng=0, dtype=np.float32).to("cupy-emulated")
-    fused = fuse(model, winograd=winograd)
+    fused = fuse(model, **fuse_kwargs)
     x = to_backend(np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32), "cupy-emulated")
     fused(x)  # the first call allocates the activation buffers
     with count() as c:
         logits = fused(x)
-    return c, to_numpy(logits)
+    return c, to_numpy(logits), model
 
 
 RESNET50_CONVOLUTIONS = 53
+RESNET50_FUSED_LAUNCHES = 131
 
 
-@pytest.mark.parametrize("winograd, budget", [(True, 564), (False, 513)])
-def test_resnet50_fused_forward_budget_today(winograd, budget):
-    """Today's budget for a ResNet-50 fused forward at batch 1, 64×64 (measured: 564 launches with
-    Winograd, 513 without, about 10 per convolution). Target: ≤ 4 per convolution plus the head
-    (test_resnet50_fused_forward_target). Zero host synchronisations and zero transfers: the
-    forward never waits for the device nor touches the host."""
-    c, logits = _resnet50_fused_counts(winograd)
+@pytest.mark.parametrize("winograd", [True, False])
+def test_resnet50_fused_forward_launch_budget(winograd):
+    """ResNet-50's fused forward on the device: 131 launches at batch 1, 64×64, 2.5 per convolution.
+
+    Derived, not measured: one copy of the input to NHWC; per convolution one GEMM and one epilogue,
+    plus one gather for each of the 20 that are not stride-1 1×1 (the stem, the sixteen 3×3, the
+    three strided downsamples); one max pool; the head's average pool, fc GEMM and fc bias. No
+    host synchronisation and no transfer: the forward never waits for the device. Winograd is a
+    CPU technique and changes nothing here."""
+    c, logits, model = _resnet50_fused_counts(winograd=winograd)
+    convs = [m for m in model.modules() if isinstance(m, Conv2d)]
+    gathered = [m for m in convs if not (m.kernel_size == (1, 1) and m.stride == (1, 1))]
+    assert (len(convs), len(gathered)) == (RESNET50_CONVOLUTIONS, 20)
     assert c.syncs == 0 and c.transfers == 0
-    assert c.launches <= budget, dict(c.by_kind)
-    assert c["gemm"] >= RESNET50_CONVOLUTIONS + 1  # at least one per convolution, plus the fc
+    assert c["copy"] == 1 and c["gemm"] == len(convs) + 1
+    assert c.kernels["im2col_nhwc<float>"] == len(gathered)
+    assert c.kernels["bias_residual_relu<float>"] == len(convs) + 1
+    assert c.kernels["max_pool_nhwc<float>"] == c.kernels["global_avg_pool_nhwc<float>"] == 1
+    assert c.launches == 1 + len(gathered) + 2 * len(convs) + 1 + 3 == RESNET50_FUSED_LAUNCHES, dict(c.by_kind)
+    assert c.launches <= 4 * RESNET50_CONVOLUTIONS
     assert logits.shape == (1, 1000) and np.isfinite(logits).all()
 
 
-@pytest.mark.xfail(strict=True, reason="target of the GPU-native fused path (issue 21 section 3), not met yet")
-def test_resnet50_fused_forward_target():
-    c, _ = _resnet50_fused_counts(winograd=False)
-    head = 4  # max pool, average pool, fc GEMM, fc bias
-    assert c.launches <= 4 * RESNET50_CONVOLUTIONS + head, dict(c.by_kind)
+# --------------------------------------------------------------------------- precision modes
+@pytest.mark.parametrize(
+    "precision, compute",
+    [(None, "CUBLAS_COMPUTE_32F"), ("float32", "CUBLAS_COMPUTE_32F"), ("tf32", "CUBLAS_COMPUTE_32F_FAST_TF32")],
+)
+def test_precision_names_the_cublas_compute_type_of_every_product(precision, compute):
+    """float32 asks cuBLAS for CUBLAS_COMPUTE_32F on every product (never TF32 unless chosen)."""
+    c, _, _ = _resnet50_fused_counts(precision=precision)
+    assert c.gemm_types == {("CUDA_R_32F", "CUDA_R_32F", compute): RESNET50_CONVOLUTIONS + 1}
+
+
+def test_float64_products_are_float64():
+    model = npresnet.resnet18(rng=0, dtype=np.float64).to("cupy-emulated")
+    x = to_backend(np.zeros((1, 3, 32, 32)), "cupy-emulated")
+    with count() as c:
+        fuse(model)(x)
+    assert set(c.gemm_types) == {("CUDA_R_64F", "CUDA_R_64F", "CUBLAS_COMPUTE_64F")}
+
+
+@pytest.mark.parametrize(
+    "dtype, backend, precision, words",
+    [
+        ("float32", "numpy", "tf32", "needs a CuPy backend"),
+        ("float64", "cupy-emulated", "tf32", "needs a float32 model"),
+        ("float64", "cupy-emulated", "float32", "needs a float32 model"),
+        ("float32", "cupy-emulated", "bfloat16", "expected None or one of"),
+    ],
+)
+def test_a_precision_the_model_cannot_run_is_refused(dtype, backend, precision, words):
+    model = npresnet.resnet18(rng=0, dtype=dtype).to(backend)
+    with pytest.raises(ValueError, match=f"precision={precision!r}.*{words}"):
+        fuse(model, precision=precision)
+
+
+# --------------------------------------------------------------------------- RawModule and cuBLAS stand-ins
+def _kernels32():
+    from npresnet.fast.cuda import SOURCES
+
+    (unit,) = [u for u in SOURCES if u.filename == "epilogue.cu"]
+    return cp.RawModule(code=unit.source, name_expressions=unit.name_expressions).get_function(
+        "bias_residual_relu<float>"
+    )
+
+
+def _epilogue_args(**changes):
+    """Arguments of ``bias_residual_relu<float>`` over a (3, 4) matrix, by parameter name, some changed."""
+    acc = dev(np.arange(12, dtype=np.float32).reshape(3, 4) - 5)
+    args = dict(
+        acc=acc, bias=dev(np.ones(4, np.float32)), residual=acc, out=cp.empty((3, 4), dtype=np.float32),
+        M=np.int64(3), O=np.int32(4), has_residual=np.int32(0), relu=np.int32(1),
+    )  # fmt: skip
+    args.update(changes)
+    return tuple(args.values())
+
+
+def test_a_raw_kernel_launch_runs_its_twin_as_one_launch():
+    kernel, args = _kernels32(), _epilogue_args()
+    with count() as c:
+        kernel((1,), (4,), args)  # 4 threads for 12 elements: the grid-stride loop takes 3 trips
+    assert (c.launches, c["kernel"], c.kernels["bias_residual_relu<float>"], c.syncs) == (1, 1, 1, 0)
+    expected = np.maximum(np.arange(12, dtype=np.float32).reshape(3, 4) - 5 + 1, 0)
+    np.testing.assert_array_equal(args[3].get(), expected)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (dict(O=4), "'O' is declared int; got int"),  # a Python int reaches the kernel as 64 bits
+        (dict(M=np.int32(3)), "'M' is declared long long; got int32"),
+        (dict(bias=dev(np.ones(4))), "'bias' points to T .float32.; got a contiguous float64"),
+        (dict(out=cp.empty((4, 3), dtype=np.float32).T), "non-contiguous float32"),
+        (dict(acc=np.zeros((3, 4), np.float32)), "'acc' is a pointer; got ndarray"),
+    ],
+)
+def test_a_raw_kernel_refuses_arguments_the_gpu_would_misread(change, words):
+    with pytest.raises(TypeError, match=words):
+        _kernels32()((1,), (32,), _epilogue_args(**change))
+
+
+def test_a_raw_kernel_reading_outside_its_buffer_fails():
+    """A launch told of more elements than its arrays hold reads past them: an error, as a fault on a GPU."""
+    with pytest.raises(IndexError, match="outside"):
+        _kernels32()((1,), (32,), _epilogue_args(M=np.int64(4)))
+
+
+def test_only_sources_with_twins_can_be_loaded():
+    with pytest.raises(NotImplementedError, match="twins"):
+        cp.RawModule(code='extern "C" __global__ void f() {}', name_expressions=("f",))
+
+
+def test_cublas_and_runtime_constants_are_cupys():
+    cupy = _real_cupy()
+    for name in dir(cp.cuda.cublas):
+        if name.startswith("CUBLAS_"):
+            assert getattr(cupy.cuda.cublas, name) == getattr(cp.cuda.cublas, name), name
+    for name in ("CUDA_R_16F", "CUDA_R_32F", "CUDA_R_64F"):
+        assert getattr(cupy.cuda.runtime, name) == getattr(cp.cuda.runtime, name), name
+    for name in ("gemmEx", "gemmStridedBatchedEx", "getPointerMode", "setPointerMode"):
+        assert callable(getattr(cupy.cuda.cublas, name))
+    assert callable(cupy.cuda.device.get_cublas_handle)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    G=st.integers(1, 4), M=st.integers(0, 9), Kg=st.integers(1, 7), Og=st.integers(1, 5),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)  # fmt: skip
+def test_grouped_gemm_writes_each_group_beside_the_others(G, M, Kg, Og, dtype):
+    """grouped_gemm through the emulated cuBLAS (rebuilt from addresses, leading dimensions and strides)
+    equals the per-group product, written into unwritten (NaN) memory: C is not read."""
+    rng = np.random.default_rng(G * 100 + M)
+    a, b = rng.standard_normal((G, M, Kg)).astype(dtype), rng.standard_normal((G, Kg, Og)).astype(dtype)
+    out = cp.empty((M, G * Og), dtype=dtype)
+    grouped_gemm(cp, dev(a), dev(b), out, compute_type(dtype))
+    expected = np.concatenate([a[g].astype(np.float64) @ b[g] for g in range(G)], axis=1)
+    # K-term dot products, each within Kg·u·sum|terms| of exact (any order)
+    bound = Kg * np.finfo(dtype).eps * np.concatenate([np.abs(a[g]) @ np.abs(b[g]) for g in range(G)], axis=1)
+    assert (np.abs(out.get() - expected) <= bound).all()
+
+
+@pytest.mark.parametrize(
+    "mistake, error, words",
+    [
+        (dict(lda=2), ValueError, "leading dimension 2 < 3"),
+        (dict(Atype=1, Btype=1, Ctype=1, computeType=70), TypeError, "CUDA_R_64F but the allocation holds float32"),
+        (dict(strideA=13), IndexError, "outside its allocation"),
+        (dict(computeType=70), ValueError, "CUBLAS_COMPUTE_64F with A CUDA_R_32F.*NOT_SUPPORTED"),
+    ],
+)
+def test_emulated_cublas_refuses_what_would_read_garbage(mistake, error, words):
+    """A (3, 4) @ (4, 2) column-major product, two batches, with one argument wrong."""
+    A, B, C = (cp.zeros(s, dtype=np.float32) for s in ((2, 4, 3), (2, 2, 4), (2, 2, 3)))
+    one, zero = np.ones((), np.float32), np.zeros((), np.float32)
+    args = dict(
+        handle=1, transa=0, transb=0, m=3, n=2, k=4, alpha=one.ctypes.data, A=A.data.ptr, Atype=0, lda=3,
+        strideA=12, B=B.data.ptr, Btype=0, ldb=4, strideB=8, beta=zero.ctypes.data, C=C.data.ptr, Ctype=0,
+        ldc=3, strideC=6, batchCount=2, computeType=68, algo=-1,
+    )  # fmt: skip
+    cp.cuda.cublas.gemmStridedBatchedEx(**args)  # correct as given
+    args.update(mistake)  # strideA=13: the second matrix would end one element past A
+    with pytest.raises(error, match=words):
+        cp.cuda.cublas.gemmStridedBatchedEx(**args)

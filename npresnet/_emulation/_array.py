@@ -20,6 +20,9 @@ Each rule below is CuPy's own, cited from its source (``cupy/_core/core.pyx``,
 - Reductions and full integer indexing give 0-d device arrays, never host scalars.
 - Freshly allocated memory (``empty``) holds garbage: here floats are NaN and integers their
   maximum, so code that reads memory it has not written fails visibly.
+- ``x.data.ptr`` is the address of the first element, as CuPy's ``MemoryPointer``; the emulated
+  cuBLAS (:mod:`._cublas`) finds the allocation behind an address with :func:`resolve_pointer`
+  and refuses one that reaches outside it.
 
 One rule is the emulation's own: an operation on floating arrays narrower than float64 that
 produces float64 without an explicit ``dtype`` raises :class:`Float64PromotionError`
@@ -31,6 +34,7 @@ from __future__ import annotations
 import functools
 import numbers
 import warnings
+import weakref
 
 import numpy
 
@@ -226,6 +230,14 @@ class ndarray:
     strides = property(lambda self: self._a.strides)
     flags = property(lambda self: self._a.flags)
     T = property(lambda self: ndarray._of(self._a.T))
+
+    @property
+    def data(self) -> MemoryPointer:
+        """The address of the first element (``.data.ptr``), as CuPy's ``MemoryPointer``."""
+        root = _allocation(self._a)
+        _ALLOCATIONS[root.ctypes.data] = root
+        return MemoryPointer(self._a.ctypes.data)
+
     mT = property(lambda self: ndarray._of(self._a.mT))
 
     # -- views (no launch) and copies
@@ -460,6 +472,43 @@ for _op, _name in {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_e
     setattr(ndarray, f"__{_op}__", _binary_operator(f"__{_op}__", _name))
 ndarray.__ge__ = _binary_operator("__ge__", "greater_equal")
 del _op, _name
+
+
+class MemoryPointer:
+    """An address in emulated device memory (CuPy's ``cupy.cuda.MemoryPointer``, its ``ptr`` only)."""
+
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+
+
+_ALLOCATIONS: weakref.WeakValueDictionary[int, numpy.ndarray] = weakref.WeakValueDictionary()
+"""The allocations whose addresses have been handed out (``.data``), by base address; an entry
+goes when its memory is freed."""
+
+
+def _allocation(a: numpy.ndarray) -> numpy.ndarray:
+    """The array that owns ``a``'s memory (following views, ``as_strided``'s included)."""
+    while True:
+        base = a.base
+        if isinstance(base, numpy.ndarray):
+            a = base
+        elif isinstance(getattr(base, "base", None), numpy.ndarray):  # as_strided's interface holder
+            a = base.base
+        else:
+            return a
+
+
+def resolve_pointer(ptr: int) -> tuple[numpy.ndarray, int]:
+    """The allocation holding address ``ptr`` (handed out by ``.data``) and ``ptr``'s byte offset in it.
+
+    Raises ValueError for an address in no live allocation, as a kernel reading it would fault.
+    """
+    for base, root in list(_ALLOCATIONS.items()):
+        if base <= ptr < base + max(root.nbytes, 1):
+            return root, ptr - base
+    raise ValueError(f"emulated device: address {ptr:#x} is in no live device allocation")
 
 
 def _fancy(key) -> bool:

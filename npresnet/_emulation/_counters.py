@@ -15,12 +15,12 @@ import dataclasses
 
 __all__ = ["Counts", "count", "allow_float64", "LAUNCH_KINDS", "EVENT_KINDS"]
 
-LAUNCH_KINDS = ("elementwise", "reduction", "copy", "fill", "gemm", "gather", "scatter")
+LAUNCH_KINDS = ("elementwise", "reduction", "copy", "fill", "gemm", "gather", "scatter", "kernel")
 """What counts as one kernel launch: an elementwise operation (ufunc, operator, ``where``), a
 reduction (``sum``, ``max``, ...), a copy (``astype``, ``copy``, assignment into a slice, a
 reshape that cannot be a view), a fill (``zeros``, ``full``, assigning a scalar), a matrix
-product, a gather (advanced indexing) or a scatter (``bincount``, ``add.at``, assignment
-through an index array)."""
+product (``matmul``, a cuBLAS call), a gather (advanced indexing), a scatter (``bincount``,
+``add.at``, assignment through an index array) or a ``RawKernel`` launch."""
 
 EVENT_KINDS = ("sync", "h2d", "d2h")
 """Host synchronisations (the host waits for the device: ``item``, ``float``, ``bool``,
@@ -35,6 +35,11 @@ class Counts:
     """Counters of one region; ``by_kind`` maps each of :data:`LAUNCH_KINDS` and :data:`EVENT_KINDS` to a count."""
 
     by_kind: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    gemm_types: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    """cuBLAS products by ``(A/B data type, C data type, compute type)`` names, e.g.
+    ``("CUDA_R_32F", "CUDA_R_32F", "CUBLAS_COMPUTE_32F")``."""
+    kernels: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    """``RawKernel`` launches by name expression (``"im2col_nhwc<float>"``)."""
 
     @property
     def launches(self) -> int:
@@ -59,6 +64,19 @@ def record(kind: str) -> None:
     """Add one ``kind`` event to every open region."""
     for counts in _regions.get():
         counts.by_kind[kind] += 1
+
+
+def record_gemm_type(ab: str, c: str, compute: str) -> None:
+    """Note one cuBLAS product's data and compute types in every open region."""
+    for counts in _regions.get():
+        counts.gemm_types[ab, c, compute] += 1
+
+
+def record_kernel(name: str) -> None:
+    """Count one ``RawKernel`` launch, by name expression, in every open region."""
+    record("kernel")
+    for counts in _regions.get():
+        counts.kernels[name] += 1
 
 
 @contextlib.contextmanager

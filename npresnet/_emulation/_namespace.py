@@ -18,9 +18,10 @@ import types
 
 import numpy
 
-from . import _array, _ufunc
+from . import _array, _cublas, _ufunc
 from ._array import _from_host, check_precision, device_args, ndarray, operand, poison, wrap
 from ._counters import record
+from ._kernels import RawModule
 
 __all__ = ["cupy", "DEVICE_TOTAL_BYTES"]
 
@@ -349,6 +350,15 @@ runtime = _module(
     memGetInfo=lambda: (DEVICE_TOTAL_BYTES, DEVICE_TOTAL_BYTES),
     getDeviceCount=lambda: 1,
     getDevice=lambda: 0,
+    CUDA_R_32F=_cublas.CUDA_R_32F,
+    CUDA_R_64F=_cublas.CUDA_R_64F,
+    CUDA_R_16F=_cublas.CUDA_R_16F,
+)
+
+cublas = _module(
+    "cupy.cuda.cublas",
+    "Emulated cuBLAS: the GEMMs npresnet calls, on raw addresses (see npresnet._emulation._cublas).",
+    **{name: getattr(_cublas, name) for name in dir(_cublas) if name.startswith(("CUBLAS_", "gemm", "getP", "setP"))},
 )
 
 _DTYPES = "bool_ int8 int16 int32 int64 uint8 uint16 uint32 uint64 intp float16 float32 float64 complex64 complex128"
@@ -402,8 +412,12 @@ cupy = _module(
     transpose=transpose,
     get_default_memory_pool=get_default_memory_pool,
     is_available=is_available,
+    RawModule=RawModule,
 )
 cupy.lib = _module("cupy.lib", "", stride_tricks=_module("cupy.lib.stride_tricks", "", as_strided=as_strided))
 cupy.lib.stride_tricks.sliding_window_view = sliding_window_view
-cupy.cuda = _module("cupy.cuda", "Emulated CUDA device.", Device=Device, runtime=runtime)
+device = _module(
+    "cupy.cuda.device", "The current device's library handles.", get_cublas_handle=_cublas.get_cublas_handle
+)
+cupy.cuda = _module("cupy.cuda", "Emulated CUDA device.", Device=Device, runtime=runtime, cublas=cublas, device=device)
 _array._NAMESPACE.append(cupy)  # the arrays' operators and NumPy protocols dispatch through it

@@ -5,7 +5,9 @@ convolution with its batch norm folded in (:mod:`.fold`), run on NHWC activation
 :class:`.conv.FusedConv` (im2col + one product) or, for the stride-1 3×3 ones, by
 :class:`.winograd.WinogradConv` (F(2×2,3×3): 2.25× fewer multiplications), with ReLUs and
 residual adds done in place in each convolution's epilogue, and activation buffers reused
-from call to call.
+from call to call. On a CuPy backend the same walk runs GPU-native (:mod:`.device`): per
+convolution one gather kernel (none for a stride-1 1×1), one cuBLAS product and one epilogue
+kernel, with the precision chosen explicitly (``precision``).
 
 The readable reference remains ``model(x)``; this path computes the same function
 (tested against torchvision for every architecture) in a different order of
@@ -18,17 +20,20 @@ structure only through :meth:`npresnet.models.ResNet.layout` (stem, blocks as
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from typing import TYPE_CHECKING
 
 import numpy
 
-from ..backend import get_array_module, to_backend, to_numpy
+from ..backend import get_array_module, get_backend, to_backend, to_numpy
 from ..nn.inputs import check_image_batch
 from ..shapes import conv_output_size, kernel_taps
 from ..workspace import resolve_workspace_bytes
 from .conv import FusedConv
+from .cuda.gemm import PRECISIONS
+from .device import DeviceOps, pointwise
 from .fold import fold_batch_norm, gemm_weight
 from .profile import LayerTime, PhaseClock
 from .winograd import WinogradConv, is_winograd_eligible, winograd_weight
@@ -132,6 +137,9 @@ class FusedResNet:
         Peak memory is about this plus a few activation-sized buffers (see ``benchmarks/RESULTS.md``).
     winograd : bool
         Run the stride-1 3×3 convolutions by Winograd F(2×2,3×3) (default) rather than im2col.
+        On a CuPy backend they run by im2col whatever this says.
+    precision : {None, "float32", "tf32"}
+        See :func:`fuse`.
 
     Notes
     -----
@@ -139,11 +147,17 @@ class FusedResNet:
     fresh array and never alias them.
     """
 
-    def __init__(self, model: ResNet, workspace_bytes: int | None = None, winograd: bool = True) -> None:
+    def __init__(
+        self, model: ResNet, workspace_bytes: int | None = None, winograd: bool = True, precision: str | None = None
+    ) -> None:
         if workspace_bytes is not None:
             resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now
         self.workspace_bytes = workspace_bytes
         self.dtype, self.backend = numpy.dtype(model.dtype), model.backend
+        xp = get_backend(self.backend)
+        on_device = getattr(xp, "__name__", "") == "cupy"
+        self.precision = _check_precision(precision, self.dtype, self.backend, on_device)
+        self._device = DeviceOps(xp, self.dtype, self.precision) if on_device else None
         layout = model.layout()
         if layout.avgpool.output_size not in (1, (1, 1), [1, 1]):
             raise ValueError(f"fuse: the head must pool to 1x1, got {layout.avgpool}")
@@ -182,7 +196,9 @@ class FusedResNet:
         self._local.buffers = None
 
     def _conv(self, conv: FusedConv, x, buffers, run, name, relu=True, out=None):
-        """Run ``conv`` on NHWC ``x`` into a fresh buffer, or with ``out`` given, add into it (the residual)."""
+        """Run ``conv`` on NHWC ``x`` into a fresh buffer, or with ``out`` given, add into it (the residual).
+
+        On a CuPy backend the convolution runs GPU-native (:meth:`.device.DeviceOps.conv`)."""
         try:
             shape = conv.output_shape(x.shape)
         except ValueError as exc:
@@ -193,16 +209,17 @@ class FusedResNet:
         residual = out is not None
         if not residual:
             out = buffers.take(shape)
+        execute = conv if self._device is None else functools.partial(self._device.conv, conv)
         if run.records is None:
-            return conv(x, out, residual, relu, buffers.workspace, run.workspace_bytes)
+            return execute(x, out, residual, relu, buffers.workspace, run.workspace_bytes)
         run.clock.start()
-        conv(x, out, residual, relu, buffers.workspace, run.workspace_bytes, run.clock)
+        execute(x, out, residual, relu, buffers.workspace, run.workspace_bytes, run.clock)
         (N, out_h, out_w, O), (kh, kw) = out.shape, conv.kernel_size
         macs = N * out_h * out_w * O * kh * kw * (x.shape[3] // conv.groups)
         run.records.append(
             LayerTime(
                 name,
-                _kind(conv, x, out.shape),
+                _kind(conv, x, out.shape, self._device is not None),
                 tuple(x.shape),
                 tuple(out.shape),
                 run.clock.elapsed(),
@@ -216,8 +233,22 @@ class FusedResNet:
         """``relu(max_pool(x))`` on NHWC ``x``. ReLU is monotone, so it commutes with the max;
         this lets the padding be 0 instead of -inf and the border windows be clipped slices."""
         xp = get_array_module(x)
+        (kh, kw), (sy, sx), (ph, pw), (dy, dx), _ = self.pool
+        _, H, W, _ = x.shape
+        shape = self._pool_shape(x.shape)
+        _, out_h, out_w, _ = shape
+        out = buffers.take(shape)
+        out[...] = 0  # = relu's floor; also stands for the padding, so only the taps inside the image are read
+        for _, _, t in kernel_taps((H, W), (0, out_h), (0, out_w), (kh, kw), (sy, sx), (ph, pw), (dy, dx)):
+            if t.dst is not None:
+                dst = out[:, t.dst[0], t.dst[1]]
+                xp.maximum(dst, x[:, t.src[0], t.src[1]], out=dst)
+        return out
+
+    def _pool_shape(self, shape) -> tuple[int, int, int, int]:
+        """The max pool's NHWC output shape for an NHWC input ``shape`` (ValueError naming the size if too small)."""
         (kh, kw), (sy, sx), (ph, pw), (dy, dx), ceil_mode = self.pool
-        N, H, W, C = x.shape
+        N, H, W, C = shape
         try:
             out_h = conv_output_size(H, kh, sy, ph, dy, ceil_mode)
             out_w = conv_output_size(W, kw, sx, pw, dx, ceil_mode)
@@ -225,13 +256,7 @@ class FusedResNet:
             raise ValueError(
                 f"input is too small for this network: at the max pool the activation has spatial size {(H, W)}: {exc}"
             ) from None
-        out = buffers.take((N, out_h, out_w, C))
-        out[...] = 0  # = relu's floor; also stands for the padding, so only the taps inside the image are read
-        for _, _, t in kernel_taps((H, W), (0, out_h), (0, out_w), (kh, kw), (sy, sx), (ph, pw), (dy, dx)):
-            if t.dst is not None:
-                dst = out[:, t.dst[0], t.dst[1]]
-                xp.maximum(dst, x[:, t.src[0], t.src[1]], out=dst)
-        return out
+        return N, out_h, out_w, C
 
     def __call__(self, x: Array) -> Array:
         """Logits for a batch.
@@ -269,6 +294,8 @@ class FusedResNet:
         return resolve_workspace_bytes(self.workspace_bytes, get_array_module(x))
 
     def _forward(self, x, run):
+        if self._device is not None:
+            return self._device_forward(x, run)
         self.check_input(x)
         xp = get_array_module(x)
         buffers = self._buffers(xp)
@@ -289,6 +316,27 @@ class FusedResNet:
             step.done(logits)
         return logits
 
+    def _device_forward(self, x, run):
+        """The forward pass on a CuPy device: the same walk, each step a constant number of launches."""
+        self.check_input(x)
+        xp = get_array_module(x)
+        buffers = self._buffers(xp)
+        N, C, H, W = x.shape
+        x_nhwc = buffers.take((N, H, W, C))
+        x_nhwc[...] = x.transpose(0, 2, 3, 1)  # one copy: the gather kernel reads contiguous NHWC
+        # ReLU in the stem's epilogue, before the pool: the two commute.
+        h = self._conv(self.stem, x_nhwc, buffers, run, self.stem_name, relu=True)  # (N, H/2, W/2, 64)
+        buffers.give(x_nhwc)
+        with run.step("maxpool", "maxpool", h.shape) as step:
+            x = step.done(self._device.max_pool(h, self.pool, buffers.take(self._pool_shape(h.shape))))
+        buffers.give(h)
+        for block in self.blocks:
+            x = self._block(block, x, buffers, run)
+        with run.step("avgpool+fc", "head", x.shape) as step:
+            logits = step.done(self._device.head(x, self.fc_weight, self.fc_bias))  # (N, num_classes)
+        buffers.give(x)
+        return logits
+
     def _block(self, block: _FusedBlock, x, buffers, run):
         """``relu(convs(x) + shortcut(x))``; the output is written over the shortcut's buffer."""
         identity = x
@@ -307,8 +355,24 @@ class FusedResNet:
         return out
 
 
-def _kind(conv, x, out_shape) -> str:
+def _check_precision(precision, dtype, backend, on_device) -> str:
+    """The precision mode for a model of ``dtype`` on ``backend``: the dtype's name when None; a clear error
+    for a mode the model cannot run."""
+    if precision is None:
+        return dtype.name
+    if precision not in PRECISIONS:
+        raise ValueError(f"fuse: precision={precision!r}, expected None or one of {PRECISIONS}")
+    if dtype != numpy.float32:
+        raise ValueError(f"fuse: precision={precision!r} needs a float32 model, got {dtype}")
+    if precision != "float32" and not on_device:
+        raise ValueError(f"fuse: precision={precision!r} needs a CuPy backend (cuBLAS); the model is on {backend!r}")
+    return precision
+
+
+def _kind(conv, x, out_shape, on_device=False) -> str:
     """How a call of ``conv`` on ``x`` runs: "winograd", "pointwise" (no columns) or "im2col"."""
+    if on_device:
+        return "pointwise" if pointwise(conv) else "im2col"
     if isinstance(conv, WinogradConv):
         if conv.uses_winograd(out_shape):
             return "winograd"
@@ -352,7 +416,9 @@ class _Step:
         return False
 
 
-def fuse(model: ResNet, workspace_bytes: int | None = None, winograd: bool = True) -> FusedResNet:
+def fuse(
+    model: ResNet, workspace_bytes: int | None = None, winograd: bool = True, precision: str | None = None
+) -> FusedResNet:
     """Return the fused inference path of a ResNet (batch norm folded, channels-last, buffers reused).
 
     Parameters
@@ -366,9 +432,18 @@ def fuse(model: ResNet, workspace_bytes: int | None = None, winograd: bool = Tru
         (:mod:`npresnet.workspace`); None: the backend's default.
     winograd : bool
         Winograd F(2×2,3×3) for the stride-1 3×3 convolutions (default); ``False``: im2col everywhere.
+        NumPy only: on a CuPy backend every convolution runs by im2col and one cuBLAS product.
+    precision : {None, "float32", "tf32"}
+        How the products are computed. None (default): in the model's dtype, float32 or float64,
+        exactly as asked (on CuPy, cuBLAS's ``CUBLAS_COMPUTE_32F`` / ``_64F``: never TF32 silently,
+        whatever ``CUPY_TF32`` says). ``"float32"``: the same, for a float32 model, stated.
+        ``"tf32"``: a float32 model on CuPy, its products on TF32 tensor cores
+        (``CUBLAS_COMPUTE_32F_FAST_TF32``: inputs rounded to 10 mantissa bits, float32
+        accumulation); its error against float64 is measured on a GPU only
+        (``benchmarks/gpu_check.py``).
 
     Returns
     -------
     FusedResNet
     """
-    return FusedResNet(model, workspace_bytes, winograd)
+    return FusedResNet(model, workspace_bytes, winograd, precision)

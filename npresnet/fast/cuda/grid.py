@@ -72,14 +72,18 @@ class Buffer:
     ----------
     array : numpy.ndarray, C-contiguous
         The memory; stores write into it.
+    count_stores : bool
+        Keep ``stores``, the number of stores per element (the tests' written-once check); the
+        emulated device (:mod:`npresnet._emulation`), which only needs the values and the bounds
+        checks, turns it off.
     """
 
-    def __init__(self, array: numpy.ndarray):
+    def __init__(self, array: numpy.ndarray, count_stores: bool = True):
         if not array.flags.c_contiguous:
             raise ValueError("Buffer: the array must be C-contiguous, as device memory behind a pointer is")
         self.array = array
         self.flat = array.reshape(-1)  # a view: stores reach ``array``
-        self.stores = numpy.zeros(self.flat.size, dtype=numpy.int64)  # stores per element
+        self.stores = numpy.zeros(self.flat.size, dtype=numpy.int64) if count_stores else None  # stores per element
 
     def _check(self, index: numpy.ndarray) -> numpy.ndarray:
         index = numpy.asarray(index)
@@ -95,5 +99,6 @@ class Buffer:
 
     def __setitem__(self, index, value):
         index = self._check(index)
-        numpy.add.at(self.stores, index, 1)  # several threads storing to one element count once each
+        if self.stores is not None:
+            numpy.add.at(self.stores, index, 1)  # several threads storing to one element count once each
         self.flat[index] = value

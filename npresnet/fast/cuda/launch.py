@@ -1,9 +1,10 @@
 """Thin CuPy wrappers that launch this package's kernels.
 
 These have never run on a GPU: they are written against CuPy's documented ``RawModule``
-API and only their argument checks and launch sizes are exercised without a device.
-The kernels' index math is proved by their NumPy twins; the launch itself (argument
-order and types, the C translation) awaits a GPU run.
+API. Without a device they run on the emulated CuPy (:mod:`npresnet._emulation`), whose
+``RawModule`` checks each launch's arguments against the kernel's C parameter list (pointer
+types, ``int`` against ``long long``, contiguity) and runs the kernel's NumPy twin. What
+awaits a GPU run is the C translation on the device itself and the speed.
 """
 
 from __future__ import annotations
@@ -33,19 +34,23 @@ class CudaKernels:
     Parameters
     ----------
     dtype : float32 or float64
+    xp : module, optional
+        The CuPy module (default: ``import cupy``), or the emulated one.
     """
 
-    def __init__(self, dtype="float32"):
-        import cupy
+    def __init__(self, dtype="float32", xp=None):
+        if xp is None:
+            import cupy as xp
 
         self.dtype = numpy.dtype(dtype)
         if self.dtype not in _CTYPES:
             raise ValueError(f"CudaKernels: dtype={self.dtype}, expected float32 or float64")
-        self._xp = cupy
+        self._xp = xp
+
         suffix = f"<{_CTYPES[self.dtype]}>"
         self._functions = {}
         for unit in SOURCES:
-            module = cupy.RawModule(code=unit.source, name_expressions=unit.name_expressions)
+            module = xp.RawModule(code=unit.source, name_expressions=unit.name_expressions)
             for expression in unit.name_expressions:
                 if expression.endswith(suffix):
                     self._functions[expression.removesuffix(suffix)] = module.get_function(expression)

@@ -1,0 +1,125 @@
+"""The emulated ``cupy.RawModule``: a kernel launch runs the kernel's NumPy twin, counted as one launch.
+
+npresnet's CUDA kernels (:mod:`npresnet.fast.cuda`) each have a twin, the same statements
+evaluated over every thread of the launch (:mod:`npresnet.fast.cuda.grid`); the twins are
+proved against the reference layers by ``tests/test_cuda_kernels.py``. Here a launch
+``kernel(grid, block, args)`` checks ``args`` against the kernel's C parameter list, read from
+the source, the way the GPU would take them: a pointer parameter needs a C-contiguous device
+array of the template's type (a kernel sees only the address of the first element), an
+``int`` a ``numpy.int32`` and a ``long long`` a ``numpy.int64`` (CuPy passes a Python ``int``
+as 64 bits, which an ``int`` parameter would misread). Then it runs the twin with
+:class:`~npresnet.fast.cuda.grid.Buffer` over each array, so every load and store is
+bounds-checked.
+
+Only the sources of :data:`npresnet.fast.cuda.SOURCES` can be "compiled": a kernel without a
+twin cannot run here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy
+
+from ._array import ndarray
+from ._counters import record_kernel
+
+__all__ = ["RawModule"]
+
+_CTYPES = {"float": numpy.float32, "double": numpy.float64, "__half": numpy.float16}
+_SCALARS = {"int": numpy.int32, "long long": numpy.int64}
+
+
+def _parameters(code: str, kernel: str) -> list[tuple[str, str, bool]]:
+    """``(name, type, is_pointer)`` of each parameter of ``__global__ void kernel(...)`` in ``code``."""
+    match = re.search(rf"__global__\s+void\s+{re.escape(kernel)}\s*\(([^)]*)\)", code)
+    if match is None:
+        raise AttributeError(f"emulated RawModule: no kernel {kernel!r} in the source")
+    params = []
+    for param in match.group(1).split(","):
+        words = param.replace("*", " * ").split()
+        name = words[-1]
+        kind = " ".join(w for w in words[:-1] if w not in ("const", "__restrict__", "*"))
+        params.append((name, kind, "*" in words))
+    return params
+
+
+class RawModule:
+    """``cupy.RawModule(code=..., name_expressions=...)`` for a source of :data:`npresnet.fast.cuda.SOURCES`."""
+
+    def __init__(
+        self,
+        code=None,
+        *,
+        path=None,
+        options=(),
+        backend="nvrtc",
+        translate_cucomplex=False,
+        enable_cooperative_groups=False,
+        name_expressions=None,
+        jitify=None,
+    ):
+        from ..fast.cuda import SOURCES
+
+        if code is None or path is not None:
+            raise NotImplementedError("emulated RawModule: only code=... is emulated (no cubin or PTX files)")
+        if code not in {unit.source for unit in SOURCES}:
+            raise NotImplementedError("emulated RawModule: only npresnet.fast.cuda's sources have NumPy twins to run")
+        self.code = code
+        self.name_expressions = tuple(name_expressions or ())
+
+    def get_function(self, name: str) -> _RawKernel:
+        from ..fast.cuda import TWINS
+
+        if name not in self.name_expressions:
+            raise KeyError(f"emulated RawModule: {name!r} is not among the name expressions {self.name_expressions}")
+        kernel, _, template = name.partition("<")
+        template = template.rstrip(">").strip()
+        if template not in _CTYPES:
+            raise NotImplementedError(f"emulated RawModule: template argument {template!r}")
+        return _RawKernel(name, TWINS[kernel], _parameters(self.code, kernel), numpy.dtype(_CTYPES[template]))
+
+
+class _RawKernel:
+    """One kernel of a :class:`RawModule`: ``kernel(grid, block, args)`` runs its twin."""
+
+    def __init__(self, name, twin, parameters, dtype):
+        self.name, self.twin, self.parameters, self.dtype = name, twin, parameters, dtype
+
+    def __call__(self, grid, block, args, *, shared_mem=0):
+        from ..fast.cuda.grid import Buffer, Launch
+
+        grid, block = _dim(grid, "grid"), _dim(block, "block")
+        if len(args) != len(self.parameters):
+            raise TypeError(f"{self.name}: {len(args)} arguments for {len(self.parameters)} parameters")
+        values = []
+        for (param, kind, pointer), arg in zip(self.parameters, args):
+            where = f"{self.name}: argument {param!r}"
+            if pointer:
+                if not isinstance(arg, ndarray):
+                    raise TypeError(f"{where} is a pointer; got {type(arg).__name__}, expected a device array")
+                expected = self.dtype if kind == "T" else numpy.dtype(_CTYPES[kind])
+                if arg.dtype != expected or not arg.flags.c_contiguous:
+                    raise TypeError(
+                        f"{where} points to {kind} ({expected}); got a {'' if arg.flags.c_contiguous else 'non-'}"
+                        f"contiguous {arg.dtype} array (the kernel sees only the first element's address)"
+                    )
+                values.append(Buffer(arg._a, count_stores=False))
+            else:
+                expected = _SCALARS[kind]
+                if type(arg) is not expected:
+                    raise TypeError(
+                        f"{where} is declared {kind}; got {type(arg).__name__}, expected {expected.__name__} "
+                        f"(CuPy passes a Python int as 64 bits and a float as a double)"
+                    )
+                values.append(int(arg))
+        record_kernel(self.name)
+        self.twin(Launch(grid, block), *values)
+
+
+def _dim(value, what: str) -> int:
+    """A 1-D launch dimension from CuPy's ``grid``/``block`` argument (an int or a tuple padded with 1s)."""
+    dims = value if isinstance(value, tuple) else (value,)
+    if not dims or any(d != 1 for d in dims[1:]) or not isinstance(dims[0], int) or dims[0] < 1:
+        raise ValueError(f"emulated RawKernel: {what} {value!r}; only 1-D launches are emulated")
+    return dims[0]
