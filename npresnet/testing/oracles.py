@@ -120,7 +120,8 @@ def reference_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     for oy, ox, ky, kx, iy, ix in taps:
         xs = x[:, :, iy, ix].reshape(N, groups, 1, Cg)  # (N, groups, 1, Cg)
         ws = w[:, :, ky, kx].reshape(groups, O // groups, Cg)  # (groups, Og, Cg)
-        out[:, :, oy, ox] += (xs * ws).sum(axis=-1).reshape(N, O)
+        with numpy.errstate(invalid="ignore"):  # 0·inf and inf - inf are NaN, as IEEE says
+            out[:, :, oy, ox] += (xs * ws).sum(axis=-1).reshape(N, O)
     if bias is not None:
         out += numpy.asarray(bias, dtype=numpy.float64)[None, :, None, None]
     return out[0] if unbatched else out
@@ -148,8 +149,9 @@ def reference_conv2d_backward(grad_output, input, weight, stride=1, padding=0, d
         go = g[:, :, oy, ox].reshape(N, groups, Og, 1)  # (N, groups, Og, 1)
         ws = w[:, :, ky, kx].reshape(groups, Og, Cg)  # (groups, Og, Cg)
         xs = x[:, :, iy, ix].reshape(N, groups, 1, Cg)  # (N, groups, 1, Cg)
-        grad_input[:, :, iy, ix] += (go * ws).sum(axis=2).reshape(N, C)
-        grad_weight[:, :, ky, kx] += (go * xs).sum(axis=0).reshape(O, Cg)
+        with numpy.errstate(invalid="ignore"):  # IEEE: NaN where 0·inf or inf - inf
+            grad_input[:, :, iy, ix] += (go * ws).sum(axis=2).reshape(N, C)
+            grad_weight[:, :, ky, kx] += (go * xs).sum(axis=0).reshape(O, Cg)
     grad_bias = g.sum(axis=(0, 2, 3))
     return (grad_input[0] if unbatched else grad_input), grad_weight, grad_bias
 
@@ -185,7 +187,8 @@ def reference_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, ou
                     y, z = iy * sy - ph + ky * dy, ix * sx - pw + kx * dx
                     if 0 <= y < out_h and 0 <= z < out_w:
                         ws = w[:, :, ky, kx].reshape(groups, Cg, Og)  # (groups, Cg, Og)
-                        out[:, :, y, z] += (xs * ws).sum(axis=2).reshape(N, O)
+                        with numpy.errstate(invalid="ignore"):  # IEEE: NaN where 0·inf or inf - inf
+                            out[:, :, y, z] += (xs * ws).sum(axis=2).reshape(N, O)
     if bias is not None:
         out += numpy.asarray(bias, dtype=numpy.float64)[None, :, None, None]
     return out[0] if unbatched else out
@@ -228,9 +231,10 @@ def _pool(input, reduce, windows):
     x = numpy.asarray(input, dtype=numpy.float64)
     flat = x.reshape(x.shape[:-2] + (-1,))  # (..., H*W)
     out = numpy.empty(x.shape[:-2] + (len(windows), len(windows[0]) if windows else 0))
-    for oy, row in enumerate(windows):
-        for ox, window in enumerate(row):
-            out[..., oy, ox] = reduce(flat[..., window[0]], window)
+    with numpy.errstate(invalid="ignore"):  # inf - inf in a window sum is NaN, as IEEE says
+        for oy, row in enumerate(windows):
+            for ox, window in enumerate(row):
+                out[..., oy, ox] = reduce(flat[..., window[0]], window)
     return out
 
 
