@@ -63,14 +63,14 @@ def swaps_height_and_width_stride(x, w, b=None, stride=1, **kw):
 
 WRONG = [
     (flipped_kernel, ConvConfig((1, 2, 5, 5), (3, 2, 3, 3), False, (1, 1), (1, 1), (1, 1), 1), "differs"),
-    (ignores_dilation, ConvConfig((1, 1, 7, 7), (1, 1, 3, 3), False, (1, 1), (2, 2), (2, 2), 1), "output shape"),
+    (ignores_dilation, ConvConfig((1, 1, 7, 7), (1, 1, 3, 3), False, (1, 1), (2, 2), (2, 2), 1), "has shape"),
     (ignores_dilation, ConvConfig((1, 1, 7, 7), (1, 1, 3, 3), False, (1, 1), "same", (2, 2), 1), "differs"),
     (drops_bias, ConvConfig((1, 1, 4, 4), (2, 1, 2, 2), True, (1, 1), (0, 0), (1, 1), 1), "differs"),
     (float32_inside, ConvConfig((2, 4, 6, 6), (4, 4, 3, 3), True, (1, 1), (1, 1), (1, 1), 1), "differs"),
     (
         swaps_height_and_width_stride,
         ConvConfig((1, 1, 6, 6), (1, 1, 2, 2), False, (1, 2), (0, 0), (1, 1), 1),
-        "output shape",
+        "has shape",
     ),
 ]
 
@@ -79,7 +79,8 @@ WRONG = [
 def test_helper_fails_wrong_conv(fn, config, problem):
     with pytest.raises(AssertionError, match=problem) as info:
         kit.assert_conv2d_matches(fn, config)
-    assert "ConvConfig" in str(info.value)  # the message says which configuration failed
+    # the message says which configuration failed: its shapes and hyper-parameters
+    assert f"float64{config.input_shape}" in str(info.value) and f"stride={config.stride!r}" in str(info.value)
 
 
 def test_helper_finds_flipped_kernel_by_search():
@@ -105,14 +106,14 @@ def test_pool_helper_fails_zero_padded_max_pool():
     # 3x3 windows over a 1x1 input padded by 1: each window holds one value and eight of padding
     config = PoolConfig("max", (2, 8, 1, 1), (3, 3), (3, 3), (1, 1), (1, 1), False)
     kit.assert_pool2d_matches(nf.max_pool2d, config)
-    with pytest.raises(AssertionError, match="max_pool2d differs"):
+    with pytest.raises(AssertionError, match="max_pool2d's output differs"):
         kit.assert_pool2d_matches(zero_padded, config)
 
 
 def test_pool_helper_fails_wrong_divisor():
     config = PoolConfig("avg", (1, 2, 5, 5), (3, 3), (2, 2), (1, 1), (1, 1), False, False)
     wrong = lambda x, **kw: nf.avg_pool2d(x, **{**kw, "count_include_pad": True})
-    with pytest.raises(AssertionError, match="avg_pool2d differs"):
+    with pytest.raises(AssertionError, match="avg_pool2d's output differs"):
         kit.assert_pool2d_matches(wrong, config)
 
 

@@ -1,0 +1,70 @@
+"""Reading the outputs of any array library on the host, without importing that library.
+
+The kit compares in float64 NumPy. It reads NumPy, CuPy, torch (any device, bfloat16 included),
+JAX, and anything with ``.numpy()``, ``__array__`` or ``__dlpack__``; anything else is an
+AssertionError that names the type.
+"""
+
+from __future__ import annotations
+
+import numpy
+
+from ..backend import to_numpy
+
+__all__ = ["dtype_name", "to_host"]
+
+
+def dtype_name(array) -> str:
+    """``"float32"``, ``"bfloat16"``, ``"int64"``, ... for a NumPy, CuPy, torch, JAX or similar array."""
+    __tracebackhide__ = True
+    dtype = getattr(array, "dtype", None)
+    if dtype is None:
+        return f"<no dtype: {type(array).__name__}>"
+    try:
+        return numpy.dtype(dtype).name  # NumPy, CuPy, JAX (ml_dtypes' bfloat16 too)
+    except TypeError:
+        text = str(dtype)  # torch.float32, dtypes.float (tinygrad), ...
+        text = text.rsplit(".", 1)[-1]
+        return {"float": "float32", "half": "float16", "double": "float64"}.get(text, text)
+
+
+def _is_torch(array) -> bool:
+    return type(array).__module__.split(".")[0] == "torch" and hasattr(array, "detach")
+
+
+def to_host(array, what: str, case) -> tuple[numpy.ndarray, str]:
+    """``(values, dtype name)``: ``array`` copied to a NumPy array (floating values as float64).
+
+    Raises
+    ------
+    AssertionError
+        If ``array`` is not something the kit can read; the message names its type and ``what``.
+    """
+    __tracebackhide__ = True
+    name = dtype_name(array)
+    try:
+        if isinstance(array, numpy.ndarray):
+            host = array
+        elif _is_torch(array):
+            tensor = array.detach().cpu()
+            host = (tensor.double() if tensor.is_floating_point() else tensor).numpy()  # bfloat16 has no NumPy dtype
+        elif type(array).__module__.split(".")[0] == "cupy":
+            host = to_numpy(array)
+        elif callable(getattr(array, "numpy", None)):
+            host = numpy.asarray(array.numpy())  # tinygrad, TensorFlow
+        elif hasattr(array, "__array__"):
+            host = numpy.asarray(array)  # JAX and other array-likes
+        elif hasattr(array, "__dlpack__"):
+            host = numpy.from_dlpack(array)
+        else:
+            raise TypeError("it has no __array__, __dlpack__ or .numpy()")
+        host = numpy.asarray(host)
+        if host.dtype.kind not in "biu":
+            host = host.astype(numpy.float64)
+    except Exception as exc:  # noqa: BLE001 - whatever the library raises, the message says what it was
+        raise AssertionError(
+            f"{what} is a {type(array).__module__}.{type(array).__qualname__} that the kit cannot read as an "
+            f"array ({type(exc).__name__}: {exc}); it reads NumPy, CuPy, torch, JAX and anything with "
+            f"__array__, __dlpack__ or .numpy(); case: {case!r}"
+        ) from None
+    return host, name
