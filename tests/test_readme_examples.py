@@ -113,17 +113,8 @@ def test_readme_block_runs(workdir, line, code, output):
     assert proc.returncode == 0, f"README.md line {line}:\n{proc.stderr[-3000:]}"
     if output is not None:
         assert proc.stdout == output, f"README.md line {line} prints\n{proc.stdout}\nnot\n{output}"
-    if tests:  # the README shows the failure it reports: its form always, its numbers for the version it names
-        import hypothesis
-
-        shown = re.search(r"^(AssertionError: conv2d differs .*)$", README, re.M).group(1)
-        assert re.fullmatch(
-            r"AssertionError: conv2d differs from the float64 oracle at \d+ of \d+ elements for ConvConfig\{.*\} "
-            r"\(dtype float64\); worst at index \(.*\): got \S+, expected \S+, \|error\| \S+ > bound \S+",
-            proc.stdout.strip(),
-        ), proc.stdout
-        if hypothesis.__version__ == re.search(r"this is (\d+\.\d+\.\d+)", README).group(1):
-            assert proc.stdout.strip() == shown
+    if tests:  # the README's test passes (it checks torch's conv2d): nothing reported
+        assert "AssertionError" not in proc.stdout, proc.stdout
 
 
 @pytest.mark.parametrize(
