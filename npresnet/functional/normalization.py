@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import TYPE_CHECKING
 
 from ..backend import get_array_module
@@ -31,6 +32,14 @@ def _batch_norm_checks(func, input, running_mean, running_var, weight, bias, tra
         raise ValueError(
             f"{func}: expected more than 1 value per channel when training, got input of shape {_shape(input)}"
         )
+
+
+def _check_eps(func, eps, training) -> None:
+    """``eps`` is a real number, and positive when training (as torch: the batch variance may be 0)."""
+    if not isinstance(eps, numbers.Real) or isinstance(eps, bool):
+        raise TypeError(f"{func}: eps must be a real number, got {eps!r}")
+    if training and not eps > 0:
+        raise ValueError(f"{func}: eps must be positive when training, got {eps!r}")
 
 
 def batch_norm_output_shape(
@@ -69,13 +78,16 @@ def batch_norm(
     running_mean, running_var : array, shape (C,), or None (training only)
     weight, bias : array, shape (C,), optional
     training : bool
-    momentum, eps : float
+    momentum : float
+    eps : float
+        Added to the variance; positive when ``training``.
 
     Returns
     -------
     array, same shape and dtype as ``input``
     """
     batch_norm_output_shape(input, running_mean, running_var, weight, bias, training)
+    _check_eps("batch_norm", eps, training)
     xp = get_array_module(input, running_mean, running_var, weight, bias)
     C = input.shape[1]
     bshape = (1, C) + (1,) * (input.ndim - 2)  # broadcasts a (C,) vector over (N, C, ...)
@@ -139,6 +151,7 @@ def batch_norm_backward(
     (grad_input, grad_weight, grad_bias) : arrays of shapes input.shape, (C,), (C,)
     """
     _batch_norm_checks("batch_norm_backward", input, running_mean, running_var, weight, None, training)
+    _check_eps("batch_norm_backward", eps, training)
     _check_float("grad_output", grad_output)
     _check_same_dtype("grad_output", grad_output, input)
     if _shape(grad_output) != _shape(input):
