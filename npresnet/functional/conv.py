@@ -249,8 +249,8 @@ def _conv2d_plan(func, input, weight, bias, stride, padding, dilation, groups):
     """conv2d's argument checks and geometry, from shapes and dtypes alone (arrays or TensorSpecs).
 
     Returns ``(batch_shape, unbatched, stride, dilation, (top, left), padded_shape, (out_h, out_w))``,
-    ``padded_shape`` being the (N, C, Hp, Wp) of the padded input. Refuses an output or padded
-    input of more than :data:`~npresnet.functional.MAX_ELEMENTS` elements.
+    ``padded_shape`` being the (N, C, Hp, Wp) of the padded input. The size limits are checked by
+    the callers that allocate (:func:`_check_conv_sizes`): a shape-only pass allocates nothing.
     """
     (N, C, H, W), unbatched = _batch_shape("input", input)
     _check_float("weight", weight)
@@ -280,11 +280,16 @@ def _conv2d_plan(func, input, weight, bias, stride, padding, dilation, groups):
     # 'same' padding may put one more row/column at the bottom/right: count it in the size.
     out_h = _out_size(func, input, "height", H + pb - pt, kh, stride[0], pt, dilation[0])
     out_w = _out_size(func, input, "width", W + pr - pl, kw, stride[1], pl, dilation[1])
-    because = f"input {_shape(input)} with padding={padding!r}, stride={stride}, dilation={dilation}"
-    _check_elements(func, "an output", (N, O, out_h, out_w), because)
     padded = _padded_shape((N, C, H, W), (pt, pl), (out_h, out_w), (kh, kw), stride, dilation)
-    _check_elements(func, "a padded input", padded, because)
     return (N, C, H, W), unbatched, stride, dilation, (pt, pl), padded, (out_h, out_w)
+
+
+def _check_conv_sizes(func, input, weight, plan, padding) -> None:
+    """Refuse, before allocating, an output or padded input of more than MAX_ELEMENTS elements."""
+    (N, _, _, _), _, stride, dilation, _, padded, (out_h, out_w) = plan
+    because = f"input {_shape(input)} with padding={padding!r}, stride={stride}, dilation={dilation}"
+    _check_elements(func, "an output", (N, _shape(weight)[0], out_h, out_w), because)
+    _check_elements(func, "a padded input", padded, because)
 
 
 def conv2d_output_shape(
@@ -300,6 +305,7 @@ def conv2d_output_shape(
 
     ``input``, ``weight`` and ``bias`` need only ``shape``, ``ndim`` and ``dtype`` (arrays or
     :class:`npresnet.nn.TensorSpec`). Returns (N, O, out_h, out_w), or (O, out_h, out_w) for a 3-D input.
+    It allocates nothing, so the size limit :data:`~npresnet.functional.MAX_ELEMENTS` is not applied.
     """
     plan = _conv2d_plan("conv2d", input, weight, bias, stride, padding, dilation, groups)
     unbatched, (out_h, out_w) = plan[1], plan[-1]
@@ -384,6 +390,7 @@ def conv2d(
         would split the call into more than :data:`~npresnet.functional.MAX_CHUNKS` chunks.
     """
     plan = _conv2d_plan("conv2d", input, weight, bias, stride, padding, dilation, groups)
+    _check_conv_sizes("conv2d", input, weight, plan, padding)
     (N, C, H, W), unbatched, stride, dilation, before, padded, (out_h, out_w) = plan
     x = input[None] if unbatched else input
     xp = get_array_module(x)
@@ -461,6 +468,7 @@ def conv2d_backward(
         The forward's, for the same arguments, and when ``grad_output`` is not the forward output's shape.
     """
     plan = _conv2d_plan("conv2d_backward", input, weight, None, stride, padding, dilation, groups)
+    _check_conv_sizes("conv2d_backward", input, weight, plan, padding)
     (N, C, H, W), unbatched, stride, dilation, (pt, pl), padded, (out_h, out_w) = plan
     _check_float("grad_output", grad_output)
     _check_same_dtype("grad_output", grad_output, input)

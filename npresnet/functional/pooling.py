@@ -50,10 +50,7 @@ __all__ = [
 
 # --------------------------------------------------------------------------- window geometry
 def _pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode):
-    """Pooling's argument checks and geometry from shapes alone: (kernel, stride, padding, dilation, out_hw).
-
-    Refuses an output or padded input of more than :data:`~npresnet.functional.MAX_ELEMENTS` elements.
-    """
+    """Pooling's argument checks and geometry from shapes alone: (kernel, stride, padding, dilation, out_hw)."""
     kernel = _positive_pair(kernel_size, "kernel_size")
     stride = (
         kernel
@@ -69,12 +66,17 @@ def _pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mod
     H, W = _shape(input)[-2:]
     out_h = _out_size(func, input, "height", H, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode))
     out_w = _out_size(func, input, "width", W, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode))
-    because = f"input {_shape(input)} with kernel_size={kernel}, padding={padding}, stride={stride}"
-    lead = _shape(input)[:-2]
-    _check_elements(func, "an output", (*lead, out_h, out_w), because)
-    padded = _padded_shape(_shape(input), padding, (out_h, out_w), kernel, stride, dilation)
-    _check_elements(func, "a padded input", padded, because)
     return kernel, stride, padding, dilation, (out_h, out_w)
+
+
+def _check_pool_sizes(func, input, geometry) -> tuple:
+    """Refuse, before allocating, an output or padded input over MAX_ELEMENTS elements; return the padded shape."""
+    kernel, stride, padding, dilation, out_hw = geometry
+    because = f"input {_shape(input)} with kernel_size={kernel}, padding={padding}, stride={stride}"
+    _check_elements(func, "an output", (*_shape(input)[:-2], *out_hw), because)
+    padded = _padded_shape(_shape(input), padding, out_hw, kernel, stride, dilation)
+    _check_elements(func, "a padded input", padded, because)
+    return padded
 
 
 def _pool_output_shape(func, input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
@@ -119,7 +121,8 @@ def max_pool2d_output_shape(
     dilation: IntPair = 1,
     ceil_mode: bool = False,
 ) -> Shape:
-    """The shape :func:`max_pool2d` returns, with the same checks and errors, computing nothing."""
+    """The shape :func:`max_pool2d` returns, with the same checks and errors, computing nothing
+    (and allocating nothing, so without the size limit :data:`~npresnet.functional.MAX_ELEMENTS`)."""
     return _pool_output_shape("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
@@ -166,7 +169,7 @@ def max_pool2d(
     xp = get_array_module(x)
     geometry = _pool_geometry("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
     kernel, stride, padding, dilation, out_hw = geometry
-    padded = _padded_shape(x.shape, padding, out_hw, kernel, stride, dilation)
+    padded = _check_pool_sizes("max_pool2d", x, geometry)
     xpad = _pad(x, padded[-2:], padding, value=-math.inf)  # (N, C, Hp, Wp): padding never wins
     if return_indices:
         out, indices = _max_pool2d_with_indices(xpad, x.shape[-2:], geometry)
@@ -339,7 +342,7 @@ def avg_pool2d(
     _check_divisor(divisor_override)
     geometry = _pool_geometry("avg_pool2d", input, kernel_size, stride, padding, 1, ceil_mode)
     kernel, stride, padding, dilation, out_hw = geometry
-    padded = _padded_shape(x.shape, padding, out_hw, kernel, stride, dilation)
+    padded = _check_pool_sizes("avg_pool2d", x, geometry)
     xpad = _pad(x, padded[-2:], padding)  # (N, C, Hp, Wp); padding adds 0
     out = _separable_reduce(xpad, geometry, lambda acc, v: xp.add(acc, v, out=acc))  # window sums
     out /= _avg_divisors(xp, x.shape[-2:], geometry, count_include_pad, divisor_override, x.dtype)
@@ -392,7 +395,7 @@ def avg_pool2d_backward(
         )
     (kh, kw), (H, W) = kernel, x.shape[2:]
     g = g / _avg_divisors(xp, (H, W), geometry, count_include_pad, divisor_override, g.dtype)  # each mean's gradient
-    padded = _padded_shape(x.shape, padding, out_hw, kernel, stride, dilation)
+    padded = _check_pool_sizes("avg_pool2d_backward", x, geometry)
     rows = xp.zeros(padded[:-1] + (out_hw[1],), dtype=g.dtype)  # (N, C, Hp, out_w)
     for i in range(kh):
         _column_pass(rows, i, geometry)[...] += g  # one row offset's slice never repeats an element
@@ -417,18 +420,23 @@ def _adaptive_bins(xp, size: int, out: int, dtype):
 
 
 def _adaptive_output_size(func, input, output_size) -> tuple[int, int]:
-    """``(out_h, out_w)`` checked: positive, and the output and bin matrices within MAX_ELEMENTS."""
+    """``(out_h, out_w)`` checked: positive, on an input with non-empty spatial size."""
     H, W = _shape(input)[-2:]
     if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
         output_size = tuple(s if s is not None else d for s, d in zip(output_size, (H, W)))
     out_h, out_w = _positive_pair(output_size, "output_size")
     if H < 1 or W < 1:
         raise ValueError(f"{func}: input must have non-empty spatial size, got shape {_shape(input)}")
-    because = f"output_size={(out_h, out_w)} for input {_shape(input)}"
-    _check_elements(func, "an output", (*_shape(input)[:-2], out_h, out_w), because)
-    _check_elements(func, "a bin matrix", (max(out_h, out_w), max(H, W)), because)
-    _check_elements(func, "an intermediate", (*_shape(input)[:-2], max(H, out_h), max(W, out_w)), because)
     return out_h, out_w
+
+
+def _check_adaptive_sizes(func, input, out_hw) -> None:
+    """Refuse, before allocating, an output, bin matrix or intermediate product of more than MAX_ELEMENTS elements."""
+    (H, W), (out_h, out_w), lead = _shape(input)[-2:], out_hw, _shape(input)[:-2]
+    because = f"output_size={(out_h, out_w)} for input {_shape(input)}"
+    _check_elements(func, "an output", (*lead, out_h, out_w), because)
+    _check_elements(func, "a bin matrix", (max(out_h, out_w), max(H, W)), because)
+    _check_elements(func, "an intermediate", (*lead, max(H, out_h), max(W, out_w)), because)
 
 
 def adaptive_avg_pool2d_output_shape(input: Array, output_size: int | tuple[int | None, int | None]) -> Shape:
@@ -463,6 +471,7 @@ def adaptive_avg_pool2d(input: Array, output_size: int | tuple[int | None, int |
     xp = get_array_module(x)
     H, W = x.shape[-2:]
     out_h, out_w = _adaptive_output_size("adaptive_avg_pool2d", input, output_size)
+    _check_adaptive_sizes("adaptive_avg_pool2d", input, (out_h, out_w))
     p_h = _adaptive_bins(xp, H, out_h, x.dtype)  # (out_h, H)
     p_w = _adaptive_bins(xp, W, out_w, x.dtype)  # (out_w, W)
     out = p_h @ (x @ p_w.T)  # (N, C, H, out_w) -> (N, C, out_h, out_w)
@@ -494,7 +503,8 @@ def adaptive_avg_pool2d_backward(grad_output: Array, input_shape: Shape) -> Arra
         raise ValueError(
             f"adaptive_avg_pool2d_backward: grad_output {_shape(grad_output)} does not fit input_shape {input_shape}"
         )
-    _adaptive_output_size("adaptive_avg_pool2d_backward", _Shaped(input_shape), grad_output.shape[-2:])
+    out_hw = _adaptive_output_size("adaptive_avg_pool2d_backward", _Shaped(input_shape), grad_output.shape[-2:])
+    _check_adaptive_sizes("adaptive_avg_pool2d_backward", _Shaped(input_shape), out_hw)
     (H, W), (out_h, out_w) = input_shape[-2:], grad_output.shape[-2:]
     p_h = _adaptive_bins(xp, H, out_h, grad_output.dtype)  # (out_h, H)
     p_w = _adaptive_bins(xp, W, out_w, grad_output.dtype)  # (out_w, W)
