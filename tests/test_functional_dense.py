@@ -74,8 +74,10 @@ def test_batch_norm_running_var_is_unbiased_and_momentum_weights_the_new_value(b
     """A hand-checkable case: channel values 1, 3 -> batch mean 2, unbiased var 2 (biased 1)."""
     x = backend.put(np.array([[1.0], [3.0]]))
     rm, rv = backend.put(np.array([10.0])), backend.put(np.array([10.0]))
-    out = backend.get(nf.batch_norm(x, rm, rv, training=True, momentum=0.25, eps=0.0))
-    np.testing.assert_allclose(out, [[-1.0], [1.0]])  # normalised by the biased variance 1
+    out = backend.get(
+        nf.batch_norm(x, rm, rv, training=True, momentum=0.25, eps=1e-12)
+    )  # eps > 0 in training, as torch
+    np.testing.assert_allclose(out, [[-1.0], [1.0]])  # by sqrt(biased variance 1 + 1e-12), 1 within rtol
     np.testing.assert_allclose(backend.get(rm), [0.75 * 10 + 0.25 * 2])
     np.testing.assert_allclose(backend.get(rv), [0.75 * 10 + 0.25 * 2])
 

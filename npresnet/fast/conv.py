@@ -22,8 +22,9 @@ place while the chunk is still in cache.
 from __future__ import annotations
 
 from ..backend import get_array_module
-from ..shapes import conv_output_size, kernel_taps
+from ..shapes import conv_output_size
 from ..workspace import resolve_workspace_bytes, workspace_chunks
+from .taps import kernel_taps
 
 __all__ = ["FusedConv"]
 

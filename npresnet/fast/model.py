@@ -29,13 +29,14 @@ import numpy
 
 from ..backend import get_array_module, get_backend, to_backend, to_numpy
 from ..nn.inputs import check_image_batch
-from ..shapes import conv_output_size, kernel_taps
+from ..shapes import conv_output_size
 from ..workspace import resolve_workspace_bytes
 from .conv import FusedConv
 from .cuda.gemm import PRECISIONS
 from .device import DeviceOps, pointwise
 from .fold import fold_batch_norm, gemm_weight
 from .profile import LayerTime, PhaseClock
+from .taps import kernel_taps
 from .winograd import WinogradConv, is_winograd_eligible, winograd_weight
 
 if TYPE_CHECKING:

@@ -37,8 +37,8 @@ import math
 import numpy
 
 from ..backend import get_array_module
-from ..shapes import kernel_taps
 from ..workspace import resolve_workspace_bytes, workspace_chunks
+from .taps import kernel_taps
 
 __all__ = ["WinogradConv", "winograd_matrices", "winograd_weight", "is_winograd_eligible"]
 

@@ -1,4 +1,4 @@
-"""The window geometry (npresnet.shapes.tap_range / tap / kernel_taps) against the index formula.
+"""The window geometry (npresnet.fast.taps.tap_range / tap / kernel_taps) against the index formula.
 
 Output ``o`` of kernel offset ``i`` reads input ``o*s - p + i*d``; the oracle is that formula
 evaluated element by element, with no range arithmetic.
@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from npresnet.shapes import kernel_taps, tap, tap_range
+from npresnet.fast.taps import kernel_taps, tap, tap_range
 
 
 @given(

@@ -1,0 +1,150 @@
+"""Argument checks shared by every layer function, and the size limits they enforce.
+
+Every check here works on shapes and dtypes alone, so the shape-only pass
+(:class:`npresnet.nn.TensorSpec`) and the real computation refuse the same arguments
+with the same one-line errors. Sizes an argument can claim (a padding, an output size,
+an ``input_shape``, a chunk count) are compared with the limits below *before* any
+array is allocated.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+from ..shapes import conv_output_size, pair
+
+MAX_ELEMENTS = 2**31
+"""Most elements of any one array a layer function allocates (2,147,483,648: 8 GiB of float32).
+
+It bounds outputs, padded inputs, im2col columns (of the whole call for :func:`im2col`, of one
+chunk for :func:`conv2d`) and the gradients a backward function is asked to build from an
+``input_shape``. The largest array ResNet-50 needs at batch 256 and 224×224 is the stem's
+im2col columns when taken whole, 256·147·112² = 472,055,808 elements, so real networks stay
+4.5 times below it; a padding, output size or ``input_shape`` of ``2**40`` is refused before
+anything is allocated."""
+
+MAX_CHUNKS = 2**18
+"""Most workspace chunks one :func:`conv2d` or :func:`conv2d_backward` call may be split into (262,144).
+
+A chunk costs a few array operations per kernel offset in Python, so a tiny ``workspace_bytes``
+on a large input would otherwise mean hours of loop; a one-row chunk of every image of
+ResNet-50's stem at batch 256 is 256·112 = 28,672 chunks."""
+
+
+def _shape(array) -> tuple:
+    return tuple(getattr(array, "shape", ()))
+
+
+def _check_float(name: str, array) -> None:
+    """Raise TypeError unless ``array`` is a real floating-point array."""
+    dtype = getattr(array, "dtype", None)
+    if dtype is None or not hasattr(array, "ndim"):
+        raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(array).__name__}")
+    if dtype.kind != "f":
+        hint = " (convert images to float, e.g. x.astype('float32') / 255)" if dtype.kind in "ub" else ""
+        raise TypeError(f"{name} must have a real floating dtype, got {dtype} with shape {_shape(array)}{hint}")
+
+
+def _check_same_dtype(name: str, array, input) -> None:
+    if array is not None and array.dtype != input.dtype:
+        raise TypeError(
+            f"{name} dtype {array.dtype} does not match input dtype {input.dtype} "
+            f"({name} shape {_shape(array)}, input shape {_shape(input)})"
+        )
+
+
+def _batch_shape(name: str, input) -> tuple[tuple, bool]:
+    """Return ``((N, C, H, W), unbatched)`` for an array or spec; accept (C, H, W) as torch does."""
+    _check_float(name, input)
+    if input.ndim == 3:
+        return (1, *_shape(input)), True
+    if input.ndim != 4:
+        raise ValueError(
+            f"{name} must be 4-D (N, C, H, W) or 3-D (C, H, W), got {input.ndim}-D with shape {_shape(input)}"
+        )
+    return _shape(input), False
+
+
+def _as_batch(name: str, input):
+    """Return ``(x, unbatched)`` with ``x`` of shape (N, C, H, W); accept (C, H, W) as torch does."""
+    _, unbatched = _batch_shape(name, input)
+    return (input[None] if unbatched else input), unbatched
+
+
+def _positive_pair(value, name: str, low: int = 1) -> tuple[int, int]:
+    a, b = pair(value, name)
+    if a < low or b < low:
+        raise ValueError(f"{name} must be >= {low}, got {value!r}")
+    return a, b
+
+
+def _check_groups(groups) -> int:
+    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    return int(groups)
+
+
+def _out_size(func: str, input, axis: str, size, kernel, stride, padding, dilation, ceil_mode=False) -> int:
+    """conv_output_size for one axis, re-raised with the caller's name and shapes."""
+    try:
+        return conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
+    except ValueError as exc:
+        raise ValueError(f"{func}: input of shape {_shape(input)} is too small along {axis}: {exc}") from None
+
+
+def _check_elements(func: str, what: str, shape, because: str) -> None:
+    """Refuse, before allocating it, an array of ``shape`` with more than :data:`MAX_ELEMENTS` elements.
+
+    ``because`` names the arguments that set the size, e.g. ``"padding=(9, 9)"``.
+    """
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise ValueError(
+            f"{func}: {because} makes {what} of shape {tuple(shape)}, {count:,} elements, "
+            f"more than the limit of {MAX_ELEMENTS:,} (MAX_ELEMENTS)"
+        )
+
+
+def _input_shape(func: str, input_shape, ndims=(3, 4)) -> tuple[int, ...]:
+    """A backward call's ``input_shape`` as a tuple of non-negative ints within :data:`MAX_ELEMENTS`."""
+    if not isinstance(input_shape, (tuple, list)) or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in input_shape
+    ):
+        raise TypeError(f"{func}: input_shape must be a tuple of ints, got {input_shape!r}")
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) not in ndims or min(shape) < 0:
+        raise ValueError(f"{func}: input_shape must be (N, C, H, W) or (C, H, W) of sizes >= 0, got {shape}")
+    _check_elements(func, "a gradient", shape, f"input_shape={shape}")
+    return shape
+
+
+class _Shaped:
+    """A stand-in with only ``shape`` and ``ndim``: the geometry helpers check a backward call's ``input_shape``."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.ndim = len(self.shape)
+
+
+def _chunk_count(N: int, out_h: int, row_bytes: int, budget: int) -> int:
+    """``len(workspace_chunks(N, out_h, row_bytes, budget))``, without building the list.
+
+    The planner's own arithmetic (:func:`npresnet.workspace.workspace_chunks`): whole images per
+    chunk when one image fits the budget, else bands of rows of one image.
+    """
+    image_bytes = out_h * row_bytes
+    if image_bytes <= budget:
+        return -(-N // max(1, budget // max(image_bytes, 1)))
+    return N * -(-out_h // max(1, budget // max(row_bytes, 1)))
+
+
+def _check_chunks(func: str, N: int, out_h: int, row_bytes: int, budget: int) -> None:
+    """Refuse a call that would be split into more than :data:`MAX_CHUNKS` chunks, before the chunk list is built."""
+    count = _chunk_count(N, out_h, row_bytes, budget)
+    if count > MAX_CHUNKS:
+        raise ValueError(
+            f"{func}: workspace_bytes={budget} splits {N} images of {out_h} output rows "
+            f"({row_bytes} bytes per row) into {count:,} chunks, more than the limit of "
+            f"{MAX_CHUNKS:,} (MAX_CHUNKS); pass a larger workspace_bytes"
+        )
