@@ -6,7 +6,7 @@ decided here, once, on the client: a list keeps its order, a directory and a glo
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import hashlib
 import os
 from typing import TYPE_CHECKING
@@ -37,6 +37,53 @@ def _walk(directory: str, limit: int) -> list[str]:
                 found.append(os.path.join(root, name))
                 if len(found) > limit:
                     raise ValueError(f"images: {directory} holds more than {limit:,} images (max_images)")
+    return sorted(found)
+
+
+def _glob(pattern: str, limit: int) -> list[str]:
+    """The files matching ``pattern`` (``**``: any number of directories), sorted, at most ``limit``.
+
+    ``glob.glob(pattern, recursive=True)``'s matches, except that ``**`` does not descend into a
+    link to a directory: glob follows them, so a link loop (``d/loop -> d``) makes it enumerate
+    ``d/loop/loop/...`` without end. As glob, ``*`` and ``**`` skip names that start with a dot.
+    """
+    parts = pattern.split(os.sep)
+    fixed = 0
+    while fixed < len(parts) - 1 and not _has_magic(parts[fixed]):
+        fixed += 1
+    root = os.sep.join(parts[:fixed]) if fixed else ""
+    found: set[str] = set()
+
+    def match(directory: str, components: list[str]) -> None:
+        head, rest = components[0], components[1:]
+        try:
+            with os.scandir(directory or os.curdir) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except (NotADirectoryError, FileNotFoundError, PermissionError):
+            return
+        if head == "**":
+            if rest:
+                match(directory, rest)  # ** as no directory at all
+            for entry in entries:  # ** as one more directory, never through a link
+                if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                    match(os.path.join(directory, entry.name), components)
+            if not rest:  # a trailing ** matches the files too
+                rest_files = [e for e in entries if not e.name.startswith(".") and not e.is_dir()]
+                found.update(os.path.join(directory, e.name) for e in rest_files)
+            return
+        for entry in entries:
+            if entry.name.startswith(".") and not head.startswith(".") or not fnmatch.fnmatchcase(entry.name, head):
+                continue
+            path = os.path.join(directory, entry.name)
+            if rest:
+                if entry.is_dir():  # a fixed component may pass a link: it cannot loop
+                    match(path, rest)
+            elif not entry.is_dir():
+                found.add(path)
+                if len(found) > limit:
+                    raise ValueError(f"images: the pattern {pattern!r} matches more than {limit:,} files (max_images)")
+
+    match(root, parts[fixed:])
     return sorted(found)
 
 
@@ -72,7 +119,7 @@ def list_images(images: PathLike | Sequence[PathLike], max_images: int = MAX_IMA
         if os.path.isdir(item):
             paths += _walk(item, max_images - len(paths))
         elif _has_magic(item) and not os.path.lexists(item):
-            matches = sorted(p for p in glob.iglob(item, recursive=True) if not os.path.isdir(p))
+            matches = _glob(item, max_images - len(paths))
             if not matches:
                 raise ValueError(f"images: the pattern {item!r} matches no file")
             paths += matches
