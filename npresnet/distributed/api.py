@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
-from .cluster import connect
+from .cluster import choose_scheduler, connect
 from .lock import output_lock
 from .model import ensure_plugin, load_checked_weights
 from .paths import list_images, paths_digest
@@ -111,11 +111,15 @@ def embed(
     client : distributed.Client, optional
         Run on this client's cluster.
     scheduler : str, optional
-        Else connect to this scheduler (``tcp://host:8786``). Else start a local cluster.
+        Else connect to this scheduler (``tcp://host:8786``). Else to the one Dask's configuration
+        names (``DASK_SCHEDULER_ADDRESS``, or ``scheduler-address`` in a Dask config file), as
+        ``distributed.Client()`` does. Else start a local cluster.
     n_workers : int, optional
-        Workers of the local cluster (default: one per core).
+        Workers of the local cluster (default: one per core). Refused when the scheduler comes
+        from Dask's configuration.
     processes : bool
-        Local cluster of processes (default) or of threads in this process.
+        Local cluster of processes (default) or of threads in this process. ``False`` is refused
+        when the scheduler comes from Dask's configuration.
     batch_size : int
         Images per task, and rows per output chunk.
     top : int
@@ -160,7 +164,8 @@ def embed(
     _check_int("crop_size", crop_size, 1, 1 << 15)
     if backend not in ("numpy", "cupy"):
         raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
-    if backend == "cupy" and client is None and scheduler is None:
+    local = client is None and choose_scheduler(client, scheduler, n_workers, processes) is None
+    if backend == "cupy" and local:
         _check_local_backend(backend)
     paths = [os.path.abspath(p) for p in list_images(images)]  # workers may run in another directory
     key, state_dict = load_checked_weights(arch, weights)
