@@ -213,8 +213,18 @@ class FeatureStore:
                 dtype="float32",
                 fill_value=numpy.nan,
                 dimension_names=("image", "feature"),
+                attributes=self._described(
+                    f"output of {self.manifest['layer']!r} of {self.manifest['arch']}, flattened; NaN where unreadable"
+                ),
             )
-            group.create_array("errors", shape=(n,), chunks=(rows,), dtype=str, dimension_names=("image",))
+            group.create_array(
+                "errors",
+                shape=(n,),
+                chunks=(rows,),
+                dtype=str,
+                dimension_names=("image",),
+                attributes=self._described('"" or why the image could not be read'),
+            )
             stored = group.create_array(
                 "paths", shape=(n,), chunks=(min(n, _PATH_CHUNK),), dtype=str, dimension_names=("image",)
             )
@@ -226,6 +236,11 @@ class FeatureStore:
             )
             group.attrs["npresnet"] = self.manifest  # last: a store with a manifest is complete
         self._read_metadata()
+
+    def _described(self, description: str) -> dict:
+        """Attributes of a per-image array; ``coordinates`` (a CF convention) makes xarray attach ``paths``."""
+        keys = ("arch", "layer", "weights_sha256", "npresnet_version")
+        return {"description": description, "coordinates": "paths", **{k: self.manifest[k] for k in keys}}
 
     def _chunk_files(self, name: str) -> dict[int, bytes]:
         found = {}
@@ -338,7 +353,7 @@ class PredictionStore:
     def write_chunk(self, index: int, table, counts: dict) -> None:
         """Write one chunk's table (a ``pyarrow.Table``) as its part, then the chunk's record."""
         pa = _pyarrow()
-        table = table.replace_schema_metadata({"npresnet": json.dumps(self.manifest, sort_keys=True)})
+        table = table.replace_schema_metadata(parquet_metadata(self.manifest))
         sink = pa.BufferOutputStream()
         pa.parquet.write_table(table, sink)
         data = sink.getvalue().to_pybytes()
@@ -348,6 +363,28 @@ class PredictionStore:
 
     def remove_leftovers(self) -> int:
         return fs.remove_temporaries(self.path)
+
+
+def parquet_metadata(manifest: dict) -> dict[str, str]:
+    """The key-value metadata of every Parquet part: the manifest, its main entries, and pandas' ``attrs``.
+
+    ``pyarrow.parquet.read_schema(part).metadata`` holds ``npresnet`` (the manifest as JSON) and
+    ``npresnet.<key>`` for the model, layer, weights hash and version; ``pandas.read_parquet``
+    restores the same entries as ``DataFrame.attrs`` (from ``PANDAS_ATTRS``). No creation time:
+    a part is the same bytes whenever its task runs, which the chunk records and a bit-identical
+    resume depend on.
+    """
+    attrs = {
+        "model": manifest["arch"],
+        "layer": "fc",  # the predictions are the softmax of the classifier's logits
+        "weights_sha256": manifest["weights_sha256"],
+        "npresnet_version": manifest["npresnet_version"],
+    }
+    return {
+        "npresnet": json.dumps(manifest, sort_keys=True),
+        **{f"npresnet.{key}": value for key, value in attrs.items()},
+        "PANDAS_ATTRS": json.dumps(attrs, sort_keys=True),
+    }
 
 
 def predictions_table(rows, paths, top_indices, top_probs, labels, errors):
