@@ -13,8 +13,8 @@ from .cluster import choose_scheduler, connect
 from .lock import output_lock
 from .model import ensure_plugin, load_checked_weights
 from .paths import list_images, paths_digest
-from .store import FORMAT, FeatureStore, PredictionStore
-from .task import Chunk, Job, run_chunk
+from .store import FORMAT, FeatureStore, PredictionStore, storage_rows
+from .task import Chunk, Job, run_chunk, write_storage_chunk
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -196,6 +196,7 @@ def embed(
                 f"at most {MAX_FEATURE_VALUES:,} are stored per row"
             )
         manifest = {**common, "layer": layer, "feature_dim": dim, "dtype": "float32"}
+        manifest["storage_rows"] = storage_rows(batch_size, dim, len(paths))
         feature_store = FeatureStore(features, manifest)
         stores.append(feature_store)
     if predictions is not None:
@@ -257,7 +258,9 @@ def _run(paths, stores, feature_store, prediction_store, state_dict, job, where,
     result.error_rows = sum(counted[i].get("errors", 0) for i in done)
     if progress is not None:
         progress(len(done), n_chunks)
-    if not todo:
+    # storage chunks of features to (re)write: those with a chunk to compute, or staged rows left by a killed run
+    pending = [] if feature_store is None or not feature_store.exists() else feature_store.unfinished(done)
+    if not todo and not pending:
         return result
 
     client, scheduler, n_workers, processes, backend = where
@@ -269,8 +272,10 @@ def _run(paths, stores, feature_store, prediction_store, state_dict, job, where,
                 store.remove_leftovers()  # safe: this run holds the lock
             else:
                 store.create(paths)
+        if feature_store is not None and not pending:
+            pending = feature_store.unfinished(done)
         job = replace(job, features=feature_store, predictions=prediction_store)
-        _submit_and_wait(dask_client, paths, todo, rows, state_dict, job, result, progress, len(done))
+        _submit_and_wait(dask_client, paths, todo, pending, rows, state_dict, job, result, progress, len(done))
     for store in stores:
         store.remove_leftovers()
     return result
@@ -287,14 +292,15 @@ def _check_workers_backend(client, backend):
         )
 
 
-def _submit_and_wait(client, paths, todo, batch_size, state_dict, job, result, progress, done):
+def _submit_and_wait(client, paths, todo, pending, batch_size, state_dict, job, result, progress, done):
+    """Submit the chunks ``todo`` and the storage chunks ``pending`` (each after its chunks); wait for all."""
     from distributed import as_completed
 
     run = uuid.uuid4().hex[:12]
     ensure_plugin(client)
     [weights] = client.scatter([state_dict], broadcast=True, hash=False)  # once to every worker
-    futures = [
-        client.submit(
+    chunks = {
+        i: client.submit(
             run_chunk,
             Chunk(i, i * batch_size, tuple(paths[i * batch_size : (i + 1) * batch_size])),
             weights,
@@ -303,18 +309,37 @@ def _submit_and_wait(client, paths, todo, batch_size, state_dict, job, result, p
             pure=False,
         )
         for i in todo
+    }
+    k = 0 if job.features is None else job.features.chunks_per_storage
+    storage = [
+        client.submit(
+            write_storage_chunk,
+            job.features,
+            s,
+            *[chunks[i] for i in range(s * k, (s + 1) * k) if i in chunks],  # runs after them
+            key=f"npresnet-store-{run}-{s:08d}",
+            pure=False,
+            priority=1,  # before further chunks: staged rows do not pile up
+        )
+        for s in pending
     ]
+    futures = [*chunks.values(), *storage]
     try:
         for future in as_completed(futures):
+            kind, index = future.key.split("-")[1], int(future.key.rsplit("-", 1)[1])
             try:
                 outcome = future.result()
             except Exception as err:
-                index = int(future.key.rsplit("-", 1)[1])
+                if kind == "store":
+                    what = f"writing storage chunk {index} of {job.features.path}"
+                else:
+                    what = f"the task for images {index * batch_size}–{min((index + 1) * batch_size, len(paths)) - 1}"
                 raise RuntimeError(
-                    f"the task for images {index * batch_size}–{min((index + 1) * batch_size, len(paths)) - 1} "
-                    f"failed: {type(err).__name__}: {err}. Finished chunks are kept: run the same command "
+                    f"{what} failed: {type(err).__name__}: {err}. Finished chunks are kept: run the same command "
                     "again to resume."
                 ) from err
+            if kind == "store":
+                continue
             result.errors += outcome["errors_list"]
             result.error_rows += outcome["errors"]
             result.retryable_rows += outcome["retryable"]
