@@ -121,7 +121,8 @@ def embed(
         Local cluster of processes (default) or of threads in this process. ``False`` is refused
         when the scheduler comes from Dask's configuration.
     batch_size : int
-        Images per task, and rows per output chunk.
+        Images per task: rows per Parquet part and per chunk record. A Zarr chunk holds whole
+        tasks' rows, about 8 MiB (:func:`npresnet.distributed.store.storage_rows`).
     top : int
         Classes per image in ``predictions`` (at most the number of classes).
     layer : str

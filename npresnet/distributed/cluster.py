@@ -133,8 +133,9 @@ def connect(
         return
     distributed = _distributed()
     origin = ""
-    if scheduler is None and configured_scheduler() is not None:
-        scheduler, origin = configured_scheduler(), f" (from {CONFIG_ORIGIN})"
+    if scheduler is None:
+        scheduler = configured_scheduler()
+        origin = "" if scheduler is None else f" (from {CONFIG_ORIGIN})"
     if scheduler is not None:
         try:  # waits up to Dask's distributed.comm.timeouts.connect (30 s by default)
             remote = distributed.Client(scheduler)
