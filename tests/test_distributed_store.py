@@ -58,8 +58,7 @@ def run(paths, weights, tmp, client, features="a.zarr", predictions="a.parquet",
         features=None if features is None else tmp / features,
         predictions=None if predictions is None else tmp / predictions,
         client=client,
-        batch_size=ROWS,
-        **{"top": 3, **SIZE_ARGS, **kwargs},
+        **{"top": 3, "batch_size": ROWS, **SIZE_ARGS, **kwargs},
     )
 
 
@@ -88,7 +87,7 @@ def test_a_linked_directory_inside_the_output_is_refused_and_nothing_is_written_
     run(good, weights, tmp_path, client)
     outside = tmp_path / "outside"
     shutil.move(tmp_path / "a.zarr" / "features" / "c", outside)  # the chunk directory now lives elsewhere
-    shutil.rmtree(outside / "1")  # and chunk 1 is missing: a resume would write it
+    shutil.rmtree(outside / "0")  # and its one storage chunk is missing: a resume would write it
     os.symlink(outside, tmp_path / "a.zarr" / "features" / "c")
     (tmp_path / "a.zarr" / "done" / "c" / "1").unlink()
     before = snapshot(outside)
@@ -289,9 +288,9 @@ def test_resume_recomputes_damaged_chunks_and_says_how_many(tmp_path, torch_mode
     run(good, weights, tmp_path, client)
     f, p = tmp_path / "a.zarr", tmp_path / "a.parquet"
     if damage == "truncated zarr chunk":
-        _truncate(f / "features" / "c" / "1" / "0")
+        _truncate(f / "features" / "c" / "0" / "0")
     elif damage == "altered zarr chunk":
-        _alter(f / "errors" / "c" / "1")
+        _alter(f / "errors" / "c" / "0")
     elif damage == "truncated parquet part":
         _truncate(p / "part-00000001.parquet")
     elif damage == "edited record":  # the record claims other file contents
@@ -310,7 +309,9 @@ def test_resume_recomputes_damaged_chunks_and_says_how_many(tmp_path, torch_mode
         for name in ("part-00000001.parquet", "_records/00000001.json"):
             shutil.copyfile(tmp_path / "o.parquet" / name, p / name)
     result = run(good, weights, tmp_path, client)
-    assert (result.computed, result.skipped, result.recomputed) == (1, 2, 1)
+    # the 3 chunks share one Zarr storage chunk: damage to it makes all three untrusted
+    expected = (3, 0, 3) if "zarr" in damage else (1, 2, 1)
+    assert (result.computed, result.skipped, result.recomputed) == expected
     assert_same_outputs(tmp_path, "a", "whole")
 
 
@@ -333,3 +334,51 @@ def test_the_resume_key_names_backend_dtype_and_version(tmp_path, torch_model, g
     for key in ("backend", "dtype", "npresnet_version", "layer", "weights_sha256", "resize_size", "mean", "std"):
         assert key in attributes, key
     assert pq.read_schema(tmp_path / "a.parquet" / "part-00000000.parquet").metadata[b"npresnet"]
+
+
+# --------------------------------------------------------------------------------- storage chunks
+def test_zarr_chunks_are_sized_for_storage_not_for_the_task():
+    from npresnet.distributed.store import STORAGE_CHUNK_BYTES, storage_rows
+
+    mib = 1 << 20
+    assert STORAGE_CHUNK_BYTES == 8 * mib
+    for dim in (512, 2048):  # avgpool of resnet18/34 and of the others
+        for batch in (1, 2, 3, 16, 32, 100, 256, 512):
+            rows = storage_rows(batch, dim, 10_000_000)
+            assert rows % batch == 0 and 4 * mib < rows * dim * 4 <= 8 * mib, (dim, batch, rows)
+    assert storage_rows(4096, 2048, 10_000_000) == 4096  # one task's rows (32 MiB) already exceed the target
+    assert storage_rows(4, 512, 12) == 12  # never more rows than the output's chunks hold
+
+
+def test_a_storage_chunk_gathers_several_tasks_and_a_run_killed_before_writing_it_resumes(
+    tmp_path, torch_model, good, client, monkeypatch
+):
+    from npresnet.distributed import store
+
+    _, weights = torch_model
+    run(good, weights, tmp_path, client, predictions=None, features="whole.zarr", batch_size=2)
+    whole = zarr.open_group(tmp_path / "whole.zarr", mode="r")
+    assert whole["features"].chunks == (12, 512)  # 6 tasks of 2 rows, one storage chunk
+
+    monkeypatch.setattr(store, "STORAGE_CHUNK_BYTES", 3 * 2 * 512 * 4)  # 3 tasks' rows per storage chunk
+    real = store.FeatureStore.write_storage_chunk
+
+    def killed(self, index):
+        raise OSError(errno.EIO, "killed before the storage chunk was written")
+
+    monkeypatch.setattr(store.FeatureStore, "write_storage_chunk", killed)
+    with pytest.raises(RuntimeError, match="writing storage chunk"):
+        run(good, weights, tmp_path, client, predictions=None, batch_size=2)
+    staged = tmp_path / "a.zarr" / "_staging"
+    assert staged.is_dir() and not (tmp_path / "a.zarr" / "features" / "c").exists()
+
+    monkeypatch.setattr(store.FeatureStore, "write_storage_chunk", real)
+    result = run(good, weights, tmp_path, client, predictions=None, batch_size=2)
+    # the failed run stopped at its first storage chunk, whose three chunks were staged: those are trusted
+    assert result.skipped >= 3 and result.computed + result.skipped == 6 and result.recomputed == 0
+    resumed = zarr.open_group(tmp_path / "a.zarr", mode="r")
+    assert resumed["features"].chunks == (6, 512) and resumed["errors"].chunks == (6,)
+    assert sorted(os.listdir(tmp_path / "a.zarr" / "features" / "c")) == ["0", "1"]  # one file per storage chunk
+    assert not staged.exists()  # staged rows removed once written
+    numpy.testing.assert_array_equal(resumed["features"][:], whole["features"][:])
+    assert resumed["errors"][:].tolist() == whole["errors"][:].tolist() and resumed["done"][:].all()

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
-from .cluster import connect
+from .cluster import choose_scheduler, connect
 from .lock import output_lock
 from .model import ensure_plugin, load_checked_weights
 from .paths import list_images, paths_digest
-from .store import FORMAT, FeatureStore, PredictionStore
-from .task import Chunk, Job, run_chunk
+from .store import FORMAT, FeatureStore, PredictionStore, storage_rows
+from .task import Chunk, Job, run_chunk, write_storage_chunk
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -111,13 +111,18 @@ def embed(
     client : distributed.Client, optional
         Run on this client's cluster.
     scheduler : str, optional
-        Else connect to this scheduler (``tcp://host:8786``). Else start a local cluster.
+        Else connect to this scheduler (``tcp://host:8786``). Else to the one Dask's configuration
+        names (``DASK_SCHEDULER_ADDRESS``, or ``scheduler-address`` in a Dask config file), as
+        ``distributed.Client()`` does. Else start a local cluster.
     n_workers : int, optional
-        Workers of the local cluster (default: one per core).
+        Workers of the local cluster (default: one per core). Refused when the scheduler comes
+        from Dask's configuration.
     processes : bool
-        Local cluster of processes (default) or of threads in this process.
+        Local cluster of processes (default) or of threads in this process. ``False`` is refused
+        when the scheduler comes from Dask's configuration.
     batch_size : int
-        Images per task, and rows per output chunk.
+        Images per task: rows per Parquet part and per chunk record. A Zarr chunk holds whole
+        tasks' rows, about 8 MiB (:func:`npresnet.distributed.store.storage_rows`).
     top : int
         Classes per image in ``predictions`` (at most the number of classes).
     layer : str
@@ -160,7 +165,8 @@ def embed(
     _check_int("crop_size", crop_size, 1, 1 << 15)
     if backend not in ("numpy", "cupy"):
         raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
-    if backend == "cupy" and client is None and scheduler is None:
+    local = client is None and choose_scheduler(client, scheduler, n_workers, processes) is None
+    if backend == "cupy" and local:
         _check_local_backend(backend)
     paths = [os.path.abspath(p) for p in list_images(images)]  # workers may run in another directory
     key, state_dict = load_checked_weights(arch, weights)
@@ -191,6 +197,7 @@ def embed(
                 f"at most {MAX_FEATURE_VALUES:,} are stored per row"
             )
         manifest = {**common, "layer": layer, "feature_dim": dim, "dtype": "float32"}
+        manifest["storage_rows"] = storage_rows(batch_size, dim, len(paths))
         feature_store = FeatureStore(features, manifest)
         stores.append(feature_store)
     if predictions is not None:
@@ -252,7 +259,9 @@ def _run(paths, stores, feature_store, prediction_store, state_dict, job, where,
     result.error_rows = sum(counted[i].get("errors", 0) for i in done)
     if progress is not None:
         progress(len(done), n_chunks)
-    if not todo:
+    # storage chunks of features to (re)write: those with a chunk to compute, or staged rows left by a killed run
+    pending = [] if feature_store is None or not feature_store.exists() else feature_store.unfinished(done)
+    if not todo and not pending:
         return result
 
     client, scheduler, n_workers, processes, backend = where
@@ -264,8 +273,10 @@ def _run(paths, stores, feature_store, prediction_store, state_dict, job, where,
                 store.remove_leftovers()  # safe: this run holds the lock
             else:
                 store.create(paths)
+        if feature_store is not None and not pending:
+            pending = feature_store.unfinished(done)
         job = replace(job, features=feature_store, predictions=prediction_store)
-        _submit_and_wait(dask_client, paths, todo, rows, state_dict, job, result, progress, len(done))
+        _submit_and_wait(dask_client, paths, todo, pending, rows, state_dict, job, result, progress, len(done))
     for store in stores:
         store.remove_leftovers()
     return result
@@ -282,14 +293,15 @@ def _check_workers_backend(client, backend):
         )
 
 
-def _submit_and_wait(client, paths, todo, batch_size, state_dict, job, result, progress, done):
+def _submit_and_wait(client, paths, todo, pending, batch_size, state_dict, job, result, progress, done):
+    """Submit the chunks ``todo`` and the storage chunks ``pending`` (each after its chunks); wait for all."""
     from distributed import as_completed
 
     run = uuid.uuid4().hex[:12]
     ensure_plugin(client)
     [weights] = client.scatter([state_dict], broadcast=True, hash=False)  # once to every worker
-    futures = [
-        client.submit(
+    chunks = {
+        i: client.submit(
             run_chunk,
             Chunk(i, i * batch_size, tuple(paths[i * batch_size : (i + 1) * batch_size])),
             weights,
@@ -298,18 +310,37 @@ def _submit_and_wait(client, paths, todo, batch_size, state_dict, job, result, p
             pure=False,
         )
         for i in todo
+    }
+    k = 0 if job.features is None else job.features.chunks_per_storage
+    storage = [
+        client.submit(
+            write_storage_chunk,
+            job.features,
+            s,
+            *[chunks[i] for i in range(s * k, (s + 1) * k) if i in chunks],  # runs after them
+            key=f"npresnet-store-{run}-{s:08d}",
+            pure=False,
+            priority=1,  # before further chunks: staged rows do not pile up
+        )
+        for s in pending
     ]
+    futures = [*chunks.values(), *storage]
     try:
         for future in as_completed(futures):
+            kind, index = future.key.split("-")[1], int(future.key.rsplit("-", 1)[1])
             try:
                 outcome = future.result()
             except Exception as err:
-                index = int(future.key.rsplit("-", 1)[1])
+                if kind == "store":
+                    what = f"writing storage chunk {index} of {job.features.path}"
+                else:
+                    what = f"the task for images {index * batch_size}–{min((index + 1) * batch_size, len(paths)) - 1}"
                 raise RuntimeError(
-                    f"the task for images {index * batch_size}–{min((index + 1) * batch_size, len(paths)) - 1} "
-                    f"failed: {type(err).__name__}: {err}. Finished chunks are kept: run the same command "
+                    f"{what} failed: {type(err).__name__}: {err}. Finished chunks are kept: run the same command "
                     "again to resume."
                 ) from err
+            if kind == "store":
+                continue
             result.errors += outcome["errors_list"]
             result.error_rows += outcome["errors"]
             result.retryable_rows += outcome["retryable"]

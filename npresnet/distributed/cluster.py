@@ -1,4 +1,5 @@
-"""Where the tasks run: a given ``Client``, a scheduler address, or an embedded local cluster.
+"""Where the tasks run: a given ``Client``, a scheduler address (given, or from Dask's configuration as
+``distributed.Client()`` reads it), or an embedded local cluster.
 
 The embedded cluster listens on 127.0.0.1 only (a threaded one talks in-process), has no
 dashboard, and is sized to the machine: one single-threaded worker per core by default, each with
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import os
 
-__all__ = ["usable_cores", "connect"]
+__all__ = ["usable_cores", "connect", "configured_scheduler"]
 
 MAX_LOCAL_WORKERS = 512
 
@@ -31,6 +32,38 @@ def _distributed():
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError('running on Dask needs dask[distributed]: pip install "npresnet[distributed]"') from None
     return distributed
+
+
+CONFIG_ORIGIN = "Dask's config: DASK_SCHEDULER_ADDRESS or scheduler-address"
+
+
+def configured_scheduler() -> str | None:
+    """The scheduler address Dask's configuration names, or None.
+
+    That is Dask's ``scheduler-address`` key, set by ``DASK_SCHEDULER_ADDRESS`` or a Dask YAML
+    config file, which ``distributed.Client()`` connects to when given no address.
+    """
+    _distributed()
+    import dask
+
+    return dask.config.get("scheduler-address", None) or None
+
+
+def choose_scheduler(client, scheduler: str | None, n_workers: int | None, processes: bool) -> str | None:
+    """The scheduler address to use: ``scheduler`` if given, else Dask's configured one, else None (local cluster).
+
+    A given ``client`` uses neither. ``n_workers`` or ``processes=False`` size a local cluster, so with
+    only a configured address they are refused rather than silently ignored or silently obeyed.
+    """
+    if client is not None or scheduler is not None:
+        return scheduler
+    configured = configured_scheduler()
+    if configured is not None and (n_workers is not None or not processes):
+        raise ValueError(
+            f"n_workers and processes size a local cluster, but {CONFIG_ORIGIN} names the scheduler "
+            f"{configured}; pass scheduler= to use it, or unset it for a local cluster"
+        )
+    return configured
 
 
 def usable_cores() -> int:
@@ -86,6 +119,7 @@ def connect(
         Used as is and left open.
     scheduler : str, optional
         A scheduler address (``tcp://host:8786``); the client is closed on exit, the cluster kept.
+        Default: the one Dask's configuration names (:func:`configured_scheduler`), if any.
     n_workers : int, optional
         Workers of the embedded cluster (default: one per usable core).
     processes : bool
@@ -98,11 +132,15 @@ def connect(
         yield client
         return
     distributed = _distributed()
+    origin = ""
+    if scheduler is None:
+        scheduler = configured_scheduler()
+        origin = "" if scheduler is None else f" (from {CONFIG_ORIGIN})"
     if scheduler is not None:
         try:  # waits up to Dask's distributed.comm.timeouts.connect (30 s by default)
             remote = distributed.Client(scheduler)
         except OSError as err:  # TimeoutError included
-            raise OSError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+            raise OSError(f"cannot reach the Dask scheduler at {scheduler}{origin}: {err}") from None
         with remote:
             yield remote
         return

@@ -18,7 +18,16 @@ import os
 import secrets
 import stat
 
-__all__ = ["UnsafeOutputError", "output_root", "scan", "write_bytes", "read_bytes", "remove_temporaries"]
+__all__ = [
+    "UnsafeOutputError",
+    "output_root",
+    "scan",
+    "write_bytes",
+    "read_bytes",
+    "remove",
+    "remove_temporaries",
+    "remove_empty_directories",
+]
 
 _DIRECTORY = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | os.O_NOFOLLOW
 _TEMPORARY_SUFFIX = ".tmp"
@@ -165,6 +174,30 @@ def read_bytes(root: str, relative: str, limit: int) -> bytes | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return None if len(data) > limit else data
+
+
+def remove(root: str, relative: str) -> None:
+    """Delete the file ``root/relative`` if present; a link on the way is refused, a link there is removed itself."""
+    parents, name = _split(relative)
+    try:
+        with _directory(root, parents, create=False) as directory:
+            os.unlink(name, dir_fd=directory)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def remove_empty_directories(root: str, relative: str) -> None:
+    """Delete ``root/relative`` and the directories below it if they hold no files (links are not followed)."""
+    parents, name = _split(relative)
+    top = os.path.join(root, *parents, name)
+    try:
+        if not stat.S_ISDIR(os.lstat(top).st_mode):
+            return
+    except FileNotFoundError:
+        return
+    for directory, _dirs, _files in os.walk(top, topdown=False):  # os.walk does not descend into links
+        with contextlib.suppress(OSError):  # not empty, or gone
+            os.rmdir(directory)
 
 
 def remove_temporaries(root: str) -> int:

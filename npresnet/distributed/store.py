@@ -8,11 +8,21 @@ chunks: any other chunk (absent, half-written, altered, truncated, from another 
 an image that failed for a transient reason) is computed again.
 
 ``features.zarr/`` (Zarr v3 group; its attributes hold the manifest)
-    ``features``  (N, D) float32, chunks (chunk_rows, D); NaN rows for unreadable images
-    ``errors``    (N,) str, ``""`` or the reason the image could not be read
+    ``features``  (N, D) float32, chunks (storage_rows, D); NaN rows for unreadable images
+    ``errors``    (N,) str, chunks (storage_rows,): ``""`` or the reason the image could not be read
     ``paths``     (N,) str, the absolute image paths, written when the store is created
     ``records``   (n_chunks,) str, chunks of 1: chunk ``i``'s record (JSON)
     ``done``      (n_chunks,) bool, chunks of 1: set after the chunk's record
+    ``_staging/`` (not a Zarr node) each task's rows until their storage chunk is written
+
+Zarr chunks are sized for storage, not for the task: a *storage chunk* holds ``storage_rows``
+rows, a whole number of task chunks, about :data:`STORAGE_CHUNK_BYTES` (see :func:`storage_rows`).
+A task writes its rows to ``_staging/`` (the same Zarr encoding with chunks of ``chunk_rows``),
+then its record and ``done`` flag. Once every task chunk of a storage chunk is done, one task
+(:meth:`FeatureStore.write_storage_chunk`) reads their rows back, verified against their
+records, writes the storage chunk in one atomic rename, points their records at it, and
+deletes their staged files. Each chunk's record always names files that exist and verify:
+its staged files until the storage chunk is written, then the storage chunk.
 ``preds.parquet/`` (a directory that ``pyarrow.parquet.read_table`` reads as one table)
     ``_npresnet.json``              the manifest
     ``part-00000000.parquet``       chunk 0, …: one file per chunk (the manifest in its key-value metadata)
@@ -40,9 +50,19 @@ import numpy
 from .._atomic import atomic_write
 from . import fs
 
-__all__ = ["OutputMismatchError", "FeatureStore", "PredictionStore", "FORMAT", "manifest_digest"]
+__all__ = [
+    "OutputMismatchError",
+    "FeatureStore",
+    "PredictionStore",
+    "FORMAT",
+    "manifest_digest",
+    "storage_rows",
+    "STORAGE_CHUNK_BYTES",
+]
 
-FORMAT = "npresnet-embed/2"
+FORMAT = "npresnet-embed/3"
+STORAGE_CHUNK_BYTES = 8 << 20  # the uncompressed size a Zarr chunk of features aims at
+_STAGING = "_staging"
 _PATH_CHUNK = 65536  # rows per chunk of the paths array
 _MANIFEST = "_npresnet.json"
 _RECORDS = "_records"
@@ -85,6 +105,18 @@ def _check_manifest(path, found, wanted):
             f"{path} was written for {what}; refusing to mix results. Use another output "
             "path, or delete it to start over. Differences: " + "; ".join(diffs)
         )
+
+
+def storage_rows(chunk_rows: int, feature_dim: int, num_images: int) -> int:
+    """Rows per Zarr chunk of features: the most whole task chunks within :data:`STORAGE_CHUNK_BYTES`.
+
+    That is ``k·chunk_rows`` rows with ``k = max(1, STORAGE_CHUNK_BYTES // (chunk_rows·D·4))``, so a
+    chunk is over half the target when one task's rows are at most half of it, and is one task's
+    rows when those exceed it. Never more task chunks than the output has.
+    """
+    task_bytes = chunk_rows * feature_dim * 4  # float32
+    n_chunks = -(-num_images // chunk_rows)
+    return chunk_rows * max(1, min(STORAGE_CHUNK_BYTES // task_bytes, n_chunks))
 
 
 def _max_entries(n_chunks: int) -> int:
@@ -199,11 +231,35 @@ class FeatureStore:
                     f"{self.path}: the array {name!r} is missing; delete the output to start over"
                 )
             self.metadata[name] = data
+        self.metadata.update(self._staging_metadata())
+
+    def _staging_metadata(self) -> dict[str, bytes]:
+        """``zarr.json`` bytes of the staged arrays: as ``features`` and ``errors``, in chunks of ``chunk_rows``.
+
+        Built in memory from the manifest (the same bytes on every machine), never written.
+        """
+        zarr = _zarr()
+        from zarr.storage import MemoryStore
+
+        n, rows, dim = self.manifest["num_images"], self.manifest["chunk_rows"], self.manifest["feature_dim"]
+        found = {}
+        for name, shape, dtype, fill in (("features", (n, dim), "float32", numpy.nan), ("errors", (n,), str, "")):
+            contents = {}
+            zarr.create_array(
+                MemoryStore(contents), shape=shape, chunks=(rows, *shape[1:]), dtype=dtype, fill_value=fill
+            )
+            found[f"{_STAGING}/{name}"] = contents["zarr.json"].to_bytes()
+        return found
+
+    @property
+    def chunks_per_storage(self) -> int:
+        """Task chunks per storage chunk."""
+        return self.manifest["storage_rows"] // self.manifest["chunk_rows"]
 
     def create(self, paths) -> None:
         """Create the store: paths written, nothing done."""
         zarr = _zarr()
-        n, rows, dim = self.manifest["num_images"], self.manifest["chunk_rows"], self.manifest["feature_dim"]
+        n, rows, dim = self.manifest["num_images"], self.manifest["storage_rows"], self.manifest["feature_dim"]
         with _build_in_place(self.path) as temporary:
             group = zarr.open_group(temporary, mode="w-")
             group.create_array(
@@ -213,8 +269,18 @@ class FeatureStore:
                 dtype="float32",
                 fill_value=numpy.nan,
                 dimension_names=("image", "feature"),
+                attributes=self._described(
+                    f"output of {self.manifest['layer']!r} of {self.manifest['arch']}, flattened; NaN where unreadable"
+                ),
             )
-            group.create_array("errors", shape=(n,), chunks=(rows,), dtype=str, dimension_names=("image",))
+            group.create_array(
+                "errors",
+                shape=(n,),
+                chunks=(rows,),
+                dtype=str,
+                dimension_names=("image",),
+                attributes=self._described('"" or why the image could not be read'),
+            )
             stored = group.create_array(
                 "paths", shape=(n,), chunks=(min(n, _PATH_CHUNK),), dtype=str, dimension_names=("image",)
             )
@@ -226,6 +292,11 @@ class FeatureStore:
             )
             group.attrs["npresnet"] = self.manifest  # last: a store with a manifest is complete
         self._read_metadata()
+
+    def _described(self, description: str) -> dict:
+        """Attributes of a per-image array; ``coordinates`` (a CF convention) makes xarray attach ``paths``."""
+        keys = ("arch", "layer", "weights_sha256", "npresnet_version")
+        return {"description": description, "coordinates": "paths", **{k: self.manifest[k] for k in keys}}
 
     def _chunk_files(self, name: str) -> dict[int, bytes]:
         found = {}
@@ -242,20 +313,36 @@ class FeatureStore:
         record was written under this manifest and every file it names has the recorded size and SHA-256.
         """
         done = _decode_each(self.metadata["done"], self._chunk_files("done"))
-        records = _decode_each(self.metadata["records"], self._chunk_files("records"))
-        verified = {}
-        for i in set(done) | set(records):
-            record = _json(str(records.get(i, "")).encode("utf-8")) if i in records else None
-            if done.get(i) and self._verifies(record):
+        records = self._records(range(self.n_chunks))
+        verified, seen = {}, {}  # seen: a storage chunk that several records name is read once
+        for i, record in records.items():
+            if done.get(i) and _verifies(self.path, record, self.digest, seen):
                 verified[i] = record
         claimed = {i for i, flag in done.items() if flag} | set(records)
         return verified, len(claimed - set(verified))
 
-    def _verifies(self, record) -> bool:
-        return _verifies(self.path, record, self.digest)
+    def _records(self, indices) -> dict[int, dict | None]:
+        """``{i: chunk i's record}`` for those ``indices`` that have one (None where it is not JSON)."""
+        files = {}
+        for i in indices:
+            data = fs.read_bytes(self.path, f"records/c/{i}", _MAX_METADATA_BYTES)
+            if data is not None:
+                files[i] = data
+        decoded = _decode_each(self.metadata["records"], files)
+        return {i: _json(str(value).encode("utf-8")) for i, value in decoded.items()}
+
+    def unfinished(self, done) -> list[int]:
+        """The storage chunks to write: those with a chunk not in ``done`` or whose record names staged files."""
+        k, pending = self.chunks_per_storage, set()
+        records = self._records(done)
+        for i in range(self.n_chunks):
+            record = records.get(i)
+            if i not in done or record is None or any(f.startswith(_STAGING + "/") for f in record["files"]):
+                pending.add(i // k)
+        return sorted(pending)
 
     def write_chunk(self, index: int, start: int, features, errors, counts: dict) -> None:
-        """Write rows ``start … start+len(errors)``, then the chunk's record, then its ``done`` flag.
+        """Stage rows ``start … start+len(errors)``, then write the chunk's record, then its ``done`` flag.
 
         ``features`` is (n, D) float32, ``errors`` n strings ('' for a readable image); ``counts``
         (``errors``, ``retryable``) goes into the record.
@@ -263,33 +350,105 @@ class FeatureStore:
         stop = start + len(errors)
         files = {}
         for name, values in (("features", features), ("errors", numpy.asarray(errors, dtype=str))):
+            staged = f"{_STAGING}/{name}"
+            for key, data in _encode(self.metadata[staged], slice(start, stop), values).items():
+                fs.write_bytes(self.path, f"{staged}/{key}", data)
+                files[f"{staged}/{key}"] = _file_record(data)
+        self._write_record(index, {"key": self.digest, "files": files, **counts})
+        for key, data in _encode(self.metadata["done"], index, True).items():
+            fs.write_bytes(self.path, f"done/{key}", data)
+
+    def _write_record(self, index: int, record: dict) -> None:
+        for key, data in _encode(self.metadata["records"], index, json.dumps(record, sort_keys=True)).items():
+            fs.write_bytes(self.path, f"records/{key}", data)
+
+    def write_storage_chunk(self, index: int) -> None:
+        """Write storage chunk ``index`` from its task chunks' files, point their records at it, drop staged files.
+
+        Every task chunk of it must be done (its record verifies); its rows are read from wherever
+        its record points (staged files, or the storage chunk an earlier run wrote).
+
+        Raises
+        ------
+        RuntimeError
+            A task chunk's files no longer verify (changed during the run); a re-run computes it again.
+        """
+        rows, k, dim = self.manifest["chunk_rows"], self.chunks_per_storage, self.manifest["feature_dim"]
+        first, last = index * k, min((index + 1) * k, self.n_chunks)
+        start, stop = index * self.manifest["storage_rows"], min(last * rows, self.manifest["num_images"])
+        records = self._records(range(first, last))
+        features = numpy.empty((stop - start, dim), dtype=numpy.float32)  # (storage rows, D)
+        errors = numpy.empty(stop - start, dtype=object)
+        for i in range(first, last):
+            files = _verified_files(self.path, records.get(i), self.digest)
+            if files is None:  # a task of an earlier, killed client may have just moved the rows: read again
+                records[i] = self._records([i]).get(i)
+                files = _verified_files(self.path, records[i], self.digest)
+            if files is None:
+                raise RuntimeError(
+                    f"{self.path}: chunk {i} changed before storage chunk {index} was written; run again to redo it"
+                )
+            lo, hi = i * rows, min((i + 1) * rows, stop)
+            for name, out in (("features", features), ("errors", errors)):
+                out[lo - start : hi - start] = self._read_rows(name, files, lo, hi)
+        written = {}
+        for name, values in (("features", features), ("errors", errors.astype(str))):
             for key, data in _encode(self.metadata[name], slice(start, stop), values).items():
                 fs.write_bytes(self.path, f"{name}/{key}", data)
-                files[f"{name}/{key}"] = _file_record(data)
-        record = json.dumps({"key": self.digest, "files": files, **counts}, sort_keys=True)
-        for name, value in (("records", record), ("done", True)):
-            for key, data in _encode(self.metadata[name], index, value).items():
-                fs.write_bytes(self.path, f"{name}/{key}", data)
+                written[f"{name}/{key}"] = _file_record(data)
+        for i in range(first, last):
+            self._write_record(i, {**records[i], "files": written})
+        for i in range(first, last):
+            for relative in records[i]["files"]:
+                if relative.startswith(_STAGING + "/"):
+                    fs.remove(self.path, relative)
+
+    def _read_rows(self, name: str, files: dict[str, bytes], lo: int, hi: int):
+        """Rows ``lo … hi`` of array ``name`` from a record's files (staged or in a storage chunk)."""
+        for prefix in (f"{_STAGING}/{name}/", f"{name}/"):
+            chunks = {relative[len(prefix) :]: data for relative, data in files.items() if relative.startswith(prefix)}
+            if chunks:
+                return _memory_array(self.metadata[prefix[:-1]], chunks)[0][lo:hi]
+        raise RuntimeError(f"{self.path}: the record of rows {lo}–{hi - 1} names no {name} files")
 
     def remove_leftovers(self) -> int:
-        """Delete temporary files left by writers that were killed mid-write; returns how many."""
-        return fs.remove_temporaries(self.path)
+        """Delete temporary files left by writers that were killed mid-write, and emptied staging directories."""
+        removed = fs.remove_temporaries(self.path)
+        fs.remove_empty_directories(self.path, _STAGING)
+        return removed
 
 
-def _verifies(root: str, record, digest: str) -> bool:
-    """True if ``record`` was written under ``digest`` and each file it names has its recorded size and SHA-256."""
+def _verified_files(root: str, record, digest: str, seen: dict | None = None) -> dict[str, bytes] | None:
+    """``{relative path: bytes}`` of the files ``record`` names, or None unless the record was written under
+    ``digest`` and each file has its recorded size and SHA-256. With ``seen``, a file already verified
+    there is not read again (and its bytes are not returned: only whether all verify matters then)."""
     if not isinstance(record, dict) or record.get("key") != digest or not isinstance(record.get("files"), dict):
-        return False
+        return None
+    found = {}
     for relative, expected in record["files"].items():
         if not (isinstance(expected, list) and len(expected) == 2 and isinstance(expected[0], int)):
-            return False
+            return None
+        known = (relative, *expected) if isinstance(expected[1], str) else None
+        if seen is not None and known in seen:
+            if not seen[known]:
+                return None
+            continue
         try:
             data = fs.read_bytes(root, relative, expected[0])
         except ValueError:  # not a plain relative path: an edited record
-            return False
-        if data is None or _file_record(data) != expected:
-            return False
-    return True
+            return None
+        ok = data is not None and _file_record(data) == expected
+        if seen is not None and known is not None:
+            seen[known] = ok
+        if not ok:
+            return None
+        found[relative] = data
+    return found
+
+
+def _verifies(root: str, record, digest: str, seen: dict | None = None) -> bool:
+    """True if ``record`` was written under ``digest`` and each file it names has its recorded size and SHA-256."""
+    return _verified_files(root, record, digest, seen) is not None
 
 
 class PredictionStore:
@@ -338,7 +497,7 @@ class PredictionStore:
     def write_chunk(self, index: int, table, counts: dict) -> None:
         """Write one chunk's table (a ``pyarrow.Table``) as its part, then the chunk's record."""
         pa = _pyarrow()
-        table = table.replace_schema_metadata({"npresnet": json.dumps(self.manifest, sort_keys=True)})
+        table = table.replace_schema_metadata(parquet_metadata(self.manifest))
         sink = pa.BufferOutputStream()
         pa.parquet.write_table(table, sink)
         data = sink.getvalue().to_pybytes()
@@ -348,6 +507,28 @@ class PredictionStore:
 
     def remove_leftovers(self) -> int:
         return fs.remove_temporaries(self.path)
+
+
+def parquet_metadata(manifest: dict) -> dict[str, str]:
+    """The key-value metadata of every Parquet part: the manifest, its main entries, and pandas' ``attrs``.
+
+    ``pyarrow.parquet.read_schema(part).metadata`` holds ``npresnet`` (the manifest as JSON) and
+    ``npresnet.<key>`` for the model, layer, weights hash and version; ``pandas.read_parquet``
+    restores the same entries as ``DataFrame.attrs`` (from ``PANDAS_ATTRS``). No creation time:
+    a part is the same bytes whenever its task runs, which the chunk records and a bit-identical
+    resume depend on.
+    """
+    attrs = {
+        "model": manifest["arch"],
+        "layer": "fc",  # the predictions are the softmax of the classifier's logits
+        "weights_sha256": manifest["weights_sha256"],
+        "npresnet_version": manifest["npresnet_version"],
+    }
+    return {
+        "npresnet": json.dumps(manifest, sort_keys=True),
+        **{f"npresnet.{key}": value for key, value in attrs.items()},
+        "PANDAS_ATTRS": json.dumps(attrs, sort_keys=True),
+    }
 
 
 def predictions_table(rows, paths, top_indices, top_probs, labels, errors):

@@ -16,7 +16,7 @@ from ..predictions import softmax_topk
 from .model import ModelKey, cached_model
 from .store import FeatureStore, PredictionStore, predictions_table
 
-__all__ = ["Job", "Chunk", "run_chunk", "TRANSIENT_ERRNOS", "RETRY_DELAYS"]
+__all__ = ["Job", "Chunk", "run_chunk", "write_storage_chunk", "TRANSIENT_ERRNOS", "RETRY_DELAYS"]
 
 # OSErrors that say "not now" rather than "not an image": the read is tried again, and a row that
 # still fails is stored as retryable, so that the next run computes its chunk again
@@ -157,3 +157,11 @@ def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
         **counts,
         "errors_list": [(chunk.start + i, p, e) for i, (p, e) in enumerate(zip(paths, errors)) if e is not None],
     }
+
+
+def write_storage_chunk(store: FeatureStore, index: int, *_after) -> None:
+    """Write storage chunk ``index`` of ``store`` (see :meth:`.FeatureStore.write_storage_chunk`).
+
+    ``_after`` are the results of the chunk tasks it waits for; their rows are read from the store.
+    """
+    store.write_storage_chunk(index)
