@@ -80,13 +80,14 @@ def add_parser(commands, archs):
         type=batch_size,
         default=32,
         metavar="B",
-        help=f"images per task and rows per output chunk (default 32, at most {MAX_BATCH_SIZE}; fixed for an "
-        f"output; the activations of one task may take at most {MAX_ACTIVATION_BYTES // 2**30} GiB)",
+        help=f"images per task (default 32, at most {MAX_BATCH_SIZE}; fixed for an output; Zarr chunks hold whole "
+        f"tasks' rows, about 8 MiB; the activations of one task may take at most {MAX_ACTIVATION_BYTES // 2**30} GiB)",
     )
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",
-        help="run on this Dask scheduler (tcp://host:8786 or host:8786); its workers must read the images "
+        help="run on this Dask scheduler (tcp://host:8786 or host:8786; default: Dask's configured "
+        "DASK_SCHEDULER_ADDRESS, else a local cluster); its workers must read the images "
         "and write the outputs at the same paths (a shared file system)",
     )
     p.add_argument(
