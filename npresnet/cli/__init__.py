@@ -1,4 +1,4 @@
-"""The ``npresnet`` command: ``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``.
+"""The ``npresnet`` command: ``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``, ``draw``.
 
 One module per command, each with ``add_parser(commands, archs)`` and ``run(args)``;
 :mod:`.args` holds the argument types and limits they share, :mod:`.common` the rest.
@@ -13,7 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from . import convert, embed, fetch, predict, summary, train
+from . import convert, draw, embed, fetch, predict, summary, train
 from .args import arch_names
 from .common import CommandError
 
@@ -29,9 +29,10 @@ _EPILOG = """examples:
   npresnet predict cat.jpg dog.png --arch resnet18 --weights "$(npresnet fetch resnet18)"
   npresnet convert resnet18-f37072fd.pth resnet18.safetensors --arch resnet18
   npresnet train digits --out runs/digits
+  npresnet draw conv2d --input 5x5 --kernel 3 --stride 2 --padding 1 --out conv.svg
 """
 
-_COMMANDS = (summary, predict, convert, fetch, train, embed)  # in the order --help lists them
+_COMMANDS = (summary, predict, convert, fetch, train, embed, draw)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
