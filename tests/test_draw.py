@@ -14,7 +14,9 @@ The SVG is parsed back (its data attributes) and the GIF frames are read pixel b
 so the tests check the pictures, not only the geometry object behind them.
 """
 
+import importlib.util
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,3 +288,17 @@ def test_cli_draw_help_explains_the_picture(capsys):
     text = capsys.readouterr().out
     for phrase in ("padded border", "channel view", ".gif", "ceil_mode", "conv2d", "max_pool2d", "avg_pool2d"):
         assert phrase in text
+
+
+def test_the_committed_pictures_are_the_scripts_output(tmp_path):
+    """docs/images/ holds what docs/make_pictures.py draws (the deterministic ones, byte for byte)."""
+    pytest.importorskip("PIL")
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("make_pictures", root / "docs" / "make_pictures.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    written = script.make_geometry(tmp_path)
+    assert {p.name for p in written} == set(script.GEOMETRY)
+    for path in written:
+        assert path.read_bytes() == (root / "docs" / "images" / path.name).read_bytes(), path.name
+    assert (root / "docs" / "images" / script.RECEPTIVE_FIELD).is_file()
