@@ -185,3 +185,11 @@ def test_cli_prints_the_fields_and_draws_them(tmp_path, capsys):
     assert "must end in .png" in capsys.readouterr().err
     assert main(["receptive-field", "resnet19", str(image), "--layer", "conv1", "--unit", "0,0"]) == 1
     assert "unknown architecture 'resnet19'" in capsys.readouterr().err
+
+
+def test_cli_help_explains_both_fields(capsys):
+    with pytest.raises(SystemExit):
+        main(["receptive-field", "--help"])
+    text = capsys.readouterr().out
+    for phrase in ("theoretical", "effective", "backward", "Gaussian", "--weights", "layerS.B", "shortcut"):
+        assert phrase in text

@@ -154,3 +154,9 @@ def test_page_in_a_real_browser(tmp_path):
     with PIL.open(shot) as im:
         assert im.size == (1000, 1400)
         assert len(im.convert("L").getcolors(maxcolors=1 << 16) or range(257)) > 16  # something was drawn
+
+
+def test_cli_help_names_the_page(capsys):
+    with pytest.raises(SystemExit):
+        main(["summary", "--help"])
+    assert "self-contained HTML page" in " ".join(capsys.readouterr().out.split())
