@@ -37,7 +37,19 @@ __version__ = "0.1.0"
 
 # Submodules loaded by attribute access (PEP 562): their own dependencies (Pillow, Dask, ...) load only then.
 _LAZY_SUBMODULES = frozenset(
-    {"distributed", "fast", "fetch", "imagenet", "optim", "predictions", "preprocess", "summary", "testing", "train"}
+    {
+        "distributed",
+        "draw",
+        "fast",
+        "fetch",
+        "imagenet",
+        "optim",
+        "predictions",
+        "preprocess",
+        "summary",
+        "testing",
+        "train",
+    }
 )
 
 

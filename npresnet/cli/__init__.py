@@ -1,4 +1,5 @@
-"""The ``npresnet`` command: ``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``.
+"""The ``npresnet`` command: ``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``, ``draw``,
+``receptive-field``.
 
 One module per command, each with ``add_parser(commands, archs)`` and ``run(args)``;
 :mod:`.args` holds the argument types and limits they share, :mod:`.common` the rest.
@@ -13,7 +14,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from . import convert, embed, fetch, predict, summary, train
+from . import convert, draw, embed, fetch, predict, receptive_field, summary, train
 from .args import arch_names
 from .common import CommandError
 
@@ -29,9 +30,11 @@ _EPILOG = """examples:
   npresnet predict cat.jpg dog.png --arch resnet18 --weights "$(npresnet fetch resnet18)"
   npresnet convert resnet18-f37072fd.pth resnet18.safetensors --arch resnet18
   npresnet train digits --out runs/digits
+  npresnet draw conv2d --input 5x5 --kernel 3 --stride 2 --padding 1 --out conv.svg
+  npresnet receptive-field resnet18 photo.jpg --layer layer3.1 --unit 7,7 --out rf.png
 """
 
-_COMMANDS = (summary, predict, convert, fetch, train, embed)  # in the order --help lists them
+_COMMANDS = (summary, predict, convert, fetch, train, embed, draw, receptive_field)  # in the order --help lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,6 +51,12 @@ def add_parser(commands, archs):
         default=1,
         help="stem max pool padding: 1 as torchvision (default), 0 as many re-implementations",
     )
+    p.add_argument(
+        "--html",
+        metavar="PATH",
+        help="write the summary as one self-contained HTML page to PATH instead: the table, each layer's output "
+        "shape to scale, the receptive field over depth, parameters and MACs per stage",
+    )
     p.set_defaults(run=run)
 
 
@@ -69,7 +75,16 @@ def run(args) -> int:
         )
     except ValueError as err:
         raise CommandError(err) from None
-    if args.format == "json":
+    if args.html is not None:
+        from .._atomic import atomic_write
+        from ..summary import format_html
+
+        try:
+            with atomic_write(args.html) as f:
+                f.write(format_html(result).encode("utf-8"))
+        except OSError as err:
+            raise CommandError(f"cannot write {args.html}: {err.strerror or err}") from None
+    elif args.format == "json":
         print(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
     elif args.format == "markdown":
         print(format_markdown(result))

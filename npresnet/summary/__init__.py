@@ -11,12 +11,14 @@ Modules, one job each:
 * :mod:`.rows` — the table rows, folded by depth;
 * :mod:`.memory` — peak activation memory from the tensors' lifetimes;
 * :mod:`.formats` — the plain-text and Markdown tables;
+* :mod:`.html` — the self-contained HTML page with pictures;
 * :mod:`.api` — :func:`summarize` and its :class:`Summary` record (JSON via ``Summary.to_dict``).
 """
 
 from .api import Summary, parse_input_size, summarize
 from .formats import format_markdown, format_table
 from .formulas import ReceptiveField, conv2d_macs, linear_macs
+from .html import format_html
 from .rows import LayerRow
 
 __all__ = [
@@ -28,5 +30,6 @@ __all__ = [
     "linear_macs",
     "format_table",
     "format_markdown",
+    "format_html",
     "parse_input_size",
 ]

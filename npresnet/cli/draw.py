@@ -1,0 +1,132 @@
+"""``npresnet draw LAYER``: the windows of a convolution or pooling as an SVG, GIF or APNG."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import CommandError
+
+__all__ = ["add_parser", "run"]
+
+_DESCRIPTION = """\
+Draw every window of a convolution or pooling layer on a small input: the padded border, the
+input cells each output position reads (its taps), and the output grid. The windows come from
+the layers' own geometry, and a configuration a layer refuses is refused with its message.
+
+Formats, chosen by --out's suffix:
+  .svg   one static picture: a panel per output position; each output cell links to its window;
+         for conv2d, the channel view: which C_in/groups input channels feed each output channel
+  .gif   an animation stepping through the output positions
+  .png   the same animation as an animated PNG (APNG)
+Without --out the SVG is written to standard output.
+
+Colours: blue taps read the input, orange taps the padding (zeros; -inf for max pooling), red
+taps (ceil_mode) fall beyond the padding and are skipped; green is the output being computed.
+"""
+
+_EPILOG = """examples:
+  npresnet draw conv2d --input 5x5 --kernel 3 --stride 2 --padding 1 --out conv.svg
+  npresnet draw conv2d --input 7 --kernel 3 --dilation 2 --out dilated.gif
+  npresnet draw conv2d --input 4 --kernel 1 --in-channels 8 --out-channels 4 --groups 2 --out grouped.svg
+  npresnet draw max_pool2d --input 6 --kernel 3 --stride 2 --padding 1 --ceil-mode --out pool.png
+"""
+
+
+def int_pair(text):
+    """``3`` → (3, 3); ``3x2`` or ``3,2`` → (3, 2): non-negative ints (the layer checks their ranges)."""
+    parts = text.lower().replace("×", "x").replace(",", "x").split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N or NxM with non-negative integers, got {text!r}")
+    values = tuple(int(p) for p in parts)
+    if any(v > 10**6 for v in values):
+        raise argparse.ArgumentTypeError(f"at most 1,000,000 is accepted, got {text!r}")
+    return values if len(values) == 2 else values * 2
+
+
+def add_parser(commands, archs):
+    p = commands.add_parser(
+        "draw",
+        help="draw the windows of conv2d, max_pool2d or avg_pool2d (SVG, GIF, APNG)",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "layer",
+        choices=("conv2d", "max_pool2d", "avg_pool2d"),
+        metavar="LAYER",
+        help="conv2d, max_pool2d or avg_pool2d",
+    )
+    p.add_argument("--input", type=int_pair, required=True, metavar="H[xW]", help="input height and width")
+    p.add_argument("--kernel", type=int_pair, required=True, metavar="K[xK]", help="kernel_size")
+    p.add_argument(
+        "--stride",
+        type=int_pair,
+        default=None,
+        metavar="S[xS]",
+        help="stride (default 1 for conv2d, the kernel size for pooling)",
+    )
+    p.add_argument("--padding", type=int_pair, default=(0, 0), metavar="P[xP]", help="padding on each side")
+    p.add_argument("--dilation", type=int_pair, default=(1, 1), metavar="D[xD]", help="dilation (not avg_pool2d)")
+    p.add_argument("--groups", type=int, default=1, metavar="G", help="conv2d: groups (default 1)")
+    p.add_argument("--in-channels", type=int, default=None, metavar="C", help="conv2d: C_in (default: groups)")
+    p.add_argument("--out-channels", type=int, default=None, metavar="O", help="conv2d: C_out (default: groups)")
+    p.add_argument("--ceil-mode", action="store_true", help="pooling: round the output size up, as ceil_mode=True")
+    p.add_argument(
+        "--no-count-include-pad",
+        dest="count_include_pad",
+        action="store_false",
+        help="avg_pool2d: leave padding out of the divisor",
+    )
+    p.add_argument("--out", metavar="PATH", help="write to PATH (.svg, .gif or .png) instead of the SVG on stdout")
+    p.set_defaults(run=run)
+
+
+def _refuse(args, flag, value, default, layers):
+    if value != default and args.layer not in layers:
+        raise CommandError(f"{flag} applies to {' and '.join(layers)}, not {args.layer}")
+
+
+def _windows(args):
+    from .. import draw
+
+    _refuse(args, "--groups", args.groups, 1, ("conv2d",))
+    _refuse(args, "--in-channels", args.in_channels, None, ("conv2d",))
+    _refuse(args, "--out-channels", args.out_channels, None, ("conv2d",))
+    _refuse(args, "--ceil-mode", args.ceil_mode, False, ("max_pool2d", "avg_pool2d"))
+    _refuse(args, "--no-count-include-pad", args.count_include_pad, True, ("avg_pool2d",))
+    _refuse(args, "--dilation", args.dilation, (1, 1), ("conv2d", "max_pool2d"))
+    if args.layer == "conv2d":
+        return draw.conv2d(
+            args.input,
+            args.kernel,
+            args.stride or 1,
+            args.padding,
+            args.dilation,
+            args.groups,
+            args.in_channels,
+            args.out_channels,
+        )
+    if args.layer == "max_pool2d":
+        return draw.max_pool2d(args.input, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode)
+    return draw.avg_pool2d(args.input, args.kernel, args.stride, args.padding, args.ceil_mode, args.count_include_pad)
+
+
+def run(args) -> int:
+    from .. import draw
+
+    try:
+        windows = _windows(args)
+    except (ValueError, TypeError) as err:
+        raise CommandError(err) from None
+    if args.out is None:
+        sys.stdout.write(draw.svg(windows))
+        return 0
+    try:
+        draw.save(windows, args.out)
+    except ValueError as err:
+        raise CommandError(f"--out: {err}") from None
+    except OSError as err:
+        raise CommandError(f"cannot write {args.out}: {err.strerror or err}") from None
+    return 0

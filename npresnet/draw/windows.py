@@ -1,0 +1,286 @@
+"""The windows of a convolution or pooling layer, as integers: what a picture of the layer draws.
+
+Every output position ``(oy, ox)`` reads, for kernel offset ``(i, j)``, the input position
+``(oy*sy - ph + i*dy, ox*sx - pw + j*dx)`` (the window geometry of :mod:`npresnet.shapes`);
+the number of positions comes from :func:`npresnet.shapes.conv_output_size`. A tap is
+*inside* the input, in the *padding* (within ``ph``/``pw`` of the border), or, in
+``ceil_mode``, in the *overhang* beyond the padding, which PyTorch's pooling ignores.
+
+The arguments are checked by the layers' own shape-only functions
+(:func:`npresnet.functional.conv2d_output_shape` and the pooling ones), so a configuration
+the layer refuses is refused here with the layer's message; the drawing limits below are
+checked after them, before anything is drawn.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+from .. import functional as F
+from ..nn import TensorSpec
+from ..shapes import pair
+
+__all__ = ["Windows", "Tap", "conv2d", "max_pool2d", "avg_pool2d", "MAX_DRAW_SIZE", "MAX_DRAW_CHANNELS"]
+
+MAX_DRAW_SIZE = 32
+"""Largest extent of the drawn input along an axis, padding and ceil-mode overhang included (cells)."""
+
+MAX_DRAW_CHANNELS = 64
+"""Most input or output channels of a drawn convolution (the channel view draws one block per channel)."""
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One kernel offset ``(i, j)`` of one window and the input position ``(y, x)`` it reads.
+
+    ``where`` is ``"input"``, ``"padding"`` or ``"overhang"`` (ceil mode, beyond the padding).
+    """
+
+    i: int
+    j: int
+    y: int
+    x: int
+    where: str
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The sliding windows of one layer configuration; see the module docstring.
+
+    Attributes
+    ----------
+    op : str
+        ``"conv2d"``, ``"max_pool2d"`` or ``"avg_pool2d"``.
+    input_size, output_size : (int, int)
+        ``(H, W)`` and ``(out_h, out_w)``.
+    kernel_size, stride, padding, dilation : (int, int)
+    ceil_mode : bool
+    in_channels, out_channels, groups : int
+        For pooling, ``out_channels == in_channels == groups``: each channel is pooled alone.
+    count_include_pad : bool
+        avg_pool2d only: padding counts in the divisor (the overhang never does).
+    """
+
+    op: str
+    input_size: tuple
+    output_size: tuple
+    kernel_size: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple = (1, 1)
+    ceil_mode: bool = False
+    in_channels: int = 1
+    out_channels: int = 1
+    groups: int = 1
+    count_include_pad: bool = True
+
+    def taps(self, oy: int, ox: int) -> tuple:
+        """The ``kh*kw`` taps of output ``(oy, ox)``, row-major in ``(i, j)``: a tuple of :class:`Tap`."""
+        (H, W), (out_h, out_w) = self.input_size, self.output_size
+        if not (0 <= oy < out_h and 0 <= ox < out_w):
+            raise IndexError(f"output position ({oy}, {ox}) is outside the {out_h}x{out_w} output")
+        (kh, kw), (sy, sx), (ph, pw), (dy, dx) = self.kernel_size, self.stride, self.padding, self.dilation
+        taps = []
+        for i in range(kh):
+            y = oy * sy - ph + i * dy
+            for j in range(kw):
+                x = ox * sx - pw + j * dx
+                if 0 <= y < H and 0 <= x < W:
+                    where = "input"
+                elif -ph <= y < H + ph and -pw <= x < W + pw:
+                    where = "padding"
+                else:
+                    where = "overhang"
+                taps.append(Tap(i, j, y, x, where))
+        return tuple(taps)
+
+    def positions(self):
+        """Output positions ``(oy, ox)`` in row-major order (the order of the animation's frames)."""
+        out_h, out_w = self.output_size
+        return [(oy, ox) for oy in range(out_h) for ox in range(out_w)]
+
+    def extent(self) -> tuple:
+        """``((y0, y1), (x0, x1))``: the drawn input rows and columns, half-open, padding and overhang included."""
+        (H, W), (out_h, out_w) = self.input_size, self.output_size
+        (kh, kw), (sy, sx), (ph, pw), (dy, dx) = self.kernel_size, self.stride, self.padding, self.dilation
+        last_y = (out_h - 1) * sy - ph + (kh - 1) * dy  # the last row a window reads
+        last_x = (out_w - 1) * sx - pw + (kw - 1) * dx
+        return (-ph, max(H + ph, last_y + 1)), (-pw, max(W + pw, last_x + 1))
+
+    def divisor(self, oy: int, ox: int) -> int | None:
+        """avg_pool2d's divisor for output ``(oy, ox)``: taps inside, plus padding if ``count_include_pad``."""
+        if self.op != "avg_pool2d":
+            return None
+        counted = ("input", "padding") if self.count_include_pad else ("input",)
+        return sum(t.where in counted for t in self.taps(oy, ox))
+
+    def input_channels_of(self, out_channel: int) -> range:
+        """The input channels output channel ``out_channel`` reads: its group's ``C_in/groups`` channels."""
+        if not 0 <= out_channel < self.out_channels:
+            raise IndexError(f"out_channel must be from 0 to {self.out_channels - 1}, got {out_channel}")
+        per_group_in = self.in_channels // self.groups
+        group = out_channel // (self.out_channels // self.groups)
+        return range(group * per_group_in, (group + 1) * per_group_in)
+
+    def title(self) -> str:
+        """``conv2d 5×5 → 3×3: kernel 3×3, stride 2×2, padding 1×1``, and the options that are not defaults."""
+        text = f"{self.op} {_xy(self.input_size)} → {_xy(self.output_size)}: kernel {_xy(self.kernel_size)}"
+        text += f", stride {_xy(self.stride)}, padding {_xy(self.padding)}"
+        if self.dilation != (1, 1):
+            text += f", dilation {_xy(self.dilation)}"
+        if self.op == "conv2d" and (self.in_channels, self.out_channels, self.groups) != (1, 1, 1):
+            text += f", {self.in_channels}→{self.out_channels} channels in {self.groups} group(s)"
+        if self.ceil_mode:
+            text += ", ceil_mode"
+        if self.op == "avg_pool2d" and not self.count_include_pad:
+            text += ", count_include_pad=False"
+        return text
+
+
+def _xy(pair_):
+    return f"{pair_[0]}×{pair_[1]}"
+
+
+def _bool(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def _input_size(input_size):
+    try:
+        H, W = pair(input_size, "input_size")
+    except TypeError:
+        raise TypeError(f"input_size must be an int or a pair of ints (H, W), got {input_size!r}") from None
+    if H < 1 or W < 1:
+        raise ValueError(f"input_size must be positive, got {input_size!r}")
+    return H, W
+
+
+def _int_padding(padding):
+    if isinstance(padding, str):
+        raise ValueError(f"padding must be an int or a pair of ints to be drawn, got {padding!r}")
+    return padding
+
+
+def _check_limits(windows: Windows) -> Windows:
+    """Refuse a configuration too large to draw, once the layer has accepted it."""
+    for axis, (lo, hi) in zip(("height", "width"), windows.extent()):
+        if hi - lo > MAX_DRAW_SIZE:
+            raise ValueError(
+                f"the drawn input would be {hi - lo} cells along {axis} (input, padding and overhang), "
+                f"more than the {MAX_DRAW_SIZE} a picture shows; draw a smaller input_size or padding"
+            )
+    for name, value in (("in_channels", windows.in_channels), ("out_channels", windows.out_channels)):
+        if value > MAX_DRAW_CHANNELS:
+            raise ValueError(f"{name}={value} is more than the {MAX_DRAW_CHANNELS} channels a picture shows")
+    return windows
+
+
+def _channels(value, name):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def conv2d(
+    input_size,
+    kernel_size,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    in_channels: int | None = None,
+    out_channels: int | None = None,
+) -> Windows:
+    """The windows of ``torch.nn.functional.conv2d`` on an ``input_size`` image.
+
+    Parameters
+    ----------
+    input_size : int or (H, W)
+    kernel_size, stride, padding, dilation : int or (int, int)
+        As the layer takes them; ``padding`` must be numeric (``'same'`` is not drawn).
+    groups : int
+    in_channels, out_channels : int, optional
+        Default ``groups`` each (one channel per group).
+
+    Returns
+    -------
+    Windows
+
+    Raises
+    ------
+    ValueError, TypeError
+        What :func:`npresnet.functional.conv2d` raises for the configuration, or a drawing limit.
+    """
+    H, W = _input_size(input_size)
+    kh, kw = pair(kernel_size, "kernel_size")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")
+    groups_ = groups if isinstance(groups, numbers.Integral) and not isinstance(groups, bool) and groups > 0 else 1
+    C = _channels(groups_ if in_channels is None else in_channels, "in_channels")
+    O = _channels(groups_ if out_channels is None else out_channels, "out_channels")
+    weight = TensorSpec((O, max(C // groups_, 1), kh, kw))
+    _, O, out_h, out_w = F.conv2d_output_shape(
+        TensorSpec((1, C, H, W)), weight, None, stride, _int_padding(padding), dilation, groups
+    )
+    return _check_limits(
+        Windows(
+            "conv2d",
+            (H, W),
+            (out_h, out_w),
+            (kh, kw),
+            pair(stride, "stride"),
+            pair(padding, "padding"),
+            pair(dilation, "dilation"),
+            in_channels=C,
+            out_channels=O,
+            groups=int(groups),
+        )
+    )
+
+
+def max_pool2d(input_size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Windows:
+    """The windows of ``torch.nn.functional.max_pool2d`` (``stride`` default: ``kernel_size``); see :func:`conv2d`."""
+    H, W = _input_size(input_size)
+    _bool(ceil_mode, "ceil_mode")
+    _, _, out_h, out_w = F.max_pool2d_output_shape(
+        TensorSpec((1, 1, H, W)), kernel_size, stride, padding, dilation, ceil_mode
+    )
+    kernel = pair(kernel_size, "kernel_size")
+    return _check_limits(
+        Windows(
+            "max_pool2d",
+            (H, W),
+            (out_h, out_w),
+            kernel,
+            kernel if stride is None else pair(stride, "stride"),
+            pair(padding, "padding"),
+            pair(dilation, "dilation"),
+            ceil_mode=ceil_mode,
+        )
+    )
+
+
+def avg_pool2d(
+    input_size, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True
+) -> Windows:
+    """The windows of ``torch.nn.functional.avg_pool2d``, with each window's divisor; see :func:`conv2d`."""
+    H, W = _input_size(input_size)
+    _bool(ceil_mode, "ceil_mode")
+    _bool(count_include_pad, "count_include_pad")
+    _, _, out_h, out_w = F.avg_pool2d_output_shape(TensorSpec((1, 1, H, W)), kernel_size, stride, padding, ceil_mode)
+    kernel = pair(kernel_size, "kernel_size")
+    return _check_limits(
+        Windows(
+            "avg_pool2d",
+            (H, W),
+            (out_h, out_w),
+            kernel,
+            kernel if stride is None else pair(stride, "stride"),
+            pair(padding, "padding"),
+            ceil_mode=ceil_mode,
+            count_include_pad=count_include_pad,
+        )
+    )
