@@ -19,6 +19,8 @@ __all__ = [
     "MAX_JPEG_SCANS",
     "MAX_DOWNLOAD_BYTES",
     "MAX_PARAMETER_BYTES",
+    "MAX_DRAW_SIZE",
+    "MAX_DRAW_CHANNELS",
 ]
 
 MAX_PIXELS = 89_478_485
@@ -55,3 +57,9 @@ MAX_DOWNLOAD_BYTES = 2**30
 MAX_PARAMETER_BYTES = 4 * 2**30
 """Largest parameter memory of one layer or one model, in bytes (4 GiB): wide_resnet101_2,
 the largest torchvision ResNet, holds 0.51 GB of float32 parameters (1.0 GB in float64)."""
+
+MAX_DRAW_SIZE = 32
+"""Largest extent of a drawn input along an axis (``npresnet draw``), padding and ceil-mode overhang included."""
+
+MAX_DRAW_CHANNELS = 64
+"""Most input or output channels of a drawn convolution (the channel view draws one block per channel)."""

@@ -18,16 +18,11 @@ import numbers
 from dataclasses import dataclass
 
 from .. import functional as F
+from ..limits import MAX_DRAW_CHANNELS, MAX_DRAW_SIZE
 from ..nn import TensorSpec
 from ..shapes import pair
 
 __all__ = ["Windows", "Tap", "conv2d", "max_pool2d", "avg_pool2d", "MAX_DRAW_SIZE", "MAX_DRAW_CHANNELS"]
-
-MAX_DRAW_SIZE = 32
-"""Largest extent of the drawn input along an axis, padding and ceil-mode overhang included (cells)."""
-
-MAX_DRAW_CHANNELS = 64
-"""Most input or output channels of a drawn convolution (the channel view draws one block per channel)."""
 
 
 @dataclass(frozen=True)
