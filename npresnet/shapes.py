@@ -14,21 +14,22 @@ __all__ = ["conv_output_size", "pair"]
 
 
 def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
-    """Return ``(h, w)`` from an int or a pair of ints, as torch's ``_pair``.
+    """Return ``(h, w)`` from an int, a 1-sequence or a pair of ints, as torch's conv and pooling functions
+    take them (a single value, ``2``, ``(2,)`` or ``[2]``, stands for both axes).
 
     Raises
     ------
     TypeError
-        If ``value`` is neither an int nor a pair of ints; the message names ``name``.
+        If ``value`` is neither an int nor one or two ints; the message names ``name``.
     """
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value), int(value)
     if (
         isinstance(value, (tuple, list))
-        and len(value) == 2
+        and len(value) in (1, 2)
         and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
     ):
-        return int(value[0]), int(value[1])
+        return int(value[0]), int(value[-1])
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 

@@ -148,7 +148,16 @@ def test_pair_of_pair(v, kind):
     assert out == v and type(out[0]) is int
 
 
-@pytest.mark.parametrize("bad", [(1, 2, 3), (1,), 1.5, True, (1, True), "ab", None, (1.0, 2)])
+@pytest.mark.parametrize("kind", [tuple, list])
+def test_a_single_value_stands_for_both_axes_as_in_torch(kind):
+    """torch's conv and pooling functions expand ``stride=(2,)`` to ``(2, 2)``; so does pair."""
+    torch = pytest.importorskip("torch")
+    x, w = torch.zeros(1, 1, 7, 7), torch.zeros(1, 1, 3, 3)
+    assert torch.nn.functional.conv2d(x, w, stride=kind([2])).shape[-2:] == (3, 3)
+    assert pair(kind([2]), "stride") == (2, 2)
+
+
+@pytest.mark.parametrize("bad", [(1, 2, 3), (), 1.5, True, (1, True), "ab", None, (1.0, 2), (True,)])
 def test_pair_rejects_with_name(bad):
     with pytest.raises(TypeError, match=r"kernel_size must be an int or a pair of ints, got"):
         pair(bad, "kernel_size")

@@ -28,7 +28,7 @@ FEW = settings(
 T = torch.from_numpy
 TORCH_POOL = {"max": F.max_pool2d, "avg": F.avg_pool2d}
 TORCH_ADAPTIVE = {"max": F.adaptive_max_pool2d, "avg": F.adaptive_avg_pool2d}
-NPRESNET_FORMS = ("int", "pair", "string", "pair-with-None")  # npresnet refuses 1-tuples (reported upstream)
+NPRESNET_FORMS = ("int", "1-tuple", "pair", "string", "pair-with-None")
 
 
 def first_failure(strategy, check):
