@@ -399,6 +399,18 @@ def test_bad_weights_fail_before_any_task_with_predicts_messages(tmp_path, torch
             embed(paths, arch, weights, features=out, scheduler=NOWHERE)
 
 
+def test_more_classes_than_the_weights_have_are_refused_as_predict_refuses_them(tmp_path, torch_model, images):
+    """--top beyond the classes: predict refuses it, and so does embed, before any output exists."""
+    paths = images[0][1:3]
+    _, weights = torch_model  # 10 classes
+    out = tmp_path / "never.parquet"
+    status, message = _cli_error(["predict", *paths, "--arch", "resnet18", "--weights", str(weights), "--top", "11"])
+    assert status == 1 and "more classes" in message
+    with pytest.raises(ValueError, match="more classes than the 10"):
+        embed(paths, "resnet18", weights, predictions=out, top=11, scheduler=NOWHERE)
+    assert not out.exists()
+
+
 def test_cli_embed_on_its_own_local_process_cluster(tmp_path, torch_model, images, oracle):
     psutil = pytest.importorskip("psutil")
     _, weights = torch_model

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
+from ..limits import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_TOP
 from .cluster import choose_scheduler, connect
 from .lock import output_lock
 from .model import ensure_plugin, load_checked_weights
@@ -23,9 +24,8 @@ if TYPE_CHECKING:
 
     from .._typing import PathLike
 
-__all__ = ["embed", "EmbedResult", "MAX_BATCH_SIZE"]
+__all__ = ["embed", "EmbedResult", "MAX_BATCH_SIZE"]  # MAX_BATCH_SIZE: npresnet.limits', shared with predict
 
-MAX_BATCH_SIZE = 4096
 MAX_FEATURE_VALUES = 1 << 24  # per image: a named layer larger than this (64 MiB float32) is refused
 
 
@@ -160,9 +160,9 @@ def embed(
     if features is None and predictions is None:
         raise ValueError("give features= (a .zarr path), predictions= (a .parquet path), or both")
     _check_int("batch_size", batch_size, 1, MAX_BATCH_SIZE)
-    _check_int("top", top, 1, 1_000_000)
-    _check_int("resize_size", resize_size, 1, 1 << 15)
-    _check_int("crop_size", crop_size, 1, 1 << 15)
+    _check_int("top", top, 1, MAX_TOP)
+    _check_int("resize_size", resize_size, 1, MAX_IMAGE_SIZE)
+    _check_int("crop_size", crop_size, 1, MAX_IMAGE_SIZE)
     if backend not in ("numpy", "cupy"):
         raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
     local = client is None and choose_scheduler(client, scheduler, n_workers, processes) is None
@@ -171,6 +171,8 @@ def embed(
     paths = [os.path.abspath(p) for p in list_images(images)]  # workers may run in another directory
     key, state_dict = load_checked_weights(arch, weights)
     key = replace(key, backend=backend)
+    if predictions is not None and top > key.num_classes:  # as predict refuses it
+        raise ValueError(f"top={top} asks for more classes than the {key.num_classes} of {weights}")
     common = {
         "format": FORMAT,
         "npresnet_version": __version__,
