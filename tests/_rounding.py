@@ -162,12 +162,13 @@ def _logits(terms: _Terms, model, x):
             h = _block(terms, block, h)
     HW = h.shape[2] * h.shape[3]
     pooled = terms.add(h.mean(dim=(2, 3)), HW + 1, h.abs().mean(dim=(2, 3)))  # (N, C)
+    terms.features = pooled
     C = pooled.shape[1]
     logits = F.linear(pooled, model.fc.weight, model.fc.bias)
     return terms.add(logits, C + 1, F.linear(pooled.abs(), model.fc.weight.abs(), model.fc.bias.abs()))
 
 
-def float32_error_bounds(model: torch.nn.Module, x, outputs, *, mode: str = "reference"):
+def float32_error_bounds(model: torch.nn.Module, x, outputs, *, mode: str = "reference", features: bool = False):
     """Exact values of scalar outputs of ``model(x)`` and the bound on the error of a float32 evaluation.
 
     Parameters
@@ -178,6 +179,8 @@ def float32_error_bounds(model: torch.nn.Module, x, outputs, *, mode: str = "ref
     outputs : callable
         ``outputs(logits)`` maps the float64 logits (N, classes) to a 1-D tensor of the scalars to
         bound (selected logits, softmax probabilities, ...).
+    features : bool
+        Pass ``outputs`` the average pool's output (N, C), the features before ``fc``, instead.
     mode : {"reference", "fused"}
         Which arithmetic is bounded: npresnet's modules, or its fused path (see the module docstring).
 
@@ -199,11 +202,11 @@ def float32_error_bounds(model: torch.nn.Module, x, outputs, *, mode: str = "ref
         drift = float((logits.detach() - reference).abs().max() / reference.abs().max())
         if drift > 1e-12:
             raise AssertionError(f"the op-by-op forward differs from torchvision's by {drift:.1e} relative")
-        values = outputs(logits)
+        values = outputs(terms.features if features else logits)
         sums = []
         for i in range(values.numel()):
-            grads = torch.autograd.grad(values[i], terms.z, retain_graph=i + 1 < values.numel())
-            sums.append(sum(float((g**2 * v).sum()) for g, v in zip(grads, terms.variance)))
+            grads = torch.autograd.grad(values[i], terms.z, retain_graph=i + 1 < values.numel(), allow_unused=True)
+            sums.append(sum(float((g**2 * v).sum()) for g, v in zip(grads, terms.variance) if g is not None))
     return values.detach().numpy(), LAMBDA * U32 * np.sqrt(sums)
 
 
