@@ -86,3 +86,21 @@ def input_size(text):
         return parse_input_size(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def add_preprocessing_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--resize-size`` and ``--crop-size``, as ``predict`` and ``embed`` both take them (torchvision's preset)."""
+    parser.add_argument(
+        "--resize-size",
+        type=image_size,
+        default=256,
+        metavar="S",
+        help=f"shorter side after resizing (default 256; torchvision's V2 weights use 232; at most {MAX_IMAGE_SIZE})",
+    )
+    parser.add_argument(
+        "--crop-size",
+        type=image_size,
+        default=224,
+        metavar="S",
+        help=f"side of the square center crop the network sees (default 224; at most {MAX_IMAGE_SIZE})",
+    )

@@ -10,8 +10,8 @@ import signal
 import sys
 import threading
 
-from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_WORKERS_PER_CORE
-from .args import batch_size, image_size, positive_int, top_k
+from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE, MAX_WORKERS_PER_CORE
+from .args import add_preprocessing_arguments, batch_size, positive_int, top_k
 from .common import CommandError, check_activation_memory, check_arch, progress_bar
 
 __all__ = ["add_parser", "run"]
@@ -107,20 +107,7 @@ def add_parser(commands, archs):
         help="array backend on the workers; for cupy run one worker per GPU (e.g. dask-cuda's "
         "LocalCUDACluster, then --scheduler)",
     )
-    p.add_argument(
-        "--resize-size",
-        type=image_size,
-        default=256,
-        metavar="S",
-        help=f"shorter side after resizing (default 256; torchvision's V2 weights use 232; at most {MAX_IMAGE_SIZE})",
-    )
-    p.add_argument(
-        "--crop-size",
-        type=image_size,
-        default=224,
-        metavar="S",
-        help=f"center crop (default 224; at most {MAX_IMAGE_SIZE})",
-    )
+    add_preprocessing_arguments(p)
     p.set_defaults(run=run)
 
 

@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE, MAX_IMAGE_SIZE
-from .args import batch_size, image_size, top_k
+from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE
+from .args import add_preprocessing_arguments, batch_size, top_k
 from .common import CommandError, check_activation_memory, check_arch, load_model, progress_bar
 
 __all__ = ["add_parser", "run"]
@@ -46,20 +46,7 @@ def add_parser(commands, archs):
         f"one pass may take at most {MAX_ACTIVATION_BYTES // 2**30} GiB)",
     )
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy")
-    p.add_argument(
-        "--resize-size",
-        type=image_size,
-        default=256,
-        metavar="S",
-        help=f"shorter side after resizing (default 256; torchvision's V2 weights use 232; at most {MAX_IMAGE_SIZE})",
-    )
-    p.add_argument(
-        "--crop-size",
-        type=image_size,
-        default=224,
-        metavar="S",
-        help=f"side of the square center crop the network sees (default 224; at most {MAX_IMAGE_SIZE})",
-    )
+    add_preprocessing_arguments(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(run=run)
 
