@@ -56,7 +56,7 @@ def device_workspace_bytes(
     """A GPU workspace from the device's free memory: ``fraction`` of it, clamped to ``[floor, cap]``.
 
     Why these numbers: on an H100, workspaces of 1–4 GiB ran ResNet-50 at batch 64 15–40× faster
-    than the CPU-sized 4–8 MiB (many small products and launches), issue 11's measurement. A
+    than the CPU-sized 4–8 MiB (many small products and launches; benchmarks/RESULTS.md). A
     quarter of the free memory leaves room for the activations (the fused path's buffers, about
     twice the largest activation) and for other users of the device. The cap, 4 GiB, already
     holds the largest single chunk of ResNet-50 at batch 256 whole (the stem's columns,

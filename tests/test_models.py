@@ -134,7 +134,7 @@ LEARNER = ["conv1", "maxpool", *STAGES, *HEAD]
 
 
 def test_resnet18_shapes_at_224():
-    """The shapes a learner expects (issue 3), from the TensorSpec pass, a real npresnet run
+    """The shapes a learner expects, from the TensorSpec pass, a real npresnet run
     and a real torchvision run."""
     expected = {
         "conv1": (64, 112, 112),
@@ -158,7 +158,7 @@ def test_resnet18_shapes_at_224():
 
 
 def test_resnet50_shapes_at_512():
-    """ResNet-50 at 512×512 (issue 3): TensorSpec pass vs torchvision on the meta device."""
+    """ResNet-50 at 512×512: TensorSpec pass vs torchvision on the meta device."""
     expected = {
         "layer1": (256, 128, 128),
         "layer2": (512, 64, 64),

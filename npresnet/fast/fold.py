@@ -58,7 +58,8 @@ def gemm_weight(weight, groups: int):
     -------
     array, shape (groups, kh*kw*C/groups, O/groups)
         Row ``(i*kw + j)*Cg + c`` multiplies input channel ``c`` at kernel offset ``(i, j)``,
-        the order of the channels-last columns built by :func:`npresnet.fast.conv.im2col_nhwc`.
+        the order of the channels-last columns :class:`npresnet.fast.conv.FusedConv` builds (and the
+        CUDA gather ``im2col_nhwc`` of :mod:`npresnet.fast.cuda`).
     """
     O, Cg, kh, kw = weight.shape
     w = weight.reshape(groups, O // groups, Cg, kh, kw)

@@ -30,6 +30,7 @@ import numpy
 from ..backend import get_array_module, get_backend, to_backend, to_numpy
 from ..nn.inputs import check_image_batch
 from ..shapes import conv_output_size
+from ..summary.formulas import conv2d_macs
 from ..workspace import resolve_workspace_bytes
 from .conv import FusedConv
 from .cuda.gemm import PRECISIONS
@@ -215,8 +216,8 @@ class FusedResNet:
             return execute(x, out, residual, relu, buffers.workspace, run.workspace_bytes)
         run.clock.start()
         execute(x, out, residual, relu, buffers.workspace, run.workspace_bytes, run.clock)
-        (N, out_h, out_w, O), (kh, kw) = out.shape, conv.kernel_size
-        macs = N * out_h * out_w * O * kh * kw * (x.shape[3] // conv.groups)
+        N, out_h, out_w, O = out.shape
+        macs = conv2d_macs((N, O, out_h, out_w), x.shape[3], conv.kernel_size, conv.groups)
         run.records.append(
             LayerTime(
                 name,

@@ -100,7 +100,7 @@ def winograd_weight(weight, m: int = 4):
 
 
 def is_winograd_eligible(conv) -> bool:
-    """Whether Winograd F(4×4,3×3) applies: 3×3 kernel, stride 1, dilation 1, groups 1."""
+    """Whether a Winograd F(m×m, 3×3) applies: 3×3 kernel, stride 1, dilation 1, groups 1."""
     return (
         tuple(conv.kernel_size) == (3, 3)
         and tuple(conv.stride) == (1, 1)
