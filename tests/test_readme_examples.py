@@ -137,9 +137,7 @@ def test_import_npresnet_loads_no_tool_dependency():
 
 
 # Examples known to fail, in modules this test does not own; strict, so a fix turns them into an error to remove here.
-KNOWN_FAILURES = {
-    "npresnet.distributed": "the module docstring's embed(...) example lacks '# doctest: +SKIP' (its import has it)",
-}
+KNOWN_FAILURES: dict[str, str] = {}  # module -> why its docstring examples fail (a strict xfail)
 
 
 def doctest_modules():

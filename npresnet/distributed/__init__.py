@@ -3,7 +3,7 @@
 Needs ``pip install "npresnet[distributed]"`` (dask[distributed], zarr, pyarrow).
 
 >>> from npresnet.distributed import embed                          # doctest: +SKIP
->>> embed("photos/", "resnet50", "resnet50.npz", features="feats.zarr", predictions="preds.parquet")
+>>> embed("photos/", "resnet50", "resnet50.npz", features="feats.zarr", predictions="preds.parquet")  # doctest: +SKIP
 
 Modules, one job each: :mod:`.paths` (which images, in which order), :mod:`.model` (weights
 checked on the client, one model per worker), :mod:`.task` (one chunk of images in, one chunk

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy
 
-from ..backend import to_numpy
+from ..backend import backend_name, to_numpy
 
 __all__ = ["dtype_name", "to_host"]
 
@@ -48,7 +48,7 @@ def to_host(array, what: str, case) -> tuple[numpy.ndarray, str]:
         elif _is_torch(array):
             tensor = array.detach().cpu()
             host = (tensor.double() if tensor.is_floating_point() else tensor).numpy()  # bfloat16 has no NumPy dtype
-        elif type(array).__module__.split(".")[0] == "cupy":
+        elif backend_name(array) != "numpy":  # CuPy, or npresnet's emulated CuPy: an explicit copy to the host
             host = to_numpy(array)
         elif callable(getattr(array, "numpy", None)):
             host = numpy.asarray(array.numpy())  # tinygrad, TensorFlow
