@@ -259,10 +259,10 @@ PLANTED = {
         pool(pool_ignores_ceil_mode),
     ),
     "count_include_pad": (
-        # padding 1 around a 3×3 window: every window at the border holds padding, so every drawn
-        # count_include_pad=False shows the bug (found, whatever examples the derandomized run draws)
+        # padding 1 around a 3×3 window and count_include_pad=False: every border window holds padding,
+        # so every example with a non-zero border shows the bug, whatever examples the run draws
         kit.pool2d_cases("avg", count_include_pad=True, kernel_size=3, padding=1, **pinned),
-        kit.pool2d_cases("avg", kernel_size=3, padding=1, **pinned),
+        kit.pool2d_cases("avg", kernel_size=3, padding=1, count_include_pad=False, **pinned),
         pool(avg_ignores_count_include_pad),
     ),
     "divisor_override": (
@@ -284,8 +284,7 @@ def test_planted_bug_is_caught_only_with_its_keyword(name):
     passes(missing, check)
     case, message = first_failure(catching, check)
     assert case is not None, f"the {name} bug went unnoticed"
-    assert "case(" in message
-    assert case.input.size <= 16, f"not shrunk to a small case: {case!r}"
+    assert "case(" in message  # the failure shows the case; how far it shrinks: the two tests below
 
 
 def test_dtype_bug_passes_without_check_dtype():
