@@ -82,7 +82,7 @@ def frames(windows: Windows) -> list:
         raise TypeError(f"windows must be a npresnet.draw.Windows, got {type(windows).__name__}")
     Image, ImageDraw = _pil()
     (r0, r1), (c0, c1) = windows.extent()
-    (H, W), (ph, pw), (out_h, out_w) = windows.input_size, windows.padding, windows.output_size
+    out_h, out_w = windows.output_size
     width = 3 * _MARGIN + (c1 - c0 + out_w) * FRAME_CELL
     height = 2 * _MARGIN + max(r1 - r0, out_h) * FRAME_CELL
     palette = [v for key in _KEYS for v in _rgb(key)]
@@ -92,13 +92,7 @@ def frames(windows: Windows) -> list:
     pen = ImageDraw.Draw(base)
     for y in range(r0, r1):
         for x in range(c0, c1):
-            if 0 <= y < H and 0 <= x < W:
-                kind = "input"
-            elif -ph <= y < H + ph and -pw <= x < W + pw:
-                kind = "padding"
-            else:
-                kind = "overhang"
-            pen.rectangle(cell_box(windows, y, x), fill=PALETTE[kind], outline=PALETTE["grid"])
+            pen.rectangle(cell_box(windows, y, x), fill=PALETTE[windows.cell_kind(y, x)], outline=PALETTE["grid"])
     for oy in range(out_h):
         for ox in range(out_w):
             pen.rectangle(output_box(windows, oy, ox), fill=PALETTE["output"], outline=PALETTE["grid"])

@@ -50,17 +50,12 @@ def _text(x, y, text, extra=""):
 
 def _input_grid(windows: Windows, x0: int, y0: int) -> list[str]:
     """The drawn input at ``(x0, y0)``: input cells, padding and overhang, each labelled by its kind."""
-    (H, W), (ph, pw) = windows.input_size, windows.padding
+    H, W = windows.input_size
     (r0, r1), (c0, c1) = windows.extent()
     out = []
     for y in range(r0, r1):
         for x in range(c0, c1):
-            if 0 <= y < H and 0 <= x < W:
-                kind = "input"
-            elif -ph <= y < H + ph and -pw <= x < W + pw:
-                kind = "padding"
-            else:
-                kind = "overhang"
+            kind = windows.cell_kind(y, x)
             dash = "" if kind == "input" else ' stroke-dasharray="2,2"'
             out.append(_rect(x0 + (x - c0) * _CELL, y0 + (y - r0) * _CELL, _CELL, _CELL, COLOURS[kind], dash))
     # the input's own border, over the cells

@@ -72,7 +72,7 @@ class Windows:
 
     def taps(self, oy: int, ox: int) -> tuple:
         """The ``kh*kw`` taps of output ``(oy, ox)``, row-major in ``(i, j)``: a tuple of :class:`Tap`."""
-        (H, W), (out_h, out_w) = self.input_size, self.output_size
+        out_h, out_w = self.output_size
         if not (0 <= oy < out_h and 0 <= ox < out_w):
             raise IndexError(f"output position ({oy}, {ox}) is outside the {out_h}x{out_w} output")
         (kh, kw), (sy, sx), (ph, pw), (dy, dx) = self.kernel_size, self.stride, self.padding, self.dilation
@@ -81,14 +81,18 @@ class Windows:
             y = oy * sy - ph + i * dy
             for j in range(kw):
                 x = ox * sx - pw + j * dx
-                if 0 <= y < H and 0 <= x < W:
-                    where = "input"
-                elif -ph <= y < H + ph and -pw <= x < W + pw:
-                    where = "padding"
-                else:
-                    where = "overhang"
-                taps.append(Tap(i, j, y, x, where))
+                taps.append(Tap(i, j, y, x, self.cell_kind(y, x)))
         return tuple(taps)
+
+    def cell_kind(self, y: int, x: int) -> str:
+        """Where input cell ``(y, x)`` lies: ``"input"``, ``"padding"`` or ``"overhang"`` (beyond the padding:
+        ceil mode's last windows)."""
+        (H, W), (ph, pw) = self.input_size, self.padding
+        if 0 <= y < H and 0 <= x < W:
+            return "input"
+        if -ph <= y < H + ph and -pw <= x < W + pw:
+            return "padding"
+        return "overhang"
 
     def positions(self):
         """Output positions ``(oy, ox)`` in row-major order (the order of the animation's frames)."""
