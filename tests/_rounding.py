@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from npresnet.fast.winograd import winograd_matrices
+from npresnet.fast.winograd import is_winograd_eligible, winograd_matrices
 
 U32 = 2.0**-24  # float32 unit roundoff
 LAMBDA = 8.0  # Hoeffding's multiple: the bound fails with probability <= 2 exp(-LAMBDA**2 / 2) under the model
@@ -80,15 +80,6 @@ class _Terms:
 
 def _conv(conv, a, weight, bias):
     return F.conv2d(a, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-def _winograd_eligible(conv) -> bool:
-    return (
-        tuple(conv.kernel_size) == (3, 3)
-        and tuple(conv.stride) == (1, 1)
-        and tuple(conv.dilation) == (1, 1)
-        and conv.groups == 1
-    )
 
 
 def _abs_winograd(a_abs, weight, padding):
@@ -128,7 +119,7 @@ def _conv_bn(terms: _Terms, conv, bn, a):
     z = _conv(conv, a, weight, shift)
     b = shift.abs()[None, :, None, None]
     n, m = K + 3, _conv(conv, a.abs(), weight.abs(), None) + b
-    if _winograd_eligible(conv):  # the larger of the two algorithms' n·m²
+    if is_winograd_eligible(conv):  # the fused path's own rule; the larger of the two algorithms' n·m²
         n_w, m_w = a.shape[1] + 35, _abs_winograd(a.abs(), weight, conv.padding) + b
         m = torch.maximum(m * n**0.5, m_w * n_w**0.5)
         n = 1
