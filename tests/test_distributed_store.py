@@ -315,6 +315,18 @@ def test_resume_recomputes_damaged_chunks_and_says_how_many(tmp_path, torch_mode
     assert_same_outputs(tmp_path, "a", "whole")
 
 
+def test_a_record_without_its_done_flag_is_an_unfinished_write_not_damage(tmp_path, torch_model, good, client):
+    """The ``done`` flag is written last: a killed run can leave a chunk's record without it."""
+    _, weights = torch_model
+    run(good, weights, tmp_path, client, features="whole.zarr", predictions="whole.parquet")
+    run(good, weights, tmp_path, client)
+    (tmp_path / "a.zarr" / "done" / "c" / "1").unlink()
+    assert (tmp_path / "a.zarr" / "records" / "c" / "1").is_file()
+    result = run(good, weights, tmp_path, client)
+    assert (result.computed, result.skipped, result.recomputed) == (1, 2, 0)
+    assert_same_outputs(tmp_path, "a", "whole")
+
+
 def test_an_edited_manifest_does_not_make_old_chunks_trusted(tmp_path, torch_model, good, client):
     """A manifest edited to match another run's settings: the chunks' records still name the old one."""
     _, weights = torch_model

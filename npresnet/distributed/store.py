@@ -309,7 +309,8 @@ class FeatureStore:
     def records(self) -> tuple[dict[int, dict], int]:
         """``({chunk: record}, unverified)``: the done chunks whose files verify, and how many others claim done.
 
-        A chunk claims done if its ``done`` flag or record is present; it is done if, besides, the
+        A chunk claims done if its ``done`` flag is present (written last, it is the commit: a record
+        without it is a write a killed run left unfinished, not a claim); it is done if, besides, its
         record was written under this manifest and every file it names has the recorded size and SHA-256.
         """
         done = _decode_each(self.metadata["done"], self._chunk_files("done"))
@@ -318,7 +319,7 @@ class FeatureStore:
         for i, record in records.items():
             if done.get(i) and _verifies(self.path, record, self.digest, seen):
                 verified[i] = record
-        claimed = {i for i, flag in done.items() if flag} | set(records)
+        claimed = {i for i, flag in done.items() if flag}
         return verified, len(claimed - set(verified))
 
     def _records(self, indices) -> dict[int, dict | None]:
