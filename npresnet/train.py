@@ -201,6 +201,12 @@ def train_digits(
     (model, history)
         ``history``: lists ``batch_loss`` (every step), and per epoch ``train_loss`` (mean of
         the epoch's batch losses), ``test_loss``, ``test_accuracy``, ``lr``.
+
+    Raises
+    ------
+    FloatingPointError
+        A batch loss or a held-out loss is NaN or infinite (the run diverged, e.g. ``lr`` too
+        large); raised at once, naming the epoch and batch.
     """
     model = build_model(config) if model is None else model
     x_train, y_train, x_test, y_test = (
@@ -217,6 +223,8 @@ def train_digits(
         for i, (x, y) in enumerate(batches):
             logits = model(x)  # (B, 10); layers save what backward needs
             loss = float(F.cross_entropy(logits, y))
+            if not math.isfinite(loss):
+                _diverged(config, f"the loss of batch {i + 1} of epoch {epoch + 1} is {loss}")
             model.backward(F.cross_entropy_backward(1.0, logits, y))  # grads into each module
             optimizer.step()
             optimizer.zero_grad()
@@ -227,10 +235,20 @@ def train_digits(
         history["batch_loss"] += losses
         history["train_loss"].append(float(numpy.mean(losses)))
         test_loss, test_accuracy = evaluate(model, x_test, y_test)
+        if not math.isfinite(test_loss):
+            _diverged(config, f"the held-out loss after epoch {epoch + 1} is {test_loss}")
         history["test_loss"].append(test_loss)
         history["test_accuracy"].append(test_accuracy)
     model.eval()
     return model, history
+
+
+def _diverged(config: TrainConfig, what: str) -> None:
+    """Stop a run whose loss is no longer a number: nothing it would save is a trained model."""
+    raise FloatingPointError(
+        f"training diverged: {what} (lr={config.lr:g}, momentum={config.momentum:g}, "
+        f"weight_decay={config.weight_decay:g}); a smaller lr usually helps"
+    )
 
 
 def plot_history(history: dict[str, list[float]], path: PathLike, title: str = "") -> None:

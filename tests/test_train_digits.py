@@ -120,3 +120,17 @@ def test_cli_rejects_bad_flags_before_working(tmp_path, capsys):
     assert "multiple of 8" in capsys.readouterr().err
     assert main(["train", "digits", "--out", str(tmp_path), "--shift", "9"]) == 1
     assert "shift" in capsys.readouterr().err
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_nothing(tmp_path, capsys):
+    """lr=1e308 overflows the first update: the next batch's loss is not a number, and the run says so."""
+    data = load_digits_split(8, 0.2, seed=0)
+    data = (data[0][:96], data[1][:96], data[2][:64], data[3][:64])
+    with pytest.raises(FloatingPointError, match=r"batch 2 of epoch 1 is nan .*lr=1e\+308"):
+        train_digits(TrainConfig(size=8, epochs=2, batch_size=32, lr=1e308), data=data)
+    out = tmp_path / "run"
+    args = ["train", "digits", "--out", str(out), "--size", "8", "--epochs", "1", "--train-subset", "64"]
+    assert main([*args, "--lr", "1e308"]) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "--lr 1e+308" in err and "nothing was written" in err
+    assert list(out.iterdir()) == []

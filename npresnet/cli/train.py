@@ -106,10 +106,14 @@ def run(args) -> int:
 
         data = load_digits_split(config.size, config.test_fraction, config.seed)
         data = (data[0][: args.train_subset], data[1][: args.train_subset], *data[2:])
-    model, history = train_digits(config, data=data, on_batch=on_batch)
+    try:
+        model, history = train_digits(config, data=data, on_batch=on_batch)
+    except FloatingPointError as err:
+        raise CommandError(f"{err} (--lr {config.lr:g}); nothing was written") from None
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - start
-    if bar is not None:
-        bar.close()
     weights, curves, record = paths.values()
     save_weights(model.state_dict(), weights)
     accuracy = history["test_accuracy"][-1]
