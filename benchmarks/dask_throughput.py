@@ -20,6 +20,11 @@ Every configuration does the whole job, images decoded from JPEG files included:
 4. reading, decoding and preprocessing alone, once per round in this process: how much of
    the work is not the network.
 
+CPU ms/image adds the CPU time of every process of a run (predict's process; this process and
+every worker process for dask), all threads: the work a run costs, which a busy machine disturbs
+far less than the wall-clock rate (OpenBLAS threads that spin while waiting count too, so compare
+1-thread runs with 1-thread runs).
+
 Configurations run round-robin ``--repeats`` times. Each rate is the median over the rounds with
 its range; each ratio is the median of the per-round ratios (the two runs of a round are seconds
 apart, so a slow drift of a shared machine cancels). Ratios are only meaningful within one run.
@@ -71,10 +76,10 @@ def make_images(folder, count, size, seed=0):
 _PREDICT_DRIVER = """
 import contextlib, io, json, sys, time
 from npresnet import cli
-start = time.perf_counter()
+start, cpu = time.perf_counter(), time.process_time()
 with contextlib.redirect_stdout(io.StringIO()):
     status = cli.main(json.loads(sys.argv[1]))
-print(json.dumps([status, time.perf_counter() - start]))
+print(json.dumps([status, time.perf_counter() - start, time.process_time() - cpu]))
 """
 
 
@@ -106,10 +111,10 @@ def time_predict(paths, arch, weights, batch_size, size_args, blas_threads=None)
     )
     if proc.returncode != 0:
         raise RuntimeError(f"predict failed: {proc.stderr[-2000:]}")
-    status, elapsed = json.loads(proc.stdout.strip().splitlines()[-1])
+    status, elapsed, cpu = json.loads(proc.stdout.strip().splitlines()[-1])
     if status != 0:
         raise RuntimeError(f"predict failed: {proc.stderr[-2000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def time_decode(paths, size_args):
@@ -122,8 +127,15 @@ def time_decode(paths, size_args):
     return time.perf_counter() - start
 
 
+def _cluster_cpu(client):
+    """CPU seconds used so far by this process and by every worker process of ``client``'s cluster."""
+    return time.process_time() + sum(client.run(time.process_time).values())
+
+
 def time_embed(client, paths, arch, weights, batch_size, workdir, size_args):
+    """``(wall seconds, CPU seconds of this process and the workers)`` of one :func:`embed` run."""
     out = tempfile.mkdtemp(dir=workdir)
+    cpu = _cluster_cpu(client)
     start = time.perf_counter()
     result = embed(
         paths,
@@ -136,10 +148,11 @@ def time_embed(client, paths, arch, weights, batch_size, workdir, size_args):
         **size_args,
     )
     elapsed = time.perf_counter() - start
+    cpu = _cluster_cpu(client) - cpu
     shutil.rmtree(out)
     if result.errors or result.computed != result.chunks:
         raise RuntimeError(f"embed did not process every image: {result}")
-    return elapsed
+    return elapsed, cpu
 
 
 def main(argv=None):
@@ -183,15 +196,16 @@ def main(argv=None):
             runs = [("predict", None, args.batch_size), ("predict", 1, args.batch_size)]
             runs += [("dask", w, args.batch_size) for w in worker_counts]
             runs += [("dask", max(worker_counts), b) for b in args.batch_sizes if b != args.batch_size]
-            samples = {}
+            samples, cpu = {}, {}
             for _ in range(args.repeats):
                 samples.setdefault("decode", []).append(time_decode(paths, size_args))
                 for kind, w, b in runs:
                     if kind == "predict":  # w: BLAS threads (None: all)
-                        t = time_predict(paths, args.arch, weights, b, size_args, blas_threads=w)
+                        t, c = time_predict(paths, args.arch, weights, b, size_args, blas_threads=w)
                     else:
-                        t = time_embed(clusters[w], paths, args.arch, weights, b, workdir, size_args)
+                        t, c = time_embed(clusters[w], paths, args.arch, weights, b, workdir, size_args)
                     samples.setdefault((kind, w, b), []).append(t)
+                    cpu.setdefault((kind, w, b), []).append(c)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -224,16 +238,24 @@ def main(argv=None):
         f"Machine: {platform.processor() or platform.machine()}, {cores} usable cores, "
         f"Python {platform.python_version()}, NumPy {np.__version__}\n"
     )
-    print("| run | images/task | images/s | vs predict | vs 1 worker | cluster start (s) |")
-    print("|---|---|---|---|---|---|")
-    print(f"| predict (one process) | {args.batch_size} | {rate(predict)} | 1.00× | – | – |")
+
+    def cpu_ms(key):
+        """Median CPU milliseconds per image (every process of the run, all threads) and its range."""
+        return spread([1000 * c / n for c in cpu[key]], 1)
+
+    print("| run | images/task | images/s | vs predict | vs 1 worker | CPU ms/image | cluster start (s) |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| predict (one process) | {args.batch_size} | {rate(predict)} | 1.00× | – | {cpu_ms(predict)} | – |")
     single = ("predict", 1, args.batch_size)
-    print(f"| predict, 1 BLAS thread | {args.batch_size} | {rate(single)} | {ratio(single, predict)} | – | – |")
+    print(
+        f"| predict, 1 BLAS thread | {args.batch_size} | {rate(single)} | {ratio(single, predict)} | – | "
+        f"{cpu_ms(single)} | – |"
+    )
     for w in worker_counts:
         key = ("dask", w, args.batch_size)
         print(
             f"| dask, {w} worker{'s' if w > 1 else ''} | {args.batch_size} | {rate(key)} | {ratio(key, predict)} | "
-            f"{ratio(key, one)} | {startup[w]:.1f} |"
+            f"{ratio(key, one)} | {cpu_ms(key)} | {startup[w]:.1f} |"
         )
     decode = [1000 * t / n for t in samples["decode"]]
     network = [1000 * t / n for t in samples[predict]]
