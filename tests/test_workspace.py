@@ -104,3 +104,31 @@ def test_cupy_default_reads_the_device_free_memory():
     fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(memGetInfo=lambda: (6 * 2**30, 80 * 2**30)))
     fake.get_default_memory_pool = lambda: types.SimpleNamespace(free_bytes=lambda: 2 * 2**30)
     assert ws.default_workspace_bytes(fake) == 2 * 2**30  # a quarter of 6 + 2 GiB
+
+
+def test_the_layer_passes_its_workspace_to_the_backward_pass_too():
+    """``nn.Conv2d(workspace_bytes=...)`` bounds the backward's columns as it bounds the forward's."""
+    from npresnet import nn
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 16, 120, 120), dtype=np.float32)  # 1.8 MB
+    full_cols = 16 * 9 * 2 * 120 * 120 * 4  # the whole column buffer: 16.6 MB
+    grads = {}
+    for budget in (2**20, 1 << 40):
+        layer = nn.Conv2d(16, 16, 3, padding=1, bias=False, rng=0, workspace_bytes=budget)
+        layer.train()
+        grad_out = np.ones_like(layer(x))
+        grads[budget], peak = _peak_bytes(lambda layer=layer, g=grad_out: layer.backward(g))
+        if budget == 2**20:  # grad_input + one chunk of columns and its products, never the whole buffer
+            assert peak < x.nbytes + 4 * budget + 2**18 < full_cols / 2, peak
+        else:
+            assert peak > full_cols, peak  # unbounded: the bound above is real
+    # The same gradient up to rounding: each grad_input element is a 16-term dot product (W.T @ grad_out) then
+    # 9 slice-adds (col2im), and each way is within γ_25·(|W|.T @ |grad_out| summed the same way) of the exact
+    # value (Higham's deterministic bound, n = 16 + 9 roundings in a chain), so the two differ by at most twice that.
+    magnitude = nf.conv2d_backward(
+        np.abs(grad_out).astype(np.float64), x.astype(np.float64), np.abs(layer.weight).astype(np.float64), padding=1
+    )[0]
+    u = np.finfo(np.float32).eps / 2
+    gamma = 25 * u / (1 - 25 * u)
+    assert np.all(np.abs(grads[2**20] - grads[1 << 40]) <= 2 * gamma * magnitude)

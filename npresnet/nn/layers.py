@@ -69,8 +69,9 @@ class Conv2d(Module):
     weight : array, shape (out_channels, in_channels // groups, kh, kw)
     bias : array, shape (out_channels,), or None
     workspace_bytes : int or None
-        Passed to :func:`npresnet.functional.conv2d` (bound on one chunk's columns plus output;
-        None: the backend's default). Not a parameter: not in the state dict.
+        Passed to :func:`npresnet.functional.conv2d` and :func:`npresnet.functional.conv2d_backward`
+        (bound on one chunk's columns plus output; None: the backend's default). Not a parameter:
+        not in the state dict.
     """
 
     _parameter_names = ("weight", "bias")
@@ -131,7 +132,14 @@ class Conv2d(Module):
     def backward(self, grad_output: Array) -> Array:
         (x,) = self._pop_saved()
         grad_input, grad_weight, grad_bias = F.conv2d_backward(
-            grad_output, x, self.weight, self.stride, self.padding, self.dilation, self.groups
+            grad_output,
+            x,
+            self.weight,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            workspace_bytes=self.workspace_bytes,
         )
         self._accumulate("weight", grad_weight)
         if self.bias is not None:
