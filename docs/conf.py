@@ -53,7 +53,6 @@ myst_heading_anchors = 4  # "#limits"-style links, as GitHub renders them
 # --- API reference ---
 autosummary_generate = True
 autosummary_imported_members = True
-autodoc_default_options = {"members": False}
 autodoc_typehints = "none"  # numpydoc's Parameters sections state the types; signatures stay readable
 numpydoc_show_class_members = False  # the class pages list their methods through autosummary's template
 numpydoc_class_members_toctree = False
