@@ -1,4 +1,4 @@
-"""Regenerate the pictures under docs/images/ that the README shows: ``python docs/make_pictures.py``.
+"""Regenerate the pictures under docs/images/ (README, Pictures page): ``python docs/make_pictures.py``.
 
 Every picture is made by npresnet's own drawing code; none is edited by hand. The SVG and GIF
 files are deterministic (tests/test_draw.py regenerates them and compares the bytes); the

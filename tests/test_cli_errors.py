@@ -68,7 +68,7 @@ def image(tmp_path_factory):
 # ---------------------------------------------------------------------------- one home for the limits
 def test_readme_limits_table_lists_every_limit_with_its_value():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text.split("### Limits", 1)[1].split("\n### ", 1)[0]
+    section = text.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
     values = {}
     for row in re.findall(r"^\| (.+?) \| (.+?) \| .+ \|$", section, flags=re.M):
         name, value = row

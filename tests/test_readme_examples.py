@@ -1,7 +1,9 @@
-"""The README's Python examples run as written, each in a fresh interpreter after nothing but its own imports.
+"""The README's and the user guide's Python examples run as written, each in a fresh interpreter after
+nothing but its own imports.
 
-Every ```python block of README.md is extracted and run in a temporary directory that holds
-what the README says to make first (``resnet18.pth`` from ``torch.manual_seed(0)``, the
+Every ```python block of README.md and of the Markdown pages under docs/ (the user guide the README's
+sections moved to) is extracted and run in a temporary directory that holds what the pages say to
+make first (``resnet18.pth`` from ``torch.manual_seed(0)``, the
 ``embed`` outputs). A bare ``` block right after a Python block is its printed output and must
 match. Blocks with a GPU part guard it themselves (``if "cupy" in available_backends()``).
 The modules' ``>>>`` examples run under doctest.
@@ -23,36 +25,47 @@ import pytest
 import npresnet
 
 ROOT = Path(npresnet.__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text(encoding="utf-8")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
+# README.md, then every Markdown page of the documentation except the build output and docs/testing.md,
+# whose examples tests/test_testing_docs.py runs (with its "# needs: LIB" skips).
+PAGES = [ROOT / "README.md"] + sorted(
+    p
+    for p in (ROOT / "docs").rglob("*.md")
+    if "_build" not in p.relative_to(ROOT / "docs").parts and p != ROOT / "docs" / "testing.md"
+)
 
 
-def python_blocks():
-    """``(line, code, expected_output_or_None)`` for each ```python block, in order."""
-    fences = list(FENCE.finditer(README))
+def python_blocks(page):
+    """``(where, code, expected_output_or_None)`` for each ```python block of ``page``, in order."""
+    text = page.read_text(encoding="utf-8")
+    fences = list(FENCE.finditer(text))
     blocks = []
     for i, fence in enumerate(fences):
         if fence.group(1) != "python":
             continue
         after = fences[i + 1] if i + 1 < len(fences) else None
         output = None
-        if after is not None and after.group(1) == "" and not README[fence.end() : after.start()].strip():
+        if after is not None and after.group(1) == "" and not text[fence.end() : after.start()].strip():
             output = after.group(2)
-        blocks.append((README.count("\n", 0, fence.start()) + 1, fence.group(2), output))
+        where = f"{page.relative_to(ROOT).as_posix()}:{text.count(chr(10), 0, fence.start()) + 1}"
+        blocks.append((where, fence.group(2), output))
     return blocks
 
 
-BLOCKS = python_blocks()
+BLOCKS = [block for page in PAGES for block in python_blocks(page)]
 
 
-def test_the_readme_has_its_examples():
-    assert len(BLOCKS) >= 5  # the extraction found the blocks (a changed fence style would hide them all)
+def test_the_pages_have_their_examples():
+    assert python_blocks(ROOT / "README.md")  # the front page keeps a runnable example
+    assert len(PAGES) >= 10 and all(p.is_relative_to(ROOT / "docs") for p in PAGES[1:])  # the guide was found
+    assert len(BLOCKS) >= 8  # the extraction found the blocks (a changed fence style would hide them all)
     assert any("resnet18.pth" in code for _, code, _ in BLOCKS)
+    assert any("features.zarr" in code for _, code, _ in BLOCKS)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A directory holding the files the README's examples read, made as the README says."""
+    """A directory holding the files the examples read, made as the pages say."""
     torch = pytest.importorskip("torch")
     torchvision = pytest.importorskip("torchvision")
     directory = tmp_path_factory.mktemp("readme")
@@ -100,8 +113,8 @@ def run(code, cwd):
     )
 
 
-@pytest.mark.parametrize("line,code,output", BLOCKS, ids=[f"README.md:{line}" for line, _, _ in BLOCKS])
-def test_readme_block_runs(workdir, line, code, output):
+@pytest.mark.parametrize("where,code,output", BLOCKS, ids=[where for where, _, _ in BLOCKS])
+def test_readme_block_runs(workdir, where, code, output):
     if "features.zarr" in code:
         make_embed_outputs(workdir)
     tests = re.findall(r"^def (test_\w+)\(", code, re.M)
@@ -110,9 +123,9 @@ def test_readme_block_runs(workdir, line, code, output):
         report = "except AssertionError as err:\n    print('AssertionError:', str(err).splitlines()[0])\n"
         code += "".join(f"\ntry:\n    {name}()\n{report}" for name in tests)
     proc = run(code, workdir)
-    assert proc.returncode == 0, f"README.md line {line}:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{where}:\n{proc.stderr[-3000:]}"
     if output is not None:
-        assert proc.stdout == output, f"README.md line {line} prints\n{proc.stdout}\nnot\n{output}"
+        assert proc.stdout == output, f"{where} prints\n{proc.stdout}\nnot\n{output}"
     if tests:  # the README's test passes (it checks torch's conv2d): nothing reported
         assert "AssertionError" not in proc.stdout, proc.stdout
 

@@ -1,6 +1,6 @@
-"""The limits the README's "Safety" section promises are the ones the code enforces.
+"""The limits the Safety page of the documentation promises are the ones the code enforces.
 
-The table in the README is compared with :mod:`npresnet.weights.limits`, and each
+The table in docs/guide/safety.md is compared with :mod:`npresnet.weights.limits`, and each
 limit is shown to hold exactly at its boundary: a file at the limit loads, one past it
 is refused naming the limit.
 """
@@ -17,13 +17,13 @@ from test_weights_hostile import EMPTY_DICT, MARK, PROTO2, STOP, write_pth
 from npresnet.errors import WeightsError
 from npresnet.weights import limits, load_weights
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "guide" / "safety.md"
 
 
 def _safety_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("## Safety: weight files you did not make")
-    return text[start : text.index("\n## ", start + 1)]
+    text = PAGE.read_text(encoding="utf-8")
+    assert text.startswith("# Safety: weight files you did not make\n"), "the Safety page moved"
+    return text
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def _safety_section() -> str:
 )
 def test_readme_quotes_each_limit(row, value):
     match = re.search(rf"^\s*\| {re.escape(row)} \| ([^|]+) \|", _safety_section(), re.MULTILINE)
-    assert match, f"README's Safety table has no row {row!r}"
+    assert match, f"the Safety page's table has no row {row!r}"
     assert value in match.group(1), (row, match.group(1), value)
 
 

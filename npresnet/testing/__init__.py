@@ -20,8 +20,8 @@ the first kit (:mod:`~npresnet.testing.configs`)
     :class:`ConvConfig`, :class:`PoolConfig`, :class:`AdaptivePoolConfig`, ``*_configs()`` and
     :func:`conv2d_error_bound`: shapes only, values from a seed; still accepted by the assertions.
 
-Example
--------
+Examples
+--------
 >>> from hypothesis import given, settings
 >>> from npresnet.functional import conv2d
 >>> from npresnet.testing import assert_conv2d_matches, conv2d_cases

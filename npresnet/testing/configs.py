@@ -192,8 +192,8 @@ def conv2d_configs(
     same_and_valid : bool
         Sometimes draw ``padding='same'`` or ``'valid'``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from hypothesis import given
     >>> from npresnet.functional import conv2d
     >>> @given(conv2d_configs(max_groups=1))

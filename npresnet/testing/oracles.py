@@ -286,7 +286,7 @@ def adaptive_output_size(shape, output_size):
 
 def adaptive_windows(shape, output_size):
     """Windows of adaptive pooling, as :func:`pool_windows` gives them: bin ``(i, j)`` holds input
-    rows ``floor(i*H/out_h) .. ceil((i+1)*H/out_h) - 1`` and the columns likewise (PyTorch's bins)."""
+    rows ``floor(i*H/out_h)`` to ``ceil((i+1)*H/out_h) - 1`` and the columns likewise (PyTorch's bins)."""
     H, W = shape[-2:]
     out_h, out_w = adaptive_output_size(shape, output_size)
 
@@ -301,7 +301,7 @@ def adaptive_windows(shape, output_size):
 
 def reference_adaptive_avg_pool2d(input, output_size):
     """Naive float64 ``adaptive_avg_pool2d``, the oracle: output ``(i, j)`` is the mean of input rows
-    ``floor(i*H/out_h) .. ceil((i+1)*H/out_h) - 1`` and the columns likewise (PyTorch's bins).
+    ``floor(i*H/out_h)`` to ``ceil((i+1)*H/out_h) - 1`` and the columns likewise (PyTorch's bins).
     Small inputs only. Returns a float64 NumPy array.
     """
     windows = adaptive_windows(numpy.shape(input), output_size)

@@ -192,8 +192,8 @@ def conv2d_cases(**kw):
     Pins: ``stride``, ``padding``, ``dilation``, ``groups``, ``bias``. Other keywords: see the
     module docstring.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from hypothesis import given, settings
     >>> from npresnet.functional import conv2d
     >>> @settings(max_examples=10)
