@@ -83,6 +83,7 @@ gamma = 18 * u / (1 - 18 * u)
 magnitude = conv2d_loop(np.abs(x), np.abs(w), stride, padding)  # Σ|w·x| for each output
 bound = 2 * gamma * magnitude
 print(np.all(np.abs(by_im2col - by_loop) <= bound), np.all(np.abs(by_layer - by_loop) <= bound))
+assert np.all(np.abs(by_im2col - by_loop) <= bound) and np.all(np.abs(by_layer - by_loop) <= bound)  # fails the build
 
 # %%
 # Column 0 holds the top-left window. With padding 1 and stride 2 it starts one cell above and

@@ -55,6 +55,7 @@ bound = (gamma(cols.size) + gamma(x.size + taps)) * magnitude
 print(f"<im2col(x), y> = {left:.15f}")
 print(f"<x, col2im(y)> = {right:.15f}")
 print(f"difference {abs(left - right):.1e}, bound {bound:.1e}:", abs(left - right) <= bound)
+assert abs(left - right) <= bound  # a wrong adjoint fails the documentation build
 
 # %%
 # conv2d_backward, checked the same way
@@ -97,12 +98,14 @@ for name, (directional, dot, magnitudes) in checks.items():
         f"{name:>6}: directional {directional:+.12f}, gradient·direction {dot:+.12f}, within bound: "
         f"{abs(directional - dot) <= bound} ({abs(directional - dot):.1e} <= {bound:.1e})"
     )
+    assert abs(directional - dot) <= bound, name
 
 # %%
 # The bias gradient is the output gradient summed over images and pixels; the bias enters each
 # output of its channel once:
 bias_bound = 2 * gamma(pixels) * np.abs(g).sum(axis=(0, 2, 3))  # two sums of the same N·out_h·out_w terms
 print(np.all(np.abs(grad_bias - g.sum(axis=(0, 2, 3))) <= bias_bound))
+assert np.all(np.abs(grad_bias - g.sum(axis=(0, 2, 3))) <= bias_bound)
 
 # %%
 # Where each gradient goes
