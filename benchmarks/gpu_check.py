@@ -13,10 +13,12 @@ writes a flat directory: ``gpu_check.json`` (everything), ``gpu_check.md`` (the 
 2. **architectures** (``--arch-seconds``, 120): each of the ten ResNets with the same weights
    as torchvision's on the GPU; for the reference ``model(x)`` and the fused path, in float32
    and float64, the relative error ``max|a - b| / max|b|`` against torchvision in float64 on
-   the GPU, and for the fused TF32 mode too (its error against float64 is measured only here).
+   the GPU, and for the fused TF32 and float16 modes too (TF32's error against float64 is
+   measured only here; float16's is also bounded on the emulation, tests/test_fast_float16.py).
 3. **benchmark** (``--bench-seconds``, 150): ResNet-18 and -50 at batch 1, 64 and 256, 224×224:
-   the fused path in float32 (against torch with TF32 off) and in TF32 (against torch with TF32
-   on), and the reference path at batch 64, as median seconds over round-robin repeats; peak
+   the fused path in float32 and float16 storage (against torch float32 with TF32 off) and in
+   TF32 (against torch with TF32 on), and the reference path at batch 64, as median seconds
+   over round-robin repeats; peak
    device memory of each (CuPy's memory pool after ``free_all_blocks``: it caches every block it
    handed out, so its total is the peak held; torch's ``max_memory_allocated``); and the fused
    forward's kernel launches, counted on the emulated device (:mod:`npresnet._emulation`) for the
@@ -143,7 +145,7 @@ def _torchvision(arch: str, model, device):
 
 
 def check_architectures(device: Device, sizes: dict, phase: Phase) -> list[dict]:
-    """Errors of the reference and fused paths (float32, float64, TF32) against torchvision in float64."""
+    """Errors of the reference and fused paths (float32, float64, TF32, float16) against torchvision in float64."""
     rows = []
     for arch in sizes["archs"]:
         if phase.over():
@@ -164,6 +166,7 @@ def check_architectures(device: Device, sizes: dict, phase: Phase) -> list[dict]
                 row[f"reference-{dtype}"] = relative_error(npresnet.to_numpy(model(xd)), exact)
                 row[f"fused-{dtype}"] = relative_error(npresnet.to_numpy(fuse(model)(xd)), exact)
             row["fused-tf32"] = relative_error(npresnet.to_numpy(fuse(model, precision="tf32")(xd)), exact)
+            row["fused-float16"] = relative_error(npresnet.to_numpy(fuse(model, precision="float16")(xd)), exact)
         except Exception as exc:  # recorded, and the check goes on to the next architecture
             row["status"] = f"error: {type(exc).__name__}: {exc}"
         rows.append(row)
@@ -225,7 +228,7 @@ def benchmark(device: Device, sizes: dict, phase: Phase) -> list[dict]:
         model = model.to(device.backend)
         launches = _emulated_launches(arch, 1, 32)
         for batch in sizes["batches"]:
-            modes = [("fused", "float32", False), ("fused", "tf32", True)]
+            modes = [("fused", "float32", False), ("fused", "tf32", True), ("fused", "float16", False)]
             if batch == sizes["reference_batch"]:
                 modes.append(("reference", "float32", False))
             x = np.random.default_rng(1).standard_normal((batch, 3, sizes["size"], sizes["size"]), dtype=np.float32)
@@ -271,7 +274,8 @@ def markdown(report: dict) -> str:
     lines += [f"Command: `{report['command']}`", "", f"Machine: {json.dumps(report['machine'])}", ""]
     suite = report["suite"]
     lines += ["## Suite on CuPy", "", f"`{suite['command']}`: {suite['status']}. {suite['summary']}", ""]
-    cols = ["torch-float32", "reference-float32", "fused-float32", "fused-tf32", "reference-float64", "fused-float64"]
+    cols = ["torch-float32", "reference-float32", "fused-float32", "fused-tf32", "fused-float16"]
+    cols += ["reference-float64", "fused-float64"]
     lines += ["## Architectures: max|a − b| / max|b| against torchvision float64 on the device", ""]
     lines += ["| arch | " + " | ".join(cols) + " | status |", "|---" * (len(cols) + 2) + "|"]
     for r in report["architectures"]:

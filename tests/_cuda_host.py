@@ -4,7 +4,9 @@ A small header gives the source what NVCC would: ``__global__``/``__device__`` v
 thread indices are globals, and a launch runs every (block, thread) one after another, which
 is exact for kernels without shared memory or ``__syncthreads`` (all of npresnet.fast.cuda's).
 Arguments are passed as CUDA's ``cudaLaunchKernel`` takes them: an array of pointers, one to
-each argument.
+each argument. The sources' ``#include <cuda_fp16.h>`` finds :data:`CUDA_FP16`, written beside
+them: ``__half`` is GCC's ``_Float16`` (IEEE binary16, conversions rounding to nearest even, as
+CUDA's), so the float16 instantiations run too.
 """
 
 from __future__ import annotations
@@ -45,6 +47,15 @@ void host_launch(void (*kernel)(A...), unsigned int grid, unsigned int block, vo
 """
 
 
+CUDA_FP16 = r"""
+// The host build's stand-in for CUDA's cuda_fp16.h: what the kernels use of it.
+#pragma once
+#include <cstring>
+typedef _Float16 __half;
+inline __half __ushort_as_half(unsigned short bits) { __half h; std::memcpy(&h, &bits, sizeof h); return h; }
+"""
+
+
 def gxx_missing() -> str | None:
     """Why the host build cannot run here, or None."""
     return None if shutil.which("g++") else "g++ is not installed"
@@ -61,8 +72,10 @@ def build(unit, directory) -> dict:
     )
     source = directory / unit.filename.replace(".cu", ".cpp")
     source.write_text(HEADER + unit.source + launchers)
+    (directory / "cuda_fp16.h").write_text(CUDA_FP16)
     library = directory / unit.filename.replace(".cu", ".so")
-    cmd = ["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Werror", "-o", str(library), str(source)]
+    cmd = ["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-Wall", "-Werror", f"-I{directory}"]
+    cmd += ["-o", str(library), str(source)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     lib = ctypes.CDLL(str(library))
 

@@ -102,12 +102,7 @@ def _backend_params():
 # Tests that fail on the CuPy emulation only because of a known CuPy incompatibility in code
 # another change is fixing: marked xfail(strict=True) on "cupy-emulated", so the mark has to
 # go (the run turns red) as soon as the code is fixed. Keyed by test function name.
-EMULATION_XFAILS = {
-    "test_max_pool2d_backward_matches_autograd": (
-        "npresnet.functional.max_pool2d_backward: xp.bincount(..., weights=float32) returns float64 "
-        "(NumPy and CuPy alike), a float64 scatter-add inside a float32 backward pass"
-    ),
-}
+EMULATION_XFAILS: dict[str, str] = {}
 
 
 def pytest_collection_modifyitems(config, items):

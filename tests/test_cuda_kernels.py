@@ -8,7 +8,7 @@
   Launches are drawn small (1-3 blocks of 1-64 threads), so the grid-stride loops take
   several trips.
 - Translation: the CUDA source compiled for the CPU with g++ (tests/_cuda_host.py) gives
-  bit-for-bit the twins' results, in float32 and float64.
+  bit-for-bit the twins' results, in float32, float64 and float16 storage (float32 arithmetic).
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ from npresnet.fast.fold import gemm_weight
 from npresnet.shapes import conv_output_size
 
 EPS = np.finfo(np.float64).eps
-_CTYPE = {np.float32: "float", np.float64: "double"}
+U32 = 2.0**-24  # float32 unit roundoff
+_CTYPE = {np.float32: "float", np.float64: "double", np.float16: "__half"}
+_ARITH = {np.float32: np.float32, np.float64: np.float64, np.float16: np.float32}  # as npresnet.fast.cuda.launch
+_MANGLED = {"float": "f", "double": "d", "__half": "6__half"}  # Itanium mangling of each template argument
+
+
+def _both(dtype):
+    """The template arguments ``"T, A"`` of a kernel taking the storage and the arithmetic type."""
+    return f"{_CTYPE[dtype]}, {_CTYPE[_ARITH[dtype]]}"
 
 
 # --------------------------------------------------------------------------- strategies
@@ -147,6 +155,31 @@ def test_epilogue_twin_relu_keeps_nan():
     np.testing.assert_array_equal(out.array, [[np.nan, 0.0, 2.0]])
 
 
+@given(launch=launches(), M=st.integers(1, 40), O=st.integers(1, 9), has_residual=st.booleans())
+def test_epilogue_twin_float16_storage_computes_in_float32_and_rounds_once(launch, M, O, has_residual):
+    """float16 storage: the float32 product and bias plus the float16 shortcut, summed in float32,
+    rounded once to float16 (the NumPy definition in the kernel's comment, operation by operation)."""
+    rng = np.random.default_rng(8)
+    acc, bias = _values(rng, (M, O)).astype(np.float32), _values(rng, O).astype(np.float32)
+    residual = _values(rng, (M, O)).astype(np.float16)
+    v = acc + bias
+    if has_residual:
+        v = v + residual.astype(np.float32)
+    expected = np.maximum(v, np.float32(0)).astype(np.float16)
+    out = Buffer(np.full((M, O), np.nan, dtype=np.float16))
+    res_buf = Buffer(residual if has_residual else np.empty(0, np.float16))
+    epilogue.bias_residual_relu(launch, Buffer(acc), Buffer(bias), res_buf, out, M, O, int(has_residual), 1)
+    _assert_written_once(out, "out")
+    assert out.array.dtype == np.float16
+    np.testing.assert_array_equal(out.array, expected)
+    # against float64: two float32 additions (each within U32 of a partial sum <= m), ReLU (1-Lipschitz),
+    # one rounding to float16 (within U16 of the float32 value, or half a subnormal step, 2**-25)
+    exact = np.maximum(acc.astype(np.float64) + bias + (residual if has_residual else 0), 0)
+    m = np.abs(acc) + np.abs(bias) + (np.abs(residual.astype(np.float64)) if has_residual else 0)
+    float32_error = 2 * U32 * m
+    assert (np.abs(out.array - exact) <= 2.0**-11 * (exact + float32_error) + float32_error + 2.0**-25).all()
+
+
 # --------------------------------------------------------------------------- pooling
 @given(launch=launches(), geometry=windows(pooling=True), N=st.integers(1, 2), C=st.integers(1, 4), ceil=st.booleans())
 def test_max_pool_twin_matches_functional_max_pool2d(launch, geometry, N, C, ceil):
@@ -186,6 +219,28 @@ def test_global_avg_pool_twin_matches_adaptive_avg_pool2d(launch, N, C, H, W):
     assert (np.abs(out.array - ref) <= bound).all()
 
 
+@given(launch=launches(), geometry=windows(pooling=True), C=st.integers(1, 4))
+def test_pooling_twins_on_float16_storage(launch, geometry, C):
+    """Max pooling of float16 values is exact; the average pool reads float16 and sums in float32."""
+    kernel, stride, padding, dilation, (H, W) = geometry
+    N = 2
+    x = (_values(np.random.default_rng(9), (N, C, H, W)) - 10).astype(np.float16)
+    ref = F.max_pool2d(x.astype(np.float64), kernel, stride, padding, dilation)
+    out_h, out_w = ref.shape[-2:]
+    out = Buffer(np.full((N, out_h, out_w, C), np.nan, dtype=np.float16))
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    pool.max_pool_nhwc(launch, Buffer(x_nhwc), out, N, H, W, C, out_h, out_w, *kernel, *stride, *padding, *dilation)
+    _assert_written_once(out, "out")
+    np.testing.assert_array_equal(out.array, ref.transpose(0, 2, 3, 1))
+    mean = Buffer(np.full((N, C), np.nan, dtype=np.float32))
+    pool.global_avg_pool_nhwc(launch, Buffer(x_nhwc), mean, N, H * W, C)
+    _assert_written_once(mean, "mean")
+    exact = x.astype(np.float64).mean(axis=(2, 3))
+    # H*W float32 additions and one division, each within u32 of a partial sum of at most sum|x|
+    assert mean.array.dtype == np.float32
+    assert (np.abs(mean.array - exact) <= (H * W + 1) * U32 * np.abs(x.astype(np.float64)).mean(axis=(2, 3))).all()
+
+
 # --------------------------------------------------------------------------- NVRTC
 @pytest.fixture
 def compile_cuda():
@@ -210,8 +265,9 @@ def test_every_kernel_compiles_for_each_architecture(compile_cuda, unit, arch):
     assert int.from_bytes(compiled.cubin[18:20], "little") == 190  # e_machine: EM_CUDA
     assert set(compiled.lowered) == set(unit.name_expressions)
     for expression, symbol in compiled.lowered.items():
-        kernel, ctype = expression.rstrip(">").split("<")
-        assert f"{len(kernel)}{kernel}I{ctype[0]}E" in symbol  # Itanium mangling: name, template argument
+        kernel, arguments = expression.rstrip(">").split("<")
+        mangled = "".join(_MANGLED[a.strip()] for a in arguments.split(","))
+        assert f"{len(kernel)}{kernel}I{mangled}E" in symbol  # Itanium mangling: name, template arguments
         assert symbol.encode() in compiled.cubin
 
 
@@ -282,7 +338,7 @@ def _c_ints(*values):
     geometry=windows(),
     Cg=st.integers(1, 3),
     groups=st.integers(1, 2),
-    dtype=st.sampled_from([np.float32, np.float64]),
+    dtype=st.sampled_from([np.float32, np.float64, np.float16]),
 )
 def test_host_compiled_im2col_matches_its_twin(host_kernels, launch, geometry, Cg, groups, dtype):
     kernel, stride, padding, dilation, (H, W) = geometry
@@ -301,7 +357,7 @@ def test_host_compiled_im2col_matches_its_twin(host_kernels, launch, geometry, C
     launch=launches(),
     geometry=windows(pooling=True),
     C=st.integers(1, 3),
-    dtype=st.sampled_from([np.float32, np.float64]),
+    dtype=st.sampled_from([np.float32, np.float64, np.float16]),
 )
 def test_host_compiled_pooling_matches_its_twins(host_kernels, launch, geometry, C, dtype):
     kernel, stride, padding, dilation, (H, W) = geometry
@@ -316,10 +372,10 @@ def test_host_compiled_pooling_matches_its_twins(host_kernels, launch, geometry,
     host_kernels[f"max_pool_nhwc<{_CTYPE[dtype]}>"](launch.gridDim_x, launch.blockDim_x, _ptr(x), _ptr(out), *sizes)
     np.testing.assert_array_equal(out, twin.array)
 
-    twin = Buffer(np.zeros((N, C), dtype=dtype))
+    twin = Buffer(np.zeros((N, C), dtype=_ARITH[dtype]))  # float16 storage: float32 means
     pool.global_avg_pool_nhwc(launch, Buffer(x), twin, N, H * W, C)
-    out = np.full((N, C), np.nan, dtype=dtype)
-    run = host_kernels[f"global_avg_pool_nhwc<{_CTYPE[dtype]}>"]
+    out = np.full((N, C), np.nan, dtype=_ARITH[dtype])
+    run = host_kernels[f"global_avg_pool_nhwc<{_both(dtype)}>"]
     run(launch.gridDim_x, launch.blockDim_x, _ptr(x), _ptr(out), *_c_ints(N, H * W, C))
     np.testing.assert_array_equal(out, twin.array)
 
@@ -330,17 +386,18 @@ def test_host_compiled_pooling_matches_its_twins(host_kernels, launch, geometry,
     O=st.integers(1, 5),
     has_residual=st.booleans(),
     relu=st.booleans(),
-    dtype=st.sampled_from([np.float32, np.float64]),
+    dtype=st.sampled_from([np.float32, np.float64, np.float16]),
 )
 def test_host_compiled_epilogue_matches_its_twin(host_kernels, launch, M, O, has_residual, relu, dtype):
     rng = np.random.default_rng(7)
-    acc, bias, residual = (_values(rng, s).astype(dtype) for s in ((M, O), (O,), (M, O)))
+    acc, bias = (_values(rng, s).astype(_ARITH[dtype]) for s in ((M, O), (O,)))  # the arithmetic type
+    residual = _values(rng, (M, O)).astype(dtype)  # the storage type, as the output
     acc[0, 0] = np.nan  # relu must keep it
     twin = Buffer(np.zeros((M, O), dtype=dtype))
     flags = int(has_residual), int(relu)
     epilogue.bias_residual_relu(launch, Buffer(acc), Buffer(bias), Buffer(residual), twin, M, O, *flags)
     out = np.full((M, O), np.nan, dtype=dtype)
-    run = host_kernels[f"bias_residual_relu<{_CTYPE[dtype]}>"]
+    run = host_kernels[f"bias_residual_relu<{_both(dtype)}>"]
     args = _ptr(acc), _ptr(bias), _ptr(residual), _ptr(out), ctypes.c_longlong(M), *_c_ints(O, *flags)
     run(launch.gridDim_x, launch.blockDim_x, *args)
     np.testing.assert_array_equal(out, twin.array)

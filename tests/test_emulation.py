@@ -284,7 +284,7 @@ def test_pointwise_convolution_is_one_gemm_and_one_epilogue(residual):
     """A stride-1 1×1 convolution reads the activation as its GEMM operand: no gather, no copy."""
     c = _device_conv_counts(1, 64, residual)
     assert (c["gemm"], c["kernel"], c.launches) == (1, 1, 2)
-    assert set(c.kernels) == {"bias_residual_relu<float>"}
+    assert set(c.kernels) == {"bias_residual_relu<float, float>"}
 
 
 _GATHERED = [  # (k, C, stride, groups): every convolution but the pointwise one
@@ -301,7 +301,7 @@ def test_launches_per_convolution_are_constant_in_the_kernel_size(k, C, stride, 
     one gather, one GEMM (one strided-batched call for all groups), one epilogue."""
     c = _device_conv_counts(k, C, residual=True, stride=stride, groups=groups)
     assert (c["kernel"], c["gemm"], c.launches) == (2, 1, 3), dict(c.by_kind)
-    assert c.kernels == {"im2col_nhwc<float>": 1, "bias_residual_relu<float>": 1}
+    assert c.kernels == {"im2col_nhwc<float>": 1, "bias_residual_relu<float, float>": 1}
 
 
 def _resnet50_fused_counts(**fuse_kwargs):
@@ -334,8 +334,8 @@ def test_resnet50_fused_forward_launch_budget(winograd):
     assert c.syncs == 0 and c.transfers == 0
     assert c["copy"] == 1 and c["gemm"] == len(convs) + 1
     assert c.kernels["im2col_nhwc<float>"] == len(gathered)
-    assert c.kernels["bias_residual_relu<float>"] == len(convs) + 1
-    assert c.kernels["max_pool_nhwc<float>"] == c.kernels["global_avg_pool_nhwc<float>"] == 1
+    assert c.kernels["bias_residual_relu<float, float>"] == len(convs) + 1
+    assert c.kernels["max_pool_nhwc<float>"] == c.kernels["global_avg_pool_nhwc<float, float>"] == 1
     assert c.launches == 1 + len(gathered) + 2 * len(convs) + 1 + 3 == RESNET50_FUSED_LAUNCHES, dict(c.by_kind)
     assert c.launches <= 4 * RESNET50_CONVOLUTIONS
     assert logits.shape == (1, 1000) and np.isfinite(logits).all()
@@ -381,12 +381,12 @@ def _kernels32():
 
     (unit,) = [u for u in SOURCES if u.filename == "epilogue.cu"]
     return cp.RawModule(code=unit.source, name_expressions=unit.name_expressions).get_function(
-        "bias_residual_relu<float>"
+        "bias_residual_relu<float, float>"
     )
 
 
 def _epilogue_args(**changes):
-    """Arguments of ``bias_residual_relu<float>`` over a (3, 4) matrix, by parameter name, some changed."""
+    """Arguments of ``bias_residual_relu<float, float>`` over a (3, 4) matrix, by parameter name, some changed."""
     acc = dev(np.arange(12, dtype=np.float32).reshape(3, 4) - 5)
     args = dict(
         acc=acc, bias=dev(np.ones(4, np.float32)), residual=acc, out=cp.empty((3, 4), dtype=np.float32),
@@ -400,7 +400,7 @@ def test_a_raw_kernel_launch_runs_its_twin_as_one_launch():
     kernel, args = _kernels32(), _epilogue_args()
     with count() as c:
         kernel((1,), (4,), args)  # 4 threads for 12 elements: the grid-stride loop takes 3 trips
-    assert (c.launches, c["kernel"], c.kernels["bias_residual_relu<float>"], c.syncs) == (1, 1, 1, 0)
+    assert (c.launches, c["kernel"], c.kernels["bias_residual_relu<float, float>"], c.syncs) == (1, 1, 1, 0)
     expected = np.maximum(np.arange(12, dtype=np.float32).reshape(3, 4) - 5 + 1, 0)
     np.testing.assert_array_equal(args[3].get(), expected)
 
@@ -410,7 +410,7 @@ def test_a_raw_kernel_launch_runs_its_twin_as_one_launch():
     [
         (dict(O=4), "'O' is declared int; got int"),  # a Python int reaches the kernel as 64 bits
         (dict(M=np.int32(3)), "'M' is declared long long; got int32"),
-        (dict(bias=dev(np.ones(4))), "'bias' points to T .float32.; got a contiguous float64"),
+        (dict(bias=dev(np.ones(4))), "'bias' points to A .float32.; got a contiguous float64"),
         (dict(out=cp.empty((4, 3), dtype=np.float32).T), "non-contiguous float32"),
         (dict(acc=np.zeros((3, 4), np.float32)), "'acc' is a pointer; got ndarray"),
     ],

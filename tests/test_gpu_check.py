@@ -44,10 +44,12 @@ def test_dry_run_runs_every_phase_and_writes_a_flat_report(tmp_path):
     assert arch["reference-float64"] < F64_TOL and arch["fused-float64"] < F64_TOL
     for key in ("reference-float32", "fused-float32", "fused-tf32"):
         assert 0 < arch[key] < FLOAT32_REFUSAL, (key, arch[key])
+    assert 0 < arch["fused-float16"] < float("inf")  # its bound is checked by tests/test_fast_float16.py
 
     rows = report["benchmark"]
     modes = {(r["batch"], r["path"], r["precision"]) for r in rows}
-    assert modes == {(b, "fused", p) for b in (1, 2) for p in ("float32", "tf32")} | {(2, "reference", "float32")}
+    fused = {(b, "fused", p) for b in (1, 2) for p in ("float32", "tf32", "float16")}
+    assert modes == fused | {(2, "reference", "float32")}
     for r in rows:
         assert r["status"] == "ok", r
         assert r["seconds"] > 0 and r["torch_seconds"] > 0 and r["ratio"] > 0

@@ -10,7 +10,9 @@ does not read ``C`` (as cuBLAS), so a product over unwritten memory stays correc
 The requested data and compute types are counted (:attr:`._counters.Counts.gemm_types`), which
 is how the tests see that float32 asks for ``CUBLAS_COMPUTE_32F`` and TF32 only when chosen.
 The arithmetic is NumPy's in the accumulation type: the emulation does not model TF32's
-rounding of the inputs, so the TF32 and float16 errors are measured on a GPU only.
+rounding of the inputs, so the TF32 error is measured on a GPU only. Float16 inputs are exact
+in float32 and so are their products, so a float16 product accumulated in float32 is modelled
+up to the order of the sums (a float16 output ``C`` is rounded once, as cuBLAS rounds it).
 
 Constants have cuBLAS's values (``cupy_backends.cuda.libs.cublas``; checked against the
 installed CuPy by the tests).
@@ -36,7 +38,11 @@ CUDA_R_32F, CUDA_R_64F, CUDA_R_16F = 0, 1, 2  # cupy.cuda.runtime's cudaDataType
 _DTYPES = {CUDA_R_32F: numpy.float32, CUDA_R_64F: numpy.float64, CUDA_R_16F: numpy.float16}
 _TYPE_NAMES = {CUDA_R_32F: "CUDA_R_32F", CUDA_R_64F: "CUDA_R_64F", CUDA_R_16F: "CUDA_R_16F"}
 _COMPUTE = {  # compute type: (name, accumulation dtype, the (A/B, C) data types cuBLAS allows with it)
-    CUBLAS_COMPUTE_32F: ("CUBLAS_COMPUTE_32F", numpy.float32, {(CUDA_R_32F, CUDA_R_32F), (CUDA_R_16F, CUDA_R_16F)}),
+    CUBLAS_COMPUTE_32F: (
+        "CUBLAS_COMPUTE_32F",
+        numpy.float32,
+        {(CUDA_R_32F, CUDA_R_32F), (CUDA_R_16F, CUDA_R_16F), (CUDA_R_16F, CUDA_R_32F)},
+    ),
     CUBLAS_COMPUTE_32F_FAST_TF32: ("CUBLAS_COMPUTE_32F_FAST_TF32", numpy.float32, {(CUDA_R_32F, CUDA_R_32F)}),
     CUBLAS_COMPUTE_64F: ("CUBLAS_COMPUTE_64F", numpy.float64, {(CUDA_R_64F, CUDA_R_64F)}),
 }

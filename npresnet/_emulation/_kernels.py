@@ -5,7 +5,9 @@ evaluated over every thread of the launch (:mod:`npresnet.fast.cuda.grid`); the 
 proved against the reference layers by ``tests/test_cuda_kernels.py``. Here a launch
 ``kernel(grid, block, args)`` checks ``args`` against the kernel's C parameter list, read from
 the source, the way the GPU would take them: a pointer parameter needs a C-contiguous device
-array of the template's type (a kernel sees only the address of the first element), an
+array of its type, a template parameter's being the name expression's argument in its place
+(``bias_residual_relu<__half, float>``: ``T`` is float16, ``A`` float32; a kernel sees only the
+address of the first element), an
 ``int`` a ``numpy.int32`` and a ``long long`` a ``numpy.int64`` (CuPy passes a Python ``int``
 as 64 bits, which an ``int`` parameter would misread). Then it runs the twin with
 :class:`~npresnet.fast.cuda.grid.Buffer` over each array, so every load and store is
@@ -28,6 +30,17 @@ __all__ = ["RawModule"]
 
 _CTYPES = {"float": numpy.float32, "double": numpy.float64, "__half": numpy.float16}
 _SCALARS = {"int": numpy.int32, "long long": numpy.int64}
+
+
+def _template_types(code: str, kernel: str, expression: str) -> dict[str, numpy.dtype]:
+    """Each template parameter of ``kernel`` in ``code`` with its type in ``expression`` (``"k<__half, float>"``)."""
+    match = re.search(rf"template\s*<([^>]*)>\s*__global__\s+void\s+{re.escape(kernel)}\s*\(", code)
+    names = [] if match is None else [p.split()[-1] for p in match.group(1).split(",")]
+    _, _, arguments = expression.partition("<")
+    arguments = [a.strip() for a in arguments.rstrip(">").split(",")] if arguments else []
+    if len(arguments) != len(names) or any(a not in _CTYPES for a in arguments):
+        raise NotImplementedError(f"emulated RawModule: {expression!r} for template parameters {names}")
+    return {name: numpy.dtype(_CTYPES[a]) for name, a in zip(names, arguments)}
 
 
 def _parameters(code: str, kernel: str) -> list[tuple[str, str, bool]]:
@@ -73,18 +86,16 @@ class RawModule:
 
         if name not in self.name_expressions:
             raise KeyError(f"emulated RawModule: {name!r} is not among the name expressions {self.name_expressions}")
-        kernel, _, template = name.partition("<")
-        template = template.rstrip(">").strip()
-        if template not in _CTYPES:
-            raise NotImplementedError(f"emulated RawModule: template argument {template!r}")
-        return _RawKernel(name, TWINS[kernel], _parameters(self.code, kernel), numpy.dtype(_CTYPES[template]))
+        kernel = name.partition("<")[0]
+        types = _template_types(self.code, kernel, name)
+        return _RawKernel(name, TWINS[kernel], _parameters(self.code, kernel), types)
 
 
 class _RawKernel:
     """One kernel of a :class:`RawModule`: ``kernel(grid, block, args)`` runs its twin."""
 
-    def __init__(self, name, twin, parameters, dtype):
-        self.name, self.twin, self.parameters, self.dtype = name, twin, parameters, dtype
+    def __init__(self, name, twin, parameters, types):
+        self.name, self.twin, self.parameters, self.types = name, twin, parameters, types
 
     def __call__(self, grid, block, args, *, shared_mem=0):
         from ..fast.cuda.grid import Buffer, Launch
@@ -98,7 +109,7 @@ class _RawKernel:
             if pointer:
                 if not isinstance(arg, ndarray):
                     raise TypeError(f"{where} is a pointer; got {type(arg).__name__}, expected a device array")
-                expected = self.dtype if kind == "T" else numpy.dtype(_CTYPES[kind])
+                expected = self.types[kind] if kind in self.types else numpy.dtype(_CTYPES[kind])
                 if arg.dtype != expected or not arg.flags.c_contiguous:
                     raise TypeError(
                         f"{where} points to {kind} ({expected}); got a {'' if arg.flags.c_contiguous else 'non-'}"

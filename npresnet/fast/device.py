@@ -18,12 +18,26 @@ The workspace (:mod:`npresnet.workspace`, on CuPy a quarter of the free device m
 bounds a chunk of whole images: the columns of ``b`` images plus their output fit in it, or
 one image at a time when a single image's do not. Winograd is a CPU technique here: on the
 device its convolutions run by their im2col fallback.
+
+Precision modes (:data:`~npresnet.fast.cuda.gemm.PRECISIONS`), for a float32 model:
+
+- ``"float32"``: float32 storage, products with ``CUBLAS_COMPUTE_32F`` (never TF32);
+- ``"tf32"``: float32 storage, products with ``CUBLAS_COMPUTE_32F_FAST_TF32``;
+- ``"float16"``: activations and convolution weights stored in float16 (:attr:`DeviceOps.storage`);
+  each product reads float16 and accumulates and writes float32 (``CUBLAS_COMPUTE_32F``, a
+  float32 output), the epilogue adds the float32 bias and the float16 shortcut in float32 and
+  rounds once to float16; the head averages in float32 and its fc product, bias and logits
+  are float32. The float16 weights are cast once, at a convolution's first call, and kept.
 """
 
 from __future__ import annotations
 
+import threading
+
+import numpy
+
 from .cuda.gemm import compute_type, grouped_gemm
-from .cuda.launch import CudaKernels
+from .cuda.launch import ARITHMETIC, CudaKernels
 from .winograd import WinogradConv
 
 __all__ = ["DeviceOps"]
@@ -37,16 +51,49 @@ class DeviceOps:
     xp : module
         CuPy, or the emulated CuPy of :mod:`npresnet._emulation`.
     dtype : float32 or float64
-        The storage dtype of activations and weights.
+        The model's dtype: of its folded weights and biases, the input and the logits.
     precision : str
-        ``"float32"`` or ``"tf32"`` (:data:`npresnet.fast.cuda.gemm.PRECISIONS`); sets the cuBLAS
-        compute type (:func:`~npresnet.fast.cuda.gemm.compute_type`).
+        ``"float32"``, ``"tf32"`` or ``"float16"`` (:data:`npresnet.fast.cuda.gemm.PRECISIONS`); sets
+        the storage dtype (:attr:`storage`) and the cuBLAS compute type
+        (:func:`~npresnet.fast.cuda.gemm.compute_type`). A float64 model takes ``"float64"``.
+
+    Attributes
+    ----------
+    storage : numpy.dtype
+        The dtype of the activation buffers and the convolution weights: float16 in ``"float16"``
+        mode, else ``dtype``.
+    arithmetic : numpy.dtype
+        What products, epilogues and the head compute in: ``dtype`` (float32 for float16 storage).
     """
 
     def __init__(self, xp, dtype, precision: str = "float32"):
         self.xp = xp
-        self.kernels = CudaKernels(dtype, xp=xp)
-        self.compute = compute_type(dtype, precision)
+        self.arithmetic = numpy.dtype(dtype)
+        self.storage = numpy.dtype(numpy.float16) if precision == "float16" else self.arithmetic
+        if ARITHMETIC[self.storage] != self.arithmetic:
+            raise ValueError(f"DeviceOps: precision={precision!r} needs a float32 model, got {self.arithmetic}")
+        self.kernels = CudaKernels(self.storage, xp=xp)
+        self.head_kernels = self.kernels if self.storage == self.arithmetic else CudaKernels(self.arithmetic, xp=xp)
+        self.compute = compute_type(self.storage, precision)  # the convolutions' products
+        self.head_compute = compute_type(self.arithmetic, precision)  # the fc product, on float32 in float16 mode
+        self._weights = {}  # float16 mode: id(conv) -> (conv, its weight in the storage dtype)
+        self._local = threading.local()  # float16 mode: each thread's float32 accumulator
+
+    def weight(self, conv):
+        """``conv.weight`` in the storage dtype: itself, or (float16 mode) a copy cast once and kept."""
+        if conv.weight.dtype == self.storage:
+            return conv.weight
+        kept = self._weights.get(id(conv))
+        if kept is None:  # the conv is kept with its copy, so its id is never reused while the copy lives
+            kept = self._weights[id(conv)] = (conv, conv.weight.astype(self.storage))
+        return kept[1]
+
+    def _accumulator(self, size):
+        """A flat array of ``size`` elements of the arithmetic dtype, this thread's, grown as needed."""
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None or scratch.size < size:
+            scratch = self._local.scratch = self.xp.empty(size, dtype=self.arithmetic)
+        return scratch[:size]
 
     def conv(self, conv, x, out, residual=False, relu=False, workspace=None, workspace_bytes=1, clock=None):
         """``out = [relu](conv(x) + bias [+ out])`` in place: gather, product, epilogue per chunk of images.
@@ -55,12 +102,13 @@ class DeviceOps:
         ----------
         conv : FusedConv or WinogradConv
             A Winograd convolution runs by its im2col fallback.
-        x : array, shape (N, H, W, C), C-contiguous
-        out : array, shape (N, out_h, out_w, O), C-contiguous
+        x : array, shape (N, H, W, C), C-contiguous, the storage dtype
+        out : array, shape (N, out_h, out_w, O), C-contiguous, the storage dtype
             Holds the shortcut on entry when ``residual``.
         residual, relu : bool
         workspace : callable
-            ``workspace(n_elements, slot)``, as for :class:`npresnet.fast.conv.FusedConv`.
+            ``workspace(n_elements, slot)``, as for :class:`npresnet.fast.conv.FusedConv`, of the
+            storage dtype; in float16 mode the float32 product goes to this object's own accumulator.
         workspace_bytes : int
             The bound on one chunk's columns plus output.
         clock : callable, optional
@@ -74,13 +122,26 @@ class DeviceOps:
         G = conv.groups
         direct = pointwise(conv)
         Kg = kh * kw * C // G
-        image_bytes = out_h * out_w * ((C if direct else G * Kg) + (2 if residual else 1) * O) * x.dtype.itemsize
+        widened = self.storage != self.arithmetic  # float16 storage: the product is float32
+        separate = residual or widened  # the product needs its own buffer, not the output's
+        image_bytes = (
+            out_h
+            * out_w
+            * (
+                ((C if direct else G * Kg) + O) * self.storage.itemsize
+                + (O * self.arithmetic.itemsize if separate else 0)
+            )
+        )  # columns, output and product of one image
         images = max(1, workspace_bytes // max(image_bytes, 1))  # whole images per chunk, at least one
+        weight = self.weight(conv)
         for n0 in range(0, N, images):
             n1 = min(n0 + images, N)
             m = (n1 - n0) * out_h * out_w  # output pixels of the chunk
             o = out[n0:n1].reshape(m, O)
-            acc = workspace(m * O, 1).reshape(m, O) if residual else o  # the product, before the epilogue
+            if widened:
+                acc = self._accumulator(m * O).reshape(m, O)  # the float32 product, before the epilogue
+            else:
+                acc = workspace(m * O, 1).reshape(m, O) if residual else o
             if direct:
                 cols = x[n0:n1].reshape(1, m, C)  # the activation is the operand: no copy
             else:
@@ -90,7 +151,7 @@ class DeviceOps:
                 )
             if clock is not None:
                 clock("gather")
-            grouped_gemm(self.xp, cols, conv.weight, acc, self.compute)  # (m, O)
+            grouped_gemm(self.xp, cols, weight, acc, self.compute)  # (m, O)
             if clock is not None:
                 clock("gemm")
             self.kernels.bias_residual_relu(acc, conv.bias, o if residual else None, relu, out=o)
@@ -110,19 +171,20 @@ class DeviceOps:
 
         Parameters
         ----------
-        x : array, shape (N, H, W, C), C-contiguous
-        fc_weight : array, shape (C, classes), C-contiguous
-        fc_bias : array, shape (classes,)
+        x : array, shape (N, H, W, C), C-contiguous, the storage dtype
+        fc_weight : array, shape (C, classes), C-contiguous, the arithmetic dtype
+        fc_bias : array, shape (classes,), the arithmetic dtype
 
         Returns
         -------
-        array, shape (N, classes), fresh
+        array, shape (N, classes), fresh, the arithmetic dtype (float32 logits in float16 mode)
         """
         N, _, _, C = x.shape
-        pooled = self.kernels.global_avg_pool_nhwc(x)  # (N, C)
-        logits = self.xp.empty((N, fc_weight.shape[1]), dtype=x.dtype)
-        grouped_gemm(self.xp, pooled.reshape(1, N, C), fc_weight.reshape(1, *fc_weight.shape), logits, self.compute)
-        return self.kernels.bias_residual_relu(logits, fc_bias, None, relu=False, out=logits)
+        pooled = self.kernels.global_avg_pool_nhwc(x)  # (N, C), averaged in the arithmetic dtype
+        logits = self.xp.empty((N, fc_weight.shape[1]), dtype=self.arithmetic)
+        fc = fc_weight.reshape(1, *fc_weight.shape)
+        grouped_gemm(self.xp, pooled.reshape(1, N, C), fc, logits, self.head_compute)
+        return self.head_kernels.bias_residual_relu(logits, fc_bias, None, relu=False, out=logits)
 
 
 def pointwise(conv) -> bool:

@@ -140,7 +140,7 @@ class FusedResNet:
     winograd : bool
         Run the stride-1 3×3 convolutions by Winograd F(2×2,3×3) (default) rather than im2col.
         On a CuPy backend they run by im2col whatever this says.
-    precision : {None, "float32", "tf32"}
+    precision : {None, "float32", "tf32", "float16"}
         See :func:`fuse`.
 
     Notes
@@ -185,7 +185,8 @@ class FusedResNet:
     def _buffers(self, xp) -> _Buffers:
         buffers = getattr(self._local, "buffers", None)
         if buffers is None:
-            buffers = self._local.buffers = _Buffers(xp, self.dtype)
+            storage = self.dtype if self._device is None else self._device.storage  # float16 in float16 mode
+            buffers = self._local.buffers = _Buffers(xp, storage)
         return buffers
 
     def buffer_bytes(self) -> int:
@@ -435,14 +436,16 @@ def fuse(
     winograd : bool
         Winograd F(2×2,3×3) for the stride-1 3×3 convolutions (default); ``False``: im2col everywhere.
         NumPy only: on a CuPy backend every convolution runs by im2col and one cuBLAS product.
-    precision : {None, "float32", "tf32"}
+    precision : {None, "float32", "tf32", "float16"}
         How the products are computed. None (default): in the model's dtype, float32 or float64,
         exactly as asked (on CuPy, cuBLAS's ``CUBLAS_COMPUTE_32F`` / ``_64F``: never TF32 silently,
         whatever ``CUPY_TF32`` says). ``"float32"``: the same, for a float32 model, stated.
         ``"tf32"``: a float32 model on CuPy, its products on TF32 tensor cores
         (``CUBLAS_COMPUTE_32F_FAST_TF32``: inputs rounded to 10 mantissa bits, float32
         accumulation); its error against float64 is measured on a GPU only
-        (``benchmarks/gpu_check.py``).
+        (``benchmarks/gpu_check.py``). ``"float16"``: a float32 model on CuPy, activations and
+        convolution weights stored in float16, products accumulated in float32, each epilogue
+        computed in float32 and rounded once; float32 logits (:mod:`.device`).
 
     Returns
     -------

@@ -10,7 +10,7 @@ One module per family, each in the order output shape, forward, backward:
 - :mod:`.conv`: the textbook im2col (pad once, one strided slice per kernel offset),
   its adjoint col2im, and conv2d as im2col + one matrix product per group;
 - :mod:`.pooling`: max and average pooling over the same window slices, separably
-  (``kh + kw`` slice passes), and adaptive average pooling;
+  (``kh + kw`` slice passes), and (re-exported from :mod:`.adaptive_pool`) adaptive average pooling;
 - :mod:`.normalization`: batch normalisation;
 - :mod:`.dense`: linear and ReLU;
 - :mod:`.loss`: log_softmax and cross entropy;

@@ -7,7 +7,8 @@ every padded row's reduction over each output's columns), then down the columns 
 ``kh`` row offsets). That is ``kh + kw`` vectorised slice operations instead of ``kh*kw``, and
 no ``kh*kw`` times larger column array: a huge kernel costs passes proportional to its side.
 
-Adaptive average pooling is two small matrix products with PyTorch's (possibly overlapping) bins.
+Adaptive average pooling (two small matrix products with PyTorch's bins) lives in :mod:`.adaptive_pool`
+and is re-exported here.
 
 Naming: ``kh, kw`` kernel, ``sy, sx`` stride, ``ph, pw`` padding, ``dy, dx`` dilation.
 """
@@ -30,6 +31,7 @@ from ._checks import (
     _shape,
     _Shaped,
 )
+from .adaptive_pool import adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_avg_pool2d_output_shape
 from .conv import _pad, _padded_shape, _window
 
 if TYPE_CHECKING:
@@ -225,7 +227,12 @@ def _max_pool2d_with_indices(xpad, hw, geometry):
 def max_pool2d_backward(grad_output: Array, indices: Array, input_shape: Shape) -> Array:
     """Gradient of :func:`max_pool2d`: each output's gradient goes to the input element that won its max.
 
-    An input element that is the max of several overlapping windows collects all their gradients.
+    An input element that is the max of several overlapping windows collects all their gradients:
+    a scatter-add, ``grad.flat[index] += grad_output``, written ``xp.add.at`` (NumPy's and CuPy's
+    ``ufunc.at``), which adds in the gradient's own dtype, so a float32 backward stays float32.
+    NumPy adds each element's contributions in the outputs' scan order; CuPy adds them with atomics,
+    in an order that may differ between runs (by rounding only: at most ``ceil(kh/sy)*ceil(kw/sx)``
+    windows can share an element).
 
     Parameters
     ----------
@@ -258,9 +265,10 @@ def max_pool2d_backward(grad_output: Array, indices: Array, input_shape: Shape) 
     # plane, and its gradient goes nowhere (torch writes it out of bounds).
     inside = (indices >= 0) & (indices < HW)
     flat = xp.where(inside, indices, 0) + (xp.arange(planes) * HW)[:, None]  # index into the whole input
-    weights = xp.where(inside, grad_output.reshape(planes, -1), 0)
-    grad = xp.bincount(flat.ravel(), weights=weights.ravel(), minlength=planes * HW)  # scatter-add
-    return grad.astype(grad_output.dtype, copy=False).reshape(input_shape)
+    weights = xp.where(inside, grad_output.reshape(planes, -1), grad_output.dtype.type(0))
+    grad = xp.zeros(planes * HW, dtype=grad_output.dtype)
+    xp.add.at(grad, flat.ravel(), weights.ravel())  # scatter-add; repeated indices accumulate
+    return grad.reshape(input_shape)
 
 
 # --------------------------------------------------------------------------- average pooling
@@ -405,107 +413,3 @@ def avg_pool2d_backward(
     ph, pw = padding
     grad = xp.ascontiguousarray(gpad[:, :, ph : ph + H, pw : pw + W])  # the padding's share is dropped
     return grad[0] if unbatched else grad
-
-
-# --------------------------------------------------------------------------- adaptive average pooling
-def _adaptive_bins(xp, size: int, out: int, dtype):
-    """Averaging matrix of shape (out, size): row ``i`` is 1/len over PyTorch's bin
-    ``[floor(i*size/out), ceil((i+1)*size/out))``."""
-    i = xp.arange(out)
-    start = (i * size) // out
-    end = -((-(i + 1) * size) // out)
-    pos = xp.arange(size)
-    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])  # (out, size)
-    return inside.astype(dtype) / (end - start).astype(dtype)[:, None]
-
-
-def _adaptive_output_size(func, input, output_size) -> tuple[int, int]:
-    """``(out_h, out_w)`` checked: positive, on an input with non-empty spatial size."""
-    H, W = _shape(input)[-2:]
-    if isinstance(output_size, (tuple, list)) and len(output_size) == 2:
-        output_size = tuple(s if s is not None else d for s, d in zip(output_size, (H, W)))
-    out_h, out_w = _positive_pair(output_size, "output_size")
-    if H < 1 or W < 1:
-        raise ValueError(f"{func}: input must have non-empty spatial size, got shape {_shape(input)}")
-    return out_h, out_w
-
-
-def _check_adaptive_sizes(func, input, out_hw) -> None:
-    """Refuse, before allocating, an output, bin matrix or intermediate product of more than MAX_ELEMENTS elements."""
-    (H, W), (out_h, out_w), lead = _shape(input)[-2:], out_hw, _shape(input)[:-2]
-    because = f"output_size={(out_h, out_w)} for input {_shape(input)}"
-    _check_elements(func, "an output", (*lead, out_h, out_w), because)
-    _check_elements(func, "a bin matrix", (max(out_h, out_w), max(H, W)), because)
-    _check_elements(func, "an intermediate", (*lead, max(H, out_h), max(W, out_w)), because)
-
-
-def adaptive_avg_pool2d_output_shape(input: Array, output_size: int | tuple[int | None, int | None]) -> Shape:
-    """The shape :func:`adaptive_avg_pool2d` returns, with the same checks and errors, computing nothing."""
-    _batch_shape("input", input)
-    return (*_shape(input)[:-2], *_adaptive_output_size("adaptive_avg_pool2d", input, output_size))
-
-
-def adaptive_avg_pool2d(input: Array, output_size: int | tuple[int | None, int | None]) -> Array:
-    """Adaptive average pooling, as ``torch.nn.functional.adaptive_avg_pool2d``.
-
-    Output position ``i`` averages input rows ``floor(i*H/out_h)`` to ``ceil((i+1)*H/out_h) - 1``
-    (PyTorch's bins, which overlap when ``H`` is not a multiple of ``out_h``); columns likewise.
-    Computed as two small matrix products, ``P_h @ x @ P_w.T``.
-
-    Parameters
-    ----------
-    input : array, shape (N, C, H, W) or (C, H, W)
-    output_size : int, (int, int), or a pair with None meaning "keep the input size"
-
-    Returns
-    -------
-    array, shape (N, C, out_h, out_w)
-
-    Raises
-    ------
-    ValueError
-        Also when the output, a bin matrix or the intermediate product would have more than
-        :data:`~npresnet.functional.MAX_ELEMENTS` elements (checked before allocating).
-    """
-    x, unbatched = _as_batch("input", input)
-    xp = get_array_module(x)
-    H, W = x.shape[-2:]
-    out_h, out_w = _adaptive_output_size("adaptive_avg_pool2d", input, output_size)
-    _check_adaptive_sizes("adaptive_avg_pool2d", input, (out_h, out_w))
-    p_h = _adaptive_bins(xp, H, out_h, x.dtype)  # (out_h, H)
-    p_w = _adaptive_bins(xp, W, out_w, x.dtype)  # (out_w, W)
-    out = p_h @ (x @ p_w.T)  # (N, C, H, out_w) -> (N, C, out_h, out_w)
-    return out[0] if unbatched else out
-
-
-def adaptive_avg_pool2d_backward(grad_output: Array, input_shape: Shape) -> Array:
-    """Gradient of :func:`adaptive_avg_pool2d`: with ``out = P_h @ x @ P_w.T``, ``grad_x = P_h.T @ grad_out @ P_w``.
-
-    Parameters
-    ----------
-    grad_output : array, shape (N, C, out_h, out_w) or (C, out_h, out_w)
-    input_shape : tuple
-        ``(N, C, H, W)`` or ``(C, H, W)`` of the forward input, at most
-        :data:`~npresnet.functional.MAX_ELEMENTS` elements.
-
-    Returns
-    -------
-    array, shape ``input_shape``
-    """
-    _check_float("grad_output", grad_output)
-    input_shape = _input_shape("adaptive_avg_pool2d_backward", input_shape)
-    xp = get_array_module(grad_output)
-    if (
-        len(input_shape) != grad_output.ndim
-        or input_shape[:-2] != _shape(grad_output)[:-2]
-        or min(input_shape[-2:]) < 1
-    ):
-        raise ValueError(
-            f"adaptive_avg_pool2d_backward: grad_output {_shape(grad_output)} does not fit input_shape {input_shape}"
-        )
-    out_hw = _adaptive_output_size("adaptive_avg_pool2d_backward", _Shaped(input_shape), grad_output.shape[-2:])
-    _check_adaptive_sizes("adaptive_avg_pool2d_backward", _Shaped(input_shape), out_hw)
-    (H, W), (out_h, out_w) = input_shape[-2:], grad_output.shape[-2:]
-    p_h = _adaptive_bins(xp, H, out_h, grad_output.dtype)  # (out_h, H)
-    p_w = _adaptive_bins(xp, W, out_w, grad_output.dtype)  # (out_w, W)
-    return p_h.T @ (grad_output @ p_w)  # (N, C, out_h, W) -> (N, C, H, W)

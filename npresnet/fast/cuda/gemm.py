@@ -4,7 +4,14 @@
 environment variable, ``cupy._core.set_compute_type``); the fused path instead names it on
 every call through ``cublasGemmEx`` / ``cublasGemmStridedBatchedEx``, so float32 is float32
 (no silent TF32) and the TF32 and float16 modes are explicit choices of
-:func:`npresnet.fast.fuse`'s ``precision``.
+:func:`npresnet.fast.fuse`'s ``precision``. (Read from CuPy 14's ``_routines_linalg.pyx``,
+``tensordot_core_v11``: a float16 ``cupy.matmul`` does ask for ``CUBLAS_COMPUTE_32F``, or
+``_32F_PEDANTIC`` after ``set_compute_type(float16, COMPUTE_TYPE_PEDANTIC)``, but writes its
+float16 output, rounding each product before any epilogue; ``CUPY_TF32`` touches float32 only.)
+
+Float16 storage: ``a`` and ``b`` are ``CUDA_R_16F``, the output ``CUDA_R_32F``, with
+``CUBLAS_COMPUTE_32F``: products and sums in float32 (tensor cores take float16 inputs and
+accumulate in float32), and the float32 result is left for the epilogue to round once.
 
 Row-major to column-major: cuBLAS sees a row-major ``(rows, cols)`` matrix with row stride
 ``ld`` as the column-major ``(cols, rows)`` matrix with leading dimension ``ld``, its transpose.
@@ -61,7 +68,7 @@ def grouped_gemm(xp, a, b, out, compute: str) -> None:
     b : array, shape (G, Kg, Og), C-contiguous
         The weight, from :func:`npresnet.fast.fold.gemm_weight`.
     out : array, shape (M, G*Og), C-contiguous
-        Overwritten (``beta = 0``: not read).
+        Overwritten (``beta = 0``: not read). The dtype of ``a`` and ``b``, or float32 when they are float16.
     compute : str
         The cuBLAS compute type's name (:func:`compute_type`).
     """
@@ -70,14 +77,17 @@ def grouped_gemm(xp, a, b, out, compute: str) -> None:
     O = out.shape[1]
     if b.shape != (G, Kg, Og) or out.shape != (M, G * Og):
         raise ValueError(f"grouped_gemm: shapes a {a.shape}, b {b.shape}, out {out.shape} do not match")
-    if not (a.dtype == b.dtype == out.dtype) or not all(x.flags.c_contiguous for x in (a, b, out)):
-        raise TypeError("grouped_gemm: a, b and out must be C-contiguous arrays of one dtype")
+    widened = a.dtype == numpy.float16 and out.dtype == numpy.float32  # float16 products, float32 result
+    if a.dtype != b.dtype or not (out.dtype == a.dtype or widened):
+        raise TypeError(f"grouped_gemm: a {a.dtype}, b {b.dtype}, out {out.dtype}: one dtype, or float16 to float32")
+    if not all(x.flags.c_contiguous for x in (a, b, out)):
+        raise TypeError("grouped_gemm: a, b and out must be C-contiguous")
     if any(v > _INT_MAX for v in (M, Kg, O, G)) or M * Kg > 2**63 - 1:
         raise ValueError(f"grouped_gemm: sizes {(G, M, Kg, Og)} exceed cuBLAS's 32-bit dimensions")
     if out.size == 0:
         return
     cublas, runtime = xp.cuda.cublas, xp.cuda.runtime
-    dtype = getattr(runtime, _DATA_TYPES[out.dtype])
+    dtype, out_type = (getattr(runtime, _DATA_TYPES[x.dtype]) for x in (a, out))
     scalar = numpy.float64 if compute == "CUBLAS_COMPUTE_64F" else numpy.float32
     alpha, beta = numpy.ones((), scalar), numpy.zeros((), scalar)  # host memory, read by cuBLAS at the call
     args_b = (b.data.ptr, dtype, Og)  # pointer, type, leading dimension
@@ -90,12 +100,12 @@ def grouped_gemm(xp, a, b, out, compute: str) -> None:
         if G == 1:
             cublas.gemmEx(
                 handle, op, op, Og, M, Kg, alpha.ctypes.data, *args_b, *args_a,
-                beta.ctypes.data, out.data.ptr, dtype, O, kind, algo,
+                beta.ctypes.data, out.data.ptr, out_type, O, kind, algo,
             )  # fmt: skip
         else:
             cublas.gemmStridedBatchedEx(
                 handle, op, op, Og, M, Kg, alpha.ctypes.data, *args_b, Kg * Og, *args_a, M * Kg,
-                beta.ctypes.data, out.data.ptr, dtype, O, Og, G, kind, algo,
+                beta.ctypes.data, out.data.ptr, out_type, O, Og, G, kind, algo,
             )  # fmt: skip
     finally:
         cublas.setPointerMode(handle, mode)

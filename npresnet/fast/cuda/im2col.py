@@ -12,6 +12,8 @@ import numpy
 __all__ = ["SOURCE", "NAME_EXPRESSIONS", "im2col_nhwc"]
 
 SOURCE = r"""
+#include <cuda_fp16.h>  // __half, for float16 storage
+
 // NHWC im2col for a convolution with any stride, padding, dilation and groups.
 //
 // NumPy definition (xpad: x zero-padded by ph rows and pw columns on each side):
@@ -52,7 +54,7 @@ __global__ void im2col_nhwc(const T* __restrict__ x, T* __restrict__ cols,
 }
 """
 
-NAME_EXPRESSIONS = ("im2col_nhwc<float>", "im2col_nhwc<double>")
+NAME_EXPRESSIONS = ("im2col_nhwc<float>", "im2col_nhwc<double>", "im2col_nhwc<__half>")
 
 
 def im2col_nhwc(launch, x, cols, N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, pw, dy, dx, groups):

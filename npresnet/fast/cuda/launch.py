@@ -15,10 +15,20 @@ from ...shapes import conv_output_size
 from . import SOURCES
 from .grid import launch_config
 
-__all__ = ["CudaKernels"]
+__all__ = ["CudaKernels", "ARITHMETIC"]
 
 _INT_MAX = 2**31 - 1  # every size the kernels take as ``int``
-_CTYPES = {numpy.dtype(numpy.float32): "float", numpy.dtype(numpy.float64): "double"}
+_CTYPES = {
+    numpy.dtype(numpy.float16): "__half",
+    numpy.dtype(numpy.float32): "float",
+    numpy.dtype(numpy.float64): "double",
+}
+ARITHMETIC = {
+    numpy.dtype(numpy.float16): numpy.dtype(numpy.float32),
+    numpy.dtype(numpy.float32): numpy.dtype(numpy.float32),
+    numpy.dtype(numpy.float64): numpy.dtype(numpy.float64),
+}
+"""The type each storage dtype is computed in: float16 values are summed and biased in float32."""
 
 
 def _ints(name, values):
@@ -29,11 +39,14 @@ def _ints(name, values):
 
 
 class CudaKernels:
-    """The kernels compiled for the current CUDA device, for one floating dtype.
+    """The kernels compiled for the current CUDA device, for one storage dtype.
+
+    Activations are stored in ``dtype`` and computed on in ``ARITHMETIC[dtype]``: for float16,
+    the epilogue's accumulator and bias and the average pool's output are float32.
 
     Parameters
     ----------
-    dtype : float32 or float64
+    dtype : float16, float32 or float64
     xp : module, optional
         The CuPy module (default: ``import cupy``), or the emulated one.
     """
@@ -44,26 +57,32 @@ class CudaKernels:
 
         self.dtype = numpy.dtype(dtype)
         if self.dtype not in _CTYPES:
-            raise ValueError(f"CudaKernels: dtype={self.dtype}, expected float32 or float64")
+            raise ValueError(f"CudaKernels: dtype={self.dtype}, expected float16, float32 or float64")
+        self.arithmetic = ARITHMETIC[self.dtype]
         self._xp = xp
 
-        suffix = f"<{_CTYPES[self.dtype]}>"
+        # a kernel's template arguments: the storage type, then (if it takes one) the arithmetic type
+        storage, arithmetic = _CTYPES[self.dtype], _CTYPES[self.arithmetic]
         self._functions = {}
         for unit in SOURCES:
             module = xp.RawModule(code=unit.source, name_expressions=unit.name_expressions)
             for expression in unit.name_expressions:
-                if expression.endswith(suffix):
-                    self._functions[expression.removesuffix(suffix)] = module.get_function(expression)
+                kernel, _, arguments = expression.partition("<")
+                if arguments.rstrip(">") in (storage, f"{storage}, {arithmetic}"):
+                    self._functions[kernel] = module.get_function(expression)
 
-    def _array(self, name, array, shape=None):
-        if not isinstance(array, self._xp.ndarray) or array.dtype != self.dtype or not array.flags.c_contiguous:
-            raise TypeError(f"{name}: expected a C-contiguous cupy array of {self.dtype}, got {type(array).__name__}")
+    def _array(self, name, array, shape=None, dtype=None):
+        dtype = self.dtype if dtype is None else dtype
+        if not isinstance(array, self._xp.ndarray) or array.dtype != dtype or not array.flags.c_contiguous:
+            raise TypeError(f"{name}: expected a C-contiguous cupy array of {dtype}, got {type(array).__name__}")
         if shape is not None and array.shape != tuple(shape):
             raise ValueError(f"{name}: shape {array.shape}, expected {tuple(shape)}")
         return array
 
-    def _out(self, out, shape):
-        return self._xp.empty(shape, dtype=self.dtype) if out is None else self._array("out", out, shape)
+    def _out(self, out, shape, dtype=None):
+        if out is None:
+            return self._xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
+        return self._array("out", out, shape, dtype)
 
     def _launch(self, kernel, total, args):
         grid, block = launch_config(total)
@@ -83,16 +102,19 @@ class CudaKernels:
         return cols
 
     def bias_residual_relu(self, acc, bias, residual=None, relu=True, out=None):
-        """``relu(acc + bias [+ residual])`` over ``acc`` of shape (..., O); ``out=acc`` works in place."""
-        O = self._array("acc", acc).shape[-1]
-        self._array("bias", bias, (O,))
+        """``relu(acc + bias [+ residual])`` over ``acc`` of shape (..., O), rounded once to the storage dtype.
+
+        ``acc`` and ``bias`` are in the arithmetic dtype, ``residual`` and ``out`` in the storage
+        dtype; when the two are one, ``out=acc`` works in place."""
+        O = self._array("acc", acc, dtype=self.arithmetic).shape[-1]
+        self._array("bias", bias, (O,), self.arithmetic)
         if residual is not None:
             self._array("residual", residual, acc.shape)
         out = self._out(out, acc.shape)
         M = numpy.int64(acc.size // max(O, 1))  # the kernel's ``long long M``
         (O,) = _ints("bias_residual_relu", (O,))
         flags = numpy.int32(residual is not None), numpy.int32(relu)
-        shortcut = acc if residual is None else residual  # not read without a residual, but must be a pointer
+        shortcut = out if residual is None else residual  # not read without a residual, but must be a pointer
         self._launch("bias_residual_relu", acc.size, (acc, bias, shortcut, out, M, O, *flags))
         return out
 
@@ -108,8 +130,8 @@ class CudaKernels:
         return out
 
     def global_avg_pool_nhwc(self, x, out=None):
-        """Mean over the pixels of an NHWC ``x``: ``(N, C)``."""
+        """Mean over the pixels of an NHWC ``x``: ``(N, C)``, in the arithmetic dtype."""
         N, H, W, C = self._array("x", x).shape
-        out = self._out(out, (N, C))
+        out = self._out(out, (N, C), self.arithmetic)
         self._launch("global_avg_pool_nhwc", out.size, (x, out, *_ints("global_avg_pool_nhwc", (N, H * W, C))))
         return out

@@ -10,9 +10,12 @@ import numpy
 __all__ = ["SOURCE", "NAME_EXPRESSIONS", "max_pool_nhwc", "global_avg_pool_nhwc"]
 
 SOURCE = r"""
+#include <cuda_fp16.h>  // __half: float16 storage
+
 // -inf by its bit pattern: NVRTC defines neither INFINITY nor HUGE_VAL without host headers.
 __device__ inline float negative_infinity(float) { return __int_as_float(0xff800000); }
 __device__ inline double negative_infinity(double) { return __longlong_as_double(0xfff0000000000000ULL); }
+__device__ inline __half negative_infinity(__half) { return __ushort_as_half(0xfc00); }
 
 // NHWC max pooling with any kernel, stride, padding and dilation (out_h, out_w from the
 // host, so ceil_mode needs nothing here).
@@ -51,22 +54,24 @@ __global__ void max_pool_nhwc(const T* __restrict__ x, T* __restrict__ out,
     }
 }
 
-// NHWC global average pool, adaptive_avg_pool2d(x, 1) on channels-last data.
+// NHWC global average pool, adaptive_avg_pool2d(x, 1) on channels-last data, read in the
+// storage type T, summed and written in the arithmetic type A: (float, float), (double, double),
+// or (__half, float), whose float32 means feed the float32 fc product.
 //
-// NumPy definition: out[n, c] = x[n, :, c].mean(), x viewed as (N, HW, C)
+// NumPy definition: out[n, c] = x[n, :, c].astype(A).mean(), x viewed as (N, HW, C)
 // One thread per (n, c), summing the HW pixels in order; consecutive threads read
 // consecutive channels (coalesced).
-template <typename T>
-__global__ void global_avg_pool_nhwc(const T* __restrict__ x, T* __restrict__ out, int N, int HW, int C)
+template <typename T, typename A>
+__global__ void global_avg_pool_nhwc(const T* __restrict__ x, A* __restrict__ out, int N, int HW, int C)
 {
     const long long total = (long long)N * C;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
          idx += (long long)blockDim.x * gridDim.x) {
         const int c = idx % C;  // idx = n*C + c
         const int n = idx / C;
-        T sum = 0;
+        A sum = 0;
         for (int p = 0; p < HW; ++p)
-            sum += x[((long long)n * HW + p) * C + c];
+            sum += static_cast<A>(x[((long long)n * HW + p) * C + c]);
         out[idx] = sum / HW;
     }
 }
@@ -75,8 +80,10 @@ __global__ void global_avg_pool_nhwc(const T* __restrict__ x, T* __restrict__ ou
 NAME_EXPRESSIONS = (
     "max_pool_nhwc<float>",
     "max_pool_nhwc<double>",
-    "global_avg_pool_nhwc<float>",
-    "global_avg_pool_nhwc<double>",
+    "max_pool_nhwc<__half>",
+    "global_avg_pool_nhwc<float, float>",
+    "global_avg_pool_nhwc<double, double>",
+    "global_avg_pool_nhwc<__half, float>",
 )
 
 
@@ -116,15 +123,15 @@ def global_avg_pool_nhwc(launch, x, out, N, HW, C):
     Parameters
     ----------
     launch : :class:`npresnet.fast.cuda.grid.Launch`
-    x : :class:`npresnet.fast.cuda.grid.Buffer` over an array of shape (N, HW, C)
-    out : :class:`npresnet.fast.cuda.grid.Buffer` over an array of shape (N, C)
+    x : :class:`npresnet.fast.cuda.grid.Buffer` over an array of shape (N, HW, C), the storage type
+    out : :class:`npresnet.fast.cuda.grid.Buffer` over an array of shape (N, C), the arithmetic type
     N, HW, C : int
     """
     total = N * C
     for idx in launch.grid_stride(total):
         c = idx % C  # idx = n*C + c
         n = idx // C
-        sum = numpy.zeros(idx.shape, dtype=x.flat.dtype)
+        sum = numpy.zeros(idx.shape, dtype=out.flat.dtype)
         for p in range(HW):
-            sum += x[(n * HW + p) * C + c]
+            sum += x[(n * HW + p) * C + c].astype(sum.dtype)
         out[idx] = sum / HW
