@@ -8,10 +8,17 @@ TypeError/ValueError whose message names the offending shape or dtype — and th
 torchvision refuses the input too, so npresnet never rejects what torchvision accepts
 (one deliberate exception: torchvision returns an empty result for an *empty* array of
 any dtype, such as a (0, 3, H, W) uint8 batch; npresnet refuses the dtype regardless).
+
+Values: NaN and infinity masks are compared in float32 as they are (exactly); finite values
+either with both libraries in float64 on the same input, within ``FLOAT64_TOL`` (the same input
+gives the same answer; a float32 comparison of the two would compare their rounding errors), or,
+for the tiny inputs and the finite image beside NaNs, npresnet's float32 logits within the
+float32 bound derived from the arithmetic (``tests/_bounds.py``).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
@@ -21,10 +28,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import npresnet
-from _torchvision import STAGES, STEM, numpy_state_dict, relative_error, torchvision_resnet
+from _bounds import assert_logits_within_bounds
+from _torchvision import STAGES, STEM, numpy_state_dict, relative_error, torch_intermediates, torchvision_resnet
 from npresnet.nn import capture_intermediates
 
 NAMES = [*STEM, *STAGES, "avgpool", "fc"]
+FLOAT64_TOL = 1e-10  # relative to max|reference|, both libraries in float64 (as tests/test_models.py)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +43,15 @@ def models():
     model = npresnet.resnet18(init=False)
     model.load_state_dict(numpy_state_dict(reference))
     return model, reference
+
+
+@pytest.fixture(scope="module")
+def models64(models):
+    """The same two models in float64 (the float32 weights widened exactly)."""
+    model, reference = models
+    model64 = npresnet.resnet18(init=False)
+    model64.load_state_dict(model.state_dict())
+    return model64.to(dtype=np.float64), copy.deepcopy(reference).double()
 
 
 def _input(shape, seed=0, dtype=np.float32):
@@ -49,16 +67,21 @@ def _torch_outcome(reference, x):
         return exc
 
 
-def _assert_same_values(actual, expected, what="logits"):
-    """Same shape and dtype, NaN exactly where torchvision has NaN, finite values close."""
+def _assert_same_masks(actual, expected, what="logits"):
+    """Same shape and dtype, NaN exactly where torchvision has NaN, the same infinities."""
     assert actual.shape == expected.shape, what
     assert actual.dtype == expected.dtype, what
     nan, inf = np.isnan(expected), np.isinf(expected)
     np.testing.assert_array_equal(np.isnan(actual), nan, err_msg=f"{what}: NaN masks differ")
     np.testing.assert_array_equal(actual[inf], expected[inf], err_msg=f"{what}: infinities differ")
-    finite = ~nan & ~inf
+
+
+def _assert_same_values(actual, expected, what="logits"):
+    """:func:`_assert_same_masks`, and the finite values within FLOAT64_TOL: both float64 results."""
+    _assert_same_masks(actual, expected, what)
+    finite = np.isfinite(expected)
     if finite.any():  # an infinity where torchvision is finite makes this error infinite
-        assert relative_error(actual[finite], expected[finite]) <= 1e-4, what
+        assert relative_error(actual[finite], expected[finite]) <= FLOAT64_TOL, what
 
 
 # ----------------------------------------------------------------------------- the named cases
@@ -136,9 +159,10 @@ def test_empty_batch_returns_an_empty_result(models, hw):
     assert out.shape == expected.shape == (0, 1000) and out.dtype == np.float32
 
 
-def test_nan_and_inf_propagate_like_torchvision(models):
+def test_nan_and_inf_propagate_like_torchvision(models, models64):
     """NaN masks equal torchvision's at every stem layer and stage, not only at the logits
-    (which are all NaN once any NaN reaches global pooling)."""
+    (which are all NaN once any NaN reaches global pooling); the finite values too (in float64),
+    and the finite image's float32 logits within their derived bound."""
     model, reference = models
     x = _input((3, 3, 40, 36))
     x[0, 1, 5, 7] = np.nan  # image 0: one NaN pixel
@@ -156,17 +180,26 @@ def test_nan_and_inf_propagate_like_torchvision(models):
         h.remove()
     out, layers = capture_intermediates(model, x, NAMES)
     for name in NAMES:
-        _assert_same_values(layers[name], expected[name], name)
-    _assert_same_values(out, ref)
+        _assert_same_masks(layers[name], expected[name], name)
+    _assert_same_masks(out, ref)
     assert np.isnan(layers["conv1"][0]).any() and not np.isnan(layers["conv1"][0]).all()  # a local NaN patch
     assert np.isfinite(out[2]).all()
+    assert_logits_within_bounds(reference, x[2:], out[2:])  # the bound holds in any batch
+    model64, reference64 = models64
+    ref64, expected64 = torch_intermediates(reference64, x.astype(np.float64), NAMES)
+    out64, layers64 = capture_intermediates(model64, x.astype(np.float64), NAMES)
+    for name in NAMES:
+        _assert_same_values(layers64[name], expected64[name], name)
+    _assert_same_values(out64, ref64)
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (1, 2), (2, 1), (3, 3), (5, 8), (33, 1)])
 def test_tiny_inputs(models, hw):
     model, reference = models
     x = _input((2, 3, *hw))
-    _assert_same_values(model(x), _torch_outcome(reference, x))
+    out = model(x)
+    _assert_same_masks(out, _torch_outcome(reference, x))
+    assert_logits_within_bounds(reference, x, out)
 
 
 # ----------------------------------------------------------------------------- the property
@@ -209,7 +242,7 @@ def inputs(draw):
 @example(x=np.zeros((0, 3, 1, 1), np.float32))
 @example(x=np.full((1, 3, 1, 1), np.nan, np.float32))
 @example(x=np.zeros((1, 3, 0, 5), np.float32))
-def test_every_input_gives_torchvisions_answer_or_a_clear_error(models, x):
+def test_every_input_gives_torchvisions_answer_or_a_clear_error(models, models64, x):
     model, reference = models
     expected = _torch_outcome(reference, x)
     try:
@@ -223,4 +256,6 @@ def test_every_input_gives_torchvisions_answer_or_a_clear_error(models, x):
             assert isinstance(expected, Exception), f"torchvision accepts {x.shape} {x.dtype}; npresnet: {message}"
         return
     assert not isinstance(expected, Exception), f"npresnet accepted {x.shape} {x.dtype}; torchvision: {expected}"
-    _assert_same_values(out, expected)
+    _assert_same_masks(out, expected)
+    model64, reference64 = models64  # the values: x is float32 here (the model refuses any other dtype)
+    _assert_same_values(model64(x.astype(np.float64)), _torch_outcome(reference64, x.astype(np.float64)))
