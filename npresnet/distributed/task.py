@@ -14,7 +14,8 @@ import numpy
 
 from ..predictions import softmax_topk
 from .model import ModelKey, cached_model
-from .store import FeatureStore, PredictionStore, predictions_table
+from .predictions import PredictionStore, predictions_table
+from .store import FeatureStore
 
 __all__ = ["Job", "Chunk", "run_chunk", "write_storage_chunk", "TRANSIENT_ERRNOS", "RETRY_DELAYS"]
 
