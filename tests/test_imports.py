@@ -157,3 +157,25 @@ def test_each_module_imports_alone(module):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+MAX_MODULE_LINES = 500
+# Modules allowed over MAX_MODULE_LINES, each with its reason. models/resnet.py mirrors
+# torchvision's file; functional/pooling.py is being brought under the limit (issue 19).
+LONG_MODULES = {
+    "npresnet.models.resnet": "mirrors torchvision/models/resnet.py, section by section",
+    "npresnet.functional.pooling": "temporary: being split (issue 19)",
+}
+
+
+def _line_count(module: str) -> int:
+    with open(_source_path(module), encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def test_no_module_is_over_the_line_limit():
+    """One room per idea: a module past MAX_MODULE_LINES lines mixes ideas (or needs a listed reason)."""
+    long = {m: _line_count(m) for m in MODULES if _line_count(m) > MAX_MODULE_LINES}
+    assert sorted(set(long) - set(LONG_MODULES)) == [], long
+    stale = sorted(m for m in LONG_MODULES if m not in long)
+    assert stale == [], f"{stale} are within {MAX_MODULE_LINES} lines now: remove them from LONG_MODULES"
