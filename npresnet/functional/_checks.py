@@ -13,6 +13,7 @@ import math
 import numbers
 
 from ..shapes import conv_output_size, pair
+from ..workspace import workspace_chunk_count
 
 MAX_ELEMENTS = 2**31
 """Most elements of any one array a layer function allocates (2,147,483,648: 8 GiB of float32).
@@ -127,21 +128,9 @@ class _Shaped:
         self.ndim = len(self.shape)
 
 
-def _chunk_count(N: int, out_h: int, row_bytes: int, budget: int) -> int:
-    """``len(workspace_chunks(N, out_h, row_bytes, budget))``, without building the list.
-
-    The planner's own arithmetic (:func:`npresnet.workspace.workspace_chunks`): whole images per
-    chunk when one image fits the budget, else bands of rows of one image.
-    """
-    image_bytes = out_h * row_bytes
-    if image_bytes <= budget:
-        return -(-N // max(1, budget // max(image_bytes, 1)))
-    return N * -(-out_h // max(1, budget // max(row_bytes, 1)))
-
-
 def _check_chunks(func: str, N: int, out_h: int, row_bytes: int, budget: int) -> None:
     """Refuse a call that would be split into more than :data:`MAX_CHUNKS` chunks, before the chunk list is built."""
-    count = _chunk_count(N, out_h, row_bytes, budget)
+    count = workspace_chunk_count(N, out_h, row_bytes, budget)
     if count > MAX_CHUNKS:
         raise ValueError(
             f"{func}: workspace_bytes={budget} splits {N} images of {out_h} output rows "
