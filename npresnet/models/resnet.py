@@ -337,8 +337,8 @@ class ResNet(Module):
         if maxpool_padding not in (0, 1):
             raise ValueError(f"maxpool_padding must be 1 (torchvision) or 0, got {maxpool_padding!r}")
         rng = numpy.random.default_rng(rng) if init else None
-        self._layer_kw = dict(dtype=numpy.dtype(dtype), rng=rng, init=init)
-        conv_kw = dict(self._layer_kw, workspace_bytes=workspace_bytes)
+        layer_kw = dict(dtype=numpy.dtype(dtype), rng=rng, init=init)  # every layer's
+        conv_kw = dict(layer_kw, workspace_bytes=workspace_bytes)  # and the convolutions' too
         self.inplanes = 64
         self.dilation = 1
         self.groups = groups
@@ -348,19 +348,18 @@ class ResNet(Module):
         self.bn1 = BatchNorm2d(self.inplanes, dtype=dtype)
         self.relu = ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, stride=2, padding=maxpool_padding)
-        self.layer1 = self._make_layer(block, 64, layers[0], conv_kw=conv_kw)
+        self.layer1 = self._make_layer(block, 64, layers[0], kw=conv_kw)
         self.layer2 = self._make_layer(
-            block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], conv_kw=conv_kw
+            block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], kw=conv_kw
         )
         self.layer3 = self._make_layer(
-            block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], conv_kw=conv_kw
+            block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], kw=conv_kw
         )
         self.layer4 = self._make_layer(
-            block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], conv_kw=conv_kw
+            block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], kw=conv_kw
         )
         self.avgpool = AdaptiveAvgPool2d((1, 1))
-        self.fc = Linear(512 * block.expansion, num_classes, **self._layer_kw)
-        del self._layer_kw
+        self.fc = Linear(512 * block.expansion, num_classes, **layer_kw)
         if not init:
             return
 
@@ -376,8 +375,8 @@ class ResNet(Module):
                 elif isinstance(module, BasicBlock):
                     module.bn2.weight[...] = 0
 
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False, conv_kw=None):
-        kw = self._layer_kw if conv_kw is None else conv_kw
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False, *, kw):
+        # kw: dtype, rng, init and workspace_bytes, for the blocks and the downsampling convolution
         downsample = None
         previous_dilation = self.dilation
         if dilate:
