@@ -33,6 +33,7 @@ torchvision = pytest.importorskip("torchvision")
 from torchvision import transforms  # noqa: E402
 from torchvision.datasets.folder import pil_loader  # noqa: E402
 
+from _helpers.images import huge_png_header, make_image  # noqa: E402
 from _rounding import float32_error_bounds  # noqa: E402
 from _torchvision import relative_error, torchvision_resnet  # noqa: E402
 from npresnet import cli  # noqa: E402
@@ -40,7 +41,6 @@ from npresnet.backend import available_backends, cupy_unavailable_reason  # noqa
 from npresnet.distributed import OutputMismatchError, embed, model_loads  # noqa: E402
 from npresnet.distributed.cluster import connect  # noqa: E402
 from npresnet.errors import WeightsError  # noqa: E402
-from test_preprocess import huge_png_header, make_image  # noqa: E402
 
 RESIZE, CROP, TOP, CLASSES = 40, 32, 3, 10
 SIZE_ARGS = dict(resize_size=RESIZE, crop_size=CROP)

@@ -222,3 +222,18 @@ def test_no_module_is_over_the_line_limit():
     assert sorted(set(long) - set(LONG_MODULES)) == [], long
     stale = sorted(m for m in LONG_MODULES if m not in long)
     assert stale == [], f"{stale} are within {MAX_MODULE_LINES} lines now: remove them from LONG_MODULES"
+
+
+def test_no_test_module_imports_another():
+    """Shared test helpers live in tests/_helpers (or conftest.py), so each test module stands alone."""
+    tests = os.path.join(ROOT, "tests")
+    names = {f[:-3] for f in os.listdir(tests) if f.startswith("test_") and f.endswith(".py")}
+    found = []
+    for name in sorted(names):
+        tree = ast.parse(open(os.path.join(tests, name + ".py"), encoding="utf-8").read())
+        for node in ast.walk(tree):
+            imported = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                imported = [node.module or ""]
+            found += [f"{name} imports {m}" for m in imported if m.split(".")[0] in names]
+    assert found == []
