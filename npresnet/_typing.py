@@ -8,12 +8,16 @@ and CuPy is never imported for typing. This module imports nothing from npresnet
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeAlias
+
+from numpy.typing import NDArray
 
 __all__ = ["Array", "IntPair", "PathLike", "Shape"]
 
-#: A ``numpy.ndarray`` or a ``cupy.ndarray`` (Any, so that CuPy is not needed to type-check).
-Array = Any
+#: A ``numpy.ndarray`` or a ``cupy.ndarray``. The checker sees NumPy's ``ndarray`` of any dtype:
+#: CuPy's ndarray mirrors its interface (shape, dtype, indexing, operators, methods) and ships
+#: no type information, so CuPy is neither needed nor imported to type-check.
+Array: TypeAlias = NDArray[Any]
 
 #: An int for both spatial axes, or a ``(height, width)`` pair, as torch.nn.functional accepts.
 IntPair = int | tuple[int, int]

@@ -55,9 +55,9 @@ def linear_macs(output_shape: tuple[int, ...], in_features: int) -> int:
 class ReceptiveField:
     """Receptive field of one output element, per axis ``(h, w)``; see the module docstring."""
 
-    size: tuple = (1, 1)
-    jump: tuple = (1, 1)
-    start: tuple = (0.0, 0.0)
+    size: tuple[int, ...] = (1, 1)
+    jump: tuple[int, ...] = (1, 1)
+    start: tuple[float, ...] = (0.0, 0.0)
 
     def grow(
         self,

@@ -74,7 +74,7 @@ def device_workspace_bytes(
     return max(1, min(max(wanted, floor), int(free_bytes)))
 
 
-def _cupy_free_bytes(xp) -> int:
+def _cupy_free_bytes(xp: types.ModuleType) -> int:
     """Free device memory as CuPy sees it: the driver's free bytes plus the pool's cached, unused blocks."""
     free, _total = xp.cuda.runtime.memGetInfo()
     return int(free) + int(xp.get_default_memory_pool().free_bytes())

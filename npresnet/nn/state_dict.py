@@ -18,6 +18,8 @@ from ..errors import WeightsError
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from numpy.typing import DTypeLike
+
     from .._typing import Array
 
 __all__ = ["collect_state_dict", "load_state_dict", "check_state_dict", "state_dict_report"]
@@ -127,14 +129,14 @@ def state_dict_report(
     return lines
 
 
-def _can_cast(source, target) -> bool:
+def _can_cast(source: DTypeLike, target: DTypeLike) -> bool:
     """Floating into floating (any precision), integers into integers; nothing else.
 
     Integer weights for a floating parameter mean the file is not what it claims to be.
     """
-    source, target = numpy.dtype(source), numpy.dtype(target)
-    if target.kind == "f":
-        return source.kind == "f"
-    if target.kind in "iu":
-        return source.kind in "iu"
-    return source == target
+    have, want = numpy.dtype(source), numpy.dtype(target)
+    if want.kind == "f":
+        return have.kind == "f"
+    if want.kind in "iu":
+        return have.kind in "iu"
+    return bool(have == want)

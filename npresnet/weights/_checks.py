@@ -13,7 +13,7 @@ import math
 import struct
 import zipfile
 import zlib
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy
 
@@ -45,7 +45,7 @@ ZIP_ERRORS = (
 NUMERIC_KINDS = "biufc"
 
 
-def describe(value) -> str:
+def describe(value: object) -> str:
     """A short, safe description of an untrusted object, for error messages.
 
     Never calls the object's ``repr``/``str`` (a deeply nested or exponentially shared
@@ -54,10 +54,10 @@ def describe(value) -> str:
     length. The result is at most about 100 characters, computed in constant time.
     """
     kind = type(value)
-    if kind is str or kind is bytes:
+    if type(value) is str or type(value) is bytes:
         text = repr(value[:60])
         return text if len(value) <= 60 else f"{text}... ({len(value)} characters)"
-    if kind is int:
+    if type(value) is int:
         return str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
     if kind is bool or kind is float or value is None:
         return repr(value)
@@ -66,7 +66,7 @@ def describe(value) -> str:
     return f"a {kind.__name__}"
 
 
-def describe_ints(values) -> str:
+def describe_ints(values: object) -> str:
     """``(2, 3, 4)`` for a short tuple of plain ints, else :func:`describe` (bounded, safe)."""
     if type(values) is tuple and len(values) <= 8 and all(type(n) is int and n.bit_length() <= 64 for n in values):
         return repr(values)
@@ -87,7 +87,8 @@ class _ReadBudget:
     """
 
     def __init__(self, file: BinaryIO, file_size: int, limit: int):
-        self._file, self._file_size, self.limit, self._used = file, file_size, limit, 0
+        self._file, self._file_size, self._used = file, file_size, 0
+        self.limit: int | None = limit
 
     def read(self, n: int = -1) -> bytes:
         if self.limit is not None:
@@ -100,7 +101,7 @@ class _ReadBudget:
             self._used += wanted
         return self._file.read(n)
 
-    def __getattr__(self, name):  # seek, tell, seekable, ...: the file's own
+    def __getattr__(self, name: str) -> Any:  # seek, tell, seekable, ...: the file's own
         return getattr(self._file, name)
 
 
@@ -193,7 +194,7 @@ def read_member(
     return data
 
 
-def element_count(shape, what: str) -> int:
+def element_count(shape: object, what: str) -> int:
     """Number of elements of ``shape`` (a tuple or list of ints >= 0), or WeightsError.
 
     Types are checked before anything is formatted or multiplied, so a hostile shape

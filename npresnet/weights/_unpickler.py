@@ -34,10 +34,15 @@ import io
 import pickle
 import pickletools
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import WeightsError
 from ._checks import describe
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 from .limits import MAX_CONTAINERS, MAX_INT_BYTES, MAX_MEMO_ENTRIES, MAX_NESTING, MAX_PICKLE_BYTES
 
 __all__ = ["ALLOWED_OPCODES", "RestrictedPickle"]
@@ -63,12 +68,12 @@ _MAX_TEXT_INT_CHARS = 23
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
-class _PickledDict(dict):
+class _PickledDict(dict[str, Any]):
     """The only dict type the unpickler builds: keys must be ``str`` (checked before hashing), set once."""
 
     __slots__ = ()
 
-    def __setitem__(self, key, value):
+    def __setitem__(self, key: Any, value: Any) -> None:
         if type(key) is not str:
             raise WeightsError(f"state dict key {describe(key)} is a {type(key).__name__}, not a string")
         if key in self:
@@ -79,16 +84,16 @@ class _PickledDict(dict):
 _UNSET = object()  # a memo slot that no PUT has filled
 
 
-def _refuse_opcode(name: str):
-    def refuse(unpickler):
+def _refuse_opcode(name: str) -> Callable[[Any], NoReturn]:
+    def refuse(unpickler: Any) -> NoReturn:
         raise WeightsError(f"pickle opcode {name} is not allowed (torch.save does not write it)")
 
     return refuse
 
 
-def _build_dispatch() -> dict:
+def _build_dispatch() -> dict[int, Callable[..., Any]]:
     """Opcode byte -> handler: the standard handler for allowed opcodes, a refusal otherwise."""
-    table = {}
+    table: dict[int, Callable[..., Any]] = {}
     for opcode in pickletools.opcodes:
         code = opcode.code.encode("latin-1")[0]
         if opcode.name in ALLOWED_OPCODES:
@@ -98,7 +103,7 @@ def _build_dispatch() -> dict:
     return table
 
 
-def _is_empty_dict(value) -> bool:
+def _is_empty_dict(value: object) -> bool:
     return type(value) is _PickledDict and len(value) == 0
 
 
@@ -117,19 +122,29 @@ class RestrictedPickle(pickle._Unpickler):
 
     dispatch = _build_dispatch()
 
+    if TYPE_CHECKING:  # set and defined by pickle._Unpickler, which typeshed does not describe
+        proto: int
+        stack: list[Any]
+        metastack: list[list[Any]]
+        append: Callable[[Any], None]
+
+        def pop_mark(self) -> list[Any]: ...
+        def read(self, n: int) -> bytes: ...
+        def readline(self) -> bytes: ...
+
     def __init__(self, data: bytes, allowed: dict[tuple[str, str], Any]):
         if len(data) > MAX_PICKLE_BYTES:
             raise WeightsError(f"data.pkl is {len(data)} bytes, more than the {MAX_PICKLE_BYTES} npresnet reads")
         super().__init__(io.BytesIO(data))
-        self._memo: list = []  # index -> object; a list: no hashing of attacker-chosen ints
+        self._memo: list[Any] = []  # index -> object; a list: no hashing of attacker-chosen ints
         # id(container) -> [container, nesting depth, sealed]; the container is kept alive, so
         # its id is never reused. "sealed" once it sits inside another container.
-        self._containers: dict[int, list] = {}
+        self._containers: dict[int, list[Any]] = {}
         self._allowed = {("collections", "OrderedDict"): self._ordered_dict, **allowed}
         self._callables = tuple(value for value in self._allowed.values() if callable(value))
 
     # -- globals ----------------------------------------------------------------------
-    def find_class(self, module, name):
+    def find_class(self, module: Any, name: Any) -> Any:
         if type(module) is not str or type(name) is not str:
             raise WeightsError(f"global named by {describe(module)} and {describe(name)}, not two strings")
         if (module, name) not in self._allowed:
@@ -153,7 +168,7 @@ class RestrictedPickle(pickle._Unpickler):
         return written if resolved == written else f"{resolved} (written as {written})"
 
     # -- the one container constructor a pickle may call -------------------------------
-    def _ordered_dict(self, *args):
+    def _ordered_dict(self, *args: object) -> _PickledDict:
         if args:
             raise WeightsError("collections.OrderedDict called with arguments; torch.save never does that")
         result = _PickledDict()
@@ -161,7 +176,7 @@ class RestrictedPickle(pickle._Unpickler):
         return result
 
     # -- containers: counted, nesting bounded ------------------------------------------
-    def _depth_of_children(self, children) -> int:
+    def _depth_of_children(self, children: Iterable[object]) -> int:
         """1 + the deepest container among ``children``, which are now sealed inside a container."""
         depth = 1
         for child in children:
@@ -173,13 +188,13 @@ class RestrictedPickle(pickle._Unpickler):
             raise WeightsError(f"pickle nests containers more than {MAX_NESTING} deep (a state dict nests 3)")
         return depth
 
-    def _register(self, container, children):
+    def _register(self, container: object, children: Iterable[object]) -> None:
         """Count a new tuple/list/dict and record its nesting depth."""
         if len(self._containers) >= MAX_CONTAINERS:
             raise WeightsError(f"pickle builds more than {MAX_CONTAINERS} tuples, lists and dicts")
         self._containers[id(container)] = [container, self._depth_of_children(children), False]
 
-    def _grow(self, container, children, kind: str):
+    def _grow(self, container: object, children: Iterable[object], kind: type) -> None:
         """Add ``children`` to a list or dict the pickle built and has not nested yet."""
         entry = self._containers.get(id(container))
         if entry is None or entry[0] is not container or type(container) is not kind:
@@ -191,72 +206,72 @@ class RestrictedPickle(pickle._Unpickler):
             )
         entry[1] = max(entry[1], self._depth_of_children(children))
 
-    def _load_mark(self):
+    def _load_mark(self) -> None:
         if len(self.metastack) >= MAX_NESTING:
             raise WeightsError(f"pickle opens more than {MAX_NESTING} MARKs at once (a state dict opens 3)")
         self.metastack.append(self.stack)
         self.stack = []
         self.append = self.stack.append
 
-    def _push_tuple(self, items: list):
+    def _push_tuple(self, items: list[Any]) -> None:
         result = tuple(items)
         if items:  # () is a shared constant: no memory, nothing inside
             self._register(result, items)
         self.append(result)
 
-    def _load_tuple(self):
+    def _load_tuple(self) -> None:
         self._push_tuple(self.pop_mark())
 
-    def _load_tuple_n(self, n: int):
+    def _load_tuple_n(self, n: int) -> None:
         if len(self.stack) < n:
             raise WeightsError(f"TUPLE{n} opcode with fewer than {n} items on the stack")
         items = self.stack[-n:]
         del self.stack[-n:]
         self._push_tuple(items)
 
-    def _load_empty_list(self):
-        result = []
+    def _load_empty_list(self) -> None:
+        result: list[Any] = []
         self._register(result, ())
         self.append(result)
 
-    def _load_list(self):
+    def _load_list(self) -> None:
         items = self.pop_mark()
         result = list(items)
         self._register(result, result)
         self.append(result)
 
-    def _load_append(self):
+    def _load_append(self) -> None:
         value = self.stack.pop()
         self._grow(self.stack[-1], (value,), list)
         self.stack[-1].append(value)
 
-    def _load_appends(self):
+    def _load_appends(self) -> None:
         items = self.pop_mark()
         self._grow(self.stack[-1], items, list)
         self.stack[-1].extend(items)
 
-    def _load_empty_dict(self):
+    def _load_empty_dict(self) -> None:
         result = _PickledDict()
         self._register(result, ())
         self.append(result)
 
-    def _load_dict(self):
+    def _load_dict(self) -> None:
         items = self.pop_mark()
         result = _PickledDict()
         self._register(result, ())
         self._set_items(result, items)
         self.append(result)
 
-    def _load_setitem(self):
+    def _load_setitem(self) -> None:
         value = self.stack.pop()
         key = self.stack.pop()
         self._set_items(self.stack[-1], [key, value])
 
-    def _load_setitems(self):
+    def _load_setitems(self) -> None:
         items = self.pop_mark()
         self._set_items(self.stack[-1], items)
 
-    def _set_items(self, target, items: list):
+    def _set_items(self, target: object, items: list[Any]) -> None:
         if type(target) is not _PickledDict:
             raise WeightsError(f"pickle sets an item on {describe(target)}, not a dict")
         if len(items) % 2:
@@ -271,7 +286,7 @@ class RestrictedPickle(pickle._Unpickler):
             raise WeightsError(f"memo index {describe(index)} is outside [0, {MAX_MEMO_ENTRIES})")
         return index
 
-    def _put(self, index: int):
+    def _put(self, index: int) -> None:
         index = self._memo_index(index)
         if not self.stack:
             raise WeightsError("memo PUT with an empty stack")
@@ -279,7 +294,7 @@ class RestrictedPickle(pickle._Unpickler):
             self._memo.extend([_UNSET] * (index + 1 - len(self._memo)))
         self._memo[index] = self.stack[-1]
 
-    def _get(self, index: int):
+    def _get(self, index: int) -> None:
         index = self._memo_index(index)
         if index >= len(self._memo) or self._memo[index] is _UNSET:
             raise WeightsError(f"memo index {index} is read before anything was stored there")
@@ -291,29 +306,29 @@ class RestrictedPickle(pickle._Unpickler):
             raise WeightsError(f"pickle integer {describe(value)} does not fit in 64 bits")
         return value
 
-    def _load_put(self):
+    def _load_put(self) -> None:
         self._put(self._read_int_line(self.readline(), "PUT"))
 
-    def _load_binput(self):
+    def _load_binput(self) -> None:
         self._put(self.read(1)[0])
 
-    def _load_long_binput(self):
+    def _load_long_binput(self) -> None:
         self._put(struct.unpack("<I", self.read(4))[0])
 
-    def _load_memoize(self):
+    def _load_memoize(self) -> None:
         self._put(len(self._memo))
 
-    def _load_get(self):
+    def _load_get(self) -> None:
         self._get(self._read_int_line(self.readline(), "GET"))
 
-    def _load_binget(self):
+    def _load_binget(self) -> None:
         self._get(self.read(1)[0])
 
-    def _load_long_binget(self):
+    def _load_long_binget(self) -> None:
         self._get(struct.unpack("<I", self.read(4))[0])
 
     # -- integers: at most 64 bits, checked before conversion ----------------------------
-    def _load_int(self):
+    def _load_int(self) -> None:
         line = self.readline()
         if line in (b"00\n", b"01\n"):  # protocol 0 writes booleans as INT
             self.append(line == b"01\n")
@@ -330,22 +345,22 @@ class RestrictedPickle(pickle._Unpickler):
         except ValueError:
             raise WeightsError(f"{what} opcode: {describe(text)} is not a decimal integer") from None
 
-    def _load_long(self):
+    def _load_long(self) -> None:
         self.append(self._read_int_line(self.readline(), "LONG"))
 
-    def _load_long_bytes(self, count: int):
+    def _load_long_bytes(self, count: int) -> None:
         if count < 0 or count > MAX_INT_BYTES:
             raise WeightsError(f"pickle integer takes {count} bytes; more than {MAX_INT_BYTES} (64 bits) are refused")
         self.append(self._int64(int.from_bytes(self.read(count), "little", signed=True)))
 
-    def _load_long1(self):
+    def _load_long1(self) -> None:
         self._load_long_bytes(self.read(1)[0])
 
-    def _load_long4(self):
+    def _load_long4(self) -> None:
         self._load_long_bytes(struct.unpack("<i", self.read(4))[0])
 
     # -- calls --------------------------------------------------------------------------
-    def _load_reduce(self):
+    def _load_reduce(self) -> None:
         args = self.stack.pop()
         function = self.stack[-1]
         if not any(function is allowed for allowed in self._callables):
@@ -355,14 +370,14 @@ class RestrictedPickle(pickle._Unpickler):
             raise WeightsError(f"pickle calls a function with {describe(args)} as its arguments, not a tuple")
         self.stack[-1] = function(*args)
 
-    def _load_build(self):
+    def _load_build(self) -> None:
         state = self.stack.pop()
         target = self.stack[-1]
         # torch pickles OrderedDict(...)._metadata as BUILD with {"_metadata": {...}}; ignored.
         if not (type(target) is _PickledDict and type(state) is _PickledDict and set(state) <= {"_metadata"}):
             raise WeightsError(f"pickle opcode BUILD on a {type(target).__name__} is not allowed")
 
-    def _load_inst(self):
+    def _load_inst(self) -> None:
         module = self.readline()[:-1].decode("ascii", "replace")
         name = self.readline()[:-1].decode("ascii", "replace")
         self.find_class(module, name)  # refuses, naming the global, unless allowlisted

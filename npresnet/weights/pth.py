@@ -53,7 +53,8 @@ stays int64).
 
 from __future__ import annotations
 
-from typing import BinaryIO
+import zipfile
+from typing import Any, BinaryIO, Literal
 
 import numpy
 
@@ -106,7 +107,7 @@ class _StorageType:
         self.name = name
         self.dtype = dtype
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"torch.{self.name}"
 
 
@@ -128,7 +129,7 @@ class _Storage:
 
 def _array_from_storage_bytes(data: bytes, dtype_name: str, byteorder: str) -> numpy.ndarray:
     """The elements of one storage as a native-order 1-d array (read-only view or copy)."""
-    order = "<" if byteorder == "little" else ">"
+    order: Literal["<", ">"] = "<" if byteorder == "little" else ">"
     if dtype_name == "bfloat16":
         raw = numpy.frombuffer(data, dtype=numpy.dtype("u2").newbyteorder(order))
         return bfloat16_to_float32(raw)
@@ -140,7 +141,7 @@ def _array_from_storage_bytes(data: bytes, dtype_name: str, byteorder: str) -> n
     return array
 
 
-def _plain_ints(values, name: str, what: str) -> tuple:
+def _plain_ints(values: object, name: str, what: str) -> tuple[int, ...]:
     """``values`` as checked before use: a tuple of at most MAX_DIMENSIONS ints >= 0."""
     if type(values) is not tuple:
         raise WeightsError(f"{what}: {name} must be a tuple of integers, got {describe(values)}")
@@ -167,8 +168,8 @@ class RestrictedUnpickler(RestrictedPickle):
         Byte order of the storages.
     """
 
-    def __init__(self, data: bytes, archive, prefix: str, byteorder: str):
-        allowed: dict = {
+    def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, byteorder: str):
+        allowed: dict[tuple[str, str], Any] = {
             ("torch._utils", "_rebuild_tensor_v2"): self._rebuild_tensor_v2,
             ("torch._utils", "_rebuild_parameter"): self._rebuild_parameter,
         }
@@ -183,7 +184,7 @@ class RestrictedUnpickler(RestrictedPickle):
         self.rebuilt_bytes = 0  # bytes of the tensors copied out of them
 
     # -- persistent ids: storages ---------------------------------------------------------
-    def persistent_load(self, pid):
+    def persistent_load(self, pid: Any) -> _Storage:
         """Resolve ``("storage", storage_type, key, location, numel)`` to a :class:`_Storage`."""
         if type(pid) is not tuple or len(pid) != 5 or type(pid[0]) is not str or pid[0] != "storage":
             raise WeightsError(f"unexpected persistent id {describe(pid)} (expected a 5-tuple starting 'storage')")
@@ -220,7 +221,9 @@ class RestrictedUnpickler(RestrictedPickle):
 
     # -- the allowed callables --------------------------------------------------------
     # -- the tensor-rebuild callables ---------------------------------------------------
-    def _rebuild_parameter(self, data, requires_grad=False, backward_hooks=None, *rest):
+    def _rebuild_parameter(
+        self, data: object, requires_grad: object = False, backward_hooks: object = None, *rest: object
+    ) -> numpy.ndarray:
         if (
             rest
             or type(data) is not numpy.ndarray
@@ -231,8 +234,15 @@ class RestrictedUnpickler(RestrictedPickle):
         return data
 
     def _rebuild_tensor_v2(
-        self, storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
-    ):
+        self,
+        storage: object,
+        storage_offset: object,
+        size: object,
+        stride: object,
+        requires_grad: object = False,
+        backward_hooks: object = None,
+        metadata: object = None,
+    ) -> numpy.ndarray:
         """Copy the tensor ``size``/``stride``/``storage_offset`` describes out of ``storage``.
 
         Element ``index`` of the tensor is element ``storage_offset + sum(index * stride)``
@@ -291,7 +301,7 @@ class RestrictedUnpickler(RestrictedPickle):
         return numpy.array(view, order="C", copy=True)
 
 
-def _find_prefix(archive) -> str:
+def _find_prefix(archive: zipfile.ZipFile) -> str:
     """The folder holding ``data.pkl``, e.g. ``"resnet18/"``; exactly one is allowed."""
     candidates = [
         name[: -len("data.pkl")] for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1
@@ -302,7 +312,7 @@ def _find_prefix(archive) -> str:
     return candidates[0]
 
 
-def _read_byteorder(archive, prefix: str) -> str:
+def _read_byteorder(archive: zipfile.ZipFile, prefix: str) -> str:
     name = f"{prefix}byteorder"
     if name not in archive.NameToInfo:
         return "little"  # older files lack the member; they were written little-endian
@@ -348,7 +358,7 @@ def read_pth(file: BinaryIO, file_size: int) -> dict[str, numpy.ndarray]:
     return _as_state_dict(result)
 
 
-def _as_state_dict(obj) -> dict[str, numpy.ndarray]:
+def _as_state_dict(obj: object) -> dict[str, numpy.ndarray]:
     """Check that the unpickled object is a flat ``{str: tensor}`` dict.
 
     Keys are strings already (:class:`_PickledDict` refuses others). A tensor pickled
