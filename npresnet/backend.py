@@ -113,7 +113,7 @@ def get_backend(name: str) -> types.ModuleType:
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
-def backend_name(array: Array) -> str:
+def backend_name(array: object) -> str:
     """``"cupy"`` for a CuPy array, ``"cupy-emulated"`` for an emulated one, ``"numpy"`` for anything else."""
     # Decided by the type's module, so that CuPy (or the emulation) is never imported just to ask.
     module = type(array).__module__
@@ -124,7 +124,7 @@ def backend_name(array: Array) -> str:
     return "numpy"
 
 
-def get_array_module(*arrays: Array) -> types.ModuleType:
+def get_array_module(*arrays: object) -> types.ModuleType:
     """Return the array module of the first device array among the arguments, else ``numpy``.
 
     Non-array arguments (None, scalars) are ignored.

@@ -23,7 +23,9 @@ from ..backend import get_array_module
 from ._checks import _as_batch, _check_elements, _check_float, _out_size, _positive_pair, _shape
 
 if TYPE_CHECKING:
-    from .._typing import Array, IntPair
+    from .._typing import Array, IntPair, Shaped
+
+    Pair = tuple[int, int]
 
 __all__ = ["im2col", "col2im"]
 
@@ -34,7 +36,9 @@ def _extent(out: int, kernel: int, stride: int, dilation: int) -> int:
     return (out - 1) * stride + dilation * (kernel - 1) + 1
 
 
-def _padded_shape(shape, before, out_hw, kernel, stride, dilation) -> tuple:
+def _padded_shape(
+    shape: tuple[int, ...], before: Pair, out_hw: tuple[int, ...], kernel: Pair, stride: Pair, dilation: Pair
+) -> tuple[int, ...]:
     """Shape of the padded buffer: ``before`` (top, left) added, and at the bottom/right as much as the
     windows read past the input (the symmetric padding, a 'same' or ceil-mode overhang, or nothing)."""
     *lead, H, W = shape
@@ -43,7 +47,7 @@ def _padded_shape(shape, before, out_hw, kernel, stride, dilation) -> tuple:
     return (*lead, Hp, Wp)
 
 
-def _pad(x, padded_hw, before, value=0, rows=None):
+def _pad(x: Array, padded_hw: tuple[int, ...], before: Pair, value: float = 0, rows: Pair | None = None) -> Array:
     """``x`` (..., H, W) placed at ``before = (top, left)`` in a buffer (..., Hp, Wp) filled with ``value``.
 
     ``rows = (a, b)`` builds only padded rows ``a:b`` of it, shape (..., b - a, Wp): the band a chunk
@@ -57,13 +61,13 @@ def _pad(x, padded_hw, before, value=0, rows=None):
         return x[..., a - top : b - top, :]
     xp = get_array_module(x)
     y0, y1 = max(a - top, 0), min(b - top, H)  # the input rows inside the band
-    xpad = xp.full(x.shape[:-2] + (b - a, Wp), value, dtype=x.dtype)  # (..., b - a, Wp)
+    xpad: Array = xp.full(x.shape[:-2] + (b - a, Wp), value, dtype=x.dtype)  # (..., b - a, Wp)
     if y0 < y1:
         xpad[..., y0 + top - a : y1 + top - a, left : left + W] = x[..., y0:y1, :]
     return xpad
 
 
-def _window(xpad, i: int, j: int, stride, dilation, out_hw):
+def _window(xpad: Array, i: int, j: int, stride: Pair, dilation: Pair, out_hw: Pair) -> Array:
     """Kernel offset ``(i, j)``'s strided slice of ``xpad`` (..., Hp, Wp): shape (..., out_h, out_w),
     element ``(oy, ox)`` being ``xpad[..., oy*sy + i*dy, ox*sx + j*dx]``. A view."""
     (sy, sx), (dy, dx), (out_h, out_w) = stride, dilation, out_hw
@@ -71,7 +75,7 @@ def _window(xpad, i: int, j: int, stride, dilation, out_hw):
     return xpad[..., y : y + sy * (out_h - 1) + 1 : sy, x : x + sx * (out_w - 1) + 1 : sx]
 
 
-def _im2col(xpad, kernel, stride, dilation, out_hw, out=None):
+def _im2col(xpad: Array, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair, out: Array | None = None) -> Array:
     """Textbook im2col of a padded ``xpad`` (N, C, Hp, Wp) into ``out`` (N, C, kh, kw, out_h, out_w).
 
     ``out`` may be any writable view of that shape (the convolution passes a transposed view of a
@@ -87,7 +91,7 @@ def _im2col(xpad, kernel, stride, dilation, out_hw, out=None):
     return out
 
 
-def _col2im(cols, stride, dilation, out):
+def _col2im(cols: Array, stride: Pair, dilation: Pair, out: Array) -> Array:
     """The adjoint of :func:`_im2col`: add ``cols`` (N, C, kh, kw, out_h, out_w) into the padded ``out`` (N, C, Hp, Wp).
 
     One offset's slice never repeats a pixel, so ``+=`` on the strided view is exact; the
@@ -101,7 +105,9 @@ def _col2im(cols, stride, dilation, out):
 
 
 # --------------------------------------------------------------------------- im2col / col2im
-def _window_geometry(func: str, input, kernel_size, stride, padding, dilation):
+def _window_geometry(
+    func: str, input: Shaped, kernel_size: IntPair, stride: IntPair, padding: IntPair, dilation: IntPair
+) -> tuple[Pair, Pair, Pair, Pair, Pair]:
     """Validate im2col's window arguments and return (kernel, stride, (ph, pw), dilation, (out_h, out_w))."""
     kernel = _positive_pair(kernel_size, "kernel_size")
     stride = _positive_pair(stride, "stride")
@@ -208,5 +214,5 @@ def col2im(
     gpad = xp.zeros(padded, dtype=cols.dtype)  # (N, C, Hp, Wp)
     _col2im(cols.reshape(N, C, kh, kw, *out_hw), stride, dilation, gpad)
     (ph, pw) = padding
-    out = xp.ascontiguousarray(gpad[:, :, ph : ph + H, pw : pw + W])  # what landed in the padding is dropped
+    out: Array = xp.ascontiguousarray(gpad[:, :, ph : ph + H, pw : pw + W])  # what landed in the padding is dropped
     return out[0] if unbatched else out

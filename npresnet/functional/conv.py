@@ -33,13 +33,20 @@ from ._checks import (
 from .columns import _col2im, _extent, _im2col, _pad, _padded_shape, _window, col2im, im2col  # noqa: F401
 
 if TYPE_CHECKING:
-    from .._typing import Array, IntPair, Shape
+    import types
+    from collections.abc import Callable
+
+    from .._typing import Array, IntPair, Shape, Shaped
+
+    Pair = tuple[int, int]
+    # (batch_shape, unbatched, stride, dilation, (top, left), padded_shape, (out_h, out_w))
+    Plan = tuple[tuple[int, int, int, int], bool, Pair, Pair, Pair, tuple[int, ...], Pair]
 
 __all__ = ["im2col", "col2im", "conv2d_output_shape", "conv2d", "conv2d_backward"]
 
 
 # --------------------------------------------------------------------------- conv2d
-def _conv_padding(padding, kernel, dilation, stride):
+def _conv_padding(padding: IntPair | str, kernel: Pair, dilation: Pair, stride: Pair) -> tuple[Pair, Pair]:
     """Resolve conv2d's ``padding`` into ((top, bottom), (left, right))."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -54,7 +61,16 @@ def _conv_padding(padding, kernel, dilation, stride):
     return (ph, ph), (pw, pw)
 
 
-def _conv2d_plan(func, input, weight, bias, stride, padding, dilation, groups):
+def _conv2d_plan(
+    func: str,
+    input: Shaped,
+    weight: Shaped,
+    bias: Shaped | None,
+    stride: IntPair,
+    padding: IntPair | str,
+    dilation: IntPair,
+    groups: object,
+) -> Plan:
     """conv2d's argument checks and geometry, from shapes and dtypes alone (arrays or TensorSpecs).
 
     Returns ``(batch_shape, unbatched, stride, dilation, (top, left), padded_shape, (out_h, out_w))``,
@@ -66,34 +82,34 @@ def _conv2d_plan(func, input, weight, bias, stride, padding, dilation, groups):
     _check_same_dtype("weight", weight, input)
     if weight.ndim != 4:
         raise ValueError(f"weight must be 4-D (O, C/groups, kh, kw), got shape {_shape(weight)}")
-    groups = _check_groups(groups)
+    n_groups = _check_groups(groups)
     O, Cg, kh, kw = _shape(weight)
-    if C % groups or O % groups:
+    if C % n_groups or O % n_groups:
         raise ValueError(
-            f"groups={groups} must divide both the input channels ({C}, input shape {_shape(input)}) "
+            f"groups={n_groups} must divide both the input channels ({C}, input shape {_shape(input)}) "
             f"and the output channels ({O}, weight shape {_shape(weight)})"
         )
-    if Cg * groups != C:
+    if Cg * n_groups != C:
         raise ValueError(
             f"input has {C} channels (shape {_shape(input)}) but weight of shape {_shape(weight)} "
-            f"with groups={groups} expects {Cg * groups}"
+            f"with groups={n_groups} expects {Cg * n_groups}"
         )
     if bias is not None:
         _check_float("bias", bias)
         _check_same_dtype("bias", bias, input)
         if _shape(bias) != (O,):
             raise ValueError(f"bias must have shape ({O},) to match weight {_shape(weight)}, got {_shape(bias)}")
-    stride = _positive_pair(stride, "stride")
-    dilation = _positive_pair(dilation, "dilation")
-    (pt, pb), (pl, pr) = _conv_padding(padding, (kh, kw), dilation, stride)
+    strides = _positive_pair(stride, "stride")
+    dilations = _positive_pair(dilation, "dilation")
+    (pt, pb), (pl, pr) = _conv_padding(padding, (kh, kw), dilations, strides)
     # 'same' padding may put one more row/column at the bottom/right: count it in the size.
-    out_h = _out_size(func, input, "height", H + pb - pt, kh, stride[0], pt, dilation[0])
-    out_w = _out_size(func, input, "width", W + pr - pl, kw, stride[1], pl, dilation[1])
-    padded = _padded_shape((N, C, H, W), (pt, pl), (out_h, out_w), (kh, kw), stride, dilation)
-    return (N, C, H, W), unbatched, stride, dilation, (pt, pl), padded, (out_h, out_w)
+    out_h = _out_size(func, input, "height", H + pb - pt, kh, strides[0], pt, dilations[0])
+    out_w = _out_size(func, input, "width", W + pr - pl, kw, strides[1], pl, dilations[1])
+    padded = _padded_shape((N, C, H, W), (pt, pl), (out_h, out_w), (kh, kw), strides, dilations)
+    return (N, C, H, W), unbatched, strides, dilations, (pt, pl), padded, (out_h, out_w)
 
 
-def _check_conv_sizes(func, input, weight, plan, padding) -> None:
+def _check_conv_sizes(func: str, input: Shaped, weight: Shaped, plan: Plan, padding: IntPair | str) -> None:
     """Refuse, before allocating, an output or padded input of more than MAX_ELEMENTS elements."""
     (N, _, _, _), _, stride, dilation, _, padded, (out_h, out_w) = plan
     because = f"input {_shape(input)} with padding={padding!r}, stride={stride}, dilation={dilation}"
@@ -102,9 +118,9 @@ def _check_conv_sizes(func, input, weight, plan, padding) -> None:
 
 
 def conv2d_output_shape(
-    input: Array,
-    weight: Array,
-    bias: Array | None = None,
+    input: Shaped,
+    weight: Shaped,
+    bias: Shaped | None = None,
     stride: IntPair = 1,
     padding: IntPair | str = 0,
     dilation: IntPair = 1,
@@ -122,7 +138,15 @@ def conv2d_output_shape(
     return (O, out_h, out_w) if unbatched else (_shape(input)[0], O, out_h, out_w)
 
 
-def _conv_chunks(func, N, out_h, row_bytes, workspace_bytes, xp, column_shape):
+def _conv_chunks(
+    func: str,
+    N: int,
+    out_h: int,
+    row_bytes: int,
+    workspace_bytes: int | None,
+    xp: types.ModuleType,
+    column_shape: Callable[[int, int], tuple[int, ...]],
+) -> list[tuple[int, int, int, int]]:
     """The workspace chunks of a convolution, refused up front when too many or too large.
 
     ``column_shape(n, rows)`` is the shape of the columns of ``n`` images' ``rows`` output rows.
@@ -136,13 +160,13 @@ def _conv_chunks(func, N, out_h, row_bytes, workspace_bytes, xp, column_shape):
     return chunks
 
 
-def _band_rows(r0, r1, kernel, stride, dilation) -> tuple[int, int]:
+def _band_rows(r0: int, r1: int, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[int, int]:
     """The padded input rows ``(a, b)`` that output rows ``r0:r1`` read."""
     a = r0 * stride[0]
     return a, a + _extent(r1 - r0, kernel[0], stride[0], dilation[0])
 
 
-def _columns(xband, kernel, stride, dilation, out_hw):
+def _columns(xband: Array, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> Array:
     """im2col of a padded band into a buffer laid out for the matrix product.
 
     Returns
@@ -153,7 +177,7 @@ def _columns(xband, kernel, stride, dilation, out_hw):
     """
     xp = get_array_module(xband)
     n, C = xband.shape[:2]
-    cols = xp.empty((C, *kernel, n, *out_hw), dtype=xband.dtype)
+    cols: Array = xp.empty((C, *kernel, n, *out_hw), dtype=xband.dtype)
     _im2col(xband, kernel, stride, dilation, out_hw, out=cols.transpose(3, 0, 1, 2, 4, 5))
     return cols
 
@@ -215,7 +239,7 @@ def conv2d(
         lambda n, rows: (C * kh * kw, n * rows * out_w),
     )
     w = weight.reshape(groups, O // groups, K)  # (groups, O/groups, K)
-    out = None if len(chunks) == 1 else xp.empty((O, N, out_h, out_w), dtype=x.dtype)
+    out: Array | None = None if len(chunks) == 1 else xp.empty((O, N, out_h, out_w), dtype=x.dtype)
     for n0, n1, r0, r1 in chunks:
         n, rows = n1 - n0, r1 - r0
         band = _pad(x[n0:n1], padded[-2:], before, rows=_band_rows(r0, r1, kernel, stride, dilation))
@@ -227,6 +251,7 @@ def conv2d(
             out = product
         else:
             out[:, n0:n1, r0:r1] = product
+    assert out is not None  # set in the loop when there is one chunk, allocated above otherwise
     out = out.transpose(1, 0, 2, 3)  # (N, O, out_h, out_w) view
     if bias is not None:
         out = out + bias.reshape(O, 1, 1)

@@ -14,7 +14,7 @@ Shapes in comments are for a 224×224 input to ResNet-50.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy
 
@@ -81,7 +81,7 @@ class BlockLayout(NamedTuple):
     """
 
     name: str
-    main: tuple  # of ConvBN
+    main: tuple[ConvBN, ...]
     downsample: ConvBN | None
 
 
@@ -94,15 +94,16 @@ class ResNetLayout(NamedTuple):
 
     stem: ConvBN
     maxpool: MaxPool2d
-    blocks: tuple  # of BlockLayout
+    blocks: tuple[BlockLayout, ...]
     avgpool: AdaptiveAvgPool2d
     fc: Linear
 
 
-def _block_layout(block, name: str, pairs) -> BlockLayout:
+def _block_layout(block: BasicBlock | Bottleneck, name: str, pairs: Sequence[tuple[str, str]]) -> BlockLayout:
     main = tuple(ConvBN(f"{name}.{c}", getattr(block, c), getattr(block, b)) for c, b in pairs)
-    ds = block.downsample
-    return BlockLayout(name, main, None if ds is None else ConvBN(f"{name}.downsample.0", ds[0], ds[1]))
+    ds = block.downsample  # None, or Sequential(conv1x1, BatchNorm2d) as _make_layer builds it
+    shortcut = None if ds is None else ConvBN(f"{name}.downsample.0", getattr(ds, "0"), getattr(ds, "1"))
+    return BlockLayout(name, main, shortcut)
 
 
 class BasicBlock(Module):
@@ -139,7 +140,7 @@ class BasicBlock(Module):
     def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
         identity = x
 
-        out = self.conv1(x)
+        out: Array | TensorSpec = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
 
@@ -212,7 +213,7 @@ class Bottleneck(Module):
     def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
         identity = x
 
-        out = self.conv1(x)
+        out: Array | TensorSpec = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
 
@@ -362,6 +363,7 @@ class ResNet(Module):
         self.fc = Linear(512 * block.expansion, num_classes, **layer_kw)
         if not init:
             return
+        assert rng is not None  # made above when init
 
         for module in self.modules():
             if isinstance(module, Conv2d):  # kaiming_normal_(mode="fan_out", nonlinearity="relu")
@@ -375,7 +377,16 @@ class ResNet(Module):
                 elif isinstance(module, BasicBlock):
                     module.bn2.weight[...] = 0
 
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False, *, kw):
+    def _make_layer(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        planes: int,
+        blocks: int,
+        stride: int = 1,
+        dilate: bool = False,
+        *,
+        kw: dict[str, Any],
+    ) -> Sequential:
         # kw: dtype, rng, init and workspace_bytes, for the blocks and the downsampling convolution
         downsample = None
         previous_dilation = self.dilation
@@ -425,7 +436,7 @@ class ResNet(Module):
     def layout(self) -> ResNetLayout:
         """The stem, the blocks in order and the head, as :class:`ResNetLayout`, for tools that transform the model."""
         blocks = tuple(
-            block.layout(f"layer{s}.{b}")
+            cast("BasicBlock | Bottleneck", block).layout(f"layer{s}.{b}")
             for s, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1)
             for b, block in enumerate(stage)
         )
@@ -469,7 +480,9 @@ class ResNet(Module):
         return grad
 
 
-def _parameter_count(block, layers, num_classes, groups, width_per_group) -> int:
+def _parameter_count(
+    block: type[BasicBlock | Bottleneck], layers: Sequence[int], num_classes: int, groups: int, width_per_group: int
+) -> int:
     """Floats in ``ResNet(block, layers, ...).state_dict()``: parameters and running statistics.
 
     Follows ``_make_layer``'s widths without building anything, so a model too large to
@@ -492,7 +505,12 @@ def _parameter_count(block, layers, num_classes, groups, width_per_group) -> int
     return count + (inplanes + 1) * num_classes  # fc
 
 
-def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
+def _resnet(
+    block: type[BasicBlock | Bottleneck],
+    layers: list[int],
+    weights: PathLike | Mapping[str, Array] | None = None,
+    **kwargs: Any,
+) -> ResNet:
     if (
         weights is not None
         and not isinstance(weights, str)
@@ -509,8 +527,10 @@ def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
     if weights is not None:
         from ..weights import load_weights
 
-        state_dict = load_weights(weights) if not hasattr(weights, "keys") else weights
-        model.load_state_dict(state_dict)
+        if hasattr(weights, "keys"):  # a state dict
+            model.load_state_dict(cast("Mapping[str, Array]", weights))
+        else:
+            model.load_state_dict(load_weights(weights))
     return model
 
 

@@ -19,7 +19,7 @@ would return, or the very error it would raise.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy
 
@@ -33,7 +33,9 @@ from .module import Module
 if TYPE_CHECKING:
     from typing import Any
 
-    from .._typing import Array, IntPair
+    from numpy.typing import DTypeLike
+
+    from .._typing import Array, IntPair, Shaped
     from .spec import TensorSpec
 
 __all__ = ["MAX_PARAMETER_BYTES", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
@@ -54,7 +56,9 @@ def _fan_in_bound(fan_in: int) -> float:
     return 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
-def _uniform(rng, shape, bound, dtype, init=True):
+def _uniform(
+    rng: int | numpy.random.Generator | None, shape: tuple[int, ...], bound: float, dtype: DTypeLike, init: bool = True
+) -> Array:
     if not init:
         return numpy.zeros(shape, dtype=dtype)
     rng = numpy.random.default_rng(rng)
@@ -185,7 +189,7 @@ class BatchNorm2d(Module):
         self.running_var = numpy.ones(num_features, dtype=dtype)
         self.num_batches_tracked = numpy.zeros((), dtype=numpy.int64)
 
-    def _check_input(self, x):
+    def _check_input(self, x: Shaped) -> None:
         if x.ndim != 4:
             raise ValueError(f"{self} expects 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
 
@@ -204,7 +208,7 @@ class BatchNorm2d(Module):
             self.weight,
             self.bias,
             training=self.training,
-            momentum=momentum,
+            momentum=0.0 if momentum is None else momentum,  # None only when not training: unused then
             eps=self.eps,
         )
 
@@ -213,6 +217,7 @@ class BatchNorm2d(Module):
         grad_input, grad_weight, grad_bias = F.batch_norm_backward(
             grad_output, x, self.weight, training=True, eps=self.eps
         )
+        assert grad_weight is not None and grad_bias is not None  # the layer always has weight and bias
         self._accumulate("weight", grad_weight)
         self._accumulate("bias", grad_bias)
         return grad_input
@@ -272,8 +277,10 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
 
     def forward(self, x: Array) -> Array:
-        if not self.training:
-            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        if not self.training:  # without return_indices: the output alone
+            return cast(
+                "Array", F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+            )
         out, indices = F.max_pool2d(
             x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices=True
         )
@@ -286,7 +293,9 @@ class MaxPool2d(Module):
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         return spec.like(
-            F.max_pool2d_output_shape(spec, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+            F.max_pool2d_output_shape(
+                cast("Any", spec), self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+            )
         )
 
     def extra_repr(self) -> str:
@@ -309,7 +318,7 @@ class AdaptiveAvgPool2d(Module):
         return F.adaptive_avg_pool2d_backward(grad_output, input_shape)
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
-        return spec.like(F.adaptive_avg_pool2d_output_shape(spec, self.output_size))
+        return spec.like(F.adaptive_avg_pool2d_output_shape(cast("Any", spec), self.output_size))  # takes a spec too
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"

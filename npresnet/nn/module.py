@@ -35,8 +35,14 @@ class Module:
     Leaf layers also implement ``forward_spec`` for the shape-only pass.
     """
 
-    _parameter_names: tuple = ()
-    _buffer_names: tuple = ()
+    _parameter_names: tuple[str, ...] = ()
+    _buffer_names: tuple[str, ...] = ()
+    # set in __init__ with object.__setattr__ (they are not children, whatever they hold)
+    _children: OrderedDict[str, Module]
+    _forward_hooks: OrderedDict[int, Callable[[Module, Any, Any], None]]
+    training: bool
+    _saved: list[tuple[Any, ...]]
+    grads: OrderedDict[str, Array]
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", OrderedDict())
@@ -45,7 +51,7 @@ class Module:
         object.__setattr__(self, "_saved", [])  # what backward needs, pushed by training-mode forwards
         object.__setattr__(self, "grads", OrderedDict())  # parameter name -> accumulated gradient
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, Module):
             self._children[name] = value
         elif name in self._children:
@@ -59,12 +65,13 @@ class Module:
             hook(self, x, out)
         return out
 
-    def forward(self, x: Array) -> Any:
+    def forward(self, x: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         """Shape-only forward: containers run their real ``forward``; leaf layers override."""
-        return self.forward(spec)
+        out: TensorSpec = self.forward(spec)
+        return out
 
     # ------------------------------------------------------------------ training
     def backward(self, grad_output: Array) -> Array:
@@ -77,12 +84,12 @@ class Module:
         """
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
-    def _save(self, *arrays):
+    def _save(self, *arrays: Any) -> None:
         """In training mode, keep what ``backward`` needs (a stack: a module called twice saves twice)."""
         if self.training:
             self._saved.append(arrays)
 
-    def _pop_saved(self):
+    def _pop_saved(self) -> tuple[Any, ...]:
         if not self._saved:
             raise RuntimeError(
                 f"{type(self).__name__}.backward called without a matching forward in training mode "
@@ -90,7 +97,7 @@ class Module:
             )
         return self._saved.pop()
 
-    def _accumulate(self, name: str, grad) -> None:
+    def _accumulate(self, name: str, grad: Array) -> None:
         """Add ``grad`` into ``self.grads[name]``: gradients accumulate until :meth:`zero_grad`, as in torch."""
         if name in self.grads:
             self.grads[name] += grad
@@ -153,7 +160,7 @@ class Module:
             module = module._children[part]
         return module
 
-    def _named_arrays(self, names_attr: str):
+    def _named_arrays(self, names_attr: str) -> Iterator[tuple[str, Array]]:
         for prefix, module in self.named_modules():
             for name in getattr(module, names_attr):
                 array = getattr(module, name)
@@ -251,7 +258,7 @@ class Module:
     def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._children.items()]
         head = f"{type(self).__name__}({self.extra_repr()}"
         return head + ("\n  " + "\n  ".join(lines) + "\n)" if lines else ")")
@@ -261,7 +268,7 @@ _hook_ids = itertools.count()
 
 
 class _HookHandle:
-    def __init__(self, hooks, key):
+    def __init__(self, hooks: dict[int, Any], key: int):
         self._hooks, self._key = hooks, key
 
     def remove(self) -> None:
@@ -329,12 +336,12 @@ def capture_intermediates(
             raise ValueError(
                 f"names must be non-empty dotted module names (the model itself is the output), got {', '.join(bad)}"
             )
-    outputs = OrderedDict()
+    outputs: OrderedDict[str, Any] = OrderedDict()
     handles = []
     for name, module in model.named_modules():
         if name and (wanted is None or name in wanted):
 
-            def hook(_module, _input, output, name=name):
+            def hook(_module: Module, _input: Any, output: Any, name: str = name) -> None:
                 outputs.pop(name, None)
                 outputs[name] = output if isinstance(output, TensorSpec) else output.copy()
 
