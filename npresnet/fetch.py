@@ -244,7 +244,7 @@ def fetch(
     return target
 
 
-def _download(url: str, fd: int, timeout: float, progress) -> str:
+def _download(url: str, fd: int, timeout: float, progress: Callable[[int, int | None], object] | None) -> str:
     """Stream ``url`` into the open file ``fd``; return the SHA-256 hex digest of what was written."""
     sha = hashlib.sha256()
     done = 0

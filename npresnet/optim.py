@@ -16,9 +16,13 @@ The optimiser reads each parameter's gradient from its module's ``grads`` (fille
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ._args import check_int, check_real
 from .nn import Module
+
+if TYPE_CHECKING:
+    from ._typing import Array
 
 __all__ = ["SGD", "StepLR", "CosineAnnealingLR"]
 
@@ -78,7 +82,7 @@ class SGD:
         self.module = params
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov = weight_decay, nesterov
-        self.state: dict[str, dict] = {}  # state_dict key -> {"momentum_buffer": array}
+        self.state: dict[str, dict[str, Array]] = {}  # state_dict key -> {"momentum_buffer": array}
 
     def zero_grad(self) -> None:
         """Forget the gradients (``model.zero_grad()``)."""

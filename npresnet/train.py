@@ -76,14 +76,14 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_args(cls, args) -> TrainConfig:
+    def from_args(cls, args: object) -> TrainConfig:
         """The config of parsed command-line arguments: every field ``args`` has (``--batch-size``
         gives ``batch_size``); the others keep their defaults. Used by ``npresnet train`` and the
         PyTorch twin in ``benchmarks/train_digits_torch.py``, which take the same flags."""
         names = [f.name for f in dataclasses.fields(cls)]
         return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
         if not (isinstance(self.size, int) and 8 <= self.size <= MAX_SIZE and self.size % 8 == 0):
@@ -208,7 +208,13 @@ def train_digits(
     )
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     schedule = CosineAnnealingLR(optimizer, T_max=config.epochs)
-    history = {"batch_loss": [], "train_loss": [], "test_loss": [], "test_accuracy": [], "lr": []}
+    history: dict[str, list[float]] = {
+        "batch_loss": [],
+        "train_loss": [],
+        "test_loss": [],
+        "test_accuracy": [],
+        "lr": [],
+    }
     for epoch in range(config.epochs):
         model.train()
         batches = epoch_batches(x_train, y_train, config, epoch)
