@@ -108,7 +108,7 @@ def cache_dir() -> Path:
 
 
 def weights_filename(arch: str, variant: str | None = None) -> str:
-    """torchvision's published file name for ``arch`` (``resnet18-f37072fd.pth``); ValueError if none."""
+    """Return torchvision's published file name for ``arch`` (``resnet18-f37072fd.pth``); ValueError if none."""
     if arch not in WEIGHTS:
         import difflib
 

@@ -157,7 +157,8 @@ class CosineAnnealingLR(_Schedule):
     """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``: from ``base_lr``
     down to ``eta_min`` along half a cosine over ``T_max`` epochs (torch's closed form).
 
-    ``T_max`` is an int >= 1 and ``eta_min`` a finite number >= 0."""
+    ``T_max`` is an int >= 1 and ``eta_min`` a finite number >= 0.
+    """
 
     def __init__(self, optimizer: SGD, T_max: int, eta_min: float = 0.0) -> None:
         T_max, eta_min = check_int("T_max", T_max, 1), check_real("eta_min", eta_min, 0.0)

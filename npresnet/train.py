@@ -79,7 +79,8 @@ class TrainConfig:
     def from_args(cls, args: object) -> TrainConfig:
         """The config of parsed command-line arguments: every field ``args`` has (``--batch-size``
         gives ``batch_size``); the others keep their defaults. Used by ``npresnet train`` and the
-        PyTorch twin in ``benchmarks/train_digits_torch.py``, which take the same flags."""
+        PyTorch twin in ``benchmarks/train_digits_torch.py``, which take the same flags.
+        """
         names = [f.name for f in dataclasses.fields(cls)]
         return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 

@@ -141,7 +141,8 @@ def workspace_chunk_count(N: int, out_h: int, row_bytes: int, budget: int) -> in
 
 def _per_chunk(out_h: int, row_bytes: int, budget: int) -> tuple[int, int]:
     """``(images, output rows)`` per chunk: ``(k, out_h)``, the most whole images within ``budget``, when one
-    image fits; else ``(1, r)``, bands of the most rows within it (at least one row)."""
+    image fits; else ``(1, r)``, bands of the most rows within it (at least one row).
+    """
     image_bytes = out_h * row_bytes
     if image_bytes <= budget:
         return max(1, budget // max(image_bytes, 1)), out_h

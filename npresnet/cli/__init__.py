@@ -38,6 +38,7 @@ _COMMANDS = (summary, predict, convert, fetch, train, embed, draw, receptive_fie
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``npresnet`` parser: one subcommand per module of this package."""
     parser = argparse.ArgumentParser(
         prog="npresnet",
         description="ResNet from first principles in NumPy: inspect architectures, classify images, "

@@ -96,7 +96,8 @@ def _build_in_place(path):
 def _verified_files(root: str, record, digest: str, seen: dict | None = None) -> dict[str, bytes] | None:
     """``{relative path: bytes}`` of the files ``record`` names, or None unless the record was written under
     ``digest`` and each file has its recorded size and SHA-256. With ``seen``, a file already verified
-    there is not read again (and its bytes are not returned: only whether all verify matters then)."""
+    there is not read again (and its bytes are not returned: only whether all verify matters then).
+    """
     if not isinstance(record, dict) or record.get("key") != digest or not isinstance(record.get("files"), dict):
         return None
     found = {}

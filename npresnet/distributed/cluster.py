@@ -188,7 +188,8 @@ def _serve(distributed, cluster):
 
 def _cuda_cluster(n_workers):
     """dask-cuda's ``LocalCUDACluster`` (one worker per GPU, each seeing only its own device), or None
-    without dask-cuda. Untested here: no GPU on the CI machine."""
+    without dask-cuda. Untested here: no GPU on the CI machine.
+    """
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:

@@ -86,7 +86,8 @@ class Windows:
 
     def cell_kind(self, y: int, x: int) -> str:
         """Where input cell ``(y, x)`` lies: ``"input"``, ``"padding"`` or ``"overhang"`` (beyond the padding:
-        ceil mode's last windows)."""
+        ceil mode's last windows).
+        """
         (H, W), (ph, pw) = self.input_size, self.padding
         if 0 <= y < H and 0 <= x < W:
             return "input"

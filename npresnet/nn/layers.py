@@ -52,7 +52,7 @@ def check_parameter_bytes(what: str, count: int, dtype: Any) -> None:
 
 
 def _fan_in_bound(fan_in: int) -> float:
-    """torch's default bound ``1/sqrt(fan_in)``, 0 for an empty fan-in (as torch's Linear bias)."""
+    """Return torch's default bound ``1/sqrt(fan_in)``, 0 for an empty fan-in (as torch's Linear bias)."""
     return 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 

@@ -114,7 +114,8 @@ class Module:
 
     def named_parameter_slots(self) -> Iterator[tuple[str, Module, str]]:
         """Yield ``(state_dict key, module, attribute name)`` for every parameter: where an optimiser
-        reads ``getattr(module, name)`` and ``module.grads.get(name)`` and writes the update back."""
+        reads ``getattr(module, name)`` and ``module.grads.get(name)`` and writes the update back.
+        """
         for prefix, module in self.named_modules():
             for name in module._parameter_names:
                 if getattr(module, name) is not None:
@@ -219,7 +220,8 @@ class Module:
     def to(self, backend: str | None = None, dtype: Any = None) -> Module:
         """Move every array to ``backend`` (``"numpy"``/``"cupy"``) and/or cast floating ones to ``dtype``.
 
-        Returns self."""
+        Returns self.
+        """
         for _, module in self.named_modules():
             for name in module._parameter_names + module._buffer_names:
                 array = getattr(module, name)
@@ -234,7 +236,7 @@ class Module:
 
     @property
     def dtype(self) -> numpy.dtype | None:
-        """dtype of the first floating parameter (None for a module without parameters)."""
+        """The dtype of the first floating parameter (None for a module without parameters)."""
         return next((a.dtype for a in self.parameters() if a.dtype.kind == "f"), None)
 
     @property

@@ -110,6 +110,7 @@ def sum_bound(n: int, magnitude, dtype_name: str, output_dtype_name: str | None 
 def safe_magnitude(n_terms: int, dtype_name: str) -> float:
     """The largest power of two ``M`` such that ``n_terms`` products of two values of magnitude at
     most ``M``, plus a term of at most ``M``, cannot overflow ``dtype_name`` or its accumulation:
-    ``(n_terms + 1)·M² <= largest / 2`` (the factor 2 absorbs the rounding of the partial sums)."""
+    ``(n_terms + 1)·M² <= largest / 2`` (the factor 2 absorbs the rounding of the partial sums).
+    """
     limit = min(largest(dtype_name), largest(accumulation_dtype(dtype_name)))
     return 2.0 ** math.floor(math.log2(math.sqrt(limit / (2 * (n_terms + 1)))))

@@ -97,7 +97,8 @@ def describe_array(a) -> str:
 # --------------------------------------------------------------------------- values
 def elements(dtype: numpy.dtype, magnitude: float, allow_nan: bool = False, allow_infinity: bool = False):
     """Floats of ``dtype`` in ``[-magnitude, magnitude]`` (zeros and subnormals included), and NaN / ±inf
-    when allowed."""
+    when allowed.
+    """
     width = 8 * numpy.dtype(dtype).itemsize
     finite = st.floats(-magnitude, magnitude, width=width, allow_subnormal=True)
     special = ([st.just(math.nan)] if allow_nan else []) + (
@@ -108,7 +109,8 @@ def elements(dtype: numpy.dtype, magnitude: float, allow_nan: bool = False, allo
 
 def draw_array(draw, shape, dtype, magnitude, *, allow_nan=False, allow_infinity=False, noncontiguous=False):
     """Draw an array of ``shape`` and ``dtype``; with ``noncontiguous`` maybe as a transposed or
-    strided view (positive, nonzero strides) whose gaps hold NaN, so reading them shows."""
+    strided view (positive, nonzero strides) whose gaps hold NaN, so reading them shows.
+    """
     # fill=nothing(): every element is drawn (and shrunk) on its own, not a few over a constant background
     values = draw(
         hnp.arrays(dtype, shape, elements=elements(dtype, magnitude, allow_nan, allow_infinity), fill=st.nothing())
@@ -153,7 +155,8 @@ def as_pair(value, name: str):
 
 def draw_ints(draw, forms, low, high):
     """One hyper-parameter as torch accepts it: an int, a 1-tuple or a pair of ints in [low, high],
-    in a form from ``forms``; returns ``(as drawn, (h, w))``. ``high`` may be a pair of per-axis limits."""
+    in a form from ``forms``; returns ``(as drawn, (h, w))``. ``high`` may be a pair of per-axis limits.
+    """
     highs = high if isinstance(high, tuple) else (high, high)
     shapes = [f for f in ("int", "1-tuple", "pair") if f in forms]
     if not shapes:

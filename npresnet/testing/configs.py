@@ -293,7 +293,8 @@ def pool2d_configs(
 def adaptive_pool_configs(draw, *, max_batch=2, max_channels=3, max_size=9, max_output=9, unbatched=True):
     """Hypothesis strategy for :class:`AdaptivePoolConfig` s: any input size 1..``max_size``,
     any output size 1..``max_output`` (larger than the input too), as an int, a pair or a
-    pair with None."""
+    pair with None.
+    """
     H, W = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
     lead = _lead_shape(draw, max_batch, draw(st.integers(1, max_channels)), unbatched)
     out = st.integers(1, max_output)

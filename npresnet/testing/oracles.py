@@ -82,7 +82,8 @@ def _as_batch(array):
 
 def _conv_windows(x_shape, weight_shape, stride, padding, dilation):
     """Yield ``(oy, ox, ky, kx, iy, ix)`` for every tap of every window that lies inside the input,
-    and return the output size through ``window_starts``; used by the forward and backward oracles."""
+    and return the output size through ``window_starts``; used by the forward and backward oracles.
+    """
     H, W = x_shape[-2:]
     kh, kw = weight_shape[-2:]
     sy, sx = _pair(stride, "stride")
@@ -286,7 +287,8 @@ def adaptive_output_size(shape, output_size):
 
 def adaptive_windows(shape, output_size):
     """Windows of adaptive pooling, as :func:`pool_windows` gives them: bin ``(i, j)`` holds input
-    rows ``floor(i*H/out_h) .. ceil((i+1)*H/out_h) - 1`` and the columns likewise (PyTorch's bins)."""
+    rows ``floor(i*H/out_h) .. ceil((i+1)*H/out_h) - 1`` and the columns likewise (PyTorch's bins).
+    """
     H, W = shape[-2:]
     out_h, out_w = adaptive_output_size(shape, output_size)
 
@@ -310,6 +312,7 @@ def reference_adaptive_avg_pool2d(input, output_size):
 
 def reference_adaptive_max_pool2d(input, output_size):
     """Naive float64 ``adaptive_max_pool2d``, the oracle: the max of each of PyTorch's bins (as in
-    :func:`reference_adaptive_avg_pool2d`); NaN propagates. Returns a float64 NumPy array."""
+    :func:`reference_adaptive_avg_pool2d`); NaN propagates. Returns a float64 NumPy array.
+    """
     windows = adaptive_windows(numpy.shape(input), output_size)
     return _pool(input, lambda v, _: _max(v), windows)
