@@ -119,7 +119,7 @@ def _is_embedded_file(data: bytes | mmap.mmap, start: int) -> bool:
 
 
 def _embedded_size(pil: Any, data: bytes | mmap.mmap, start: int, end: int) -> tuple[int, int]:
-    """The size the PNG or JPEG 2000 image at ``data[start:end]`` declares (its header only); (0, 0) if unreadable."""
+    """Return the size the PNG or JPEG 2000 image at ``data[start:end]`` declares; (0, 0) if unreadable."""
     try:
         with pil.open(io.BytesIO(data[start:end])) as frame:  # reads the header only
             w, h = frame.size

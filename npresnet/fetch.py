@@ -124,7 +124,7 @@ def weights_filename(arch: str, variant: str | None = None) -> str:
 
 
 def _hash_prefix(filename: str) -> str:
-    """The SHA-256 prefix in a published name: ``resnet18-f37072fd.pth`` → ``f37072fd``."""
+    """Return the SHA-256 prefix in a published name: ``resnet18-f37072fd.pth`` → ``f37072fd``."""
     return filename.rsplit(".", 1)[0].rsplit("-", 1)[1]
 
 
@@ -144,7 +144,7 @@ def _sha256_of(path: Path) -> str | None:
 
 
 def _recorded_digest(path: Path) -> str | None:
-    """The digest in the record ``path`` (a regular file of at most 65 bytes), or None."""
+    """Return the digest in the record ``path`` (a regular file of at most 65 bytes), or None."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:

@@ -66,7 +66,7 @@ class ReceptiveField:
         padding: Sequence[float],
         dilation: Sequence[int] = (1, 1),
     ) -> ReceptiveField:
-        """The field after a sliding-window layer (convolution or pooling) — the recurrence."""
+        """Return the field after a sliding-window layer (convolution or pooling) — the recurrence."""
         size, jump, start = [], [], []
         for r, j, c, k, s, p, d in zip(self.size, self.jump, self.start, kernel_size, stride, padding, dilation):
             size.append(r + (k - 1) * d * j)
@@ -75,7 +75,7 @@ class ReceptiveField:
         return ReceptiveField(tuple(size), tuple(jump), tuple(start))
 
     def union(self, other: ReceptiveField) -> ReceptiveField:
-        """The field of ``a + b`` (elementwise): the union of both operands' fields."""
+        """Return the field of ``a + b`` (elementwise): the union of both operands' fields."""
         size, start = [], []
         for r1, c1, r2, c2 in zip(self.size, self.start, other.size, other.start):
             lo = min(c1 - (r1 - 1) / 2, c2 - (r2 - 1) / 2)

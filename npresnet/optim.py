@@ -121,6 +121,7 @@ class _Schedule:
         self.last_epoch = 0
 
     def lr_at(self, epoch: int) -> float:
+        """Return the learning rate of ``epoch`` (from 0), in closed form."""
         raise NotImplementedError
 
     def step(self) -> None:
@@ -147,6 +148,7 @@ class StepLR(_Schedule):
         self.step_size, self.gamma = step_size, gamma
 
     def lr_at(self, epoch: int) -> float:
+        """Return the learning rate of ``epoch`` (from 0), in closed form."""
         try:
             return self.base_lr * self.gamma ** (epoch // self.step_size)
         except OverflowError:  # float ** int raises instead of returning inf
@@ -154,8 +156,9 @@ class StepLR(_Schedule):
 
 
 class CosineAnnealingLR(_Schedule):
-    """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``: from ``base_lr``
-    down to ``eta_min`` along half a cosine over ``T_max`` epochs (torch's closed form).
+    """Cosine annealing: from ``base_lr`` down to ``eta_min`` along half a cosine over ``T_max`` epochs.
+
+    ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2`` (torch's closed form).
 
     ``T_max`` is an int >= 1 and ``eta_min`` a finite number >= 0.
     """
@@ -166,4 +169,5 @@ class CosineAnnealingLR(_Schedule):
         self.T_max, self.eta_min = T_max, eta_min
 
     def lr_at(self, epoch: int) -> float:
+        """Return the learning rate of ``epoch`` (from 0), in closed form."""
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

@@ -54,7 +54,7 @@ DEVICE_CAP_BYTES = 4 * 2**30
 def device_workspace_bytes(
     free_bytes: int, fraction: float = DEVICE_FRACTION, floor: int = DEVICE_FLOOR_BYTES, cap: int = DEVICE_CAP_BYTES
 ) -> int:
-    """A GPU workspace from the device's free memory: ``fraction`` of it, clamped to ``[floor, cap]``.
+    """Return a GPU workspace from the device's free memory: ``fraction`` of it, clamped to ``[floor, cap]``.
 
     Why these numbers: on an H100, workspaces of 1–4 GiB ran ResNet-50 at batch 64 15–40× faster
     than the CPU-sized 4–8 MiB (many small products and launches; benchmarks/RESULTS.md). A
@@ -81,7 +81,7 @@ def _cupy_free_bytes(xp: types.ModuleType) -> int:
 
 
 def default_workspace_bytes(xp: types.ModuleType | None = None) -> int:
-    """The default ``workspace_bytes`` for the array module ``xp`` (``numpy`` when None).
+    """Return the default ``workspace_bytes`` for the array module ``xp`` (``numpy`` when None).
 
     NumPy: :data:`NUMPY_WORKSPACE_BYTES`. CuPy: :func:`device_workspace_bytes` of the current
     device's free memory, read at the call (so it follows what the process has allocated).
@@ -140,8 +140,10 @@ def workspace_chunk_count(N: int, out_h: int, row_bytes: int, budget: int) -> in
 
 
 def _per_chunk(out_h: int, row_bytes: int, budget: int) -> tuple[int, int]:
-    """``(images, output rows)`` per chunk: ``(k, out_h)``, the most whole images within ``budget``, when one
-    image fits; else ``(1, r)``, bands of the most rows within it (at least one row).
+    """Return ``(images, output rows)`` per chunk.
+
+    ``(k, out_h)``, the most whole images within ``budget``, when one image fits; else ``(1, r)``,
+    bands of the most rows within it (at least one row).
     """
     image_bytes = out_h * row_bytes
     if image_bytes <= budget:

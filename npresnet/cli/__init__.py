@@ -1,5 +1,6 @@
-"""The ``npresnet`` command: ``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``, ``draw``,
-``receptive-field``.
+"""The ``npresnet`` command and its subcommands.
+
+``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``, ``draw`` and ``receptive-field``.
 
 One module per command, each with ``add_parser(commands, archs)`` and ``run(args)``;
 :mod:`.args` holds the argument types and limits they share, :mod:`.common` the rest.

@@ -94,8 +94,10 @@ def _build_in_place(path):
 
 
 def _verified_files(root: str, record, digest: str, seen: dict | None = None) -> dict[str, bytes] | None:
-    """``{relative path: bytes}`` of the files ``record`` names, or None unless the record was written under
-    ``digest`` and each file has its recorded size and SHA-256. With ``seen``, a file already verified
+    """Read and verify the files ``record`` names: ``{relative path: bytes}``, or None if any fails.
+
+    None unless the record was written under ``digest`` and each file has its recorded size and
+    SHA-256. With ``seen``, a file already verified
     there is not read again (and its bytes are not returned: only whether all verify matters then).
     """
     if not isinstance(record, dict) or record.get("key") != digest or not isinstance(record.get("files"), dict):
@@ -123,5 +125,5 @@ def _verified_files(root: str, record, digest: str, seen: dict | None = None) ->
 
 
 def _verifies(root: str, record, digest: str, seen: dict | None = None) -> bool:
-    """True if ``record`` was written under ``digest`` and each file it names has its recorded size and SHA-256."""
+    """Return True if ``record`` was written under ``digest`` and each file it names has its size and SHA-256."""
     return _verified_files(root, record, digest, seen) is not None

@@ -51,21 +51,26 @@ class PredictionStore:
 
     @property
     def n_chunks(self) -> int:
+        """Number of chunks: ``ceil(num_images / chunk_rows)``."""
         return -(-self.manifest["num_images"] // self.manifest["chunk_rows"])
 
     @staticmethod
     def part_name(index: int) -> str:
+        """Return the file name of chunk ``index``'s Parquet part."""
         return f"part-{index:08d}.parquet"
 
     def exists(self) -> bool:
+        """Whether anything (even a link) is at the output path."""
         return os.path.lexists(self.path)
 
     def check(self) -> None:
+        """Refuse an existing output that is not ours or was made by a different run."""
         fs.scan(self.path, _max_entries(self.n_chunks))
         found = _json(fs.read_bytes(self.path, _MANIFEST, _MAX_METADATA_BYTES))
         _check_manifest(self.path, found, self.manifest)
 
     def create(self, paths=None) -> None:
+        """Create the empty output (its manifest) atomically; ``paths`` is unused (the Zarr store keeps them)."""
         with _build_in_place(self.path) as temporary, atomic_write(os.path.join(temporary, _MANIFEST)) as f:
             f.write(json.dumps(self.manifest, indent=1).encode("utf-8"))
 
@@ -95,11 +100,12 @@ class PredictionStore:
         fs.write_bytes(self.path, f"{_RECORDS}/{index:08d}.json", json.dumps(record, sort_keys=True).encode("utf-8"))
 
     def remove_leftovers(self) -> int:
+        """Delete temporary files left by killed writers; return how many."""
         return fs.remove_temporaries(self.path)
 
 
 def parquet_metadata(manifest: dict) -> dict[str, str]:
-    """The key-value metadata of every Parquet part: the manifest, its main entries, and pandas' ``attrs``.
+    """Return the key-value metadata of every Parquet part: the manifest, its main entries, and pandas' ``attrs``.
 
     ``pyarrow.parquet.read_schema(part).metadata`` holds ``npresnet`` (the manifest as JSON) and
     ``npresnet.<key>`` for the model, layer, weights hash and version; ``pandas.read_parquet``
@@ -121,7 +127,7 @@ def parquet_metadata(manifest: dict) -> dict[str, str]:
 
 
 def predictions_table(rows, paths, top_indices, top_probs, labels, errors):
-    """A ``pyarrow.Table`` of one chunk: row, path, top_indices, top_probs, top_labels, error.
+    """Return a ``pyarrow.Table`` of one chunk: row, path, top_indices, top_probs, top_labels, error.
 
     ``top_*`` are lists of K entries (null for an unreadable image); ``error`` is null for a good one.
     """

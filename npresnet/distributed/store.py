@@ -101,7 +101,7 @@ def _zarr():
 
 
 def _memory_array(metadata: bytes, chunks: dict | None = None, write: bool = False):
-    """A Zarr array in memory with on-disk ``metadata`` (zarr.json bytes) and chunk files ``{key: bytes}``."""
+    """Return a Zarr array in memory with on-disk ``metadata`` (zarr.json bytes) and chunk files ``{key: bytes}``."""
     zarr = _zarr()
     from zarr.core.buffer import cpu
     from zarr.storage import MemoryStore
@@ -113,7 +113,7 @@ def _memory_array(metadata: bytes, chunks: dict | None = None, write: bool = Fal
 
 
 def _encode(metadata: bytes, selection, values) -> dict[str, bytes]:
-    """The chunk files ``{key: bytes}`` Zarr writes for ``array[selection] = values`` (every chunk, even all-fill)."""
+    """Return the chunk files ``{key: bytes}`` Zarr writes for ``array[selection] = values`` (all-fill ones too)."""
     array, contents = _memory_array(metadata, write=True)
     array[selection] = values
     return {key: buffer.to_bytes() for key, buffer in contents.items() if key != "zarr.json"}
@@ -144,9 +144,11 @@ class FeatureStore:
 
     @property
     def n_chunks(self) -> int:
+        """Number of task chunks: ``ceil(num_images / chunk_rows)``."""
         return -(-self.manifest["num_images"] // self.manifest["chunk_rows"])
 
     def exists(self) -> bool:
+        """Whether anything (even a link) is at the output path."""
         return os.path.lexists(self.path)
 
     def check(self) -> None:
@@ -267,7 +269,7 @@ class FeatureStore:
         return {i: _json(str(value).encode("utf-8")) for i, value in decoded.items()}
 
     def unfinished(self, done) -> list[int]:
-        """The storage chunks to write: those with a chunk not in ``done`` or whose record names staged files."""
+        """Return the storage chunks to write: those with a chunk not in ``done`` or whose record names staged files."""
         k, pending = self.chunks_per_storage, set()
         records = self._records(done)
         for i in range(self.n_chunks):

@@ -61,7 +61,7 @@ def _labels(num_classes: int):
 
 
 def _transient(err: BaseException) -> bool:
-    """True if ``err`` or an exception it was raised from is an OSError with a transient errno."""
+    """Return True if ``err`` or an exception it was raised from is an OSError with a transient errno."""
     seen = 0
     while err is not None and seen < 16:
         if isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS:

@@ -109,7 +109,7 @@ def match_architectures(state_dict: Mapping[str, Any]) -> list[tuple[str, int, i
 
 
 def identify_architecture(state_dict: Mapping[str, Any]) -> str | None:
-    """The architecture every key and shape of ``state_dict`` fits, or None."""
+    """Return the architecture every key and shape of ``state_dict`` fits, or None."""
     arch, fitting, total = match_architectures(state_dict)[0]
     return arch if fitting == total else None
 

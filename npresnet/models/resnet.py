@@ -138,6 +138,7 @@ class BasicBlock(Module):
         self.stride = stride
 
     def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
+        """Return ``relu(main(x) + shortcut(x))``: (N, inplanes, H, W) into (N, planes·expansion, H', W')."""
         identity = x
 
         out: Array | TensorSpec = self.conv1(x)
@@ -155,11 +156,11 @@ class BasicBlock(Module):
         return out
 
     def layout(self, name: str = "") -> BlockLayout:
-        """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
+        """Return the block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
         return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2")))
 
     def backward(self, grad_output: Array) -> Array:
-        """The forward in reverse; the block input fed both branches, so their gradients add."""
+        """Run the forward in reverse; the block input fed both branches, so their gradients add."""
         grad = self.relu.backward(grad_output)  # out = relu(out + identity)
         grad_identity = grad  # the sum passes its gradient unchanged to both addends
 
@@ -211,6 +212,7 @@ class Bottleneck(Module):
         self.stride = stride
 
     def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
+        """Return ``relu(main(x) + shortcut(x))``: (N, inplanes, H, W) into (N, planes·expansion, H', W')."""
         identity = x
 
         out: Array | TensorSpec = self.conv1(x)
@@ -232,11 +234,11 @@ class Bottleneck(Module):
         return out
 
     def layout(self, name: str = "") -> BlockLayout:
-        """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
+        """Return the block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
         return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")))
 
     def backward(self, grad_output: Array) -> Array:
-        """The forward in reverse; the block input fed both branches, so their gradients add."""
+        """Run the forward in reverse; the block input fed both branches, so their gradients add."""
         grad = self.relu.backward(grad_output)  # out = relu(out + identity)
         grad_identity = grad  # the sum passes its gradient unchanged to both addends
 
@@ -434,7 +436,7 @@ class ResNet(Module):
                 module.workspace_bytes = value
 
     def layout(self) -> ResNetLayout:
-        """The stem, the blocks in order and the head, as :class:`ResNetLayout`, for tools that transform the model."""
+        """Return the stem, the blocks in order and the head as :class:`ResNetLayout`, for tools that transform it."""
         blocks = tuple(
             cast("BasicBlock | Bottleneck", block).layout(f"layer{s}.{b}")
             for s, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1)
@@ -443,6 +445,7 @@ class ResNet(Module):
         return ResNetLayout(ConvBN("conv1", self.conv1, self.bn1), self.maxpool, blocks, self.avgpool, self.fc)
 
     def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
+        """Return the logits (N, num_classes) of images ``x`` (N, 3, H, W)."""
         self.check_input(x)
         x = self.conv1(x)  # (N, 64, 112, 112)
         x = self.bn1(x)
@@ -460,8 +463,10 @@ class ResNet(Module):
         return x
 
     def backward(self, grad_output: Array) -> Array:
-        """Gradient of the loss with respect to the input images, given ``grad_output`` (N, num_classes)
-        at the logits; every parameter's gradient is added into its module's ``grads``
+        """Return the gradient of the loss with respect to the input images.
+
+        ``grad_output`` (N, num_classes) is the gradient at the logits; every parameter's gradient is
+        added into its module's ``grads``
         (see :meth:`~npresnet.nn.Module.named_grads`). Needs a forward in training mode (``model.train()``).
         """
         grad = self.fc.backward(grad_output)  # (N, 2048)

@@ -52,6 +52,7 @@ class Module:
         object.__setattr__(self, "grads", OrderedDict())  # parameter name -> accumulated gradient
 
     def __setattr__(self, name: str, value: Any) -> None:
+        """Set an attribute; a :class:`Module` value becomes (or stops being) a child, in order."""
         if isinstance(value, Module):
             self._children[name] = value
         elif name in self._children:
@@ -60,12 +61,14 @@ class Module:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, x: Array | TensorSpec) -> Any:
+        """Run ``forward`` (``forward_spec`` for a :class:`TensorSpec`), then the forward hooks."""
         out = self.forward_spec(x) if isinstance(x, TensorSpec) else self.forward(x)
         for hook in tuple(self._forward_hooks.values()):
             hook(self, x, out)
         return out
 
     def forward(self, x: Any) -> Any:
+        """Compute the module's output from ``x``; every module defines it."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
@@ -113,8 +116,10 @@ class Module:
                     yield (f"{prefix}.{name}" if prefix else name), grad
 
     def named_parameter_slots(self) -> Iterator[tuple[str, Module, str]]:
-        """Yield ``(state_dict key, module, attribute name)`` for every parameter: where an optimiser
-        reads ``getattr(module, name)`` and ``module.grads.get(name)`` and writes the update back.
+        """Yield ``(state_dict key, module, attribute name)`` for every parameter.
+
+        That is where an optimiser reads ``getattr(module, name)`` and ``module.grads.get(name)``
+        and writes the update back.
         """
         for prefix, module in self.named_modules():
             for name in module._parameter_names:
@@ -139,9 +144,11 @@ class Module:
 
     # ------------------------------------------------------------------ tree
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, child)`` for the direct children, in the order they were set."""
         return iter(self._children.items())
 
     def children(self) -> Iterator[Module]:
+        """Yield the direct children, in the order they were set."""
         return iter(self._children.values())
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -151,9 +158,11 @@ class Module:
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self) -> Iterator[Module]:
+        """Yield this module and every descendant, depth first."""
         return (m for _, m in self.named_modules())
 
     def get_submodule(self, target: str) -> Module:
+        """Return the descendant at dotted path ``target`` (``""`` is the module itself)."""
         module = self
         for part in filter(None, target.split(".")):
             if part not in module._children:
@@ -169,16 +178,19 @@ class Module:
                     yield (f"{prefix}.{name}" if prefix else name), array
 
     def named_parameters(self) -> Iterator[tuple[str, Array]]:
+        """Yield ``(state_dict key, array)`` for every learned parameter."""
         return self._named_arrays("_parameter_names")
 
     def named_buffers(self) -> Iterator[tuple[str, Array]]:
+        """Yield ``(state_dict key, array)`` for every buffer (running statistics, counters)."""
         return self._named_arrays("_buffer_names")
 
     def parameters(self) -> Iterator[Array]:
+        """Yield every learned parameter, in ``state_dict`` order."""
         return (a for _, a in self.named_parameters())
 
     def num_parameters(self) -> int:
-        """Number of learned scalars (buffers excluded), as ``sum(p.numel() for p in model.parameters())``."""
+        """Return the number of learned scalars (buffers excluded): ``sum(p.numel() for p in model.parameters())``."""
         return sum(int(a.size) for a in self.parameters())
 
     # ------------------------------------------------------------------ state
@@ -258,9 +270,11 @@ class Module:
 
     # ------------------------------------------------------------------ display
     def extra_repr(self) -> str:
+        """Return the layer's settings, shown inside its ``repr``; empty for containers."""
         return ""
 
     def __repr__(self) -> str:
+        """Return the module tree, one child per line, as torch prints it."""
         lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._children.items()]
         head = f"{type(self).__name__}({self.extra_repr()}"
         return head + ("\n  " + "\n  ".join(lines) + "\n)" if lines else ")")
@@ -286,20 +300,25 @@ class Sequential(Module):
             setattr(self, str(index), module)
 
     def __getitem__(self, index: int) -> Module:
+        """Return the child at position ``index``."""
         return list(self._children.values())[index]
 
     def __len__(self) -> int:
+        """Return the number of children."""
         return len(self._children)
 
     def __iter__(self) -> Iterator[Module]:
+        """Return the children, in order."""
         return iter(self._children.values())
 
     def forward(self, x: Array | TensorSpec) -> Any:
+        """Apply the children in order."""
         for module in self._children.values():
             x = module(x)
         return x
 
     def backward(self, grad_output: Array) -> Array:
+        """Call the children's ``backward`` in reverse order."""
         for module in reversed(self._children.values()):
             grad_output = module.backward(grad_output)
         return grad_output

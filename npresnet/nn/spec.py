@@ -36,6 +36,7 @@ class TensorSpec:
     tracer: Callable[[str, tuple[Any, ...], TensorSpec], object] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        """Normalise ``shape`` to a tuple of ints and ``dtype`` to a ``numpy.dtype``."""
         import numpy  # dtype bookkeeping only; specs never hold data
 
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -43,18 +44,21 @@ class TensorSpec:
 
     @property
     def ndim(self) -> int:
+        """Number of dimensions."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
+        """Bytes an array of this shape and dtype would take."""
         return self.size * int(self.dtype.itemsize)
 
     def like(self, shape: Iterable[int]) -> TensorSpec:
-        """A new spec with ``shape``, the same dtype and tracer."""
+        """Return a new spec with ``shape``, the same dtype and tracer."""
         return TensorSpec(tuple(shape), self.dtype, self.tracer)
 
     def _trace(self, op: str, inputs: tuple[Any, ...], output: TensorSpec) -> TensorSpec:
@@ -63,6 +67,7 @@ class TensorSpec:
         return output
 
     def __add__(self, other: object) -> TensorSpec:
+        """Return the spec of ``self + other``: same shape (another spec must match it)."""
         if isinstance(other, TensorSpec) and other.shape != self.shape:
             raise ValueError(f"cannot add arrays of shapes {self.shape} and {other.shape}")
         return self._trace("add", (self, other), self.like(self.shape))
@@ -70,12 +75,14 @@ class TensorSpec:
     __radd__ = __add__
 
     def __iadd__(self, other: object) -> TensorSpec:
+        """Return the spec of ``self += other``: ``self`` itself."""
         # An in-place add writes into self's buffer: report it as an add whose output is self.
         if isinstance(other, TensorSpec) and other.shape != self.shape:
             raise ValueError(f"cannot add arrays of shapes {self.shape} and {other.shape}")
         return self._trace("iadd", (self, other), self)
 
     def reshape(self, *shape: int | tuple[int, ...] | list[int]) -> TensorSpec:
+        """Return the spec of ``reshape(*shape)``: ints, or one tuple; one ``-1`` is inferred."""
         dims = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
         ints = cast("tuple[int, ...]", dims)  # as torch's reshape takes them: ints, or one tuple of ints
         known = math.prod(s for s in ints if s != -1)

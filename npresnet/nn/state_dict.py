@@ -111,7 +111,9 @@ def check_state_dict(
 def state_dict_report(
     missing: list[str], unexpected: list[str], problems: list[str], limit: int | None = 8
 ) -> list[str]:
-    """The lines an error lists for :func:`check_state_dict`'s findings: problems, then missing, then unexpected keys.
+    """Return the lines an error lists for :func:`check_state_dict`'s findings.
+
+    Problems first, then missing, then unexpected keys.
 
     A kind with more than ``limit`` entries shows its first ``limit`` and a count of the
     rest (ResNet-50 weights offered to ResNet-18 would otherwise list 200 keys);

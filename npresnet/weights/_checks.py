@@ -46,7 +46,7 @@ NUMERIC_KINDS = "biufc"
 
 
 def describe(value: object) -> str:
-    """A short, safe description of an untrusted object, for error messages.
+    """Return a short, safe description of an untrusted object, for error messages.
 
     Never calls the object's ``repr``/``str`` (a deeply nested or exponentially shared
     tuple, or a 5,000-digit integer, would make that the attack): strings and bytes are
@@ -195,7 +195,7 @@ def read_member(
 
 
 def element_count(shape: object, what: str) -> int:
-    """Number of elements of ``shape`` (a tuple or list of ints >= 0), or WeightsError.
+    """Return the number of elements of ``shape`` (a tuple or list of ints >= 0), or raise WeightsError.
 
     Types are checked before anything is formatted or multiplied, so a hostile shape
     costs at most :data:`~npresnet.weights.limits.MAX_DIMENSIONS` steps.
@@ -223,7 +223,7 @@ def check_weight_dtype(dtype: numpy.dtype, what: str) -> None:
 
 
 def check_bool_values(array: numpy.ndarray, what: str) -> None:
-    """A bool array read from raw bytes must hold only 0 and 1, or it would be a silent garbage value."""
+    """Check that a bool array read from raw bytes holds only 0 and 1 (anything else is a silent garbage value)."""
     if array.dtype == numpy.bool_ and array.size and array.view(numpy.uint8).max() > 1:
         raise WeightsError(f"{what}: bool data holds bytes other than 0 and 1")
 

@@ -336,7 +336,7 @@ class RestrictedPickle(pickle._Unpickler):
         self.append(self._read_int_line(line, "INT"))
 
     def _read_int_line(self, line: bytes, what: str) -> int:
-        """A protocol-0 decimal integer on its own line (at most 20 digits, an optional "L")."""
+        """Return a protocol-0 decimal integer on its own line (at most 20 digits, an optional "L")."""
         if len(line) > _MAX_TEXT_INT_CHARS or not line.endswith(b"\n"):
             raise WeightsError(f"{what} opcode: not an integer of at most 20 digits on one line")
         text = line[:-1].removesuffix(b"L")

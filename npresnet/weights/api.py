@@ -1,4 +1,4 @@
-"""``load_weights`` and ``save_weights``: one entry point for every weight format.
+r"""``load_weights`` and ``save_weights``: one entry point for every weight format.
 
 The format is recognised from the file's first bytes, not its name, so a
 ``.pth`` that is really an ``.npz`` still loads; the suffix only sharpens the
@@ -7,7 +7,7 @@ message when the content is nothing we read.
 =================  =====================================  ==============  ===========
 format             recognised by                          read            written
 =================  =====================================  ==============  ===========
-PyTorch ``.pth``   zip (``PK\\x03\\x04``) with ``*/data.pkl``  yes, no torch   no
+PyTorch ``.pth``   zip (``PK\x03\x04``) with ``*/data.pkl``  yes, no torch   no
 ``.npz``           zip of ``*.npy`` members               yes             yes
 ``.safetensors``   8-byte length, then ``{``              yes             yes
 =================  =====================================  ==============  ===========
@@ -52,7 +52,7 @@ SUFFIXES = {".pth": "pth", ".pt": "pth", ".npz": "npz", ".safetensors": "safeten
 
 
 def _looks_like_legacy_torch(head: bytes) -> bool:
-    """True for a pre-1.6 ``torch.save`` file: a protocol-2 pickle of LEGACY_MAGIC first."""
+    """Return True for a pre-1.6 ``torch.save`` file: a protocol-2 pickle of LEGACY_MAGIC first."""
     magic = LEGACY_MAGIC.to_bytes(10, "little")
     return head.startswith(b"\x80\x02\x8a\x0a" + magic)
 
@@ -91,7 +91,7 @@ def _read_exactly(file: BinaryIO, count: int) -> bytes:
 
 
 def _detect(file: BinaryIO, size: int, path: Path) -> str:
-    """The format of an open regular file, from its first bytes (and zip member names)."""
+    """Return the format of an open regular file, from its first bytes (and zip member names)."""
     head = file.read(16)
     if head.startswith(ZIP_MAGICS):
         file.seek(0)

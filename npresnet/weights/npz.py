@@ -1,7 +1,7 @@
-"""Read and write ``.npz`` state dicts: a zip of ``.npy`` arrays, one per weight.
+r"""Read and write ``.npz`` state dicts: a zip of ``.npy`` arrays, one per weight.
 
 Layout: member ``<name>.npy`` holds weight ``<name>``; each ``.npy`` is the magic
-``\\x93NUMPY``, a format version, a small header (a Python dict literal giving
+``\x93NUMPY``, a format version, a small header (a Python dict literal giving
 ``descr`` (dtype), ``fortran_order`` and ``shape``) and then the raw elements.
 
 Reading never unpickles (``allow_pickle=False``; object arrays are refused) and

@@ -128,7 +128,7 @@ class _Storage:
 
 
 def _array_from_storage_bytes(data: bytes, dtype_name: str, byteorder: str) -> numpy.ndarray:
-    """The elements of one storage as a native-order 1-d array (read-only view or copy)."""
+    """Return the elements of one storage as a native-order 1-d array (read-only view or copy)."""
     order: Literal["<", ">"] = "<" if byteorder == "little" else ">"
     if dtype_name == "bfloat16":
         raw = numpy.frombuffer(data, dtype=numpy.dtype("u2").newbyteorder(order))
@@ -302,7 +302,7 @@ class RestrictedUnpickler(RestrictedPickle):
 
 
 def _find_prefix(archive: zipfile.ZipFile) -> str:
-    """The folder holding ``data.pkl``, e.g. ``"resnet18/"``; exactly one is allowed."""
+    """Return the folder holding ``data.pkl``, e.g. ``"resnet18/"``; exactly one is allowed."""
     candidates = [
         name[: -len("data.pkl")] for name in archive.namelist() if name.endswith("/data.pkl") and name.count("/") == 1
     ]
