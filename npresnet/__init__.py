@@ -11,6 +11,7 @@ NumPy: ``npresnet.fast.fuse(model)`` or ``npresnet.summary.summarize("resnet50")
 """
 
 import importlib
+import types
 
 from . import functional, nn
 from .backend import available_backends, get_array_module, to_backend, to_numpy
@@ -53,7 +54,7 @@ _LAZY_SUBMODULES = frozenset(
 )
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> types.ModuleType:
     if name in _LAZY_SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")  # also binds it here, so this runs once
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -56,7 +56,7 @@ def _fsync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open ``path`` for binary writing so that it appears complete or not at all.
 
     Parameters

@@ -26,7 +26,7 @@ import os
 import re
 import stat
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ImageError
 from .limits import MAX_IMAGE_FILE_BYTES, MAX_JPEG_SCANS
@@ -100,35 +100,37 @@ def count_jpeg_scans(data: bytes | mmap.mmap, stop_after: int) -> int:
     return scans
 
 
-def _dib_size(data, offset: int) -> tuple[int, int] | None:
+def _dib_size(data: bytes | mmap.mmap, offset: int) -> tuple[int, int] | None:
     """Width and height in a BMP info header at ``offset`` (an ICO frame stores the XOR and AND bitmaps: 2× height)."""
     if offset + 12 > len(data):
         return None
     (header,) = struct.unpack_from("<I", data, offset)
     if header == 12:  # OS/2 BITMAPCOREHEADER
-        return struct.unpack_from("<HH", data, offset + 4)
+        w, h = struct.unpack_from("<HH", data, offset + 4)
+        return int(w), int(h)
     width, height = struct.unpack_from("<ii", data, offset + 4)
     return abs(width), abs(height)
 
 
-def _is_embedded_file(data, start: int) -> bool:
+def _is_embedded_file(data: bytes | mmap.mmap, start: int) -> bool:
     """Whether a PNG or JPEG 2000 file starts at ``data[start]`` (ICO and ICNS embed both)."""
     head = bytes(data[start : start + 12])
     return head.startswith(_PNG_MAGIC) or head.startswith(_JP2_MAGICS)
 
 
-def _embedded_size(pil, data, start: int, end: int) -> tuple[int, int]:
-    """The size the PNG or JPEG 2000 image at ``data[start:end]`` declares (its header only); (0, 0) if unreadable."""
+def _embedded_size(pil: Any, data: bytes | mmap.mmap, start: int, end: int) -> tuple[int, int]:
+    """Return the size the PNG or JPEG 2000 image at ``data[start:end]`` declares; (0, 0) if unreadable."""
     try:
         with pil.open(io.BytesIO(data[start:end])) as frame:  # reads the header only
-            return frame.size
+            w, h = frame.size
+            return int(w), int(h)
     except pil.DecompressionBombError:  # over twice Pillow's limit: too large whatever the limit here
         raise
     except Exception:  # noqa: BLE001 - unreadable here is unreadable for Pillow's loader too, which reports it
         return 0, 0
 
 
-def _ico_sizes(pil, data) -> Iterator[tuple[int, int]]:
+def _ico_sizes(pil: Any, data: bytes | mmap.mmap) -> Iterator[tuple[int, int]]:
     (count,) = struct.unpack_from("<H", data, 4)
     for index in range(count):
         entry = 6 + 16 * index
@@ -141,7 +143,7 @@ def _ico_sizes(pil, data) -> Iterator[tuple[int, int]]:
             yield _dib_size(data, offset) or (0, 0)
 
 
-def _icns_sizes(pil, data) -> Iterator[tuple[int, int]]:
+def _icns_sizes(pil: Any, data: bytes | mmap.mmap) -> Iterator[tuple[int, int]]:
     pos, end = 8, min(len(data), struct.unpack_from(">I", data, 4)[0])
     while pos + 8 <= end:
         (length,) = struct.unpack_from(">I", data, pos + 4)
@@ -152,7 +154,7 @@ def _icns_sizes(pil, data) -> Iterator[tuple[int, int]]:
         pos += length
 
 
-def check_embedded_sizes(pil, file: io.BufferedReader, size: int, max_pixels: int, name: str) -> None:
+def check_embedded_sizes(pil: Any, file: io.BufferedReader, size: int, max_pixels: int, name: str) -> None:
     """Refuse a JPEG with too many scans, or an ICO/ICNS embedding an image above ``max_pixels``.
 
     Called before ``PIL.Image.open``, which already decodes an ICO file's frame; the format is

@@ -8,12 +8,33 @@ and CuPy is never imported for typing. This module imports nothing from npresnet
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
-__all__ = ["Array", "IntPair", "PathLike", "Shape"]
+from numpy.typing import NDArray
 
-#: A ``numpy.ndarray`` or a ``cupy.ndarray`` (Any, so that CuPy is not needed to type-check).
-Array = Any
+__all__ = ["Array", "IntPair", "PathLike", "Shape", "Shaped"]
+
+#: A ``numpy.ndarray`` or a ``cupy.ndarray``. The checker sees NumPy's ``ndarray`` of any dtype:
+#: CuPy's ndarray mirrors its interface (shape, dtype, indexing, operators, methods) and ships
+#: no type information, so CuPy is neither needed nor imported to type-check.
+Array: TypeAlias = NDArray[Any]
+
+
+class Shaped(Protocol):
+    """An array or a :class:`~npresnet.nn.TensorSpec`: what the shape-only checks and functions read."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def ndim(self) -> int: ...
+
+    @property
+    def dtype(self) -> Any: ...
+
+    @property
+    def size(self) -> int: ...
+
 
 #: An int for both spatial axes, or a ``(height, width)`` pair, as torch.nn.functional accepts.
 IntPair = int | tuple[int, int]

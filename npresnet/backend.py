@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy
 
@@ -44,7 +44,7 @@ _EMULATED_PACKAGE = "npresnet._emulation"
 
 
 @functools.cache
-def _import_cupy():
+def _import_cupy() -> tuple[types.ModuleType | None, str]:
     """Return the ``cupy`` module when it imports and sees a GPU, else the reason it cannot.
 
     Returns
@@ -62,7 +62,7 @@ def _import_cupy():
         return None, f"CuPy is installed but no CUDA device is usable ({exc.__class__.__name__}: {exc})"
     if not usable:
         return None, "CuPy is installed but no CUDA device is usable (cupy.is_available() is False)"
-    return cupy, ""
+    return cast(types.ModuleType, cupy), ""
 
 
 def cupy_unavailable_reason() -> str:
@@ -109,11 +109,11 @@ def get_backend(name: str) -> types.ModuleType:
     if name == EMULATED:
         from ._emulation import cupy as emulated
 
-        return emulated
+        return cast(types.ModuleType, emulated)
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 
-def backend_name(array: Array) -> str:
+def backend_name(array: object) -> str:
     """``"cupy"`` for a CuPy array, ``"cupy-emulated"`` for an emulated one, ``"numpy"`` for anything else."""
     # Decided by the type's module, so that CuPy (or the emulation) is never imported just to ask.
     module = type(array).__module__
@@ -124,7 +124,7 @@ def backend_name(array: Array) -> str:
     return "numpy"
 
 
-def get_array_module(*arrays: Array) -> types.ModuleType:
+def get_array_module(*arrays: object) -> types.ModuleType:
     """Return the array module of the first device array among the arguments, else ``numpy``.
 
     Non-array arguments (None, scalars) are ignored.
@@ -139,7 +139,8 @@ def get_array_module(*arrays: Array) -> types.ModuleType:
 def to_numpy(array: Array) -> numpy.ndarray:
     """Return ``array`` as a NumPy array, copying from the device if needed."""
     if backend_name(array) != "numpy":
-        return array.get()
+        device: Any = array  # a CuPy (or emulated) array: typed as NumPy's, it has CuPy's .get()
+        return cast(numpy.ndarray, device.get())
     return numpy.asarray(array)
 
 
@@ -171,4 +172,4 @@ def to_backend(array: Array, backend: str) -> Array:
     host = to_numpy(array)
     if not host.dtype.isnative:
         host = host.astype(host.dtype.newbyteorder("="))  # same values, native byte order
-    return xp.asarray(host)
+    return cast("Array", xp.asarray(host))

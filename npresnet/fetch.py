@@ -108,7 +108,7 @@ def cache_dir() -> Path:
 
 
 def weights_filename(arch: str, variant: str | None = None) -> str:
-    """torchvision's published file name for ``arch`` (``resnet18-f37072fd.pth``); ValueError if none."""
+    """Return torchvision's published file name for ``arch`` (``resnet18-f37072fd.pth``); ValueError if none."""
     if arch not in WEIGHTS:
         import difflib
 
@@ -124,7 +124,7 @@ def weights_filename(arch: str, variant: str | None = None) -> str:
 
 
 def _hash_prefix(filename: str) -> str:
-    """The SHA-256 prefix in a published name: ``resnet18-f37072fd.pth`` → ``f37072fd``."""
+    """Return the SHA-256 prefix in a published name: ``resnet18-f37072fd.pth`` → ``f37072fd``."""
     return filename.rsplit(".", 1)[0].rsplit("-", 1)[1]
 
 
@@ -144,7 +144,7 @@ def _sha256_of(path: Path) -> str | None:
 
 
 def _recorded_digest(path: Path) -> str | None:
-    """The digest in the record ``path`` (a regular file of at most 65 bytes), or None."""
+    """Return the digest in the record ``path`` (a regular file of at most 65 bytes), or None."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
@@ -244,7 +244,7 @@ def fetch(
     return target
 
 
-def _download(url: str, fd: int, timeout: float, progress) -> str:
+def _download(url: str, fd: int, timeout: float, progress: Callable[[int, int | None], object] | None) -> str:
     """Stream ``url`` into the open file ``fd``; return the SHA-256 hex digest of what was written."""
     sha = hashlib.sha256()
     done = 0

@@ -16,9 +16,13 @@ The optimiser reads each parameter's gradient from its module's ``grads`` (fille
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ._args import check_int, check_real
 from .nn import Module
+
+if TYPE_CHECKING:
+    from ._typing import Array
 
 __all__ = ["SGD", "StepLR", "CosineAnnealingLR"]
 
@@ -78,7 +82,7 @@ class SGD:
         self.module = params
         self.lr, self.momentum, self.dampening = lr, momentum, dampening
         self.weight_decay, self.nesterov = weight_decay, nesterov
-        self.state: dict[str, dict] = {}  # state_dict key -> {"momentum_buffer": array}
+        self.state: dict[str, dict[str, Array]] = {}  # state_dict key -> {"momentum_buffer": array}
 
     def zero_grad(self) -> None:
         """Forget the gradients (``model.zero_grad()``)."""
@@ -117,6 +121,7 @@ class _Schedule:
         self.last_epoch = 0
 
     def lr_at(self, epoch: int) -> float:
+        """Return the learning rate of ``epoch`` (from 0), in closed form."""
         raise NotImplementedError
 
     def step(self) -> None:
@@ -143,6 +148,7 @@ class StepLR(_Schedule):
         self.step_size, self.gamma = step_size, gamma
 
     def lr_at(self, epoch: int) -> float:
+        """Return the learning rate of ``epoch`` (from 0), in closed form."""
         try:
             return self.base_lr * self.gamma ** (epoch // self.step_size)
         except OverflowError:  # float ** int raises instead of returning inf
@@ -150,10 +156,12 @@ class StepLR(_Schedule):
 
 
 class CosineAnnealingLR(_Schedule):
-    """``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2``: from ``base_lr``
-    down to ``eta_min`` along half a cosine over ``T_max`` epochs (torch's closed form).
+    """Cosine annealing: from ``base_lr`` down to ``eta_min`` along half a cosine over ``T_max`` epochs.
 
-    ``T_max`` is an int >= 1 and ``eta_min`` a finite number >= 0."""
+    ``lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * epoch / T_max)) / 2`` (torch's closed form).
+
+    ``T_max`` is an int >= 1 and ``eta_min`` a finite number >= 0.
+    """
 
     def __init__(self, optimizer: SGD, T_max: int, eta_min: float = 0.0) -> None:
         T_max, eta_min = check_int("T_max", T_max, 1), check_real("eta_min", eta_min, 0.0)
@@ -161,4 +169,5 @@ class CosineAnnealingLR(_Schedule):
         self.T_max, self.eta_min = T_max, eta_min
 
     def lr_at(self, epoch: int) -> float:
+        """Return the learning rate of ``epoch`` (from 0), in closed form."""
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2

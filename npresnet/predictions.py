@@ -18,7 +18,7 @@ __all__ = ["softmax_topk"]
 
 
 def softmax_topk(logits: Array, k: int) -> tuple[numpy.ndarray, numpy.ndarray]:
-    """The ``k`` most probable classes per row.
+    """Return the ``k`` most probable classes per row.
 
     Softmax in float64 after subtracting the row maximum; classes ordered by decreasing
     probability, ties by index (a stable sort).

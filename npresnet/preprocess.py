@@ -38,7 +38,7 @@ import numbers
 import os
 import threading
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -51,7 +51,7 @@ from .limits import MAX_IMAGE_SIZE, MAX_PIXELS
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from PIL.Image import Image
+    from PIL.Image import Image as PILImage
 
     from ._typing import PathLike
 
@@ -65,7 +65,7 @@ MAX_SIZE = MAX_IMAGE_SIZE  # largest resize_size and crop_size (the name this mo
 _WARNING_FILTERS_LOCK = threading.Lock()
 
 
-def _pil():
+def _pil() -> Any:
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - depends on the environment
@@ -82,7 +82,7 @@ def _check_path(path: object) -> str | bytes:
     raise TypeError(f"path must be a str or os.PathLike naming an image file, got {type(path).__name__} {path!r}")
 
 
-def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
+def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> PILImage:
     """Open ``path`` and return a fully decoded 8-bit RGB ``PIL.Image``.
 
     Parameters
@@ -101,37 +101,40 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     ValueError
         ``max_pixels`` is below 1.
     """
-    path = _check_path(path)
+    file_path = _check_path(path)
     max_pixels = check_int("max_pixels", max_pixels, 1)
     Image = _pil()
     try:
-        with open_image_file(path) as (f, size):
+        with open_image_file(file_path) as (f, size):
             with _WARNING_FILTERS_LOCK, warnings.catch_warnings():  # Pillow warns from 89 Mpx; the checks
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # below decide instead
-                check_embedded_sizes(Image, f, size, max_pixels, os.fsdecode(path))  # before Pillow decodes any
+                check_embedded_sizes(Image, f, size, max_pixels, os.fsdecode(file_path))  # before Pillow decodes any
                 image = Image.open(f)  # reads the header only (but an ICO's frame: checked above)
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageError(
-                    f"{path}: image too large: {width}×{height} = {width * height:,} pixels, "
+                    f"{os.fsdecode(file_path)}: image too large: {width}×{height} = {width * height:,} pixels, "
                     f"more than the limit of {max_pixels:,}"
                 )
-            return image.convert("RGB")  # decodes everything now, so truncation is caught here
+            rgb: PILImage = image.convert("RGB")  # decodes everything now, so truncation is caught here
+            return rgb
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(f"{os.fsdecode(path)}: no such file") from None
+        raise ImageError(f"{os.fsdecode(file_path)}: no such file") from None
     except IsADirectoryError:
-        raise ImageError(f"{os.fsdecode(path)}: is a directory, not an image") from None
+        raise ImageError(f"{os.fsdecode(file_path)}: is a directory, not an image") from None
     except PermissionError:
-        raise ImageError(f"{os.fsdecode(path)}: permission denied") from None
+        raise ImageError(f"{os.fsdecode(file_path)}: permission denied") from None
     except Image.DecompressionBombError:  # Pillow refuses above twice its MAX_IMAGE_PIXELS, before the check above
         applied = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)
-        raise ImageError(f"{path}: image too large: more pixels than the limit of {applied:,}") from None
+        raise ImageError(
+            f"{os.fsdecode(file_path)}: image too large: more pixels than the limit of {applied:,}"
+        ) from None
     except Image.UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image Pillow can read") from None
+        raise ImageError(f"{os.fsdecode(file_path)}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:  # truncated or corrupt data
-        raise ImageError(f"{path}: cannot decode image ({err})") from None
+        raise ImageError(f"{os.fsdecode(file_path)}: cannot decode image ({err})") from None
 
 
 def _float_or_inf(value: numbers.Real) -> float:
@@ -141,14 +144,14 @@ def _float_or_inf(value: numbers.Real) -> float:
         return math.inf
 
 
-def _check_image_and_statistics(image: object, mean: object, std: object) -> tuple[tuple, tuple]:
+def _check_image_and_statistics(image: object, mean: Any, std: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Refuse what :func:`preprocess` cannot normalise; return ``mean`` and ``std`` as 3 floats each."""
     Image = _pil()
     if not isinstance(image, Image.Image):
         raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise ValueError(f"image has no pixels: {image.width}×{image.height}")
-    values = []
+    values: list[tuple[float, ...]] = []
     for name, value in (("mean", mean), ("std", std)):
         if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 3:
             raise ValueError(f"{name} must be 3 numbers, one per RGB channel, got {value!r}")
@@ -165,7 +168,7 @@ def _check_image_and_statistics(image: object, mean: object, std: object) -> tup
 
 
 def preprocess(
-    image: Image,
+    image: PILImage,
     resize_size: int = 256,
     crop_size: int = 224,
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -226,7 +229,7 @@ def preprocess(
     left = int(round((width - crop_size) / 2.0))
     pixels = pixels[top : top + crop_size, left : left + crop_size]  # (crop, crop, 3)
 
-    x = pixels.transpose(2, 0, 1).astype(numpy.float32) / numpy.float32(255)  # (3, crop, crop) in [0, 1]
+    x: numpy.ndarray = pixels.transpose(2, 0, 1).astype(numpy.float32) / numpy.float32(255)  # (3, crop, crop) in [0, 1]
     x -= numpy.asarray(mean, dtype=numpy.float32)[:, None, None]
     x /= numpy.asarray(std, dtype=numpy.float32)[:, None, None]
     return x

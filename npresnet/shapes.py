@@ -14,8 +14,10 @@ __all__ = ["conv_output_size", "pair"]
 
 
 def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
-    """Return ``(h, w)`` from an int, a 1-sequence or a pair of ints, as torch's conv and pooling functions
-    take them (a single value, ``2``, ``(2,)`` or ``[2]``, stands for both axes).
+    """Return ``(h, w)`` from an int, a 1-sequence or a pair of ints.
+
+    As torch's conv and pooling functions take them: a single value, ``2``, ``(2,)`` or ``[2]``,
+    stands for both axes.
 
     Raises
     ------
@@ -36,7 +38,7 @@ def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]
 def conv_output_size(
     size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1, ceil_mode: bool = False
 ) -> int:
-    """Number of window positions along one axis of a convolution or pooling.
+    """Return the number of window positions along one axis of a convolution or pooling.
 
     ``floor((size + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1``.
     With ``ceil_mode`` the division rounds up, but, as in PyTorch, a last window

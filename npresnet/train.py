@@ -76,14 +76,18 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_args(cls, args) -> TrainConfig:
-        """The config of parsed command-line arguments: every field ``args`` has (``--batch-size``
-        gives ``batch_size``); the others keep their defaults. Used by ``npresnet train`` and the
-        PyTorch twin in ``benchmarks/train_digits_torch.py``, which take the same flags."""
+    def from_args(cls, args: object) -> TrainConfig:
+        """Return the config of parsed command-line arguments.
+
+        Every field ``args`` has (``--batch-size`` gives ``batch_size``); the others keep their
+        defaults. Used by ``npresnet train`` and the
+        PyTorch twin in ``benchmarks/train_digits_torch.py``, which take the same flags.
+        """
         names = [f.name for f in dataclasses.fields(cls)]
         return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        """Check every field, with a one-line error naming it."""
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
         if not (isinstance(self.size, int) and 8 <= self.size <= MAX_SIZE and self.size % 8 == 0):
@@ -105,7 +109,7 @@ class TrainConfig:
 def load_digits_split(
     size: int = 16, test_fraction: float = 0.2, seed: int = 0, dtype: Any = "float32"
 ) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]:
-    """The digits, preprocessed and split.
+    """Return the digits, preprocessed and split.
 
     Returns
     -------
@@ -134,7 +138,7 @@ def load_digits_split(
 def epoch_batches(
     x: numpy.ndarray, y: numpy.ndarray, config: TrainConfig, epoch: int
 ) -> list[tuple[numpy.ndarray, numpy.ndarray]]:
-    """The mini-batches of one epoch: ``[(x_batch, y_batch), ...]``, seeded by ``(config.seed, epoch)``.
+    """Return the mini-batches of one epoch: ``[(x_batch, y_batch), ...]``, seeded by ``(config.seed, epoch)``.
 
     The training images are shuffled, and with ``config.shift > 0`` each image is translated by a
     random whole number of original (8×8) pixels in ``[-shift, shift]`` along each axis, the
@@ -174,7 +178,7 @@ def evaluate(model: Module, x: Array, y: Array, batch_size: int = 256) -> tuple[
 
 
 def build_model(config: TrainConfig) -> ResNet:
-    """The untrained model of a run: ``ARCHITECTURES[arch](num_classes=10)`` seeded by ``config.seed``."""
+    """Return the untrained model of a run: ``ARCHITECTURES[arch](num_classes=10)`` seeded by ``config.seed``."""
     return ARCHITECTURES[config.arch](num_classes=10, rng=config.seed)
 
 
@@ -214,7 +218,13 @@ def train_digits(
     )
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     schedule = CosineAnnealingLR(optimizer, T_max=config.epochs)
-    history = {"batch_loss": [], "train_loss": [], "test_loss": [], "test_accuracy": [], "lr": []}
+    history: dict[str, list[float]] = {
+        "batch_loss": [],
+        "train_loss": [],
+        "test_loss": [],
+        "test_accuracy": [],
+        "lr": [],
+    }
     for epoch in range(config.epochs):
         model.train()
         batches = epoch_batches(x_train, y_train, config, epoch)

@@ -30,6 +30,7 @@ __all__ = [
     "device_workspace_bytes",
     "resolve_workspace_bytes",
     "workspace_chunks",
+    "workspace_chunk_count",
 ]
 
 NUMPY_WORKSPACE_BYTES = 8 * 2**20
@@ -53,7 +54,7 @@ DEVICE_CAP_BYTES = 4 * 2**30
 def device_workspace_bytes(
     free_bytes: int, fraction: float = DEVICE_FRACTION, floor: int = DEVICE_FLOOR_BYTES, cap: int = DEVICE_CAP_BYTES
 ) -> int:
-    """A GPU workspace from the device's free memory: ``fraction`` of it, clamped to ``[floor, cap]``.
+    """Return a GPU workspace from the device's free memory: ``fraction`` of it, clamped to ``[floor, cap]``.
 
     Why these numbers: on an H100, workspaces of 1–4 GiB ran ResNet-50 at batch 64 15–40× faster
     than the CPU-sized 4–8 MiB (many small products and launches; benchmarks/RESULTS.md). A
@@ -73,14 +74,14 @@ def device_workspace_bytes(
     return max(1, min(max(wanted, floor), int(free_bytes)))
 
 
-def _cupy_free_bytes(xp) -> int:
+def _cupy_free_bytes(xp: types.ModuleType) -> int:
     """Free device memory as CuPy sees it: the driver's free bytes plus the pool's cached, unused blocks."""
     free, _total = xp.cuda.runtime.memGetInfo()
     return int(free) + int(xp.get_default_memory_pool().free_bytes())
 
 
 def default_workspace_bytes(xp: types.ModuleType | None = None) -> int:
-    """The default ``workspace_bytes`` for the array module ``xp`` (``numpy`` when None).
+    """Return the default ``workspace_bytes`` for the array module ``xp`` (``numpy`` when None).
 
     NumPy: :data:`NUMPY_WORKSPACE_BYTES`. CuPy: :func:`device_workspace_bytes` of the current
     device's free memory, read at the call (so it follows what the process has allocated).
@@ -120,9 +121,31 @@ def workspace_chunks(N: int, out_h: int, row_bytes: int, budget: int) -> list[tu
         Images ``n0:n1``, output rows ``y0:y1``; either whole images (``y0, y1 = 0, out_h``)
         or a band of rows of one image. Every output row is covered once; empty when ``N == 0``.
     """
+    nb, rb = _per_chunk(out_h, row_bytes, budget)
+    if rb >= out_h:  # whole images
+        return [(n, min(n + nb, N), 0, out_h) for n in range(0, N, nb)]
+    return [(n, n + 1, y, min(y + rb, out_h)) for n in range(N) for y in range(0, out_h, rb)]
+
+
+def workspace_chunk_count(N: int, out_h: int, row_bytes: int, budget: int) -> int:
+    """``len(workspace_chunks(N, out_h, row_bytes, budget))``, without building the list.
+
+    Lets a caller refuse a call that would make too many chunks before the list is built
+    (:data:`npresnet.functional.MAX_CHUNKS`).
+    """
+    nb, rb = _per_chunk(out_h, row_bytes, budget)
+    if rb >= out_h:  # whole images
+        return -(-N // nb)
+    return N * -(-out_h // rb)
+
+
+def _per_chunk(out_h: int, row_bytes: int, budget: int) -> tuple[int, int]:
+    """Return ``(images, output rows)`` per chunk.
+
+    ``(k, out_h)``, the most whole images within ``budget``, when one image fits; else ``(1, r)``,
+    bands of the most rows within it (at least one row).
+    """
     image_bytes = out_h * row_bytes
     if image_bytes <= budget:
-        nb = max(1, budget // max(image_bytes, 1))
-        return [(n, min(n + nb, N), 0, out_h) for n in range(0, N, nb)]
-    rb = max(1, budget // max(row_bytes, 1))
-    return [(n, n + 1, y, min(y + rb, out_h)) for n in range(N) for y in range(0, out_h, rb)]
+        return max(1, budget // max(image_bytes, 1)), out_h
+    return 1, max(1, budget // max(row_bytes, 1))

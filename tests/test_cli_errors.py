@@ -160,8 +160,8 @@ def test_convert_names_neither_an_empty_path_nor_its_temporary_file(tmp_path, we
 
 
 def test_a_decompression_bomb_message_quotes_the_limit_applied(tmp_path):
+    from _helpers.images import huge_png_header
     from npresnet.preprocess import ImageError, load_image
-    from test_preprocess import huge_png_header
 
     bomb = huge_png_header(tmp_path / "bomb.png", 30000, 30000)  # above Pillow's own 2 × 89,478,485
     with pytest.raises(ImageError) as info:

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 from torchvision.datasets.folder import pil_loader  # noqa: E402
 
+from _helpers.images import huge_png_header, make_image  # noqa: E402
 from _rounding import float32_error_bounds  # noqa: E402
 from _torchvision import meta_resnet, torchvision_resnet  # noqa: E402
-from test_preprocess import huge_png_header, make_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")

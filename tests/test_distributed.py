@@ -33,53 +33,17 @@ torchvision = pytest.importorskip("torchvision")
 from torchvision import transforms  # noqa: E402
 from torchvision.datasets.folder import pil_loader  # noqa: E402
 
+from _helpers import distributed as shared  # noqa: E402
 from _rounding import float32_error_bounds, float32_stage_error_bounds  # noqa: E402
-from _torchvision import torchvision_resnet  # noqa: E402
 from npresnet import cli  # noqa: E402
 from npresnet.backend import available_backends, cupy_unavailable_reason  # noqa: E402
 from npresnet.distributed import OutputMismatchError, embed, model_loads  # noqa: E402
 from npresnet.distributed.cluster import connect  # noqa: E402
 from npresnet.errors import WeightsError  # noqa: E402
-from test_preprocess import huge_png_header, make_image  # noqa: E402
 
-RESIZE, CROP, TOP, CLASSES = 40, 32, 3, 10
-SIZE_ARGS = dict(resize_size=RESIZE, crop_size=CROP)
-NOWHERE = "tcp://127.0.0.1:9"  # a scheduler address that refuses: any attempt to use it fails the test
-
-
-@pytest.fixture(scope="module")
-def torch_model(tmp_path_factory):
-    """A seeded torchvision ResNet-18 with 10 classes, saved as .pth; returns (model, path)."""
-    model = torchvision_resnet("resnet18", seed=3, num_classes=CLASSES)
-    with torch.no_grad():
-        model.fc.weight.mul_(20)  # spread the logits so the top-K order is well defined
-    path = tmp_path_factory.mktemp("weights") / "resnet18-10.pth"
-    torch.save(model.state_dict(), path)
-    return model, path
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory):
-    """~200 small generated images in several modes and formats, with 5 unreadable files among them."""
-    folder = tmp_path_factory.mktemp("images")
-    rng = numpy.random.default_rng(0)
-    modes = [("RGB", "png"), ("RGB", "jpg"), ("L", "png"), ("RGBA", "png"), ("P", "png"), ("CMYK", "jpg")]
-    paths = []
-    for i in range(196):
-        mode, ext = modes[i % len(modes)]
-        size = (int(rng.integers(20, 49)), int(rng.integers(20, 49)))
-        paths.append(str(make_image(folder / f"img{i:03d}.{ext}", mode, size, rng)))
-    truncated = folder / "truncated.jpg"
-    truncated.write_bytes(Path(paths[1]).read_bytes()[:200])
-    text = folder / "notes.png"
-    text.write_text("not an image")
-    bomb = huge_png_header(folder / "bomb.png", 30000, 30000)
-    empty = folder / "empty.jpg"
-    empty.write_bytes(b"")
-    bad = [str(folder / "missing.jpg"), str(truncated), str(text), str(bomb), str(empty)]
-    for position, path in zip((0, 37, 38, 120, 195), bad):  # first row, neighbours, middle, end
-        paths.insert(position, path)
-    return paths, bad
+RESIZE, CROP, TOP, CLASSES, SIZE_ARGS = shared.RESIZE, shared.CROP, shared.TOP, shared.CLASSES, shared.SIZE_ARGS
+NOWHERE, leftovers = shared.NOWHERE, shared.leftovers
+images, torch_model = shared.images, shared.torch_model  # module-scoped fixtures: this module builds its own
 
 
 @pytest.fixture(scope="module")
@@ -183,16 +147,6 @@ def running_children(psutil):
         p
         for p in psutil.Process().children(recursive=True)
         if "multiprocessing.resource_tracker" not in " ".join(p.cmdline())
-    ]
-
-
-def leftovers(*outputs):
-    return [
-        os.path.join(root, f)
-        for out in outputs
-        for root, _d, files in os.walk(out)
-        for f in files
-        if f.endswith((".partial", ".tmp"))
     ]
 
 

@@ -16,8 +16,7 @@ dask = pytest.importorskip("dask")
 zarr = pytest.importorskip("zarr")
 pytest.importorskip("torch")
 
-import test_distributed as shared  # noqa: E402
-
+from _helpers import distributed as shared  # noqa: E402
 from npresnet.distributed import embed, model_loads  # noqa: E402
 
 NOWHERE, SIZE_ARGS = shared.NOWHERE, shared.SIZE_ARGS

@@ -25,7 +25,7 @@ zarr = pytest.importorskip("zarr")
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("torch")
 
-import test_distributed as shared  # noqa: E402
+from _helpers import distributed as shared  # noqa: E402
 
 images, torch_model = shared.images, shared.torch_model  # module-scoped fixtures
 SEED = 20261203

@@ -14,17 +14,10 @@ zarr = pytest.importorskip("zarr")
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("torch")
 
-import test_distributed_store as store_tests  # noqa: E402
-
 import npresnet  # noqa: E402
+from _helpers import distributed as shared  # noqa: E402
 
-images, torch_model, client, good, run = (
-    store_tests.images,
-    store_tests.torch_model,
-    store_tests.client,
-    store_tests.good,
-    store_tests.run,
-)
+images, torch_model, client, good, run = shared.images, shared.torch_model, shared.client, shared.good, shared.run
 
 
 def sha256(path):

@@ -24,42 +24,16 @@ zarr = pytest.importorskip("zarr")
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("torch")
 
-import test_distributed as shared  # noqa: E402
-
+from _helpers import distributed as shared  # noqa: E402
 from npresnet import cli, preprocess  # noqa: E402
 from npresnet.backend import available_backends  # noqa: E402
-from npresnet.distributed import embed  # noqa: E402
 from npresnet.distributed.cluster import connect  # noqa: E402
 from npresnet.distributed.fs import UnsafeOutputError  # noqa: E402
 from npresnet.distributed.lock import OutputLockedError, lock_path  # noqa: E402
 
-ROWS = 4
-NOWHERE, SIZE_ARGS = shared.NOWHERE, shared.SIZE_ARGS
-images, torch_model = shared.images, shared.torch_model  # the module-scoped fixtures: 201 images, ResNet-18 weights
-
-
-@pytest.fixture(scope="module")
-def client():
-    with connect(n_workers=1, processes=False) as c:
-        yield c
-
-
-@pytest.fixture
-def good(images):
-    paths, bad = images
-    return [p for p in paths if p not in bad][:12]  # 3 chunks of 4
-
-
-def run(paths, weights, tmp, client, features="a.zarr", predictions="a.parquet", **kwargs):
-    return embed(
-        paths,
-        "resnet18",
-        weights,
-        features=None if features is None else tmp / features,
-        predictions=None if predictions is None else tmp / predictions,
-        client=client,
-        **{"top": 3, "batch_size": ROWS, **SIZE_ARGS, **kwargs},
-    )
+ROWS, NOWHERE, SIZE_ARGS, run = shared.ROWS, shared.NOWHERE, shared.SIZE_ARGS, shared.run
+# the fixtures: 201 images (module-scoped), ResNet-18 weights (module-scoped), a client, 12 good images
+images, torch_model, client, good = shared.images, shared.torch_model, shared.client, shared.good
 
 
 def snapshot(directory):

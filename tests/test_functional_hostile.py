@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 
 import npresnet.functional as nf
 import npresnet.functional.pooling as pooling
-from npresnet.functional._checks import _chunk_count
-from npresnet.workspace import workspace_chunks
+from npresnet.workspace import workspace_chunk_count, workspace_chunks
 
 HOSTILE = [0, -1, -(2**62), 2**62, math.nan, math.inf, -math.inf]
 
@@ -272,7 +271,7 @@ def test_limits_are_generous_for_real_networks():
 )
 def test_chunk_count_is_the_planners(N, out_h, row_bytes, budget):
     """The up-front count is exactly the number of chunks the planner then builds."""
-    assert _chunk_count(N, out_h, row_bytes, budget) == len(workspace_chunks(N, out_h, row_bytes, budget))
+    assert workspace_chunk_count(N, out_h, row_bytes, budget) == len(workspace_chunks(N, out_h, row_bytes, budget))
 
 
 # --------------------------------------------------------------------------- backward functions check as forwards do

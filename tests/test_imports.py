@@ -10,6 +10,7 @@ never import the higher ones.
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import pkgutil
 import subprocess
@@ -115,7 +116,7 @@ def test_a_planted_cycle_is_found():
 
 LAYERS = [
     {"npresnet.backend", "npresnet.errors", "npresnet._atomic", "npresnet.limits"},
-    {"npresnet.shapes", "npresnet.workspace", "npresnet.weights"},
+    {"npresnet.shapes", "npresnet.formulas", "npresnet.workspace", "npresnet.weights"},
     {"npresnet.functional"},
     {"npresnet.nn"},
     {"npresnet.models"},
@@ -145,6 +146,48 @@ def test_imports_point_down_the_layers():
     assert not wrong, wrong
 
 
+# Public names at the import paths they have always had: a module split into rooms keeps them.
+PUBLIC_PATHS = {
+    "npresnet.weights.pth": ["read_pth", "RestrictedUnpickler", "LEGACY_MAGIC"],
+    "npresnet.nn.module": ["Module", "Sequential", "capture_intermediates", "check_state_dict", "state_dict_report"],
+    "npresnet.nn": ["Module", "check_state_dict", "state_dict_report"],
+    "npresnet.distributed.store": [
+        "OutputMismatchError",
+        "FeatureStore",
+        "PredictionStore",
+        "FORMAT",
+        "manifest_digest",
+        "storage_rows",
+        "STORAGE_CHUNK_BYTES",
+    ],
+    "npresnet.functional.conv": ["im2col", "col2im", "conv2d_output_shape", "conv2d", "conv2d_backward"],
+    "npresnet.functional": ["im2col", "col2im", "conv2d", "conv2d_backward", "MAX_CHUNKS", "MAX_ELEMENTS"],
+    "npresnet.summary.formulas": ["conv2d_macs", "linear_macs", "ReceptiveField", "layer_field"],
+    "npresnet.summary": ["ReceptiveField", "conv2d_macs", "linear_macs"],
+    "npresnet.workspace": ["workspace_chunks", "resolve_workspace_bytes", "NUMPY_WORKSPACE_BYTES"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC_PATHS))
+def test_public_names_keep_their_import_paths(module):
+    imported = importlib.import_module(module)
+    missing = [name for name in PUBLIC_PATHS[module] if not hasattr(imported, name)]
+    assert not missing, f"{module} no longer has {missing}"
+    exported = getattr(imported, "__all__", None)
+    if exported is not None:
+        assert set(PUBLIC_PATHS[module]) <= set(exported)
+
+
+def test_the_fused_path_does_not_load_the_summary():
+    """npresnet.fast takes its MAC formula from npresnet.formulas, not from the summary package."""
+    code = "import sys, npresnet.fast; print(sorted(m for m in sys.modules if m.startswith('npresnet.summary')))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_each_module_imports_alone(module):
     """In a fresh interpreter, importing the module first (nothing else preloaded) succeeds."""
@@ -157,3 +200,39 @@ def test_each_module_imports_alone(module):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+MAX_MODULE_LINES = 500
+# Modules allowed over MAX_MODULE_LINES, each with its reason. models/resnet.py mirrors
+# torchvision's file.
+LONG_MODULES = {
+    "npresnet.models.resnet": "mirrors torchvision/models/resnet.py, section by section",
+}
+
+
+def _line_count(module: str) -> int:
+    with open(_source_path(module), encoding="utf-8") as f:
+        return sum(1 for _ in f)
+
+
+def test_no_module_is_over_the_line_limit():
+    """One room per idea: a module past MAX_MODULE_LINES lines mixes ideas (or needs a listed reason)."""
+    long = {m: _line_count(m) for m in MODULES if _line_count(m) > MAX_MODULE_LINES}
+    assert sorted(set(long) - set(LONG_MODULES)) == [], long
+    stale = sorted(m for m in LONG_MODULES if m not in long)
+    assert stale == [], f"{stale} are within {MAX_MODULE_LINES} lines now: remove them from LONG_MODULES"
+
+
+def test_no_test_module_imports_another():
+    """Shared test helpers live in tests/_helpers (or conftest.py), so each test module stands alone."""
+    tests = os.path.join(ROOT, "tests")
+    names = {f[:-3] for f in os.listdir(tests) if f.startswith("test_") and f.endswith(".py")}
+    found = []
+    for name in sorted(names):
+        tree = ast.parse(open(os.path.join(tests, name + ".py"), encoding="utf-8").read())
+        for node in ast.walk(tree):
+            imported = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                imported = [node.module or ""]
+            found += [f"{name} imports {m}" for m in imported if m.split(".")[0] in names]
+    assert found == []

@@ -14,6 +14,7 @@ torchvision = pytest.importorskip("torchvision")
 from PIL import Image  # noqa: E402
 from torchvision.datasets.folder import pil_loader  # noqa: E402  torchvision's Image.open(f).convert("RGB")
 
+from _helpers.images import huge_png_header, make_image  # noqa: E402
 from npresnet.preprocess import ImageError, load_and_preprocess, load_image, preprocess  # noqa: E402
 
 PRESET = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
@@ -24,21 +25,6 @@ PRESET = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.transforms()
 # of the exact value: below 14.3u for ImageNet's statistics (at t = 1: (2 + 2·0.594)/0.224), and the
 # two within 29u of each other (measured: bitwise equal with torch 2.x, which divides as npresnet does).
 PIXEL_ATOL = 29 * 2.0**-24  # 1.7e-6
-
-
-def make_image(path, mode, size, rng):
-    w, h = size
-    if mode == "I;16":
-        image = Image.fromarray(rng.integers(0, 65536, (h, w), dtype=numpy.uint16))
-    elif mode == "P":
-        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=numpy.uint8)).convert("P")
-    else:
-        bands = len(Image.new(mode, (1, 1)).getbands())
-        data = rng.integers(0, 256, (h, w, bands), dtype=numpy.uint8)
-        image = Image.fromarray(data[..., 0] if bands == 1 else data, mode=None if bands > 1 else "L")
-        image = image.convert(mode) if image.mode != mode else image
-    image.save(path)
-    return path
 
 
 CASES = [
@@ -74,19 +60,6 @@ def test_other_sizes_equal_torchvision(resize, crop):
     image = Image.fromarray(numpy.random.default_rng(0).integers(0, 256, (180, 300, 3), dtype=numpy.uint8))
     theirs = ImageClassification(crop_size=crop, resize_size=resize)(image).numpy()
     numpy.testing.assert_allclose(preprocess(image, resize, crop), theirs, rtol=0, atol=PIXEL_ATOL)
-
-
-def huge_png_header(path, width, height):
-    """A PNG whose header claims width×height pixels (the data is a stub): a decompression bomb."""
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
-    )
-    return path
 
 
 def test_bad_files_raise_image_error(tmp_path):

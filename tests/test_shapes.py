@@ -98,12 +98,17 @@ def test_equals_torch_pooling_output_size(n, k, s, d, ceil, data):
 
 @given(n=st.integers(1, 30), k=kernels, s=strides, p=paddings, d=dilations)
 def test_equals_torch_conv_output_size(n, k, s, p, d):
-    if not _fits(n, k, p, d):
-        return
-    want = F.conv2d(
+    """The same length as torch's conv2d, and refused exactly where torch refuses (no window fits)."""
+    conv = lambda: F.conv2d(
         torch.zeros(1, 1, n, 1), torch.zeros(1, 1, k, 1), stride=(s, 1), padding=(p, 0), dilation=(d, 1)
-    ).shape[2]
-    assert conv_output_size(n, k, s, p, d) == want
+    )
+    if not _fits(n, k, p, d):
+        with pytest.raises(RuntimeError):
+            conv()
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            conv_output_size(n, k, s, p, d)
+        return
+    assert conv_output_size(n, k, s, p, d) == conv().shape[2]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Issue 14: hostile weight files built the way an attacker would, loaded in a sandbox.
+"""Hostile weight files built the way an attacker would, loaded in a sandbox.
 
 Each file is loaded by ``load_weights`` in a child process with an address-space
 limit (``RLIMIT_AS``, :data:`ADDRESS_SPACE`) and a timeout (:data:`TIMEOUT_S`), so a
@@ -6,9 +6,7 @@ regression (a segfault, a hang, memory blowing up) fails the test instead of kil
 the run. The only acceptable outcomes are ``WeightsError`` naming what is wrong, or the
 right arrays as fresh, writable, owning, native-order copies.
 
-Pickles are assembled opcode by opcode (the builders of ``test_weights_hostile``).
-Every test here failed on the code before the fix (commit 976ea9f): see the report of
-the change that added it.
+Pickles are assembled opcode by opcode (the builders in ``_helpers/pickles.py``).
 """
 
 from __future__ import annotations
@@ -23,64 +21,43 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_weights_hostile import (
+
+import npresnet
+from _helpers.pickles import (
+    APPEND,
     BINPERSID,
+    DUP,
     EMPTY_DICT,
+    EMPTY_LIST,
     MARK,
     NEWFALSE,
+    POP,
     PROTO2,
+    SETITEM,
     SETITEMS,
     STOP,
     TUPLE,
+    TUPLE1,
+    TUPLE2,
+    binget,
+    binput,
     p_call,
     p_dict,
     p_global,
     p_int,
+    p_long4,
     p_str,
     p_tensor,
     p_tuple,
     pickle_of,
+    rebuild,
+    storage_ref,
     write_pth,
 )
-
-import npresnet
 from npresnet.weights import limits
 
 ADDRESS_SPACE = 2**30  # 1 GiB of address space for the child, numpy and Python included (~250 MB)
 TIMEOUT_S = 30  # generous for a loaded 2-core CI runner; a correct load takes well under 2 s
-
-TUPLE1, TUPLE2, DUP, POP, EMPTY_LIST, APPEND = b"\x85", b"\x86", b"2", b"0", b"]", b"a"
-SETITEM, EMPTY_TUPLE = b"s", b")"
-
-
-def binput(i: int) -> bytes:
-    return b"r" + struct.pack("<I", i)  # LONG_BINPUT
-
-
-def binget(i: int) -> bytes:
-    return b"j" + struct.pack("<I", i)  # LONG_BINGET
-
-
-def p_long4(n: int) -> bytes:
-    data = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8b" + struct.pack("<i", len(data)) + data
-
-
-def rebuild(storage: bytes, offset: int, size: tuple, stride: tuple) -> bytes:
-    """_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict()) with any ``storage`` opcodes."""
-    return p_call(
-        p_global("torch._utils", "_rebuild_tensor_v2"),
-        storage,
-        p_int(offset),
-        p_tuple(*map(p_int, size)),
-        p_tuple(*map(p_int, stride)),
-        NEWFALSE,
-        p_call(p_global("collections", "OrderedDict")),
-    )
-
-
-def storage_ref(key="0", numel=6, storage="FloatStorage") -> bytes:
-    return p_tuple(p_str("storage"), p_global("torch", storage), p_str(key), p_str("cpu"), p_int(numel)) + BINPERSID
 
 
 _CHILD = r"""

@@ -22,74 +22,25 @@ import zipfile
 import numpy as np
 import pytest
 
+from _helpers.pickles import (
+    BINPERSID,
+    BUILD,
+    EMPTY_TUPLE,
+    NONE,
+    PROTO2,
+    STOP,
+    p_call,
+    p_dict,
+    p_global,
+    p_int,
+    p_str,
+    p_tensor,
+    p_tuple,
+    pickle_of,
+    write_pth,
+)
 from npresnet.errors import WeightsError
 from npresnet.weights import load_weights
-
-# ----------------------------------------------------------------------------------------------
-# Hand-made protocol-2 pickles, opcode by opcode (names as in pickletools).
-PROTO2 = b"\x80\x02"
-MARK, TUPLE, REDUCE, STOP, EMPTY_DICT, SETITEMS, NEWFALSE = b"(", b"t", b"R", b".", b"}", b"u", b"\x89"
-BINPERSID, BUILD, EMPTY_TUPLE, NONE = b"Q", b"b", b")", b"N"
-
-
-def p_str(text: str) -> bytes:  # BINUNICODE
-    data = text.encode()
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def p_int(n: int) -> bytes:  # LONG1 handles any size and sign
-    data = n.to_bytes((n.bit_length() + 8) // 8 or 1, "little", signed=True)
-    return b"\x8a" + bytes([len(data)]) + data
-
-
-def p_tuple(*items: bytes) -> bytes:
-    return MARK + b"".join(items) + TUPLE
-
-
-def p_global(module: str, name: str) -> bytes:  # GLOBAL
-    return b"c" + f"{module}\n{name}\n".encode()
-
-
-def p_call(function: bytes, *args: bytes) -> bytes:
-    return function + p_tuple(*args) + REDUCE
-
-
-def p_tensor(key="0", numel=6, offset=0, size=(2, 3), stride=(3, 1), storage="FloatStorage") -> bytes:
-    """``_rebuild_tensor_v2(("storage", torch.<storage>, key, "cpu", numel), offset, size, stride, False,
-    OrderedDict())``."""
-    pid = p_tuple(p_str("storage"), p_global("torch", storage), p_str(key), p_str("cpu"), p_int(numel)) + BINPERSID
-    return p_call(
-        p_global("torch._utils", "_rebuild_tensor_v2"),
-        pid,
-        p_int(offset),
-        p_tuple(*map(p_int, size)),
-        p_tuple(*map(p_int, stride)),
-        NEWFALSE,
-        p_call(p_global("collections", "OrderedDict")),
-    )
-
-
-def p_dict(*pairs: tuple[bytes, bytes]) -> bytes:
-    return EMPTY_DICT + MARK + b"".join(k + v for k, v in pairs) + SETITEMS
-
-
-def pickle_of(body: bytes) -> bytes:
-    return PROTO2 + body + STOP
-
-
-def write_pth(path, data_pkl: bytes, storages=None, byteorder=b"little", extra=()):
-    """A zip laid out as torch.save lays it out, with our own data.pkl and storages."""
-    storages = {"0": np.arange(6, dtype="<f4").tobytes()} if storages is None else storages
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("archive/data.pkl", data_pkl)
-        if byteorder is not None:
-            archive.writestr("archive/byteorder", byteorder)
-        for key, data in storages.items():
-            archive.writestr(f"archive/data/{key}", data)
-        archive.writestr("archive/version", b"3\n")
-        for name, data in extra:
-            archive.writestr(name, data)
-    return path
 
 
 def test_hand_made_checkpoint_is_valid_for_torch_too(tmp_path):

@@ -12,8 +12,14 @@ import struct
 from pathlib import Path
 
 import pytest
-from test_weights_hostile import EMPTY_DICT, MARK, PROTO2, STOP, write_pth
 
+from _helpers.pickles import (
+    EMPTY_DICT,
+    MARK,
+    PROTO2,
+    STOP,
+    write_pth,
+)
 from npresnet.errors import WeightsError
 from npresnet.weights import limits, load_weights
 

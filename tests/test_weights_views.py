@@ -17,9 +17,17 @@ import itertools
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from test_weights_attacks import binget, binput, rebuild, storage_ref
-from test_weights_hostile import p_dict, p_str, pickle_of, write_pth
 
+from _helpers.pickles import (
+    binget,
+    binput,
+    p_dict,
+    p_str,
+    pickle_of,
+    rebuild,
+    storage_ref,
+    write_pth,
+)
 from npresnet.errors import WeightsError
 from npresnet.weights import load_weights
 

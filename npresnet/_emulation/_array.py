@@ -34,12 +34,12 @@ from __future__ import annotations
 import functools
 import numbers
 import warnings
-import weakref
 
 import numpy
 
 from . import _counters
 from ._counters import record
+from ._memory import MemoryPointer, pointer_to
 
 _NAMESPACE = []  # the emulated ``cupy`` module, registered by ._namespace when it is built
 
@@ -234,9 +234,7 @@ class ndarray:
     @property
     def data(self) -> MemoryPointer:
         """The address of the first element (``.data.ptr``), as CuPy's ``MemoryPointer``."""
-        root = _allocation(self._a)
-        _ALLOCATIONS[root.ctypes.data] = root
-        return MemoryPointer(self._a.ctypes.data)
+        return pointer_to(self._a)
 
     mT = property(lambda self: ndarray._of(self._a.mT))
 
@@ -472,43 +470,6 @@ for _op, _name in {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_e
     setattr(ndarray, f"__{_op}__", _binary_operator(f"__{_op}__", _name))
 ndarray.__ge__ = _binary_operator("__ge__", "greater_equal")
 del _op, _name
-
-
-class MemoryPointer:
-    """An address in emulated device memory (CuPy's ``cupy.cuda.MemoryPointer``, its ``ptr`` only)."""
-
-    __slots__ = ("ptr",)
-
-    def __init__(self, ptr: int):
-        self.ptr = ptr
-
-
-_ALLOCATIONS: weakref.WeakValueDictionary[int, numpy.ndarray] = weakref.WeakValueDictionary()
-"""The allocations whose addresses have been handed out (``.data``), by base address; an entry
-goes when its memory is freed."""
-
-
-def _allocation(a: numpy.ndarray) -> numpy.ndarray:
-    """The array that owns ``a``'s memory (following views, ``as_strided``'s included)."""
-    while True:
-        base = a.base
-        if isinstance(base, numpy.ndarray):
-            a = base
-        elif isinstance(getattr(base, "base", None), numpy.ndarray):  # as_strided's interface holder
-            a = base.base
-        else:
-            return a
-
-
-def resolve_pointer(ptr: int) -> tuple[numpy.ndarray, int]:
-    """The allocation holding address ``ptr`` (handed out by ``.data``) and ``ptr``'s byte offset in it.
-
-    Raises ValueError for an address in no live allocation, as a kernel reading it would fault.
-    """
-    for base, root in list(_ALLOCATIONS.items()):
-        if base <= ptr < base + max(root.nbytes, 1):
-            return root, ptr - base
-    raise ValueError(f"emulated device: address {ptr:#x} is in no live device allocation")
 
 
 def _fancy(key) -> bool:

@@ -2,7 +2,7 @@
 
 A call names its matrices by address, leading dimension and batch stride, column-major, so
 this is where a wrong translation from row-major NumPy shapes shows: each matrix is rebuilt
-from its allocation (:func:`._array.resolve_pointer`), and an address, leading dimension or
+from its allocation (:func:`._memory.resolve_pointer`), and an address, leading dimension or
 stride that reaches outside the allocation, a data type other than the allocation's, or an
 unsupported type combination raises, where a GPU would read garbage or fault. ``beta = 0``
 does not read ``C`` (as cuBLAS), so a product over unwritten memory stays correct.
@@ -24,8 +24,8 @@ import ctypes
 
 import numpy
 
-from ._array import resolve_pointer
 from ._counters import record, record_gemm_type
+from ._memory import resolve_pointer
 
 CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
 CUBLAS_POINTER_MODE_HOST, CUBLAS_POINTER_MODE_DEVICE = 0, 1

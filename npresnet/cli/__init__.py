@@ -1,5 +1,6 @@
-"""The ``npresnet`` command: ``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``, ``draw``,
-``receptive-field``.
+"""The ``npresnet`` command and its subcommands.
+
+``summary``, ``predict``, ``convert``, ``fetch``, ``train``, ``embed``, ``draw`` and ``receptive-field``.
 
 One module per command, each with ``add_parser(commands, archs)`` and ``run(args)``;
 :mod:`.args` holds the argument types and limits they share, :mod:`.common` the rest.
@@ -38,6 +39,7 @@ _COMMANDS = (summary, predict, convert, fetch, train, embed, draw, receptive_fie
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Build the ``npresnet`` parser: one subcommand per module of this package."""
     parser = argparse.ArgumentParser(
         prog="npresnet",
         description="ResNet from first principles in NumPy: inspect architectures, classify images, "

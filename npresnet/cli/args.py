@@ -25,12 +25,14 @@ __all__ = [
 
 
 def arch_names():
+    """Return the architecture names ``--arch`` accepts, in the registry's order."""
     from ..models import ARCHITECTURES
 
     return list(ARCHITECTURES)
 
 
 def positive_int(text):
+    """Parse an argparse value: an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
@@ -41,6 +43,7 @@ def positive_int(text):
 
 
 def non_negative_int(text):
+    """Parse an argparse value: an integer >= 0."""
     try:
         value = int(text)
     except ValueError:
@@ -51,7 +54,7 @@ def non_negative_int(text):
 
 
 def int_up_to(limit):
-    """An argparse type: an integer from 1 to ``limit``."""
+    """Return an argparse type: an integer from 1 to ``limit``."""
 
     def parse(text):
         value = positive_int(text)
@@ -68,6 +71,7 @@ top_k = int_up_to(MAX_TOP)  # --top
 
 
 def timeout(text):
+    """Parse an argparse value: seconds above 0 and at most :data:`npresnet.fetch.MAX_TIMEOUT`."""
     from ..fetch import MAX_TIMEOUT
 
     try:
@@ -80,6 +84,7 @@ def timeout(text):
 
 
 def input_size(text):
+    """Parse an argparse value: ``summary``'s input size (see :func:`npresnet.summary.parse_input_size`)."""
     from ..summary import parse_input_size
 
     try:

@@ -75,7 +75,7 @@ def check_activation_memory(arch, crop_size, batch, batch_flag="--batch-size"):
 
 
 def progress_bar(total, unit):
-    """A tqdm bar on stderr when it is a terminal and tqdm is installed, else None."""
+    """Return a tqdm bar on stderr when it is a terminal and tqdm is installed, else None."""
     if not sys.stderr.isatty():
         return None
     try:

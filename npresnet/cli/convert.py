@@ -11,6 +11,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands, archs):
+    """Add the ``convert`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "convert",
         help="convert weights between .pth, .npz and .safetensors",
@@ -30,6 +31,7 @@ def add_parser(commands, archs):
 
 
 def run(args) -> int:
+    """Run ``npresnet convert`` with the parsed ``args``; return the exit status."""
     from ..errors import WeightsError
     from ..weights import load_weights, save_weights
 

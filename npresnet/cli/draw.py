@@ -45,6 +45,7 @@ def int_pair(text):
 
 
 def add_parser(commands, archs):
+    """Add the ``draw`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "draw",
         help="draw the windows of conv2d, max_pool2d or avg_pool2d (SVG, GIF, APNG)",
@@ -114,6 +115,7 @@ def _windows(args):
 
 
 def run(args) -> int:
+    """Run ``npresnet draw`` with the parsed ``args``; return the exit status."""
     from .. import draw
 
     try:

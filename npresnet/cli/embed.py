@@ -27,6 +27,7 @@ Re-running the same command after an interruption computes only the missing chun
 
 
 def add_parser(commands, archs):
+    """Add the ``embed`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "embed",
         help="features (Zarr) and predictions (Parquet) for many images, on Dask",
@@ -198,6 +199,7 @@ def _check(args):
 
 
 def run(args) -> int:
+    """Run ``npresnet embed`` with the parsed ``args``; return the exit status."""
     if args.out is None and args.predictions is None:
         raise CommandError("nothing to write: give --out FEATURES.zarr, --predictions PREDS.parquet, or both")
     if args.scheduler is not None and (args.workers is not None or args.threads):

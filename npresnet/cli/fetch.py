@@ -9,6 +9,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands, archs):
+    """Add the ``fetch`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "fetch",
         help="download torchvision's ImageNet weights, verify, cache as .npz, print the path",
@@ -47,6 +48,7 @@ def add_parser(commands, archs):
 
 
 def run(args) -> int:
+    """Run ``npresnet fetch`` with the parsed ``args``; return the exit status."""
     from ..errors import WeightsError
     from ..fetch import FetchError, fetch
 

@@ -14,6 +14,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands, archs):
+    """Add the ``predict`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "predict",
         help="classify images with ImageNet weights (top-K classes and probabilities)",
@@ -72,6 +73,7 @@ def _check_printable(paths, format):
 
 
 def run(args) -> int:
+    """Run ``npresnet predict`` with the parsed ``args``; return the exit status."""
     import numpy
 
     from ..backend import available_backends, to_backend, to_numpy

@@ -42,6 +42,7 @@ def unit(text):
 
 
 def add_parser(commands, archs):
+    """Add the ``receptive-field`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "receptive-field",
         help="a unit's theoretical and effective (gradient) receptive field on an image",
@@ -63,6 +64,7 @@ def add_parser(commands, archs):
 
 
 def run(args) -> int:
+    """Run ``npresnet receptive-field`` with the parsed ``args``; return the exit status."""
     import numpy
 
     from ..draw.receptive_field import receptive_field

@@ -11,6 +11,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands, archs):
+    """Add the ``summary`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "summary",
         help="per-layer table: shapes, parameters, MACs, receptive fields (no weights needed)",
@@ -61,6 +62,7 @@ def add_parser(commands, archs):
 
 
 def run(args) -> int:
+    """Run ``npresnet summary`` with the parsed ``args``; return the exit status."""
     from ..models import ARCHITECTURES
     from ..summary import format_markdown, format_table, summarize
     from ..summary.rows import max_depth

@@ -13,6 +13,7 @@ __all__ = ["add_parser", "run"]
 
 
 def add_parser(commands, archs) -> None:
+    """Add the ``train`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     from ..train import TrainConfig
 
     d = TrainConfig()
@@ -63,6 +64,7 @@ def add_parser(commands, archs) -> None:
 
 
 def run(args) -> int:
+    """Run ``npresnet train`` with the parsed ``args``; return the exit status."""
     import time
 
     from ..train import TrainConfig, plot_history, train_digits

@@ -1,5 +1,6 @@
-"""Where the tasks run: a given ``Client``, a scheduler address (given, or from Dask's configuration as
-``distributed.Client()`` reads it), or an embedded local cluster.
+"""Where the tasks run: a given ``Client``, a scheduler address, or an embedded local cluster.
+
+The scheduler address is given, or read from Dask's configuration as ``distributed.Client()`` reads it.
 
 The embedded cluster listens on 127.0.0.1 only (a threaded one talks in-process), has no
 dashboard, and is sized to the machine: one single-threaded worker per core by default, each with
@@ -38,7 +39,7 @@ CONFIG_ORIGIN = "Dask's config: DASK_SCHEDULER_ADDRESS or scheduler-address"
 
 
 def configured_scheduler() -> str | None:
-    """The scheduler address Dask's configuration names, or None.
+    """Return the scheduler address Dask's configuration names, or None.
 
     That is Dask's ``scheduler-address`` key, set by ``DASK_SCHEDULER_ADDRESS`` or a Dask YAML
     config file, which ``distributed.Client()`` connects to when given no address.
@@ -50,7 +51,7 @@ def configured_scheduler() -> str | None:
 
 
 def choose_scheduler(client, scheduler: str | None, n_workers: int | None, processes: bool) -> str | None:
-    """The scheduler address to use: ``scheduler`` if given, else Dask's configured one, else None (local cluster).
+    """Return the scheduler address: ``scheduler`` if given, else Dask's configured one, else None (local cluster).
 
     A given ``client`` uses neither. ``n_workers`` or ``processes=False`` size a local cluster, so with
     only a configured address they are refused rather than silently ignored or silently obeyed.
@@ -76,8 +77,9 @@ def usable_cores() -> int:
 
 @contextlib.contextmanager
 def _embedded_settings(values: dict):
-    """Make the cluster built inside this block monitor quietly (QUIET_MONITORING), and its worker
-    processes see exactly ``values`` as their BLAS settings.
+    """Make the cluster built inside this block monitor quietly, with ``values`` as its workers' BLAS settings.
+
+    Quietly: :data:`QUIET_MONITORING`. The worker processes see exactly ``values``.
 
     Dask's nannies take the environment of a new worker from ``distributed.nanny.pre-spawn-environ``,
     but a variable already in ``os.environ`` wins, and each nanny copies its values into
@@ -187,8 +189,10 @@ def _serve(distributed, cluster):
 
 
 def _cuda_cluster(n_workers):
-    """dask-cuda's ``LocalCUDACluster`` (one worker per GPU, each seeing only its own device), or None
-    without dask-cuda. Untested here: no GPU on the CI machine."""
+    """Return dask-cuda's ``LocalCUDACluster``, or None without dask-cuda.
+
+    One worker per GPU, each seeing only its own device. Untested here: no GPU on the CI machine.
+    """
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:

@@ -38,7 +38,7 @@ class UnsafeOutputError(ValueError):
 
 
 def output_root(path) -> str:
-    """The absolute path of output ``path``, with its parent directory resolved; ``path`` itself may not be a link.
+    """Return the absolute path of output ``path``, its parent resolved; ``path`` itself may not be a link.
 
     The parent may be reached through links (``/tmp`` → ``/private/tmp``): it is resolved here,
     once, on the client, so workers receive one fixed absolute path. The output itself must not
@@ -99,7 +99,7 @@ def scan(root: str, max_entries: int) -> None:
 
 @contextlib.contextmanager
 def _directory(root: str, parts, create: bool):
-    """A descriptor of ``root/parts...``, each component opened without following links (created if asked)."""
+    """Return a descriptor of ``root/parts...``, each component opened without following links (created if asked)."""
     fd = os.open(root, _DIRECTORY)
     try:
         for depth, name in enumerate(parts, 1):
@@ -150,7 +150,7 @@ def write_bytes(root: str, relative: str, data: bytes) -> None:
 
 
 def read_bytes(root: str, relative: str, limit: int) -> bytes | None:
-    """The bytes of ``root/relative``, or None if it is absent or longer than ``limit`` bytes.
+    """Return the bytes of ``root/relative``, or None if it is absent or longer than ``limit`` bytes.
 
     Raises
     ------

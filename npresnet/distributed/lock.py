@@ -56,7 +56,7 @@ def _read(path: str):
 
 
 def _is_dead_here(holder) -> bool:
-    """True only when ``holder`` is a process of this host that no longer runs."""
+    """Return True only when ``holder`` is a process of this host that no longer runs."""
     if holder is None or holder.get("host") != socket.gethostname():
         return False
     pid = holder.get("pid")

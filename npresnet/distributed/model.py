@@ -45,7 +45,7 @@ def file_sha256(path) -> str:
 
 
 def build_from_state(key: ModelKey, state_dict):
-    """An eval-mode model of ``key.arch`` holding ``state_dict``, on ``key.backend``."""
+    """Return an eval-mode model of ``key.arch`` holding ``state_dict``, on ``key.backend``."""
     from ..models.registry import fit_state_dict
 
     model = fit_state_dict(key.arch, state_dict)
@@ -112,12 +112,15 @@ class ModelCache(_worker_plugin_base()):
         self.loads = {}
 
     def __getstate__(self):  # sent to workers empty
+        """Pickle as nothing: each worker builds its own model."""
         return {}
 
     def __setstate__(self, state):
+        """Unpickle as a fresh, empty cache."""
         self.__init__()
 
     def get(self, key: ModelKey, state_dict):
+        """Return the cached model for ``key`` and its lock, built from ``state_dict`` on first use."""
         with self._lock:
             if key not in self._models:
                 self._models[key] = (build_from_state(key, state_dict), threading.Lock())

@@ -41,7 +41,7 @@ def _walk(directory: str, limit: int) -> list[str]:
 
 
 def _glob(pattern: str, limit: int) -> list[str]:
-    """The files matching ``pattern`` (``**``: any number of directories), sorted, at most ``limit``.
+    """Return the files matching ``pattern`` (``**``: any number of directories), sorted, at most ``limit``.
 
     ``glob.glob(pattern, recursive=True)``'s matches, except that ``**`` does not descend into a
     link to a directory: glob follows them, so a link loop (``d/loop -> d``) makes it enumerate

@@ -34,21 +34,35 @@ A new store is built under a temporary name and renamed into place, so a half-cr
 never appears. An existing output is reused only if its manifest equals this run's (same image
 list, weights, architecture, layer, preprocessing, chunking, backend, dtype and npresnet
 version); otherwise it is refused, never mixed.
+
+This module holds the Zarr store; :mod:`.predictions` the Parquet one, and :mod:`._records`
+what both share (manifest check, chunk records, building a new store in place). Their public
+names are importable from here too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import secrets
-import shutil
 
 import numpy
 
-from .._atomic import atomic_write
 from . import fs
+from ._records import (
+    _MAX_METADATA_BYTES,
+    FORMAT,
+    OutputMismatchError,
+    _build_in_place,
+    _check_manifest,
+    _file_record,
+    _json,
+    _max_entries,
+    _verified_files,
+    _verifies,
+    manifest_digest,
+)
+from .predictions import PredictionStore
 
 __all__ = [
     "OutputMismatchError",
@@ -60,51 +74,10 @@ __all__ = [
     "STORAGE_CHUNK_BYTES",
 ]
 
-FORMAT = "npresnet-embed/3"
 STORAGE_CHUNK_BYTES = 8 << 20  # the uncompressed size a Zarr chunk of features aims at
 _STAGING = "_staging"
 _PATH_CHUNK = 65536  # rows per chunk of the paths array
-_MANIFEST = "_npresnet.json"
-_RECORDS = "_records"
-_MAX_METADATA_BYTES = 1 << 20  # a zarr.json, a manifest or a record larger than this is not ours
 _ARRAYS = ("features", "errors", "records", "done")  # the arrays tasks write, with their zarr.json
-
-
-class OutputMismatchError(ValueError):
-    """An existing output was made by a different run (other images, weights or settings), or is not ours."""
-
-
-def manifest_digest(manifest: dict) -> str:
-    """SHA-256 of the manifest's canonical JSON: the run key every chunk record carries."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
-
-
-def _file_record(data: bytes) -> list:
-    return [len(data), hashlib.sha256(data).hexdigest()]
-
-
-def _differences(found: dict, wanted: dict) -> list[str]:
-    return [
-        f"{k}: existing {found.get(k)!r}, this run {wanted.get(k)!r}" for k in wanted if found.get(k) != wanted.get(k)
-    ]
-
-
-def _check_manifest(path, found, wanted):
-    if not isinstance(found, dict) or not str(found.get("format", "")).startswith("npresnet-embed/"):
-        raise OutputMismatchError(
-            f"{path} exists and is not an npresnet embed output; refusing to write into it (choose another output path)"
-        )
-    diffs = _differences(found, wanted)
-    if diffs:
-        what = (
-            "a different image list"
-            if any(d.startswith(("paths_sha256", "num_images")) for d in diffs)
-            else "different settings"
-        )
-        raise OutputMismatchError(
-            f"{path} was written for {what}; refusing to mix results. Use another output "
-            "path, or delete it to start over. Differences: " + "; ".join(diffs)
-        )
 
 
 def storage_rows(chunk_rows: int, feature_dim: int, num_images: int) -> int:
@@ -119,36 +92,6 @@ def storage_rows(chunk_rows: int, feature_dim: int, num_images: int) -> int:
     return chunk_rows * max(1, min(STORAGE_CHUNK_BYTES // task_bytes, n_chunks))
 
 
-def _max_entries(n_chunks: int) -> int:
-    """More entries than any output of ``n_chunks`` chunks holds (≤ 8 files and directories per chunk)."""
-    return 16 * n_chunks + 10_000
-
-
-def _json(data: bytes | None):
-    if data is None:
-        return None
-    try:
-        return json.loads(data)
-    except ValueError:
-        return None
-
-
-@contextlib.contextmanager
-def _build_in_place(path):
-    """Yield a temporary directory next to ``path``; on success rename it to ``path`` (which must not exist)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"{path}: the directory {parent} does not exist")
-    temporary = os.path.join(parent, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    os.mkdir(temporary)
-    try:
-        yield temporary
-        os.rename(temporary, path)  # atomic; fails if something appeared at path meanwhile
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
 def _zarr():
     try:
         import zarr
@@ -157,17 +100,8 @@ def _zarr():
     return zarr
 
 
-def _pyarrow():
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError('writing predictions needs pyarrow: pip install "npresnet[distributed]"') from None
-    return pyarrow
-
-
 def _memory_array(metadata: bytes, chunks: dict | None = None, write: bool = False):
-    """A Zarr array in memory with on-disk ``metadata`` (zarr.json bytes) and chunk files ``{key: bytes}``."""
+    """Return a Zarr array in memory with on-disk ``metadata`` (zarr.json bytes) and chunk files ``{key: bytes}``."""
     zarr = _zarr()
     from zarr.core.buffer import cpu
     from zarr.storage import MemoryStore
@@ -179,7 +113,7 @@ def _memory_array(metadata: bytes, chunks: dict | None = None, write: bool = Fal
 
 
 def _encode(metadata: bytes, selection, values) -> dict[str, bytes]:
-    """The chunk files ``{key: bytes}`` Zarr writes for ``array[selection] = values`` (every chunk, even all-fill)."""
+    """Return the chunk files ``{key: bytes}`` Zarr writes for ``array[selection] = values`` (all-fill ones too)."""
     array, contents = _memory_array(metadata, write=True)
     array[selection] = values
     return {key: buffer.to_bytes() for key, buffer in contents.items() if key != "zarr.json"}
@@ -210,9 +144,11 @@ class FeatureStore:
 
     @property
     def n_chunks(self) -> int:
+        """Number of task chunks: ``ceil(num_images / chunk_rows)``."""
         return -(-self.manifest["num_images"] // self.manifest["chunk_rows"])
 
     def exists(self) -> bool:
+        """Whether anything (even a link) is at the output path."""
         return os.path.lexists(self.path)
 
     def check(self) -> None:
@@ -333,7 +269,7 @@ class FeatureStore:
         return {i: _json(str(value).encode("utf-8")) for i, value in decoded.items()}
 
     def unfinished(self, done) -> list[int]:
-        """The storage chunks to write: those with a chunk not in ``done`` or whose record names staged files."""
+        """Return the storage chunks to write: those with a chunk not in ``done`` or whose record names staged files."""
         k, pending = self.chunks_per_storage, set()
         records = self._records(done)
         for i in range(self.n_chunks):
@@ -417,135 +353,3 @@ class FeatureStore:
         removed = fs.remove_temporaries(self.path)
         fs.remove_empty_directories(self.path, _STAGING)
         return removed
-
-
-def _verified_files(root: str, record, digest: str, seen: dict | None = None) -> dict[str, bytes] | None:
-    """``{relative path: bytes}`` of the files ``record`` names, or None unless the record was written under
-    ``digest`` and each file has its recorded size and SHA-256. With ``seen``, a file already verified
-    there is not read again (and its bytes are not returned: only whether all verify matters then)."""
-    if not isinstance(record, dict) or record.get("key") != digest or not isinstance(record.get("files"), dict):
-        return None
-    found = {}
-    for relative, expected in record["files"].items():
-        if not (isinstance(expected, list) and len(expected) == 2 and isinstance(expected[0], int)):
-            return None
-        known = (relative, *expected) if isinstance(expected[1], str) else None
-        if seen is not None and known in seen:
-            if not seen[known]:
-                return None
-            continue
-        try:
-            data = fs.read_bytes(root, relative, expected[0])
-        except ValueError:  # not a plain relative path: an edited record
-            return None
-        ok = data is not None and _file_record(data) == expected
-        if seen is not None and known is not None:
-            seen[known] = ok
-        if not ok:
-            return None
-        found[relative] = data
-    return found
-
-
-def _verifies(root: str, record, digest: str, seen: dict | None = None) -> bool:
-    """True if ``record`` was written under ``digest`` and each file it names has its recorded size and SHA-256."""
-    return _verified_files(root, record, digest, seen) is not None
-
-
-class PredictionStore:
-    """A directory of Parquet parts, one per chunk, with the manifest and the chunk records beside them."""
-
-    def __init__(self, path, manifest: dict):
-        self.name = os.fspath(path)  # as given, for messages
-        self.path = fs.output_root(path)
-        self.manifest = manifest
-        self.digest = manifest_digest(manifest)
-
-    @property
-    def n_chunks(self) -> int:
-        return -(-self.manifest["num_images"] // self.manifest["chunk_rows"])
-
-    @staticmethod
-    def part_name(index: int) -> str:
-        return f"part-{index:08d}.parquet"
-
-    def exists(self) -> bool:
-        return os.path.lexists(self.path)
-
-    def check(self) -> None:
-        fs.scan(self.path, _max_entries(self.n_chunks))
-        found = _json(fs.read_bytes(self.path, _MANIFEST, _MAX_METADATA_BYTES))
-        _check_manifest(self.path, found, self.manifest)
-
-    def create(self, paths=None) -> None:
-        with _build_in_place(self.path) as temporary, atomic_write(os.path.join(temporary, _MANIFEST)) as f:
-            f.write(json.dumps(self.manifest, indent=1).encode("utf-8"))
-
-    def records(self) -> tuple[dict[int, dict], int]:
-        """``({chunk: record}, unverified)``, as :meth:`FeatureStore.records`; a part claims done by its record."""
-        verified, unverified = {}, 0
-        for i in range(self.n_chunks):
-            data = fs.read_bytes(self.path, f"{_RECORDS}/{i:08d}.json", _MAX_METADATA_BYTES)
-            if data is None:
-                continue
-            record = _json(data)
-            if _verifies(self.path, record, self.digest):
-                verified[i] = record
-            else:
-                unverified += 1
-        return verified, unverified
-
-    def write_chunk(self, index: int, table, counts: dict) -> None:
-        """Write one chunk's table (a ``pyarrow.Table``) as its part, then the chunk's record."""
-        pa = _pyarrow()
-        table = table.replace_schema_metadata(parquet_metadata(self.manifest))
-        sink = pa.BufferOutputStream()
-        pa.parquet.write_table(table, sink)
-        data = sink.getvalue().to_pybytes()
-        fs.write_bytes(self.path, self.part_name(index), data)
-        record = {"key": self.digest, "files": {self.part_name(index): _file_record(data)}, **counts}
-        fs.write_bytes(self.path, f"{_RECORDS}/{index:08d}.json", json.dumps(record, sort_keys=True).encode("utf-8"))
-
-    def remove_leftovers(self) -> int:
-        return fs.remove_temporaries(self.path)
-
-
-def parquet_metadata(manifest: dict) -> dict[str, str]:
-    """The key-value metadata of every Parquet part: the manifest, its main entries, and pandas' ``attrs``.
-
-    ``pyarrow.parquet.read_schema(part).metadata`` holds ``npresnet`` (the manifest as JSON) and
-    ``npresnet.<key>`` for the model, layer, weights hash and version; ``pandas.read_parquet``
-    restores the same entries as ``DataFrame.attrs`` (from ``PANDAS_ATTRS``). No creation time:
-    a part is the same bytes whenever its task runs, which the chunk records and a bit-identical
-    resume depend on.
-    """
-    attrs = {
-        "model": manifest["arch"],
-        "layer": "fc",  # the predictions are the softmax of the classifier's logits
-        "weights_sha256": manifest["weights_sha256"],
-        "npresnet_version": manifest["npresnet_version"],
-    }
-    return {
-        "npresnet": json.dumps(manifest, sort_keys=True),
-        **{f"npresnet.{key}": value for key, value in attrs.items()},
-        "PANDAS_ATTRS": json.dumps(attrs, sort_keys=True),
-    }
-
-
-def predictions_table(rows, paths, top_indices, top_probs, labels, errors):
-    """A ``pyarrow.Table`` of one chunk: row, path, top_indices, top_probs, top_labels, error.
-
-    ``top_*`` are lists of K entries (null for an unreadable image); ``error`` is null for a good one.
-    """
-    pa = _pyarrow()
-    schema = pa.schema(
-        [
-            ("row", pa.int64()),
-            ("path", pa.string()),
-            ("top_indices", pa.list_(pa.int32())),
-            ("top_probs", pa.list_(pa.float64())),
-            ("top_labels", pa.list_(pa.string())),
-            ("error", pa.string()),
-        ]
-    )
-    return pa.table([rows, paths, top_indices, top_probs, labels, errors], schema=schema)

@@ -14,7 +14,8 @@ import numpy
 
 from ..predictions import softmax_topk
 from .model import ModelKey, cached_model
-from .store import FeatureStore, PredictionStore, predictions_table
+from .predictions import PredictionStore, predictions_table
+from .store import FeatureStore
 
 __all__ = ["Job", "Chunk", "run_chunk", "write_storage_chunk", "TRANSIENT_ERRNOS", "RETRY_DELAYS"]
 
@@ -60,7 +61,7 @@ def _labels(num_classes: int):
 
 
 def _transient(err: BaseException) -> bool:
-    """True if ``err`` or an exception it was raised from is an OSError with a transient errno."""
+    """Return True if ``err`` or an exception it was raised from is an OSError with a transient errno."""
     seen = 0
     while err is not None and seen < 16:
         if isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS:

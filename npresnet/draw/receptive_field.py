@@ -74,7 +74,7 @@ class Field:
 
 
 def trunk_names(model: ResNet) -> list[str]:
-    """The layer names :func:`receptive_field` accepts, in forward order."""
+    """Return the layer names :func:`receptive_field` accepts, in forward order."""
     names = list(_STEM)
     for s in range(1, 5):
         stage = getattr(model, f"layer{s}")

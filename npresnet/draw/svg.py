@@ -49,7 +49,7 @@ def _text(x, y, text, extra=""):
 
 
 def _input_grid(windows: Windows, x0: int, y0: int) -> list[str]:
-    """The drawn input at ``(x0, y0)``: input cells, padding and overhang, each labelled by its kind."""
+    """Return the drawn input at ``(x0, y0)``: input cells, padding and overhang, each labelled by its kind."""
     H, W = windows.input_size
     (r0, r1), (c0, c1) = windows.extent()
     out = []
@@ -173,7 +173,7 @@ def _legend(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
 
 
 def svg(windows: Windows) -> str:
-    """The static SVG picture of ``windows`` (see the module docstring), as text.
+    """Return the static SVG picture of ``windows`` (see the module docstring), as text.
 
     Parameters
     ----------

@@ -71,7 +71,7 @@ class Windows:
     count_include_pad: bool = True
 
     def taps(self, oy: int, ox: int) -> tuple:
-        """The ``kh*kw`` taps of output ``(oy, ox)``, row-major in ``(i, j)``: a tuple of :class:`Tap`."""
+        """Return the ``kh*kw`` taps of output ``(oy, ox)``, row-major in ``(i, j)``: a tuple of :class:`Tap`."""
         out_h, out_w = self.output_size
         if not (0 <= oy < out_h and 0 <= ox < out_w):
             raise IndexError(f"output position ({oy}, {ox}) is outside the {out_h}x{out_w} output")
@@ -85,8 +85,10 @@ class Windows:
         return tuple(taps)
 
     def cell_kind(self, y: int, x: int) -> str:
-        """Where input cell ``(y, x)`` lies: ``"input"``, ``"padding"`` or ``"overhang"`` (beyond the padding:
-        ceil mode's last windows)."""
+        """Return where input cell ``(y, x)`` lies: ``"input"``, ``"padding"`` or ``"overhang"``.
+
+        ``"overhang"`` is beyond the padding: ceil mode's last windows.
+        """
         (H, W), (ph, pw) = self.input_size, self.padding
         if 0 <= y < H and 0 <= x < W:
             return "input"
@@ -115,7 +117,7 @@ class Windows:
         return sum(t.where in counted for t in self.taps(oy, ox))
 
     def input_channels_of(self, out_channel: int) -> range:
-        """The input channels output channel ``out_channel`` reads: its group's ``C_in/groups`` channels."""
+        """Return the input channels output channel ``out_channel`` reads: its group's ``C_in/groups`` channels."""
         if not 0 <= out_channel < self.out_channels:
             raise IndexError(f"out_channel must be from 0 to {self.out_channels - 1}, got {out_channel}")
         per_group_in = self.in_channels // self.groups
@@ -193,7 +195,7 @@ def conv2d(
     in_channels: int | None = None,
     out_channels: int | None = None,
 ) -> Windows:
-    """The windows of ``torch.nn.functional.conv2d`` on an ``input_size`` image.
+    """Return the windows of ``torch.nn.functional.conv2d`` on an ``input_size`` image.
 
     Parameters
     ----------
@@ -241,7 +243,10 @@ def conv2d(
 
 
 def max_pool2d(input_size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Windows:
-    """The windows of ``torch.nn.functional.max_pool2d`` (``stride`` default: ``kernel_size``); see :func:`conv2d`."""
+    """Return the windows of ``torch.nn.functional.max_pool2d`` (``stride`` default: ``kernel_size``).
+
+    See :func:`conv2d`.
+    """
     H, W = _input_size(input_size)
     _bool(ceil_mode, "ceil_mode")
     _, _, out_h, out_w = F.max_pool2d_output_shape(
@@ -265,7 +270,7 @@ def max_pool2d(input_size, kernel_size, stride=None, padding=0, dilation=1, ceil
 def avg_pool2d(
     input_size, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True
 ) -> Windows:
-    """The windows of ``torch.nn.functional.avg_pool2d``, with each window's divisor; see :func:`conv2d`."""
+    """Return the windows of ``torch.nn.functional.avg_pool2d``, with each window's divisor; see :func:`conv2d`."""
     H, W = _input_size(input_size)
     _bool(ceil_mode, "ceil_mode")
     _bool(count_include_pad, "count_include_pad")

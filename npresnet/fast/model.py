@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 import numpy
 
 from ..backend import get_array_module, get_backend, to_backend, to_numpy
+from ..formulas import conv2d_macs
 from ..nn.inputs import check_image_batch
 from ..shapes import conv_output_size
-from ..summary.formulas import conv2d_macs
 from ..workspace import resolve_workspace_bytes
 from .conv import FusedConv
 from .cuda.gemm import PRECISIONS

@@ -25,7 +25,8 @@ and refuse the same arguments with the same errors.
 """
 
 from ._checks import MAX_CHUNKS, MAX_ELEMENTS
-from .conv import col2im, conv2d, conv2d_backward, conv2d_output_shape, im2col
+from .columns import col2im, im2col
+from .conv import conv2d, conv2d_backward, conv2d_output_shape
 from .dense import linear, linear_backward, linear_output_shape, relu, relu_backward, relu_output_shape
 from .loss import cross_entropy, cross_entropy_backward, log_softmax
 from .normalization import batch_norm, batch_norm_backward, batch_norm_output_shape

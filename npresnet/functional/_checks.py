@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING, Any
 
 from ..shapes import conv_output_size, pair
+from ..workspace import workspace_chunk_count
+
+if TYPE_CHECKING:
+    from .._typing import Array, IntPair, Shaped
 
 MAX_ELEMENTS = 2**31
 """Most elements of any one array a layer function allocates (2,147,483,648: 8 GiB of float32).
@@ -32,13 +37,13 @@ on a large input would otherwise mean hours of loop; a one-row chunk of every im
 ResNet-50's stem at batch 256 is 256·112 = 28,672 chunks."""
 
 
-def _shape(array) -> tuple:
+def _shape(array: object) -> tuple[int, ...]:
     return tuple(getattr(array, "shape", ()))
 
 
-def _check_float(name: str, array) -> None:
+def _check_float(name: str, array: object) -> None:
     """Raise TypeError unless ``array`` is a real floating-point array."""
-    dtype = getattr(array, "dtype", None)
+    dtype: Any = getattr(array, "dtype", None)
     if dtype is None or not hasattr(array, "ndim"):
         raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(array).__name__}")
     if dtype.kind != "f":
@@ -46,7 +51,7 @@ def _check_float(name: str, array) -> None:
         raise TypeError(f"{name} must have a real floating dtype, got {dtype} with shape {_shape(array)}{hint}")
 
 
-def _check_same_dtype(name: str, array, input) -> None:
+def _check_same_dtype(name: str, array: Shaped | None, input: Shaped) -> None:
     if array is not None and array.dtype != input.dtype:
         raise TypeError(
             f"{name} dtype {array.dtype} does not match input dtype {input.dtype} "
@@ -54,7 +59,7 @@ def _check_same_dtype(name: str, array, input) -> None:
         )
 
 
-def _batch_shape(name: str, input) -> tuple[tuple, bool]:
+def _batch_shape(name: str, input: Shaped) -> tuple[tuple[int, ...], bool]:
     """Return ``((N, C, H, W), unbatched)`` for an array or spec; accept (C, H, W) as torch does."""
     _check_float(name, input)
     if input.ndim == 3:
@@ -66,26 +71,36 @@ def _batch_shape(name: str, input) -> tuple[tuple, bool]:
     return _shape(input), False
 
 
-def _as_batch(name: str, input):
+def _as_batch(name: str, input: Array) -> tuple[Array, bool]:
     """Return ``(x, unbatched)`` with ``x`` of shape (N, C, H, W); accept (C, H, W) as torch does."""
     _, unbatched = _batch_shape(name, input)
     return (input[None] if unbatched else input), unbatched
 
 
-def _positive_pair(value, name: str, low: int = 1) -> tuple[int, int]:
+def _positive_pair(value: IntPair | list[int], name: str, low: int = 1) -> tuple[int, int]:
     a, b = pair(value, name)
     if a < low or b < low:
         raise ValueError(f"{name} must be >= {low}, got {value!r}")
     return a, b
 
 
-def _check_groups(groups) -> int:
+def _check_groups(groups: object) -> int:
     if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     return int(groups)
 
 
-def _out_size(func: str, input, axis: str, size, kernel, stride, padding, dilation, ceil_mode=False) -> int:
+def _out_size(
+    func: str,
+    input: object,
+    axis: str,
+    size: int,
+    kernel: int,
+    stride: int,
+    padding: int,
+    dilation: int,
+    ceil_mode: bool = False,
+) -> int:
     """conv_output_size for one axis, re-raised with the caller's name and shapes."""
     try:
         return conv_output_size(size, kernel, stride, padding, dilation, ceil_mode)
@@ -93,7 +108,7 @@ def _out_size(func: str, input, axis: str, size, kernel, stride, padding, dilati
         raise ValueError(f"{func}: input of shape {_shape(input)} is too small along {axis}: {exc}") from None
 
 
-def _check_elements(func: str, what: str, shape, because: str) -> None:
+def _check_elements(func: str, what: str, shape: tuple[int, ...], because: str) -> None:
     """Refuse, before allocating it, an array of ``shape`` with more than :data:`MAX_ELEMENTS` elements.
 
     ``because`` names the arguments that set the size, e.g. ``"padding=(9, 9)"``.
@@ -106,7 +121,7 @@ def _check_elements(func: str, what: str, shape, because: str) -> None:
         )
 
 
-def _input_shape(func: str, input_shape, ndims=(3, 4)) -> tuple[int, ...]:
+def _input_shape(func: str, input_shape: object, ndims: tuple[int, ...] = (3, 4)) -> tuple[int, ...]:
     """A backward call's ``input_shape`` as a tuple of non-negative ints within :data:`MAX_ELEMENTS`."""
     if not isinstance(input_shape, (tuple, list)) or not all(
         isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in input_shape
@@ -122,26 +137,14 @@ def _input_shape(func: str, input_shape, ndims=(3, 4)) -> tuple[int, ...]:
 class _Shaped:
     """A stand-in with only ``shape`` and ``ndim``: the geometry helpers check a backward call's ``input_shape``."""
 
-    def __init__(self, shape):
+    def __init__(self, shape: tuple[int, ...]):
         self.shape = tuple(shape)
         self.ndim = len(self.shape)
 
 
-def _chunk_count(N: int, out_h: int, row_bytes: int, budget: int) -> int:
-    """``len(workspace_chunks(N, out_h, row_bytes, budget))``, without building the list.
-
-    The planner's own arithmetic (:func:`npresnet.workspace.workspace_chunks`): whole images per
-    chunk when one image fits the budget, else bands of rows of one image.
-    """
-    image_bytes = out_h * row_bytes
-    if image_bytes <= budget:
-        return -(-N // max(1, budget // max(image_bytes, 1)))
-    return N * -(-out_h // max(1, budget // max(row_bytes, 1)))
-
-
 def _check_chunks(func: str, N: int, out_h: int, row_bytes: int, budget: int) -> None:
     """Refuse a call that would be split into more than :data:`MAX_CHUNKS` chunks, before the chunk list is built."""
-    count = _chunk_count(N, out_h, row_bytes, budget)
+    count = workspace_chunk_count(N, out_h, row_bytes, budget)
     if count > MAX_CHUNKS:
         raise ValueError(
             f"{func}: workspace_bytes={budget} splits {N} images of {out_h} output rows "

@@ -1,16 +1,7 @@
-"""Convolution by im2col: the window slices, im2col and its adjoint col2im, conv2d and its backward.
+"""Convolution by im2col: conv2d, its output shape and its backward, one matrix product per group.
 
-The textbook im2col (Chainer's kernel-offset slicing): pad the input once, then for each of
-the ``kh*kw`` kernel offsets ``(i, j)`` copy one strided slice of it,
-
-    cols[:, :, i, j] = xpad[:, :, i*dy : i*dy + sy*(out_h-1) + 1 : sy, j*dx : j*dx + sx*(out_w-1) + 1 : sx]
-
-into an ``(N, C, kh, kw, out_h, out_w)`` array: output ``(oy, ox)`` of offset ``(i, j)`` reads
-padded input ``(oy*sy + i*dy, ox*sx + j*dx)``. There are no index arrays and no loops over
-pixels, and the same code runs on CuPy. col2im, its adjoint, adds each offset's slice back
-into a zero padded buffer and crops the padding off. The pools (:mod:`.pooling`) reduce the
-same slices instead of storing them.
-
+The columns come from :mod:`.columns` (the textbook im2col: one strided slice of the padded
+input per kernel offset, into an ``(N, C, kh, kw, out_h, out_w)`` array; col2im is its adjoint).
 A convolution is then one matrix product per group, ``W @ cols``. :func:`conv2d` computes it
 in chunks of images (and of output rows when one image is too large), so one chunk's columns
 plus its output stay within ``workspace_bytes`` (:mod:`npresnet.workspace`); the chunking is a
@@ -27,7 +18,6 @@ from typing import TYPE_CHECKING
 from ..backend import get_array_module
 from ..workspace import resolve_workspace_bytes, workspace_chunks
 from ._checks import (
-    _as_batch,
     _batch_shape,
     _check_chunks,
     _check_elements,
@@ -39,198 +29,24 @@ from ._checks import (
     _shape,
 )
 
+# im2col and col2im are public here too; pooling takes the window slices from here.
+from .columns import _col2im, _extent, _im2col, _pad, _padded_shape, _window, col2im, im2col  # noqa: F401
+
 if TYPE_CHECKING:
-    from .._typing import Array, IntPair, Shape
+    import types
+    from collections.abc import Callable
+
+    from .._typing import Array, IntPair, Shape, Shaped
+
+    Pair = tuple[int, int]
+    # (batch_shape, unbatched, stride, dilation, (top, left), padded_shape, (out_h, out_w))
+    Plan = tuple[tuple[int, int, int, int], bool, Pair, Pair, Pair, tuple[int, ...], Pair]
 
 __all__ = ["im2col", "col2im", "conv2d_output_shape", "conv2d", "conv2d_backward"]
 
 
-# --------------------------------------------------------------------------- window slices
-def _extent(out: int, kernel: int, stride: int, dilation: int) -> int:
-    """Padded input length the windows of ``out`` outputs read: the last window's last tap, plus one."""
-    return (out - 1) * stride + dilation * (kernel - 1) + 1
-
-
-def _padded_shape(shape, before, out_hw, kernel, stride, dilation) -> tuple:
-    """Shape of the padded buffer: ``before`` (top, left) added, and at the bottom/right as much as the
-    windows read past the input (the symmetric padding, a 'same' or ceil-mode overhang, or nothing)."""
-    *lead, H, W = shape
-    Hp = max(before[0] + H, _extent(out_hw[0], kernel[0], stride[0], dilation[0]))
-    Wp = max(before[1] + W, _extent(out_hw[1], kernel[1], stride[1], dilation[1]))
-    return (*lead, Hp, Wp)
-
-
-def _pad(x, padded_hw, before, value=0, rows=None):
-    """``x`` (..., H, W) placed at ``before = (top, left)`` in a buffer (..., Hp, Wp) filled with ``value``.
-
-    ``rows = (a, b)`` builds only padded rows ``a:b`` of it, shape (..., b - a, Wp): the band a chunk
-    of outputs reads. Returns a view of ``x`` when the rows need no padding.
-    """
-    Hp, Wp = padded_hw
-    a, b = (0, Hp) if rows is None else rows
-    H, W = x.shape[-2:]
-    top, left = before
-    if a >= top and b <= top + H and (left, Wp) == (0, W):
-        return x[..., a - top : b - top, :]
-    xp = get_array_module(x)
-    y0, y1 = max(a - top, 0), min(b - top, H)  # the input rows inside the band
-    xpad = xp.full(x.shape[:-2] + (b - a, Wp), value, dtype=x.dtype)  # (..., b - a, Wp)
-    if y0 < y1:
-        xpad[..., y0 + top - a : y1 + top - a, left : left + W] = x[..., y0:y1, :]
-    return xpad
-
-
-def _window(xpad, i: int, j: int, stride, dilation, out_hw):
-    """Kernel offset ``(i, j)``'s strided slice of ``xpad`` (..., Hp, Wp): shape (..., out_h, out_w),
-    element ``(oy, ox)`` being ``xpad[..., oy*sy + i*dy, ox*sx + j*dx]``. A view."""
-    (sy, sx), (dy, dx), (out_h, out_w) = stride, dilation, out_hw
-    y, x = i * dy, j * dx  # the padded row and column output (0, 0) reads
-    return xpad[..., y : y + sy * (out_h - 1) + 1 : sy, x : x + sx * (out_w - 1) + 1 : sx]
-
-
-def _im2col(xpad, kernel, stride, dilation, out_hw, out=None):
-    """Textbook im2col of a padded ``xpad`` (N, C, Hp, Wp) into ``out`` (N, C, kh, kw, out_h, out_w).
-
-    ``out`` may be any writable view of that shape (the convolution passes a transposed view of a
-    buffer laid out for its matrix product); by default a new C-contiguous array.
-    """
-    kh, kw = kernel
-    if out is None:
-        xp = get_array_module(xpad)
-        out = xp.empty(xpad.shape[:2] + (kh, kw) + tuple(out_hw), dtype=xpad.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, :, i, j] = _window(xpad, i, j, stride, dilation, out_hw)  # (N, C, out_h, out_w)
-    return out
-
-
-def _col2im(cols, stride, dilation, out):
-    """The adjoint of :func:`_im2col`: add ``cols`` (N, C, kh, kw, out_h, out_w) into the padded ``out`` (N, C, Hp, Wp).
-
-    One offset's slice never repeats a pixel, so ``+=`` on the strided view is exact; the
-    offsets overlap one another and their contributions add up. Returns ``out``.
-    """
-    kh, kw, out_h, out_w = cols.shape[2:]
-    for i in range(kh):
-        for j in range(kw):
-            _window(out, i, j, stride, dilation, (out_h, out_w))[...] += cols[:, :, i, j]  # (N, C, out_h, out_w)
-    return out
-
-
-# --------------------------------------------------------------------------- im2col / col2im
-def _window_geometry(func: str, input, kernel_size, stride, padding, dilation):
-    """Validate im2col's window arguments and return (kernel, stride, (ph, pw), dilation, (out_h, out_w))."""
-    kernel = _positive_pair(kernel_size, "kernel_size")
-    stride = _positive_pair(stride, "stride")
-    dilation = _positive_pair(dilation, "dilation")
-    padding = _positive_pair(padding, "padding", low=0)
-    H, W = _shape(input)[-2:]
-    out_h = _out_size(func, input, "height", H, kernel[0], stride[0], padding[0], dilation[0])
-    out_w = _out_size(func, input, "width", W, kernel[1], stride[1], padding[1], dilation[1])
-    return kernel, stride, padding, dilation, (out_h, out_w)
-
-
-def im2col(
-    input: Array, kernel_size: IntPair, dilation: IntPair = 1, padding: IntPair = 0, stride: IntPair = 1
-) -> Array:
-    """Extract sliding local blocks, as ``torch.nn.functional.unfold``.
-
-    Parameters
-    ----------
-    input : array, shape (N, C, H, W) or (C, H, W)
-    kernel_size, dilation, padding, stride : int or (int, int)
-
-    Returns
-    -------
-    array, shape (N, C*kh*kw, L) or (C*kh*kw, L)
-        ``L = out_h * out_w``; row ``c*kh*kw + i*kw + j`` holds kernel offset ``(i, j)`` of channel ``c``.
-
-    Raises
-    ------
-    ValueError
-        Also when the result or the padded input would have more than
-        :data:`~npresnet.functional.MAX_ELEMENTS` elements (checked before allocating).
-    """
-    x, unbatched = _as_batch("input", input)
-    kernel, stride, padding, dilation, out_hw = _window_geometry("im2col", x, kernel_size, stride, padding, dilation)
-    N, C = x.shape[:2]
-    because = f"input {_shape(input)} with kernel_size={kernel}, padding={padding}, stride={stride}"
-    _check_elements("im2col", "columns", (N, C * kernel[0] * kernel[1], out_hw[0] * out_hw[1]), because)
-    padded = _padded_shape(x.shape, padding, out_hw, kernel, stride, dilation)
-    _check_elements("im2col", "a padded input", padded, because)
-    xpad = _pad(x, padded[-2:], padding)  # (N, C, Hp, Wp)
-    cols = _im2col(xpad, kernel, stride, dilation, out_hw)  # (N, C, kh, kw, out_h, out_w)
-    out = cols.reshape(N, C * kernel[0] * kernel[1], out_hw[0] * out_hw[1])  # free: torch's unfold layout
-    return out[0] if unbatched else out
-
-
-def col2im(
-    input: Array,
-    output_size: IntPair,
-    kernel_size: IntPair,
-    dilation: IntPair = 1,
-    padding: IntPair = 0,
-    stride: IntPair = 1,
-) -> Array:
-    """Sum sliding local blocks back into an image, as ``torch.nn.functional.fold``.
-
-    The adjoint of :func:`im2col`: ``<im2col(x), y> == <x, col2im(y)>`` for every ``x`` and ``y``,
-    so it is the input gradient of im2col. Where windows overlap their entries add up.
-
-    Parameters
-    ----------
-    input : array, shape (N, C*kh*kw, L) or (C*kh*kw, L)
-        Row ``c*kh*kw + i*kw + j`` holds kernel offset ``(i, j)`` of channel ``c``; ``L = out_h * out_w``.
-    output_size : int or (int, int)
-        ``(H, W)`` of the image.
-    kernel_size, dilation, padding, stride : int or (int, int)
-
-    Returns
-    -------
-    array, shape (N, C, H, W) or (C, H, W)
-
-    Raises
-    ------
-    ValueError
-        Also when the image or its padded buffer would have more than
-        :data:`~npresnet.functional.MAX_ELEMENTS` elements (checked before allocating).
-    """
-    _check_float("input", input)
-    if input.ndim not in (2, 3):
-        raise ValueError(f"col2im: input must be 3-D (N, C*kh*kw, L) or 2-D (C*kh*kw, L), got shape {_shape(input)}")
-    unbatched = input.ndim == 2
-    cols = input[None] if unbatched else input
-    H, W = _positive_pair(output_size, "output_size")
-    N, CK, L = cols.shape
-    kernel, stride = _positive_pair(kernel_size, "kernel_size"), _positive_pair(stride, "stride")
-    dilation, padding = _positive_pair(dilation, "dilation"), _positive_pair(padding, "padding", low=0)
-    try:
-        out_hw = tuple(
-            _out_size("col2im", input, axis, n, k, s, p, d)
-            for axis, n, k, s, p, d in zip(("height", "width"), (H, W), kernel, stride, padding, dilation)
-        )
-    except ValueError as exc:
-        raise ValueError(f"col2im: output_size={(H, W)} is too small for kernel_size={kernel}: {exc}") from None
-    kh, kw = kernel
-    if CK % (kh * kw) or out_hw[0] * out_hw[1] != L:
-        raise ValueError(
-            f"col2im: input of shape {_shape(input)} does not fit output_size={(H, W)}, kernel_size={kernel}, "
-            f"stride={stride}, padding={padding}, dilation={dilation}: "
-            f"expected (N, C*{kh * kw}, {out_hw[0] * out_hw[1]})"
-        )
-    C = CK // (kh * kw)
-    padded = _padded_shape((N, C, H, W), padding, out_hw, kernel, stride, dilation)
-    _check_elements("col2im", "a padded image", padded, f"output_size={(H, W)}, padding={padding}")
-    xp = get_array_module(cols)
-    gpad = xp.zeros(padded, dtype=cols.dtype)  # (N, C, Hp, Wp)
-    _col2im(cols.reshape(N, C, kh, kw, *out_hw), stride, dilation, gpad)
-    (ph, pw) = padding
-    out = xp.ascontiguousarray(gpad[:, :, ph : ph + H, pw : pw + W])  # what landed in the padding is dropped
-    return out[0] if unbatched else out
-
-
 # --------------------------------------------------------------------------- conv2d
-def _conv_padding(padding, kernel, dilation, stride):
+def _conv_padding(padding: IntPair | str, kernel: Pair, dilation: Pair, stride: Pair) -> tuple[Pair, Pair]:
     """Resolve conv2d's ``padding`` into ((top, bottom), (left, right))."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -245,7 +61,16 @@ def _conv_padding(padding, kernel, dilation, stride):
     return (ph, ph), (pw, pw)
 
 
-def _conv2d_plan(func, input, weight, bias, stride, padding, dilation, groups):
+def _conv2d_plan(
+    func: str,
+    input: Shaped,
+    weight: Shaped,
+    bias: Shaped | None,
+    stride: IntPair,
+    padding: IntPair | str,
+    dilation: IntPair,
+    groups: object,
+) -> Plan:
     """conv2d's argument checks and geometry, from shapes and dtypes alone (arrays or TensorSpecs).
 
     Returns ``(batch_shape, unbatched, stride, dilation, (top, left), padded_shape, (out_h, out_w))``,
@@ -257,34 +82,34 @@ def _conv2d_plan(func, input, weight, bias, stride, padding, dilation, groups):
     _check_same_dtype("weight", weight, input)
     if weight.ndim != 4:
         raise ValueError(f"weight must be 4-D (O, C/groups, kh, kw), got shape {_shape(weight)}")
-    groups = _check_groups(groups)
+    n_groups = _check_groups(groups)
     O, Cg, kh, kw = _shape(weight)
-    if C % groups or O % groups:
+    if C % n_groups or O % n_groups:
         raise ValueError(
-            f"groups={groups} must divide both the input channels ({C}, input shape {_shape(input)}) "
+            f"groups={n_groups} must divide both the input channels ({C}, input shape {_shape(input)}) "
             f"and the output channels ({O}, weight shape {_shape(weight)})"
         )
-    if Cg * groups != C:
+    if Cg * n_groups != C:
         raise ValueError(
             f"input has {C} channels (shape {_shape(input)}) but weight of shape {_shape(weight)} "
-            f"with groups={groups} expects {Cg * groups}"
+            f"with groups={n_groups} expects {Cg * n_groups}"
         )
     if bias is not None:
         _check_float("bias", bias)
         _check_same_dtype("bias", bias, input)
         if _shape(bias) != (O,):
             raise ValueError(f"bias must have shape ({O},) to match weight {_shape(weight)}, got {_shape(bias)}")
-    stride = _positive_pair(stride, "stride")
-    dilation = _positive_pair(dilation, "dilation")
-    (pt, pb), (pl, pr) = _conv_padding(padding, (kh, kw), dilation, stride)
+    strides = _positive_pair(stride, "stride")
+    dilations = _positive_pair(dilation, "dilation")
+    (pt, pb), (pl, pr) = _conv_padding(padding, (kh, kw), dilations, strides)
     # 'same' padding may put one more row/column at the bottom/right: count it in the size.
-    out_h = _out_size(func, input, "height", H + pb - pt, kh, stride[0], pt, dilation[0])
-    out_w = _out_size(func, input, "width", W + pr - pl, kw, stride[1], pl, dilation[1])
-    padded = _padded_shape((N, C, H, W), (pt, pl), (out_h, out_w), (kh, kw), stride, dilation)
-    return (N, C, H, W), unbatched, stride, dilation, (pt, pl), padded, (out_h, out_w)
+    out_h = _out_size(func, input, "height", H + pb - pt, kh, strides[0], pt, dilations[0])
+    out_w = _out_size(func, input, "width", W + pr - pl, kw, strides[1], pl, dilations[1])
+    padded = _padded_shape((N, C, H, W), (pt, pl), (out_h, out_w), (kh, kw), strides, dilations)
+    return (N, C, H, W), unbatched, strides, dilations, (pt, pl), padded, (out_h, out_w)
 
 
-def _check_conv_sizes(func, input, weight, plan, padding) -> None:
+def _check_conv_sizes(func: str, input: Shaped, weight: Shaped, plan: Plan, padding: IntPair | str) -> None:
     """Refuse, before allocating, an output or padded input of more than MAX_ELEMENTS elements."""
     (N, _, _, _), _, stride, dilation, _, padded, (out_h, out_w) = plan
     because = f"input {_shape(input)} with padding={padding!r}, stride={stride}, dilation={dilation}"
@@ -293,9 +118,9 @@ def _check_conv_sizes(func, input, weight, plan, padding) -> None:
 
 
 def conv2d_output_shape(
-    input: Array,
-    weight: Array,
-    bias: Array | None = None,
+    input: Shaped,
+    weight: Shaped,
+    bias: Shaped | None = None,
     stride: IntPair = 1,
     padding: IntPair | str = 0,
     dilation: IntPair = 1,
@@ -313,7 +138,15 @@ def conv2d_output_shape(
     return (O, out_h, out_w) if unbatched else (_shape(input)[0], O, out_h, out_w)
 
 
-def _conv_chunks(func, N, out_h, row_bytes, workspace_bytes, xp, column_shape):
+def _conv_chunks(
+    func: str,
+    N: int,
+    out_h: int,
+    row_bytes: int,
+    workspace_bytes: int | None,
+    xp: types.ModuleType,
+    column_shape: Callable[[int, int], tuple[int, ...]],
+) -> list[tuple[int, int, int, int]]:
     """The workspace chunks of a convolution, refused up front when too many or too large.
 
     ``column_shape(n, rows)`` is the shape of the columns of ``n`` images' ``rows`` output rows.
@@ -327,13 +160,13 @@ def _conv_chunks(func, N, out_h, row_bytes, workspace_bytes, xp, column_shape):
     return chunks
 
 
-def _band_rows(r0, r1, kernel, stride, dilation) -> tuple[int, int]:
+def _band_rows(r0: int, r1: int, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[int, int]:
     """The padded input rows ``(a, b)`` that output rows ``r0:r1`` read."""
     a = r0 * stride[0]
     return a, a + _extent(r1 - r0, kernel[0], stride[0], dilation[0])
 
 
-def _columns(xband, kernel, stride, dilation, out_hw):
+def _columns(xband: Array, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pair) -> Array:
     """im2col of a padded band into a buffer laid out for the matrix product.
 
     Returns
@@ -344,7 +177,7 @@ def _columns(xband, kernel, stride, dilation, out_hw):
     """
     xp = get_array_module(xband)
     n, C = xband.shape[:2]
-    cols = xp.empty((C, *kernel, n, *out_hw), dtype=xband.dtype)
+    cols: Array = xp.empty((C, *kernel, n, *out_hw), dtype=xband.dtype)
     _im2col(xband, kernel, stride, dilation, out_hw, out=cols.transpose(3, 0, 1, 2, 4, 5))
     return cols
 
@@ -406,7 +239,7 @@ def conv2d(
         lambda n, rows: (C * kh * kw, n * rows * out_w),
     )
     w = weight.reshape(groups, O // groups, K)  # (groups, O/groups, K)
-    out = None if len(chunks) == 1 else xp.empty((O, N, out_h, out_w), dtype=x.dtype)
+    out: Array | None = None if len(chunks) == 1 else xp.empty((O, N, out_h, out_w), dtype=x.dtype)
     for n0, n1, r0, r1 in chunks:
         n, rows = n1 - n0, r1 - r0
         band = _pad(x[n0:n1], padded[-2:], before, rows=_band_rows(r0, r1, kernel, stride, dilation))
@@ -418,6 +251,7 @@ def conv2d(
             out = product
         else:
             out[:, n0:n1, r0:r1] = product
+    assert out is not None  # set in the loop when there is one chunk, allocated above otherwise
     out = out.transpose(1, 0, 2, 3)  # (N, O, out_h, out_w) view
     if bias is not None:
         out = out + bias.reshape(O, 1, 1)

@@ -9,12 +9,12 @@ from ..backend import get_array_module
 from ._checks import _check_float, _check_same_dtype, _shape
 
 if TYPE_CHECKING:
-    from .._typing import Array, Shape
+    from .._typing import Array, Shape, Shaped
 
 __all__ = ["linear_output_shape", "linear", "linear_backward", "relu_output_shape", "relu", "relu_backward"]
 
 
-def linear_output_shape(input: Array, weight: Array, bias: Array | None = None) -> Shape:
+def linear_output_shape(input: Shaped, weight: Shaped, bias: Shaped | None = None) -> Shape:
     """The shape :func:`linear` returns, (..., out_features), with the same checks and errors, computing nothing."""
     _check_float("input", input)
     _check_float("weight", weight)
@@ -48,7 +48,7 @@ def linear(input: Array, weight: Array, bias: Array | None = None) -> Array:
     array, shape (..., out_features)
     """
     linear_output_shape(input, weight, bias)
-    out = input @ weight.T
+    out: Array = input @ weight.T
     if bias is not None:
         out = out + bias
     return out
@@ -86,7 +86,7 @@ def linear_backward(grad_output: Array, input: Array, weight: Array) -> tuple[Ar
     return grad_output @ weight, g.T @ x, g.sum(axis=0)
 
 
-def relu_output_shape(input: Array) -> Shape:
+def relu_output_shape(input: Shaped) -> Shape:
     """The shape :func:`relu` returns (the input's), with the same checks and errors, computing nothing."""
     _check_float("input", input)
     return _shape(input)
@@ -103,9 +103,8 @@ def relu(input: Array, inplace: bool = False) -> Array:
     """
     _check_float("input", input)
     xp = get_array_module(input)
-    if inplace:
-        return xp.maximum(input, 0, out=input)
-    return xp.maximum(input, input.dtype.type(0))
+    out: Array = xp.maximum(input, 0, out=input) if inplace else xp.maximum(input, input.dtype.type(0))
+    return out
 
 
 def relu_backward(grad_output: Array, output: Array) -> Array:
@@ -117,4 +116,5 @@ def relu_backward(grad_output: Array, output: Array) -> Array:
     if _shape(grad_output) != _shape(output):
         raise ValueError(f"relu_backward: grad_output {_shape(grad_output)} must have output's shape {_shape(output)}")
     xp = get_array_module(grad_output, output)
-    return xp.where(output <= 0, grad_output.dtype.type(0), grad_output)  # NaN passes its gradient, as torch
+    grad: Array = xp.where(output <= 0, grad_output.dtype.type(0), grad_output)  # NaN passes its gradient, as torch
+    return grad

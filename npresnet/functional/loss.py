@@ -8,6 +8,11 @@ from ..backend import get_array_module
 from ._checks import _check_float, _shape
 
 if TYPE_CHECKING:
+    import types
+    from typing import Any
+
+    import numpy
+
     from .._typing import Array
 
 __all__ = ["log_softmax", "cross_entropy", "cross_entropy_backward"]
@@ -21,10 +26,11 @@ def log_softmax(input: Array, dim: int = -1) -> Array:
     _check_float("input", input)
     xp = get_array_module(input)
     shifted = input - input.max(axis=dim, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    out: Array = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    return out
 
 
-def _check_targets(input, target):
+def _check_targets(input: Array, target: Array) -> tuple[tuple[Array, Array], bool]:
     """Validate (N, C) logits and (N,) class indices; return the (N, C) and (N,) views and the unbatched flag."""
     _check_float("input", input)
     if input.ndim not in (1, 2):
@@ -45,14 +51,16 @@ def _check_targets(input, target):
     return (input[None], target.reshape(1)) if unbatched else (input, target), unbatched
 
 
-def _smoothed_targets(xp, target, C, label_smoothing, dtype):
+def _smoothed_targets(
+    xp: types.ModuleType, target: Array, C: int, label_smoothing: float, dtype: numpy.dtype[Any]
+) -> Array:
     """The target distribution, shape (N, C): ``1 - ε`` on the class plus ``ε / C`` everywhere."""
-    q = xp.full((target.shape[0], C), label_smoothing / C, dtype=dtype)
+    q: Array = xp.full((target.shape[0], C), label_smoothing / C, dtype=dtype)
     q[xp.arange(target.shape[0]), target] += dtype.type(1 - label_smoothing)
     return q
 
 
-def _check_reduction(reduction, label_smoothing):
+def _check_reduction(reduction: str, label_smoothing: float) -> None:
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -81,12 +89,14 @@ def cross_entropy(input: Array, target: Array, reduction: str = "mean", label_sm
     (x, t), unbatched = _check_targets(input, target)
     xp = get_array_module(x)
     q = _smoothed_targets(xp, t, x.shape[1], label_smoothing, x.dtype)
-    loss = -(q * log_softmax(x, dim=1)).sum(axis=1)  # (N,)
+    loss: Array = -(q * log_softmax(x, dim=1)).sum(axis=1)  # (N,)
     if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss[0] if unbatched else loss
+        loss = loss.mean()  # ()
+    elif reduction == "sum":
+        loss = loss.sum()  # ()
+    elif unbatched:
+        loss = loss[0]  # ()
+    return loss
 
 
 def cross_entropy_backward(
@@ -111,7 +121,7 @@ def cross_entropy_backward(
     xp = get_array_module(x)
     N = x.shape[0]
     q = _smoothed_targets(xp, t, x.shape[1], label_smoothing, x.dtype)
-    grad = xp.exp(log_softmax(x, dim=1)) - q  # (N, C): softmax minus the target distribution
+    grad: Array = xp.exp(log_softmax(x, dim=1)) - q  # (N, C): softmax minus the target distribution
     g = xp.asarray(grad_output, dtype=x.dtype)
     if reduction == "none":
         grad *= g.reshape(-1, 1)

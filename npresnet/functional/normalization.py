@@ -9,12 +9,20 @@ from ..backend import get_array_module
 from ._checks import _check_float, _check_same_dtype, _shape
 
 if TYPE_CHECKING:
-    from .._typing import Array, Shape
+    from .._typing import Array, Shape, Shaped
 
 __all__ = ["batch_norm_output_shape", "batch_norm", "batch_norm_backward"]
 
 
-def _batch_norm_checks(func, input, running_mean, running_var, weight, bias, training) -> None:
+def _batch_norm_checks(
+    func: str,
+    input: Shaped,
+    running_mean: Shaped | None,
+    running_var: Shaped | None,
+    weight: Shaped | None,
+    bias: Shaped | None,
+    training: bool,
+) -> None:
     """batch_norm's argument checks, shared by its output shape, forward and backward."""
     _check_float("input", input)
     if input.ndim < 2:
@@ -34,20 +42,20 @@ def _batch_norm_checks(func, input, running_mean, running_var, weight, bias, tra
         )
 
 
-def _check_eps(func, eps, training) -> None:
+def _check_eps(func: str, eps: object, training: bool) -> None:
     """``eps`` is a real number, and positive when training (as torch: the batch variance may be 0)."""
     if not isinstance(eps, numbers.Real) or isinstance(eps, bool):
         raise TypeError(f"{func}: eps must be a real number, got {eps!r}")
-    if training and not eps > 0:
+    if training and not float(eps) > 0:
         raise ValueError(f"{func}: eps must be positive when training, got {eps!r}")
 
 
 def batch_norm_output_shape(
-    input: Array,
-    running_mean: Array | None,
-    running_var: Array | None,
-    weight: Array | None = None,
-    bias: Array | None = None,
+    input: Shaped,
+    running_mean: Shaped | None,
+    running_var: Shaped | None,
+    weight: Shaped | None = None,
+    bias: Shaped | None = None,
     training: bool = False,
 ) -> Shape:
     """The shape :func:`batch_norm` returns (the input's), with the same checks and errors, computing nothing."""
@@ -110,7 +118,8 @@ def batch_norm(
     shift = -mean.astype(input.dtype) * scale
     if bias is not None:
         shift = shift + bias.astype(input.dtype)
-    return input * scale.reshape(bshape) + shift.reshape(bshape)
+    out: Array = input * scale.reshape(bshape) + shift.reshape(bshape)
+    return out
 
 
 def batch_norm_backward(
@@ -167,6 +176,7 @@ def batch_norm_backward(
     if training:
         mean, var = input.mean(axis=axes), input.var(axis=axes)  # the forward's batch statistics
     else:
+        assert running_mean is not None and running_var is not None  # required when not training (checked)
         mean, var = running_mean.astype(dtype), running_var.astype(dtype)
     invstd = 1 / xp.sqrt(var + dtype.type(eps))  # (C,)
     x_hat = (input - mean.reshape(bshape)) * invstd.reshape(bshape)  # (N, C, ...)

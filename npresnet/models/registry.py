@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .resnet import ARCHITECTURES
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from .._typing import Array
@@ -55,7 +55,7 @@ def build_model(arch: str, **kwargs: Any) -> ResNet:
 
 
 @functools.lru_cache(maxsize=1)
-def _all_expected_shapes() -> tuple:
+def _all_expected_shapes() -> tuple[tuple[str, tuple[tuple[str, tuple[int, ...]], ...]], ...]:
     """``((arch, ((key, shape), ...)), ...)`` for the ten architectures at 1000 classes, computed once.
 
     Every model is built with ``init=False``: its arrays are zeros that are never
@@ -75,12 +75,12 @@ def expected_shapes(arch: str) -> dict[str, tuple[int, ...]]:
     return dict(dict(_all_expected_shapes())[arch])
 
 
-def _fits(key, shape, expected) -> bool:
+def _fits(key: str, shape: Sequence[int], expected: Mapping[str, tuple[int, ...]]) -> bool:
     if key not in expected:
         return False
     if key in _FC_KEYS:  # any number of classes; the input width of fc must match
         return len(shape) == len(expected[key]) and tuple(shape[1:]) == expected[key][1:]
-    return tuple(shape) == expected[key]
+    return bool(tuple(shape) == expected[key])
 
 
 def match_architectures(state_dict: Mapping[str, Any]) -> list[tuple[str, int, int]]:
@@ -109,7 +109,7 @@ def match_architectures(state_dict: Mapping[str, Any]) -> list[tuple[str, int, i
 
 
 def identify_architecture(state_dict: Mapping[str, Any]) -> str | None:
-    """The architecture every key and shape of ``state_dict`` fits, or None."""
+    """Return the architecture every key and shape of ``state_dict`` fits, or None."""
     arch, fitting, total = match_architectures(state_dict)[0]
     return arch if fitting == total else None
 
@@ -157,7 +157,7 @@ def fit_state_dict(arch: str, state_dict: Mapping[str, Array], source: str = "st
     fc = state_dict.get("fc.weight")
     # An fc.weight holding data sizes the classifier (its bytes are already in memory); an empty
     # one, e.g. (10**9, 0), must not make us allocate a billion-class layer.
-    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 and fc.size > 0 else 1000
+    num_classes = fc.shape[0] if fc is not None and getattr(fc, "ndim", 0) == 2 and fc.size > 0 else 1000
     model = build_model(arch, num_classes=num_classes)
     missing, unexpected, problems = check_state_dict(model.state_dict(), state_dict)
     if missing or unexpected or problems:

@@ -14,7 +14,7 @@ Shapes in comments are for a 224×224 input to ResNet-50.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import numpy
 
@@ -81,7 +81,7 @@ class BlockLayout(NamedTuple):
     """
 
     name: str
-    main: tuple  # of ConvBN
+    main: tuple[ConvBN, ...]
     downsample: ConvBN | None
 
 
@@ -94,15 +94,16 @@ class ResNetLayout(NamedTuple):
 
     stem: ConvBN
     maxpool: MaxPool2d
-    blocks: tuple  # of BlockLayout
+    blocks: tuple[BlockLayout, ...]
     avgpool: AdaptiveAvgPool2d
     fc: Linear
 
 
-def _block_layout(block, name: str, pairs) -> BlockLayout:
+def _block_layout(block: BasicBlock | Bottleneck, name: str, pairs: Sequence[tuple[str, str]]) -> BlockLayout:
     main = tuple(ConvBN(f"{name}.{c}", getattr(block, c), getattr(block, b)) for c, b in pairs)
-    ds = block.downsample
-    return BlockLayout(name, main, None if ds is None else ConvBN(f"{name}.downsample.0", ds[0], ds[1]))
+    ds = block.downsample  # None, or Sequential(conv1x1, BatchNorm2d) as _make_layer builds it
+    shortcut = None if ds is None else ConvBN(f"{name}.downsample.0", getattr(ds, "0"), getattr(ds, "1"))
+    return BlockLayout(name, main, shortcut)
 
 
 class BasicBlock(Module):
@@ -137,9 +138,10 @@ class BasicBlock(Module):
         self.stride = stride
 
     def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
+        """Return ``relu(main(x) + shortcut(x))``: (N, inplanes, H, W) into (N, planes·expansion, H', W')."""
         identity = x
 
-        out = self.conv1(x)
+        out: Array | TensorSpec = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
 
@@ -154,11 +156,11 @@ class BasicBlock(Module):
         return out
 
     def layout(self, name: str = "") -> BlockLayout:
-        """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
+        """Return the block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
         return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2")))
 
     def backward(self, grad_output: Array) -> Array:
-        """The forward in reverse; the block input fed both branches, so their gradients add."""
+        """Run the forward in reverse; the block input fed both branches, so their gradients add."""
         grad = self.relu.backward(grad_output)  # out = relu(out + identity)
         grad_identity = grad  # the sum passes its gradient unchanged to both addends
 
@@ -210,9 +212,10 @@ class Bottleneck(Module):
         self.stride = stride
 
     def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
+        """Return ``relu(main(x) + shortcut(x))``: (N, inplanes, H, W) into (N, planes·expansion, H', W')."""
         identity = x
 
-        out = self.conv1(x)
+        out: Array | TensorSpec = self.conv1(x)
         out = self.bn1(out)
         out = self.relu(out)
 
@@ -231,11 +234,11 @@ class Bottleneck(Module):
         return out
 
     def layout(self, name: str = "") -> BlockLayout:
-        """This block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
+        """Return the block's (conv, bn) pairs and shortcut, as :class:`BlockLayout`; ``name``: its dotted name."""
         return _block_layout(self, name, (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")))
 
     def backward(self, grad_output: Array) -> Array:
-        """The forward in reverse; the block input fed both branches, so their gradients add."""
+        """Run the forward in reverse; the block input fed both branches, so their gradients add."""
         grad = self.relu.backward(grad_output)  # out = relu(out + identity)
         grad_identity = grad  # the sum passes its gradient unchanged to both addends
 
@@ -337,8 +340,8 @@ class ResNet(Module):
         if maxpool_padding not in (0, 1):
             raise ValueError(f"maxpool_padding must be 1 (torchvision) or 0, got {maxpool_padding!r}")
         rng = numpy.random.default_rng(rng) if init else None
-        self._layer_kw = dict(dtype=numpy.dtype(dtype), rng=rng, init=init)
-        conv_kw = dict(self._layer_kw, workspace_bytes=workspace_bytes)
+        layer_kw = dict(dtype=numpy.dtype(dtype), rng=rng, init=init)  # every layer's
+        conv_kw = dict(layer_kw, workspace_bytes=workspace_bytes)  # and the convolutions' too
         self.inplanes = 64
         self.dilation = 1
         self.groups = groups
@@ -348,21 +351,21 @@ class ResNet(Module):
         self.bn1 = BatchNorm2d(self.inplanes, dtype=dtype)
         self.relu = ReLU(inplace=True)
         self.maxpool = MaxPool2d(3, stride=2, padding=maxpool_padding)
-        self.layer1 = self._make_layer(block, 64, layers[0], conv_kw=conv_kw)
+        self.layer1 = self._make_layer(block, 64, layers[0], kw=conv_kw)
         self.layer2 = self._make_layer(
-            block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], conv_kw=conv_kw
+            block, 128, layers[1], stride=2, dilate=replace_stride_with_dilation[0], kw=conv_kw
         )
         self.layer3 = self._make_layer(
-            block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], conv_kw=conv_kw
+            block, 256, layers[2], stride=2, dilate=replace_stride_with_dilation[1], kw=conv_kw
         )
         self.layer4 = self._make_layer(
-            block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], conv_kw=conv_kw
+            block, 512, layers[3], stride=2, dilate=replace_stride_with_dilation[2], kw=conv_kw
         )
         self.avgpool = AdaptiveAvgPool2d((1, 1))
-        self.fc = Linear(512 * block.expansion, num_classes, **self._layer_kw)
-        del self._layer_kw
+        self.fc = Linear(512 * block.expansion, num_classes, **layer_kw)
         if not init:
             return
+        assert rng is not None  # made above when init
 
         for module in self.modules():
             if isinstance(module, Conv2d):  # kaiming_normal_(mode="fan_out", nonlinearity="relu")
@@ -376,8 +379,17 @@ class ResNet(Module):
                 elif isinstance(module, BasicBlock):
                     module.bn2.weight[...] = 0
 
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False, conv_kw=None):
-        kw = self._layer_kw if conv_kw is None else conv_kw
+    def _make_layer(
+        self,
+        block: type[BasicBlock | Bottleneck],
+        planes: int,
+        blocks: int,
+        stride: int = 1,
+        dilate: bool = False,
+        *,
+        kw: dict[str, Any],
+    ) -> Sequential:
+        # kw: dtype, rng, init and workspace_bytes, for the blocks and the downsampling convolution
         downsample = None
         previous_dilation = self.dilation
         if dilate:
@@ -424,15 +436,16 @@ class ResNet(Module):
                 module.workspace_bytes = value
 
     def layout(self) -> ResNetLayout:
-        """The stem, the blocks in order and the head, as :class:`ResNetLayout`, for tools that transform the model."""
+        """Return the stem, the blocks in order and the head as :class:`ResNetLayout`, for tools that transform it."""
         blocks = tuple(
-            block.layout(f"layer{s}.{b}")
+            cast("BasicBlock | Bottleneck", block).layout(f"layer{s}.{b}")
             for s, stage in enumerate((self.layer1, self.layer2, self.layer3, self.layer4), start=1)
             for b, block in enumerate(stage)
         )
         return ResNetLayout(ConvBN("conv1", self.conv1, self.bn1), self.maxpool, blocks, self.avgpool, self.fc)
 
     def forward(self, x: Array | TensorSpec) -> Array | TensorSpec:
+        """Return the logits (N, num_classes) of images ``x`` (N, 3, H, W)."""
         self.check_input(x)
         x = self.conv1(x)  # (N, 64, 112, 112)
         x = self.bn1(x)
@@ -450,8 +463,10 @@ class ResNet(Module):
         return x
 
     def backward(self, grad_output: Array) -> Array:
-        """Gradient of the loss with respect to the input images, given ``grad_output`` (N, num_classes)
-        at the logits; every parameter's gradient is added into its module's ``grads``
+        """Return the gradient of the loss with respect to the input images.
+
+        ``grad_output`` (N, num_classes) is the gradient at the logits; every parameter's gradient is
+        added into its module's ``grads``
         (see :meth:`~npresnet.nn.Module.named_grads`). Needs a forward in training mode (``model.train()``).
         """
         grad = self.fc.backward(grad_output)  # (N, 2048)
@@ -470,7 +485,9 @@ class ResNet(Module):
         return grad
 
 
-def _parameter_count(block, layers, num_classes, groups, width_per_group) -> int:
+def _parameter_count(
+    block: type[BasicBlock | Bottleneck], layers: Sequence[int], num_classes: int, groups: int, width_per_group: int
+) -> int:
     """Floats in ``ResNet(block, layers, ...).state_dict()``: parameters and running statistics.
 
     Follows ``_make_layer``'s widths without building anything, so a model too large to
@@ -493,7 +510,12 @@ def _parameter_count(block, layers, num_classes, groups, width_per_group) -> int
     return count + (inplanes + 1) * num_classes  # fc
 
 
-def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
+def _resnet(
+    block: type[BasicBlock | Bottleneck],
+    layers: list[int],
+    weights: PathLike | Mapping[str, Array] | None = None,
+    **kwargs: Any,
+) -> ResNet:
     if (
         weights is not None
         and not isinstance(weights, str)
@@ -510,8 +532,10 @@ def _resnet(block, layers, weights=None, **kwargs) -> ResNet:
     if weights is not None:
         from ..weights import load_weights
 
-        state_dict = load_weights(weights) if not hasattr(weights, "keys") else weights
-        model.load_state_dict(state_dict)
+        if hasattr(weights, "keys"):  # a state dict
+            model.load_state_dict(cast("Mapping[str, Array]", weights))
+        else:
+            model.load_state_dict(load_weights(weights))
     return model
 
 

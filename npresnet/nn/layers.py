@@ -19,7 +19,7 @@ would return, or the very error it would raise.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy
 
@@ -33,7 +33,9 @@ from .module import Module
 if TYPE_CHECKING:
     from typing import Any
 
-    from .._typing import Array, IntPair
+    from numpy.typing import DTypeLike
+
+    from .._typing import Array, IntPair, Shaped
     from .spec import TensorSpec
 
 __all__ = ["MAX_PARAMETER_BYTES", "Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "AdaptiveAvgPool2d", "Linear"]
@@ -50,11 +52,13 @@ def check_parameter_bytes(what: str, count: int, dtype: Any) -> None:
 
 
 def _fan_in_bound(fan_in: int) -> float:
-    """torch's default bound ``1/sqrt(fan_in)``, 0 for an empty fan-in (as torch's Linear bias)."""
+    """Return torch's default bound ``1/sqrt(fan_in)``, 0 for an empty fan-in (as torch's Linear bias)."""
     return 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
 
 
-def _uniform(rng, shape, bound, dtype, init=True):
+def _uniform(
+    rng: int | numpy.random.Generator | None, shape: tuple[int, ...], bound: float, dtype: DTypeLike, init: bool = True
+) -> Array:
     if not init:
         return numpy.zeros(shape, dtype=dtype)
     rng = numpy.random.default_rng(rng)
@@ -117,6 +121,7 @@ class Conv2d(Module):
         self.bias = _uniform(rng, (out_channels,), bound, dtype, init) if bias else None
 
     def forward(self, x: Array) -> Array:
+        """Convolve ``x`` (N, C_in, H, W) into (N, C_out, H_out, W_out) with :func:`npresnet.functional.conv2d`."""
         self._save(x)  # training mode only: the input, for the weight gradient
         return F.conv2d(
             x,
@@ -130,6 +135,7 @@ class Conv2d(Module):
         )
 
     def backward(self, grad_output: Array) -> Array:
+        """Return the input gradient (N, C_in, H, W); add the weight's and bias's into ``grads``."""
         (x,) = self._pop_saved()
         grad_input, grad_weight, grad_bias = F.conv2d_backward(
             grad_output,
@@ -147,11 +153,13 @@ class Conv2d(Module):
         return grad_input
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
+        """Return the output spec (N, C_out, H_out, W_out), with the forward's checks, computing nothing."""
         return spec.like(
             F.conv2d_output_shape(spec, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         )
 
     def extra_repr(self) -> str:
+        """Return the settings torch prints: channels, kernel, stride and the non-default rest."""
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding not in ((0, 0), "valid"):
             s += f", padding={self.padding}"
@@ -193,11 +201,12 @@ class BatchNorm2d(Module):
         self.running_var = numpy.ones(num_features, dtype=dtype)
         self.num_batches_tracked = numpy.zeros((), dtype=numpy.int64)
 
-    def _check_input(self, x):
+    def _check_input(self, x: Shaped) -> None:
         if x.ndim != 4:
             raise ValueError(f"{self} expects 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
 
     def forward(self, x: Array) -> Array:
+        """Normalise ``x`` (N, C, H, W) per channel: by the batch's statistics in training, else the running ones."""
         self._check_input(x)
         momentum = self.momentum
         if self.training:
@@ -212,20 +221,23 @@ class BatchNorm2d(Module):
             self.weight,
             self.bias,
             training=self.training,
-            momentum=momentum,
+            momentum=0.0 if momentum is None else momentum,  # None only when not training: unused then
             eps=self.eps,
         )
 
     def backward(self, grad_output: Array) -> Array:
+        """Return the input gradient (N, C, H, W) of a training-mode forward; add weight's and bias's into ``grads``."""
         (x,) = self._pop_saved()
         grad_input, grad_weight, grad_bias = F.batch_norm_backward(
             grad_output, x, self.weight, training=True, eps=self.eps
         )
+        assert grad_weight is not None and grad_bias is not None  # the layer always has weight and bias
         self._accumulate("weight", grad_weight)
         self._accumulate("bias", grad_bias)
         return grad_input
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
+        """Return the output spec (the input's shape), with the forward's checks, computing nothing."""
         self._check_input(spec)
         return spec.like(
             F.batch_norm_output_shape(
@@ -234,6 +246,7 @@ class BatchNorm2d(Module):
         )
 
     def extra_repr(self) -> str:
+        """Return the settings torch prints: features, eps, momentum."""
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
@@ -245,19 +258,23 @@ class ReLU(Module):
         self.inplace = inplace
 
     def forward(self, x: Array) -> Array:
+        """Return ``max(x, 0)`` elementwise (into ``x`` itself when ``inplace``)."""
         out = F.relu(x, inplace=self.inplace)
         self._save(out)  # the output is enough (out > 0 exactly where x > 0), so in place is fine
         return out
 
     def backward(self, grad_output: Array) -> Array:
+        """Return ``grad_output`` where the output was positive, else 0."""
         (out,) = self._pop_saved()
         return F.relu_backward(grad_output, out)
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
+        """Return the output spec (the input's shape), computing nothing."""
         F.relu_output_shape(spec)
         return spec if self.inplace else spec.like(spec.shape)
 
     def extra_repr(self) -> str:
+        """Return ``inplace=True`` when set, as torch prints it."""
         return "inplace=True" if self.inplace else ""
 
 
@@ -280,8 +297,11 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
 
     def forward(self, x: Array) -> Array:
-        if not self.training:
-            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        """Max-pool ``x`` (N, C, H, W) into (N, C, H_out, W_out); in training, keep the argmax for backward."""
+        if not self.training:  # without return_indices: the output alone
+            return cast(
+                "Array", F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+            )
         out, indices = F.max_pool2d(
             x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices=True
         )
@@ -289,15 +309,20 @@ class MaxPool2d(Module):
         return out
 
     def backward(self, grad_output: Array) -> Array:
+        """Route ``grad_output`` to the input positions that held each window's max."""
         indices, input_shape = self._pop_saved()
         return F.max_pool2d_backward(grad_output, indices, input_shape)
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
+        """Return the output spec (N, C, H_out, W_out), with the forward's checks, computing nothing."""
         return spec.like(
-            F.max_pool2d_output_shape(spec, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+            F.max_pool2d_output_shape(
+                cast("Any", spec), self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
+            )
         )
 
     def extra_repr(self) -> str:
+        """Return the settings torch prints: kernel, stride, padding, dilation, ceil mode."""
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
@@ -309,17 +334,21 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, x: Array) -> Array:
+        """Average ``x`` (N, C, H, W) over PyTorch's adaptive bins into (N, C, *output_size)."""
         self._save(x.shape)
         return F.adaptive_avg_pool2d(x, self.output_size)
 
     def backward(self, grad_output: Array) -> Array:
+        """Spread ``grad_output`` evenly over each bin's input positions."""
         (input_shape,) = self._pop_saved()
         return F.adaptive_avg_pool2d_backward(grad_output, input_shape)
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
-        return spec.like(F.adaptive_avg_pool2d_output_shape(spec, self.output_size))
+        """Return the output spec (N, C, *output_size), computing nothing."""
+        return spec.like(F.adaptive_avg_pool2d_output_shape(cast("Any", spec), self.output_size))  # takes a spec too
 
     def extra_repr(self) -> str:
+        """Return the setting torch prints: ``output_size``."""
         return f"output_size={self.output_size}"
 
 
@@ -356,10 +385,12 @@ class Linear(Module):
         self.bias = _uniform(rng, (out_features,), bound, dtype, init) if bias else None
 
     def forward(self, x: Array) -> Array:
+        """Return ``x @ weight.T + bias``: (..., in_features) into (..., out_features)."""
         self._save(x)
         return F.linear(x, self.weight, self.bias)
 
     def backward(self, grad_output: Array) -> Array:
+        """Return the input gradient (..., in_features); add the weight's and bias's into ``grads``."""
         (x,) = self._pop_saved()
         grad_input, grad_weight, grad_bias = F.linear_backward(grad_output, x, self.weight)
         self._accumulate("weight", grad_weight)
@@ -368,7 +399,9 @@ class Linear(Module):
         return grad_input
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
+        """Return the output spec (..., out_features), with the forward's checks, computing nothing."""
         return spec.like(F.linear_output_shape(spec, self.weight, self.bias))
 
     def extra_repr(self) -> str:
+        """Return the settings torch prints: in and out features, bias."""
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy
 
-from ..backend import backend_name, get_array_module, to_backend, to_numpy
-from ..errors import WeightsError
+from ..backend import backend_name, to_backend
 from .spec import TensorSpec
+from .state_dict import check_state_dict, collect_state_dict, load_state_dict, state_dict_report
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -35,8 +35,14 @@ class Module:
     Leaf layers also implement ``forward_spec`` for the shape-only pass.
     """
 
-    _parameter_names: tuple = ()
-    _buffer_names: tuple = ()
+    _parameter_names: tuple[str, ...] = ()
+    _buffer_names: tuple[str, ...] = ()
+    # set in __init__ with object.__setattr__ (they are not children, whatever they hold)
+    _children: OrderedDict[str, Module]
+    _forward_hooks: OrderedDict[int, Callable[[Module, Any, Any], None]]
+    training: bool
+    _saved: list[tuple[Any, ...]]
+    grads: OrderedDict[str, Array]
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", OrderedDict())
@@ -45,7 +51,8 @@ class Module:
         object.__setattr__(self, "_saved", [])  # what backward needs, pushed by training-mode forwards
         object.__setattr__(self, "grads", OrderedDict())  # parameter name -> accumulated gradient
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Set an attribute; a :class:`Module` value becomes (or stops being) a child, in order."""
         if isinstance(value, Module):
             self._children[name] = value
         elif name in self._children:
@@ -54,17 +61,20 @@ class Module:
 
     # ------------------------------------------------------------------ calling
     def __call__(self, x: Array | TensorSpec) -> Any:
+        """Run ``forward`` (``forward_spec`` for a :class:`TensorSpec`), then the forward hooks."""
         out = self.forward_spec(x) if isinstance(x, TensorSpec) else self.forward(x)
         for hook in tuple(self._forward_hooks.values()):
             hook(self, x, out)
         return out
 
-    def forward(self, x: Array) -> Any:
+    def forward(self, x: Any) -> Any:
+        """Compute the module's output from ``x``; every module defines it."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         """Shape-only forward: containers run their real ``forward``; leaf layers override."""
-        return self.forward(spec)
+        out: TensorSpec = self.forward(spec)
+        return out
 
     # ------------------------------------------------------------------ training
     def backward(self, grad_output: Array) -> Array:
@@ -77,12 +87,12 @@ class Module:
         """
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
-    def _save(self, *arrays):
+    def _save(self, *arrays: Any) -> None:
         """In training mode, keep what ``backward`` needs (a stack: a module called twice saves twice)."""
         if self.training:
             self._saved.append(arrays)
 
-    def _pop_saved(self):
+    def _pop_saved(self) -> tuple[Any, ...]:
         if not self._saved:
             raise RuntimeError(
                 f"{type(self).__name__}.backward called without a matching forward in training mode "
@@ -90,7 +100,7 @@ class Module:
             )
         return self._saved.pop()
 
-    def _accumulate(self, name: str, grad) -> None:
+    def _accumulate(self, name: str, grad: Array) -> None:
         """Add ``grad`` into ``self.grads[name]``: gradients accumulate until :meth:`zero_grad`, as in torch."""
         if name in self.grads:
             self.grads[name] += grad
@@ -106,8 +116,11 @@ class Module:
                     yield (f"{prefix}.{name}" if prefix else name), grad
 
     def named_parameter_slots(self) -> Iterator[tuple[str, Module, str]]:
-        """Yield ``(state_dict key, module, attribute name)`` for every parameter: where an optimiser
-        reads ``getattr(module, name)`` and ``module.grads.get(name)`` and writes the update back."""
+        """Yield ``(state_dict key, module, attribute name)`` for every parameter.
+
+        That is where an optimiser reads ``getattr(module, name)`` and ``module.grads.get(name)``
+        and writes the update back.
+        """
         for prefix, module in self.named_modules():
             for name in module._parameter_names:
                 if getattr(module, name) is not None:
@@ -131,9 +144,11 @@ class Module:
 
     # ------------------------------------------------------------------ tree
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """Yield ``(name, child)`` for the direct children, in the order they were set."""
         return iter(self._children.items())
 
     def children(self) -> Iterator[Module]:
+        """Yield the direct children, in the order they were set."""
         return iter(self._children.values())
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
@@ -143,9 +158,11 @@ class Module:
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self) -> Iterator[Module]:
+        """Yield this module and every descendant, depth first."""
         return (m for _, m in self.named_modules())
 
     def get_submodule(self, target: str) -> Module:
+        """Return the descendant at dotted path ``target`` (``""`` is the module itself)."""
         module = self
         for part in filter(None, target.split(".")):
             if part not in module._children:
@@ -153,7 +170,7 @@ class Module:
             module = module._children[part]
         return module
 
-    def _named_arrays(self, names_attr: str):
+    def _named_arrays(self, names_attr: str) -> Iterator[tuple[str, Array]]:
         for prefix, module in self.named_modules():
             for name in getattr(module, names_attr):
                 array = getattr(module, name)
@@ -161,28 +178,25 @@ class Module:
                     yield (f"{prefix}.{name}" if prefix else name), array
 
     def named_parameters(self) -> Iterator[tuple[str, Array]]:
+        """Yield ``(state_dict key, array)`` for every learned parameter."""
         return self._named_arrays("_parameter_names")
 
     def named_buffers(self) -> Iterator[tuple[str, Array]]:
+        """Yield ``(state_dict key, array)`` for every buffer (running statistics, counters)."""
         return self._named_arrays("_buffer_names")
 
     def parameters(self) -> Iterator[Array]:
+        """Yield every learned parameter, in ``state_dict`` order."""
         return (a for _, a in self.named_parameters())
 
     def num_parameters(self) -> int:
-        """Number of learned scalars (buffers excluded), as ``sum(p.numel() for p in model.parameters())``."""
+        """Return the number of learned scalars (buffers excluded): ``sum(p.numel() for p in model.parameters())``."""
         return sum(int(a.size) for a in self.parameters())
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> OrderedDict[str, Array]:
         """Arrays by torchvision key, in torchvision's order (per module: parameters, buffers, children)."""
-        out = OrderedDict()
-        for prefix, module in self.named_modules():
-            for name in module._parameter_names + module._buffer_names:
-                array = getattr(module, name)
-                if array is not None:
-                    out[f"{prefix}.{name}" if prefix else name] = array
-        return out
+        return collect_state_dict(self)
 
     def load_state_dict(
         self, state_dict: Mapping[str, Array], strict: bool = True, check_finite: bool = False
@@ -212,28 +226,14 @@ class Module:
             Listing, in one message, every missing, unexpected, mis-shaped, wrongly typed
             or non-finite entry.
         """
-        own = self.state_dict()
-        missing, unexpected, problems = check_state_dict(own, state_dict, check_finite=check_finite)
-        lines = state_dict_report(missing, unexpected, problems) if strict else state_dict_report([], [], problems)
-        count = len(problems) + (len(missing) + len(unexpected) if strict else 0)
-        if lines:
-            raise WeightsError(
-                f"state_dict does not fit {type(self).__name__} ({count} problem(s)):\n  " + "\n  ".join(lines)
-            )
-        for key, target in own.items():
-            if key not in state_dict:
-                continue
-            module_name, _, attr = key.rpartition(".")
-            module = self.get_submodule(module_name)
-            value = to_numpy(state_dict[key]).astype(target.dtype, copy=True)
-            object.__setattr__(module, attr, to_backend(value, backend_name(target)))
-        return missing, unexpected
+        return load_state_dict(self, state_dict, strict=strict, check_finite=check_finite)
 
     # ------------------------------------------------------------------ moving
     def to(self, backend: str | None = None, dtype: Any = None) -> Module:
         """Move every array to ``backend`` (``"numpy"``/``"cupy"``) and/or cast floating ones to ``dtype``.
 
-        Returns self."""
+        Returns self.
+        """
         for _, module in self.named_modules():
             for name in module._parameter_names + module._buffer_names:
                 array = getattr(module, name)
@@ -248,7 +248,7 @@ class Module:
 
     @property
     def dtype(self) -> numpy.dtype | None:
-        """dtype of the first floating parameter (None for a module without parameters)."""
+        """The dtype of the first floating parameter (None for a module without parameters)."""
         return next((a.dtype for a in self.parameters() if a.dtype.kind == "f"), None)
 
     @property
@@ -270,9 +270,11 @@ class Module:
 
     # ------------------------------------------------------------------ display
     def extra_repr(self) -> str:
+        """Return the layer's settings, shown inside its ``repr``; empty for containers."""
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
+        """Return the module tree, one child per line, as torch prints it."""
         lines = [f"({name}): " + repr(child).replace("\n", "\n  ") for name, child in self._children.items()]
         head = f"{type(self).__name__}({self.extra_repr()}"
         return head + ("\n  " + "\n  ".join(lines) + "\n)" if lines else ")")
@@ -282,7 +284,7 @@ _hook_ids = itertools.count()
 
 
 class _HookHandle:
-    def __init__(self, hooks, key):
+    def __init__(self, hooks: dict[int, Any], key: int):
         self._hooks, self._key = hooks, key
 
     def remove(self) -> None:
@@ -298,20 +300,25 @@ class Sequential(Module):
             setattr(self, str(index), module)
 
     def __getitem__(self, index: int) -> Module:
+        """Return the child at position ``index``."""
         return list(self._children.values())[index]
 
     def __len__(self) -> int:
+        """Return the number of children."""
         return len(self._children)
 
     def __iter__(self) -> Iterator[Module]:
+        """Return the children, in order."""
         return iter(self._children.values())
 
     def forward(self, x: Array | TensorSpec) -> Any:
+        """Apply the children in order."""
         for module in self._children.values():
             x = module(x)
         return x
 
     def backward(self, grad_output: Array) -> Array:
+        """Call the children's ``backward`` in reverse order."""
         for module in reversed(self._children.values()):
             grad_output = module.backward(grad_output)
         return grad_output
@@ -350,12 +357,12 @@ def capture_intermediates(
             raise ValueError(
                 f"names must be non-empty dotted module names (the model itself is the output), got {', '.join(bad)}"
             )
-    outputs = OrderedDict()
+    outputs: OrderedDict[str, Any] = OrderedDict()
     handles = []
     for name, module in model.named_modules():
         if name and (wanted is None or name in wanted):
 
-            def hook(_module, _input, output, name=name):
+            def hook(_module: Module, _input: Any, output: Any, name: str = name) -> None:
                 outputs.pop(name, None)
                 outputs[name] = output if isinstance(output, TensorSpec) else output.copy()
 
@@ -372,76 +379,3 @@ def capture_intermediates(
         for h in handles:
             h.remove()
     return out, outputs
-
-
-def check_state_dict(
-    expected: Mapping[str, Array], state_dict: Mapping[str, Any], check_finite: bool = False
-) -> tuple[list[str], list[str], list[str]]:
-    """Compare ``state_dict`` against a model's own ``expected`` arrays.
-
-    Returns
-    -------
-    (missing, unexpected, problems) : three lists of str
-        Keys absent from ``state_dict``, keys the model does not have, and one line per
-        entry whose shape, dtype or values cannot be loaded.
-    """
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    problems = []
-    for key, target in expected.items():
-        if key not in state_dict:
-            continue
-        value = state_dict[key]
-        shape = tuple(getattr(value, "shape", ()))
-        dtype = getattr(value, "dtype", None)
-        if dtype is None:
-            problems.append(f"{key}: expected an array, got {type(value).__name__}")
-            continue
-        if shape != tuple(target.shape):
-            problems.append(f"{key}: shape {shape} in state_dict, model expects {tuple(target.shape)}")
-            continue
-        if not _can_cast(dtype, target.dtype):
-            problems.append(f"{key}: dtype {dtype} cannot be loaded into {target.dtype}")
-            continue
-        if check_finite and dtype.kind == "f":
-            # Check the values the model will hold: 1e39 in float64 is finite but becomes inf in float32.
-            xp = get_array_module(value)
-            with numpy.errstate(over="ignore"):
-                cast = xp.asarray(value).astype(target.dtype, copy=False)
-            if not bool(xp.isfinite(cast).all()):
-                problems.append(f"{key}: contains NaN or infinite values (as {numpy.dtype(target.dtype)})")
-    return missing, unexpected, problems
-
-
-def state_dict_report(
-    missing: list[str], unexpected: list[str], problems: list[str], limit: int | None = 8
-) -> list[str]:
-    """The lines an error lists for :func:`check_state_dict`'s findings: problems, then missing, then unexpected keys.
-
-    A kind with more than ``limit`` entries shows its first ``limit`` and a count of the
-    rest (ResNet-50 weights offered to ResNet-18 would otherwise list 200 keys);
-    ``limit=None`` lists everything.
-    """
-    lines = []
-    for kind, entries in (
-        ("mis-shaped or unloadable", problems),
-        ("missing", [f"missing key: {k}" for k in missing]),
-        ("unexpected", [f"unexpected key: {k}" for k in unexpected]),
-    ):
-        if limit is not None and len(entries) > limit:
-            entries = entries[:limit] + [f"... and {len(entries) - limit} more {kind} keys ({len(entries)} in all)"]
-        lines += entries
-    return lines
-
-
-def _can_cast(source, target) -> bool:
-    """Floating into floating (any precision), integers into integers; nothing else.
-
-    Integer weights for a floating parameter mean the file is not what it claims to be.
-    """
-    source, target = numpy.dtype(source), numpy.dtype(target)
-    if target.kind == "f":
-        return source.kind == "f"
-    if target.kind in "iu":
-        return source.kind in "iu"
-    return source == target

@@ -6,7 +6,7 @@
 
 Modules, one job each:
 
-* :mod:`.formulas` — the one home of the MAC counts and the receptive-field recurrence;
+* :mod:`.formulas` — each layer's receptive field (the MAC counts and the recurrence live in :mod:`npresnet.formulas`);
 * :mod:`.trace` — the recorder of one shape-only pass through the real ``forward`` code;
 * :mod:`.rows` — the table rows, folded by depth;
 * :mod:`.memory` — peak activation memory from the tensors' lifetimes;

@@ -61,7 +61,7 @@ class Summary:
         return self.num_convs + self.num_linear
 
     def to_dict(self) -> dict:
-        """The JSON object of ``npresnet summary --format json``."""
+        """Return the JSON object of ``npresnet summary --format json``."""
         return {
             "arch": self.arch,
             "input_size": list(self.input_size),

@@ -77,7 +77,7 @@ def _title(summary) -> str:
 
 
 def format_table(summary: Summary) -> str:
-    """A plain-text table with a title and the totals."""
+    """Return a plain-text table with a title and the totals."""
     cells = list(_cells(summary))
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(_HEADERS)]
     right = {3, 4}
@@ -91,7 +91,7 @@ def format_table(summary: Summary) -> str:
 
 
 def format_markdown(summary: Summary) -> str:
-    """A GitHub-flavoured Markdown table followed by the totals as a list."""
+    """Return a GitHub-flavoured Markdown table followed by the totals as a list."""
     out = [
         f"**{_title(summary)}**",
         "",

@@ -39,7 +39,7 @@ _BAR = 96  # px: the widest layer's channel bar
 
 
 def _shape_picture(shape, input_size, widest) -> str:
-    """An inline SVG: ``H×W`` to the scale of the input, and a bar of ``C`` to the scale of the widest layer."""
+    """Return an inline SVG: ``H×W`` to the scale of the input, and a bar of ``C`` to the scale of the widest layer."""
     if len(shape) != 3:
         return ""
     C, H, W = shape
@@ -135,7 +135,7 @@ def _bar_chart(ident: str, title: str, items: list[tuple[str, int]]) -> list[str
 
 
 def format_html(summary: Summary) -> str:
-    """A complete, self-contained HTML page of ``summary`` (see the module docstring)."""
+    """Return a complete, self-contained HTML page of ``summary`` (see the module docstring)."""
     stages = _stages(summary)
     body = [
         "<!DOCTYPE html>",

@@ -101,7 +101,7 @@ def layer_rows(model: Module, events, depth: int | None) -> list[LayerRow]:
 
 
 def _fold_row(name, module, end, macs):
-    """A row for ``module`` and everything below it; depth 0 folds the whole model into one row named ``model``."""
+    """Return a row for ``module`` and everything below it; depth 0 folds the model into one row named ``model``."""
     return LayerRow(
         name or "model",
         layer_type(module),

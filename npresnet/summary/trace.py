@@ -19,6 +19,8 @@ __all__ = ["Event", "Recorder", "trace"]
 
 @dataclass
 class Event:
+    """One step of a traced pass: a leaf layer's call, a container's return, or a tracer op."""
+
     kind: str  # "layer" (a leaf module call), "end" (a container returned), or a tracer op
     name: str
     module: Module | None
@@ -40,6 +42,7 @@ class Recorder:
         self._alive_specs = []  # keep specs referenced so their ids stay unique
 
     def register(self, spec: TensorSpec, alias_of: TensorSpec | None = None, rf=None) -> int:
+        """Give ``spec`` a buffer id (``alias_of``'s when it shares that buffer) and, if given, its field ``rf``."""
         if id(spec) not in self._buffer:
             self._alive_specs.append(spec)
             if alias_of is not None:
@@ -52,12 +55,15 @@ class Recorder:
         return self._buffer[id(spec)]
 
     def buffer(self, spec) -> int:
+        """Return the buffer id of a registered ``spec``."""
         return self._buffer[id(spec)]
 
     def field_of(self, spec) -> ReceptiveField:
+        """Return the receptive field of a registered ``spec``."""
         return self._field[id(spec)]
 
     def tracer(self, op, inputs, output):
+        """Record an array operation a ``forward`` ran on specs (``TensorSpec``'s tracer callback)."""
         specs = [s for s in inputs if isinstance(s, TensorSpec)]
         if op == "reshape":
             rf = self.field_of(specs[0])
@@ -72,6 +78,8 @@ class Recorder:
         self.events.append(Event(op, "", None, tuple(self.buffer(s) for s in specs), out, output, rf))
 
     def hook(self, name):
+        """Return the forward hook that records module ``name``'s calls."""
+
         def record(module, x, out):
             if module._children:  # a container returned: its rows fold at this point
                 self.events.append(Event("end", name, module, (), None, out, self.field_of(out)))

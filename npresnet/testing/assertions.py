@@ -42,7 +42,7 @@ _REFERENCE = {
 
 
 def _legacy(config, dtype, seed, ops):
-    """A :class:`Case` for a :class:`ConvConfig` / :class:`PoolConfig` of the first kit: seeded uniform values."""
+    """Return a :class:`Case` for a :class:`ConvConfig` / :class:`PoolConfig` of the first kit: seeded values."""
     __tracebackhide__ = True
     if isinstance(config, Case):
         if dtype is not None or seed is not None:
@@ -186,9 +186,11 @@ def assert_conv2d_matches(
 
 
 def assert_conv_transpose2d_matches(fn, case, *, convert=None, atol=0.0, rtol=0.0, slack=1.0, check_dtype=True) -> None:
-    """Assert that ``fn`` (``torch.nn.functional.conv_transpose2d``'s signature) computes ``case`` as the
-    direct scatter oracle does; an output element sums at most ``K = C/groups·kh·kw`` products and the
-    bias. Keywords as in :func:`assert_conv2d_matches`."""
+    """Assert that ``fn`` computes ``case`` as the direct scatter oracle does.
+
+    ``fn`` has ``torch.nn.functional.conv_transpose2d``'s signature; an output element sums at most
+    ``K = C/groups·kh·kw`` products and the bias. Keywords as in :func:`assert_conv2d_matches`.
+    """
     __tracebackhide__ = True
     case = _legacy(case, None, None, ("conv_transpose2d",))
     w = case.args[1]
@@ -284,10 +286,13 @@ def assert_pool2d_matches(
 
 
 def assert_adaptive_pool2d_matches(fn, case, *, convert=None, atol=0.0, rtol=0.0, slack=1.0, check_dtype=True) -> None:
-    """Assert that ``fn`` (``adaptive_max_pool2d``'s or ``adaptive_avg_pool2d``'s signature, or a dict
-    ``{"max": ..., "avg": ...}``) computes ``case`` as the oracle does: max exactly (indices as in
+    """Assert that ``fn`` computes the adaptive pooling ``case`` as the oracle does.
+
+    ``fn`` has ``adaptive_max_pool2d``'s or ``adaptive_avg_pool2d``'s signature, or is a dict
+    ``{"max": ..., "avg": ...}``; max exactly (indices as in
     :func:`assert_pool2d_matches`), average within the rounding of a bin's sum and a division,
-    ``gamma_{t+2}·mean|x|`` for bins of at most ``t`` elements."""
+    ``gamma_{t+2}·mean|x|`` for bins of at most ``t`` elements.
+    """
     __tracebackhide__ = True
     case = _legacy(case, None, None, ("adaptive_max_pool2d", "adaptive_avg_pool2d"))
     x = case.args[0]
@@ -347,8 +352,10 @@ def assert_conv2d_backward_matches(backward_fn, case, *, convert=None, atol=0.0,
 
 
 def assert_conv2d_rejects(fn, case, *, convert=None) -> None:
-    """Assert that ``fn`` raises (any Exception) on ``case``, an argument set torch refuses
-    (from :func:`invalid_conv2d_cases`); fails if it returns."""
+    """Assert that ``fn`` raises (any Exception) on ``case``, an argument set torch refuses.
+
+    The cases come from :func:`invalid_conv2d_cases`; the assertion fails if ``fn`` returns.
+    """
     __tracebackhide__ = True
     args = tuple(a if a is None or convert is None else convert(a) for a in case.args)
     try:

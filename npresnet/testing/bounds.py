@@ -60,17 +60,17 @@ def unit_roundoff(dtype_name: str) -> float:
 
 
 def tiny(dtype_name: str) -> float:
-    """The smallest positive normal number of ``dtype_name``."""
+    """Return the smallest positive normal number of ``dtype_name``."""
     return _format(dtype_name)[1]
 
 
 def largest(dtype_name: str) -> float:
-    """The largest finite number of ``dtype_name``."""
+    """Return the largest finite number of ``dtype_name``."""
     return _format(dtype_name)[2]
 
 
 def accumulation_dtype(dtype_name: str) -> str:
-    """The dtype sums are taken to run in: float32 for float16 and bfloat16, else the dtype itself."""
+    """Return the dtype sums are taken to run in: float32 for float16 and bfloat16, else the dtype itself."""
     return "float32" if dtype_name in ("float16", "bfloat16") else dtype_name
 
 
@@ -108,8 +108,11 @@ def sum_bound(n: int, magnitude, dtype_name: str, output_dtype_name: str | None 
 
 
 def safe_magnitude(n_terms: int, dtype_name: str) -> float:
-    """The largest power of two ``M`` such that ``n_terms`` products of two values of magnitude at
-    most ``M``, plus a term of at most ``M``, cannot overflow ``dtype_name`` or its accumulation:
-    ``(n_terms + 1)·M² <= largest / 2`` (the factor 2 absorbs the rounding of the partial sums)."""
+    """Return the largest power of two ``M`` whose dot products cannot overflow ``dtype_name``.
+
+    ``n_terms`` products of two values of magnitude at most ``M``, plus a term of at most ``M``,
+    cannot overflow ``dtype_name`` or its accumulation:
+    ``(n_terms + 1)·M² <= largest / 2`` (the factor 2 absorbs the rounding of the partial sums).
+    """
     limit = min(largest(dtype_name), largest(accumulation_dtype(dtype_name)))
     return 2.0 ** math.floor(math.log2(math.sqrt(limit / (2 * (n_terms + 1)))))

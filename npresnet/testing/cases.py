@@ -66,9 +66,11 @@ class Case:
 
     @property
     def input(self):
+        """The input array: the first positional argument."""
         return self.args[0]
 
     def __repr__(self) -> str:
+        """Return the case as a call: the op, the array shapes and dtypes, the keyword arguments."""
         names = ("input", "weight", "bias") if "conv" in self.op else ("input",)
         parts = [f"{name}={describe_array(a)}" for name, a in zip(names, self.args)]
         parts += [f"{k}={v!r}" for k, v in self.kwargs.items()]
@@ -96,8 +98,10 @@ def describe_array(a) -> str:
 
 # --------------------------------------------------------------------------- values
 def elements(dtype: numpy.dtype, magnitude: float, allow_nan: bool = False, allow_infinity: bool = False):
-    """Floats of ``dtype`` in ``[-magnitude, magnitude]`` (zeros and subnormals included), and NaN / ±inf
-    when allowed."""
+    """Draw floats of ``dtype`` in ``[-magnitude, magnitude]``, and NaN / ±inf when allowed.
+
+    Zeros and subnormals included.
+    """
     width = 8 * numpy.dtype(dtype).itemsize
     finite = st.floats(-magnitude, magnitude, width=width, allow_subnormal=True)
     special = ([st.just(math.nan)] if allow_nan else []) + (
@@ -107,8 +111,11 @@ def elements(dtype: numpy.dtype, magnitude: float, allow_nan: bool = False, allo
 
 
 def draw_array(draw, shape, dtype, magnitude, *, allow_nan=False, allow_infinity=False, noncontiguous=False):
-    """Draw an array of ``shape`` and ``dtype``; with ``noncontiguous`` maybe as a transposed or
-    strided view (positive, nonzero strides) whose gaps hold NaN, so reading them shows."""
+    """Draw an array of ``shape`` and ``dtype``, maybe as a non-contiguous view.
+
+    With ``noncontiguous``, maybe a transposed or strided view (positive, nonzero strides) whose
+    gaps hold NaN, so reading them shows.
+    """
     # fill=nothing(): every element is drawn (and shrunk) on its own, not a few over a constant background
     values = draw(
         hnp.arrays(dtype, shape, elements=elements(dtype, magnitude, allow_nan, allow_infinity), fill=st.nothing())
@@ -152,8 +159,11 @@ def as_pair(value, name: str):
 
 
 def draw_ints(draw, forms, low, high):
-    """One hyper-parameter as torch accepts it: an int, a 1-tuple or a pair of ints in [low, high],
-    in a form from ``forms``; returns ``(as drawn, (h, w))``. ``high`` may be a pair of per-axis limits."""
+    """Draw one hyper-parameter as torch accepts it; return ``(as drawn, (h, w))``.
+
+    An int, a 1-tuple or a pair of ints in [low, high], in a form from ``forms``. ``high`` may be a
+    pair of per-axis limits.
+    """
     highs = high if isinstance(high, tuple) else (high, high)
     shapes = [f for f in ("int", "1-tuple", "pair") if f in forms]
     if not shapes:
@@ -182,7 +192,7 @@ class Pins:
         return self.values[name]
 
     def draw(self, draw, name, strategy):
-        """The pinned value, or one drawn from ``strategy``."""
+        """Return the pinned value, or one drawn from ``strategy``."""
         return self.values[name] if name in self.values else draw(strategy)
 
 

@@ -60,7 +60,7 @@ class ConvConfig:
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
     def output_shape(self) -> tuple:
-        """The output shape, from :func:`npresnet.shapes.conv_output_size`."""
+        """Return the output shape, from :func:`npresnet.shapes.conv_output_size`."""
         *lead, H, W = self.input_shape
         O, _, kh, kw = self.weight_shape
         (pt, pb), (pl, pr) = _conv_pads(self.padding, (kh, kw), self.dilation)
@@ -119,7 +119,7 @@ class PoolConfig:
         return kw
 
     def output_shape(self) -> tuple:
-        """The output shape, from :func:`npresnet.shapes.conv_output_size`."""
+        """Return the output shape, from :func:`npresnet.shapes.conv_output_size`."""
         *lead, H, W = self.input_shape
         stride = self.kernel_size if self.stride is None else self.stride
         out = [
@@ -291,9 +291,11 @@ def pool2d_configs(
 
 @st.composite
 def adaptive_pool_configs(draw, *, max_batch=2, max_channels=3, max_size=9, max_output=9, unbatched=True):
-    """Hypothesis strategy for :class:`AdaptivePoolConfig` s: any input size 1..``max_size``,
-    any output size 1..``max_output`` (larger than the input too), as an int, a pair or a
-    pair with None."""
+    """Hypothesis strategy for :class:`AdaptivePoolConfig` s.
+
+    Any input size 1..``max_size``, any output size 1..``max_output`` (larger than the input too),
+    as an int, a pair or a pair with None.
+    """
     H, W = draw(st.integers(1, max_size)), draw(st.integers(1, max_size))
     lead = _lead_shape(draw, max_batch, draw(st.integers(1, max_channels)), unbatched)
     out = st.integers(1, max_output)
@@ -303,8 +305,9 @@ def adaptive_pool_configs(draw, *, max_batch=2, max_channels=3, max_size=9, max_
 
 # --------------------------------------------------------------------------- the legacy bound
 def conv2d_error_bound(config: ConvConfig, x, weight, bias, dtype) -> numpy.ndarray:
-    """Per-element bound on ``|conv2d(x, w, b) - exact|`` for any summation order, in ``dtype``,
-    plus the float64 oracle's own error.
+    """Return the per-element bound on ``|conv2d(x, w, b) - exact|`` in ``dtype``, any summation order.
+
+    The float64 oracle's own error is included.
 
     The classic bound for a ``K``-term dot product plus a bias computed in floating point
     (Higham, *Accuracy and Stability of Numerical Algorithms*, 3.1) is

@@ -81,8 +81,10 @@ def _as_batch(array):
 
 
 def _conv_windows(x_shape, weight_shape, stride, padding, dilation):
-    """Yield ``(oy, ox, ky, kx, iy, ix)`` for every tap of every window that lies inside the input,
-    and return the output size through ``window_starts``; used by the forward and backward oracles."""
+    """Yield ``(oy, ox, ky, kx, iy, ix)`` for every tap of every window that lies inside the input.
+
+    The output size comes back through ``window_starts``; used by the forward and backward oracles.
+    """
     H, W = x_shape[-2:]
     kh, kw = weight_shape[-2:]
     sy, sx = _pair(stride, "stride")
@@ -257,8 +259,10 @@ def reference_max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1,
 def reference_avg_pool2d(
     input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
 ):
-    """Naive float64 ``avg_pool2d``, the oracle: the sum of each window's taps inside the input,
-    divided by ``divisor_override``, or by the number of taps inside the input and its zero padding
+    """Compute ``avg_pool2d`` naively in float64: the oracle.
+
+    The sum of each window's taps inside the input, divided by ``divisor_override``, or by the
+    number of taps inside the input and its zero padding
     (``count_include_pad``; a ceil-mode overhang past the padding is not counted), or by the number
     inside the input alone. Small inputs only. Returns a float64 NumPy array.
     """
@@ -285,8 +289,11 @@ def adaptive_output_size(shape, output_size):
 
 
 def adaptive_windows(shape, output_size):
-    """Windows of adaptive pooling, as :func:`pool_windows` gives them: bin ``(i, j)`` holds input
-    rows ``floor(i*H/out_h)`` to ``ceil((i+1)*H/out_h) - 1`` and the columns likewise (PyTorch's bins)."""
+    """Return the windows of adaptive pooling, as :func:`pool_windows` gives them.
+
+    Bin ``(i, j)`` holds input rows ``floor(i*H/out_h) to ceil((i+1)*H/out_h) - 1`` and the
+    columns likewise (PyTorch's bins).
+    """
     H, W = shape[-2:]
     out_h, out_w = adaptive_output_size(shape, output_size)
 
@@ -300,8 +307,10 @@ def adaptive_windows(shape, output_size):
 
 
 def reference_adaptive_avg_pool2d(input, output_size):
-    """Naive float64 ``adaptive_avg_pool2d``, the oracle: output ``(i, j)`` is the mean of input rows
-    ``floor(i*H/out_h)`` to ``ceil((i+1)*H/out_h) - 1`` and the columns likewise (PyTorch's bins).
+    """Compute ``adaptive_avg_pool2d`` naively in float64: the oracle.
+
+    Output ``(i, j)`` is the mean of input rows ``floor(i*H/out_h) to ceil((i+1)*H/out_h) - 1``
+    and the columns likewise (PyTorch's bins).
     Small inputs only. Returns a float64 NumPy array.
     """
     windows = adaptive_windows(numpy.shape(input), output_size)
@@ -309,7 +318,10 @@ def reference_adaptive_avg_pool2d(input, output_size):
 
 
 def reference_adaptive_max_pool2d(input, output_size):
-    """Naive float64 ``adaptive_max_pool2d``, the oracle: the max of each of PyTorch's bins (as in
-    :func:`reference_adaptive_avg_pool2d`); NaN propagates. Returns a float64 NumPy array."""
+    """Compute ``adaptive_max_pool2d`` naively in float64: the oracle.
+
+    The max of each of PyTorch's bins (as in :func:`reference_adaptive_avg_pool2d`); NaN
+    propagates. Returns a float64 NumPy array.
+    """
     windows = adaptive_windows(numpy.shape(input), output_size)
     return _pool(input, lambda v, _: _max(v), windows)

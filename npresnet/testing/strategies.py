@@ -121,7 +121,7 @@ def _split(kw: dict):
 
 
 def _param(draw, pins, name, forms, low, high):
-    """A pinned or drawn int hyper-parameter: ``(as passed, (h, w))``."""
+    """Return a pinned or drawn int hyper-parameter: ``(as passed, (h, w))``."""
     if name in pins:
         return pins.get(name), as_pair(pins.get(name), name)
     return draw_ints(draw, forms, low, high)

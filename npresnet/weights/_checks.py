@@ -13,7 +13,7 @@ import math
 import struct
 import zipfile
 import zlib
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy
 
@@ -45,8 +45,8 @@ ZIP_ERRORS = (
 NUMERIC_KINDS = "biufc"
 
 
-def describe(value) -> str:
-    """A short, safe description of an untrusted object, for error messages.
+def describe(value: object) -> str:
+    """Return a short, safe description of an untrusted object, for error messages.
 
     Never calls the object's ``repr``/``str`` (a deeply nested or exponentially shared
     tuple, or a 5,000-digit integer, would make that the attack): strings and bytes are
@@ -54,10 +54,10 @@ def describe(value) -> str:
     length. The result is at most about 100 characters, computed in constant time.
     """
     kind = type(value)
-    if kind is str or kind is bytes:
+    if type(value) is str or type(value) is bytes:
         text = repr(value[:60])
         return text if len(value) <= 60 else f"{text}... ({len(value)} characters)"
-    if kind is int:
+    if type(value) is int:
         return str(value) if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
     if kind is bool or kind is float or value is None:
         return repr(value)
@@ -66,7 +66,7 @@ def describe(value) -> str:
     return f"a {kind.__name__}"
 
 
-def describe_ints(values) -> str:
+def describe_ints(values: object) -> str:
     """``(2, 3, 4)`` for a short tuple of plain ints, else :func:`describe` (bounded, safe)."""
     if type(values) is tuple and len(values) <= 8 and all(type(n) is int and n.bit_length() <= 64 for n in values):
         return repr(values)
@@ -87,7 +87,8 @@ class _ReadBudget:
     """
 
     def __init__(self, file: BinaryIO, file_size: int, limit: int):
-        self._file, self._file_size, self.limit, self._used = file, file_size, limit, 0
+        self._file, self._file_size, self._used = file, file_size, 0
+        self.limit: int | None = limit
 
     def read(self, n: int = -1) -> bytes:
         if self.limit is not None:
@@ -100,7 +101,7 @@ class _ReadBudget:
             self._used += wanted
         return self._file.read(n)
 
-    def __getattr__(self, name):  # seek, tell, seekable, ...: the file's own
+    def __getattr__(self, name: str) -> Any:  # seek, tell, seekable, ...: the file's own
         return getattr(self._file, name)
 
 
@@ -193,8 +194,8 @@ def read_member(
     return data
 
 
-def element_count(shape, what: str) -> int:
-    """Number of elements of ``shape`` (a tuple or list of ints >= 0), or WeightsError.
+def element_count(shape: object, what: str) -> int:
+    """Return the number of elements of ``shape`` (a tuple or list of ints >= 0), or raise WeightsError.
 
     Types are checked before anything is formatted or multiplied, so a hostile shape
     costs at most :data:`~npresnet.weights.limits.MAX_DIMENSIONS` steps.
@@ -222,7 +223,7 @@ def check_weight_dtype(dtype: numpy.dtype, what: str) -> None:
 
 
 def check_bool_values(array: numpy.ndarray, what: str) -> None:
-    """A bool array read from raw bytes must hold only 0 and 1, or it would be a silent garbage value."""
+    """Check that a bool array read from raw bytes holds only 0 and 1 (anything else is a silent garbage value)."""
     if array.dtype == numpy.bool_ and array.size and array.view(numpy.uint8).max() > 1:
         raise WeightsError(f"{what}: bool data holds bytes other than 0 and 1")
 

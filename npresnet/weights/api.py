@@ -1,4 +1,4 @@
-"""``load_weights`` and ``save_weights``: one entry point for every weight format.
+r"""``load_weights`` and ``save_weights``: one entry point for every weight format.
 
 The format is recognised from the file's first bytes, not its name, so a
 ``.pth`` that is really an ``.npz`` still loads; the suffix only sharpens the
@@ -7,7 +7,7 @@ message when the content is nothing we read.
 =================  =====================================  ==============  ===========
 format             recognised by                          read            written
 =================  =====================================  ==============  ===========
-PyTorch ``.pth``   zip (``PK\\x03\\x04``) with ``*/data.pkl``  yes, no torch   no
+PyTorch ``.pth``   zip (``PK\x03\x04``) with ``*/data.pkl``  yes, no torch   no
 ``.npz``           zip of ``*.npy`` members               yes             yes
 ``.safetensors``   8-byte length, then ``{``              yes             yes
 =================  =====================================  ==============  ===========
@@ -30,8 +30,9 @@ import errno
 import os
 import stat
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy
 
@@ -51,13 +52,13 @@ SUFFIXES = {".pth": "pth", ".pt": "pth", ".npz": "npz", ".safetensors": "safeten
 
 
 def _looks_like_legacy_torch(head: bytes) -> bool:
-    """True for a pre-1.6 ``torch.save`` file: a protocol-2 pickle of LEGACY_MAGIC first."""
+    """Return True for a pre-1.6 ``torch.save`` file: a protocol-2 pickle of LEGACY_MAGIC first."""
     magic = LEGACY_MAGIC.to_bytes(10, "little")
     return head.startswith(b"\x80\x02\x8a\x0a" + magic)
 
 
 @contextlib.contextmanager
-def _open_regular_file(path: Path):
+def _open_regular_file(path: Path) -> Iterator[tuple[BinaryIO, int]]:
     """Open ``path`` for reading, refusing anything but a regular file; yields ``(file, size)``.
 
     ``O_NONBLOCK`` makes opening a FIFO return at once instead of waiting for a writer;
@@ -81,16 +82,16 @@ def _open_regular_file(path: Path):
         yield file, os.fstat(file.fileno()).st_size
 
 
-def _read_exactly(file, count: int) -> bytes:
+def _read_exactly(file: BinaryIO, count: int) -> bytes:
     """``count`` bytes from ``file``, or WeightsError if it holds fewer (it shrank while being read)."""
-    data = file.read(count)
+    data = bytes(file.read(count))
     if len(data) != count:
         raise WeightsError(f"file holds {len(data)} bytes where {count} were expected (changed while being read?)")
     return data
 
 
-def _detect(file, size: int, path: Path) -> str:
-    """The format of an open regular file, from its first bytes (and zip member names)."""
+def _detect(file: BinaryIO, size: int, path: Path) -> str:
+    """Return the format of an open regular file, from its first bytes (and zip member names)."""
     head = file.read(16)
     if head.startswith(ZIP_MAGICS):
         file.seek(0)
@@ -123,7 +124,7 @@ def _detect(file, size: int, path: Path) -> str:
     )
 
 
-def detect_format(path: str | os.PathLike) -> str:
+def detect_format(path: str | os.PathLike[str]) -> str:
     """Return ``"pth"``, ``"npz"`` or ``"safetensors"`` from the file's content.
 
     Raises
@@ -137,7 +138,7 @@ def detect_format(path: str | os.PathLike) -> str:
         return _detect(file, size, path)
 
 
-def _read_safetensors_file(file, size: int) -> dict[str, numpy.ndarray]:
+def _read_safetensors_file(file: BinaryIO, size: int) -> dict[str, numpy.ndarray]:
     """Check the header's claimed length against the limit before reading the whole file."""
     if size < 8:
         raise WeightsError(f"file is {size} bytes, too short for a safetensors header")
@@ -151,7 +152,7 @@ def _read_safetensors_file(file, size: int) -> dict[str, numpy.ndarray]:
     return read_safetensors(_read_exactly(file, size))
 
 
-def load_weights(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
+def load_weights(path: str | os.PathLike[str]) -> dict[str, numpy.ndarray]:
     """Read a state dict (name -> array) from a ``.pth``, ``.npz`` or ``.safetensors`` file.
 
     PyTorch is not needed and nothing in the file is executed: ``.pth`` pickles go
@@ -194,7 +195,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, numpy.ndarray]:
             raise WeightsError(f"{path}: {exc}") from exc
 
 
-def _as_numpy_state_dict(state_dict: Mapping) -> dict[str, numpy.ndarray]:
+def _as_numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, numpy.ndarray]:
     """Validate a state dict for saving and bring every value to NumPy (from CuPy if needed)."""
     if not isinstance(state_dict, Mapping):
         raise WeightsError(f"state_dict must be a mapping of name -> array, got {type(state_dict).__name__}")
@@ -210,7 +211,7 @@ def _as_numpy_state_dict(state_dict: Mapping) -> dict[str, numpy.ndarray]:
     return arrays
 
 
-def save_weights(state_dict: Mapping, path: str | os.PathLike) -> None:
+def save_weights(state_dict: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
     """Write a state dict to ``.npz`` or ``.safetensors``, chosen by the suffix of ``path``.
 
     The file is written atomically: to a temporary file in the same directory,

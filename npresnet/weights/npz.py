@@ -1,7 +1,7 @@
-"""Read and write ``.npz`` state dicts: a zip of ``.npy`` arrays, one per weight.
+r"""Read and write ``.npz`` state dicts: a zip of ``.npy`` arrays, one per weight.
 
 Layout: member ``<name>.npy`` holds weight ``<name>``; each ``.npy`` is the magic
-``\\x93NUMPY``, a format version, a small header (a Python dict literal giving
+``\x93NUMPY``, a format version, a small header (a Python dict literal giving
 ``descr`` (dtype), ``fortran_order`` and ``shape``) and then the raw elements.
 
 Reading never unpickles (``allow_pickle=False``; object arrays are refused) and
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Mapping
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy
 from numpy.lib import format as npy_format
@@ -36,7 +36,7 @@ NPY_MAGIC = b"\x93NUMPY"
 MAX_HEADER_SIZE = 10_000  # NumPy's own default limit for a .npy header
 
 
-def _read_header(member, name: str) -> tuple[tuple, bool, numpy.dtype]:
+def _read_header(member: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, numpy.dtype[Any]]:
     """Parse one ``.npy`` header: (shape, fortran_order, dtype)."""
     try:
         version = npy_format.read_magic(member)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy
 
@@ -57,7 +58,7 @@ _JSON_STRING = re.compile(rb'"[^"]*(?:"|\Z)')
 _NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
 
 
-def _import_safetensors():
+def _import_safetensors() -> Any:
     try:
         import safetensors
         import safetensors.numpy
@@ -68,8 +69,8 @@ def _import_safetensors():
     return safetensors
 
 
-def _unique_keys(pairs):
-    result = {}
+def _unique_keys(pairs: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:  # JSON keys are always str
             raise WeightsError(f"safetensors header names {describe(key)} twice")
@@ -92,7 +93,7 @@ def json_nesting(text: bytes) -> int:
     return int(numpy.cumsum(numpy.where(opening, 1, -1)).max())
 
 
-def _check_entry(name: str, entry, data_size: int) -> None:
+def _check_entry(name: str, entry: object, data_size: int) -> None:
     """One tensor's header entry: types first, then sizes against the data block."""
     what = f"tensor {describe(name)}"
     if not (type(entry) is dict and set(entry) == {"dtype", "shape", "data_offsets"}):
@@ -118,7 +119,7 @@ def _check_entry(name: str, entry, data_size: int) -> None:
         )
 
 
-def _parse_header(data: bytes) -> tuple[dict, int]:
+def _parse_header(data: bytes) -> tuple[dict[str, Any], int]:
     """Check the header against the file; return (entries without __metadata__, data start)."""
     if len(data) < 8:
         raise WeightsError(f"file is {len(data)} bytes, too short for a safetensors header")
@@ -185,6 +186,6 @@ def write_safetensors(state_dict: Mapping[str, numpy.ndarray]) -> bytes:
         # safetensors stores little-endian, C-ordered bytes.
         arrays[name] = array.astype(array.dtype.newbyteorder("<"), order="C", copy=False)
     try:
-        return safetensors.numpy.save(arrays)
+        return bytes(safetensors.numpy.save(arrays))
     except Exception as exc:
         raise WeightsError(f"safetensors could not serialise the state dict: {exc}") from exc
