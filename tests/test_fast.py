@@ -163,7 +163,7 @@ def test_profile_times_every_step_in_order_and_computes_nothing_else(resnet50_pa
             conv = model.get_submodule(r.name)
             kh, kw = conv.kernel_size
             assert r.macs == N * H * W * C * kh * kw * conv.in_channels // conv.groups
-            assert set(r.phases) <= {"gather", "gemm", "epilogue"} and r.phases
+            assert set(r.phases) <= {"gather", "transform", "gemm", "epilogue"} and r.phases
     kinds = {r.kind for r in records}
     assert {"im2col", "pointwise", "winograd", "maxpool", "head"} <= kinds
     assert records[-1].out_shape == (2, 1000)

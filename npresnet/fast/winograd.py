@@ -85,11 +85,12 @@ TILES = {"F2": 2, "F4": 4}
 """The ``winograd`` choices of :func:`npresnet.fast.fuse` and their output tile sizes m."""
 DEFAULT_WINOGRAD = "F4"
 """What ``winograd=True`` (the default) means; see :func:`winograd_tile`."""
-MIN_TILES = {2: 24, 4: 12}
+MIN_TILES = {2: 24, 4: 20}
 """Below this many tiles in a call (by tile size m), reading the (m+2)²/9 times larger transformed
-weight costs more than the products save, so :class:`WinogradConv` hands the call to im2col
-(measured one layer at a time, ``python benchmarks/winograd_estimate.py``: F(2×2) with 16 tiles of
-7×7×512 loses, 32 win; F(4×4) with 16 tiles of 14×14×256 wins, 4 of 7×7×512 lose)."""
+weight costs more than the products save, so :class:`WinogradConv` hands the call to im2col.
+Measured one layer at a time against im2col (one thread, CPU time, AMD EPYC Zen 4, OpenBLAS
+SkylakeX kernels): F(2×2) ties at 16 tiles of 7×7×512 and wins at 32; F(4×4) loses at 4–12 tiles
+of 7×7×512, ties at 16 (7×7×512 and 14×14×256), wins at 24 and 32."""
 POINTS = {2: (0.0, 1.0, -1.0), 4: (0.0, 2.0, -2.0, 0.5, -0.5)}
 """Interpolation points (besides ∞) of F(m×m, 3×3) by output tile size m: dyadic, so that Aᵀ and Bᵀ
 are exact in float32; for m = 4 the set of least amplification (module docstring)."""
@@ -225,9 +226,9 @@ class WinogradConv:
     def __call__(self, x, out, residual=False, relu=False, workspace=None, workspace_bytes=None, clock=None):
         """``out = [relu](conv(x) + bias [+ out])``, in place; same contract as :meth:`FusedConv.__call__`.
 
-        With ``clock``, the phases are ``"gather"`` (the tile copies), ``"gemm"`` (input transform,
-        tile-position products, output transform) and ``"epilogue"`` (scatter of the output tiles
-        with the bias, residual, ReLU).
+        With ``clock``, the phases are ``"gather"`` (the tile copies), ``"transform"`` (input and
+        output transforms), ``"gemm"`` (the tile-position products) and ``"epilogue"`` (scatter of
+        the output tiles with the bias, residual, ReLU).
         """
         if not self.uses_winograd(out.shape):
             return self.fallback(x, out, residual, relu, workspace, workspace_bytes, clock)
@@ -245,16 +246,14 @@ class WinogradConv:
             self._gather(x[n0:n1], tiles, t0, t1)
             if clock is not None:
                 clock("gather")
-            Y = self._transformed_products(xp, tiles.reshape(n, n * T * C), T, C, O, workspace, per_tile)
+            Y = self._transformed_products(xp, tiles.reshape(n, n * T * C), T, C, O, workspace, per_tile, clock)
             Y = Y.reshape(m, m, n1 - n0, t1 - t0, tw, O)
-            if clock is not None:
-                clock("gemm")
             self._scatter(xp, Y, out[n0:n1, t0 * m : min(t1 * m, out_h)], residual, relu)
             if clock is not None:
                 clock("epilogue")
         return out
 
-    def _transformed_products(self, xp, tiles, T, C, O, workspace, per_tile):
+    def _transformed_products(self, xp, tiles, T, C, O, workspace, per_tile, clock=None):
         """``Y = Aᵀ [Σ_c U ⊙ (Bᵀ d B)] A`` for the ``T`` tiles ``(n, n*T*C)`` of a chunk; returns Y ``(m, m, T*O)``.
 
         Each transform is two products with the n×n (or m×n) matrix: over the first tile axis,
@@ -265,12 +264,18 @@ class WinogradConv:
         xp.matmul(self.BT, tiles, out=half)  # Bᵀ d over α
         V = workspace(T * per_tile, 0)[: n * n * T * C].reshape(n, n, T * C)
         xp.matmul(self.BT, half.reshape(n, n, T * C), out=V)  # … then over β: V = Bᵀ d B
+        if clock is not None:
+            clock("transform")
         M = workspace(T * per_tile, 1)[: n * n * T * O].reshape(n * n, T, O)
         xp.matmul(V.reshape(n * n, T, C), self.U, out=M)  # (n², T, O): n² products (T, C) @ (C, O)
+        if clock is not None:
+            clock("gemm")
         half = workspace(T * per_tile, 0)[: m * n * T * O].reshape(m, n * T * O)
         xp.matmul(self.AT, M.reshape(n, n * T * O), out=half)  # Aᵀ M over α
         Y = workspace(T * per_tile, 1)[: m * m * T * O].reshape(m, m, T * O)
         xp.matmul(self.AT, half.reshape(m, n, T * O), out=Y)  # … then over β: Y = Aᵀ M A
+        if clock is not None:
+            clock("transform")
         return Y
 
     def _scatter(self, xp, Y, o, residual, relu):
