@@ -10,7 +10,8 @@ default NumPy workspace bound and a ReLU epilogue:
 
 and the float32 error of each against the float64 result, ``max|out - exact| / max|exact|``.
 It also prints the split of one layer1 call, F(2×2) and F(4×4): tile copies, transforms, products,
-scatter + epilogue (the library's own phase clock).
+scatter + epilogue (the library's own phase clock), and the calls with few tiles where im2col wins
+(``MIN_TILES``; run with ``OPENBLAS_NUM_THREADS=1`` for CPU times that mean something).
 
 Run: ``python benchmarks/winograd_estimate.py``. Its output is quoted in ``benchmarks/RESULTS.md``.
 Values are random (He-scaled weights); only times and errors are reported.
@@ -90,6 +91,7 @@ def main():
                 flush=True,
             )
     split_layer1(rng, budget)
+    tile_threshold(rng, budget)
 
 
 def split_layer1(rng, budget, repeats: int = 9):
@@ -114,6 +116,34 @@ def split_layer1(rng, budget, repeats: int = 9):
             + " + ".join(f"{name} {v:.2f}" for name, v in ms.items())
             + f" = {sum(ms.values()):.2f} ms"
         )
+
+
+def tile_threshold(rng, budget, repeats: int = 9):
+    """Where Winograd starts to beat im2col as the tiles in a call grow (:data:`MIN_TILES`): layer4's
+    7×7×512 at batch 1–6 and layer3's 14×14×256 at batch 1–2, CPU seconds (``process_time``: steadier
+    than the wall clock on a shared machine; meaningful with one BLAS thread), median of ``repeats``."""
+    for H, C, batches in ((7, 512, (1, 2, 3, 4, 6)), (14, 256, (1, 2))):
+        w = rng.standard_normal((C, C, 3, 3)) * np.sqrt(2 / (9 * C))
+        zero = np.zeros(C, np.float32)
+        convs = {"im2col": FusedConv(gemm_weight(w, 1).astype(np.float32), zero, (3, 3), (1, 1), (1, 1), (1, 1), 1)}
+        for m in (2, 4):
+            convs[f"F{m}"] = WinogradConv(winograd_weight(w, m).astype(np.float32), zero, (1, 1))  # no fallback
+        for N in batches:
+            x = rng.standard_normal((N, H, H, C)).astype(np.float32)
+            out, ws = np.empty_like(x), workspace_of(np.float32)
+            times = {name: [] for name in convs}
+            for i in range(repeats + 1):
+                for name, conv in convs.items():
+                    t = time.process_time()
+                    conv(x, out, False, True, ws, budget)
+                    if i:  # the first round allocates
+                        times[name].append(time.process_time() - t)
+            tiles = ", ".join(f"F{m} {N * (-(-H // m)) ** 2}" for m in (2, 4))
+            print(
+                f"{H}x{H}x{C} batch {N} (tiles: {tiles}), CPU ms: "
+                + " | ".join(f"{name} {1e3 * float(np.median(t)):.2f}" for name, t in times.items()),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

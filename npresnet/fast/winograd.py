@@ -88,9 +88,10 @@ DEFAULT_WINOGRAD = "F4"
 MIN_TILES = {2: 24, 4: 20}
 """Below this many tiles in a call (by tile size m), reading the (m+2)²/9 times larger transformed
 weight costs more than the products save, so :class:`WinogradConv` hands the call to im2col.
-Measured one layer at a time against im2col (one thread, CPU time, AMD EPYC Zen 4, OpenBLAS
-SkylakeX kernels): F(2×2) ties at 16 tiles of 7×7×512 and wins at 32; F(4×4) loses at 4–12 tiles
-of 7×7×512, ties at 16 (7×7×512 and 14×14×256), wins at 24 and 32."""
+Measured one layer at a time against im2col (``OPENBLAS_NUM_THREADS=1 python
+benchmarks/winograd_estimate.py``, CPU time, AMD EPYC Zen 4, OpenBLAS SkylakeX kernels): F(2×2)
+ties at 16 tiles of 7×7×512 and wins at 32; F(4×4) loses at 4–12 tiles of 7×7×512, ties at 16
+(7×7×512 and 14×14×256), wins at 24 and 32."""
 POINTS = {2: (0.0, 1.0, -1.0), 4: (0.0, 2.0, -2.0, 0.5, -0.5)}
 """Interpolation points (besides ∞) of F(m×m, 3×3) by output tile size m: dyadic, so that Aᵀ and Bᵀ
 are exact in float32; for m = 4 the set of least amplification (module docstring)."""
