@@ -441,9 +441,11 @@ def fuse(
         (:mod:`npresnet.workspace`); None: the backend's default.
     winograd : {True, "F4", "F2", False}
         How the stride-1 3×3 convolutions run: ``"F4"``, Winograd F(4×4,3×3) (4× fewer
-        multiplications); ``"F2"``, F(2×2,3×3) (2.25×, about 8× less float32 error per layer);
-        ``True`` (default): :data:`npresnet.fast.winograd.DEFAULT_WINOGRAD` ("F4"); ``False``:
-        im2col everywhere. Calls with few tiles (batch 1 at 7×7) run by im2col either way. The
+        multiplications; its transformed weights take 4× the memory of those convolutions'
+        weights, held beside them: ResNet-18 +144 MiB); ``"F2"``, F(2×2,3×3) (2.25× fewer,
+        16/9× the memory: +64 MiB, and a logit error bound 4–5× smaller);
+        ``True`` (default): :data:`npresnet.fast.winograd.DEFAULT_WINOGRAD` ("F4", the fastest
+        measured); ``False``: im2col everywhere. Calls with few tiles (batch 1 at 7×7) run by im2col either way. The
         float32 error bound of each is derived in :mod:`npresnet.fast.winograd`. NumPy only:
         on a CuPy backend every convolution runs by im2col and one cuBLAS product.
     precision : {None, "float32", "tf32"}
