@@ -20,6 +20,10 @@ product, compounded over the network's depth): it is a different precision, not 
 
 TF32_ENGINES = ("torch-tf32",)
 
+FAST_VARIANTS = {"fast-F4": "F4", "fast-F2": "F2", "fast-im2col": False}
+"""The fused path with each ``winograd`` choice of :func:`npresnet.fast.fuse`, as engines of their own, so that
+one run times them side by side (``bench.py --winograd F4 F2 im2col``); ``fast`` is the default choice."""
+
 
 def build_model(arch: str, dtype: str, seed: int = 0):
     """An npresnet model with seeded weights and randomised batch-norm statistics and affine parameters."""
@@ -75,12 +79,16 @@ def make_engines(arch, model, x_shape, dtype, threads, wanted, directory, backen
     """``{name: callable(x) -> NumPy logits}`` for the wanted engines that are available here."""
     engines, skipped = {}, {}
     xp_model = model.to(backend) if backend != "numpy" else model
-    fused = fuse(xp_model)
+    fused = fuse(xp_model) if "fast" in wanted else None
     sync = _synchroniser(backend)
     if "reference" in wanted:
         engines["reference"] = lambda x: sync(npresnet.to_numpy(xp_model(x)))
     if "fast" in wanted:
         engines["fast"] = lambda x: sync(npresnet.to_numpy(fused(x)))
+    for name, winograd in FAST_VARIANTS.items():
+        if name in wanted:
+            variant = fuse(xp_model, winograd=winograd)
+            engines[name] = lambda x, f=variant: sync(npresnet.to_numpy(f(x)))
     need_torch = bool({"torch", "torch-tf32", "onnxruntime"} & set(wanted))
     try:
         import torch

@@ -13,7 +13,7 @@ import numpy as np
 from _engines import build_model
 from npresnet.fast import fuse
 
-PHASES = ("gather", "gemm", "epilogue")
+PHASES = ("gather", "transform", "gemm", "epilogue")
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -30,10 +30,11 @@ def _shape_text(shape) -> str:
     return "×".join(str(s) for s in shape[1:])
 
 
-def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3) -> str:
-    """A markdown table of the fused path's steps for one (arch, batch): median of ``repeats`` profiled passes."""
+def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3, winograd=True) -> str:
+    """A markdown table of the fused path's steps for one (arch, batch): median of ``repeats`` profiled passes
+    of ``fuse(model, winograd=winograd)``."""
     model = build_model(arch, dtype)
-    fused = fuse(model)
+    fused = fuse(model, winograd=winograd)
     x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(dtype)
     total = _median_time(lambda: fused(x), repeats)  # untimed passes, for the overhead of the hook
     runs = [fused.profile(x) for _ in range(repeats)]
@@ -55,15 +56,16 @@ def profile_fast(arch: str, batch: int, size: int, dtype: str, repeats: int = 3)
         )
     steps = sum(float(np.median([s.seconds for s in col])) for col in zip(*runs))
     head = [
-        f"Profile of the fast path: {arch}, batch {batch}, {size}×{size}, {dtype} "
+        f"Profile of the fast path (winograd={fused.winograd}): {arch}, batch {batch}, {size}×{size}, {dtype} "
         f"(`FusedResNet.profile`, median of {repeats} passes). Untimed forward {1e3 * total:.1f} ms; "
         f"profiled steps {1e3 * steps:.1f} ms, of which gather {1e3 * sums['gather']:.1f} (im2col columns, "
-        f"Winograd tiles), GEMM {1e3 * sums['gemm']:.1f} (for Winograd: input transform, tile-position "
-        f"products, output transform), epilogue {1e3 * sums['epilogue']:.1f} (bias, residual, ReLU; Winograd's "
-        "output scatter). GFLOP/s counts the direct convolution's multiply-adds over the GEMM time (*: Winograd, "
-        "so it can exceed the sgemm rate). Input shapes are channels-last H×W×C.",
+        f"Winograd tiles), transform {1e3 * sums['transform']:.1f} (Winograd's input and output transforms), "
+        f"GEMM {1e3 * sums['gemm']:.1f} (for Winograd: the tile-position products), epilogue "
+        f"{1e3 * sums['epilogue']:.1f} (bias, residual, ReLU; Winograd's output scatter). GFLOP/s counts the "
+        "direct convolution's multiply-adds over the GEMM time (*: Winograd, so it can exceed the sgemm rate). "
+        "Input shapes are channels-last H×W×C.",
         "",
-        "| # | layer | kind | input → output | ms | gather ms | GEMM ms | epilogue ms | GEMM GFLOP/s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| # | layer | kind | input → output | ms | gather ms | transform ms | GEMM ms | epilogue ms | GEMM GFLOP/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     return "\n".join(head + rows) + "\n"

@@ -52,13 +52,22 @@ for path in (ROOT, HERE):  # run from a checkout without installing; the harness
         sys.path.insert(0, path)
 
 import npresnet  # noqa: E402
-from _engines import TF32_ENGINES, TF32_TOLERANCE, TOLERANCE, build_model, make_engines, relative_error  # noqa: E402
+from _engines import (  # noqa: E402
+    FAST_VARIANTS,
+    TF32_ENGINES,
+    TF32_TOLERANCE,
+    TOLERANCE,
+    build_model,
+    make_engines,
+    relative_error,
+)
 from _machine import machine_description, sgemm_rate  # noqa: E402
 from _memory import _thread_env, measure_memory, probe_memory  # noqa: E402
 from _profile import profile_fast  # noqa: E402
 from _report import HEADER, format_markdown, format_row, write_atomically  # noqa: E402
 
 ENGINES = ("reference", "fast", "torch", "torch-tf32", "onnxruntime")
+ALL_ENGINES = ENGINES + tuple(FAST_VARIANTS)  # the fast path's winograd variants only when asked for
 
 
 # ---------------------------------------------------------------------------- timing
@@ -166,8 +175,16 @@ def parse_args(argv=None):
         "--engines",
         nargs="+",
         default=None,
-        choices=ENGINES,
-        help="default: all; torch-tf32 (a GPU precision mode) only with --backend cupy",
+        choices=ALL_ENGINES,
+        help="default: all but the fast-* variants; torch-tf32 (a GPU precision mode) only with --backend cupy",
+    )
+    p.add_argument(
+        "--winograd",
+        nargs="+",
+        default=[],
+        choices=["F4", "F2", "im2col"],
+        help="also time the fast path with each of these winograd choices (engines fast-F4, fast-F2, "
+        "fast-im2col) beside the default 'fast'; with --profile, profile the first one",
     )
     p.add_argument(
         "--threads",
@@ -192,8 +209,8 @@ def parse_args(argv=None):
         help="instead of the comparison, print where the fast path's time goes (first --arch/--batch)",
     )
     p.add_argument("--smoke", action="store_true", help="one tiny configuration (resnet18, batch 1, 64×64, 1 repeat)")
-    p.add_argument("--probe", choices=ENGINES, help=argparse.SUPPRESS)  # internal: memory of one engine
-    p.add_argument("--corrupt", choices=ENGINES, help=argparse.SUPPRESS)  # internal: test the refusal
+    p.add_argument("--probe", choices=ALL_ENGINES, help=argparse.SUPPRESS)  # internal: memory of one engine
+    p.add_argument("--corrupt", choices=ALL_ENGINES, help=argparse.SUPPRESS)  # internal: test the refusal
     args = p.parse_args(argv)
     if args.smoke:
         args.arch, args.batch, args.size, args.repeats, args.warmup = ["resnet18"], [1], 64, 1, 0
@@ -205,6 +222,7 @@ def parse_args(argv=None):
         p.error("--warmup must be >= 0 and every --batch >= 1")
     if args.engines is None:
         args.engines = [e for e in ENGINES if args.backend == "cupy" or e != "torch-tf32"]
+    args.engines += [f"fast-{w}" for w in args.winograd if f"fast-{w}" not in args.engines]
     if "torch" not in args.engines:
         args.engines.append("torch")  # the oracle
     return args
@@ -220,7 +238,8 @@ def main(argv=None) -> int:
         os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], {**os.environ, **missing})
     args.load_start = f"{os.getloadavg()[0]:.2f}"
     if args.profile:
-        text = profile_fast(args.arch[0], args.batch[0], args.size, args.dtype)
+        winograd = FAST_VARIANTS[f"fast-{args.winograd[0]}"] if args.winograd else True
+        text = profile_fast(args.arch[0], args.batch[0], args.size, args.dtype, winograd=winograd)
         print(text)
         if args.markdown:
             write_atomically(args.markdown, text)

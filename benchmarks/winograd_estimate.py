@@ -2,14 +2,16 @@
 
 For the stride-1 3×3 convolutions of ResNet-18 (56×56×64, 28×28×128, 14×14×256, 7×7×512, all
 C → C, padding 1, NHWC, float32) at batch 8 and batch 1 it times, round-robin, with the fast
-path's default 4 MiB workspace bound and a ReLU epilogue:
+default NumPy workspace bound and a ReLU epilogue:
 
 - ``im2col``: the shipped :class:`npresnet.fast.conv.FusedConv` (chunked columns + one GEMM);
 - ``F2``, ``F4``: :class:`npresnet.fast.winograd.WinogradConv` with F(2×2,3×3) and F(4×4,3×3)
-  (transforms as BLAS products over the tile positions, no fallback),
+  (transforms as two BLAS products each, no fallback),
 
 and the float32 error of each against the float64 result, ``max|out - exact| / max|exact|``.
-It also prints the split of one F(2×2) layer: tile copies, the three products, scatter + epilogue.
+It also prints the split of one layer1 call, F(2×2) and F(4×4): tile copies, transforms, products,
+scatter + epilogue (the library's own phase clock), and the calls with few tiles where im2col wins
+(``MIN_TILES``; run with ``OPENBLAS_NUM_THREADS=1`` for CPU times that mean something).
 
 Run: ``python benchmarks/winograd_estimate.py``. Its output is quoted in ``benchmarks/RESULTS.md``.
 Values are random (He-scaled weights); only times and errors are reported.
@@ -28,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from npresnet.fast.conv import FusedConv  # noqa: E402
 from npresnet.fast.fold import gemm_weight  # noqa: E402
+from npresnet.fast.profile import PhaseClock  # noqa: E402
 from npresnet.fast.winograd import WinogradConv, winograd_weight  # noqa: E402
 from npresnet.workspace import NUMPY_WORKSPACE_BYTES  # noqa: E402
 
@@ -88,49 +91,59 @@ def main():
                 flush=True,
             )
     split_layer1(rng, budget)
+    tile_threshold(rng, budget)
 
 
-def split_layer1(rng, budget):
-    """Where one F(2×2) layer1 call's time goes: each piece timed on the first chunk, scaled by
-    all tiles / the first chunk's tiles (isolated pieces miss the cache reuse of the real call)."""
+def split_layer1(rng, budget, repeats: int = 9):
+    """Where one layer1 call's time goes, F(2×2) and F(4×4): the library's own phase clock
+    (gather, transform, tile-position products, scatter + epilogue), median over ``repeats`` calls."""
     N, H, C = 8, 56, 64
-    w = rng.standard_normal((C, C, 3, 3)).astype(np.float32)
-    conv = WinogradConv(winograd_weight(w, 2).astype(np.float32), np.zeros(C, np.float32), (1, 1))
+    w = rng.standard_normal((C, C, 3, 3)) * np.sqrt(2 / (9 * C))
     x = rng.standard_normal((N, H, H, C)).astype(np.float32)
     out = np.empty((N, H, H, C), np.float32)
-    tw, _, parts = conv.plan(x.shape, out.shape, 4, budget)
-    n0, n1, t0, t1 = parts[0]
-    n, rows = n1 - n0, t1 - t0
-    T = n * rows * tw
-    tiles, V = np.empty((4, 4, n, rows, tw, C), np.float32), np.empty((16, T * C), np.float32)
-    M, Y = np.empty((16, T, C), np.float32), np.empty((4, T * C), np.float32)
-    Yr = Y.reshape(2, 2, n, rows, tw, C)
+    for m in (2, 4):
+        conv = WinogradConv(winograd_weight(w, m).astype(np.float32), np.zeros(C, np.float32), (1, 1))
+        ws = workspace_of(np.float32)
+        conv(x, out, False, True, ws, budget)
+        phases = []
+        for _ in range(repeats):
+            clock = PhaseClock()
+            conv(x, out, False, True, ws, budget, clock)
+            phases.append(clock.phases)
+        ms = {p: 1e3 * float(np.median([ph[p] for ph in phases])) for p in phases[0]}
+        print(
+            f"F({m}x{m}) layer1 batch 8, {len(conv.plan(x.shape, out.shape, 4, budget)[2])} chunks: "
+            + " + ".join(f"{name} {v:.2f}" for name, v in ms.items())
+            + f" = {sum(ms.values()):.2f} ms"
+        )
 
-    def scatter():
-        o = out[n0:n1, 2 * t0 : 2 * t1]
-        for a in range(2):
-            for b in range(2):
-                o[:, a::2, b::2] = Yr[a, b]
-        o += conv.bias
-        np.maximum(o, 0, out=o)
 
-    ms = round_robin_ms(
-        {
-            "whole": lambda: conv(x, out, False, True, workspace_of(np.float32), budget),
-            "tile copies": lambda: conv._gather(x[n0:n1], tiles, t0, t1),
-            "input transform": lambda: np.matmul(conv.BB, tiles.reshape(16, -1), out=V),
-            "16 products": lambda: np.matmul(V.reshape(16, T, C), conv.U, out=M),
-            "output transform": lambda: np.matmul(conv.AA, M.reshape(16, -1), out=Y),
-            "scatter + epilogue": scatter,
-        }
-    )
-    k = sum((c[1] - c[0]) * (c[3] - c[2]) for c in parts) / (n * rows)  # all tiles / the first chunk's
-    print(
-        f"F(2x2) layer1 batch 8, {len(parts)} chunks (first: {n} image x {rows} tile rows): "
-        f"whole {ms.pop('whole'):.2f} ms; pieces in isolation, first chunk x {k:.1f}: "
-        + " + ".join(f"{name} {k * v:.2f}" for name, v in ms.items())
-        + f" = {k * sum(ms.values()):.2f} ms"
-    )
+def tile_threshold(rng, budget, repeats: int = 9):
+    """Where Winograd starts to beat im2col as the tiles in a call grow (:data:`MIN_TILES`): layer4's
+    7×7×512 at batch 1–6 and layer3's 14×14×256 at batch 1–2, CPU seconds (``process_time``: steadier
+    than the wall clock on a shared machine; meaningful with one BLAS thread), median of ``repeats``."""
+    for H, C, batches in ((7, 512, (1, 2, 3, 4, 6)), (14, 256, (1, 2))):
+        w = rng.standard_normal((C, C, 3, 3)) * np.sqrt(2 / (9 * C))
+        zero = np.zeros(C, np.float32)
+        convs = {"im2col": FusedConv(gemm_weight(w, 1).astype(np.float32), zero, (3, 3), (1, 1), (1, 1), (1, 1), 1)}
+        for m in (2, 4):
+            convs[f"F{m}"] = WinogradConv(winograd_weight(w, m).astype(np.float32), zero, (1, 1))  # no fallback
+        for N in batches:
+            x = rng.standard_normal((N, H, H, C)).astype(np.float32)
+            out, ws = np.empty_like(x), workspace_of(np.float32)
+            times = {name: [] for name in convs}
+            for i in range(repeats + 1):
+                for name, conv in convs.items():
+                    t = time.process_time()
+                    conv(x, out, False, True, ws, budget)
+                    if i:  # the first round allocates
+                        times[name].append(time.process_time() - t)
+            tiles = ", ".join(f"F{m} {N * (-(-H // m)) ** 2}" for m in (2, 4))
+            print(
+                f"{H}x{H}x{C} batch {N} (tiles: {tiles}), CPU ms: "
+                + " | ".join(f"{name} {1e3 * float(np.median(t)):.2f}" for name, t in times.items()),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

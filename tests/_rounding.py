@@ -32,10 +32,12 @@ The operations, their term counts ``n`` and magnitudes ``m`` (``|·|`` elementwi
     ``shift = β - mean·scale``, at most ten roundings deep: ``n = 10``, ``m = |y||s| + |mean||s| + |β|``.
 ``fused`` (:mod:`npresnet.fast`: batch norm folded into the convolution, weights rounded once)
     im2col then GEMM: ``n = K + 3`` (the GEMM, the weight's and the bias's rounding, the bias add),
-    ``m = conv(|a|, |W'|) + |b'|``; a stride-1 3×3 convolution may instead run as Winograd F(2×2, 3×3)
-    with transforms ``Aᵀ, G, Bᵀ`` (``y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`` per tile, summed over the ``C``
-    channels): ``Bᵀ d B`` (16 terms), the channel sum (``C``), ``Aᵀ · A`` (16), the transformed weight's
-    rounding and the bias give ``n = C + 35``, ``m = |Aᵀ|[Σ_c |U_c| ⊙ (|Bᵀ||d_c||B|)]|A| + |b'|``;
+    ``m = conv(|a|, |W'|) + |b'|``; a stride-1 3×3 convolution may instead run as Winograd F(m×m, 3×3)
+    (m = 2 or 4, n = m + 2, as ``fuse``'s ``winograd`` option says) with transforms ``Aᵀ, G, Bᵀ``
+    (``y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`` per tile, summed over the ``C`` channels): ``Bᵀ d B`` in two
+    passes of ``n`` terms, the channel sum (``C``), ``Aᵀ · A`` in two passes of ``n``, the transformed
+    weight's rounding, the bias's and the bias add give ``n = C + 4(m+2) + 3``,
+    ``m = |Aᵀ|[Σ_c |U_c| ⊙ (|Bᵀ||d_c||B|)]|A| + |b'|`` (:mod:`npresnet.fast.winograd` derives it);
     which algorithm runs depends on the batch, so the larger of the two is used.
 both
     residual add: ``n = 2``, ``m = |identity| + |z|``;
@@ -55,7 +57,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from npresnet.fast.winograd import is_winograd_eligible, winograd_matrices
+from npresnet.fast.winograd import is_winograd_eligible, winograd_matrices, winograd_tile
 
 U32 = 2.0**-24  # float32 unit roundoff
 LAMBDA = 8.0  # Hoeffding's multiple: the bound fails with probability <= 2 exp(-LAMBDA**2 / 2) under the model
@@ -64,10 +66,11 @@ LAMBDA = 8.0  # Hoeffding's multiple: the bound fails with probability <= 2 exp(
 class _Terms:
     """The forward's operation outputs ``z`` (in the autograd graph) and their ``n · m²`` (see the module docstring)."""
 
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, winograd=True):
         if mode not in ("reference", "fused"):
             raise ValueError(f"mode must be 'reference' or 'fused', got {mode!r}")
         self.mode = mode
+        self.tile = winograd_tile(winograd)  # the fused path's Winograd output tile size m, or None
         self.z: list[torch.Tensor] = []
         self.variance: list[torch.Tensor] = []
 
@@ -82,25 +85,26 @@ def _conv(conv, a, weight, bias):
     return F.conv2d(a, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
-def _abs_winograd(a_abs, weight, padding):
-    """``|Aᵀ|[Σ_c |U_c| ⊙ (|Bᵀ||d_c||B|)]|A|`` for every output pixel: F(2×2,3×3) with absolute values.
+def _abs_winograd(a_abs, weight, padding, m):
+    """``|Aᵀ|[Σ_c |U_c| ⊙ (|Bᵀ||d_c||B|)]|A|`` for every output pixel: F(m×m,3×3) with absolute values.
 
     a_abs : (N, C, H, W) float64, non-negative;  weight : (O, C, 3, 3) float64;  returns (N, O, out_h, out_w).
     """
-    AT, G, BT = (torch.from_numpy(m) for m in winograd_matrices(2))
+    AT, G, BT = (torch.from_numpy(t) for t in winograd_matrices(m))
+    n, P = m + 2, (m + 2) ** 2
     N, C, H, W = a_abs.shape
     ph, pw = padding
     out_h, out_w = H + 2 * ph - 2, W + 2 * pw - 2
-    th, tw = -(-out_h // 2), -(-out_w // 2)  # tiles per column and per row
-    # tile (ty, tx) reads input rows 2ty - ph … 2ty - ph + 3: pad so that the last tiles fit too
-    padded = F.pad(a_abs, (pw, 2 * tw + 2 - W - pw, ph, 2 * th + 2 - H - ph))
-    tiles = F.unfold(padded, 4, stride=2).view(N, C, 16, th * tw)  # (N, C, 16 tile positions, T)
-    BB, AA = torch.kron(BT, BT).abs(), torch.kron(AT, AT).abs()  # (16, 16), (4, 16)
-    U = torch.einsum("ik,jl,ockl->ijco", G, G, weight).reshape(16, C, -1).abs()  # (16, C, O)
-    V = torch.einsum("pq,ncqt->npct", BB, tiles)  # (N, 16, C, T)
-    M = torch.einsum("npct,pco->npot", V, U)  # (N, 16, O, T)
-    Y = torch.einsum("rp,npot->nrot", AA, M)  # (N, 4, O, T): output pixel r = (a, b) of each tile
-    Y = Y.reshape(N, 2, 2, -1, th, tw).permute(0, 3, 4, 1, 5, 2).reshape(N, -1, 2 * th, 2 * tw)
+    th, tw = -(-out_h // m), -(-out_w // m)  # tiles per column and per row
+    # tile (ty, tx) reads input rows m·ty - ph … m·ty - ph + n - 1: pad so that the last tiles fit too
+    padded = F.pad(a_abs, (pw, m * tw + 2 - W - pw, ph, m * th + 2 - H - ph))
+    tiles = F.unfold(padded, n, stride=m).view(N, C, P, th * tw)  # (N, C, P tile positions, T)
+    BB, AA = torch.kron(BT, BT).abs(), torch.kron(AT, AT).abs()  # (P, P), (m², P)
+    U = torch.einsum("ik,jl,ockl->ijco", G, G, weight).reshape(P, C, -1).abs()  # (P, C, O)
+    V = torch.einsum("pq,ncqt->npct", BB, tiles)  # (N, P, C, T)
+    M = torch.einsum("npct,pco->npot", V, U)  # (N, P, O, T)
+    Y = torch.einsum("rp,npot->nrot", AA, M)  # (N, m², O, T): output pixel r = (a, b) of each tile
+    Y = Y.reshape(N, m, m, -1, th, tw).permute(0, 3, 4, 1, 5, 2).reshape(N, -1, m * th, m * tw)
     return Y[:, :, :out_h, :out_w]
 
 
@@ -119,8 +123,9 @@ def _conv_bn(terms: _Terms, conv, bn, a):
     z = _conv(conv, a, weight, shift)
     b = shift.abs()[None, :, None, None]
     n, m = K + 3, _conv(conv, a.abs(), weight.abs(), None) + b
-    if is_winograd_eligible(conv):  # the fused path's own rule; the larger of the two algorithms' n·m²
-        n_w, m_w = a.shape[1] + 35, _abs_winograd(a.abs(), weight, conv.padding) + b
+    if terms.tile is not None and is_winograd_eligible(conv):  # the fused path's own rule; the larger n·m²
+        n_w = a.shape[1] + 4 * (terms.tile + 2) + 3
+        m_w = _abs_winograd(a.abs(), weight, conv.padding, terms.tile) + b
         m = torch.maximum(m * n**0.5, m_w * n_w**0.5)
         n = 1
     return terms.add(z, n, m)
@@ -159,7 +164,9 @@ def _logits(terms: _Terms, model, x):
     return terms.add(logits, C + 1, F.linear(pooled.abs(), model.fc.weight.abs(), model.fc.bias.abs()))
 
 
-def float32_error_bounds(model: torch.nn.Module, x, outputs, *, mode: str = "reference", features: bool = False):
+def float32_error_bounds(
+    model: torch.nn.Module, x, outputs, *, mode: str = "reference", features: bool = False, winograd=True
+):
     """Exact values of scalar outputs of ``model(x)`` and the bound on the error of a float32 evaluation.
 
     Parameters
@@ -174,6 +181,8 @@ def float32_error_bounds(model: torch.nn.Module, x, outputs, *, mode: str = "ref
         Pass ``outputs`` the average pool's output (N, C), the features before ``fc``, instead.
     mode : {"reference", "fused"}
         Which arithmetic is bounded: npresnet's modules, or its fused path (see the module docstring).
+    winograd : {True, "F4", "F2", False}
+        For ``mode="fused"``: ``fuse``'s option of that name, the Winograd variant the path may run.
 
     Returns
     -------
@@ -184,7 +193,7 @@ def float32_error_bounds(model: torch.nn.Module, x, outputs, *, mode: str = "ref
     for p in model.parameters():
         p.requires_grad_(False)
     x = torch.as_tensor(np.asarray(x)).double()
-    terms = _Terms(mode)
+    terms = _Terms(mode, winograd)
     with torch.enable_grad():
         x.requires_grad_(True)  # roots the graph; the input itself is exact
         logits = _logits(terms, model, x)
@@ -201,7 +210,9 @@ def float32_error_bounds(model: torch.nn.Module, x, outputs, *, mode: str = "ref
     return values.detach().numpy(), LAMBDA * U32 * np.sqrt(sums)
 
 
-def logit_bounds(model: torch.nn.Module, x, *, mode: str = "reference", random_classes: int = 4, seed: int = 0):
+def logit_bounds(
+    model: torch.nn.Module, x, *, mode: str = "reference", random_classes: int = 4, seed: int = 0, winograd=True
+):
     """:func:`float32_error_bounds` for a sample of the logits of every image of ``x``.
 
     Per image: the logit of largest magnitude (it sets the scale), the smallest, and
@@ -215,9 +226,9 @@ def logit_bounds(model: torch.nn.Module, x, *, mode: str = "reference", random_c
     exact, bounds : numpy.ndarray float64, shape (n,)
     """
     x = np.asarray(x)
-    key = _fingerprint(model, x, mode, random_classes, seed)
+    key = _fingerprint(model, x, mode, random_classes, seed, winograd_tile(winograd))
     if key not in _LOGIT_BOUNDS:  # the same model and input on another backend reuse the bounds
-        _LOGIT_BOUNDS[key] = _logit_bounds(model, x, mode, random_classes, seed)
+        _LOGIT_BOUNDS[key] = _logit_bounds(model, x, mode, random_classes, seed, winograd)
     return _LOGIT_BOUNDS[key]
 
 
@@ -232,7 +243,7 @@ def _fingerprint(model, x, *settings) -> tuple:
     return (digest.hexdigest(), x.shape, str(x.dtype), *settings)
 
 
-def _logit_bounds(model, x, mode, random_classes, seed):
+def _logit_bounds(model, x, mode, random_classes, seed, winograd=True):
     with torch.no_grad():
         logits = copy.deepcopy(model).double().eval()(torch.as_tensor(x).double()).numpy()  # (N, classes)
     rng = np.random.default_rng(seed)
@@ -242,7 +253,7 @@ def _logit_bounds(model, x, mode, random_classes, seed):
         rows += [i] * len(picked)
         classes += sorted(int(c) for c in picked)
     rows, classes = np.asarray(rows), np.asarray(classes)
-    exact, bounds = float32_error_bounds(model, x, lambda z: z[rows, classes], mode=mode)
+    exact, bounds = float32_error_bounds(model, x, lambda z: z[rows, classes], mode=mode, winograd=winograd)
     return (rows, classes), exact, bounds
 
 

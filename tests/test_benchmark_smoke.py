@@ -51,3 +51,18 @@ def test_a_wrong_answer_is_refused_not_timed(engine):
     assert proc.returncode != 0
     assert f"REFUSED: {engine}" in proc.stderr
     assert f"| resnet18 | 1 | {engine} |" not in proc.stdout
+
+
+def test_each_winograd_choice_is_its_own_checked_engine():
+    """``--winograd F4 F2 im2col`` times the fast path with each choice beside the default, every one
+    checked against PyTorch first; ``--profile --winograd F2`` profiles that choice."""
+    proc = _run("--winograd", "F4", "F2", "im2col", "--engines", "fast", "--no-memory")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| resnet18 | 1 |")]
+    engines = {row.split("|")[3].strip(): row for row in rows}
+    assert {"fast", "fast-F4", "fast-F2", "fast-im2col", "torch"} <= set(engines), proc.stdout
+    for name in ("fast-F4", "fast-F2", "fast-im2col"):
+        assert float(engines[name].split("|")[-2]) <= 1e-3  # checked before it was timed
+    proc = _run("--profile", "--winograd", "F2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "winograd=F2" in proc.stdout and "| winograd |" in proc.stdout

@@ -27,10 +27,11 @@ from npresnet.workspace import workspace_chunks
 F64_TOL = 1e-10  # max |fused - torch| / max |torch|, both in float64
 
 
-def assert_within_float32_bounds(out, tv, x, mode="fused"):
+def assert_within_float32_bounds(out, tv, x, mode="fused", winograd=True):
     """``out`` (N, classes), a float32 forward of ``tv``'s weights on ``x``, is within the float32
-    error bound derived from the arithmetic (tests/_rounding.py) of the exact logits, on a sample."""
-    (rows, classes), exact, bounds = logit_bounds(tv, x, mode=mode)
+    error bound derived from the arithmetic (tests/_rounding.py) of the exact logits, on a sample;
+    ``winograd``: the fused path's option it was built with."""
+    (rows, classes), exact, bounds = logit_bounds(tv, x, mode=mode, winograd=winograd)
     error = np.abs(out[rows, classes].astype(np.float64) - exact)
     assert (error <= bounds).all(), f"float32 error {error.max():.2e} above its bound at {np.argmax(error / bounds)}"
     return bounds
@@ -162,7 +163,7 @@ def test_profile_times_every_step_in_order_and_computes_nothing_else(resnet50_pa
             conv = model.get_submodule(r.name)
             kh, kw = conv.kernel_size
             assert r.macs == N * H * W * C * kh * kw * conv.in_channels // conv.groups
-            assert set(r.phases) <= {"gather", "gemm", "epilogue"} and r.phases
+            assert set(r.phases) <= {"gather", "transform", "gemm", "epilogue"} and r.phases
     kinds = {r.kind for r in records}
     assert {"im2col", "pointwise", "winograd", "maxpool", "head"} <= kinds
     assert records[-1].out_shape == (2, 1000)
@@ -364,7 +365,8 @@ def test_winograd_matrices_compute_the_correlation(m):
     """Aᵀ[(G g) ⊙ (Bᵀ d)] is the 3-tap correlation of m + 2 inputs, for any d and g."""
     AT, G, BT = winograd_matrices(m)
     assert AT.shape == (m, m + 2) and G.shape == (m + 2, 3) and BT.shape == (m + 2, m + 2)
-    assert np.array_equal(BT, np.round(BT))  # integer input transform: exact in any precision
+    for T in (AT, BT):  # dyadic input and output transforms: exact in float32, no error of their own
+        assert np.array_equal(T.astype(np.float32), T) and np.array_equal(T * 2**3, np.round(T * 2**3))
     rng = np.random.default_rng(m)
     for _ in range(5):
         d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
@@ -403,7 +405,7 @@ def _conv_bn_torch(x, conv, bn, pad):
 def test_winograd_conv_equals_torch_conv_then_batch_norm(data, m, pad, budget, bias):
     """WinogradConv == batch_norm(conv2d(x)) in float64 to 1e-10: any size (tiles cropped at the
     border), padding, batch (0 included) and workspace bound (bands of tile rows), with and without
-    the residual/ReLU epilogue; F(2×2) in float32 as close to float64 as im2col is, within a few ulps."""
+    the residual/ReLU epilogue. (Float32 against the derived bound: tests/test_fast_winograd.py.)"""
     C, O = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
     H = data.draw(st.integers(max(1, 3 - 2 * pad), 13))
     W = data.draw(st.integers(max(1, 3 - 2 * pad), 13))
@@ -419,36 +421,39 @@ def test_winograd_conv_equals_torch_conv_then_batch_norm(data, m, pad, budget, b
     assert wino.m == m and wino.output_shape((N, H, W, C)) == expected.shape
     _assert_conv_and_epilogue(wino, x, expected, budget, rng)
 
-    if m == 2:  # float32: each output is a sum of 9C products; bound by that sum's magnitude
-        x32 = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.float32)
-        wino32 = WinogradConv(winograd_weight(weight, 2).astype(np.float32), b.astype(np.float32), (pad, pad))
-        out32 = np.empty(expected.shape, np.float32)
-        wino32(x32, out32, workspace_bytes=budget)
-        scale = 9 * C * np.abs(x).max(initial=0) * np.abs(weight).max() + np.abs(b).max()
-        np.testing.assert_allclose(out32, expected, rtol=0, atol=16 * np.finfo(np.float32).eps * scale)
 
-
-def test_fuse_uses_winograd_for_stride_1_3x3_convolutions_only(resnet50_pair):
+@pytest.mark.parametrize("winograd, m", [(True, 4), ("F4", 4), ("F2", 2)])
+def test_fuse_uses_winograd_for_stride_1_3x3_convolutions_only(resnet50_pair, winograd, m):
     _, model = resnet50_pair
-    fused, plain = fuse(model), fuse(model, winograd=False)
+    fused, plain = fuse(model, winograd=winograd), fuse(model, winograd=False)
+    assert (fused.winograd, plain.winograd) == (f"F{m}", False)
     convs = [c for b in fused.blocks for c in b.convs + [b.downsample] if c is not None]
     wino = [c for c in convs if isinstance(c, WinogradConv)]
     assert len(wino) == 3 + 3 + 5 + 2  # every bottleneck's 3×3 except the first of layers 2–4 (stride 2)
-    assert all(c.m == 2 and isinstance(c.fallback, FusedConv) for c in wino)
+    assert all(c.m == m and c.U.shape[0] == (m + 2) ** 2 and isinstance(c.fallback, FusedConv) for c in wino)
     assert not any(isinstance(c, WinogradConv) for b in plain.blocks for c in b.convs)
     assert isinstance(fused.stem, FusedConv)
 
 
+@pytest.mark.parametrize("winograd", ["F3", "f4", 4, 2.0, "", "on", None])
+def test_bad_winograd_choice_is_refused_naming_the_argument(resnet18_pair, winograd):
+    with pytest.raises(ValueError, match=r"^fuse: winograd=.*expected True, False, 'F2' or 'F4'$"):
+        fuse(resnet18_pair[1], winograd=winograd)
+
+
+@pytest.mark.parametrize("winograd", ["F4", "F2"])
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
-def test_winograd_at_every_eligible_layer_matches_torchvision(name, monkeypatch):
+def test_winograd_at_every_eligible_layer_matches_torchvision(name, winograd, monkeypatch):
     """With the few-tiles fallback off, Winograd runs at every stride-1 3×3 layer, even 1×1 ones:
-    float64 to 1e-10, and float32 within the bound derived from the arithmetic, as the whole-model test."""
-    monkeypatch.setattr("npresnet.fast.winograd.MIN_TILES", 0)
+    float64 to 1e-10, and float32 within the bound derived from the arithmetic of that variant,
+    as the whole-model test."""
+    monkeypatch.setattr("npresnet.fast.winograd.MIN_TILES", {2: 0, 4: 0})
     tv, model = _pair_models(name, seed=5)
     x = _input((2, 3, 40, 48))
-    assert_within_float32_bounds(fuse(model)(x), tv, x)
+    assert_within_float32_bounds(fuse(model, winograd=winograd)(x), tv, x, winograd=winograd)
     tv64, model64 = _pair_models(name, dtype=torch.float64, seed=5)
-    assert relative_error(fuse(model64)(x.astype(np.float64)), torch_forward(tv64, x.astype(np.float64))) < F64_TOL
+    out64 = fuse(model64, winograd=winograd)(x.astype(np.float64))
+    assert relative_error(out64, torch_forward(tv64, x.astype(np.float64))) < F64_TOL
 
 
 # --------------------------------------------------------------------------- the GPU-native path (emulated CuPy)

@@ -3,7 +3,8 @@
 :func:`fuse` turns a :class:`npresnet.models.ResNet` into a :class:`FusedResNet`: every
 convolution with its batch norm folded in (:mod:`.fold`), run on NHWC activations by
 :class:`.conv.FusedConv` (im2col + one product) or, for the stride-1 3×3 ones, by
-:class:`.winograd.WinogradConv` (F(2×2,3×3): 2.25× fewer multiplications), with ReLUs and
+:class:`.winograd.WinogradConv` (F(4×4,3×3) by default: 4× fewer multiplications; or F(2×2,3×3):
+2.25×; ``winograd=``), with ReLUs and
 residual adds done in place in each convolution's epilogue, and activation buffers reused
 from call to call. On a CuPy backend the same walk runs GPU-native (:mod:`.device`): per
 convolution one gather kernel (none for a stride-1 1×1), one cuBLAS product and one epilogue
@@ -38,7 +39,7 @@ from .device import DeviceOps, pointwise
 from .fold import fold_batch_norm, gemm_weight
 from .profile import LayerTime, PhaseClock
 from .taps import kernel_taps
-from .winograd import WinogradConv, is_winograd_eligible, winograd_weight
+from .winograd import WinogradConv, is_winograd_eligible, winograd_tile, winograd_weight
 
 if TYPE_CHECKING:
     from .._typing import Array
@@ -47,12 +48,12 @@ if TYPE_CHECKING:
 __all__ = ["fuse", "FusedResNet"]
 
 
-def _fused_conv(conv, bn, backend, dtype, winograd=False):
+def _fused_conv(conv, bn, backend, dtype, tile=None):
     """Fold ``bn`` into ``conv`` (in float64), lay the weight out for NHWC, cast and move it.
 
-    With ``winograd``, an eligible convolution (3×3, stride 1, dilation 1, groups 1) becomes a
-    Winograd F(2×2,3×3) :class:`WinogradConv` that hands calls with few tiles to the im2col
-    :class:`FusedConv`."""
+    With an output ``tile`` size m (2 or 4), an eligible convolution (3×3, stride 1, dilation 1,
+    groups 1) becomes a Winograd F(m×m,3×3) :class:`WinogradConv` that hands calls with few tiles
+    to the im2col :class:`FusedConv`."""
     if isinstance(conv.padding, str):
         raise ValueError(f"fuse: string padding {conv.padding!r} is not supported ({conv})")
     weight, bias = fold_batch_norm(conv, bn)
@@ -61,18 +62,18 @@ def _fused_conv(conv, bn, backend, dtype, winograd=False):
     fused = FusedConv(
         to_backend(gemm, backend), bias, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
     )
-    if not (winograd and is_winograd_eligible(conv)):
+    if tile is None or not is_winograd_eligible(conv):
         return fused
-    U = winograd_weight(weight, m=2).astype(dtype)  # (16, C, O), transformed in float64
+    U = winograd_weight(weight, m=tile).astype(dtype)  # ((m+2)², C, O), transformed in float64
     return WinogradConv(to_backend(U, backend), bias, conv.padding, fallback=fused)
 
 
 class _FusedBlock:
     """One residual block, from its :class:`npresnet.models.BlockLayout`, as a list of fused convolutions."""
 
-    def __init__(self, layout, backend, dtype, winograd):
+    def __init__(self, layout, backend, dtype, tile):
         self.names = [pair.name for pair in layout.main]
-        self.convs = [_fused_conv(pair.conv, pair.bn, backend, dtype, winograd) for pair in layout.main]
+        self.convs = [_fused_conv(pair.conv, pair.bn, backend, dtype, tile) for pair in layout.main]
         ds = layout.downsample
         self.downsample = None if ds is None else _fused_conv(ds.conv, ds.bn, backend, dtype)
         self.downsample_name = None if ds is None else ds.name
@@ -137,9 +138,9 @@ class FusedResNet:
         Bound on one chunk's im2col columns (or Winograd tiles) plus its output, for every
         convolution (:mod:`npresnet.workspace`); None: the backend's default, read at each call.
         Peak memory is about this plus a few activation-sized buffers (see ``benchmarks/RESULTS.md``).
-    winograd : bool
-        Run the stride-1 3×3 convolutions by Winograd F(2×2,3×3) (default) rather than im2col.
-        On a CuPy backend they run by im2col whatever this says.
+    winograd : {True, "F4", "F2", False}
+        How the stride-1 3×3 convolutions run; see :func:`fuse`. Kept, resolved, as the
+        attribute ``winograd`` ("F4", "F2" or False).
     precision : {None, "float32", "tf32", "float16"}
         See :func:`fuse`.
 
@@ -150,10 +151,15 @@ class FusedResNet:
     """
 
     def __init__(
-        self, model: ResNet, workspace_bytes: int | None = None, winograd: bool = True, precision: str | None = None
+        self,
+        model: ResNet,
+        workspace_bytes: int | None = None,
+        winograd: bool | str = True,
+        precision: str | None = None,
     ) -> None:
         if workspace_bytes is not None:
             resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now
+        tile = winograd_tile(winograd)  # refuse a bad value now
         self.workspace_bytes = workspace_bytes
         self.dtype, self.backend = numpy.dtype(model.dtype), model.backend
         xp = get_backend(self.backend)
@@ -168,8 +174,9 @@ class FusedResNet:
         self.stem_name = layout.stem.name
         pool = layout.maxpool
         self.pool = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
-        self.winograd = bool(winograd)
-        self.blocks = [_FusedBlock(b, self.backend, self.dtype, self.winograd) for b in layout.blocks]
+        self.winograd = False if tile is None else f"F{tile}"
+        on_host = self._device is None  # on a device every convolution runs by im2col: no Winograd weights
+        self.blocks = [_FusedBlock(b, self.backend, self.dtype, tile if on_host else None) for b in layout.blocks]
         fc = layout.fc
         fc_weight = numpy.ascontiguousarray(to_numpy(fc.weight).T)  # (in, out)
         self.fc_weight = to_backend(fc_weight, self.backend)
@@ -420,7 +427,7 @@ class _Step:
 
 
 def fuse(
-    model: ResNet, workspace_bytes: int | None = None, winograd: bool = True, precision: str | None = None
+    model: ResNet, workspace_bytes: int | None = None, winograd: bool | str = True, precision: str | None = None
 ) -> FusedResNet:
     """Return the fused inference path of a ResNet (batch norm folded, channels-last, buffers reused).
 
@@ -433,9 +440,15 @@ def fuse(
     workspace_bytes : int, optional
         Bound on one chunk's im2col columns (or Winograd tiles) plus its output, in bytes
         (:mod:`npresnet.workspace`); None: the backend's default.
-    winograd : bool
-        Winograd F(2×2,3×3) for the stride-1 3×3 convolutions (default); ``False``: im2col everywhere.
-        NumPy only: on a CuPy backend every convolution runs by im2col and one cuBLAS product.
+    winograd : {True, "F4", "F2", False}
+        How the stride-1 3×3 convolutions run: ``"F4"``, Winograd F(4×4,3×3) (4× fewer
+        multiplications; its transformed weights take 4× the memory of those convolutions'
+        weights, held beside them: ResNet-18 +144 MiB); ``"F2"``, F(2×2,3×3) (2.25× fewer,
+        16/9× the memory: +64 MiB, and a logit error bound 4–5× smaller);
+        ``True`` (default): :data:`npresnet.fast.winograd.DEFAULT_WINOGRAD` ("F4", the fastest
+        measured); ``False``: im2col everywhere. Calls with few tiles (batch 1 at 7×7) run by im2col either way. The
+        float32 error bound of each is derived in :mod:`npresnet.fast.winograd`. NumPy only:
+        on a CuPy backend every convolution runs by im2col and one cuBLAS product.
     precision : {None, "float32", "tf32", "float16"}
         How the products are computed. None (default): in the model's dtype, float32 or float64,
         exactly as asked (on CuPy, cuBLAS's ``CUBLAS_COMPUTE_32F`` / ``_64F``: never TF32 silently,

@@ -32,7 +32,8 @@ class LayerTime(NamedTuple):
         Wall time of the step.
     phases : dict
         Seconds by phase for convolutions: ``"gather"`` (im2col columns or Winograd tiles),
-        ``"gemm"`` (the products), ``"epilogue"`` (bias, residual, ReLU, Winograd output scatter).
+        ``"transform"`` (Winograd only: the input and output transforms), ``"gemm"`` (the
+        products), ``"epilogue"`` (bias, residual, ReLU, Winograd output scatter).
     macs : int
         Multiply-accumulates of the direct computation (for a Winograd step, of the direct
         convolution it replaces), 0 for pooling.

@@ -6,24 +6,54 @@ Lavin & Gray (2016), "Fast Algorithms for Convolutional Neural Networks". In one
     y = Aᵀ [(G g) ⊙ (Bᵀ d)],     Aᵀ: (m, n), G: (n, 3), Bᵀ: (n, n),
 
 ``n`` multiplications instead of ``3m``. The matrices come from the Cook–Toom construction
-(evaluation at the points 0, ±1 (, ±2) and ∞, then interpolation); :func:`winograd_matrices`
+(evaluation at ``n - 1`` points and at ∞, then interpolation); :func:`winograd_matrices`
 derives them. In two dimensions an n×n input tile ``d`` and the kernel ``g`` give the m×m output
 tile ``Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A``.
 
-The fast path uses F(2×2, 3×3) (16 products per 4 outputs instead of 36, 2.25× fewer). F(4×4, 3×3)
-(36 per 16, 4× fewer) is faster still but its transforms, with entries up to 5 and 1/24, lose
-about two more bits in float32: ResNet-50's logits then sit 3.7× further from float64 than
-torchvision's own float32 ones, beyond the 3× the equivalence tests allow (``benchmarks/RESULTS.md``).
+Two tile sizes, chosen with ``fuse(model, winograd=...)`` (:func:`winograd_tile`):
 
-Over a whole layer, with the P = n² tile positions ``ξ`` as the leading axis and ``T`` tiles:
+- F(2×2, 3×3), points 0, ±1: 16 products per 4 outputs (2.25× fewer than direct);
+- F(4×4, 3×3), points 0, ±2, ±½: 36 products per 16 outputs (4× fewer).
 
-1. tiles ``(P, T, C)``: P strided copies from the NHWC input, zeros outside the image;
-2. ``V = kron(Bᵀ, Bᵀ) @ tiles``, one matrix product ``(P, P) @ (P, T*C)``;
-3. ``M[ξ] = V[ξ] @ U[ξ]``, P products ``(T, C) @ (C, O)``, with ``U = kron(G, G) @ w``
+**Rounding error.** Each stage below is a sum whose float32 result is the exact sum with every
+term perturbed by a factor ``1 + θ``, ``|θ| ≤ γ_k = k u / (1 - k u)`` for ``k`` roundings on the
+term's path (Higham, *Accuracy and Stability of Numerical Algorithms*, §3.1; any summation order,
+any BLAS kernel, with or without fused multiply-adds), ``u = 2⁻²⁴``. On the path of one product
+``U ⋅ V`` of an output pixel: the two input-transform passes (``n`` terms each), the rounding of
+``U`` to float32, the channel sum (``C`` terms), the two output-transform passes (``n`` each) and
+the bias add. The matrices ``Aᵀ`` and ``Bᵀ`` are dyadic (exact in float32) for both point sets, so
+they add no error of their own. Hence, componentwise for every output pixel (first order in ``u``
+included exactly, since ``γ_j + γ_k + γ_j γ_k ≤ γ_{j+k}``)::
+
+    |ŷ - y| ≤ γ_{4n+C+2} ⋅ ( |Aᵀ| [ Σ_c |U_c| ⊙ (|Bᵀ| |d_c| |B|) ] |A| + |b| ),  U_c = G g_c Gᵀ (float64)
+
+where ``d_c`` is the n×n input tile of channel ``c`` and the bias ``b`` is rounded once (counted in
+the ``γ``). Direct convolution (im2col) has ``γ_{9C+2} ⋅ (Σ |g||d| + |b|)`` instead: Winograd's
+error is larger by the amplification ``|Aᵀ| [|G g Gᵀ| ⊙ |Bᵀ| |d| |B|] |A|`` over ``|g| ∗ |d|``.
+
+**The points.** The amplification depends only on the points, not on how rows of the matrices are
+scaled (a row scaling cancels in ``|Aᵀ_{ki}| |G_{it}| |Bᵀ_{ij}|``). The classic set for F(4×4)
+is 0, ±1, ±2 (entries up to 5 in Bᵀ, 1/24 in G); Barabasz, Anderson, Soodhalter & Gregg, "Error
+analysis and improving the accuracy of Winograd convolution for deep neural networks" (ACM TOMS
+46(4), 2020, arXiv:1803.10986) bound the error through these matrices and show that the choice of
+points changes it a great deal. Searched over every set of five
+dyadic points from {0, ±¼, ±½, ±¾, ±1, ±3/2, ±2, ±3, ±4} with 0 included, the 1-D amplification
+``max_k Σ_i |Aᵀ_{ki}| (Σ_t |G_{it}|) (Σ_j |Bᵀ_{ij}|)`` is smallest for 0, ±2, ±½: 7.3 against 16.0
+for 0, ±1, ±2 and 0, ±1, ±½ (2-D: its square, 54 against 256; direct convolution: 9). Measured on a
+64-channel layer with random weights, the float32 error against float64 falls 1.6–2.3× (root-mean-
+square and maximum) from 0, ±1, ±2 to 0, ±2, ±½ (batch 4, 20×20, 64 → 64 channels).
+
+Over a whole layer, with the tile positions ``(α, β)`` as the leading axes and ``T`` tiles:
+
+1. tiles ``(n, n, T, C)``: n² strided copies from the NHWC input, zeros outside the image;
+2. ``V = Bᵀ d B`` in two passes, each one matrix product with Bᵀ: ``(n, n) @ (n, n*T*C)`` over α,
+   then ``n`` products ``(n, n) @ (n, T*C)`` over β (4n multiply-adds per element, not the n² of
+   one ``kron(Bᵀ, Bᵀ)`` product);
+3. ``M[ξ] = V[ξ] @ U[ξ]``, n² products ``(T, C) @ (C, O)``, with ``U = kron(G, G) @ w``
    computed once, in float64, when the model is fused;
-4. ``Y = kron(Aᵀ, Aᵀ) @ M``, one matrix product ``(m², P) @ (P, T*O)``;
+4. ``Y = Aᵀ M A``, two passes as in 2;
 5. the m² output positions of each tile scattered into the NHWC output (cropped at the border),
-   then the bias, residual add and ReLU.
+   the bias added in the same pass, then the residual add and ReLU.
 
 Steps 2–4 are BLAS products, so they use every core; only the copies in 1 and 5 do not.
 Tiles are processed in chunks (whole images, or bands of tile rows of one image) bounded by
@@ -40,21 +70,52 @@ from ..backend import get_array_module
 from ..workspace import resolve_workspace_bytes, workspace_chunks
 from .taps import kernel_taps
 
-__all__ = ["WinogradConv", "winograd_matrices", "winograd_weight", "is_winograd_eligible"]
+__all__ = [
+    "WinogradConv",
+    "winograd_matrices",
+    "winograd_weight",
+    "winograd_tile",
+    "is_winograd_eligible",
+    "TILES",
+    "DEFAULT_WINOGRAD",
+]
 
 R = 3  # kernel size r
-MIN_TILES = 24
-"""Below this many tiles in a call, reading the (m+2)²/9 times larger transformed weight costs more
-than the products save, so :class:`WinogradConv` hands the call to im2col (measured with F(2×2):
-16 tiles of 7×7×512 lose, 32 win; ``python benchmarks/winograd_estimate.py``)."""
-POINTS = {2: (0.0, 1.0, -1.0), 4: (0.0, 1.0, -1.0, 2.0, -2.0)}
-"""Interpolation points (besides ∞) of F(m×m, 3×3) by output tile size m; small integers keep the transforms exact."""
+TILES = {"F2": 2, "F4": 4}
+"""The ``winograd`` choices of :func:`npresnet.fast.fuse` and their output tile sizes m."""
+DEFAULT_WINOGRAD = "F4"
+"""What ``winograd=True`` (the default) means; see :func:`winograd_tile`."""
+MIN_TILES = {2: 24, 4: 20}
+"""Below this many tiles in a call (by tile size m), reading the (m+2)²/9 times larger transformed
+weight costs more than the products save, so :class:`WinogradConv` hands the call to im2col.
+Measured one layer at a time against im2col (``OPENBLAS_NUM_THREADS=1 python
+benchmarks/winograd_estimate.py``, CPU time, AMD EPYC Zen 4, OpenBLAS SkylakeX kernels): F(2×2)
+ties at 16 tiles of 7×7×512 and wins at 32; F(4×4) loses at 4–12 tiles of 7×7×512, ties at 16
+(7×7×512 and 14×14×256), wins at 24 and 32."""
+POINTS = {2: (0.0, 1.0, -1.0), 4: (0.0, 2.0, -2.0, 0.5, -0.5)}
+"""Interpolation points (besides ∞) of F(m×m, 3×3) by output tile size m: dyadic, so that Aᵀ and Bᵀ
+are exact in float32; for m = 4 the set of least amplification (module docstring)."""
+
+
+def winograd_tile(winograd) -> int | None:
+    """The output tile size m for :func:`npresnet.fast.fuse`'s ``winograd`` option, or None for im2col.
+
+    ``True``: :data:`DEFAULT_WINOGRAD`; ``"F2"``: 2; ``"F4"``: 4; ``False``: None.
+    Anything else is refused with a one-line ValueError naming the argument.
+    """
+    if winograd is True:
+        winograd = DEFAULT_WINOGRAD
+    if winograd is False:
+        return None
+    if isinstance(winograd, str) and winograd in TILES:
+        return TILES[winograd]
+    raise ValueError(f"fuse: winograd={winograd!r}, expected True, False, 'F2' or 'F4'")
 
 
 def winograd_matrices(m: int = 4):
     """Aᵀ (m, n), G (n, r), Bᵀ (n, n) of F(m, r) with r = 3 and n = m + 2, in float64 (m = 2 or 4).
 
-    Cook–Toom: evaluate at ``points`` and at ∞. Row ``i`` of G is ``[1, a, a²] / f_i`` with
+    Cook–Toom: evaluate at :data:`POINTS` ``a_i`` and at ∞. Row ``i`` of G is ``[1, a, a²] / f_i`` with
     ``f_i = prod_{j≠i} (a_i - a_j)``; column ``i`` of Aᵀ is ``[1, a, a², a³]``; the ∞ point
     contributes the last row of G and last column of Aᵀ (the leading coefficients). Bᵀ is then
     the unique matrix with ``Aᵀ[(G g) ⊙ (Bᵀ d)] = correlate(d, g)`` for every ``d`` and ``g``,
@@ -76,8 +137,8 @@ def winograd_matrices(m: int = 4):
         for t in range(R):
             target[k, t, k + t] = 1.0
     target = target.reshape(m * R, n)
-    BT, *_ = numpy.linalg.lstsq(coeff, target, rcond=None)  # (n, n), integers up to rounding
-    BT = numpy.round(BT, 12) + 0.0  # + 0.0 turns -0.0 into 0.0
+    BT, *_ = numpy.linalg.lstsq(coeff, target, rcond=None)  # (n, n), dyadic up to rounding
+    BT = numpy.round(BT * 2**12) / 2**12 + 0.0  # exactly dyadic; + 0.0 turns -0.0 into 0.0
     if not numpy.allclose(coeff @ BT, target, atol=1e-12):
         raise ArithmeticError(f"no Winograd F({m}, 3) input transform for the points {POINTS[m]}")
     return AT, G, BT
@@ -127,14 +188,14 @@ class WinogradConv:
     def __init__(self, U, bias, padding, fallback=None):
         self.U, self.bias, self.padding, self.fallback = U, bias, tuple(padding), fallback
         m = self.m = math.isqrt(U.shape[0]) - (R - 1)
+        if m not in POINTS or (m + R - 1) ** 2 != U.shape[0]:
+            raise ValueError(f"U must have 16 or 36 tile positions (F(2x2) or F(4x4)), got shape {U.shape}")
         self.kernel_size, self.stride, self.dilation, self.groups = (3, 3), (1, 1), (1, 1), 1
         _, self.in_channels, self.out_channels = U.shape
         AT, _, BT = winograd_matrices(m)
         xp = get_array_module(U)
-        if m not in POINTS or (m + R - 1) ** 2 != U.shape[0]:
-            raise ValueError(f"U must have 16 or 36 tile positions (F(2x2) or F(4x4)), got shape {U.shape}")
-        self.BB = xp.asarray(numpy.kron(BT, BT), dtype=U.dtype)  # (P, P): Bᵀ d B on flattened n×n tiles
-        self.AA = xp.asarray(numpy.kron(AT, AT), dtype=U.dtype)  # (m², P): Aᵀ M A
+        self.BT = xp.asarray(BT, dtype=U.dtype)  # (n, n), exact: dyadic entries
+        self.AT = xp.asarray(AT, dtype=U.dtype)  # (m, n)
 
     def output_shape(self, shape) -> tuple[int, int, int, int]:
         """NHWC output shape for an NHWC input ``shape`` (ValueError if the window does not fit)."""
@@ -149,13 +210,14 @@ class WinogradConv:
         """Whether a call with NHWC output ``out_shape`` runs Winograd (else it goes to the fallback)."""
         N, out_h, out_w, _ = out_shape
         tiles = N * -(-out_h // self.m) * -(-out_w // self.m)
-        return self.fallback is None or tiles >= MIN_TILES
+        return self.fallback is None or tiles >= MIN_TILES[self.m]
 
     def plan(self, x_shape, out_shape, itemsize: int, workspace_bytes: int):
         """Tiles per row ``tw``, scratch elements per tile, and the chunks ``(n0, n1, t0, t1)`` of a call.
 
         A chunk is images ``n0:n1`` and tile rows ``t0:t1`` (whole images, or a band of one image),
-        sized so that its two scratch buffers (tiles then M in slot 0, V then Y in slot 1) fit in ``workspace_bytes``.
+        sized so that its two scratch buffers fit in ``workspace_bytes`` (slot 0: tiles, then V,
+        then Aᵀ M; slot 1: Bᵀ d, then M, then Y).
         """
         C, (N, out_h, out_w, O) = x_shape[3], out_shape
         th, tw = -(-out_h // self.m), -(-out_w // self.m)  # tiles per column and row
@@ -165,9 +227,9 @@ class WinogradConv:
     def __call__(self, x, out, residual=False, relu=False, workspace=None, workspace_bytes=None, clock=None):
         """``out = [relu](conv(x) + bias [+ out])``, in place; same contract as :meth:`FusedConv.__call__`.
 
-        With ``clock``, the phases are ``"gather"`` (the tile copies), ``"gemm"`` (input transform,
-        tile-position products, output transform) and ``"epilogue"`` (scatter of the output tiles,
-        bias, residual, ReLU).
+        With ``clock``, the phases are ``"gather"`` (the tile copies), ``"transform"`` (input and
+        output transforms), ``"gemm"`` (the tile-position products) and ``"epilogue"`` (scatter of
+        the output tiles with the bias, residual, ReLU).
         """
         if not self.uses_winograd(out.shape):
             return self.fallback(x, out, residual, relu, workspace, workspace_bytes, clock)
@@ -175,42 +237,64 @@ class WinogradConv:
         budget = resolve_workspace_bytes(workspace_bytes, xp)
         C, (_, out_h, _, O) = x.shape[3], out.shape
         m = self.m
-        n_in = m + R - 1
-        P = n_in * n_in
+        n = m + R - 1
         tw, per_tile, parts = self.plan(x.shape, out.shape, x.dtype.itemsize, budget)
         if workspace is None:
             workspace = lambda size, slot=0: xp.empty(size, dtype=x.dtype)  # noqa: E731
         for n0, n1, t0, t1 in parts:
             T = (n1 - n0) * (t1 - t0) * tw  # tiles in this chunk
-            tiles = workspace(T * per_tile, 0)[: P * T * C].reshape(n_in, n_in, n1 - n0, t1 - t0, tw, C)
+            tiles = workspace(T * per_tile, 0)[: n * n * T * C].reshape(n, n, n1 - n0, t1 - t0, tw, C)
             self._gather(x[n0:n1], tiles, t0, t1)
             if clock is not None:
                 clock("gather")
-            V = workspace(T * per_tile, 1)[: P * T * C].reshape(P, T * C)
-            xp.matmul(self.BB, tiles.reshape(P, T * C), out=V)  # (P, T*C)
-            M = workspace(T * per_tile, 0)[: P * T * O].reshape(P, T, O)
-            xp.matmul(V.reshape(P, T, C), self.U, out=M)  # (P, T, O): P products (T, C) @ (C, O)
-            Y = workspace(T * per_tile, 1)[: m * m * T * O].reshape(m * m, T * O)
-            xp.matmul(self.AA, M.reshape(P, T * O), out=Y)  # (m², T*O)
+            Y = self._transformed_products(xp, tiles.reshape(n, n * T * C), T, C, O, workspace, per_tile, clock)
             Y = Y.reshape(m, m, n1 - n0, t1 - t0, tw, O)
-            if clock is not None:
-                clock("gemm")
-            y0, y1 = t0 * m, min(t1 * m, out_h)
-            o = out[n0:n1, y0:y1]  # (n1-n0, y1-y0, out_w, O), contiguous
-            for a in range(m):  # output pixel (a, b) of every tile; the last tiles may stick out
-                for b in range(m):
-                    dst = o[:, a::m, b::m]
-                    src = Y[a, b, :, : dst.shape[1], : dst.shape[2]]
-                    if residual:
-                        dst += src
-                    else:
-                        dst[...] = src
-            o += self.bias
-            if relu:
-                xp.maximum(o, 0, out=o)
+            self._scatter(xp, Y, out[n0:n1, t0 * m : min(t1 * m, out_h)], residual, relu)
             if clock is not None:
                 clock("epilogue")
         return out
+
+    def _transformed_products(self, xp, tiles, T, C, O, workspace, per_tile, clock=None):
+        """``Y = Aᵀ [Σ_c U ⊙ (Bᵀ d B)] A`` for the ``T`` tiles ``(n, n*T*C)`` of a chunk; returns Y ``(m, m, T*O)``.
+
+        Each transform is two products with the n×n (or m×n) matrix: over the first tile axis,
+        then (broadcast over it) over the second; every result goes to the other workspace slot.
+        """
+        m, n = self.m, self.m + R - 1
+        half = workspace(T * per_tile, 1)[: n * n * T * C].reshape(n, n * T * C)
+        xp.matmul(self.BT, tiles, out=half)  # Bᵀ d over α
+        V = workspace(T * per_tile, 0)[: n * n * T * C].reshape(n, n, T * C)
+        xp.matmul(self.BT, half.reshape(n, n, T * C), out=V)  # … then over β: V = Bᵀ d B
+        if clock is not None:
+            clock("transform")
+        M = workspace(T * per_tile, 1)[: n * n * T * O].reshape(n * n, T, O)
+        xp.matmul(V.reshape(n * n, T, C), self.U, out=M)  # (n², T, O): n² products (T, C) @ (C, O)
+        if clock is not None:
+            clock("gemm")
+        half = workspace(T * per_tile, 0)[: m * n * T * O].reshape(m, n * T * O)
+        xp.matmul(self.AT, M.reshape(n, n * T * O), out=half)  # Aᵀ M over α
+        Y = workspace(T * per_tile, 1)[: m * m * T * O].reshape(m, m, T * O)
+        xp.matmul(self.AT, half.reshape(m, n, T * O), out=Y)  # … then over β: Y = Aᵀ M A
+        if clock is not None:
+            clock("transform")
+        return Y
+
+    def _scatter(self, xp, Y, o, residual, relu):
+        """``o = [relu](Y + bias [+ o])`` with pixel (a, b) of every tile of ``Y`` ``(m, m, N, rows, tw, O)``
+        going to ``o[:, a::m, b::m]``; the last tiles may stick out of ``o`` and are cropped."""
+        m = self.m
+        for a in range(m):
+            for b in range(m):
+                dst = o[:, a::m, b::m]
+                src = Y[a, b, :, : dst.shape[1], : dst.shape[2]]
+                if residual:
+                    dst += src
+                else:
+                    xp.add(src, self.bias, out=dst)  # the bias in the same pass as the copy
+        if residual:
+            o += self.bias
+        if relu:
+            xp.maximum(o, 0, out=o)
 
     def _gather(self, x, tiles, t0: int, t1: int):
         """Fill ``tiles`` (n, n, N, t1-t0, tw, C) with the n×n input tiles of tile rows ``t0:t1``.
