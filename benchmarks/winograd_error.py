@@ -5,7 +5,7 @@ each choice of :func:`npresnet.fast.fuse`'s ``winograd`` ("F4", "F2", False = im
 relative to the largest |logit| of the float64 forward:
 
 - ``err``: the largest |float32 fused logit - float64 torchvision logit| over all logits;
-- ``sampled`` and ``bound``: over the logits that ``tests/_rounding.py`` samples (the largest, the
+- ``sampled`` and ``bound``: over the logits that ``tests/_rounding/`` samples (the largest, the
   smallest and four random ones per image), the largest error and the largest derived bound
   (the probabilistic rounding-error bound of that module, for the fused arithmetic of that choice),
 

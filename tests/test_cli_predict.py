@@ -89,7 +89,7 @@ def test_predict_matches_torchvision_and_reports_bad_files(tmp_path, checkpoint)
         x = torchvision_input(entry["path"])
         exact = torch.softmax(torchvision_logits(model, x), dim=0).numpy()  # (1000,) float64
         # The reported classes and the exact top 6, with the exact probability of each and the bound
-        # on a float32 evaluation's error, derived from the arithmetic (tests/_rounding.py):
+        # on a float32 evaluation's error, derived from the arithmetic (tests/_rounding/):
         # independent of the batch, the BLAS kernel and the thread count.
         cand = sorted(set(got) | set(numpy.argsort(-exact)[:6].tolist()))
         probs, bounds = float32_error_bounds(model, x, lambda logits, cand=cand: torch.softmax(logits, dim=1)[0, cand])

@@ -116,7 +116,7 @@ def check_outputs(paths, bad, oracle, features_path=None, predictions_path=None)
                 assert path in errors[i] and numpy.isnan(feats[i]).all()
             else:
                 assert errors[i] == ""
-                # sampled features within the float32 bound derived from the arithmetic (tests/_rounding.py)
+                # sampled features within the float32 bound derived from the arithmetic (tests/_rounding/)
                 index, value, bound = exact[path]["features"]
                 assert (numpy.abs(feats[i, index] - value) <= bound).all(), path
                 assert numpy.isfinite(feats[i]).all()
@@ -481,7 +481,7 @@ def test_features_of_a_named_layer_without_predictions(tmp_path, torch_model, im
     assert stored["features"].shape == (len(paths), 256 * 2 * 2)  # layer3 at a 32×32 input: 256@2×2
     assert stored.attrs["npresnet"]["layer"] == "layer3"
     # sampled features (the largest and 15 more) of the first and the last image within the float32 bound
-    # derived from the arithmetic (tests/_rounding.py; one backward pass per feature)
+    # derived from the arithmetic (tests/_rounding/; one backward pass per feature)
     rng = numpy.random.default_rng(0)
     for i in (0, len(paths) - 1):
         x = preset(pil_loader(paths[i]))[None].numpy()  # (1, 3, CROP, CROP) float32, the input npresnet sees too

@@ -29,7 +29,7 @@ F64_TOL = 1e-10  # max |fused - torch| / max |torch|, both in float64
 
 def assert_within_float32_bounds(out, tv, x, mode="fused", winograd=True):
     """``out`` (N, classes), a float32 forward of ``tv``'s weights on ``x``, is within the float32
-    error bound derived from the arithmetic (tests/_rounding.py) of the exact logits, on a sample;
+    error bound derived from the arithmetic (tests/_rounding/) of the exact logits, on a sample;
     ``winograd``: the fused path's option it was built with."""
     (rows, classes), exact, bounds = logit_bounds(tv, x, mode=mode, winograd=winograd)
     error = np.abs(out[rows, classes].astype(np.float64) - exact)

@@ -4,7 +4,7 @@ What runs here is the mode's plumbing and its numerics as the emulation models t
 kernel launch is checked against its C parameter types (a float32 array passed as ``__half*``
 raises), every cuBLAS call against its data and compute types, float64 anywhere raises, and
 the logits are compared with torchvision's float64 forward within the bound derived in
-``tests/_rounding.py`` (:func:`float16_storage_error_bounds`). The emulated cuBLAS sums in
+``tests/_rounding/`` (:func:`float16_storage_error_bounds`). The emulated cuBLAS sums in
 float32 with NumPy's BLAS (float16 inputs and their products are exact in float32), so what a
 GPU adds is cuBLAS's own summation order: within the same bound. Nothing here has run on a GPU.
 """

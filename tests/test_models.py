@@ -10,7 +10,7 @@ Tolerances, for test_matches_torchvision_at_every_layer:
 * float64, both libraries: every recorded output within ``1e-10 * max|reference|``
   (measured: at most 4.3e-13, ResNet-152).
 * float32: the logits within the error bound derived from the arithmetic of npresnet's modules
-  (``tests/_rounding.py``: per logit, from the operations' term counts and magnitudes and the float64
+  (``tests/_rounding/``: per logit, from the operations' term counts and magnitudes and the float64
   gradients), so the same rule holds for ResNet-18 and ResNet-152 on any BLAS, thread count or batch.
   The float64 check at every layer locates a wrong formula; the float32 one bounds its rounding.
 """
