@@ -52,7 +52,7 @@ _HANDLE = 1
 
 
 def get_cublas_handle() -> int:
-    """The current device's cuBLAS handle (``cupy.cuda.device.get_cublas_handle``)."""
+    """Return the current device's cuBLAS handle (``cupy.cuda.device.get_cublas_handle``)."""
     return _HANDLE
 
 
@@ -67,13 +67,13 @@ def setPointerMode(handle, mode):
 
 
 def _host_scalar(ptr: int, dtype) -> float:
-    """A scalar cuBLAS reads from host memory at the call (pointer mode host)."""
+    """Read a scalar that cuBLAS takes from host memory at the call (pointer mode host)."""
     size = numpy.dtype(dtype).itemsize
     return numpy.frombuffer(ctypes.string_at(ptr, size), dtype=dtype)[0]
 
 
 def _matrix(name, ptr, data_type, rows, cols, ld, stride, batch):
-    """The column-major ``(rows, cols)`` matrices at ``ptr`` as a row-major view ``(batch, cols, rows)``."""
+    """Return the column-major ``(rows, cols)`` matrices at ``ptr`` as a row-major view ``(batch, cols, rows)``."""
     dtype = numpy.dtype(_DTYPES[data_type])
     root, offset = resolve_pointer(ptr)
     if root.dtype != dtype:

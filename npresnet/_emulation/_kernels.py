@@ -129,7 +129,7 @@ class _RawKernel:
 
 
 def _dim(value, what: str) -> int:
-    """A 1-D launch dimension from CuPy's ``grid``/``block`` argument (an int or a tuple padded with 1s)."""
+    """Return a 1-D launch dimension from CuPy's ``grid``/``block`` argument (an int or a tuple padded with 1s)."""
     dims = value if isinstance(value, tuple) else (value,)
     if not dims or any(d != 1 for d in dims[1:]) or not isinstance(dims[0], int) or dims[0] < 1:
         raise ValueError(f"emulated RawKernel: {what} {value!r}; only 1-D launches are emulated")
