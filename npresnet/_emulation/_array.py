@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import numbers
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -41,10 +42,14 @@ from . import _counters
 from ._counters import record
 from ._memory import MemoryPointer, pointer_to
 
-_NAMESPACE = []  # the emulated ``cupy`` module, registered by ._namespace when it is built
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Sequence
+
+_NAMESPACE: list[types.ModuleType] = []  # the emulated ``cupy`` module, registered by ._namespace when it is built
 
 
-def _namespace():
+def _namespace() -> types.ModuleType:
     """Return the emulated ``cupy`` module (``._namespace`` imports this module, so it registers itself here)."""
     return _NAMESPACE[0]
 
@@ -67,7 +72,7 @@ def _unsupported(value, where: str) -> TypeError:
     )
 
 
-def operand(value, where: str):
+def operand(value: object, where: str) -> Any:
     """Return a kernel argument: the NumPy data of a device array, or a scalar; anything else raises TypeError."""
     if isinstance(value, ndarray):
         return value._a
@@ -76,7 +81,7 @@ def operand(value, where: str):
     raise _unsupported(value, where)
 
 
-def device_args(obj, where: str):
+def device_args(obj: Any, where: str) -> Any:
     """Device arrays replaced by their data through lists, tuples and dicts; host arrays refused."""
     if isinstance(obj, ndarray):
         return obj._a
@@ -89,7 +94,7 @@ def device_args(obj, where: str):
     return obj
 
 
-def index_args(key, where: str):
+def index_args(key: Any, where: str) -> Any:
     """Return an index with device arrays replaced by their data.
 
     NumPy arrays and lists are copied to the device first (CuPy's ``_prepare_slice_list`` converts
@@ -105,7 +110,7 @@ def index_args(key, where: str):
     return key
 
 
-def wrap(result):
+def wrap(result: Any) -> Any:
     """NumPy results as device arrays: arrays wrapped, NumPy scalars as 0-d arrays, tuples element-wise."""
     if isinstance(result, numpy.ndarray):
         return ndarray._of(result)
@@ -116,7 +121,7 @@ def wrap(result):
     return result
 
 
-def check_precision(where: str, operands, result, explicit_dtype=False) -> None:
+def check_precision(where: str, operands: Sequence[Any], result: Any, explicit_dtype: bool = False) -> None:
     """Raise :class:`Float64PromotionError` when float64 appears that nobody asked for.
 
     That is when ``result`` is float64 (or complex128) but a floating operand is narrower and no
