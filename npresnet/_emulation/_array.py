@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import numbers
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -41,11 +42,15 @@ from . import _counters
 from ._counters import record
 from ._memory import MemoryPointer, pointer_to
 
-_NAMESPACE = []  # the emulated ``cupy`` module, registered by ._namespace when it is built
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Sequence
+
+_NAMESPACE: list[types.ModuleType] = []  # the emulated ``cupy`` module, registered by ._namespace when it is built
 
 
-def _namespace():
-    """The emulated ``cupy`` module (``._namespace`` imports this module, so it registers itself here)."""
+def _namespace() -> types.ModuleType:
+    """Return the emulated ``cupy`` module (``._namespace`` imports this module, so it registers itself here)."""
     return _NAMESPACE[0]
 
 
@@ -67,8 +72,8 @@ def _unsupported(value, where: str) -> TypeError:
     )
 
 
-def operand(value, where: str):
-    """A kernel argument: the NumPy data of a device array, or a scalar; anything else raises TypeError."""
+def operand(value: object, where: str) -> Any:
+    """Return a kernel argument: the NumPy data of a device array, or a scalar; anything else raises TypeError."""
     if isinstance(value, ndarray):
         return value._a
     if isinstance(value, _PY_SCALARS) or isinstance(value, numpy.generic):
@@ -76,7 +81,7 @@ def operand(value, where: str):
     raise _unsupported(value, where)
 
 
-def device_args(obj, where: str):
+def device_args(obj: Any, where: str) -> Any:
     """Device arrays replaced by their data through lists, tuples and dicts; host arrays refused."""
     if isinstance(obj, ndarray):
         return obj._a
@@ -89,9 +94,12 @@ def device_args(obj, where: str):
     return obj
 
 
-def index_args(key, where: str):
-    """An index: device arrays to their data; NumPy arrays and lists copied to the device first
-    (CuPy's ``_prepare_slice_list`` converts them with ``core.array``), counted as transfers."""
+def index_args(key: Any, where: str) -> Any:
+    """Return an index with device arrays replaced by their data.
+
+    NumPy arrays and lists are copied to the device first (CuPy's ``_prepare_slice_list`` converts
+    them with ``core.array``), counted as transfers.
+    """
     if isinstance(key, ndarray):
         return key._a
     if isinstance(key, (numpy.ndarray, list)):
@@ -102,7 +110,7 @@ def index_args(key, where: str):
     return key
 
 
-def wrap(result):
+def wrap(result: Any) -> Any:
     """NumPy results as device arrays: arrays wrapped, NumPy scalars as 0-d arrays, tuples element-wise."""
     if isinstance(result, numpy.ndarray):
         return ndarray._of(result)
@@ -113,10 +121,13 @@ def wrap(result):
     return result
 
 
-def check_precision(where: str, operands, result, explicit_dtype=False) -> None:
-    """Raise :class:`Float64PromotionError` when ``result`` is float64 (or complex128) but a floating
-    operand is narrower and no ``dtype`` was asked for. Python floats are weak scalars (NEP 50, as
-    CuPy's ``numpy_dtype_from_pyscalar`` marks them) and never widen an array, so they do not count."""
+def check_precision(where: str, operands: Sequence[Any], result: Any, explicit_dtype: bool = False) -> None:
+    """Raise :class:`Float64PromotionError` when float64 appears that nobody asked for.
+
+    That is when ``result`` is float64 (or complex128) but a floating operand is narrower and no
+    ``dtype`` was asked for. Python floats are weak scalars (NEP 50, as CuPy's
+    ``numpy_dtype_from_pyscalar`` marks them) and never widen an array, so they do not count.
+    """
     if explicit_dtype or _counters.float64_allowed():
         return
     dtype = getattr(result[0] if isinstance(result, tuple) else result, "dtype", None)
@@ -149,7 +160,7 @@ def _shares(result, a) -> bool:
 
 # --------------------------------------------------------------------------- the array
 def _view_method(name):
-    """A method that returns a view when it can (reshape, transpose, ...); a copy when it cannot is one launch."""
+    """Make a method that returns a view when it can (reshape, transpose, ...); a copy when it cannot is one launch."""
 
     def method(self, *args, **kwargs):
         a = self._a
@@ -163,7 +174,7 @@ def _view_method(name):
 
 
 def _computing_method(name, kind):
-    """A method that computes a new array (a reduction, a copy): one launch of ``kind``."""
+    """Make a method that computes a new array (a reduction, a copy): one launch of ``kind``."""
 
     def method(self, *args, **kwargs):
         out = kwargs.get("out")  # a device array, returned as itself
@@ -194,7 +205,7 @@ def _inplace_operator(name, ufunc_name):
 
 
 def _sync(self) -> numpy.ndarray:
-    """The data copied to the host: a device-to-host transfer the host waits for."""
+    """Return the data copied to the host: a device-to-host transfer the host waits for."""
     record("d2h")
     record("sync")
     return self._a
@@ -285,7 +296,7 @@ class ndarray:
 
     # -- to the host: each one a synchronisation
     def get(self, stream=None, order="C", out=None, blocking=True):
-        """A NumPy copy of the array (a device-to-host transfer and a synchronisation)."""
+        """Return a NumPy copy of the array (a device-to-host transfer and a synchronisation)."""
         data = _sync(self)
         if out is not None:
             if not isinstance(out, numpy.ndarray):
@@ -479,7 +490,7 @@ def _fancy(key) -> bool:
 
 
 def _from_host(host: numpy.ndarray) -> ndarray:
-    """A device copy of a host array: one host-to-device transfer."""
+    """Copy a host array to the device: one host-to-device transfer."""
     if not isinstance(host, (numpy.ndarray, numpy.generic, numbers.Number, list, tuple)):
         raise TypeError(f"cannot copy a {type(host).__name__} to the device")
     record("h2d")

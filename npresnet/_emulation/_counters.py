@@ -12,6 +12,10 @@ import collections
 import contextlib
 import contextvars
 import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["Counts", "count", "allow_float64", "LAUNCH_KINDS", "EVENT_KINDS"]
 
@@ -34,11 +38,11 @@ _float64_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("npresne
 class Counts:
     """Counters of one region; ``by_kind`` maps each of :data:`LAUNCH_KINDS` and :data:`EVENT_KINDS` to a count."""
 
-    by_kind: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    gemm_types: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    by_kind: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    gemm_types: collections.Counter[tuple[str, str, str]] = dataclasses.field(default_factory=collections.Counter)
     """cuBLAS products by ``(A/B data type, C data type, compute type)`` names, e.g.
     ``("CUDA_R_32F", "CUDA_R_32F", "CUBLAS_COMPUTE_32F")``."""
-    kernels: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    kernels: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     """``RawKernel`` launches by name expression (``"im2col_nhwc<float>"``)."""
 
     @property
@@ -80,7 +84,7 @@ def record_kernel(name: str) -> None:
 
 
 @contextlib.contextmanager
-def count():
+def count() -> Iterator[Counts]:
     """Count what the emulated device does inside the ``with`` block.
 
     >>> from npresnet._emulation import cupy, count
@@ -98,9 +102,12 @@ def count():
 
 
 @contextlib.contextmanager
-def allow_float64():
-    """Inside the block, an operation on narrower floats may produce float64 without raising
-    :class:`npresnet._emulation.Float64PromotionError` (the check is on everywhere else)."""
+def allow_float64() -> Iterator[None]:
+    """Allow float64 results from narrower floats inside the block.
+
+    Inside it, such an operation does not raise :class:`npresnet._emulation.Float64PromotionError`
+    (the check is on everywhere else).
+    """
     token = _float64_allowed.set(True)
     try:
         yield

@@ -21,11 +21,15 @@ installed CuPy by the tests).
 from __future__ import annotations
 
 import ctypes
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from ._counters import record, record_gemm_type
 from ._memory import resolve_pointer
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike, NDArray
 
 CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
 CUBLAS_POINTER_MODE_HOST, CUBLAS_POINTER_MODE_DEVICE = 0, 1
@@ -52,28 +56,31 @@ _HANDLE = 1
 
 
 def get_cublas_handle() -> int:
-    """The current device's cuBLAS handle (``cupy.cuda.device.get_cublas_handle``)."""
+    """Return the current device's cuBLAS handle (``cupy.cuda.device.get_cublas_handle``)."""
     return _HANDLE
 
 
-def getPointerMode(handle):
+def getPointerMode(handle: int) -> int:
     return _pointer_modes.get(handle, CUBLAS_POINTER_MODE_HOST)
 
 
-def setPointerMode(handle, mode):
+def setPointerMode(handle: int, mode: int) -> None:
     if mode not in (CUBLAS_POINTER_MODE_HOST, CUBLAS_POINTER_MODE_DEVICE):
         raise ValueError(f"cublasSetPointerMode: mode {mode}")
     _pointer_modes[handle] = mode
 
 
-def _host_scalar(ptr: int, dtype) -> float:
-    """A scalar cuBLAS reads from host memory at the call (pointer mode host)."""
+def _host_scalar(ptr: int, dtype: DTypeLike) -> numpy.floating[Any]:
+    """Read a scalar that cuBLAS takes from host memory at the call (pointer mode host)."""
     size = numpy.dtype(dtype).itemsize
-    return numpy.frombuffer(ctypes.string_at(ptr, size), dtype=dtype)[0]
+    value: numpy.floating[Any] = numpy.frombuffer(ctypes.string_at(ptr, size), dtype=dtype)[0]
+    return value
 
 
-def _matrix(name, ptr, data_type, rows, cols, ld, stride, batch):
-    """The column-major ``(rows, cols)`` matrices at ``ptr`` as a row-major view ``(batch, cols, rows)``."""
+def _matrix(
+    name: str, ptr: int, data_type: int, rows: int, cols: int, ld: int, stride: int, batch: int
+) -> NDArray[Any]:
+    """Return the column-major ``(rows, cols)`` matrices at ``ptr`` as a row-major view ``(batch, cols, rows)``."""
     dtype = numpy.dtype(_DTYPES[data_type])
     root, offset = resolve_pointer(ptr)
     if root.dtype != dtype:
@@ -92,9 +99,10 @@ def _matrix(name, ptr, data_type, rows, cols, ld, stride, batch):
 
 
 def gemmStridedBatchedEx(
-    handle, transa, transb, m, n, k, alpha, A, Atype, lda, strideA, B, Btype, ldb, strideB,
-    beta, C, Ctype, ldc, strideC, batchCount, computeType, algo,
-):  # fmt: skip
+    handle: int, transa: int, transb: int, m: int, n: int, k: int, alpha: int,
+    A: int, Atype: int, lda: int, strideA: int, B: int, Btype: int, ldb: int, strideB: int,
+    beta: int, C: int, Ctype: int, ldc: int, strideC: int, batchCount: int, computeType: int, algo: int,
+) -> None:  # fmt: skip
     """``C[i] = alpha A[i] B[i] + beta C[i]`` for each of ``batchCount`` column-major (m, k) @ (k, n) products."""
     if transa != CUBLAS_OP_N or transb != CUBLAS_OP_N:
         raise NotImplementedError("emulated cuBLAS: only CUBLAS_OP_N is emulated")
@@ -117,17 +125,18 @@ def gemmStridedBatchedEx(
     a_t = _matrix("A", A, Atype, m, k, lda, strideA, batchCount)  # (batch, k, m): Aᵀ
     b_t = _matrix("B", B, Btype, k, n, ldb, strideB, batchCount)  # (batch, n, k): Bᵀ
     c_t = _matrix("C", C, Ctype, m, n, ldc, strideC, batchCount)  # (batch, n, m): Cᵀ
-    alpha, beta = _host_scalar(alpha, accumulate), _host_scalar(beta, accumulate)
+    alpha_value, beta_value = _host_scalar(alpha, accumulate), _host_scalar(beta, accumulate)  # alpha, beta: addresses
     for i in range(batchCount):  # one 2-D product each: NumPy's BLAS path (a 0 batch stride would leave it)
-        product = alpha * (b_t[i].astype(accumulate) @ a_t[i].astype(accumulate))  # Cᵀ = Bᵀ Aᵀ
-        if beta != 0:  # beta = 0: C is not read, as in cuBLAS
-            product += beta * c_t[i].astype(accumulate)
+        product = alpha_value * (b_t[i].astype(accumulate) @ a_t[i].astype(accumulate))  # Cᵀ = Bᵀ Aᵀ
+        if beta_value != 0:  # beta = 0: C is not read, as in cuBLAS
+            product += beta_value * c_t[i].astype(accumulate)
         c_t[i] = product
 
 
 def gemmEx(
-    handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc, computeType, algo
-):
+    handle: int, transa: int, transb: int, m: int, n: int, k: int, alpha: int, A: int, Atype: int, lda: int,
+    B: int, Btype: int, ldb: int, beta: int, C: int, Ctype: int, ldc: int, computeType: int, algo: int,
+) -> None:  # fmt: skip
     """``C = alpha A B + beta C``, one column-major (m, k) @ (k, n) product."""
     gemmStridedBatchedEx(
         handle, transa, transb, m, n, k, alpha, A, Atype, lda, 0, B, Btype, ldb, 0,

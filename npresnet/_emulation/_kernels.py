@@ -20,11 +20,17 @@ twin cannot run here.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from ._array import ndarray
 from ._counters import record_kernel
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from ..fast.cuda.grid import Buffer
 
 __all__ = ["RawModule"]
 
@@ -32,12 +38,12 @@ _CTYPES = {"float": numpy.float32, "double": numpy.float64, "__half": numpy.floa
 _SCALARS = {"int": numpy.int32, "long long": numpy.int64}
 
 
-def _template_types(code: str, kernel: str, expression: str) -> dict[str, numpy.dtype]:
+def _template_types(code: str, kernel: str, expression: str) -> dict[str, numpy.dtype[Any]]:
     """Each template parameter of ``kernel`` in ``code`` with its type in ``expression`` (``"k<__half, float>"``)."""
     match = re.search(rf"template\s*<([^>]*)>\s*__global__\s+void\s+{re.escape(kernel)}\s*\(", code)
     names = [] if match is None else [p.split()[-1] for p in match.group(1).split(",")]
-    _, _, arguments = expression.partition("<")
-    arguments = [a.strip() for a in arguments.rstrip(">").split(",")] if arguments else []
+    _, _, inside = expression.partition("<")
+    arguments = [a.strip() for a in inside.rstrip(">").split(",")] if inside else []
     if len(arguments) != len(names) or any(a not in _CTYPES for a in arguments):
         raise NotImplementedError(f"emulated RawModule: {expression!r} for template parameters {names}")
     return {name: numpy.dtype(_CTYPES[a]) for name, a in zip(names, arguments)}
@@ -62,16 +68,16 @@ class RawModule:
 
     def __init__(
         self,
-        code=None,
+        code: str | None = None,
         *,
-        path=None,
-        options=(),
-        backend="nvrtc",
-        translate_cucomplex=False,
-        enable_cooperative_groups=False,
-        name_expressions=None,
-        jitify=None,
-    ):
+        path: str | None = None,
+        options: tuple[str, ...] = (),
+        backend: str = "nvrtc",
+        translate_cucomplex: bool = False,
+        enable_cooperative_groups: bool = False,
+        name_expressions: Sequence[str] | None = None,
+        jitify: bool | None = None,
+    ) -> None:
         from ..fast.cuda import SOURCES
 
         if code is None or path is not None:
@@ -94,16 +100,24 @@ class RawModule:
 class _RawKernel:
     """One kernel of a :class:`RawModule`: ``kernel(grid, block, args)`` runs its twin."""
 
-    def __init__(self, name, twin, parameters, types):
+    def __init__(
+        self,
+        name: str,
+        twin: Callable[..., object],
+        parameters: list[tuple[str, str, bool]],
+        types: dict[str, numpy.dtype[Any]],
+    ) -> None:
         self.name, self.twin, self.parameters, self.types = name, twin, parameters, types
 
-    def __call__(self, grid, block, args, *, shared_mem=0):
+    def __call__(
+        self, grid: int | tuple[int, ...], block: int | tuple[int, ...], args: Sequence[Any], *, shared_mem: int = 0
+    ) -> None:
         from ..fast.cuda.grid import Buffer, Launch
 
-        grid, block = _dim(grid, "grid"), _dim(block, "block")
+        grid_dim, block_dim = _dim(grid, "grid"), _dim(block, "block")
         if len(args) != len(self.parameters):
             raise TypeError(f"{self.name}: {len(args)} arguments for {len(self.parameters)} parameters")
-        values = []
+        values: list[Buffer | int] = []
         for (param, kind, pointer), arg in zip(self.parameters, args):
             where = f"{self.name}: argument {param!r}"
             if pointer:
@@ -117,19 +131,19 @@ class _RawKernel:
                     )
                 values.append(Buffer(arg._a, count_stores=False))
             else:
-                expected = _SCALARS[kind]
-                if type(arg) is not expected:
+                scalar = _SCALARS[kind]
+                if type(arg) is not scalar:
                     raise TypeError(
-                        f"{where} is declared {kind}; got {type(arg).__name__}, expected {expected.__name__} "
+                        f"{where} is declared {kind}; got {type(arg).__name__}, expected {scalar.__name__} "
                         f"(CuPy passes a Python int as 64 bits and a float as a double)"
                     )
                 values.append(int(arg))
         record_kernel(self.name)
-        self.twin(Launch(grid, block), *values)
+        self.twin(Launch(grid_dim, block_dim), *values)
 
 
-def _dim(value, what: str) -> int:
-    """A 1-D launch dimension from CuPy's ``grid``/``block`` argument (an int or a tuple padded with 1s)."""
+def _dim(value: int | tuple[int, ...], what: str) -> int:
+    """Return a 1-D launch dimension from CuPy's ``grid``/``block`` argument (an int or a tuple padded with 1s)."""
     dims = value if isinstance(value, tuple) else (value,)
     if not dims or any(d != 1 for d in dims[1:]) or not isinstance(dims[0], int) or dims[0] < 1:
         raise ValueError(f"emulated RawKernel: {what} {value!r}; only 1-D launches are emulated")

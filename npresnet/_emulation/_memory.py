@@ -30,19 +30,19 @@ goes when its memory is freed."""
 
 
 def _allocation(a: numpy.ndarray) -> numpy.ndarray:
-    """The array that owns ``a``'s memory (following views, ``as_strided``'s included)."""
+    """Return the array that owns ``a``'s memory (following views, ``as_strided``'s included)."""
     while True:
-        base = a.base
+        base, holder_base = a.base, getattr(a.base, "base", None)
         if isinstance(base, numpy.ndarray):
             a = base
-        elif isinstance(getattr(base, "base", None), numpy.ndarray):  # as_strided's interface holder
-            a = base.base
+        elif isinstance(holder_base, numpy.ndarray):  # as_strided's interface holder
+            a = holder_base
         else:
             return a
 
 
 def resolve_pointer(ptr: int) -> tuple[numpy.ndarray, int]:
-    """The allocation holding address ``ptr`` (handed out by ``.data``) and ``ptr``'s byte offset in it.
+    """Return the allocation holding address ``ptr`` (handed out by ``.data``) and ``ptr``'s byte offset in it.
 
     Raises ValueError for an address in no live allocation, as a kernel reading it would fault.
     """
@@ -53,7 +53,7 @@ def resolve_pointer(ptr: int) -> tuple[numpy.ndarray, int]:
 
 
 def pointer_to(a: numpy.ndarray) -> MemoryPointer:
-    """The address of ``a``'s first element, its allocation remembered for :func:`resolve_pointer`."""
+    """Return the address of ``a``'s first element, its allocation remembered for :func:`resolve_pointer`."""
     root = _allocation(a)
     _ALLOCATIONS[root.ctypes.data] = root
     return MemoryPointer(a.ctypes.data)

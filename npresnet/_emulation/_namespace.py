@@ -31,7 +31,7 @@ DEVICE_TOTAL_BYTES = 80 * 2**30
 
 # --------------------------------------------------------------------------- moving data
 def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
-    """A device array: ``a`` itself when it is one (cast if ``dtype`` differs), else a host-to-device copy."""
+    """Return a device array: ``a`` itself when it is one (cast if ``dtype`` differs), else a host-to-device copy."""
     if isinstance(a, ndarray):
         if copy:
             return a.astype(a.dtype if dtype is None else dtype, order=order or "K", copy=True)
@@ -41,7 +41,7 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
 
 
 def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocking=False):
-    """A device array copied from ``obj`` (a host array, a list, or a device array)."""
+    """Return a device array copied from ``obj`` (a host array, a list, or a device array)."""
     if isinstance(obj, ndarray):
         out = obj.astype(obj.dtype if dtype is None else dtype, order=order, copy=copy)
     else:
@@ -52,7 +52,7 @@ def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocki
 
 
 def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
-    """A NumPy array: a device array copied to the host (a synchronisation), anything else as ``numpy.asarray``."""
+    """Return a NumPy array: a device array copied to the host (a synchronisation), else ``numpy.asarray``."""
     if isinstance(a, ndarray):
         return a.get(stream=stream, order=order, out=out)
     return numpy.asarray(a, order=order)
@@ -68,7 +68,7 @@ def ascontiguousarray(a, dtype=None):
 
 
 def get_array_module(*args):
-    """The emulated namespace if any argument is an emulated array, else ``numpy``."""
+    """Return the emulated namespace if any argument is an emulated array, else ``numpy``."""
     return cupy if any(isinstance(a, ndarray) for a in args) else numpy
 
 
@@ -139,7 +139,7 @@ def matmul(
     order="K",
     out=None,
 ):
-    """``a @ b`` (batched over leading axes): one GEMM launch, as one cuBLAS (strided-batched) call."""
+    """Compute ``a @ b`` (batched over leading axes): one GEMM launch, as one cuBLAS (strided-batched) call."""
     if axes is not None or axis is not None or keepdims or signature is not None or order != "K":
         raise NotImplementedError("emulated CuPy: matmul's axes, axis, keepdims, signature and order are not emulated")
     if len(args) != 2:
@@ -175,7 +175,7 @@ def where(condition, x=None, y=None):
 
 
 def nonzero(a):
-    """Indices of the non-zero elements; CuPy reads their count back to size the result (a synchronisation)."""
+    """Return the non-zero elements' indices; CuPy reads their count back to size the result (a synchronisation)."""
     data = operand(a, "cupy.nonzero")
     record("reduction")
     record("sync")
@@ -220,9 +220,12 @@ def stack(tup, axis=0, out=None, *, dtype=None, casting="same_kind"):
 
 
 def bincount(x, weights=None, minlength=None):
-    """Counts (or weight sums) per non-negative integer, following CuPy's implementation step by step:
-    it checks the values and sizes the result on the host, two synchronisations
-    (``cupy/_statistics/histogram.py``: ``(x < 0).any()`` and ``int(cupy.max(x))``)."""
+    """Count the occurrences (or sum the weights) of each non-negative integer.
+
+    Follows CuPy's implementation step by step: it checks the values and sizes the result on the
+    host, two synchronisations (``cupy/_statistics/histogram.py``: ``(x < 0).any()`` and
+    ``int(cupy.max(x))``).
+    """
     if not isinstance(x, ndarray):
         raise TypeError(f"Unsupported type {type(x)} in cupy.bincount")
     if x.ndim != 1:
@@ -279,7 +282,7 @@ def transpose(a, axes=None):
 
 # --------------------------------------------------------------------------- lib.stride_tricks
 def as_strided(x, shape=None, strides=None):
-    """A view of ``x`` with the given shape and byte strides (no launch)."""
+    """Return a view of ``x`` with the given shape and byte strides (no launch)."""
     return ndarray._of(numpy.lib.stride_tricks.as_strided(operand(x, "as_strided"), shape, strides))
 
 

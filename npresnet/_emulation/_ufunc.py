@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy
 
 from ._array import _namespace, check_precision, device_args, index_args, ndarray, operand, wrap
@@ -20,7 +22,7 @@ __all__ = ["ufunc", "BY_NAME"]
 _SCATTER = {"add", "subtract", "maximum", "minimum", "bitwise_and", "bitwise_or", "bitwise_xor"}
 
 
-def _out(value, where):
+def _out(value: object, where: str) -> ndarray:
     if not isinstance(value, ndarray):
         raise TypeError(f"{where}: out must be a device array (cupy.ndarray), got {type(value)}")
     return value
@@ -34,10 +36,17 @@ class ufunc:
         self.__name__ = self.name = np_ufunc.__name__
         self.nin, self.nout, self.nargs = np_ufunc.nin, np_ufunc.nout, np_ufunc.nin + np_ufunc.nout
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<emulated ufunc 'cupy_{self.name}'>"
 
-    def __call__(self, *args, out=None, dtype=None, casting="same_kind", **kwargs):
+    def __call__(
+        self,
+        *args: Any,
+        out: ndarray | tuple[ndarray, ...] | None = None,
+        dtype: Any = None,
+        casting: str = "same_kind",
+        **kwargs: Any,
+    ) -> Any:
         if kwargs:
             raise TypeError(f"Wrong arguments {kwargs}")
         if not self.nin <= len(args) <= self.nargs:
@@ -59,7 +68,7 @@ class ufunc:
             return outs[0] if self.nout == 1 else outs
         return wrap(result)
 
-    def at(self, a, indices, b=None):
+    def at(self, a: ndarray, indices: Any, b: Any = None) -> None:
         if self.name not in _SCATTER:
             raise NotImplementedError(f"`cupy_{self.name}.at` is not supported yet")
         _out(a, f"cupy.{self.name}.at")
@@ -67,20 +76,24 @@ class ufunc:
         self._f.at(a._a, index_args(indices, f"cupy.{self.name}.at"), *values)
         record("scatter")
 
-    def reduce(self, array, axis=0, dtype=None, out=None, keepdims=False):
+    def reduce(
+        self, array: ndarray, axis: Any = 0, dtype: Any = None, out: ndarray | None = None, keepdims: bool = False
+    ) -> Any:
         if self.name not in ("add", "multiply"):
             raise NotImplementedError(f"`cupy_{self.name}.reduce` is not supported yet")
         method = "sum" if self.name == "add" else "prod"
         return getattr(_out(array, f"cupy.{self.name}.reduce"), method)(axis, dtype, out, keepdims)
 
-    def accumulate(self, array, axis=0, dtype=None, out=None):
+    def accumulate(self, array: ndarray, axis: int = 0, dtype: Any = None, out: ndarray | None = None) -> Any:
         if self.name not in ("add", "multiply"):
             raise NotImplementedError(f"`cupy_{self.name}.accumulate` is not supported yet")
         result = self._f.accumulate(operand(array, self.name), axis, dtype, device_args(out, self.name))
         record("reduction")
         return out if out is not None else wrap(result)
 
-    def reduceat(self, array, indices, axis=0, dtype=None, out=None):
+    def reduceat(
+        self, array: ndarray, indices: Any, axis: int = 0, dtype: Any = None, out: ndarray | None = None
+    ) -> Any:
         if self.name != "add":
             raise NotImplementedError(f"`cupy_{self.name}.reduceat` is not supported yet")
         idx = index_args(indices, self.name)
@@ -88,7 +101,7 @@ class ufunc:
         record("reduction")
         return out if out is not None else wrap(result)
 
-    def outer(self, A, B, **kwargs):
+    def outer(self, A: Any, B: Any, **kwargs: Any) -> Any:
         # CuPy copies host operands to the device here (core.array), so host arrays are accepted.
         cupy = _namespace()
         A, B = cupy.asarray(A), cupy.asarray(B)

@@ -122,7 +122,7 @@ def _check_elements(func: str, what: str, shape: tuple[int, ...], because: str) 
 
 
 def _input_shape(func: str, input_shape: object, ndims: tuple[int, ...] = (3, 4)) -> tuple[int, ...]:
-    """A backward call's ``input_shape`` as a tuple of non-negative ints within :data:`MAX_ELEMENTS`."""
+    """Return a backward call's ``input_shape`` as a tuple of non-negative ints within :data:`MAX_ELEMENTS`."""
     if not isinstance(input_shape, (tuple, list)) or not all(
         isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in input_shape
     ):

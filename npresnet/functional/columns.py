@@ -32,15 +32,18 @@ __all__ = ["im2col", "col2im"]
 
 # --------------------------------------------------------------------------- window slices
 def _extent(out: int, kernel: int, stride: int, dilation: int) -> int:
-    """Padded input length the windows of ``out`` outputs read: the last window's last tap, plus one."""
+    """Return the padded input length the windows of ``out`` outputs read: the last window's last tap, plus one."""
     return (out - 1) * stride + dilation * (kernel - 1) + 1
 
 
 def _padded_shape(
     shape: tuple[int, ...], before: Pair, out_hw: tuple[int, ...], kernel: Pair, stride: Pair, dilation: Pair
 ) -> tuple[int, ...]:
-    """Shape of the padded buffer: ``before`` (top, left) added, and at the bottom/right as much as the
-    windows read past the input (the symmetric padding, a 'same' or ceil-mode overhang, or nothing)."""
+    """Return the shape of the padded buffer.
+
+    ``before`` (top, left) is added, and at the bottom/right as much as the windows read past the
+    input (the symmetric padding, a 'same' or ceil-mode overhang, or nothing).
+    """
     *lead, H, W = shape
     Hp = max(before[0] + H, _extent(out_hw[0], kernel[0], stride[0], dilation[0]))
     Wp = max(before[1] + W, _extent(out_hw[1], kernel[1], stride[1], dilation[1]))
@@ -68,8 +71,10 @@ def _pad(x: Array, padded_hw: tuple[int, ...], before: Pair, value: float = 0, r
 
 
 def _window(xpad: Array, i: int, j: int, stride: Pair, dilation: Pair, out_hw: Pair) -> Array:
-    """Kernel offset ``(i, j)``'s strided slice of ``xpad`` (..., Hp, Wp): shape (..., out_h, out_w),
-    element ``(oy, ox)`` being ``xpad[..., oy*sy + i*dy, ox*sx + j*dx]``. A view."""
+    """Return kernel offset ``(i, j)``'s strided slice of ``xpad`` (..., Hp, Wp), a view.
+
+    Its shape is (..., out_h, out_w), element ``(oy, ox)`` being ``xpad[..., oy*sy + i*dy, ox*sx + j*dx]``.
+    """
     (sy, sx), (dy, dx), (out_h, out_w) = stride, dilation, out_hw
     y, x = i * dy, j * dx  # the padded row and column output (0, 0) reads
     return xpad[..., y : y + sy * (out_h - 1) + 1 : sy, x : x + sx * (out_w - 1) + 1 : sx]
@@ -92,7 +97,7 @@ def _im2col(xpad: Array, kernel: Pair, stride: Pair, dilation: Pair, out_hw: Pai
 
 
 def _col2im(cols: Array, stride: Pair, dilation: Pair, out: Array) -> Array:
-    """The adjoint of :func:`_im2col`: add ``cols`` (N, C, kh, kw, out_h, out_w) into the padded ``out`` (N, C, Hp, Wp).
+    """Add ``cols`` (N, C, kh, kw, out_h, out_w) into the padded ``out`` (N, C, Hp, Wp): :func:`_im2col`'s adjoint.
 
     One offset's slice never repeats a pixel, so ``+=`` on the strided view is exact; the
     offsets overlap one another and their contributions add up. Returns ``out``.

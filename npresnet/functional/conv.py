@@ -29,8 +29,8 @@ from ._checks import (
     _shape,
 )
 
-# im2col and col2im are public here too; pooling takes the window slices from here.
-from .columns import _col2im, _extent, _im2col, _pad, _padded_shape, _window, col2im, im2col  # noqa: F401
+# im2col and col2im are public here too.
+from .columns import _col2im, _extent, _im2col, _pad, _padded_shape, col2im, im2col  # noqa: F401
 
 if TYPE_CHECKING:
     import types
@@ -126,7 +126,7 @@ def conv2d_output_shape(
     dilation: IntPair = 1,
     groups: int = 1,
 ) -> Shape:
-    """The shape :func:`conv2d` returns for these arguments, with the same checks and errors, computing nothing.
+    """Return the shape :func:`conv2d` returns for these arguments, with the same checks and errors, computing nothing.
 
     ``input``, ``weight`` and ``bias`` need only ``shape``, ``ndim`` and ``dtype`` (arrays or
     :class:`npresnet.nn.TensorSpec`). Returns (N, O, out_h, out_w), or (O, out_h, out_w) for a 3-D input.
@@ -147,7 +147,7 @@ def _conv_chunks(
     xp: types.ModuleType,
     column_shape: Callable[[int, int], tuple[int, ...]],
 ) -> list[tuple[int, int, int, int]]:
-    """The workspace chunks of a convolution, refused up front when too many or too large.
+    """Return the workspace chunks of a convolution, refused up front when too many or too large.
 
     ``column_shape(n, rows)`` is the shape of the columns of ``n`` images' ``rows`` output rows.
     """
@@ -161,7 +161,7 @@ def _conv_chunks(
 
 
 def _band_rows(r0: int, r1: int, kernel: Pair, stride: Pair, dilation: Pair) -> tuple[int, int]:
-    """The padded input rows ``(a, b)`` that output rows ``r0:r1`` read."""
+    """Return the padded input rows ``(a, b)`` that output rows ``r0:r1`` read."""
     a = r0 * stride[0]
     return a, a + _extent(r1 - r0, kernel[0], stride[0], dilation[0])
 

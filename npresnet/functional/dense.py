@@ -15,7 +15,10 @@ __all__ = ["linear_output_shape", "linear", "linear_backward", "relu_output_shap
 
 
 def linear_output_shape(input: Shaped, weight: Shaped, bias: Shaped | None = None) -> Shape:
-    """The shape :func:`linear` returns, (..., out_features), with the same checks and errors, computing nothing."""
+    """Return the shape :func:`linear` returns, (..., out_features), computing nothing.
+
+    The checks are :func:`linear`'s, with the same errors.
+    """
     _check_float("input", input)
     _check_float("weight", weight)
     _check_same_dtype("weight", weight, input)
@@ -55,8 +58,10 @@ def linear(input: Array, weight: Array, bias: Array | None = None) -> Array:
 
 
 def linear_backward(grad_output: Array, input: Array, weight: Array) -> tuple[Array, Array, Array]:
-    """Gradients of :func:`linear`: ``grad_input = g @ weight``, ``grad_weight = g.T @ input``,
-    ``grad_bias = sum(g)``, the sums running over every leading axis.
+    """Gradients of :func:`linear` with respect to its input, weight and bias.
+
+    ``grad_input = g @ weight``, ``grad_weight = g.T @ input``, ``grad_bias = sum(g)``,
+    the sums running over every leading axis.
 
     Parameters
     ----------
@@ -87,7 +92,7 @@ def linear_backward(grad_output: Array, input: Array, weight: Array) -> tuple[Ar
 
 
 def relu_output_shape(input: Shaped) -> Shape:
-    """The shape :func:`relu` returns (the input's), with the same checks and errors, computing nothing."""
+    """Return the shape :func:`relu` returns (the input's), with the same checks and errors, computing nothing."""
     _check_float("input", input)
     return _shape(input)
 

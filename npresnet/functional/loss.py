@@ -54,7 +54,7 @@ def _check_targets(input: Array, target: Array) -> tuple[tuple[Array, Array], bo
 def _smoothed_targets(
     xp: types.ModuleType, target: Array, C: int, label_smoothing: float, dtype: numpy.dtype[Any]
 ) -> Array:
-    """The target distribution, shape (N, C): ``1 - ε`` on the class plus ``ε / C`` everywhere."""
+    """Return the target distribution, shape (N, C): ``1 - ε`` on the class plus ``ε / C`` everywhere."""
     q: Array = xp.full((target.shape[0], C), label_smoothing / C, dtype=dtype)
     q[xp.arange(target.shape[0]), target] += dtype.type(1 - label_smoothing)
     return q
@@ -102,8 +102,9 @@ def cross_entropy(input: Array, target: Array, reduction: str = "mean", label_sm
 def cross_entropy_backward(
     grad_output: Array | float, input: Array, target: Array, reduction: str = "mean", label_smoothing: float = 0.0
 ) -> Array:
-    """Gradient of :func:`cross_entropy` with respect to the logits: ``(softmax(input) - q) * grad_output``,
-    divided by ``N`` for ``'mean'``.
+    """Gradient of :func:`cross_entropy` with respect to the logits.
+
+    ``(softmax(input) - q) * grad_output``, divided by ``N`` for ``'mean'``.
 
     Parameters
     ----------

@@ -58,7 +58,7 @@ def batch_norm_output_shape(
     bias: Shaped | None = None,
     training: bool = False,
 ) -> Shape:
-    """The shape :func:`batch_norm` returns (the input's), with the same checks and errors, computing nothing."""
+    """Return the shape :func:`batch_norm` returns (the input's), with the same checks and errors, computing nothing."""
     _batch_norm_checks("batch_norm", input, running_mean, running_var, weight, bias, training)
     return _shape(input)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 from ..backend import get_array_module
 from ._checks import (
@@ -32,10 +32,20 @@ from ._checks import (
     _Shaped,
 )
 from .adaptive_pool import adaptive_avg_pool2d, adaptive_avg_pool2d_backward, adaptive_avg_pool2d_output_shape
-from .conv import _pad, _padded_shape, _window
+from .columns import _pad, _padded_shape, _window
 
 if TYPE_CHECKING:
-    from .._typing import Array, IntPair, Shape
+    import types
+    from collections.abc import Callable
+    from typing import Any
+
+    import numpy
+
+    from .._typing import Array, IntPair, Shape, Shaped
+
+    Pair = tuple[int, int]
+    # (kernel, stride, padding, dilation, (out_h, out_w))
+    Geometry = tuple[Pair, Pair, Pair, Pair, Pair]
 
 __all__ = [
     "max_pool2d_output_shape",
@@ -51,27 +61,35 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- window geometry
-def _pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode):
+def _pool_geometry(
+    func: str,
+    input: Shaped | _Shaped,
+    kernel_size: IntPair,
+    stride: IntPair | list[int] | None,
+    padding: IntPair,
+    dilation: IntPair,
+    ceil_mode: bool,
+) -> Geometry:
     """Pooling's argument checks and geometry from shapes alone: (kernel, stride, padding, dilation, out_hw)."""
     kernel = _positive_pair(kernel_size, "kernel_size")
-    stride = (
+    strides = (
         kernel
         if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
         else _positive_pair(stride, "stride")
     )
-    dilation = _positive_pair(dilation, "dilation")
-    padding = _positive_pair(padding, "padding", low=0)
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+    dilations = _positive_pair(dilation, "dilation")
+    pads = _positive_pair(padding, "padding", low=0)
+    if pads[0] > kernel[0] // 2 or pads[1] > kernel[1] // 2:
         raise ValueError(
-            f"{func}: padding={padding} must be at most half of kernel_size={kernel} (padding <= kernel_size // 2)"
+            f"{func}: padding={pads} must be at most half of kernel_size={kernel} (padding <= kernel_size // 2)"
         )
     H, W = _shape(input)[-2:]
-    out_h = _out_size(func, input, "height", H, kernel[0], stride[0], padding[0], dilation[0], bool(ceil_mode))
-    out_w = _out_size(func, input, "width", W, kernel[1], stride[1], padding[1], dilation[1], bool(ceil_mode))
-    return kernel, stride, padding, dilation, (out_h, out_w)
+    out_h = _out_size(func, input, "height", H, kernel[0], strides[0], pads[0], dilations[0], bool(ceil_mode))
+    out_w = _out_size(func, input, "width", W, kernel[1], strides[1], pads[1], dilations[1], bool(ceil_mode))
+    return kernel, strides, pads, dilations, (out_h, out_w)
 
 
-def _check_pool_sizes(func, input, geometry) -> tuple:
+def _check_pool_sizes(func: str, input: Shaped | _Shaped, geometry: Geometry) -> tuple[int, ...]:
     """Refuse, before allocating, an output or padded input over MAX_ELEMENTS elements; return the padded shape."""
     kernel, stride, padding, dilation, out_hw = geometry
     because = f"input {_shape(input)} with kernel_size={kernel}, padding={padding}, stride={stride}"
@@ -81,34 +99,42 @@ def _check_pool_sizes(func, input, geometry) -> tuple:
     return padded
 
 
-def _pool_output_shape(func, input, kernel_size, stride, padding, dilation, ceil_mode) -> tuple:
+def _pool_output_shape(
+    func: str,
+    input: Shaped,
+    kernel_size: IntPair,
+    stride: IntPair | None,
+    padding: IntPair,
+    dilation: IntPair,
+    ceil_mode: bool,
+) -> Shape:
     _batch_shape("input", input)
     *_, (out_h, out_w) = _pool_geometry(func, input, kernel_size, stride, padding, dilation, ceil_mode)
     return (*_shape(input)[:-2], out_h, out_w)
 
 
-def _row_pass(xpad, j, geometry):
+def _row_pass(xpad: Array, j: int, geometry: Geometry) -> Array:
     """Column offset ``j``'s slice of ``xpad`` (N, C, Hp, Wp) for every padded row: (N, C, Hp, out_w)."""
     _, (sy, sx), _, (dy, dx), (out_h, out_w) = geometry
     return _window(xpad, 0, j, (1, sx), (1, dx), (xpad.shape[-2], out_w))
 
 
-def _column_pass(rows, i, geometry):
+def _column_pass(rows: Array, i: int, geometry: Geometry) -> Array:
     """Row offset ``i``'s slice of a row-reduced ``rows`` (N, C, Hp, out_w): (N, C, out_h, out_w)."""
     _, (sy, sx), _, (dy, dx), (out_h, out_w) = geometry
     return _window(rows, i, 0, (sy, 1), (dy, 1), (out_h, out_w))
 
 
-def _separable_reduce(xpad, geometry, reduce):
+def _separable_reduce(xpad: Array, geometry: Geometry, reduce: Callable[[Array, Array], object]) -> Array:
     """Reduce every window of ``xpad`` (N, C, Hp, Wp): over the ``kw`` column offsets, then the ``kh`` row offsets.
 
     ``reduce(acc, slice)`` combines in place; returns (N, C, out_h, out_w).
     """
     (kh, kw) = geometry[0]
-    rows = _row_pass(xpad, 0, geometry).copy()  # (N, C, Hp, out_w)
+    rows: Array = _row_pass(xpad, 0, geometry).copy()  # (N, C, Hp, out_w)
     for j in range(1, kw):
         reduce(rows, _row_pass(xpad, j, geometry))
-    out = _column_pass(rows, 0, geometry).copy()  # (N, C, out_h, out_w)
+    out: Array = _column_pass(rows, 0, geometry).copy()  # (N, C, out_h, out_w)
     for i in range(1, kh):
         reduce(out, _column_pass(rows, i, geometry))
     return out
@@ -116,18 +142,52 @@ def _separable_reduce(xpad, geometry, reduce):
 
 # --------------------------------------------------------------------------- max pooling
 def max_pool2d_output_shape(
-    input: Array,
+    input: Shaped,
     kernel_size: IntPair,
     stride: IntPair | None = None,
     padding: IntPair = 0,
     dilation: IntPair = 1,
     ceil_mode: bool = False,
 ) -> Shape:
-    """The shape :func:`max_pool2d` returns, with the same checks and errors, computing nothing
-    (and allocating nothing, so without the size limit :data:`~npresnet.functional.MAX_ELEMENTS`)."""
+    """Return the shape :func:`max_pool2d` returns, with the same checks and errors, computing nothing.
+
+    It allocates nothing, so the size limit :data:`~npresnet.functional.MAX_ELEMENTS` is not applied.
+    """
     return _pool_output_shape("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
 
 
+# For the type checker: the output alone, or (output, indices) when return_indices=True is passed.
+@overload
+def max_pool2d(
+    input: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: Literal[False] = False,
+) -> Array: ...
+@overload
+def max_pool2d(
+    input: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    *,
+    return_indices: Literal[True],
+) -> tuple[Array, Array]: ...
+@overload
+def max_pool2d(
+    input: Array,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+) -> Array | tuple[Array, Array]: ...
 def max_pool2d(
     input: Array,
     kernel_size: IntPair,
@@ -170,9 +230,8 @@ def max_pool2d(
     x, unbatched = _as_batch("input", input)
     xp = get_array_module(x)
     geometry = _pool_geometry("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode)
-    kernel, stride, padding, dilation, out_hw = geometry
     padded = _check_pool_sizes("max_pool2d", x, geometry)
-    xpad = _pad(x, padded[-2:], padding, value=-math.inf)  # (N, C, Hp, Wp): padding never wins
+    xpad = _pad(x, padded[-2:], geometry[2], value=-math.inf)  # (N, C, Hp, Wp): padding never wins
     if return_indices:
         out, indices = _max_pool2d_with_indices(xpad, x.shape[-2:], geometry)
         return (out[0], indices[0]) if unbatched else (out, indices)
@@ -180,15 +239,19 @@ def max_pool2d(
     return out[0] if unbatched else out
 
 
-def _first_valid(xp, out, stride, pad, dilation):
-    """First in-input position of each window along one axis, shape (out,): the window's start
-    ``o*stride - pad``, moved past the padding in steps of ``dilation`` (torch's starting index)."""
+def _first_valid(xp: types.ModuleType, out: int, stride: int, pad: int, dilation: int) -> Array:
+    """Return the first in-input position of each window along one axis, shape (out,).
+
+    That is the window's start ``o*stride - pad``, moved past the padding in steps of ``dilation``
+    (torch's starting index).
+    """
     start = xp.arange(out) * stride - pad
     skip = (xp.maximum(-start, 0) + dilation - 1) // dilation  # dilated steps spent in the padding
-    return start + skip * dilation
+    first: Array = start + skip * dilation
+    return first
 
 
-def _max_pool2d_with_indices(xpad, hw, geometry):
+def _max_pool2d_with_indices(xpad: Array, hw: tuple[int, ...], geometry: Geometry) -> tuple[Array, Array]:
     """Max pooling of the −∞-padded ``xpad`` (N, C, Hp, Wp) and torch's indices: ``row * W + col`` of each max.
 
     Torch scans a window's offsets row by row and a value wins when it is greater than the best so
@@ -201,7 +264,7 @@ def _max_pool2d_with_indices(xpad, hw, geometry):
     (kh, kw), (sy, sx), (ph, pw), (dy, dx), (out_h, out_w) = geometry
     W = hw[1]
 
-    def scan(best, at, value, offset, carry=None):
+    def scan(best: Array, at: Array, value: Array, offset: int, carry: tuple[Array, Array] | None = None) -> None:
         better = (value > best) | xp.isnan(value)  # torch's rule: greater, or NaN
         xp.copyto(best, value, where=better)
         xp.copyto(at, offset, where=better)
@@ -220,7 +283,7 @@ def _max_pool2d_with_indices(xpad, hw, geometry):
     iy = (xp.arange(out_h) * sy - ph)[:, None] + at_i * dy  # input row of the max, (N, C, out_h, out_w)
     ix = (xp.arange(out_w) * sx - pw)[None, :] + at_j * dx
     first = _first_valid(xp, out_h, sy, ph, dy)[:, None] * W + _first_valid(xp, out_w, sx, pw, dx)[None, :]
-    indices = xp.where(out == -math.inf, first, iy * W + ix)  # an all −∞ window: its first input element
+    indices: Array = xp.where(out == -math.inf, first, iy * W + ix)  # an all −∞ window: its first input element
     return out, indices
 
 
@@ -266,20 +329,20 @@ def max_pool2d_backward(grad_output: Array, indices: Array, input_shape: Shape) 
     inside = (indices >= 0) & (indices < HW)
     flat = xp.where(inside, indices, 0) + (xp.arange(planes) * HW)[:, None]  # index into the whole input
     weights = xp.where(inside, grad_output.reshape(planes, -1), grad_output.dtype.type(0))
-    grad = xp.zeros(planes * HW, dtype=grad_output.dtype)
+    grad: Array = xp.zeros(planes * HW, dtype=grad_output.dtype)
     xp.add.at(grad, flat.ravel(), weights.ravel())  # scatter-add; repeated indices accumulate
     return grad.reshape(input_shape)
 
 
 # --------------------------------------------------------------------------- average pooling
 def avg_pool2d_output_shape(
-    input: Array, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0, ceil_mode: bool = False
+    input: Shaped, kernel_size: IntPair, stride: IntPair | None = None, padding: IntPair = 0, ceil_mode: bool = False
 ) -> Shape:
-    """The shape :func:`avg_pool2d` returns, with the same checks and errors, computing nothing."""
+    """Return the shape :func:`avg_pool2d` returns, with the same checks and errors, computing nothing."""
     return _pool_output_shape("avg_pool2d", input, kernel_size, stride, padding, 1, ceil_mode)
 
 
-def _check_divisor(divisor_override) -> None:
+def _check_divisor(divisor_override: object) -> None:
     if divisor_override is not None and (
         not isinstance(divisor_override, numbers.Integral)
         or isinstance(divisor_override, bool)
@@ -288,19 +351,40 @@ def _check_divisor(divisor_override) -> None:
         raise ValueError(f"divisor_override must be a non-zero int, got {divisor_override!r}")
 
 
-def _avg_divisor(xp, size, kernel, stride, pad, out, count_include_pad, dtype):
+def _avg_divisor(
+    xp: types.ModuleType,
+    size: int,
+    kernel: int,
+    stride: int,
+    pad: int,
+    out: int,
+    count_include_pad: bool,
+    dtype: numpy.dtype[Any],
+) -> Array:
     """Per-position window size along one axis, PyTorch's rule, shape (out,)."""
     start = xp.arange(out) * stride - pad
     end = xp.minimum(start + kernel, size + pad)  # a ceil-mode window stops at the right padding
     if not count_include_pad:
         start, end = xp.maximum(start, 0), xp.minimum(end, size)
-    return (end - start).astype(dtype)
+    divisor: Array = (end - start).astype(dtype)
+    return divisor
 
 
-def _avg_divisors(xp, hw, geometry, count_include_pad, divisor_override, dtype):
-    """What each output's window sum is divided by: shape (out_h, out_w), or a scalar with ``divisor_override``."""
+def _avg_divisors(
+    xp: types.ModuleType,
+    hw: tuple[int, ...],
+    geometry: Geometry,
+    count_include_pad: bool,
+    divisor_override: int | None,
+    dtype: numpy.dtype[Any],
+) -> Array | numpy.generic:
+    """Return what each output's window sum is divided by.
+
+    An array of shape (out_h, out_w), the window areas by PyTorch's rule; or a scalar with ``divisor_override``.
+    """
     if divisor_override is not None:
-        return dtype.type(divisor_override)
+        override: numpy.generic = dtype.type(divisor_override)
+        return override
     kernel, stride, padding, _, out_hw = geometry
     div_h, div_w = (
         _avg_divisor(xp, n, k, s, p, o, count_include_pad, dtype)
@@ -349,9 +433,8 @@ def avg_pool2d(
     xp = get_array_module(x)
     _check_divisor(divisor_override)
     geometry = _pool_geometry("avg_pool2d", input, kernel_size, stride, padding, 1, ceil_mode)
-    kernel, stride, padding, dilation, out_hw = geometry
     padded = _check_pool_sizes("avg_pool2d", x, geometry)
-    xpad = _pad(x, padded[-2:], padding)  # (N, C, Hp, Wp); padding adds 0
+    xpad = _pad(x, padded[-2:], geometry[2])  # (N, C, Hp, Wp); padding adds 0
     out = _separable_reduce(xpad, geometry, lambda acc, v: xp.add(acc, v, out=acc))  # window sums
     out /= _avg_divisors(xp, x.shape[-2:], geometry, count_include_pad, divisor_override, x.dtype)
     return out[0] if unbatched else out
@@ -367,8 +450,10 @@ def avg_pool2d_backward(
     count_include_pad: bool = True,
     divisor_override: int | None = None,
 ) -> Array:
-    """Gradient of :func:`avg_pool2d`: each output's gradient, divided by its window's divisor,
-    is spread over every input element of that window (overlaps add; the padding's share is dropped).
+    """Gradient of :func:`avg_pool2d` with respect to its input.
+
+    Each output's gradient, divided by its window's divisor, is spread over every input element
+    of that window (overlaps add; the padding's share is dropped).
 
     The adjoint of the forward's two passes, in reverse: each row offset's slice of a
     (N, C, Hp, out_w) buffer collects the output gradient, then each column offset's slice
@@ -395,21 +480,20 @@ def avg_pool2d_backward(
     x = _Shaped((1, *shape) if unbatched else shape)
     g = grad_output[None] if unbatched else grad_output
     geometry = _pool_geometry("avg_pool2d_backward", x, kernel_size, stride, padding, 1, ceil_mode)
-    kernel, stride, padding, dilation, out_hw = geometry
+    (kh, kw), _, (ph, pw), _, out_hw = geometry
     if _shape(g) != x.shape[:2] + out_hw:
         raise ValueError(
             f"avg_pool2d_backward: grad_output must have shape {x.shape[:2] + out_hw} for "
             f"input_shape {shape}, got {_shape(grad_output)}"
         )
-    (kh, kw), (H, W) = kernel, x.shape[2:]
+    H, W = x.shape[2:]
     g = g / _avg_divisors(xp, (H, W), geometry, count_include_pad, divisor_override, g.dtype)  # each mean's gradient
     padded = _check_pool_sizes("avg_pool2d_backward", x, geometry)
-    rows = xp.zeros(padded[:-1] + (out_hw[1],), dtype=g.dtype)  # (N, C, Hp, out_w)
+    rows: Array = xp.zeros(padded[:-1] + (out_hw[1],), dtype=g.dtype)  # (N, C, Hp, out_w)
     for i in range(kh):
         _column_pass(rows, i, geometry)[...] += g  # one row offset's slice never repeats an element
-    gpad = xp.zeros(padded, dtype=g.dtype)  # (N, C, Hp, Wp)
+    gpad: Array = xp.zeros(padded, dtype=g.dtype)  # (N, C, Hp, Wp)
     for j in range(kw):
         _row_pass(gpad, j, geometry)[...] += rows
-    ph, pw = padding
-    grad = xp.ascontiguousarray(gpad[:, :, ph : ph + H, pw : pw + W])  # the padding's share is dropped
+    grad: Array = xp.ascontiguousarray(gpad[:, :, ph : ph + H, pw : pw + W])  # the padding's share is dropped
     return grad[0] if unbatched else grad

@@ -19,7 +19,7 @@ would return, or the very error it would raise.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -299,9 +299,7 @@ class MaxPool2d(Module):
     def forward(self, x: Array) -> Array:
         """Max-pool ``x`` (N, C, H, W) into (N, C, H_out, W_out); in training, keep the argmax for backward."""
         if not self.training:  # without return_indices: the output alone
-            return cast(
-                "Array", F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
-            )
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
         out, indices = F.max_pool2d(
             x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode, return_indices=True
         )
@@ -316,9 +314,7 @@ class MaxPool2d(Module):
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         """Return the output spec (N, C, H_out, W_out), with the forward's checks, computing nothing."""
         return spec.like(
-            F.max_pool2d_output_shape(
-                cast("Any", spec), self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode
-            )
+            F.max_pool2d_output_shape(spec, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
         )
 
     def extra_repr(self) -> str:
@@ -345,7 +341,7 @@ class AdaptiveAvgPool2d(Module):
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
         """Return the output spec (N, C, *output_size), computing nothing."""
-        return spec.like(F.adaptive_avg_pool2d_output_shape(cast("Any", spec), self.output_size))  # takes a spec too
+        return spec.like(F.adaptive_avg_pool2d_output_shape(spec, self.output_size))
 
     def extra_repr(self) -> str:
         """Return the setting torch prints: ``output_size``."""
