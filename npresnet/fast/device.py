@@ -89,7 +89,7 @@ class DeviceOps:
         return kept[1]
 
     def _accumulator(self, size):
-        """A flat array of ``size`` elements of the arithmetic dtype, this thread's, grown as needed."""
+        """Return this thread's flat scratch array of ``size`` elements of the arithmetic dtype, grown as needed."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None or scratch.size < size:
             scratch = self._local.scratch = self.xp.empty(size, dtype=self.arithmetic)
@@ -162,7 +162,8 @@ class DeviceOps:
     def max_pool(self, x, pool, out):
         """``max_pool(x)`` on NHWC ``x`` into ``out`` (N, out_h, out_w, C): one launch.
 
-        ``pool`` is ``(kernel_size, stride, padding, dilation, ceil_mode)``."""
+        ``pool`` is ``(kernel_size, stride, padding, dilation, ceil_mode)``.
+        """
         kernel_size, stride, padding, dilation, ceil_mode = pool
         return self.kernels.max_pool_nhwc(x, kernel_size, stride, padding, dilation, ceil_mode, out=out)
 

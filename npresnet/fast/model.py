@@ -53,7 +53,8 @@ def _fused_conv(conv, bn, backend, dtype, tile=None):
 
     With an output ``tile`` size m (2 or 4), an eligible convolution (3×3, stride 1, dilation 1,
     groups 1) becomes a Winograd F(m×m,3×3) :class:`WinogradConv` that hands calls with few tiles
-    to the im2col :class:`FusedConv`."""
+    to the im2col :class:`FusedConv`.
+    """
     if isinstance(conv.padding, str):
         raise ValueError(f"fuse: string padding {conv.padding!r} is not supported ({conv})")
     weight, bias = fold_batch_norm(conv, bn)
@@ -208,7 +209,8 @@ class FusedResNet:
     def _conv(self, conv: FusedConv, x, buffers, run, name, relu=True, out=None):
         """Run ``conv`` on NHWC ``x`` into a fresh buffer, or with ``out`` given, add into it (the residual).
 
-        On a CuPy backend the convolution runs GPU-native (:meth:`.device.DeviceOps.conv`)."""
+        On a CuPy backend the convolution runs GPU-native (:meth:`.device.DeviceOps.conv`).
+        """
         try:
             shape = conv.output_shape(x.shape)
         except ValueError as exc:
@@ -240,8 +242,11 @@ class FusedResNet:
         return out
 
     def _max_pool_relu(self, x, buffers):
-        """``relu(max_pool(x))`` on NHWC ``x``. ReLU is monotone, so it commutes with the max;
-        this lets the padding be 0 instead of -inf and the border windows be clipped slices."""
+        """Compute ``relu(max_pool(x))`` on NHWC ``x``.
+
+        ReLU is monotone, so it commutes with the max; this lets the padding be 0 instead of -inf
+        and the border windows be clipped slices.
+        """
         xp = get_array_module(x)
         (kh, kw), (sy, sx), (ph, pw), (dy, dx), _ = self.pool
         _, H, W, _ = x.shape
@@ -256,7 +261,10 @@ class FusedResNet:
         return out
 
     def _pool_shape(self, shape) -> tuple[int, int, int, int]:
-        """The max pool's NHWC output shape for an NHWC input ``shape`` (ValueError naming the size if too small)."""
+        """Return the max pool's NHWC output shape for an NHWC input ``shape``.
+
+        A ValueError names the size if it is too small.
+        """
         (kh, kw), (sy, sx), (ph, pw), (dy, dx), ceil_mode = self.pool
         N, H, W, C = shape
         try:
@@ -282,7 +290,9 @@ class FusedResNet:
         return self._forward(x, _Run(self._workspace_bytes(x), None, None))
 
     def profile(self, x: Array) -> list[LayerTime]:
-        """Run one forward pass and return where its time went: a :class:`npresnet.fast.profile.LayerTime`
+        """Run one forward pass and return where its time went.
+
+        One :class:`npresnet.fast.profile.LayerTime`
         per step (the stem, the max pool, every convolution in order, the head), with the seconds of each
         convolution's phases (gather, gemm, epilogue). The logits are computed and dropped.
 
@@ -327,7 +337,7 @@ class FusedResNet:
         return logits
 
     def _device_forward(self, x, run):
-        """The forward pass on a CuPy device: the same walk, each step a constant number of launches."""
+        """Run the forward pass on a CuPy device: the same walk, each step a constant number of launches."""
         self.check_input(x)
         xp = get_array_module(x)
         buffers = self._buffers(xp)
@@ -366,8 +376,10 @@ class FusedResNet:
 
 
 def _check_precision(precision, dtype, backend, on_device) -> str:
-    """The precision mode for a model of ``dtype`` on ``backend``: the dtype's name when None; a clear error
-    for a mode the model cannot run."""
+    """Return the precision mode for a model of ``dtype`` on ``backend``.
+
+    The dtype's name when None; a clear error for a mode the model cannot run.
+    """
     if precision is None:
         return dtype.name
     if precision not in PRECISIONS:

@@ -69,6 +69,7 @@ class PhaseClock:
         self.last = time.perf_counter()
 
     def __call__(self, phase: str) -> None:
+        """Charge the time since the last call to ``phase`` (after synchronising the device, if any)."""
         self.sync()
         now = time.perf_counter()
         self.phases[phase] = self.phases.get(phase, 0.0) + now - self.last

@@ -18,7 +18,7 @@ __all__ = ["tap_range", "Tap", "tap", "kernel_taps"]
 
 
 def tap_range(o0: int, o1: int, size: int, offset: int, stride: int) -> tuple[int, int]:
-    """Outputs ``o`` in ``[o0, o1)`` whose input index ``o*stride + offset`` lies in ``[0, size)``.
+    """Return the outputs ``o`` in ``[o0, o1)`` whose input index ``o*stride + offset`` lies in ``[0, size)``.
 
     Returns ``(lo, hi)`` with ``o0 <= lo <= hi <= o1``; the range is empty (``lo == hi``) when
     no output of the range reads inside the input. Outputs in ``[o0, lo)`` and ``[hi, o1)``
@@ -56,7 +56,7 @@ def tap(
     offset: tuple[int, int],
     stride: tuple[int, int],
 ) -> Tap:
-    """The :class:`Tap` of a kernel offset whose output ``(oy, ox)`` reads input ``(oy*sy + dy0, ox*sx + dx0)``.
+    """Return the :class:`Tap` of a kernel offset whose output ``(oy, ox)`` reads input ``(oy*sy + dy0, ox*sx + dx0)``.
 
     Parameters
     ----------

@@ -98,7 +98,7 @@ are exact in float32; for m = 4 the set of least amplification (module docstring
 
 
 def winograd_tile(winograd) -> int | None:
-    """The output tile size m for :func:`npresnet.fast.fuse`'s ``winograd`` option, or None for im2col.
+    """Return the output tile size m for :func:`npresnet.fast.fuse`'s ``winograd`` option, or None for im2col.
 
     ``True``: :data:`DEFAULT_WINOGRAD`; ``"F2"``: 2; ``"F4"``: 4; ``False``: None.
     Anything else is refused with a one-line ValueError naming the argument.
@@ -145,7 +145,7 @@ def winograd_matrices(m: int = 4):
 
 
 def winograd_weight(weight, m: int = 4):
-    """Transformed kernels ``U[ξ] = (G g Gᵀ)[ξ]`` for every (input, output) channel pair, in float64.
+    """Transform the kernels: ``U[ξ] = (G g Gᵀ)[ξ]`` for every (input, output) channel pair, in float64.
 
     Parameters
     ----------
@@ -280,8 +280,11 @@ class WinogradConv:
         return Y
 
     def _scatter(self, xp, Y, o, residual, relu):
-        """``o = [relu](Y + bias [+ o])`` with pixel (a, b) of every tile of ``Y`` ``(m, m, N, rows, tw, O)``
-        going to ``o[:, a::m, b::m]``; the last tiles may stick out of ``o`` and are cropped."""
+        """Scatter ``o = [relu](Y + bias [+ o])``.
+
+        Pixel (a, b) of every tile of ``Y`` ``(m, m, N, rows, tw, O)`` goes to ``o[:, a::m, b::m]``;
+        the last tiles may stick out of ``o`` and are cropped.
+        """
         m = self.m
         for a in range(m):
             for b in range(m):

@@ -21,6 +21,7 @@ Importing this package needs only NumPy; compiling needs CuPy (the ``gpu`` extra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from . import epilogue, im2col, pool
@@ -42,7 +43,7 @@ SOURCES = (
     KernelSource("pool.cu", pool.SOURCE, pool.NAME_EXPRESSIONS),
 )
 
-TWINS = {
+TWINS: dict[str, Callable[..., None]] = {
     "im2col_nhwc": im2col.im2col_nhwc,
     "bias_residual_relu": epilogue.bias_residual_relu,
     "max_pool_nhwc": pool.max_pool_nhwc,

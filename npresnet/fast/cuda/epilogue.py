@@ -48,7 +48,7 @@ NAME_EXPRESSIONS = (
 
 
 def bias_residual_relu(launch, acc, bias, residual, out, M, O, has_residual, relu):
-    """The twin of ``bias_residual_relu``: the kernel's statements, every thread of ``launch`` at once.
+    """Run ``bias_residual_relu``'s twin: the kernel's statements, every thread of ``launch`` at once.
 
     Parameters
     ----------

@@ -41,7 +41,7 @@ _INT_MAX = 2**31 - 1
 
 
 def compute_type(dtype, precision: str = "float32") -> str:
-    """The cuBLAS compute type for products of ``dtype`` arrays in ``precision`` mode.
+    """Return the cuBLAS compute type for products of ``dtype`` arrays in ``precision`` mode.
 
     float64: ``CUBLAS_COMPUTE_64F``. float32 and float16 storage: ``CUBLAS_COMPUTE_32F`` (float32
     accumulation), or ``CUBLAS_COMPUTE_32F_FAST_TF32`` for float32 in ``"tf32"`` mode.

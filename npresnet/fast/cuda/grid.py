@@ -49,7 +49,9 @@ class Launch:
         self.threadIdx_x = numpy.tile(numpy.arange(block_dim, dtype=numpy.int64), grid_dim)  # (threads,)
 
     def grid_stride(self, total: int):
-        """Iterate the loop every kernel here is written as::
+        """Iterate the grid-stride loop that every kernel here is written as.
+
+        The loop, in C::
 
             for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
                  idx += (long long)blockDim.x * gridDim.x)
@@ -95,9 +97,11 @@ class Buffer:
         return index
 
     def __getitem__(self, index):
+        """Read element ``index``, refused outside the buffer (as a device read would be out of bounds)."""
         return self.flat[self._check(index)]
 
     def __setitem__(self, index, value):
+        """Write element ``index``, refused outside the buffer; each store counted in ``stores`` when it is set."""
         index = self._check(index)
         if self.stores is not None:
             numpy.add.at(self.stores, index, 1)  # several threads storing to one element count once each

@@ -58,7 +58,7 @@ NAME_EXPRESSIONS = ("im2col_nhwc<float>", "im2col_nhwc<double>", "im2col_nhwc<__
 
 
 def im2col_nhwc(launch, x, cols, N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, pw, dy, dx, groups):
-    """The twin of ``im2col_nhwc``: the kernel's statements, every thread of ``launch`` at once.
+    """Run ``im2col_nhwc``'s twin: the kernel's statements, every thread of ``launch`` at once.
 
     Parameters
     ----------

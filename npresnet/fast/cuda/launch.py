@@ -105,7 +105,8 @@ class CudaKernels:
         """``relu(acc + bias [+ residual])`` over ``acc`` of shape (..., O), rounded once to the storage dtype.
 
         ``acc`` and ``bias`` are in the arithmetic dtype, ``residual`` and ``out`` in the storage
-        dtype; when the two are one, ``out=acc`` works in place."""
+        dtype; when the two are one, ``out=acc`` works in place.
+        """
         O = self._array("acc", acc, dtype=self.arithmetic).shape[-1]
         self._array("bias", bias, (O,), self.arithmetic)
         if residual is not None:

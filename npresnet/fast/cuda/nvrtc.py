@@ -39,7 +39,7 @@ class Compiled:
 
 
 def compiler_options(arch: int) -> tuple[str, ...]:
-    """The NVRTC options CuPy would use to compile a ``RawModule`` for ``sm_{arch}``."""
+    """Return the NVRTC options CuPy would use to compile a ``RawModule`` for ``sm_{arch}``."""
     from cupy._core.core import assemble_cupy_compiler_options
 
     return assemble_cupy_compiler_options(()) + ("-ftz=true", f"-arch=sm_{arch}", "--device-as-default-execution-space")

@@ -88,7 +88,7 @@ NAME_EXPRESSIONS = (
 
 
 def max_pool_nhwc(launch, x, out, N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, pw, dy, dx):
-    """The twin of ``max_pool_nhwc``: the kernel's statements, every thread of ``launch`` at once.
+    """Run ``max_pool_nhwc``'s twin: the kernel's statements, every thread of ``launch`` at once.
 
     Parameters
     ----------
@@ -118,7 +118,7 @@ def max_pool_nhwc(launch, x, out, N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, 
 
 
 def global_avg_pool_nhwc(launch, x, out, N, HW, C):
-    """The twin of ``global_avg_pool_nhwc``: the kernel's statements, every thread of ``launch`` at once.
+    """Run ``global_avg_pool_nhwc``'s twin: the kernel's statements, every thread of ``launch`` at once.
 
     Parameters
     ----------
