@@ -36,15 +36,8 @@ __all__ = [
 NUMPY_WORKSPACE_BYTES = 8 * 2**20
 """NumPy's default bound on one chunk's columns plus output: 8 MiB, cache-sized.
 
-Before there was one knob, the reference conv2d bounded its columns alone at 8 MiB (14–16 %
-faster than 256 MiB for ResNet-18/50 at batch 8) and the fused path its columns plus output at
-4 MiB (fastest of 0.5–32 MiB). With the one meaning, 8 MiB keeps the reference's chunks as they
-were. On the busy shared machine this was chosen on, timing both paths at 4 and 8 MiB
-round-robin in one process (ResNet-18 batch 8, ResNet-50 batch 4, one thread), the reference
-ran 1–14 % faster at 8 MiB than at 4 and the fused path was within the noise (±13 %) either
-way. Two clean runs of ``benchmarks/bench.py`` afterwards put the fused path at 0.78–0.98×
-PyTorch (``benchmarks/RESULTS.md``), no worse relative to PyTorch than the earlier 4 MiB runs;
-a direct 4-against-8 MiB comparison on an idle machine has not been made."""
+A chunk's matrix product and its epilogue then run in the CPU caches; how it was chosen is
+recorded in ``benchmarks/RESULTS.md`` ("The NumPy workspace default")."""
 
 DEVICE_FRACTION = 0.25
 DEVICE_FLOOR_BYTES = 16 * 2**20
