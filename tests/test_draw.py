@@ -8,7 +8,9 @@ Oracles, none of which reads :mod:`npresnet.draw`:
 * pooling windows: ``F.max_pool2d`` of one-hot images (output ``(oy, ox)`` of the image hot at
   ``(y, x)`` is 1 exactly when the window reads ``(y, x)``), and ``F.avg_pool2d`` of ones,
   whose value is (input taps) / divisor;
-* the channel view: ``F.conv2d`` with all-ones weights on an input with one channel lit.
+* the channel view: ``F.conv2d`` with all-ones weights on an input with one channel lit;
+* transposed convolution: ``torch.nn.functional.conv_transpose2d`` of one-hot inputs with an
+  all-ones weight (the nonzero outputs of the input hot at ``(iy, ix)`` are the cells it writes).
 
 The SVG is parsed back (its data attributes) and the GIF frames are read pixel by pixel,
 so the tests check the pictures, not only the geometry object behind them.
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npresnet import draw
@@ -31,14 +33,14 @@ from npresnet.nn import Conv2d
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def svg_windows(text):
-    """{(oy, ox): {(i, j): ((y, x), where)}} read back from the SVG's panels."""
+def svg_windows(text, role="output"):
+    """{(oy, ox): {(i, j): ((y, x), where)}} read back from the SVG's panels (``role``: conv_transpose2d's "input")."""
     root = ET.fromstring(text)
     found = {}
     for g in root.iter(f"{SVG}g"):
         if g.get("class") != "window":
             continue
-        oy, ox = map(int, g.get("data-output").split(","))
+        oy, ox = map(int, g.get(f"data-{role}").split(","))
         taps = {}
         for rect in g.iter(f"{SVG}rect"):
             classes = (rect.get("class") or "").split()
@@ -131,6 +133,115 @@ def test_drawn_avg_pool_windows_and_divisors_are_avg_pools(config, count_include
         assert f"({oy}, {ox}) ÷ {divisor}<" in text
         # mean of ones over the window = input taps / divisor, exactly representable ratios of small ints
         assert ones[oy, ox] == pytest.approx(len(inside) / divisor, rel=1e-15)
+
+
+@st.composite
+def transpose_configs(draw_):
+    """conv_transpose2d configurations as the brief draws them; some have an empty output, which torch refuses."""
+    kh, kw = draw_(st.integers(1, 4)), draw_(st.integers(1, 4))
+    sy, sx = draw_(st.integers(1, 3)), draw_(st.integers(1, 3))
+    ph, pw = draw_(st.integers(0, kh - 1)), draw_(st.integers(0, kw - 1))
+    dy, dx = draw_(st.integers(1, 2)), draw_(st.integers(1, 2))
+    oph, opw = draw_(st.integers(0, max(sy, dy) - 1)), draw_(st.integers(0, max(sx, dx) - 1))
+    H, W = draw_(st.integers(1, 4)), draw_(st.integers(1, 4))
+    return (H, W), (kh, kw), (sy, sx), (ph, pw), (oph, opw), (dy, dx)
+
+
+def torch_transpose_writes(H, W, kernel, stride, padding, output_padding, dilation):
+    """(H*W, out_h, out_w) booleans: image ``y*W + x`` is hot at (y, x); True where torch writes it."""
+    torch = pytest.importorskip("torch")
+    x = torch.eye(H * W, dtype=torch.float64).reshape(H * W, 1, H, W)
+    weight = torch.ones((1, 1, *kernel), dtype=torch.float64)  # (C_in, C_out/groups, kh, kw)
+    out = torch.nn.functional.conv_transpose2d(x, weight, None, stride, padding, output_padding, 1, dilation)
+    return (out[:, 0] != 0).numpy()
+
+
+@settings(max_examples=60, deadline=None)
+@given(transpose_configs())
+def test_drawn_conv_transpose_writes_are_the_cells_torch_writes(config):
+    (H, W), kernel, stride, padding, output_padding, dilation = config
+    pytest.importorskip("torch")
+    try:
+        written = torch_transpose_writes(H, W, kernel, stride, padding, output_padding, dilation)
+    except RuntimeError as err:  # an empty output: torch refuses it, and so does the picture
+        assert "Output size is too small" in str(err)
+        with pytest.raises(ValueError, match=r"^padding=.* leaves conv_transpose2d an empty output"):
+            draw.conv_transpose2d((H, W), kernel, stride, padding, output_padding, 1, dilation)
+        return
+    windows = draw.conv_transpose2d((H, W), kernel, stride, padding, output_padding, 1, dilation)
+    assert windows.input_size == (H, W) and windows.output_size == written.shape[1:]
+    out_h, out_w = windows.output_size
+    drawn = svg_windows(draw.svg(windows), role="input")
+    assert set(drawn) == {(iy, ix) for iy in range(H) for ix in range(W)}
+    kh, kw = kernel
+    for (iy, ix), taps in drawn.items():
+        assert set(taps) == {(i, j) for i in range(kh) for j in range(kw)}
+        inside = {cell for cell, where in taps.values() if where == "output"}
+        assert inside == {tuple(c) for c in np.argwhere(written[iy * W + ix])}, (iy, ix)
+        for (y, x), where in taps.values():  # the rest is cropped: in the padding border, outside the output
+            assert (where == "output") == (0 <= y < out_h and 0 <= x < out_w)
+            if where != "output":
+                assert where == "padding"
+                assert -padding[0] <= y < out_h + padding[0] and -padding[1] <= x < out_w + padding[1]
+        assert {(t.i, t.j): ((t.y, t.x), t.where) for t in windows.taps(iy, ix)} == taps
+
+
+def test_conv_transpose_channel_view_and_frames():
+    pytest.importorskip("PIL")
+    from npresnet.draw.frames import PALETTE, cell_box, output_box
+
+    windows = draw.conv_transpose2d((2, 3), 3, 2, 1, 1, groups=2, in_channels=4, out_channels=6)
+    assert windows.output_size == (4, 6)
+    root = ET.fromstring(draw.svg(windows))
+    drawn = {
+        tuple(map(int, r.get("data-channels").split(","))) for r in root.iter(f"{SVG}rect") if r.get("class") == "feeds"
+    }
+    assert drawn == {(o, c) for o in range(6) for c in range(4) if o // 3 == c // 2}
+    images = draw.frames(windows)
+    assert len(images) == 6  # one per input cell
+    for im, (iy, ix) in zip(images, windows.positions()):
+        for t in windows.taps(iy, ix):
+            left, top, right, bottom = cell_box(windows, t.y, t.x)
+            key = "tap-input" if t.where == "output" else "tap-padding"
+            assert im.getpixel(((left + right) // 2, (top + bottom) // 2)) == PALETTE[key]
+        left, top, right, bottom = output_box(windows, iy, ix)
+        assert im.getpixel(((left + right) // 2, (top + bottom) // 2)) == PALETTE["current"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(output_padding=2, stride=2), "output_padding must be smaller than stride or dilation"),
+        (dict(output_padding=(0, 1)), "output_padding must be smaller than stride or dilation"),
+        (dict(input_size=1, kernel_size=2, padding=1), "leaves conv_transpose2d an empty output"),
+        (dict(stride=0), "stride must be >= 1"),
+        (dict(padding=-1), "padding must be >= 0"),
+        (dict(output_padding=-1), "output_padding must be >= 0"),
+        (dict(groups=2, in_channels=3, out_channels=2), "groups=2 must divide both"),
+    ],
+)
+def test_conv_transpose_errors_name_the_argument(kwargs, message):
+    kw = dict(input_size=3, kernel_size=3) | kwargs
+    with pytest.raises(ValueError, match=message) as err:
+        draw.conv_transpose2d(kw.pop("input_size"), kw.pop("kernel_size"), **kw)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_draw_conv_transpose(tmp_path, capsys):
+    args = ["draw", "conv_transpose2d", "--input", "3", "--kernel", "3", "--stride", "2", "--padding", "1"]
+    assert main([*args, "--output-padding", "1"]) == 0
+    assert capsys.readouterr().out == draw.svg(draw.conv_transpose2d(3, 3, 2, 1, 1))
+    assert main([*args, "--output-padding", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("npresnet draw: error: output_padding must be smaller than stride or dilation")
+    assert err.count("\n") == 1
+    assert main(["draw", "conv_transpose2d", "--input", "1", "--kernel", "2", "--padding", "1"]) == 1
+    assert "empty output" in capsys.readouterr().err
+    assert main(["draw", "max_pool2d", "--input", "5", "--kernel", "2", "--output-padding", "1"]) == 1
+    assert "--output-padding applies to conv_transpose2d, not max_pool2d" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main([*args, "--output-padding", "x"])
+    assert usage.value.code == 2
 
 
 def test_ceil_mode_draws_the_overhang_and_drops_a_window_starting_in_the_padding():
@@ -274,7 +385,7 @@ def test_cli_draw_writes_the_picture_and_reports_layer_errors(tmp_path, capsys):
     assert err == f"npresnet draw: error: {layer.value}\n"
 
     assert main(["draw", "avg_pool2d", "--input", "5", "--kernel", "3", "--dilation", "2"]) == 1
-    assert "--dilation applies to conv2d and max_pool2d, not avg_pool2d" in capsys.readouterr().err
+    assert "--dilation applies to conv2d, conv_transpose2d and max_pool2d, not avg_pool2d" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "conv.jpg")]) == 1
     assert "must end in .svg, .gif or .png" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:
@@ -286,7 +397,9 @@ def test_cli_draw_help_explains_the_picture(capsys):
     with pytest.raises(SystemExit):
         main(["draw", "--help"])
     text = capsys.readouterr().out
-    for phrase in ("padded border", "channel view", ".gif", "ceil_mode", "conv2d", "max_pool2d", "avg_pool2d"):
+    phrases = ("padded border", "channel view", ".gif", "ceil_mode", "conv2d", "max_pool2d", "avg_pool2d")
+    phrases += ("conv_transpose2d", "--output-padding", "roles of input and output swapped")
+    for phrase in phrases:
         assert phrase in text
 
 

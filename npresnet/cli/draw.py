@@ -1,4 +1,8 @@
-"""``npresnet draw LAYER``: the windows of a convolution or pooling as an SVG, GIF or APNG."""
+"""``npresnet draw LAYER``: the windows of a convolution, transposed convolution or pooling as an SVG, GIF or APNG.
+
+``conv_transpose2d`` is drawn as the convolution with the roles of input and output swapped:
+a panel per *input* cell, showing the output cells it writes (see :mod:`npresnet.draw.windows`).
+"""
 
 from __future__ import annotations
 
@@ -14,21 +18,33 @@ Draw every window of a convolution or pooling layer on a small input: the padded
 input cells each output position reads (its taps), and the output grid. The windows come from
 the layers' own geometry, and a configuration a layer refuses is refused with its message.
 
+conv_transpose2d (torch's semantics and parameters, with --output-padding) is the adjoint of
+the convolution that maps its output back to its input, so its picture is that convolution's with
+the roles of input and output swapped: one panel per INPUT cell, showing the output cells it
+writes (its kernel, scaled by its value), drawn in the output with its --padding border; writes
+that land in that border are cropped. The output has (n-1)*stride - 2*padding +
+dilation*(kernel-1) + output_padding + 1 cells per axis, and --output-padding must be smaller
+than --stride or --dilation, as torch requires.
+
 Formats, chosen by --out's suffix:
   .svg   one static picture: a panel per output position; each output cell links to its window;
-         for conv2d, the channel view: which C_in/groups input channels feed each output channel
+         for conv2d and conv_transpose2d, the channel view: which C_in/groups input channels
+         feed each output channel
   .gif   an animation stepping through the output positions
   .png   the same animation as an animated PNG (APNG)
 Without --out the SVG is written to standard output.
 
 Colours: blue taps read the input, orange taps the padding (zeros; -inf for max pooling), red
-taps (ceil_mode) fall beyond the padding and are skipped; green is the output being computed.
+taps (ceil_mode) fall beyond the padding and are skipped; green is the output being computed
+(for conv_transpose2d: blue taps write the output, orange ones are cropped, green is the input
+cell being scattered).
 """
 
 _EPILOG = """examples:
   npresnet draw conv2d --input 5x5 --kernel 3 --stride 2 --padding 1 --out conv.svg
   npresnet draw conv2d --input 7 --kernel 3 --dilation 2 --out dilated.gif
   npresnet draw conv2d --input 4 --kernel 1 --in-channels 8 --out-channels 4 --groups 2 --out grouped.svg
+  npresnet draw conv_transpose2d --input 3 --kernel 3 --stride 2 --padding 1 --output-padding 1 --out up.svg
   npresnet draw max_pool2d --input 6 --kernel 3 --stride 2 --padding 1 --ceil-mode --out pool.png
 """
 
@@ -48,16 +64,16 @@ def add_parser(commands, archs):
     """Add the ``draw`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "draw",
-        help="draw the windows of conv2d, max_pool2d or avg_pool2d (SVG, GIF, APNG)",
+        help="draw the windows of conv2d, conv_transpose2d, max_pool2d or avg_pool2d (SVG, GIF, APNG)",
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "layer",
-        choices=("conv2d", "max_pool2d", "avg_pool2d"),
+        choices=("conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d"),
         metavar="LAYER",
-        help="conv2d, max_pool2d or avg_pool2d",
+        help="conv2d, conv_transpose2d, max_pool2d or avg_pool2d",
     )
     p.add_argument("--input", type=int_pair, required=True, metavar="H[xW]", help="input height and width")
     p.add_argument("--kernel", type=int_pair, required=True, metavar="K[xK]", help="kernel_size")
@@ -66,13 +82,20 @@ def add_parser(commands, archs):
         type=int_pair,
         default=None,
         metavar="S[xS]",
-        help="stride (default 1 for conv2d, the kernel size for pooling)",
+        help="stride (default 1 for the convolutions, the kernel size for pooling)",
     )
     p.add_argument("--padding", type=int_pair, default=(0, 0), metavar="P[xP]", help="padding on each side")
     p.add_argument("--dilation", type=int_pair, default=(1, 1), metavar="D[xD]", help="dilation (not avg_pool2d)")
-    p.add_argument("--groups", type=int, default=1, metavar="G", help="conv2d: groups (default 1)")
-    p.add_argument("--in-channels", type=int, default=None, metavar="C", help="conv2d: C_in (default: groups)")
-    p.add_argument("--out-channels", type=int, default=None, metavar="O", help="conv2d: C_out (default: groups)")
+    p.add_argument(
+        "--output-padding",
+        type=int_pair,
+        default=(0, 0),
+        metavar="P[xP]",
+        help="conv_transpose2d: cells added at the output's bottom/right, smaller than stride or dilation",
+    )
+    p.add_argument("--groups", type=int, default=1, metavar="G", help="convolutions: groups (default 1)")
+    p.add_argument("--in-channels", type=int, default=None, metavar="C", help="convolutions: C_in (default: groups)")
+    p.add_argument("--out-channels", type=int, default=None, metavar="O", help="convolutions: C_out (default: groups)")
     p.add_argument("--ceil-mode", action="store_true", help="pooling: round the output size up, as ceil_mode=True")
     p.add_argument(
         "--no-count-include-pad",
@@ -86,18 +109,33 @@ def add_parser(commands, archs):
 
 def _refuse(args, flag, value, default, layers):
     if value != default and args.layer not in layers:
-        raise CommandError(f"{flag} applies to {' and '.join(layers)}, not {args.layer}")
+        names = layers[0] if len(layers) == 1 else f"{', '.join(layers[:-1])} and {layers[-1]}"
+        raise CommandError(f"{flag} applies to {names}, not {args.layer}")
 
 
 def _windows(args):
     from .. import draw
 
-    _refuse(args, "--groups", args.groups, 1, ("conv2d",))
-    _refuse(args, "--in-channels", args.in_channels, None, ("conv2d",))
-    _refuse(args, "--out-channels", args.out_channels, None, ("conv2d",))
+    convolutions = ("conv2d", "conv_transpose2d")
+    _refuse(args, "--groups", args.groups, 1, convolutions)
+    _refuse(args, "--in-channels", args.in_channels, None, convolutions)
+    _refuse(args, "--out-channels", args.out_channels, None, convolutions)
+    _refuse(args, "--output-padding", args.output_padding, (0, 0), ("conv_transpose2d",))
     _refuse(args, "--ceil-mode", args.ceil_mode, False, ("max_pool2d", "avg_pool2d"))
     _refuse(args, "--no-count-include-pad", args.count_include_pad, True, ("avg_pool2d",))
-    _refuse(args, "--dilation", args.dilation, (1, 1), ("conv2d", "max_pool2d"))
+    _refuse(args, "--dilation", args.dilation, (1, 1), ("conv2d", "conv_transpose2d", "max_pool2d"))
+    if args.layer == "conv_transpose2d":
+        return draw.conv_transpose2d(
+            args.input,
+            args.kernel,
+            args.stride or 1,
+            args.padding,
+            args.output_padding,
+            args.groups,
+            args.dilation,
+            args.in_channels,
+            args.out_channels,
+        )
     if args.layer == "conv2d":
         return draw.conv2d(
             args.input,

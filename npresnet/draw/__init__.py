@@ -1,4 +1,4 @@
-"""Pictures that teach: the windows of convolution and pooling, and receptive fields on an image.
+"""Pictures that teach: the windows of convolution, transposed convolution and pooling, and receptive fields.
 
 The pictures are drawn from the same window geometry the layers use (see :mod:`.windows`),
 and a configuration the layer refuses is refused with the layer's own message.
@@ -25,12 +25,13 @@ Modules, one job each:
 
 from .frames import frames, save
 from .svg import svg
-from .windows import MAX_DRAW_CHANNELS, MAX_DRAW_SIZE, Tap, Windows, avg_pool2d, conv2d, max_pool2d
+from .windows import MAX_DRAW_CHANNELS, MAX_DRAW_SIZE, Tap, Windows, avg_pool2d, conv2d, conv_transpose2d, max_pool2d
 
 __all__ = [
     "Windows",
     "Tap",
     "conv2d",
+    "conv_transpose2d",
     "max_pool2d",
     "avg_pool2d",
     "svg",

@@ -2,7 +2,9 @@
 
 Each frame shows the drawn input (input cells, padding, ceil-mode overhang) with the
 current window's taps filled, and beside it the output grid with the current position
-filled, in the colours of :data:`npresnet.draw.svg.COLOURS`. Frames are palette images
+filled (for ``conv_transpose2d``, input and output swapped: one frame per input cell, the
+output cells it writes filled in the output with its padding, and the input grid beside),
+in the colours of :data:`npresnet.draw.svg.COLOURS`. Frames are palette images
 (mode ``"P"``) with a fixed palette, so a GIF stores the colours exactly and the same
 configuration always gives the same bytes. Pillow is the ``tools`` (or ``viz``) extra.
 """
@@ -52,14 +54,17 @@ def _pil():
 
 
 def cell_box(windows: Windows, y: int, x: int) -> tuple[int, int, int, int]:
-    """Pixel box ``(left, top, right, bottom)`` (inclusive) of input cell ``(y, x)`` in a frame."""
+    """Pixel box ``(left, top, right, bottom)`` (inclusive) of grid cell ``(y, x)`` in a frame.
+
+    The grid is the input, or for ``conv_transpose2d`` the output.
+    """
     (r0, _), (c0, _) = windows.extent()
     left, top = _MARGIN + (x - c0) * FRAME_CELL, _MARGIN + (y - r0) * FRAME_CELL
     return left, top, left + FRAME_CELL - 1, top + FRAME_CELL - 1
 
 
 def output_box(windows: Windows, oy: int, ox: int) -> tuple[int, int, int, int]:
-    """Pixel box of output cell ``(oy, ox)`` in a frame."""
+    """Pixel box of position ``(oy, ox)`` in a frame: an output cell (conv_transpose2d: an input cell)."""
     (_, _), (c0, c1) = windows.extent()
     left = 2 * _MARGIN + (c1 - c0) * FRAME_CELL + ox * FRAME_CELL
     top = _MARGIN + oy * FRAME_CELL
@@ -67,7 +72,7 @@ def output_box(windows: Windows, oy: int, ox: int) -> tuple[int, int, int, int]:
 
 
 def frames(windows: Windows) -> list:
-    """One ``PIL.Image`` (mode ``"P"``, :data:`PALETTE`) per output position, in row-major order.
+    """One ``PIL.Image`` (mode ``"P"``, :data:`PALETTE`) per position, in row-major order.
 
     Parameters
     ----------
@@ -76,13 +81,13 @@ def frames(windows: Windows) -> list:
     Returns
     -------
     list of PIL.Image.Image
-        ``out_h * out_w`` frames of the same size.
+        ``out_h * out_w`` frames (conv_transpose2d: ``H * W``) of the same size.
     """
     if not isinstance(windows, Windows):
         raise TypeError(f"windows must be a npresnet.draw.Windows, got {type(windows).__name__}")
     Image, ImageDraw = _pil()
     (r0, r1), (c0, c1) = windows.extent()
-    out_h, out_w = windows.output_size
+    out_h, out_w = windows.position_size
     width = 3 * _MARGIN + (c1 - c0 + out_w) * FRAME_CELL
     height = 2 * _MARGIN + max(r1 - r0, out_h) * FRAME_CELL
     palette = [v for key in _KEYS for v in _rgb(key)]
@@ -103,7 +108,8 @@ def frames(windows: Windows) -> list:
         pen = ImageDraw.Draw(frame)
         for t in windows.taps(oy, ox):
             left, top, right, bottom = cell_box(windows, t.y, t.x)
-            pen.rectangle((left + 4, top + 4, right - 4, bottom - 4), fill=PALETTE[f"tap-{t.where}"])
+            key = "tap-input" if t.where == "output" else f"tap-{t.where}"  # conv_transpose2d's write: the same blue
+            pen.rectangle((left + 4, top + 4, right - 4, bottom - 4), fill=PALETTE[key])
         left, top, right, bottom = output_box(windows, oy, ox)
         pen.rectangle((left + 1, top + 1, right - 1, bottom - 1), fill=PALETTE["current"])
         out.append(frame)

@@ -10,6 +10,12 @@ The elements carry what they show as data attributes, so a program can read the 
 a panel is ``<g class="window" id="w-oy-ox" data-output="oy,ox">``, each tap in it a
 ``<rect class="tap WHERE" data-cell="y,x" data-tap="i,j">`` (``WHERE``: input, padding or
 overhang), and each channel connection a ``<rect class="feeds" data-channels="o,c">``.
+
+``conv_transpose2d`` is drawn as the convolution with input and output swapped: the small grid
+is the input, one panel per input cell ``<g class="window" id="w-iy-ix" data-input="iy,ix">``,
+and the large grid is the output with its padding border, in which each tap
+``<rect class="tap WHERE" data-cell="y,x" data-tap="i,j">`` marks a cell the input writes
+(``WHERE``: output, or padding when the write is cropped).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ COLOURS = {
     "padding": "#e0e0e0",  # a padding cell
     "overhang": "#fbe3e3",  # beyond the padding (ceil mode): read by no layer, ignored by pooling
     "tap-input": "#3b7dd8",  # a tap reading the input
+    "tap-output": "#3b7dd8",  # conv_transpose2d: a tap writing the output (a tap reading the input, swapped)
     "tap-padding": "#f29e38",  # a tap reading the padding (0 for conv and avg, −∞ for max)
     "tap-overhang": "#d64545",  # a tap in the overhang: skipped
     "output": "#ffffff",
@@ -49,14 +56,14 @@ def _text(x, y, text, extra=""):
 
 
 def _input_grid(windows: Windows, x0: int, y0: int) -> list[str]:
-    """Return the drawn input at ``(x0, y0)``: input cells, padding and overhang, each labelled by its kind."""
-    H, W = windows.input_size
+    """Return the drawn grid at ``(x0, y0)``: input (conv_transpose2d: output) cells, padding, overhang."""
+    H, W = windows.grid_size
     (r0, r1), (c0, c1) = windows.extent()
     out = []
     for y in range(r0, r1):
         for x in range(c0, c1):
             kind = windows.cell_kind(y, x)
-            dash = "" if kind == "input" else ' stroke-dasharray="2,2"'
+            dash = "" if kind in ("input", "output") else ' stroke-dasharray="2,2"'
             out.append(_rect(x0 + (x - c0) * _CELL, y0 + (y - r0) * _CELL, _CELL, _CELL, COLOURS[kind], dash))
     # the input's own border, over the cells
     out.append(
@@ -66,7 +73,8 @@ def _input_grid(windows: Windows, x0: int, y0: int) -> list[str]:
 
 
 def _output_grid(windows: Windows, x0: int, y0: int, current=None, links=False) -> list[str]:
-    out_h, out_w = windows.output_size
+    """Return the grid of positions: the output (conv_transpose2d: the input), ``current`` filled."""
+    out_h, out_w = windows.position_size
     out = []
     for oy in range(out_h):
         for ox in range(out_w):
@@ -81,7 +89,12 @@ def _output_grid(windows: Windows, x0: int, y0: int, current=None, links=False) 
 
 def _reads_text(windows: Windows, oy: int, ox: int) -> str:
     taps = windows.taps(oy, ox)
-    counts = {w: sum(t.where == w for t in taps) for w in ("input", "padding", "overhang")}
+    counts = {w: sum(t.where == w for t in taps) for w in ("input", "output", "padding", "overhang")}
+    if windows.transposed:
+        text = f"input ({oy}, {ox}) writes {counts['output']} output cell(s)"
+        if counts["padding"]:
+            text += f"; {counts['padding']} write(s) fall in the padding and are cropped"
+        return text
     text = f"output ({oy}, {ox}) reads {counts['input']} input cell(s)"
     if counts["padding"]:
         text += f" and {counts['padding']} padding cell(s)"
@@ -93,7 +106,8 @@ def _reads_text(windows: Windows, oy: int, ox: int) -> str:
 def _panel(windows: Windows, oy: int, ox: int, x0: int, y0: int) -> list[str]:
     """One output position: the input with its window's taps filled, and the output with the position filled."""
     (r0, r1), (c0, c1) = windows.extent()
-    out = [f'<g class="window" id="w-{oy}-{ox}" data-output="{oy},{ox}">']
+    role = "input" if windows.transposed else "output"
+    out = [f'<g class="window" id="w-{oy}-{ox}" data-{role}="{oy},{ox}">']
     label = f"({oy}, {ox})"
     divisor = windows.divisor(oy, ox)
     if divisor is not None:
@@ -123,11 +137,18 @@ def _channel_view(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
     """Rows: output channels; columns: input channels; a filled cell: that input channel feeds that output."""
     C, O, kh, kw = windows.in_channels, windows.out_channels, *windows.kernel_size
     per = C // windows.groups
-    lines = [
-        f"channels: output channel o reads the {per} input channel(s) of its group"
-        f" (C_in/groups = {C}/{windows.groups}), {kh}×{kw} taps each:",
-        f"{per} × {kh} × {kw} = {per * kh * kw} products per output value",
-    ]
+    if windows.transposed:
+        lines = [
+            f"channels: input channel c writes to the {O // windows.groups} output channel(s) of its group"
+            f" (C_out/groups = {O}/{windows.groups}), {kh}×{kw} taps each;",
+            f"output channel o sums the {per} input channel(s) of its group (C_in/groups = {C}/{windows.groups})",
+        ]
+    else:
+        lines = [
+            f"channels: output channel o reads the {per} input channel(s) of its group"
+            f" (C_in/groups = {C}/{windows.groups}), {kh}×{kw} taps each:",
+            f"{per} × {kh} × {kw} = {per * kh * kw} products per output value",
+        ]
     out = [_text(x0, y0 + (k + 1) * _TEXT - 3, line) for k, line in enumerate(lines)]
     top = y0 + len(lines) * _TEXT + 4
     out.append(_text(x0, top + _TEXT - 3, "input channel c →, output channel o ↓"))
@@ -144,6 +165,8 @@ def _channel_view(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
 
 
 def _legend(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
+    if windows.transposed:
+        return _legend_transposed(windows, x0, y0)
     entries = [
         ("input", "input cell"),
         ("padding", "padding (" + ("−∞ for max" if windows.op == "max_pool2d" else "zeros") + ")"),
@@ -172,13 +195,40 @@ def _legend(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
     return out, height
 
 
+def _legend_transposed(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
+    entries = [
+        ("output", "output cell"),
+        ("padding", "padding: computed, then cropped from the output"),
+        ("tap-output", "output cell the input cell writes (its kernel, scaled by its value)"),
+        ("tap-padding", "write into the padding: cropped"),
+        ("current", "the input cell being scattered"),
+    ]
+    out = []
+    for k, (key, text) in enumerate(entries):
+        y = y0 + k * (_CELL + 2)
+        out.append(_rect(x0, y, _CELL - 2, _CELL - 2, COLOURS[key]))
+        out.append(_text(x0 + _CELL + 4, y + _CELL - 4, text))
+    height = len(entries) * (_CELL + 2)
+    notes = [
+        "conv_transpose2d is conv2d's picture with input and output swapped: each input cell scatters",
+        "its kernel into the output, where conv2d's output cell gathers its window from the input",
+    ]
+    if windows.output_padding != (0, 0):
+        notes.append("output_padding: extra cells at the bottom/right of the output, written only by cropped taps")
+    for line in notes:
+        height += _TEXT
+        out.append(_text(x0, y0 + height - 3, line))
+    return out, height
+
+
 def svg(windows: Windows) -> str:
     """Return the static SVG picture of ``windows`` (see the module docstring), as text.
 
     Parameters
     ----------
     windows : Windows
-        From :func:`npresnet.draw.conv2d`, :func:`~npresnet.draw.max_pool2d` or :func:`~npresnet.draw.avg_pool2d`.
+        From :func:`npresnet.draw.conv2d`, :func:`~npresnet.draw.conv_transpose2d`,
+        :func:`~npresnet.draw.max_pool2d` or :func:`~npresnet.draw.avg_pool2d`.
 
     Returns
     -------
@@ -188,13 +238,16 @@ def svg(windows: Windows) -> str:
     if not isinstance(windows, Windows):
         raise TypeError(f"windows must be a npresnet.draw.Windows, got {type(windows).__name__}")
     (r0, r1), (c0, c1) = windows.extent()
-    out_h, out_w = windows.output_size
+    out_h, out_w = windows.position_size
     panel_w = (c1 - c0 + out_w) * _CELL + _GAP
     panel_h = _TEXT + max(r1 - r0, out_h) * _CELL
     columns = out_w
     body = [_text(0, _TEXT - 3, windows.title(), ' font-weight="bold"')]
     y = _TEXT + 4
-    body.append(_text(0, y + _TEXT - 3, "output (each cell links to its window below):"))
+    if windows.transposed:
+        body.append(_text(0, y + _TEXT - 3, "input (each cell links to the output cells it writes, below):"))
+    else:
+        body.append(_text(0, y + _TEXT - 3, "output (each cell links to its window below):"))
     y += _TEXT
     body += _output_grid(windows, 0, y, links=True)
     y += out_h * _CELL + _GAP
@@ -203,7 +256,7 @@ def svg(windows: Windows) -> str:
         body += _panel(windows, oy, ox, col * (panel_w + _GAP), y + row * (panel_h + _GAP))
     y += out_h * (panel_h + _GAP)
     width = columns * (panel_w + _GAP)
-    if windows.op == "conv2d":
+    if windows.op in ("conv2d", "conv_transpose2d"):
         view, height = _channel_view(windows, 0, y)
         body += view
         y += height + _GAP

@@ -6,6 +6,16 @@ the number of positions comes from :func:`npresnet.shapes.conv_output_size`. A t
 *inside* the input, in the *padding* (within ``ph``/``pw`` of the border), or, in
 ``ceil_mode``, in the *overhang* beyond the padding, which PyTorch's pooling ignores.
 
+A transposed convolution (``conv_transpose2d``) is the adjoint of the convolution that maps
+its output back to its input, so its picture is that convolution's with the roles of input
+and output swapped: the same index formula, read the other way. Each *input* position
+``(iy, ix)`` scatters, for kernel offset ``(i, j)``, into the output cell
+``(iy*sy - ph + i*dy, ix*sx - pw + j*dx)``; the positions are the input's cells, the drawn grid
+is the output with its ``padding`` border, and a tap in that border (``"padding"``) is cropped:
+torch computes it and drops it. The output has ``(n - 1)*s - 2*p + d*(k - 1) + output_padding + 1``
+cells per axis (:func:`conv_transpose2d`); ``output_padding`` adds cells at the bottom/right
+that only the padding's taps could have reached.
+
 The arguments are checked by the layers' own shape-only functions
 (:func:`npresnet.functional.conv2d_output_shape` and the pooling ones), so a configuration
 the layer refuses is refused here with the layer's message; the drawing limits below are
@@ -18,11 +28,21 @@ import numbers
 from dataclasses import dataclass
 
 from .. import functional as F
+from ..functional._checks import _check_groups, _positive_pair
 from ..limits import MAX_DRAW_CHANNELS, MAX_DRAW_SIZE
 from ..nn import TensorSpec
 from ..shapes import pair
 
-__all__ = ["Windows", "Tap", "conv2d", "max_pool2d", "avg_pool2d", "MAX_DRAW_SIZE", "MAX_DRAW_CHANNELS"]
+__all__ = [
+    "Windows",
+    "Tap",
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "MAX_DRAW_SIZE",
+    "MAX_DRAW_CHANNELS",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,8 @@ class Tap:
     """One kernel offset ``(i, j)`` of one window and the input position ``(y, x)`` it reads.
 
     ``where`` is ``"input"``, ``"padding"`` or ``"overhang"`` (ceil mode, beyond the padding).
+    For ``conv_transpose2d``, ``(y, x)`` is the output cell the tap writes and ``where`` is
+    ``"output"`` (inside the output) or ``"padding"`` (cropped).
     """
 
     i: int
@@ -46,7 +68,7 @@ class Windows:
     Attributes
     ----------
     op : str
-        ``"conv2d"``, ``"max_pool2d"`` or ``"avg_pool2d"``.
+        ``"conv2d"``, ``"conv_transpose2d"``, ``"max_pool2d"`` or ``"avg_pool2d"``.
     input_size, output_size : (int, int)
         ``(H, W)`` and ``(out_h, out_w)``.
     kernel_size, stride, padding, dilation : (int, int)
@@ -55,6 +77,8 @@ class Windows:
         For pooling, ``out_channels == in_channels == groups``: each channel is pooled alone.
     count_include_pad : bool
         avg_pool2d only: padding counts in the divisor (the overhang never does).
+    output_padding : (int, int)
+        conv_transpose2d only: the cells added at the output's bottom and right.
     """
 
     op: str
@@ -69,15 +93,38 @@ class Windows:
     out_channels: int = 1
     groups: int = 1
     count_include_pad: bool = True
+    output_padding: tuple = (0, 0)
+
+    @property
+    def transposed(self) -> bool:
+        """True for ``conv_transpose2d``: positions are input cells and taps land in the output."""
+        return self.op == "conv_transpose2d"
+
+    @property
+    def position_size(self) -> tuple:
+        """``(rows, cols)`` of the positions, one window each: the output, or the input when :attr:`transposed`."""
+        return self.input_size if self.transposed else self.output_size
+
+    @property
+    def grid_size(self) -> tuple:
+        """``(rows, cols)`` of the grid the taps land in: the input, or the output when :attr:`transposed`."""
+        return self.output_size if self.transposed else self.input_size
 
     def taps(self, oy: int, ox: int) -> tuple:
-        """Return the ``kh*kw`` taps of output ``(oy, ox)``, row-major in ``(i, j)``: a tuple of :class:`Tap`."""
-        out_h, out_w = self.output_size
-        if not (0 <= oy < out_h and 0 <= ox < out_w):
-            raise IndexError(f"output position ({oy}, {ox}) is outside the {out_h}x{out_w} output")
+        """Return the ``kh*kw`` taps of position ``(oy, ox)``, row-major in ``(i, j)``: a tuple of :class:`Tap`.
+
+        The position is an output cell, whose window reads the input, or for ``conv_transpose2d``
+        an input cell, which writes the output cells of its taps.
+        """
+        rows, cols = self.position_size
+        if not (0 <= oy < rows and 0 <= ox < cols):
+            name = "input" if self.transposed else "output"
+            raise IndexError(f"{name} position ({oy}, {ox}) is outside the {rows}x{cols} {name}")
         (kh, kw), (sy, sx), (ph, pw), (dy, dx) = self.kernel_size, self.stride, self.padding, self.dilation
         taps = []
         for i in range(kh):
+            # the one index formula of every picture: position o, kernel offset i -> cell o*s - p + i*d
+            # (conv/pool: the input cell output o reads; conv_transpose2d: the output cell input o writes)
             y = oy * sy - ph + i * dy
             for j in range(kw):
                 x = ox * sx - pw + j * dx
@@ -85,27 +132,28 @@ class Windows:
         return tuple(taps)
 
     def cell_kind(self, y: int, x: int) -> str:
-        """Return where input cell ``(y, x)`` lies: ``"input"``, ``"padding"`` or ``"overhang"``.
+        """Return where grid cell ``(y, x)`` lies: ``"input"``, ``"padding"`` or ``"overhang"``.
 
-        ``"overhang"`` is beyond the padding: ceil mode's last windows.
+        ``"overhang"`` is beyond the padding: ceil mode's last windows. For ``conv_transpose2d``
+        the grid is the output: ``"output"`` or ``"padding"`` (the cropped border).
         """
-        (H, W), (ph, pw) = self.input_size, self.padding
+        (H, W), (ph, pw) = self.grid_size, self.padding
         if 0 <= y < H and 0 <= x < W:
-            return "input"
+            return "output" if self.transposed else "input"
         if -ph <= y < H + ph and -pw <= x < W + pw:
             return "padding"
         return "overhang"
 
     def positions(self):
-        """Output positions ``(oy, ox)`` in row-major order (the order of the animation's frames)."""
-        out_h, out_w = self.output_size
-        return [(oy, ox) for oy in range(out_h) for ox in range(out_w)]
+        """Positions ``(oy, ox)`` in row-major order (the order of the panels and the animation's frames)."""
+        rows, cols = self.position_size
+        return [(oy, ox) for oy in range(rows) for ox in range(cols)]
 
     def extent(self) -> tuple:
-        """``((y0, y1), (x0, x1))``: the drawn input rows and columns, half-open, padding and overhang included."""
-        (H, W), (out_h, out_w) = self.input_size, self.output_size
+        """``((y0, y1), (x0, x1))``: the drawn grid's rows and columns, half-open, padding and overhang included."""
+        (H, W), (out_h, out_w) = self.grid_size, self.position_size
         (kh, kw), (sy, sx), (ph, pw), (dy, dx) = self.kernel_size, self.stride, self.padding, self.dilation
-        last_y = (out_h - 1) * sy - ph + (kh - 1) * dy  # the last row a window reads
+        last_y = (out_h - 1) * sy - ph + (kh - 1) * dy  # the last row a window reads (or writes)
         last_x = (out_w - 1) * sx - pw + (kw - 1) * dx
         return (-ph, max(H + ph, last_y + 1)), (-pw, max(W + pw, last_x + 1))
 
@@ -130,7 +178,10 @@ class Windows:
         text += f", stride {_xy(self.stride)}, padding {_xy(self.padding)}"
         if self.dilation != (1, 1):
             text += f", dilation {_xy(self.dilation)}"
-        if self.op == "conv2d" and (self.in_channels, self.out_channels, self.groups) != (1, 1, 1):
+        if self.output_padding != (0, 0):
+            text += f", output_padding {_xy(self.output_padding)}"
+        channels = (self.in_channels, self.out_channels, self.groups)
+        if self.op in ("conv2d", "conv_transpose2d") and channels != (1, 1, 1):
             text += f", {self.in_channels}→{self.out_channels} channels in {self.groups} group(s)"
         if self.ceil_mode:
             text += ", ceil_mode"
@@ -167,12 +218,16 @@ def _int_padding(padding):
 
 def _check_limits(windows: Windows) -> Windows:
     """Refuse a configuration too large to draw, once the layer has accepted it."""
+    grid = "output" if windows.transposed else "input"
     for axis, (lo, hi) in zip(("height", "width"), windows.extent()):
         if hi - lo > MAX_DRAW_SIZE:
             raise ValueError(
-                f"the drawn input would be {hi - lo} cells along {axis} (input, padding and overhang), "
+                f"the drawn {grid} would be {hi - lo} cells along {axis} ({grid}, padding and overhang), "
                 f"more than the {MAX_DRAW_SIZE} a picture shows; draw a smaller input_size or padding"
             )
+    for axis, size in zip(("height", "width"), windows.position_size if windows.transposed else ()):
+        if size > MAX_DRAW_SIZE:  # conv_transpose2d's input; a conv's output is never wider than its drawn input
+            raise ValueError(f"input_size is {size} along {axis}, more than the {MAX_DRAW_SIZE} a picture shows")
     for name, value in (("in_channels", windows.in_channels), ("out_channels", windows.out_channels)):
         if value > MAX_DRAW_CHANNELS:
             raise ValueError(f"{name}={value} is more than the {MAX_DRAW_CHANNELS} channels a picture shows")
@@ -238,6 +293,92 @@ def conv2d(
             in_channels=C,
             out_channels=O,
             groups=int(groups),
+        )
+    )
+
+
+def _transposed_output_size(n: int, k: int, s: int, p: int, output_padding: int, d: int) -> int:
+    """conv_transpose2d's output size along one axis, torch's: the largest cell written, plus output_padding."""
+    return (n - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
+
+
+def conv_transpose2d(
+    input_size,
+    kernel_size,
+    stride=1,
+    padding=0,
+    output_padding=0,
+    groups: int = 1,
+    dilation=1,
+    in_channels: int | None = None,
+    out_channels: int | None = None,
+) -> Windows:
+    """Return the windows of ``torch.nn.functional.conv_transpose2d`` on an ``input_size`` image.
+
+    The picture is :func:`conv2d`'s with input and output swapped: one window per *input*
+    cell, whose taps are the output cells it writes (see the module docstring).
+
+    Parameters
+    ----------
+    input_size : int or (H, W)
+    kernel_size, stride, padding, output_padding, dilation : int or (int, int)
+        In torch's order and meaning; ``output_padding`` must be smaller than ``stride`` or
+        ``dilation`` on each axis, as torch requires.
+    groups : int
+    in_channels, out_channels : int, optional
+        Default ``groups`` each (one channel per group).
+
+    Returns
+    -------
+    Windows
+        ``input_size`` and ``output_size`` are the layer's; the positions are the input's cells.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For an argument torch refuses (one line naming it), an empty output, or a drawing limit.
+    """
+    H, W = _input_size(input_size)
+    kernel = _positive_pair(kernel_size, "kernel_size")
+    strides = _positive_pair(stride, "stride")
+    pads = _positive_pair(_int_padding(padding), "padding", low=0)
+    extra = _positive_pair(output_padding, "output_padding", low=0)
+    dilations = _positive_pair(dilation, "dilation")
+    for axis, op_, s, d in zip(("height", "width"), extra, strides, dilations):
+        if op_ >= s and op_ >= d:
+            raise ValueError(
+                f"output_padding must be smaller than stride or dilation, got output_padding={output_padding!r}, "
+                f"stride={stride!r}, dilation={dilation!r} (along {axis}: {op_} >= {s} and {op_} >= {d})"
+            )
+    n_groups = _check_groups(groups)
+    C = _channels(n_groups if in_channels is None else in_channels, "in_channels")
+    O = _channels(n_groups if out_channels is None else out_channels, "out_channels")
+    if C % n_groups or O % n_groups:
+        raise ValueError(
+            f"groups={n_groups} must divide both in_channels ({C}) and out_channels ({O}) of conv_transpose2d"
+        )
+    size = tuple(
+        _transposed_output_size(n, k, s, p, op_, d)
+        for n, k, s, p, op_, d in zip((H, W), kernel, strides, pads, extra, dilations)
+    )
+    if min(size) < 1:
+        raise ValueError(
+            f"padding={padding!r} leaves conv_transpose2d an empty output: {H}x{W} input gives "
+            f"{size[0]}x{size[1]} = (n - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1"
+        )
+    return _check_limits(
+        Windows(
+            "conv_transpose2d",
+            (H, W),
+            size,
+            kernel,
+            strides,
+            pads,
+            dilations,
+            in_channels=C,
+            out_channels=O,
+            groups=n_groups,
+            output_padding=extra,
         )
     )
 
