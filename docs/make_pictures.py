@@ -25,6 +25,8 @@ GEOMETRY = {
     "conv2d_5x5_k3_s2_p1.gif": ("conv2d", (5, 3), {"stride": 2, "padding": 1}),
     "conv2d_7x7_k3_d2.gif": ("conv2d", (7, 3), {"dilation": 2}),
     "conv2d_1x1_grouped.svg": ("conv2d", (3, 1), {"groups": 2, "in_channels": 8, "out_channels": 4}),
+    # input, kernel, stride, padding, output_padding
+    "conv_transpose2d_3x3_k3_s2_p1_op1.gif": ("conv_transpose2d", (3, 3, 2, 1, 1), {}),
     "max_pool2d_5x5_k2_s2_ceil.svg": ("max_pool2d", (5, 2), {"stride": 2, "ceil_mode": True}),
 }
 RECEPTIVE_FIELD = "receptive_field_resnet18_layer3.1.png"
