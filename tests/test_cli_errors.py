@@ -88,7 +88,9 @@ def test_readme_limits_table_lists_every_limit_with_its_value():
         "a `fetch` download": f"{limits.MAX_DOWNLOAD_BYTES // 2**30} GiB ({limits.MAX_DOWNLOAD_BYTES:,} bytes)",
         "parameters and running statistics of one layer or model": f"{limits.MAX_PARAMETER_BYTES // 2**30} GiB "
         f"({limits.MAX_PARAMETER_BYTES:,} bytes)",
-        "drawn input extent, padding included": f"{limits.MAX_DRAW_SIZE:,}",
+        "drawn grid extent, padding included (the input; for `conv_transpose2d` the output, and its input too)": (
+            f"{limits.MAX_DRAW_SIZE:,}"
+        ),
         "drawn channels": f"{limits.MAX_DRAW_CHANNELS:,}",
     }
     assert values == expected
