@@ -330,7 +330,7 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, x: Array) -> Array:
-        """Average ``x`` (N, C, H, W) over PyTorch's adaptive bins into (N, C, *output_size)."""
+        """Average ``x`` (N, C, H, W) over PyTorch's adaptive bins into ``(N, C, *output_size)``."""
         self._save(x.shape)
         return F.adaptive_avg_pool2d(x, self.output_size)
 
@@ -340,7 +340,7 @@ class AdaptiveAvgPool2d(Module):
         return F.adaptive_avg_pool2d_backward(grad_output, input_shape)
 
     def forward_spec(self, spec: TensorSpec) -> TensorSpec:
-        """Return the output spec (N, C, *output_size), computing nothing."""
+        """Return the output spec ``(N, C, *output_size)``, computing nothing."""
         return spec.like(F.adaptive_avg_pool2d_output_shape(spec, self.output_size))
 
     def extra_repr(self) -> str:
