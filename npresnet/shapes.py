@@ -1,7 +1,8 @@
 """Sliding-window size arithmetic: the one home of the output-size formula, and ``pair``.
 
 Every layer, the summary tool and the tests call :func:`conv_output_size`;
-nothing else recomputes ``floor((n + 2p - d(k-1) - 1)/s) + 1`` inline. Pure
+nothing else recomputes ``floor((n + 2p - d(k-1) - 1)/s) + 1`` inline; the transposed
+convolution's size (drawn by :mod:`npresnet.draw`) is :func:`conv_transpose_output_size`. Pure
 integers, no arrays. (The fused path's padding-free window geometry, ``kernel_taps``,
 lives with its only users in :mod:`npresnet.fast.taps`.)
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numbers
 
-__all__ = ["conv_output_size", "pair"]
+__all__ = ["conv_output_size", "conv_transpose_output_size", "pair"]
 
 
 def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
@@ -89,3 +90,16 @@ def conv_output_size(
             f"{size + 2 * padding} (size={size}, padding={padding})"
         )
     return out
+
+
+def conv_transpose_output_size(
+    size: int, kernel_size: int, stride: int = 1, padding: int = 0, output_padding: int = 0, dilation: int = 1
+) -> int:
+    """Return the output length along one axis of a transposed convolution, torch's definition.
+
+    ``(size - 1)*stride - 2*padding + dilation*(kernel_size - 1) + output_padding + 1``: the last
+    output cell the last input cell writes, less the cropped padding, plus ``output_padding``.
+    Arguments are taken as given (the caller checks them); the result is below 1 when the
+    padding crops everything, which torch refuses.
+    """
+    return (size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1

@@ -31,7 +31,7 @@ from .. import functional as F
 from ..functional._checks import _check_groups, _positive_pair
 from ..limits import MAX_DRAW_CHANNELS, MAX_DRAW_SIZE
 from ..nn import TensorSpec
-from ..shapes import pair
+from ..shapes import conv_transpose_output_size, pair
 
 __all__ = [
     "Windows",
@@ -297,11 +297,6 @@ def conv2d(
     )
 
 
-def _transposed_output_size(n: int, k: int, s: int, p: int, output_padding: int, d: int) -> int:
-    """conv_transpose2d's output size along one axis, torch's: the largest cell written, plus output_padding."""
-    return (n - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
-
-
 def conv_transpose2d(
     input_size,
     kernel_size,
@@ -358,7 +353,7 @@ def conv_transpose2d(
             f"groups={n_groups} must divide both in_channels ({C}) and out_channels ({O}) of conv_transpose2d"
         )
     size = tuple(
-        _transposed_output_size(n, k, s, p, op_, d)
+        conv_transpose_output_size(n, k, s, p, op_, d)
         for n, k, s, p, op_, d in zip((H, W), kernel, strides, pads, extra, dilations)
     )
     if min(size) < 1:
