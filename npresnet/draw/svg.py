@@ -164,9 +164,23 @@ def _channel_view(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
     return out, top + O * _CELL - y0
 
 
-def _legend(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
+def _legend_text(windows: Windows) -> tuple[list[tuple[str, str]], list[str]]:
+    """Return the legend's ``(colour key, text)`` entries and its lines of notes for ``windows``."""
     if windows.transposed:
-        return _legend_transposed(windows, x0, y0)
+        entries = [
+            ("output", "output cell"),
+            ("padding", "padding: computed, then cropped from the output"),
+            ("tap-output", "output cell the input cell writes (its kernel, scaled by its value)"),
+            ("tap-padding", "write into the padding: cropped"),
+            ("current", "the input cell being scattered"),
+        ]
+        notes = [
+            "conv_transpose2d is conv2d's picture with input and output swapped: each input cell scatters",
+            "its kernel into the output, where conv2d's output cell gathers its window from the input",
+        ]
+        if windows.output_padding != (0, 0):
+            notes.append("output_padding: extra cells at the bottom/right of the output, written only by cropped taps")
+        return entries, notes
     entries = [
         ("input", "input cell"),
         ("padding", "padding (" + ("−∞ for max" if windows.op == "max_pool2d" else "zeros") + ")"),
@@ -174,47 +188,25 @@ def _legend(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
         ("tap-padding", "tap reading the padding"),
         ("current", "the output being computed"),
     ]
+    notes = []
     if windows.ceil_mode:
         entries[2:2] = [("overhang", "ceil-mode overhang (beyond the padding)")]
         entries.append(("tap-overhang", "tap in the overhang: skipped"))
-    out = []
-    for k, (key, text) in enumerate(entries):
-        y = y0 + k * (_CELL + 2)
-        out.append(_rect(x0, y, _CELL - 2, _CELL - 2, COLOURS[key]))
-        out.append(_text(x0 + _CELL + 4, y + _CELL - 4, text))
-    height = len(entries) * (_CELL + 2)
-    notes = []
-    if windows.ceil_mode:
         notes.append("ceil_mode: the last window is kept if it starts inside the input or its left/top padding")
     if windows.op == "avg_pool2d":
         counted = "input and padding taps" if windows.count_include_pad else "input taps only"
         notes.append(f"÷ n: avg_pool2d's divisor, the window's {counted}")
-    for line in notes:
-        height += _TEXT
-        out.append(_text(x0, y0 + height - 3, line))
-    return out, height
+    return entries, notes
 
 
-def _legend_transposed(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
-    entries = [
-        ("output", "output cell"),
-        ("padding", "padding: computed, then cropped from the output"),
-        ("tap-output", "output cell the input cell writes (its kernel, scaled by its value)"),
-        ("tap-padding", "write into the padding: cropped"),
-        ("current", "the input cell being scattered"),
-    ]
+def _legend(windows: Windows, x0: int, y0: int) -> tuple[list[str], int]:
+    entries, notes = _legend_text(windows)
     out = []
     for k, (key, text) in enumerate(entries):
         y = y0 + k * (_CELL + 2)
         out.append(_rect(x0, y, _CELL - 2, _CELL - 2, COLOURS[key]))
         out.append(_text(x0 + _CELL + 4, y + _CELL - 4, text))
     height = len(entries) * (_CELL + 2)
-    notes = [
-        "conv_transpose2d is conv2d's picture with input and output swapped: each input cell scatters",
-        "its kernel into the output, where conv2d's output cell gathers its window from the input",
-    ]
-    if windows.output_padding != (0, 0):
-        notes.append("output_padding: extra cells at the bottom/right of the output, written only by cropped taps")
     for line in notes:
         height += _TEXT
         out.append(_text(x0, y0 + height - 3, line))
