@@ -19,16 +19,20 @@ import numpy as np
 import torch
 
 from _rounding import float32_stage_error_bounds, logit_bounds
+from npresnet.testing import bounds
 
 U32 = 2.0**-24  # float32 unit roundoff
 SENSITIVITY = 1e-2  # a relative error (of the largest value compared) every bound here must catch
 
 
 def gamma(n: int, u: float = U32) -> float:
-    """``n u / (1 - n u)``: the relative error bound of ``n`` chained roundings (``n u < 1``)."""
+    """``n u / (1 - n u)`` (:func:`npresnet.testing.bounds.gamma`), refused where it is no bound (``n u >= 1``).
+
+    The kit's ``gamma`` is infinite there; a test must not pass on an infinite bound.
+    """
     if n * u >= 1:
         raise ValueError(f"gamma({n}) is undefined for unit roundoff {u}")
-    return n * u / (1 - n * u)
+    return bounds.gamma(n, u)
 
 
 def torch_model_of(name: str, model, **kwargs) -> torch.nn.Module:

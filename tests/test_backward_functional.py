@@ -21,6 +21,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import npresnet.functional as nf
+from _bounds import gamma
 from _examples import with_examples
 from _torchvision import relative_error
 from npresnet.testing import ConvConfig, PoolConfig, conv2d_configs, pool2d_configs
@@ -40,11 +41,6 @@ def _torch_grads(fn, arrays, grad_output):
     out = fn(*tensors)
     out.backward(torch.from_numpy(np.asarray(grad_output, dtype=np.float64)))
     return [None if t is None else t.grad.numpy() for t in tensors]
-
-
-def _gamma(n, dtype):
-    u = np.finfo(dtype).eps / 2
-    return n * u / (1 - n * u)
 
 
 # --------------------------------------------------------------------------- conv2d, im2col, col2im
@@ -83,11 +79,11 @@ def test_conv2d_backward_matches_autograd(backend, config, dtype):
     n_input = O // config.groups * kh * kw_  # terms per input pixel, at most
     n_weight = int(np.prod(config.output_shape())) // O  # N*out_h*out_w terms per weight
     for name, ours, ref, mag, n in zip(names, got, expected, magnitude + [None], (n_input, n_weight)):
-        bound = 2 * (_gamma(n + 1, np.float32) * mag) + 2 * np.finfo(np.float32).eps * abs(ref) + 1e-30
+        bound = 2 * (gamma(n + 1) * mag) + 2 * np.finfo(np.float32).eps * abs(ref) + 1e-30
         assert np.all(abs(backend.get(ours).astype(np.float64) - ref) <= bound), (name, config)
     if b is not None:  # grad_bias: a sum of N*out_h*out_w values of g
         axes = tuple(i for i in range(g.ndim) if i != g.ndim - 3)  # all but the channel axis
-        bound = 2 * _gamma(n_weight + 1, np.float32) * abs(g).sum(axis=axes)
+        bound = 2 * gamma(n_weight + 1) * abs(g).sum(axis=axes)
         assert np.all(abs(backend.get(got[2]).astype(np.float64) - expected[2]) <= bound + 1e-30)
     assert backend.get(got[2]).dtype == np.float32
 
@@ -207,7 +203,7 @@ def test_max_pool2d_backward_matches_autograd(backend, config, seed, ties, dtype
     # so at most kh*kw - 1 additions: within gamma_{kh*kw} * sum|g| of them, elementwise
     (magnitude,) = _torch_grads(lambda x: TF.max_pool2d(x, **config.kwargs()), (x,), abs(g))
     kh, kw = config.kernel_size
-    assert np.all(abs(got.astype(np.float64) - expected) <= _gamma(kh * kw, np.float32) * magnitude)
+    assert np.all(abs(got.astype(np.float64) - expected) <= gamma(kh * kw) * magnitude)
 
 
 def test_max_pool2d_backward_drops_windows_that_saw_no_input():
@@ -238,7 +234,7 @@ def test_avg_pool2d_backward_matches_autograd(backend, config, seed, dtype):
     (magnitude,) = _torch_grads(lambda x: TF.avg_pool2d(x, **kw), (x,), abs(g))
     magnitude = abs(magnitude)  # a divisor_override may be negative
     kh, kw_ = config.kernel_size
-    assert np.all(abs(got.astype(np.float64) - expected) <= _gamma(kh + kw_, np.float32) * magnitude), config
+    assert np.all(abs(got.astype(np.float64) - expected) <= gamma(kh + kw_) * magnitude), config
 
 
 @given(
@@ -261,7 +257,7 @@ def test_adaptive_avg_pool2d_backward_matches_autograd(backend, H, W, out, lead,
     # (out_w - 1 additions, out_w products, the P_w entry's rounding) then one of out_h: every
     # element within gamma_{out_h + out_w + 2} * (P_h.T @ |g| @ P_w), the same backward of |g|
     (magnitude,) = _torch_grads(lambda x: TF.adaptive_avg_pool2d(x, out), (x,), abs(g))
-    assert np.all(abs(got.astype(np.float64) - expected) <= _gamma(sum(out) + 2, np.float32) * magnitude)
+    assert np.all(abs(got.astype(np.float64) - expected) <= gamma(sum(out) + 2) * magnitude)
 
 
 # --------------------------------------------------------------------------- batch norm, linear, relu
@@ -297,8 +293,8 @@ def _batch_norm_backward_bounds(x, g, w, rm, rv, training, eps=1e-5):
 
     if training:
         mean, var = x.mean(axis=axes), x.var(axis=axes)
-        e_mean = _gamma(M, np.float32) * abs(x).mean(axis=axes)
-        e_var = _gamma(M + 3, np.float32) * (var + e_mean**2) + e_mean**2
+        e_mean = gamma(M) * abs(x).mean(axis=axes)
+        e_var = gamma(M + 3) * (var + e_mean**2) + e_mean**2
     else:
         mean, var, e_mean, e_var = rm, rv, np.zeros_like(rm), np.zeros_like(rv)
     t = var + eps
@@ -309,8 +305,8 @@ def _batch_norm_backward_bounds(x, g, w, rm, rv, training, eps=1e-5):
     s = invstd if w is None else invstd * w
     r_s = r_inv + u
     gb, gw = g.sum(axis=axes), (g * xhat).sum(axis=axes)
-    e_gb = _gamma(M, np.float32) * abs(g).sum(axis=axes)
-    e_gw = (abs(g) * e_xhat).sum(axis=axes) + _gamma(M, np.float32) * abs(g * xhat).sum(axis=axes)
+    e_gb = gamma(M) * abs(g).sum(axis=axes)
+    e_gw = (abs(g) * e_xhat).sum(axis=axes) + gamma(M) * abs(g * xhat).sum(axis=axes)
     if training:
         bracket = M * g - c(gb) - xhat * c(gw)
         A = M * abs(g) + c(abs(gb)) + abs(xhat * c(gw))
@@ -395,7 +391,7 @@ def test_linear_backward_matches_autograd(backend, lead, fin, fout, dtype):
     magnitudes = [(abs(g) @ abs(w), fout), (g2.T @ x2, M), (g2.sum(axis=0), M)]
     for ours, ref, (magnitude, n) in zip(got, expected, magnitudes):
         error = abs(backend.get(ours).astype(np.float64) - ref)
-        assert np.all(error <= _gamma(n + 2, np.float32) * magnitude)
+        assert np.all(error <= gamma(n + 2) * magnitude)
 
 
 @given(shape=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4)), seed=st.integers(0, 2**16))
@@ -457,21 +453,21 @@ def _cross_entropy_bounds(z, t, g, smoothing, reduction, dtype):
     of its magnitude) and the reduction's ``gamma(N)``; the gradient ``p_i = exp(log_softmax_i)``
     carries ``p_i`` times that error and three roundings of ``|p_i - q_i|``.
     """
-    u, gamma = np.finfo(dtype).eps / 2, lambda n: _gamma(n, dtype)
+    u = np.finfo(dtype).eps / 2
     z2 = np.atleast_2d(z)
     N, C = z2.shape
     s = z2 - z2.max(axis=1, keepdims=True)  # (N, C)
     lse = np.log(np.exp(s).sum(axis=1, keepdims=True))  # (N, 1)
     lsm = s - lse
-    d_lsm = 2 * u * np.abs(s) + 2 * u * np.abs(lse) + gamma(C + 2)  # (N, C)
+    d_lsm = 2 * u * np.abs(s) + 2 * u * np.abs(lse) + gamma(C + 2, u)  # (N, C)
     q = np.full((N, C), smoothing / C)
     q[np.arange(N), np.atleast_1d(t)] += 1 - smoothing
-    rows = (q * d_lsm).sum(axis=1) + gamma(C + 2) * (q * np.abs(lsm)).sum(axis=1)  # (N,) per-sample loss
+    rows = (q * d_lsm).sum(axis=1) + gamma(C + 2, u) * (q * np.abs(lsm)).sum(axis=1)  # (N,) per-sample loss
     losses = -(q * lsm).sum(axis=1)
     if reduction == "mean":
-        loss_bound = rows.mean() + gamma(N + 1) * np.abs(losses).mean()
+        loss_bound = rows.mean() + gamma(N + 1, u) * np.abs(losses).mean()
     elif reduction == "sum":
-        loss_bound = rows.sum() + gamma(N + 1) * np.abs(losses).sum()
+        loss_bound = rows.sum() + gamma(N + 1, u) * np.abs(losses).sum()
     else:
         loss_bound = rows if z.ndim == 2 else rows[0]
     p = np.exp(lsm)

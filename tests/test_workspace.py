@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import npresnet.functional as nf
 import npresnet.workspace as ws
+from _bounds import gamma
 from npresnet.testing import conv2d_configs
 
 
@@ -57,9 +58,7 @@ def test_workspace_stays_under_the_budget():
     x64, w64 = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w.astype(np.float64))
     exact = F.conv2d(x64, w64, padding=1).numpy()
     magnitude = F.conv2d(x64.abs(), w64.abs(), padding=1).numpy()
-    K = 16 * 9
-    u = 2.0**-24
-    assert np.all(np.abs(out - exact) <= K * u / (1 - K * u) * magnitude)
+    assert np.all(np.abs(out - exact) <= gamma(16 * 9) * magnitude)
 
 
 def test_unbounded_request_would_take_the_whole_buffer():
@@ -135,6 +134,4 @@ def test_the_layer_passes_its_workspace_to_the_backward_pass_too():
     magnitude = nf.conv2d_backward(
         np.abs(grad_out).astype(np.float64), x.astype(np.float64), np.abs(layer.weight).astype(np.float64), padding=1
     )[0]
-    u = np.finfo(np.float32).eps / 2
-    gamma = 25 * u / (1 - 25 * u)
-    assert np.all(np.abs(grads[2**20] - grads[1 << 40]) <= 2 * gamma * magnitude)
+    assert np.all(np.abs(grads[2**20] - grads[1 << 40]) <= 2 * gamma(25) * magnitude)
