@@ -18,10 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from _rounding import float32_stage_error_bounds, logit_bounds
+from _rounding import U32, float32_stage_error_bounds, logit_bounds
 from npresnet.testing import bounds
 
-U32 = 2.0**-24  # float32 unit roundoff
 SENSITIVITY = 1e-2  # a relative error (of the largest value compared) every bound here must catch
 
 
