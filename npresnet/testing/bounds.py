@@ -32,13 +32,17 @@ summed-area tables) carry other error terms; the assertions take an ``atol``/``r
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy
+
+if TYPE_CHECKING:
+    from .._typing import Array
 
 __all__ = ["unit_roundoff", "accumulation_dtype", "gamma", "sum_bound", "safe_magnitude", "FLOAT_DTYPES"]
 
 # unit roundoff u = 2**-p (p = significand bits), smallest normal number, largest finite number
-_FORMATS = {
+_FORMATS: dict[str, tuple[float, float, float]] = {
     "float64": (2.0**-53, 2.0**-1022, float(numpy.finfo(numpy.float64).max)),
     "float32": (2.0**-24, 2.0**-126, float(numpy.finfo(numpy.float32).max)),
     "float16": (2.0**-11, 2.0**-14, 65504.0),
@@ -47,7 +51,7 @@ _FORMATS = {
 FLOAT_DTYPES = tuple(_FORMATS)
 
 
-def _format(dtype_name: str):
+def _format(dtype_name: str) -> tuple[float, float, float]:
     try:
         return _FORMATS[dtype_name]
     except KeyError:
@@ -79,7 +83,7 @@ def gamma(n: int, u: float) -> float:
     return n * u / (1 - n * u) if n * u < 1 else math.inf
 
 
-def sum_bound(n: int, magnitude, dtype_name: str, output_dtype_name: str | None = None):
+def sum_bound(n: int, magnitude: float | Array, dtype_name: str, output_dtype_name: str | None = None) -> float | Array:
     """Bound on ``|computed - exact|`` for sums of ``n`` rounded terms of total magnitude ``magnitude``.
 
     Parameters
