@@ -19,10 +19,16 @@ They are slow; keep inputs small (the strategies do). All return float64 NumPy a
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy
 
 from ..shapes import pair
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "reference_conv2d",
@@ -34,15 +40,27 @@ __all__ = [
     "reference_adaptive_max_pool2d",
 ]
 
+#: An int hyper-parameter in one of torch's forms: ``2``, ``(2,)`` or ``(2, 3)`` (a list reads as a tuple).
+Ints: TypeAlias = "int | tuple[int] | tuple[int, int] | list[int]"
+#: conv2d's ``padding``: :data:`Ints`, ``"same"`` or ``"valid"``.
+Padding: TypeAlias = "Ints | str"
+#: Adaptive pooling's ``output_size``: an int, or a pair whose None entries keep that input size.
+OutputSize: TypeAlias = "int | tuple[int | None, int | None] | list[int | None]"
+#: One pooling window: the flat indices ``iy*W + ix`` of its taps inside the input, and how many
+#: of its taps lie inside the input or its padding.
+Window: TypeAlias = "tuple[list[int], int]"
+#: A float64 NumPy array, what every oracle returns.
+Float64Array: TypeAlias = "NDArray[numpy.float64]"
 
-def _pair(value, name):
+
+def _pair(value: Ints, name: str) -> tuple[int, int]:
     """``(h, w)`` from an int, a 1-tuple or a pair (torch's forms)."""
     if isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
     return pair(value, name)
 
 
-def conv_pads(padding, kernel, dilation):
+def conv_pads(padding: Padding, kernel: Sequence[int], dilation: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """((top, bottom), (left, right)) for conv2d's padding argument; 'same' puts the odd one last."""
     if isinstance(padding, str):
         if padding == "valid":
@@ -55,7 +73,9 @@ def conv_pads(padding, kernel, dilation):
     return (ph, ph), (pw, pw)
 
 
-def window_starts(size, kernel, stride, pad_before, pad_after, dilation, ceil_mode=False):
+def window_starts(
+    size: int, kernel: int, stride: int, pad_before: int, pad_after: int, dilation: int, ceil_mode: bool = False
+) -> list[int]:
     """Start of every window along one axis, in input coordinates (negative = left padding).
 
     Walks the windows instead of using the formula: a window is kept while its last tap
@@ -75,12 +95,14 @@ def window_starts(size, kernel, stride, pad_before, pad_after, dilation, ceil_mo
     return starts
 
 
-def _as_batch(array):
+def _as_batch(array: ArrayLike) -> tuple[Float64Array, bool]:
     x = numpy.asarray(array, dtype=numpy.float64)
     return (x[None], True) if x.ndim == 3 else (x, False)
 
 
-def _conv_windows(x_shape, weight_shape, stride, padding, dilation):
+def _conv_windows(
+    x_shape: tuple[int, ...], weight_shape: tuple[int, ...], stride: Ints, padding: Padding, dilation: Ints
+) -> tuple[list[tuple[int, int, int, int, int, int]], tuple[int, int]]:
     """Yield ``(oy, ox, ky, kx, iy, ix)`` for every tap of every window that lies inside the input.
 
     The output size comes back through ``window_starts``; used by the forward and backward oracles.
@@ -103,7 +125,15 @@ def _conv_windows(x_shape, weight_shape, stride, padding, dilation):
     return taps, (len(rows), len(cols))
 
 
-def reference_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+def reference_conv2d(
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: Ints = 1,
+    padding: Padding = 0,
+    dilation: Ints = 1,
+    groups: int = 1,
+) -> Float64Array:
     """Naive float64 ``conv2d`` (cross-correlation), the oracle. Small inputs only.
 
     ``out[n, o, oy, ox] = bias[o] + sum over c, ky, kx of
@@ -129,7 +159,15 @@ def reference_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, 
     return out[0] if unbatched else out
 
 
-def reference_conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1):
+def reference_conv2d_backward(
+    grad_output: ArrayLike,
+    input: ArrayLike,
+    weight: ArrayLike,
+    stride: Ints = 1,
+    padding: Padding = 0,
+    dilation: Ints = 1,
+    groups: int = 1,
+) -> tuple[Float64Array, Float64Array, Float64Array]:
     """Naive float64 gradients of ``conv2d``: ``(grad_input, grad_weight, grad_bias)``. Small inputs only.
 
     Written from the forward's definition, not as its adjoint by other code: every tap
@@ -158,12 +196,23 @@ def reference_conv2d_backward(grad_output, input, weight, stride=1, padding=0, d
     return (grad_input[0] if unbatched else grad_input), grad_weight, grad_bias
 
 
-def conv_transpose2d_output_size(size, kernel, stride, padding, output_padding, dilation):
+def conv_transpose2d_output_size(
+    size: int, kernel: int, stride: int, padding: int, output_padding: int, dilation: int
+) -> int:
     """``(size - 1)·stride - 2·padding + dilation·(kernel - 1) + output_padding + 1``, torch's definition."""
     return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
 
 
-def reference_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+def reference_conv_transpose2d(
+    input: ArrayLike,
+    weight: ArrayLike,
+    bias: ArrayLike | None = None,
+    stride: Ints = 1,
+    padding: Ints = 0,
+    output_padding: Ints = 0,
+    groups: int = 1,
+    dilation: Ints = 1,
+) -> Float64Array:
     """Naive float64 ``conv_transpose2d``, the oracle: a direct scatter loop. Small inputs only.
 
     Every input pixel ``x[n, g*Cg + c, iy, ix]`` adds ``x · weight[g*Cg + c, o, ky, kx]`` to
@@ -196,7 +245,9 @@ def reference_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, ou
     return out[0] if unbatched else out
 
 
-def pool_windows(shape, kernel_size, stride, padding, dilation, ceil_mode):
+def pool_windows(
+    shape: tuple[int, ...], kernel_size: Ints, stride: Ints | None, padding: Ints, dilation: Ints, ceil_mode: bool
+) -> tuple[int, int, list[list[Window]]]:
     """Every window of a 2-D pooling over an input of ``shape`` (..., H, W), in output order.
 
     Returns ``(out_h, out_w, windows)``: ``windows[oy][ox] = (taps, n_padded)``, the flat indices
@@ -228,7 +279,9 @@ def pool_windows(shape, kernel_size, stride, padding, dilation, ceil_mode):
     return len(rows), len(cols), windows
 
 
-def _pool(input, reduce, windows):
+def _pool(
+    input: ArrayLike, reduce: Callable[[Float64Array, Window], float | Float64Array], windows: list[list[Window]]
+) -> Float64Array:
     """Apply ``reduce(values (..., taps), window)`` to each window; ``windows`` from :func:`pool_windows`."""
     x = numpy.asarray(input, dtype=numpy.float64)
     flat = x.reshape(x.shape[:-2] + (-1,))  # (..., H*W)
@@ -240,13 +293,21 @@ def _pool(input, reduce, windows):
     return out
 
 
-def _max(values):
+def _max(values: Float64Array) -> float | Float64Array:
     if values.shape[-1] == 0:
         return -math.inf
-    return values.max(axis=-1)  # NaN-propagating
+    largest: float | Float64Array = values.max(axis=-1)  # NaN-propagating; a float64 scalar for 1-D values
+    return largest
 
 
-def reference_max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+def reference_max_pool2d(
+    input: ArrayLike,
+    kernel_size: Ints,
+    stride: Ints | None = None,
+    padding: Ints = 0,
+    dilation: Ints = 1,
+    ceil_mode: bool = False,
+) -> Float64Array:
     """Naive float64 ``max_pool2d``, the oracle: the max over each window's taps inside the input.
 
     Padding never wins (it is −∞); a window with no tap inside the input gives −∞; NaN propagates.
@@ -257,8 +318,14 @@ def reference_max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1,
 
 
 def reference_avg_pool2d(
-    input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True, divisor_override=None
-):
+    input: ArrayLike,
+    kernel_size: Ints,
+    stride: Ints | None = None,
+    padding: Ints = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Float64Array:
     """Compute ``avg_pool2d`` naively in float64: the oracle.
 
     The sum of each window's taps inside the input, divided by ``divisor_override``, or by the
@@ -267,19 +334,20 @@ def reference_avg_pool2d(
     inside the input alone. Small inputs only. Returns a float64 NumPy array.
     """
 
-    def reduce(values, window):
+    def reduce(values: Float64Array, window: Window) -> float | Float64Array:
         taps, n_padded = window
         if divisor_override is not None:
             divisor = divisor_override
         else:
             divisor = n_padded if count_include_pad else len(taps)
-        return values.sum(axis=-1) / divisor
+        average: float | Float64Array = values.sum(axis=-1) / divisor
+        return average
 
     *_, windows = pool_windows(numpy.shape(input), kernel_size, stride, padding, 1, ceil_mode)
     return _pool(input, reduce, windows)
 
 
-def adaptive_output_size(shape, output_size):
+def adaptive_output_size(shape: tuple[int, ...], output_size: OutputSize) -> tuple[int, int]:
     """``(out_h, out_w)`` from an int, a pair, or a pair with None ("keep that input size")."""
     H, W = shape[-2:]
     if isinstance(output_size, (tuple, list)):
@@ -288,7 +356,7 @@ def adaptive_output_size(shape, output_size):
     return output_size, output_size
 
 
-def adaptive_windows(shape, output_size):
+def adaptive_windows(shape: tuple[int, ...], output_size: OutputSize) -> list[list[Window]]:
     """Return the windows of adaptive pooling, as :func:`pool_windows` gives them.
 
     Bin ``(i, j)`` holds input rows ``floor(i*H/out_h) to ceil((i+1)*H/out_h) - 1`` and the
@@ -297,7 +365,7 @@ def adaptive_windows(shape, output_size):
     H, W = shape[-2:]
     out_h, out_w = adaptive_output_size(shape, output_size)
 
-    def bins(i, n, out):
+    def bins(i: int, n: int, out: int) -> range:
         return range((i * n) // out, -((-(i + 1) * n) // out))  # floor .. ceil, exact integers
 
     return [
@@ -306,7 +374,7 @@ def adaptive_windows(shape, output_size):
     ]
 
 
-def reference_adaptive_avg_pool2d(input, output_size):
+def reference_adaptive_avg_pool2d(input: ArrayLike, output_size: OutputSize) -> Float64Array:
     """Compute ``adaptive_avg_pool2d`` naively in float64: the oracle.
 
     Output ``(i, j)`` is the mean of input rows ``floor(i*H/out_h) to ceil((i+1)*H/out_h) - 1``
@@ -317,7 +385,7 @@ def reference_adaptive_avg_pool2d(input, output_size):
     return _pool(input, lambda v, w: v.sum(axis=-1) / len(w[0]), windows)
 
 
-def reference_adaptive_max_pool2d(input, output_size):
+def reference_adaptive_max_pool2d(input: ArrayLike, output_size: OutputSize) -> Float64Array:
     """Compute ``adaptive_max_pool2d`` naively in float64: the oracle.
 
     The max of each of PyTorch's bins (as in :func:`reference_adaptive_avg_pool2d`); NaN
