@@ -13,12 +13,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 import numpy
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from hypothesis.strategies import DrawFn, SearchStrategy
+
+    from .._typing import Array
+    from .oracles import Ints
+
 __all__ = ["Case", "FORMS"]
+
+#: A call's keyword arguments, torch's names to the values as drawn or pinned: ints, tuples, strings,
+#: bools or None. The values are ``Any``: each is forwarded unchanged to a function (the user's, an
+#: oracle) that has its own type for that keyword, and a pinned value is the user's, unchecked.
+Kwargs: TypeAlias = "dict[str, Any]"
 
 FORMS = ("int", "1-tuple", "pair", "string", "pair-with-None")
 _SHOWN_VALUES = 64  # arrays up to this many elements show their values in a repr
@@ -46,18 +60,18 @@ class Case:
     """
 
     op: str
-    args: tuple
-    kwargs: dict
-    grad_output: object = None
-    reason: object = None
+    args: tuple[Array] | tuple[Array, Array, Array | None]
+    kwargs: Kwargs
+    grad_output: Array | None = None
+    reason: str | None = None
 
     @property
-    def dtype(self) -> numpy.dtype:
+    def dtype(self) -> numpy.dtype[Any]:
         """The input's dtype (every array of a valid case has it)."""
-        return self.args[0].dtype
+        return self.input.dtype
 
     @property
-    def kind(self):
+    def kind(self) -> str | None:
         """``"max"`` or ``"avg"`` for a pooling case, else None."""
         for kind in ("max", "avg"):
             if self.op.endswith(f"{kind}_pool2d"):
@@ -65,7 +79,7 @@ class Case:
         return None
 
     @property
-    def input(self):
+    def input(self) -> Array:
         """The input array: the first positional argument."""
         return self.args[0]
 
@@ -81,7 +95,13 @@ class Case:
         return f"{self.op} case({', '.join(parts)})"
 
 
-def describe_array(a) -> str:
+def conv_args(case: Case) -> tuple[Array, Array, Array | None]:
+    """Return ``(input, weight, bias)``, the arguments of a convolution case (``bias`` may be None)."""
+    # a case's op says which form its args have; callers have checked the op
+    return cast("tuple[Array, Array, Array | None]", case.args)
+
+
+def describe_array(a: object) -> str:
     """``float32(2, 3) [[...]]`` on one line: dtype, shape, strides when not C-contiguous, values when small."""
     if a is None:
         return "None"
@@ -97,12 +117,14 @@ def describe_array(a) -> str:
 
 
 # --------------------------------------------------------------------------- values
-def elements(dtype: numpy.dtype, magnitude: float, allow_nan: bool = False, allow_infinity: bool = False):
+def elements(
+    dtype: numpy.dtype[Any], magnitude: float, allow_nan: bool = False, allow_infinity: bool = False
+) -> SearchStrategy[float]:
     """Draw floats of ``dtype`` in ``[-magnitude, magnitude]``, and NaN / ±inf when allowed.
 
     Zeros and subnormals included.
     """
-    width = 8 * numpy.dtype(dtype).itemsize
+    width = cast("Literal[16, 32, 64]", 8 * numpy.dtype(dtype).itemsize)  # float16, float32 or float64
     finite = st.floats(-magnitude, magnitude, width=width, allow_subnormal=True)
     special = ([st.just(math.nan)] if allow_nan else []) + (
         [st.sampled_from([math.inf, -math.inf])] if allow_infinity else []
@@ -110,7 +132,16 @@ def elements(dtype: numpy.dtype, magnitude: float, allow_nan: bool = False, allo
     return st.one_of(finite, *special)
 
 
-def draw_array(draw, shape, dtype, magnitude, *, allow_nan=False, allow_infinity=False, noncontiguous=False):
+def draw_array(
+    draw: DrawFn,
+    shape: tuple[int, ...],
+    dtype: numpy.dtype[Any],
+    magnitude: float,
+    *,
+    allow_nan: bool = False,
+    allow_infinity: bool = False,
+    noncontiguous: bool = False,
+) -> Array:
     """Draw an array of ``shape`` and ``dtype``, maybe as a non-contiguous view.
 
     With ``noncontiguous``, maybe a transposed or strided view (positive, nonzero strides) whose
@@ -126,7 +157,8 @@ def draw_array(draw, shape, dtype, magnitude, *, allow_nan=False, allow_infinity
     if layout == "transposed" and len(shape) >= 2:
         perm = draw(st.permutations(range(len(shape))))
         base = numpy.ascontiguousarray(values.transpose(perm))
-        return base.transpose(numpy.argsort(perm))  # the same values, axes in memory permuted
+        permuted: Array = base.transpose(numpy.argsort(perm))  # the same values, axes in memory permuted
+        return permuted
     if layout == "strided":
         steps = [draw(st.integers(1, 2)) for _ in shape]
         steps[-1] = 2  # at least the innermost axis is strided
@@ -138,7 +170,7 @@ def draw_array(draw, shape, dtype, magnitude, *, allow_nan=False, allow_infinity
 
 
 # --------------------------------------------------------------------------- hyper-parameters
-def check_forms(forms) -> tuple:
+def check_forms(forms: Iterable[str]) -> tuple[str, ...]:
     forms = tuple(forms)
     unknown = [f for f in forms if f not in FORMS]
     if unknown or not forms:
@@ -146,19 +178,21 @@ def check_forms(forms) -> tuple:
     return forms
 
 
-def as_pair(value, name: str):
+def as_pair(value: object, name: str) -> tuple[int, int]:
     """``(h, w)`` from a drawn or pinned int, 1-tuple or pair."""
     if isinstance(value, (tuple, list)):
         if len(value) == 1:
             return (value[0], value[0])
         if len(value) == 2:
-            return tuple(value)
+            return (value[0], value[1])
     elif isinstance(value, int) and not isinstance(value, bool):
         return (value, value)
     raise ValueError(f"{name} must be pinned to an int, a 1-tuple or a pair, got {value!r}")
 
 
-def draw_ints(draw, forms, low, high):
+def draw_ints(
+    draw: DrawFn, forms: tuple[str, ...], low: int, high: int | tuple[int, ...]
+) -> tuple[Ints, tuple[int, int]]:
     """Draw one hyper-parameter as torch accepts it; return ``(as drawn, (h, w))``.
 
     An int, a 1-tuple or a pair of ints in [low, high], in a form from ``forms``. ``high`` may be a
@@ -179,23 +213,23 @@ def draw_ints(draw, forms, low, high):
 class Pins:
     """The keyword pins a strategy was given: ``name -> value`` for its hyper-parameters, checked."""
 
-    def __init__(self, pins: dict, allowed: tuple, strategy: str):
+    def __init__(self, pins: dict[str, object], allowed: tuple[str, ...], strategy: str) -> None:
         unknown = sorted(set(pins) - set(allowed))
         if unknown:
             raise TypeError(f"{strategy}() got unexpected keyword(s) {unknown}; hyper-parameters it pins: {allowed}")
         self.values = dict(pins)
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: object) -> bool:
         return name in self.values
 
-    def get(self, name):
+    def get(self, name: str) -> object:
         return self.values[name]
 
-    def draw(self, draw, name, strategy):
+    def draw(self, draw: DrawFn, name: str, strategy: SearchStrategy[object]) -> object:
         """Return the pinned value, or one drawn from ``strategy``."""
         return self.values[name] if name in self.values else draw(strategy)
 
 
-def keep_kwargs(kwargs: dict, pins: Pins, defaults: dict) -> dict:
+def keep_kwargs(kwargs: Kwargs, pins: Pins, defaults: Mapping[str, object]) -> Kwargs:
     """``kwargs`` without the parameters pinned to torch's default (so they are not passed at all)."""
     return {k: v for k, v in kwargs.items() if not (k in pins and k in defaults and pins.get(k) == defaults[k])}

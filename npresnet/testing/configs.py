@@ -9,6 +9,7 @@ with seeded uniform values. They stay for existing tests; new tests should draw 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy
 from hypothesis import strategies as st
@@ -17,6 +18,14 @@ from ..shapes import conv_output_size
 from .bounds import gamma, unit_roundoff
 from .oracles import conv_pads as _conv_pads
 from .oracles import reference_avg_pool2d, reference_conv2d, reference_max_pool2d
+
+if TYPE_CHECKING:
+    from hypothesis.strategies import DrawFn
+    from numpy.typing import ArrayLike, DTypeLike
+
+    from .._typing import Array
+    from .cases import Kwargs
+    from .oracles import Float64Array, OutputSize
 
 __all__ = [
     "ConvConfig",
@@ -47,19 +56,19 @@ class ConvConfig:
     groups : int
     """
 
-    input_shape: tuple
-    weight_shape: tuple
+    input_shape: tuple[int, ...]
+    weight_shape: tuple[int, int, int, int]
     bias: bool
-    stride: tuple
-    padding: object
-    dilation: tuple
+    stride: tuple[int, int]
+    padding: tuple[int, int] | str
+    dilation: tuple[int, int]
     groups: int
 
-    def kwargs(self) -> dict:
+    def kwargs(self) -> Kwargs:
         """Keyword arguments for ``conv2d(input, weight, bias, **kwargs)``."""
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
 
-    def output_shape(self) -> tuple:
+    def output_shape(self) -> tuple[int, ...]:
         """Return the output shape, from :func:`npresnet.shapes.conv_output_size`."""
         *lead, H, W = self.input_shape
         O, _, kh, kw = self.weight_shape
@@ -69,7 +78,7 @@ class ConvConfig:
         out_w = conv_output_size(W + pr - pl, kw, self.stride[1], pl, self.dilation[1])
         return (*lead[:-1], O, out_h, out_w)
 
-    def arrays(self, seed: int = 0, dtype=numpy.float64):
+    def arrays(self, seed: int = 0, dtype: DTypeLike = numpy.float64) -> tuple[Array, Array, Array | None]:
         """Random NumPy ``(input, weight, bias or None)`` for this call, values in [-1, 1)."""
         rng = numpy.random.default_rng(seed)
         x = rng.uniform(-1, 1, self.input_shape).astype(dtype)
@@ -100,25 +109,27 @@ class PoolConfig:
     """
 
     kind: str
-    input_shape: tuple
-    kernel_size: tuple
-    stride: object
-    padding: tuple
-    dilation: tuple
+    input_shape: tuple[int, ...]
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int] | None
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
     ceil_mode: bool
     count_include_pad: bool = True
-    divisor_override: object = None
+    divisor_override: int | None = None
 
-    def kwargs(self) -> dict:
+    def kwargs(self) -> Kwargs:
         """Keyword arguments for ``max_pool2d(input, **kwargs)`` or ``avg_pool2d(input, **kwargs)``."""
-        kw = dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode)
+        kw: Kwargs = dict(
+            kernel_size=self.kernel_size, stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode
+        )
         if self.kind == "max":
             kw["dilation"] = self.dilation
         else:
             kw.update(count_include_pad=self.count_include_pad, divisor_override=self.divisor_override)
         return kw
 
-    def output_shape(self) -> tuple:
+    def output_shape(self) -> tuple[int, ...]:
         """Return the output shape, from :func:`npresnet.shapes.conv_output_size`."""
         *lead, H, W = self.input_shape
         stride = self.kernel_size if self.stride is None else self.stride
@@ -128,7 +139,7 @@ class PoolConfig:
         ]
         return (*lead, *out)
 
-    def reference(self, x):
+    def reference(self, x: ArrayLike) -> Float64Array:
         """Run the matching ``reference_*`` oracle on ``x``."""
         if self.kind == "max":
             return reference_max_pool2d(x, **self.kwargs())
@@ -143,17 +154,17 @@ class AdaptivePoolConfig:
     exceed the input size.
     """
 
-    input_shape: tuple
-    output_size: object
+    input_shape: tuple[int, ...]
+    output_size: OutputSize
 
 
-def _sizes(draw, low: int, high: int, asymmetric: bool):
+def _sizes(draw: DrawFn, low: int, high: int, asymmetric: bool) -> tuple[int, int]:
     """Draw an (h, w) pair in [low, high], equal unless ``asymmetric`` draws them separately."""
     a = draw(st.integers(low, high))
     return (a, draw(st.integers(low, high))) if asymmetric else (a, a)
 
 
-def _lead_shape(draw, max_batch: int, channels: int, unbatched: bool) -> tuple:
+def _lead_shape(draw: DrawFn, max_batch: int, channels: int, unbatched: bool) -> tuple[int, ...]:
     if unbatched and draw(st.booleans()):
         return (channels,)
     return (draw(st.integers(1, max_batch)), channels)
@@ -161,19 +172,19 @@ def _lead_shape(draw, max_batch: int, channels: int, unbatched: bool) -> tuple:
 
 @st.composite
 def conv2d_configs(
-    draw,
+    draw: DrawFn,
     *,
-    max_batch=2,
-    max_channels_per_group=3,
-    max_groups=3,
-    max_kernel=4,
-    max_stride=3,
-    max_dilation=3,
-    max_padding=3,
-    max_extra=5,
-    unbatched=True,
-    same_and_valid=True,
-):
+    max_batch: int = 2,
+    max_channels_per_group: int = 3,
+    max_groups: int = 3,
+    max_kernel: int = 4,
+    max_stride: int = 3,
+    max_dilation: int = 3,
+    max_padding: int = 3,
+    max_extra: int = 5,
+    unbatched: bool = True,
+    same_and_valid: bool = True,
+) -> ConvConfig:
     """Hypothesis strategy for valid :class:`ConvConfig` s.
 
     Draws groups first, then channel counts that are multiples of it; kernels (square or
@@ -208,6 +219,7 @@ def conv2d_configs(
     kernel = _sizes(draw, 1, max_kernel, asym)
     dilation = _sizes(draw, 1, max_dilation, draw(st.booleans()))
     mode = draw(st.sampled_from(["ints", "ints", "ints", "same", "valid"])) if same_and_valid else "ints"
+    padding: tuple[int, int] | str
     if mode == "same":
         padding, stride = "same", (1, 1)
     else:
@@ -234,17 +246,17 @@ def conv2d_configs(
 
 @st.composite
 def pool2d_configs(
-    draw,
-    kind=None,
+    draw: DrawFn,
+    kind: str | None = None,
     *,
-    max_batch=2,
-    max_channels=3,
-    max_kernel=4,
-    max_stride=4,
-    max_dilation=3,
-    max_extra=5,
-    unbatched=True,
-):
+    max_batch: int = 2,
+    max_channels: int = 3,
+    max_kernel: int = 4,
+    max_stride: int = 4,
+    max_dilation: int = 3,
+    max_extra: int = 5,
+    unbatched: bool = True,
+) -> PoolConfig:
     """Hypothesis strategy for valid :class:`PoolConfig` s (max or average pooling).
 
     Padding is at most ``kernel_size // 2`` (PyTorch's limit); the input is at least as large
@@ -266,17 +278,17 @@ def pool2d_configs(
     asym = draw(st.booleans())
     kernel = _sizes(draw, 1, max_kernel, asym)
     dilation = (1, 1) if kind == "avg" else _sizes(draw, 1, max_dilation, draw(st.booleans()))
-    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
     stride = None if draw(st.integers(0, 4)) == 0 else _sizes(draw, 1, max_stride, draw(st.booleans()))
     low = [max(1, d * (k - 1) + 1 - 2 * p) for k, d, p in zip(kernel, dilation, padding)]
     H = draw(st.integers(low[0], low[0] + max_extra))
     W = draw(st.integers(low[1], low[1] + max_extra))
     lead = _lead_shape(draw, max_batch, draw(st.integers(1, max_channels)), unbatched)
-    extra = {}
+    count_include_pad, divisor_override = True, None  # PoolConfig's defaults, which max pooling keeps
     if kind == "avg":
-        extra["count_include_pad"] = draw(st.booleans())
+        count_include_pad = draw(st.booleans())
         if draw(st.integers(0, 3)) == 0:
-            extra["divisor_override"] = draw(st.integers(1, 10) | st.integers(-10, -1))
+            divisor_override = draw(st.integers(1, 10) | st.integers(-10, -1))
     return PoolConfig(
         kind=kind,
         input_shape=(*lead, H, W),
@@ -285,12 +297,21 @@ def pool2d_configs(
         padding=padding,
         dilation=dilation,
         ceil_mode=draw(st.booleans()),
-        **extra,
+        count_include_pad=count_include_pad,
+        divisor_override=divisor_override,
     )
 
 
 @st.composite
-def adaptive_pool_configs(draw, *, max_batch=2, max_channels=3, max_size=9, max_output=9, unbatched=True):
+def adaptive_pool_configs(
+    draw: DrawFn,
+    *,
+    max_batch: int = 2,
+    max_channels: int = 3,
+    max_size: int = 9,
+    max_output: int = 9,
+    unbatched: bool = True,
+) -> AdaptivePoolConfig:
     """Hypothesis strategy for :class:`AdaptivePoolConfig` s.
 
     Any input size 1..``max_size``, any output size 1..``max_output`` (larger than the input too),
@@ -304,7 +325,9 @@ def adaptive_pool_configs(draw, *, max_batch=2, max_channels=3, max_size=9, max_
 
 
 # --------------------------------------------------------------------------- the legacy bound
-def conv2d_error_bound(config: ConvConfig, x, weight, bias, dtype) -> numpy.ndarray:
+def conv2d_error_bound(
+    config: ConvConfig, x: ArrayLike, weight: ArrayLike, bias: ArrayLike | None, dtype: DTypeLike
+) -> Float64Array:
     """Return the per-element bound on ``|conv2d(x, w, b) - exact|`` in ``dtype``, any summation order.
 
     The float64 oracle's own error is included.
@@ -319,6 +342,7 @@ def conv2d_error_bound(config: ConvConfig, x, weight, bias, dtype) -> numpy.ndar
         numpy.abs(x), numpy.abs(weight), None if bias is None else numpy.abs(bias), **config.kwargs()
     )
     name = numpy.dtype(dtype).name
-    return (gamma(K + 1, unit_roundoff(name)) + gamma(K + 1, unit_roundoff("float64"))) * magnitude + numpy.finfo(
-        dtype
-    ).tiny
+    bound: Float64Array = (
+        gamma(K + 1, unit_roundoff(name)) + gamma(K + 1, unit_roundoff("float64"))
+    ) * magnitude + numpy.finfo(dtype).tiny
+    return bound
