@@ -14,13 +14,24 @@ the case; every frame of the kit sets ``__tracebackhide__`` so pytest shows the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
+
 import numpy
 
 from . import oracles
 from .arrays import dtype_name, to_host
 from .bounds import sum_bound
-from .cases import Case
+from .cases import Case, conv_args
 from .configs import ConvConfig, PoolConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+    from .._typing import Array
+    from .cases import Kwargs
+    from .oracles import Float64Array, Window
 
 __all__ = [
     "assert_conv2d_matches",
@@ -31,7 +42,14 @@ __all__ = [
     "assert_conv2d_rejects",
 ]
 
-_REFERENCE = {
+#: The function under test: any library's, called with the (converted) arrays and the case's keywords.
+Function: TypeAlias = "Callable[..., object]"
+#: ``convert``: each NumPy array of a case to the array type the function takes (or None: as they are).
+Convert: TypeAlias = "Callable[[Array], object] | None"
+#: The rounding bound allowed for an output of the given dtype name: a float or one per element.
+BoundOf: TypeAlias = "Callable[[str], float | Array]"
+
+_REFERENCE: dict[str, Callable[..., Float64Array]] = {
     "conv2d": oracles.reference_conv2d,
     "conv_transpose2d": oracles.reference_conv_transpose2d,
     "max_pool2d": oracles.reference_max_pool2d,
@@ -41,7 +59,7 @@ _REFERENCE = {
 }
 
 
-def _legacy(config, dtype, seed, ops):
+def _legacy(config: object, dtype: DTypeLike | None, seed: int | None, ops: tuple[str, ...]) -> Case:
     """Return a :class:`Case` for a :class:`ConvConfig` / :class:`PoolConfig` of the first kit: seeded values."""
     __tracebackhide__ = True
     if isinstance(config, Case):
@@ -60,7 +78,13 @@ def _legacy(config, dtype, seed, ops):
     raise TypeError(f"expected a Case of {' or '.join(ops)}, got {type(config).__name__}")
 
 
-def _call(fn, case: Case, convert, args=None, kwargs=None):
+def _call(
+    fn: Function,
+    case: Case,
+    convert: Convert,
+    args: tuple[Array | None, ...] | None = None,
+    kwargs: Kwargs | None = None,
+) -> tuple[object, tuple[object, ...]]:
     """Call ``fn`` on the (converted) arrays; an exception becomes an AssertionError naming the case."""
     __tracebackhide__ = True
     args = case.args if args is None else args
@@ -71,11 +95,25 @@ def _call(fn, case: Case, convert, args=None, kwargs=None):
         raise AssertionError(f"{case.op} raised {type(exc).__name__}: {exc}; case: {case!r}") from exc
 
 
-def _abs(a):
+@overload
+def _abs(a: ArrayLike) -> Float64Array: ...
+@overload
+def _abs(a: None) -> None: ...
+def _abs(a: ArrayLike | None) -> Float64Array | None:
     return None if a is None else numpy.abs(numpy.asarray(a, dtype=numpy.float64))
 
 
-def compare(what, out, want, bound, case, *, atol, rtol, slack):
+def compare(
+    what: str,
+    out: NDArray[Any],
+    want: Float64Array,
+    bound: float | Array,
+    case: Case,
+    *,
+    atol: float,
+    rtol: float,
+    slack: float,
+) -> None:
     """Assert ``out`` (host array) equals ``want`` within ``slack·bound + atol + rtol·|want|`` elementwise."""
     __tracebackhide__ = True
     if out.shape != want.shape:
@@ -108,14 +146,14 @@ def compare(what, out, want, bound, case, *, atol, rtol, slack):
     )
 
 
-def _check_dtype(what, out_dtype, converted_input, case):
+def _check_dtype(what: str, out_dtype: str, converted_input: object, case: Case) -> None:
     __tracebackhide__ = True
     want = dtype_name(converted_input)
     if out_dtype != want:
         raise AssertionError(f"{what} has dtype {out_dtype}, the input's is {want} (torch keeps it); case: {case!r}")
 
 
-def _float_output(out, what, case):
+def _float_output(out: object, what: str, case: Case) -> tuple[NDArray[Any], str]:
     __tracebackhide__ = True
     host, name = to_host(out, what, case)
     if host.dtype.kind != "f":
@@ -123,7 +161,18 @@ def _float_output(out, what, case):
     return host, name
 
 
-def _check_forward(fn, case, convert, bound_of, *, atol, rtol, slack, check_dtype, indices=None):
+def _check_forward(
+    fn: Function,
+    case: Case,
+    convert: Convert,
+    bound_of: BoundOf,
+    *,
+    atol: float,
+    rtol: float,
+    slack: float,
+    check_dtype: bool,
+    indices: list[list[Window]] | None = None,
+) -> None:
     """Run ``fn`` on ``case`` and compare with the oracle; ``bound_of(out_dtype)`` gives the rounding bound."""
     __tracebackhide__ = True
     out, converted = _call(fn, case, convert)
@@ -141,11 +190,12 @@ def _check_forward(fn, case, convert, bound_of, *, atol, rtol, slack, check_dtyp
         _check_dtype(f"{case.op}'s output", name, converted[0], case)
     compare(f"{case.op}'s output", host, want, bound_of(name), case, atol=atol, rtol=rtol, slack=slack)
     if case.kwargs.get("return_indices"):
+        assert indices is not None  # the pooling assertions, the only ones with return_indices, pass their windows
         _check_indices(index, want, indices, case)
 
 
-def _conv_bound(case, reference, terms):
-    x, w, b = case.args
+def _conv_bound(case: Case, reference: Callable[..., Float64Array], terms: int) -> BoundOf:
+    x, w, b = conv_args(case)
     kwargs = case.kwargs
     return lambda out_dtype: sum_bound(
         terms + 1, reference(_abs(x), _abs(w), _abs(b), **kwargs), case.dtype.name, out_dtype
@@ -153,7 +203,16 @@ def _conv_bound(case, reference, terms):
 
 
 def assert_conv2d_matches(
-    fn, case, *, convert=None, atol=0.0, rtol=0.0, slack=1.0, check_dtype=True, dtype=None, seed=None
+    fn: Function,
+    case: Case | ConvConfig,
+    *,
+    convert: Convert = None,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    slack: float = 1.0,
+    check_dtype: bool = True,
+    dtype: DTypeLike | None = None,
+    seed: int | None = None,
 ) -> None:
     """Assert that ``fn`` (``torch.nn.functional.conv2d``'s signature) computes ``case`` as the oracle does.
 
@@ -180,12 +239,21 @@ def assert_conv2d_matches(
     """
     __tracebackhide__ = True
     case = _legacy(case, dtype, seed, ("conv2d",))
-    K = case.args[1][0].size  # C/groups * kh * kw
+    K = conv_args(case)[1][0].size  # C/groups * kh * kw
     bound_of = _conv_bound(case, oracles.reference_conv2d, K)
     _check_forward(fn, case, convert, bound_of, atol=atol, rtol=rtol, slack=slack, check_dtype=check_dtype)
 
 
-def assert_conv_transpose2d_matches(fn, case, *, convert=None, atol=0.0, rtol=0.0, slack=1.0, check_dtype=True) -> None:
+def assert_conv_transpose2d_matches(
+    fn: Function,
+    case: Case,
+    *,
+    convert: Convert = None,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    slack: float = 1.0,
+    check_dtype: bool = True,
+) -> None:
     """Assert that ``fn`` computes ``case`` as the direct scatter oracle does.
 
     ``fn`` has ``torch.nn.functional.conv_transpose2d``'s signature; an output element sums at most
@@ -193,25 +261,25 @@ def assert_conv_transpose2d_matches(fn, case, *, convert=None, atol=0.0, rtol=0.
     """
     __tracebackhide__ = True
     case = _legacy(case, None, None, ("conv_transpose2d",))
-    w = case.args[1]
+    w = conv_args(case)[1]
     K = w.shape[0] // case.kwargs.get("groups", 1) * w.shape[2] * w.shape[3]
     bound_of = _conv_bound(case, oracles.reference_conv_transpose2d, K)
     _check_forward(fn, case, convert, bound_of, atol=atol, rtol=rtol, slack=slack, check_dtype=check_dtype)
 
 
-def _pool_fn(fn, case):
+def _pool_fn(fn: Function | dict[str, Function], case: Case) -> Function:
     __tracebackhide__ = True
     if isinstance(fn, dict):
-        if case.kind not in fn:
+        if case.kind is None or case.kind not in fn:
             raise AssertionError(f"fn has no entry for {case.kind!r} (keys {sorted(fn)}); case: {case!r}")
         return fn[case.kind]
     return fn
 
 
-def _check_indices(index, want, windows, case):
+def _check_indices(indices: object, want: Float64Array, windows: list[list[Window]], case: Case) -> None:
     """Each index must point, inside its window, at an element equal to the output (NaN at NaN)."""
     __tracebackhide__ = True
-    index, name = to_host(index, f"{case.op}'s indices", case)
+    index, name = to_host(indices, f"{case.op}'s indices", case)
     if index.dtype.kind not in "iu" or index.shape != want.shape:
         raise AssertionError(
             f"{case.op}'s indices have dtype {name} and shape {index.shape}; expected integers of shape "
@@ -225,11 +293,13 @@ def _check_indices(index, want, windows, case):
             member[oy, ox, taps] = True
     inside = (index >= 0) & (index < H * W)
     safe = numpy.where(inside, index, 0)
-    oy, ox = numpy.indices(want.shape[-2:])
-    in_window = inside & member[oy, ox, safe]
+    out_y, out_x = numpy.indices(want.shape[-2:])  # (out_h, out_w) each
+    in_window = inside & member[out_y, out_x, safe]
     flat = x.reshape(x.shape[:-2] + (H * W,))
     picked = numpy.take_along_axis(flat, safe.reshape(safe.shape[:-2] + (-1,)), axis=-1).reshape(want.shape)
-    empty = ~member.any(axis=-1)[oy, ox]  # a window wholly in padding (dilated): -inf, no index to point at
+    empty = ~numpy.any(member, axis=-1)[
+        out_y, out_x
+    ]  # a window wholly in padding (dilated): -inf, no index to point at
     ok = empty | (in_window & ((picked == want) | (numpy.isnan(picked) & numpy.isnan(want))))
     if not ok.all():
         at = tuple(int(i) for i in numpy.argwhere(~ok)[0])
@@ -240,7 +310,16 @@ def _check_indices(index, want, windows, case):
 
 
 def assert_pool2d_matches(
-    fn, case, *, convert=None, atol=0.0, rtol=0.0, slack=1.0, check_dtype=True, dtype=None, seed=None
+    fn: Function | dict[str, Function],
+    case: Case | PoolConfig,
+    *,
+    convert: Convert = None,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    slack: float = 1.0,
+    check_dtype: bool = True,
+    dtype: DTypeLike | None = None,
+    seed: int | None = None,
 ) -> None:
     """Assert that ``fn`` computes the pooling ``case`` as the oracle does.
 
@@ -254,21 +333,22 @@ def assert_pool2d_matches(
     __tracebackhide__ = True
     case = _legacy(case, dtype, seed, ("max_pool2d", "avg_pool2d"))
     kwargs = {k: v for k, v in case.kwargs.items() if k != "return_indices"}
-    x = case.args[0]
+    x = case.input
+    bound_of: BoundOf
     if case.kind == "max":
 
-        def bound_of(out_dtype):
+        def bound_of(out_dtype: str) -> float | Array:
             return 0.0
     else:
         kh, kw = oracles._pair(kwargs["kernel_size"], "kernel_size")
         m = numpy.abs(oracles.reference_avg_pool2d(_abs(x), **kwargs))  # Σ|x| / |divisor|
 
-        def bound_of(out_dtype):
+        def bound_of(out_dtype: str) -> float | Array:
             return sum_bound(kh * kw + 2, m, case.dtype.name, out_dtype)
 
     windows = None
     if case.kwargs.get("return_indices"):
-        geometry = {
+        geometry: Kwargs = {
             k: kwargs.get(k, d) for k, d in (("stride", None), ("padding", 0), ("dilation", 1), ("ceil_mode", False))
         }
         *_, windows = oracles.pool_windows(x.shape, kwargs["kernel_size"], **geometry)
@@ -285,7 +365,16 @@ def assert_pool2d_matches(
     )
 
 
-def assert_adaptive_pool2d_matches(fn, case, *, convert=None, atol=0.0, rtol=0.0, slack=1.0, check_dtype=True) -> None:
+def assert_adaptive_pool2d_matches(
+    fn: Function | dict[str, Function],
+    case: Case,
+    *,
+    convert: Convert = None,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    slack: float = 1.0,
+    check_dtype: bool = True,
+) -> None:
     """Assert that ``fn`` computes the adaptive pooling ``case`` as the oracle does.
 
     ``fn`` has ``adaptive_max_pool2d``'s or ``adaptive_avg_pool2d``'s signature, or is a dict
@@ -295,17 +384,18 @@ def assert_adaptive_pool2d_matches(fn, case, *, convert=None, atol=0.0, rtol=0.0
     """
     __tracebackhide__ = True
     case = _legacy(case, None, None, ("adaptive_max_pool2d", "adaptive_avg_pool2d"))
-    x = case.args[0]
+    x = case.input
     windows = oracles.adaptive_windows(x.shape, case.kwargs["output_size"])
+    bound_of: BoundOf
     if case.kind == "max":
 
-        def bound_of(out_dtype):
+        def bound_of(out_dtype: str) -> float | Array:
             return 0.0
     else:
         t = max(len(taps) for row in windows for taps, _ in row)
         m = oracles.reference_adaptive_avg_pool2d(_abs(x), case.kwargs["output_size"])
 
-        def bound_of(out_dtype):
+        def bound_of(out_dtype: str) -> float | Array:
             return sum_bound(t + 2, m, case.dtype.name, out_dtype)
 
     _check_forward(
@@ -321,7 +411,15 @@ def assert_adaptive_pool2d_matches(fn, case, *, convert=None, atol=0.0, rtol=0.0
     )
 
 
-def assert_conv2d_backward_matches(backward_fn, case, *, convert=None, atol=0.0, rtol=0.0, slack=1.0) -> None:
+def assert_conv2d_backward_matches(
+    backward_fn: Function,
+    case: Case,
+    *,
+    convert: Convert = None,
+    atol: float = 0.0,
+    rtol: float = 0.0,
+    slack: float = 1.0,
+) -> None:
     """Assert that ``backward_fn`` computes conv2d's gradients for ``case`` as the float64 loops do.
 
     ``backward_fn(grad_output, input, weight, stride=, padding=, dilation=, groups=)`` returns
@@ -334,7 +432,7 @@ def assert_conv2d_backward_matches(backward_fn, case, *, convert=None, atol=0.0,
     case = _legacy(case, None, None, ("conv2d",))
     if case.grad_output is None:
         raise TypeError("this case has no grad_output; draw it from conv2d_cases()")
-    x, w, _ = case.args
+    x, w, _ = conv_args(case)
     g = case.grad_output
     kwargs = {k: v for k, v in case.kwargs.items() if k in ("stride", "padding", "dilation", "groups")}
     out, _ = _call(backward_fn, case, convert, args=(g, x, w), kwargs=kwargs)
@@ -351,7 +449,7 @@ def assert_conv2d_backward_matches(backward_fn, case, *, convert=None, atol=0.0,
         compare(name, host, exp, sum_bound(n, m, case.dtype.name, dtype), case, atol=atol, rtol=rtol, slack=slack)
 
 
-def assert_conv2d_rejects(fn, case, *, convert=None) -> None:
+def assert_conv2d_rejects(fn: Function, case: Case, *, convert: Convert = None) -> None:
     """Assert that ``fn`` raises (any Exception) on ``case``, an argument set torch refuses.
 
     The cases come from :func:`invalid_conv2d_cases`; the assertion fails if ``fn`` returns.
