@@ -28,12 +28,24 @@ are drawn too.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy
 from hypothesis import strategies as st
 
 from .bounds import safe_magnitude
-from .cases import FORMS, Case, Pins, as_pair, check_forms, draw_array, draw_ints, keep_kwargs
+from .cases import FORMS, Case, Pins, as_pair, check_forms, conv_args, draw_array, draw_ints, keep_kwargs
 from .oracles import adaptive_output_size, conv_pads, conv_transpose2d_output_size, window_starts
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from hypothesis.strategies import DrawFn, SearchStrategy
+    from numpy.typing import DTypeLike
+
+    from .._typing import Array
+    from .cases import Kwargs
+    from .oracles import Ints, OutputSize, Padding
 
 __all__ = [
     "conv2d_cases",
@@ -62,8 +74,17 @@ class _Options:
     """The shared keywords, checked once when the strategy is built."""
 
     def __init__(
-        self, dtypes, allow_nan, allow_infinity, noncontiguous, max_batch, max_channels, max_size, forms, unbatched
-    ):
+        self,
+        dtypes: Iterable[DTypeLike],
+        allow_nan: bool,
+        allow_infinity: bool,
+        noncontiguous: bool,
+        max_batch: int,
+        max_channels: int,
+        max_size: int,
+        forms: Iterable[str],
+        unbatched: bool,
+    ) -> None:
         self.dtypes = tuple(numpy.dtype(d) for d in dtypes)
         if not self.dtypes or any(d.name not in ("float16", "float32", "float64") for d in self.dtypes):
             raise ValueError(f"dtypes must be a non-empty sequence of float16/float32/float64, got {dtypes!r}")
@@ -81,7 +102,7 @@ class _Options:
         n_terms = max(max_channels * _MAX_KERNEL**2, max_batch * (max_size + 2 * _MAX_PADDING) ** 2, max_size**2)
         self.magnitude = {d.name: safe_magnitude(n_terms, d.name) for d in self.dtypes}
 
-    def array(self, draw, shape, dtype, *, special=False):
+    def array(self, draw: DrawFn, shape: tuple[int, ...], dtype: numpy.dtype[Any], *, special: bool = False) -> Array:
         return draw_array(
             draw,
             shape,
@@ -92,14 +113,14 @@ class _Options:
             noncontiguous=self.noncontiguous,
         )
 
-    def lead(self, draw, channels: int) -> tuple:
+    def lead(self, draw: DrawFn, channels: int) -> tuple[int, ...]:
         if self.unbatched and draw(st.booleans()):
             return (channels,)
         return (draw(st.integers(1, self.max_batch)), channels)
 
 
-def _options(kw) -> _Options:
-    return _Options(**kw)
+def _options(kw: dict[str, Any]) -> _Options:
+    return _Options(**kw)  # the user's keywords, Any to the checker: _Options checks them
 
 
 _SHARED = dict(
@@ -115,19 +136,21 @@ _SHARED = dict(
 )
 
 
-def _split(kw: dict):
+def _split(kw: dict[str, object]) -> tuple[_Options, dict[str, object]]:
     shared = {k: kw.pop(k, v) for k, v in _SHARED.items()}
     return _options(shared), kw
 
 
-def _param(draw, pins, name, forms, low, high):
+def _param(
+    draw: DrawFn, pins: Pins, name: str, forms: tuple[str, ...], low: int, high: int | tuple[int, ...]
+) -> tuple[object, tuple[int, int]]:
     """Return a pinned or drawn int hyper-parameter: ``(as passed, (h, w))``."""
     if name in pins:
         return pins.get(name), as_pair(pins.get(name), name)
     return draw_ints(draw, forms, low, high)
 
 
-def _groups_and_channels(draw, opt, pins):
+def _groups_and_channels(draw: DrawFn, opt: _Options, pins: Pins) -> tuple[int, int, int]:
     groups = pins.get("groups") if "groups" in pins else draw(st.integers(1, min(opt.max_channels, 3)))
     if not isinstance(groups, int) or not 1 <= groups <= opt.max_channels:
         raise ValueError(f"groups must be pinned to an int in [1, max_channels={opt.max_channels}], got {groups!r}")
@@ -135,24 +158,25 @@ def _groups_and_channels(draw, opt, pins):
     return groups, groups * draw(st.integers(1, per_group)), groups * draw(st.integers(1, per_group))
 
 
-def _kernel_limit(max_size, pads, dilation):
+def _kernel_limit(max_size: int, pads: Iterable[tuple[int, int]], dilation: Iterable[int]) -> tuple[int, ...]:
     """Largest kernel per axis whose dilated window fits in a padded input of max_size."""
     return tuple(max(1, min(_MAX_KERNEL, (max_size + p0 + p1 - 1) // d + 1)) for (p0, p1), d in zip(pads, dilation))
 
 
-def _sizes(draw, low, max_size):
+def _sizes(draw: DrawFn, low: Iterable[int], max_size: int) -> tuple[int, ...]:
     return tuple(draw(st.integers(lo, max(lo, max_size))) for lo in low)
 
 
 @st.composite
-def _conv2d_case(draw, opt: _Options, pins: Pins):
+def _conv2d_case(draw: DrawFn, opt: _Options, pins: Pins) -> Case:
     dtype = draw(st.sampled_from(opt.dtypes))
     groups, C, O = _groups_and_channels(draw, opt, pins)
     same_pinned = "padding" in pins and pins.get("padding") == "same"
     stride, (sy, sx) = _param(draw, pins, "stride", opt.forms, 1, 1 if same_pinned else _MAX_STRIDE)
     dilation, dil = _param(draw, pins, "dilation", opt.forms, 1, _MAX_DILATION)
+    padding: Padding
     if "padding" in pins:
-        padding = pins.get("padding")
+        padding = cast("Padding", pins.get("padding"))  # the user's pin, passed on as given; conv_pads checks it
     else:
         strings = ["valid"] + (["same"] if (sy, sx) == (1, 1) else []) if "string" in opt.forms else []
         if strings and draw(st.integers(0, 3)) == 0:
@@ -183,7 +207,7 @@ def _conv2d_case(draw, opt: _Options, pins: Pins):
     return Case("conv2d", (x, w, b), kwargs, grad_output=g)
 
 
-def conv2d_cases(**kw):
+def conv2d_cases(**kw: object) -> SearchStrategy[Case]:
     """Hypothesis strategy of valid ``conv2d`` :class:`Case` s (with a ``grad_output`` for backward).
 
     Draws groups, then channel counts that are multiples of it; stride, dilation and padding in
@@ -202,8 +226,8 @@ def conv2d_cases(**kw):
     ...     assert conv2d(*case.args, **case.kwargs).shape == case.grad_output.shape
     >>> test_shape()
     """
-    opt, pins = _split(kw)
-    pins = Pins(pins, ("stride", "padding", "dilation", "groups", "bias"), "conv2d_cases")
+    opt, pinned = _split(kw)
+    pins = Pins(pinned, ("stride", "padding", "dilation", "groups", "bias"), "conv2d_cases")
     _check_same_stride(pins)
     return _conv2d_case(opt, pins)
 
@@ -215,7 +239,7 @@ def _check_same_stride(pins: Pins) -> None:
 
 
 @st.composite
-def _conv_transpose2d_case(draw, opt: _Options, pins: Pins):
+def _conv_transpose2d_case(draw: DrawFn, opt: _Options, pins: Pins) -> Case:
     dtype = draw(st.sampled_from(opt.dtypes))
     groups, C, O = _groups_and_channels(draw, opt, pins)
     stride, (sy, sx) = _param(draw, pins, "stride", opt.forms, 1, _MAX_STRIDE)
@@ -244,7 +268,7 @@ def _conv_transpose2d_case(draw, opt: _Options, pins: Pins):
     return Case("conv_transpose2d", (x, w, b), keep_kwargs(kwargs, pins, _TRANSPOSE_DEFAULTS), grad_output=g)
 
 
-def conv_transpose2d_cases(**kw):
+def conv_transpose2d_cases(**kw: object) -> SearchStrategy[Case]:
     """Hypothesis strategy of valid ``conv_transpose2d`` :class:`Case` s.
 
     weight is ``(C, O // groups, kh, kw)``; ``output_padding`` is drawn below ``max(stride, dilation)``
@@ -256,14 +280,14 @@ def conv_transpose2d_cases(**kw):
     return _conv_transpose2d_case(opt, Pins(pins, allowed, "conv_transpose2d_cases"))
 
 
-def _choose_kind(draw, kind, strategy):
+def _choose_kind(draw: DrawFn, kind: str | None, strategy: str) -> str:
     if kind not in (None, "max", "avg"):
         raise ValueError(f"{strategy}: kind must be None, 'max' or 'avg', got {kind!r}")
     return kind or draw(st.sampled_from(["max", "avg"]))
 
 
 @st.composite
-def _pool2d_case(draw, kind, opt: _Options, pins: Pins):
+def _pool2d_case(draw: DrawFn, kind: str | None, opt: _Options, pins: Pins) -> Case:
     kind = _choose_kind(draw, kind, "pool2d_cases")
     dtype = draw(st.sampled_from(opt.dtypes))
     kernel_size, kernel = _param(draw, pins, "kernel_size", opt.forms, 1, min(_MAX_KERNEL, opt.max_size))
@@ -297,7 +321,7 @@ def _pool2d_case(draw, kind, opt: _Options, pins: Pins):
     return Case(f"{kind}_pool2d", (x,), keep_kwargs(kwargs, pins, _POOL_DEFAULTS))
 
 
-def pool2d_cases(kind=None, **kw):
+def pool2d_cases(kind: str | None = None, **kw: object) -> SearchStrategy[Case]:
     """Hypothesis strategy of valid ``max_pool2d`` / ``avg_pool2d`` :class:`Case` s (``kind`` None: either).
 
     Draws kernel_size, stride (None sometimes, torch's default), padding (at most half the kernel),
@@ -312,12 +336,13 @@ def pool2d_cases(kind=None, **kw):
 
 
 @st.composite
-def _adaptive_case(draw, kind, opt: _Options, pins: Pins):
+def _adaptive_case(draw: DrawFn, kind: str | None, opt: _Options, pins: Pins) -> Case:
     kind = _choose_kind(draw, kind, "adaptive_pool2d_cases")
     dtype = draw(st.sampled_from(opt.dtypes))
     H, W = _sizes(draw, (1, 1), opt.max_size)
+    output_size: OutputSize
     if "output_size" in pins:
-        output_size = pins.get("output_size")
+        output_size = cast("OutputSize", pins.get("output_size"))  # the user's pin, passed on as given
     else:
         sizes = st.integers(1, opt.max_size)
         choices = [f for f in ("int", "pair", "pair-with-None") if f in opt.forms]
@@ -331,18 +356,18 @@ def _adaptive_case(draw, kind, opt: _Options, pins: Pins):
         elif form == "pair":
             output_size = (draw(sizes), draw(sizes))
         else:
-            keep = draw(st.sampled_from([(True, False), (False, True), (True, True)]))  # which axes are None
-            output_size = tuple(None if k else draw(sizes) for k in keep)
+            keep_h, keep_w = draw(st.sampled_from([(True, False), (False, True), (True, True)]))  # which are None
+            output_size = (None if keep_h else draw(sizes), None if keep_w else draw(sizes))
     adaptive_output_size((H, W), output_size)
     lead = opt.lead(draw, draw(st.integers(1, opt.max_channels)))
-    kwargs = {"output_size": output_size}
+    kwargs: Kwargs = {"output_size": output_size}
     if kind == "max":
         kwargs["return_indices"] = pins.draw(draw, "return_indices", st.booleans())
     x = opt.array(draw, (*lead, H, W), dtype, special=True)
     return Case(f"adaptive_{kind}_pool2d", (x,), keep_kwargs(kwargs, pins, {"return_indices": False}))
 
 
-def adaptive_pool2d_cases(kind=None, **kw):
+def adaptive_pool2d_cases(kind: str | None = None, **kw: object) -> SearchStrategy[Case]:
     """Hypothesis strategy of ``adaptive_max_pool2d`` / ``adaptive_avg_pool2d`` :class:`Case` s.
 
     Any input size up to ``max_size``; ``output_size`` an int, a pair, or a pair with None ("keep
@@ -372,14 +397,15 @@ _MUTATIONS = (
 
 
 @st.composite
-def _invalid_conv2d_case(draw, opt: _Options, pins: Pins):
+def _invalid_conv2d_case(draw: DrawFn, opt: _Options, pins: Pins) -> Case:
     case = draw(_conv2d_case(opt, pins))
-    x, w, b = case.args
+    x, w, b = conv_args(case)
     kw = dict(case.kwargs)
     reason = draw(st.sampled_from(_MUTATIONS))
 
-    def numeric(v):
-        return draw(st.sampled_from([v, (v, v), (v, 1) if v != 1 else (v, 2)]))
+    def numeric(v: int) -> Ints:
+        forms: list[Ints] = [v, (v, v), (v, 1) if v != 1 else (v, 2)]
+        return draw(st.sampled_from(forms))
 
     if reason == "negative padding":
         kw["padding"] = numeric(-1)
@@ -414,7 +440,7 @@ def _invalid_conv2d_case(draw, opt: _Options, pins: Pins):
     return Case("conv2d", (x, w, b), kw, reason=reason)
 
 
-def invalid_conv2d_cases(**kw):
+def invalid_conv2d_cases(**kw: object) -> SearchStrategy[Case]:
     """Hypothesis strategy of ``conv2d`` argument sets that torch refuses, each with a ``.reason``.
 
     Draws a valid case (same keywords as :func:`conv2d_cases`) and breaks one thing: negative
