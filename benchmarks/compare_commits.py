@@ -88,7 +88,7 @@ def _fused(model, winograd: str | None):
 
     default = getattr(module, "DEFAULT_WINOGRAD", "F2")
     if winograd is None:
-        return fuse(model), f"fuse(model): F{default[1:]}"
+        return fuse(model), f"fuse(model): {default}"
     if hasattr(module, "DEFAULT_WINOGRAD"):
         return fuse(model, winograd=winograd), f"fuse(model, winograd={winograd!r})"
     if winograd == "F2":
