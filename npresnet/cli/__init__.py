@@ -20,7 +20,7 @@ from .args import arch_names
 from .common import CommandError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -61,17 +61,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    command: str = args.command
+    run: Callable[[argparse.Namespace], int] = args.run  # each subcommand's ``run``
     try:
-        return args.run(args)
+        return run(args)
     except CommandError as err:
-        print(f"npresnet {args.command}: error: {err}", file=sys.stderr)
+        print(f"npresnet {command}: error: {err}", file=sys.stderr)
         return 1
     except ImportError as err:  # an optional dependency is missing; the message says what to install
-        print(f"npresnet {args.command}: error: {err}", file=sys.stderr)
+        print(f"npresnet {command}: error: {err}", file=sys.stderr)
         return 1
     except MemoryError:  # the limits are checked first, but another process may hold the memory
         print(
-            f"npresnet {args.command}: error: out of memory; free memory or ask for less work "
+            f"npresnet {command}: error: out of memory; free memory or ask for less work "
             "(a smaller --batch-size or --crop-size)",
             file=sys.stderr,
         )

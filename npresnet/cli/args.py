@@ -8,8 +8,12 @@ naming the flag.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from ..limits import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_TOP
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = [
     "positive_int",
@@ -24,14 +28,14 @@ __all__ = [
 ]
 
 
-def arch_names():
+def arch_names() -> list[str]:
     """Return the architecture names ``--arch`` accepts, in the registry's order."""
     from ..models import ARCHITECTURES
 
     return list(ARCHITECTURES)
 
 
-def positive_int(text):
+def positive_int(text: str) -> int:
     """Parse an argparse value: an integer >= 1."""
     try:
         value = int(text)
@@ -42,7 +46,7 @@ def positive_int(text):
     return value
 
 
-def non_negative_int(text):
+def non_negative_int(text: str) -> int:
     """Parse an argparse value: an integer >= 0."""
     try:
         value = int(text)
@@ -53,10 +57,10 @@ def non_negative_int(text):
     return value
 
 
-def int_up_to(limit):
+def int_up_to(limit: int) -> Callable[[str], int]:
     """Return an argparse type: an integer from 1 to ``limit``."""
 
-    def parse(text):
+    def parse(text: str) -> int:
         value = positive_int(text)
         if value > limit:
             raise argparse.ArgumentTypeError(f"at most {limit:,} is accepted, got {value:,}")
@@ -70,7 +74,7 @@ batch_size = int_up_to(MAX_BATCH_SIZE)  # predict's and embed's --batch-size
 top_k = int_up_to(MAX_TOP)  # --top
 
 
-def timeout(text):
+def timeout(text: str) -> float:
     """Parse an argparse value: seconds above 0 and at most :data:`npresnet.fetch.MAX_TIMEOUT`."""
     from ..fetch import MAX_TIMEOUT
 
@@ -83,7 +87,7 @@ def timeout(text):
     return value
 
 
-def input_size(text):
+def input_size(text: str) -> tuple[int, int]:
     """Parse an argparse value: ``summary``'s input size (see :func:`npresnet.summary.parse_input_size`)."""
     from ..summary import parse_input_size
 

@@ -4,19 +4,56 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import TYPE_CHECKING, Protocol
 
 from ..limits import MAX_ACTIVATION_BYTES
 
-__all__ = ["CommandError", "check_arch", "load_model", "activation_bytes", "check_activation_memory", "progress_bar"]
+if TYPE_CHECKING:
+    from .._typing import PathLike
+    from ..models import ResNet
+    from ..summary import Summary
+
+__all__ = [
+    "CommandError",
+    "ProgressBar",
+    "check_arch",
+    "load_model",
+    "activation_bytes",
+    "check_activation_memory",
+    "progress_bar",
+]
 
 
 class CommandError(Exception):
     """A failure to report on stderr as ``npresnet <cmd>: error: ...`` with exit status 1."""
 
 
-def check_arch(arch):
+class ProgressBar(Protocol):
+    """What the commands use of the ``tqdm`` bar :func:`progress_bar` returns (tqdm ships no types)."""
+
+    n: float
+    total: float | None
+
+    def update(self, n: float = 1) -> object:
+        """Advance the bar by ``n``."""
+        ...
+
+    def close(self) -> None:
+        """Remove the bar from the terminal."""
+        ...
+
+    def set_description(self, desc: str) -> None:
+        """Show ``desc`` before the bar."""
+        ...
+
+    def set_postfix(self, *, refresh: bool = True, **values: str) -> None:
+        """Show ``name=value`` pairs after the bar."""
+        ...
+
+
+def check_arch(arch: str) -> str:
     """``arch`` if it names an architecture, else a CommandError with close names: checked before any file is read."""
-    from ..models import check_arch
+    from ..models.registry import check_arch
 
     try:
         return check_arch(arch)
@@ -24,10 +61,10 @@ def check_arch(arch):
         raise CommandError(err) from None
 
 
-def load_model(arch, path):
+def load_model(arch: str, path: PathLike) -> ResNet:
     """Build ``arch`` with the weights in ``path``, the classifier sized by the file."""
     from ..errors import WeightsError
-    from ..models import fit_state_dict
+    from ..models.registry import fit_state_dict
     from ..weights import load_weights
 
     check_arch(arch)
@@ -43,7 +80,7 @@ def load_model(arch, path):
         raise CommandError(err) from None
 
 
-def activation_bytes(summary) -> int:
+def activation_bytes(summary: Summary) -> int:
     """Working memory of one inference pass: ``summary``'s peak plus one temporary as large as its largest activation.
 
     ``peak_activation_bytes`` counts the tensors alive at once; an operation may also hold one
@@ -56,7 +93,7 @@ def activation_bytes(summary) -> int:
     return summary.peak_activation_bytes + largest
 
 
-def check_activation_memory(arch, crop_size, batch, batch_flag="--batch-size"):
+def check_activation_memory(arch: str, crop_size: int, batch: int, batch_flag: str = "--batch-size") -> None:
     """Refuse, before any work, ``batch`` images of ``crop_size``² whose pass needs more than MAX_ACTIVATION_BYTES."""
     from ..summary import summarize
 
@@ -74,7 +111,7 @@ def check_activation_memory(arch, crop_size, batch, batch_flag="--batch-size"):
         )
 
 
-def progress_bar(total, unit):
+def progress_bar(total: float | None, unit: str) -> ProgressBar | None:
     """Return a tqdm bar on stderr when it is a terminal and tqdm is installed, else None."""
     if not sys.stderr.isatty():
         return None
@@ -82,4 +119,5 @@ def progress_bar(total, unit):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit=unit, unit_scale=unit == "B", file=sys.stderr, leave=False)
+    bar: ProgressBar = tqdm(total=total, unit=unit, unit_scale=unit == "B", file=sys.stderr, leave=False)
+    return bar

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -10,7 +11,7 @@ from .common import CommandError, check_arch
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(commands, archs):
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], archs: str) -> None:
     """Add the ``convert`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "convert",
@@ -30,14 +31,16 @@ def add_parser(commands, archs):
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``npresnet convert`` with the parsed ``args``; return the exit status."""
     from ..errors import WeightsError
     from ..weights import load_weights, save_weights
 
-    src, dst = args.src, args.dst
-    if args.arch:
-        check_arch(args.arch)
+    src: str = args.src
+    dst: str = args.dst
+    arch: str | None = args.arch
+    if arch:
+        check_arch(arch)
     for name, path in (("SRC", src), ("DST", dst)):
         if not path:
             raise CommandError(f"{name} is an empty file name")
@@ -56,11 +59,11 @@ def run(args) -> int:
         state_dict = load_weights(src)
     except (WeightsError, OSError) as err:
         raise CommandError(f"cannot read {src}: {err}") from None
-    if args.arch:
-        from ..models import fit_state_dict
+    if arch:
+        from ..models.registry import fit_state_dict
 
         try:
-            fit_state_dict(args.arch, state_dict, str(src))
+            fit_state_dict(arch, state_dict, str(src))
         except (WeightsError, ValueError) as err:
             raise CommandError(f"{err}\nnothing was written") from None
     try:

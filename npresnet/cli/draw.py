@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from .common import CommandError
+
+if TYPE_CHECKING:
+    from ..draw import Windows
 
 __all__ = ["add_parser", "run"]
 
@@ -49,18 +53,18 @@ _EPILOG = """examples:
 """
 
 
-def int_pair(text):
+def int_pair(text: str) -> tuple[int, int]:
     """``3`` → (3, 3); ``3x2`` or ``3,2`` → (3, 2): non-negative ints (the layer checks their ranges)."""
     parts = text.lower().replace("×", "x").replace(",", "x").split("x")
     if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"expected N or NxM with non-negative integers, got {text!r}")
-    values = tuple(int(p) for p in parts)
+    values = [int(p) for p in parts]
     if any(v > 10**6 for v in values):
         raise argparse.ArgumentTypeError(f"at most 1,000,000 is accepted, got {text!r}")
-    return values if len(values) == 2 else values * 2
+    return values[0], values[-1]  # N stands for NxN
 
 
-def add_parser(commands, archs):
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], archs: str) -> None:
     """Add the ``draw`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "draw",
@@ -107,52 +111,47 @@ def add_parser(commands, archs):
     p.set_defaults(run=run)
 
 
-def _refuse(args, flag, value, default, layers):
-    if value != default and args.layer not in layers:
+def _refuse(layer: str, flag: str, value: object, default: object, layers: tuple[str, ...]) -> None:
+    if value != default and layer not in layers:
         names = layers[0] if len(layers) == 1 else f"{', '.join(layers[:-1])} and {layers[-1]}"
-        raise CommandError(f"{flag} applies to {names}, not {args.layer}")
+        raise CommandError(f"{flag} applies to {names}, not {layer}")
 
 
-def _windows(args):
+def _windows(args: argparse.Namespace) -> Windows:
     from .. import draw
 
+    layer: str = args.layer
+    size: tuple[int, int] = args.input
+    kernel: tuple[int, int] = args.kernel
+    stride: tuple[int, int] | None = args.stride
+    padding: tuple[int, int] = args.padding
+    dilation: tuple[int, int] = args.dilation
+    output_padding: tuple[int, int] = args.output_padding
+    groups: int = args.groups
+    in_channels: int | None = args.in_channels
+    out_channels: int | None = args.out_channels
+    ceil_mode: bool = args.ceil_mode
+    count_include_pad: bool = args.count_include_pad
     convolutions = ("conv2d", "conv_transpose2d")
-    _refuse(args, "--groups", args.groups, 1, convolutions)
-    _refuse(args, "--in-channels", args.in_channels, None, convolutions)
-    _refuse(args, "--out-channels", args.out_channels, None, convolutions)
-    _refuse(args, "--output-padding", args.output_padding, (0, 0), ("conv_transpose2d",))
-    _refuse(args, "--ceil-mode", args.ceil_mode, False, ("max_pool2d", "avg_pool2d"))
-    _refuse(args, "--no-count-include-pad", args.count_include_pad, True, ("avg_pool2d",))
-    _refuse(args, "--dilation", args.dilation, (1, 1), ("conv2d", "conv_transpose2d", "max_pool2d"))
-    if args.layer == "conv_transpose2d":
+    _refuse(layer, "--groups", groups, 1, convolutions)
+    _refuse(layer, "--in-channels", in_channels, None, convolutions)
+    _refuse(layer, "--out-channels", out_channels, None, convolutions)
+    _refuse(layer, "--output-padding", output_padding, (0, 0), ("conv_transpose2d",))
+    _refuse(layer, "--ceil-mode", ceil_mode, False, ("max_pool2d", "avg_pool2d"))
+    _refuse(layer, "--no-count-include-pad", count_include_pad, True, ("avg_pool2d",))
+    _refuse(layer, "--dilation", dilation, (1, 1), ("conv2d", "conv_transpose2d", "max_pool2d"))
+    if layer == "conv_transpose2d":
         return draw.conv_transpose2d(
-            args.input,
-            args.kernel,
-            args.stride or 1,
-            args.padding,
-            args.output_padding,
-            args.groups,
-            args.dilation,
-            args.in_channels,
-            args.out_channels,
+            size, kernel, stride or 1, padding, output_padding, groups, dilation, in_channels, out_channels
         )
-    if args.layer == "conv2d":
-        return draw.conv2d(
-            args.input,
-            args.kernel,
-            args.stride or 1,
-            args.padding,
-            args.dilation,
-            args.groups,
-            args.in_channels,
-            args.out_channels,
-        )
-    if args.layer == "max_pool2d":
-        return draw.max_pool2d(args.input, args.kernel, args.stride, args.padding, args.dilation, args.ceil_mode)
-    return draw.avg_pool2d(args.input, args.kernel, args.stride, args.padding, args.ceil_mode, args.count_include_pad)
+    if layer == "conv2d":
+        return draw.conv2d(size, kernel, stride or 1, padding, dilation, groups, in_channels, out_channels)
+    if layer == "max_pool2d":
+        return draw.max_pool2d(size, kernel, stride, padding, dilation, ceil_mode)
+    return draw.avg_pool2d(size, kernel, stride, padding, ceil_mode, count_include_pad)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``npresnet draw`` with the parsed ``args``; return the exit status."""
     from .. import draw
 
@@ -160,13 +159,14 @@ def run(args) -> int:
         windows = _windows(args)
     except (ValueError, TypeError) as err:
         raise CommandError(err) from None
-    if args.out is None:
+    out: str | None = args.out
+    if out is None:
         sys.stdout.write(draw.svg(windows))
         return 0
     try:
-        draw.save(windows, args.out)
+        draw.save(windows, out)
     except ValueError as err:
         raise CommandError(f"--out: {err}") from None
     except OSError as err:
-        raise CommandError(f"cannot write {args.out}: {err.strerror or err}") from None
+        raise CommandError(f"cannot write {out}: {err.strerror or err}") from None
     return 0

@@ -9,10 +9,17 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING, Literal
 
 from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE, MAX_WORKERS_PER_CORE
 from .args import add_preprocessing_arguments, batch_size, positive_int, top_k
 from .common import CommandError, check_activation_memory, check_arch, progress_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from types import FrameType
+
+    from .common import ProgressBar
 
 __all__ = ["add_parser", "run"]
 
@@ -26,7 +33,7 @@ Re-running the same command after an interruption computes only the missing chun
 """
 
 
-def add_parser(commands, archs):
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], archs: str) -> None:
     """Add the ``embed`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "embed",
@@ -113,7 +120,7 @@ def add_parser(commands, archs):
 
 
 @contextlib.contextmanager
-def _interruptible():
+def _interruptible() -> Iterator[None]:
     """Turn Ctrl-C (SIGINT) during the run into one KeyboardInterrupt and a quiet teardown.
 
     Dask reacts to an interrupted run by logging errors and, when a cluster was interrupted while
@@ -126,7 +133,7 @@ def _interruptible():
         return
     interrupted = False
 
-    def on_sigint(signum, frame):
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
         nonlocal interrupted
         if interrupted:
             return
@@ -146,7 +153,7 @@ def _interruptible():
         signal.signal(signal.SIGINT, previous)
 
 
-def _check(args):
+def _check(args: argparse.Namespace) -> list[str]:
     """Everything the command line can check before any output is touched; returns the image paths.
 
     The library checks these too, but later (some only inside the tasks, or after an output is created).
@@ -154,35 +161,40 @@ def _check(args):
     from ..distributed import list_images
     from ..distributed.cluster import usable_cores
 
-    check_arch(args.arch)
+    arch: str = args.arch
+    out: str | None = args.out
+    predictions: str | None = args.predictions
+    scheduler: str | None = args.scheduler
+    workers: int | None = args.workers
+    check_arch(arch)
     if not args.weights:
         raise CommandError("--weights: an empty file name")
     if not args.layer:
         raise CommandError("--layer: an empty module name; give one such as avgpool or layer3")
-    if args.out is not None and args.predictions is not None:
-        out, predictions = os.path.realpath(args.out), os.path.realpath(args.predictions)
-        inside = os.path.commonpath([out, predictions]) in (out, predictions)
+    if out is not None and predictions is not None:
+        real_out, real_predictions = os.path.realpath(out), os.path.realpath(predictions)
+        inside = os.path.commonpath([real_out, real_predictions]) in (real_out, real_predictions)
         if inside:
             raise CommandError(
-                f"--out {args.out} and --predictions {args.predictions} are the same path or one holds the other; "
+                f"--out {out} and --predictions {predictions} are the same path or one holds the other; "
                 "give two separate outputs"
             )
-    if args.scheduler is not None:
-        scheme, sep, _ = args.scheduler.partition("://")
+    if scheduler is not None:
+        scheme, sep, _ = scheduler.partition("://")
         if sep and scheme != "tcp":
             raise CommandError(
-                f"--scheduler {args.scheduler}: only tcp:// addresses are supported here ({scheme}:// needs a "
+                f"--scheduler {scheduler}: only tcp:// addresses are supported here ({scheme}:// needs a "
                 "security or transport configuration; connect a distributed.Client yourself and pass it to "
                 "npresnet.distributed.embed(client=...))"
             )
-    if args.workers is not None:
+    if workers is not None:
         most = MAX_WORKERS_PER_CORE * usable_cores()
-        if args.workers > most:
+        if workers > most:
             raise CommandError(
-                f"--workers {args.workers}: at most {most} on this machine (one per usable core; each worker "
+                f"--workers {workers}: at most {most} on this machine (one per usable core; each worker "
                 "runs one single-threaded task at a time)"
             )
-    check_activation_memory(args.arch, args.crop_size, args.batch_size)
+    check_activation_memory(arch, args.crop_size, args.batch_size)
     try:
         paths = list_images(args.images)
     except ValueError as err:
@@ -198,7 +210,7 @@ def _check(args):
     return paths
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``npresnet embed`` with the parsed ``args``; return the exit status."""
     if args.out is None and args.predictions is None:
         raise CommandError("nothing to write: give --out FEATURES.zarr, --predictions PREDS.parquet, or both")
@@ -207,9 +219,9 @@ def run(args) -> int:
     paths = _check(args)
     from ..distributed import embed
 
-    bar = None
+    bar: ProgressBar | Literal[False] | None = None  # False: asked, and no bar to show
 
-    def progress(done, total):
+    def progress(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
             bar = progress_bar(total, "chunks") or False

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING, Literal
+
 from .args import timeout
 from .common import CommandError, progress_bar
+
+if TYPE_CHECKING:
+    from .common import ProgressBar
 
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(commands, archs):
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], archs: str) -> None:
     """Add the ``fetch`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "fetch",
@@ -47,14 +53,14 @@ def add_parser(commands, archs):
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``npresnet fetch`` with the parsed ``args``; return the exit status."""
     from ..errors import WeightsError
     from ..fetch import FetchError, fetch
 
-    bar = None
+    bar: ProgressBar | Literal[False] | None = None  # False: asked, and no bar to show
 
-    def progress(done, total):
+    def progress(done: int, total: int | None) -> None:
         nonlocal bar
         if bar is None:
             bar = progress_bar(total, "B")

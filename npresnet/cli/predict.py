@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE
 from .args import add_preprocessing_arguments, batch_size, top_k
 from .common import CommandError, check_activation_memory, check_arch, load_model, progress_bar
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(commands, archs):
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], archs: str) -> None:
     """Add the ``predict`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "predict",
@@ -52,7 +57,7 @@ def add_parser(commands, archs):
     p.set_defaults(run=run)
 
 
-def _check_printable(paths, format):
+def _check_printable(paths: Sequence[str], format: str) -> None:
     """Refuse, before any work, an image path that stdout cannot write (a non-UTF-8 name, a strict ASCII locale).
 
     A name that is not valid UTF-8 reaches Python with its bytes escaped as lone surrogates
@@ -72,7 +77,7 @@ def _check_printable(paths, format):
             ) from None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``npresnet predict`` with the parsed ``args``; return the exit status."""
     import numpy
 
@@ -81,28 +86,34 @@ def run(args) -> int:
     from ..predictions import softmax_topk
     from ..preprocess import ImageError, load_and_preprocess
 
-    if args.backend not in available_backends():
+    arch: str = args.arch
+    backend: str = args.backend
+    images: list[str] = args.images
+    batch_size: int = args.batch_size
+    k: int = args.top
+    if backend not in available_backends():
         from ..backend import cupy_unavailable_reason
 
-        raise CommandError(f"backend {args.backend!r} is not available: {cupy_unavailable_reason()}")
-    check_arch(args.arch)
-    _check_printable(args.images, args.format)
-    check_activation_memory(args.arch, args.crop_size, min(args.batch_size, len(args.images)))
-    model = load_model(args.arch, args.weights)
-    if args.backend != "numpy":
-        model.to(args.backend)
+        raise CommandError(f"backend {backend!r} is not available: {cupy_unavailable_reason()}")
+    check_arch(arch)
+    _check_printable(images, args.format)
+    check_activation_memory(arch, args.crop_size, min(batch_size, len(images)))
+    model = load_model(arch, args.weights)
+    if backend != "numpy":
+        model.to(backend)
     num_classes = model.fc.out_features
-    if args.top > num_classes:
-        raise CommandError(f"--top {args.top} asks for more classes than the {num_classes} of {args.weights}")
+    if k > num_classes:
+        raise CommandError(f"--top {k} asks for more classes than the {num_classes} of {args.weights}")
     labels = imagenet_classes() if num_classes == 1000 else [f"class {i}" for i in range(num_classes)]
-    k = args.top
 
-    bar = progress_bar(len(args.images), "images")
-    results, failures = [], []
+    bar = progress_bar(len(images), "images")
+    results: list[dict[str, Any]] = []  # the JSON objects of --format json
+    failures: list[str] = []
     try:
-        for start in range(0, len(args.images), args.batch_size):
-            paths = args.images[start : start + args.batch_size]
-            good, arrays = [], []
+        for start in range(0, len(images), batch_size):
+            paths = images[start : start + batch_size]
+            good: list[str] = []
+            arrays = []
             for path in paths:
                 try:
                     arrays.append(load_and_preprocess(path, args.resize_size, args.crop_size))
@@ -111,7 +122,7 @@ def run(args) -> int:
                     failures.append(f"npresnet predict: skipped {err}")
             if arrays:
                 batch = numpy.stack(arrays)  # (B, 3, crop, crop)
-                logits = to_numpy(model(to_backend(batch, args.backend)))  # (B, classes)
+                logits = to_numpy(model(to_backend(batch, backend)))  # (B, classes)
                 top, probs = softmax_topk(logits, k)  # (B, k) each
                 for path, indices, p in zip(good, top, probs):
                     results.append(
@@ -139,6 +150,6 @@ def run(args) -> int:
         sys.stdout.flush()
         for line in failures:
             print(line, file=sys.stderr)
-        print(f"npresnet predict: {len(failures)} of {len(args.images)} image(s) could not be read", file=sys.stderr)
+        print(f"npresnet predict: {len(failures)} of {len(images)} image(s) could not be read", file=sys.stderr)
         return 1
     return 0

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .args import image_size
 from .common import CommandError, activation_bytes, check_arch, load_model
+
+if TYPE_CHECKING:
+    from ..draw.receptive_field import Box, Field
 
 __all__ = ["add_parser", "run"]
 
@@ -34,14 +38,15 @@ _EPILOG = """examples:
 """
 
 
-def unit(text):
+def unit(text: str) -> tuple[int, int]:
+    """``Y,X`` (or ``YxX``) → ``(y, x)``: non-negative ints (the layer's output size checks their range)."""
     parts = text.replace("x", ",").split(",")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"expected Y,X with non-negative integers, got {text!r}")
     return int(parts[0]), int(parts[1])
 
 
-def add_parser(commands, archs):
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], archs: str) -> None:
     """Add the ``receptive-field`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "receptive-field",
@@ -63,7 +68,7 @@ def add_parser(commands, archs):
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``npresnet receptive-field`` with the parsed ``args``; return the exit status."""
     import numpy
 
@@ -73,36 +78,42 @@ def run(args) -> int:
     from ..models import ARCHITECTURES
     from ..preprocess import load_image, preprocess
 
-    check_arch(args.arch)
-    if args.out is not None and not str(args.out).lower().endswith(".png"):
-        raise CommandError(f"--out: the picture is a PNG; its name must end in .png, got {args.out!r}")
-    _check_memory(args.arch, args.crop_size)
+    arch: str = args.arch
+    out: str | None = args.out
+    image: str = args.image
+    crop_size: int = args.crop_size
+    weights: str | None = args.weights
+    check_arch(arch)
+    if out is not None and not str(out).lower().endswith(".png"):
+        raise CommandError(f"--out: the picture is a PNG; its name must end in .png, got {out!r}")
+    _check_memory(arch, crop_size)
     try:
-        x = preprocess(load_image(args.image), args.resize_size, args.crop_size)  # (3, crop, crop)
+        x = preprocess(load_image(image), args.resize_size, crop_size)  # (3, crop, crop)
     except (ImageError, OSError, ValueError) as err:
-        raise CommandError(f"{args.image}: {err}") from None
-    if args.weights:
-        model = load_model(args.arch, args.weights).to(dtype="float64")
+        raise CommandError(f"{image}: {err}") from None
+    if weights:
+        model = load_model(arch, weights)
+        model.to(dtype="float64")  # in place
     else:
-        model = ARCHITECTURES[args.arch](rng=args.seed, dtype="float64")
+        model = ARCHITECTURES[arch](rng=args.seed, dtype="float64")
     try:
         field = receptive_field(model, x, args.layer, args.unit, args.channel)
     except (ValueError, TypeError) as err:
         raise CommandError(err) from None
     _report(field)
-    if args.out is not None:
+    if out is not None:
         from ..draw.overlay import overlay
 
         mean, std = numpy.asarray(IMAGENET_MEAN)[:, None, None], numpy.asarray(IMAGENET_STD)[:, None, None]
         rgb = numpy.clip(numpy.round((x * std + mean) * 255), 0, 255).astype(numpy.uint8).transpose(1, 2, 0)
         try:
-            overlay(rgb, field, args.out)
+            overlay(rgb, field, out)
         except OSError as err:
-            raise CommandError(f"cannot write {args.out}: {err.strerror or err}") from None
+            raise CommandError(f"cannot write {out}: {err.strerror or err}") from None
     return 0
 
 
-def _check_memory(arch, crop_size):
+def _check_memory(arch: str, crop_size: int) -> None:
     """Refuse, before any work, a crop whose two float64 passes need more than MAX_ACTIVATION_BYTES."""
     from ..limits import MAX_ACTIVATION_BYTES
     from ..summary import summarize
@@ -119,12 +130,12 @@ def _check_memory(arch, crop_size):
         )
 
 
-def _box_text(box):
+def _box_text(box: Box) -> str:
     (y0, y1), (x0, x1) = box
     return f"rows {y0}..{y1}, columns {x0}..{x1} ({y1 - y0 + 1}×{x1 - x0 + 1} pixels)"
 
 
-def _report(field):
+def _report(field: Field) -> None:
     from ..draw.overlay import effective_extent
 
     (cy, cx), (sy, sx) = effective_extent(field.gradient)
@@ -135,6 +146,6 @@ def _report(field):
         f"effective field: centre ({cy:.1f}, {cx:.1f}), standard deviation {sy:.1f}×{sx:.1f} pixels "
         f"(±2σ spans {4 * sy / (y1 - y0 + 1):.0%}×{4 * sx / (x1 - x0 + 1):.0%} of the theoretical size)"
     )
-    if field.main is not None:
+    if field.main_box is not None and field.shortcut_box is not None:  # a block's (set with field.main)
         print(f"main path: theoretical {_box_text(field.main_box)}")
         print(f"shortcut: theoretical {_box_text(field.shortcut_box)}")

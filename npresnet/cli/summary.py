@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from .args import input_size, non_negative_int, positive_int
@@ -10,7 +11,7 @@ from .common import CommandError
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(commands, archs):
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], archs: str) -> None:
     """Add the ``summary`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     p = commands.add_parser(
         "summary",
@@ -61,31 +62,31 @@ def add_parser(commands, archs):
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``npresnet summary`` with the parsed ``args``; return the exit status."""
     from ..models import ARCHITECTURES
     from ..summary import format_markdown, format_table, summarize
     from ..summary.rows import max_depth
 
-    depth = args.depth
-    if depth is not None and args.arch in ARCHITECTURES:  # deeper than the model: every layer
-        deepest = max_depth(ARCHITECTURES[args.arch](init=False))
+    arch: str = args.arch
+    depth: int | None = args.depth
+    html: str | None = args.html
+    if depth is not None and arch in ARCHITECTURES:  # deeper than the model: every layer
+        deepest = max_depth(ARCHITECTURES[arch](init=False))
         depth = None if depth > deepest else depth
     try:
-        result = summarize(
-            args.arch, args.input_size, batch=args.batch, depth=depth, maxpool_padding=args.maxpool_padding
-        )
+        result = summarize(arch, args.input_size, batch=args.batch, depth=depth, maxpool_padding=args.maxpool_padding)
     except ValueError as err:
         raise CommandError(err) from None
-    if args.html is not None:
+    if html is not None:
         from .._atomic import atomic_write
         from ..summary import format_html
 
         try:
-            with atomic_write(args.html) as f:
+            with atomic_write(html) as f:
                 f.write(format_html(result).encode("utf-8"))
         except OSError as err:
-            raise CommandError(f"cannot write {args.html}: {err.strerror or err}") from None
+            raise CommandError(f"cannot write {html}: {err.strerror or err}") from None
     elif args.format == "json":
         print(json.dumps(result.to_dict(), indent=1, ensure_ascii=False))
     elif args.format == "markdown":

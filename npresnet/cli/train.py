@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ from .common import CommandError, check_arch, progress_bar
 __all__ = ["add_parser", "run"]
 
 
-def add_parser(commands, archs) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], archs: str) -> None:
     """Add the ``train`` subcommand to ``commands`` (``archs``: the names ``--arch`` accepts)."""
     from ..train import TrainConfig
 
@@ -63,27 +64,29 @@ def add_parser(commands, archs) -> None:
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run ``npresnet train`` with the parsed ``args``; return the exit status."""
     import time
 
     from ..train import TrainConfig, plot_history, train_digits
     from ..weights import save_weights
 
+    out: str = args.out
+    train_subset: int | None = args.train_subset
     check_arch(args.arch)
     try:
         config = TrainConfig.from_args(args)
     except ValueError as err:
         raise CommandError(str(err)) from None
-    if args.train_subset is not None and args.train_subset < 2:
-        raise CommandError(f"--train-subset {args.train_subset}: at least 2 images (batch norm needs two per batch)")
-    if os.path.lexists(args.out) and not os.path.isdir(args.out):
-        raise CommandError(f"--out {args.out}: exists and is not a directory")
+    if train_subset is not None and train_subset < 2:
+        raise CommandError(f"--train-subset {train_subset}: at least 2 images (batch norm needs two per batch)")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise CommandError(f"--out {out}: exists and is not a directory")
     try:
-        os.makedirs(args.out, exist_ok=True)
+        os.makedirs(out, exist_ok=True)
     except OSError as err:
-        raise CommandError(f"--out {args.out}: cannot create the directory ({err.strerror})") from None
-    paths = {name: os.path.join(args.out, name) for name in (f"digits_{config.arch}.npz", "curves.png", "history.json")}
+        raise CommandError(f"--out {out}: cannot create the directory ({err.strerror})") from None
+    paths = {name: os.path.join(out, name) for name in (f"digits_{config.arch}.npz", "curves.png", "history.json")}
     existing = [p for p in paths.values() if os.path.exists(p)]
     if existing and not args.force:
         raise CommandError(f"{', '.join(existing)} exist(s); use --force to replace")
@@ -94,7 +97,7 @@ def run(args) -> int:
             file=sys.stderr,
         )
 
-    def on_batch(epoch, i, n, loss):
+    def on_batch(epoch: int, i: int, n: int, loss: float) -> None:
         if bar is not None:
             bar.total = n * config.epochs
             bar.set_description(f"epoch {epoch + 1}/{config.epochs}")
@@ -103,11 +106,11 @@ def run(args) -> int:
 
     start = time.perf_counter()
     data = None
-    if args.train_subset is not None:
+    if train_subset is not None:
         from ..train import load_digits_split
 
-        data = load_digits_split(config.size, config.test_fraction, config.seed)
-        data = (data[0][: args.train_subset], data[1][: args.train_subset], *data[2:])
+        x_train, y_train, x_test, y_test = load_digits_split(config.size, config.test_fraction, config.seed)
+        data = (x_train[:train_subset], y_train[:train_subset], x_test, y_test)
     try:
         model, history = train_digits(config, data=data, on_batch=on_batch)
     except FloatingPointError as err:

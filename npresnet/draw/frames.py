@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._atomic import atomic_write
 from .svg import COLOURS, svg
 from .windows import Windows
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from PIL.Image import Image
+
+    from .._typing import PathLike
 
 __all__ = ["frames", "save", "PALETTE", "FRAME_CELL"]
 
@@ -40,12 +48,12 @@ PALETTE = {key: index for index, key in enumerate(_KEYS)}
 """Palette index of each colour in a frame (``frame.getpixel((x, y))`` gives the index)."""
 
 
-def _rgb(key):
+def _rgb(key: str) -> tuple[int, ...]:
     hex_ = "#f7f7f7" if key == "background" else COLOURS[key]
     return tuple(int(hex_[k : k + 2], 16) for k in (1, 3, 5))
 
 
-def _pil():
+def _pil() -> tuple[ModuleType, ModuleType]:
     try:
         from PIL import Image, ImageDraw
     except ImportError:
@@ -71,7 +79,7 @@ def output_box(windows: Windows, oy: int, ox: int) -> tuple[int, int, int, int]:
     return left, top, left + FRAME_CELL - 1, top + FRAME_CELL - 1
 
 
-def frames(windows: Windows) -> list:
+def frames(windows: Windows) -> list[Image]:
     """One ``PIL.Image`` (mode ``"P"``, :data:`PALETTE`) per position, in row-major order.
 
     Parameters
@@ -116,7 +124,7 @@ def frames(windows: Windows) -> list:
     return out
 
 
-def save(windows: Windows, path: str | os.PathLike, duration_ms: int = 700) -> None:
+def save(windows: Windows, path: PathLike, duration_ms: int = 700) -> None:
     """Write ``windows`` to ``path``, atomically: ``.svg`` (text), ``.gif`` or ``.png`` (an animated APNG).
 
     Parameters

@@ -10,17 +10,22 @@ never through ``pyplot``'s global state.
 
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from .._atomic import atomic_write
 from .receptive_field import Field
 
+if TYPE_CHECKING:
+    from .._typing import PathLike
+    from .receptive_field import Box
+
 __all__ = ["overlay", "effective_extent"]
 
 
-def _matplotlib():
+def _matplotlib() -> tuple[Any, Any, Any]:
+    """Return matplotlib's ``Figure``, ``FigureCanvasAgg`` and ``Rectangle``, typed Any: matplotlib is optional."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -43,14 +48,14 @@ def effective_extent(gradient: numpy.ndarray) -> tuple[tuple[float, float], tupl
     return (cy, cx), (sy, sx)
 
 
-def _box_patch(Rectangle, box, colour, style="-"):
+def _box_patch(Rectangle: Any, box: tuple[tuple[int, int], ...], colour: str, style: str = "-") -> Any:
     (y0, y1), (x0, x1) = box
     return Rectangle(
         (x0 - 0.5, y0 - 0.5), x1 - x0 + 1, y1 - y0 + 1, fill=False, edgecolor=colour, linewidth=1.5, linestyle=style
     )
 
 
-def _frame(ax, box, shape):
+def _frame(ax: Any, box: tuple[tuple[int, int], ...], shape: tuple[int, int]) -> None:
     """Show the box whole, the image's frame inside it, and shade what lies outside the image (the padding)."""
     H, W = shape
     (y0, y1), (x0, x1) = box
@@ -62,7 +67,14 @@ def _frame(ax, box, shape):
     ax.set_yticks([])
 
 
-def overlay(rgb: numpy.ndarray, field: Field, path: str | os.PathLike) -> None:
+def _block_parts(field: Field) -> tuple[Box, Box, numpy.ndarray, numpy.ndarray] | None:
+    """Return a block's ``(main_box, shortcut_box, main, shortcut)``, set together; None for a stem layer."""
+    if field.main_box is None or field.shortcut_box is None or field.main is None or field.shortcut is None:
+        return None
+    return field.main_box, field.shortcut_box, field.main, field.shortcut
+
+
+def overlay(rgb: numpy.ndarray, field: Field, path: PathLike) -> None:
     """Write the picture of ``field`` over ``rgb`` to ``path`` (PNG), atomically.
 
     Parameters
@@ -76,7 +88,8 @@ def overlay(rgb: numpy.ndarray, field: Field, path: str | os.PathLike) -> None:
     H, W = field.gradient.shape
     if rgb.shape != (H, W, 3):
         raise ValueError(f"rgb must have shape {(H, W, 3)} to match the field, got {rgb.shape}")
-    panels = 1 if field.main is None else 2
+    block = _block_parts(field)
+    panels = 1 if block is None else 2
     fig = Figure(figsize=(4.2 * panels, 4.6), dpi=100)
     FigureCanvasAgg(fig)
     scale = field.gradient.max() or 1.0
@@ -96,16 +109,17 @@ def overlay(rgb: numpy.ndarray, field: Field, path: str | os.PathLike) -> None:
         fontsize=9,
     )
 
-    if field.main is not None:
+    if block is not None:
+        main_box, shortcut_box, main, shortcut = block
         ax = fig.add_subplot(1, 2, 2)
-        box = tuple((min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(field.main_box, field.shortcut_box))
+        box = tuple((min(a[0], b[0]), max(a[1], b[1])) for a, b in zip(main_box, shortcut_box))
         _frame(ax, box, (H, W))
         both = numpy.zeros((H, W, 3))
-        both[..., 0] = field.main / (field.main.max() or 1.0)  # red: through the main path
-        both[..., 2] = field.shortcut / (field.shortcut.max() or 1.0)  # blue: through the shortcut
+        both[..., 0] = main / (main.max() or 1.0)  # red: through the main path
+        both[..., 2] = shortcut / (shortcut.max() or 1.0)  # blue: through the shortcut
         ax.imshow(numpy.clip(both, 0, 1), extent=(-0.5, W - 0.5, H - 0.5, -0.5))
-        ax.add_patch(_box_patch(Rectangle, field.main_box, "#ff6060"))
-        ax.add_patch(_box_patch(Rectangle, field.shortcut_box, "#6090ff", "--"))
+        ax.add_patch(_box_patch(Rectangle, main_box, "#ff6060"))
+        ax.add_patch(_box_patch(Rectangle, shortcut_box, "#6090ff", "--"))
         ax.set_title("main path (red) and shortcut (blue):\neffective fields and theoretical boxes", fontsize=9)
     fig.tight_layout()
     with atomic_write(path) as f:

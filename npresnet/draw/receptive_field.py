@@ -28,17 +28,36 @@ from __future__ import annotations
 import contextlib
 import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy
 
 from .. import functional as F
-from ..models import ResNet
+from ..models import BasicBlock, Bottleneck, ResNet
 from ..nn import BatchNorm2d, Module
 from ..summary import summarize
 
-__all__ = ["Field", "trunk_names", "theoretical_box", "receptive_field"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .._typing import Array
+    from ..summary import LayerRow
+    from ..summary.formulas import ReceptiveField
+
+__all__ = ["Field", "Box", "Boxes", "trunk_names", "theoretical_box", "receptive_field"]
 
 _STEM = ("conv1", "bn1", "relu", "maxpool")
+
+Box = tuple[tuple[int, int], tuple[int, int]]
+"""``((y0, y1), (x0, x1))``: the first and last input row and column of a field, inclusive, unclipped."""
+
+
+class Boxes(TypedDict):
+    """:func:`theoretical_box`'s boxes: the unit's field, and for a block its main path's and shortcut's."""
+
+    box: Box
+    main: Box | None
+    shortcut: Box | None
 
 
 @dataclass(frozen=True)
@@ -63,12 +82,12 @@ class Field:
     """
 
     layer: str
-    unit: tuple
+    unit: tuple[int, int]
     channel: int | None
-    box: tuple
+    box: Box
     gradient: numpy.ndarray
-    main_box: tuple | None = None
-    shortcut_box: tuple | None = None
+    main_box: Box | None = None
+    shortcut_box: Box | None = None
     main: numpy.ndarray | None = None
     shortcut: numpy.ndarray | None = None
 
@@ -100,11 +119,20 @@ def _trunk_modules(model: ResNet, layer: str) -> list[tuple[str, Module]]:
     raise AssertionError("unreachable: layer is a trunk name")
 
 
-def _box(rf, unit) -> tuple:
-    return tuple(rf.span(index, axis) for axis, index in enumerate(unit))
+def _box(rf: ReceptiveField, unit: tuple[int, int]) -> Box:
+    y, x = unit
+    return rf.span(y, 0), rf.span(x, 1)
 
 
-def theoretical_box(model: ResNet, layer: str, unit: tuple, input_size: tuple) -> dict:
+def _block(modules: list[tuple[str, Module]]) -> BasicBlock | Bottleneck:
+    """Return the last of ``modules``: a residual block, when the layer is a block or a stage."""
+    name, block = modules[-1]
+    if not isinstance(block, (BasicBlock, Bottleneck)):
+        raise AssertionError(f"unreachable: {name} is past the stem, so a residual block")
+    return block
+
+
+def theoretical_box(model: ResNet, layer: str, unit: tuple[int, int], input_size: tuple[int, int]) -> Boxes:
     """Theoretical boxes of ``unit`` at ``layer``: ``{"box": ..., "main": ..., "shortcut": ...}``.
 
     ``main`` and ``shortcut`` are None unless ``layer`` names a block (or a stage: its last block).
@@ -120,7 +148,7 @@ def theoretical_box(model: ResNet, layer: str, unit: tuple, input_size: tuple) -
         field = [row for row in rows if row.name == block_name][-1].receptive_field  # relu: its first call
         return {"box": _box(field, unit), "main": None, "shortcut": None}
     first = next(k for k, row in enumerate(rows) if row.name.startswith(block_name + "."))
-    block = modules[-1][1]
+    block = _block(modules)
     shortcut = rows[first - 1].receptive_field  # the block's input
     if block.downsample is not None:
         shortcut = by_name[f"{block_name}.downsample.0"].receptive_field
@@ -129,17 +157,17 @@ def theoretical_box(model: ResNet, layer: str, unit: tuple, input_size: tuple) -
     return {"box": _box(total, unit), "main": _box(main_rf, unit), "shortcut": _box(shortcut, unit)}
 
 
-def _last_index(rows, block_name):
+def _last_index(rows: Sequence[LayerRow], block_name: str) -> int:
     return max(k for k, row in enumerate(rows) if row.name.startswith(block_name + "."))
 
 
-def _output_shape(rows, name):
+def _output_shape(rows: Sequence[LayerRow], name: str) -> tuple[int, ...]:
     if name in _STEM:
         return [row for row in rows if row.name == name][0].output_shape
     return rows[_last_index(rows, name)].output_shape
 
 
-def _check_unit(unit, shape, layer):
+def _check_unit(unit: object, shape: tuple[int, ...], layer: str) -> tuple[int, int]:
     _, out_h, out_w = shape
     if (
         not isinstance(unit, (tuple, list))
@@ -155,16 +183,20 @@ def _check_unit(unit, shape, layer):
 class _InferenceBatchNorm(Module):
     """A batch norm in inference mode whose backward treats the running statistics as constants."""
 
-    def __init__(self, bn: BatchNorm2d):
+    bn: BatchNorm2d
+
+    def __init__(self, bn: BatchNorm2d) -> None:
         super().__init__()
         object.__setattr__(self, "bn", bn)  # not a child: the model's tree is only borrowed
 
-    def forward(self, x):
+    def forward(self, x: Array) -> Array:
+        """Normalise ``x`` (N, C, H, W) with the running statistics."""
         self._save(x)
         bn = self.bn
         return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, training=False, eps=bn.eps)
 
-    def backward(self, grad_output):
+    def backward(self, grad_output: Array) -> Array:
+        """Return the gradient with respect to the input, the statistics held constant."""
         (x,) = self._pop_saved()
         bn = self.bn
         grad_input, _, _ = F.batch_norm_backward(
@@ -174,9 +206,9 @@ class _InferenceBatchNorm(Module):
 
 
 @contextlib.contextmanager
-def _inference_batch_norms(model: Module):
+def _inference_batch_norms(model: Module) -> Iterator[None]:
     """Within the block, every BatchNorm2d of ``model`` is an :class:`_InferenceBatchNorm`; restored after."""
-    swapped = []
+    swapped: list[tuple[Module, str, BatchNorm2d]] = []
     for _, parent in list(model.named_modules()):
         for attr, child in list(parent._children.items()):
             if isinstance(child, BatchNorm2d):
@@ -197,19 +229,21 @@ def _inference_batch_norms(model: Module):
         model.train(training)
 
 
-def _forward(modules, x):
+def _forward(modules: Sequence[tuple[str, Module]], x: Array) -> Array:
     for _, module in modules:
         x = module(x)
     return x
 
 
-def _backward(modules, grad):
+def _backward(modules: Sequence[tuple[str, Module]], grad: Array) -> Array:
     for _, module in reversed(modules):
         grad = module.backward(grad)
     return grad
 
 
-def receptive_field(model: ResNet, image, layer: str, unit: tuple, channel: int | None = None) -> Field:
+def receptive_field(
+    model: ResNet, image: Array, layer: str, unit: tuple[int, int], channel: int | None = None
+) -> Field:
     """Theoretical and effective receptive field of ``unit`` of ``layer`` on ``image``.
 
     Parameters
@@ -251,9 +285,9 @@ def receptive_field(model: ResNet, image, layer: str, unit: tuple, channel: int 
         out = out.copy()  # the block's output, for the shortcut's relu mask below
         total = _backward(modules, seed)[0]  # (3, H, W)
         if boxes["main"] is None:
-            return Field(layer, tuple(unit), channel, boxes["box"], numpy.abs(total).sum(axis=0))
+            return Field(layer, (unit[0], unit[1]), channel, boxes["box"], numpy.abs(total).sum(axis=0))
         # The shortcut's part: relu's mask at the block output, the projection, then the trunk before the block.
-        prefix, block = modules[:-1], modules[-1][1]
+        prefix, block = modules[:-1], _block(modules)
         block_input = _forward(prefix, x)
         grad = F.relu_backward(seed, out)
         if block.downsample is not None:
@@ -263,7 +297,7 @@ def receptive_field(model: ResNet, image, layer: str, unit: tuple, channel: int 
     main = total - shortcut  # the gradient is linear in the seed along a fixed forward: the parts add
     return Field(
         layer,
-        tuple(unit),
+        (unit[0], unit[1]),
         channel,
         boxes["box"],
         numpy.abs(total).sum(axis=0),

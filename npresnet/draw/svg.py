@@ -46,12 +46,12 @@ _TEXT = 14  # px per line of text
 _MAX_WIDTH = 1200  # px: wider pictures are scaled down by their width attribute (the viewBox keeps every cell)
 
 
-def _rect(x, y, w, h, fill, extra="", stroke=None):
+def _rect(x: int, y: int, w: int, h: int, fill: str, extra: str = "", stroke: str | None = None) -> str:
     stroke = COLOURS["grid"] if stroke is None else stroke
     return f'<rect x="{x}" y="{y}" width="{w}" height="{h}" fill="{fill}" stroke="{stroke}"{extra}/>'
 
 
-def _text(x, y, text, extra=""):
+def _text(x: int, y: int, text: str, extra: str = "") -> str:
     return f'<text x="{x}" y="{y}"{extra}>{escape(text)}</text>'
 
 
@@ -72,7 +72,9 @@ def _input_grid(windows: Windows, x0: int, y0: int) -> list[str]:
     return out
 
 
-def _output_grid(windows: Windows, x0: int, y0: int, current=None, links=False) -> list[str]:
+def _output_grid(
+    windows: Windows, x0: int, y0: int, current: tuple[int, int] | None = None, links: bool = False
+) -> list[str]:
     """Return the grid of positions: the output (conv_transpose2d: the input), ``current`` filled."""
     out_h, out_w = windows.position_size
     out = []

@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import functional as F
 from ..functional._checks import _check_groups, _positive_pair
 from ..limits import MAX_DRAW_CHANNELS, MAX_DRAW_SIZE
 from ..nn import TensorSpec
 from ..shapes import conv_transpose_output_size, pair
+
+if TYPE_CHECKING:
+    from .._typing import IntPair
 
 __all__ = [
     "Windows",
@@ -82,18 +86,18 @@ class Windows:
     """
 
     op: str
-    input_size: tuple
-    output_size: tuple
-    kernel_size: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple = (1, 1)
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int] = (1, 1)
     ceil_mode: bool = False
     in_channels: int = 1
     out_channels: int = 1
     groups: int = 1
     count_include_pad: bool = True
-    output_padding: tuple = (0, 0)
+    output_padding: tuple[int, int] = (0, 0)
 
     @property
     def transposed(self) -> bool:
@@ -101,16 +105,16 @@ class Windows:
         return self.op == "conv_transpose2d"
 
     @property
-    def position_size(self) -> tuple:
+    def position_size(self) -> tuple[int, int]:
         """``(rows, cols)`` of the positions, one window each: the output, or the input when :attr:`transposed`."""
         return self.input_size if self.transposed else self.output_size
 
     @property
-    def grid_size(self) -> tuple:
+    def grid_size(self) -> tuple[int, int]:
         """``(rows, cols)`` of the grid the taps land in: the input, or the output when :attr:`transposed`."""
         return self.output_size if self.transposed else self.input_size
 
-    def taps(self, oy: int, ox: int) -> tuple:
+    def taps(self, oy: int, ox: int) -> tuple[Tap, ...]:
         """Return the ``kh*kw`` taps of position ``(oy, ox)``, row-major in ``(i, j)``: a tuple of :class:`Tap`.
 
         The position is an output cell, whose window reads the input, or for ``conv_transpose2d``
@@ -121,7 +125,7 @@ class Windows:
             name = "input" if self.transposed else "output"
             raise IndexError(f"{name} position ({oy}, {ox}) is outside the {rows}x{cols} {name}")
         (kh, kw), (sy, sx), (ph, pw), (dy, dx) = self.kernel_size, self.stride, self.padding, self.dilation
-        taps = []
+        taps: list[Tap] = []
         for i in range(kh):
             # the one index formula of every picture: position o, kernel offset i -> cell o*s - p + i*d
             # (conv/pool: the input cell output o reads; conv_transpose2d: the output cell input o writes)
@@ -144,12 +148,12 @@ class Windows:
             return "padding"
         return "overhang"
 
-    def positions(self):
+    def positions(self) -> list[tuple[int, int]]:
         """Positions ``(oy, ox)`` in row-major order (the order of the panels and the animation's frames)."""
         rows, cols = self.position_size
         return [(oy, ox) for oy in range(rows) for ox in range(cols)]
 
-    def extent(self) -> tuple:
+    def extent(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """``((y0, y1), (x0, x1))``: the drawn grid's rows and columns, half-open, padding and overhang included."""
         (H, W), (out_h, out_w) = self.grid_size, self.position_size
         (kh, kw), (sy, sx), (ph, pw), (dy, dx) = self.kernel_size, self.stride, self.padding, self.dilation
@@ -190,17 +194,17 @@ class Windows:
         return text
 
 
-def _xy(pair_):
+def _xy(pair_: tuple[int, int]) -> str:
     return f"{pair_[0]}×{pair_[1]}"
 
 
-def _bool(value, name):
+def _bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {value!r}")
     return value
 
 
-def _input_size(input_size):
+def _input_size(input_size: IntPair) -> tuple[int, int]:
     try:
         H, W = pair(input_size, "input_size")
     except TypeError:
@@ -210,7 +214,7 @@ def _input_size(input_size):
     return H, W
 
 
-def _int_padding(padding):
+def _int_padding(padding: IntPair | str) -> IntPair:
     if isinstance(padding, str):
         raise ValueError(f"padding must be an int or a pair of ints to be drawn, got {padding!r}")
     return padding
@@ -234,18 +238,18 @@ def _check_limits(windows: Windows) -> Windows:
     return windows
 
 
-def _channels(value, name):
+def _channels(value: object, name: str) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
 
 def conv2d(
-    input_size,
-    kernel_size,
-    stride=1,
-    padding=0,
-    dilation=1,
+    input_size: IntPair,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
     in_channels: int | None = None,
     out_channels: int | None = None,
@@ -298,13 +302,13 @@ def conv2d(
 
 
 def conv_transpose2d(
-    input_size,
-    kernel_size,
-    stride=1,
-    padding=0,
-    output_padding=0,
+    input_size: IntPair,
+    kernel_size: IntPair,
+    stride: IntPair = 1,
+    padding: IntPair = 0,
+    output_padding: IntPair = 0,
     groups: int = 1,
-    dilation=1,
+    dilation: IntPair = 1,
     in_channels: int | None = None,
     out_channels: int | None = None,
 ) -> Windows:
@@ -352,20 +356,20 @@ def conv_transpose2d(
         raise ValueError(
             f"groups={n_groups} must divide both in_channels ({C}) and out_channels ({O}) of conv_transpose2d"
         )
-    size = tuple(
+    out_h, out_w = (
         conv_transpose_output_size(n, k, s, p, op_, d)
         for n, k, s, p, op_, d in zip((H, W), kernel, strides, pads, extra, dilations)
     )
-    if min(size) < 1:
+    if min(out_h, out_w) < 1:
         raise ValueError(
             f"padding={padding!r} leaves conv_transpose2d an empty output: {H}x{W} input gives "
-            f"{size[0]}x{size[1]} = (n - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1"
+            f"{out_h}x{out_w} = (n - 1)*stride - 2*padding + dilation*(kernel - 1) + output_padding + 1"
         )
     return _check_limits(
         Windows(
             "conv_transpose2d",
             (H, W),
-            size,
+            (out_h, out_w),
             kernel,
             strides,
             pads,
@@ -378,7 +382,14 @@ def conv_transpose2d(
     )
 
 
-def max_pool2d(input_size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False) -> Windows:
+def max_pool2d(
+    input_size: IntPair,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
+    ceil_mode: bool = False,
+) -> Windows:
     """Return the windows of ``torch.nn.functional.max_pool2d`` (``stride`` default: ``kernel_size``).
 
     See :func:`conv2d`.
@@ -404,7 +415,12 @@ def max_pool2d(input_size, kernel_size, stride=None, padding=0, dilation=1, ceil
 
 
 def avg_pool2d(
-    input_size, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True
+    input_size: IntPair,
+    kernel_size: IntPair,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ) -> Windows:
     """Return the windows of ``torch.nn.functional.avg_pool2d``, with each window's divisor; see :func:`conv2d`."""
     H, W = _input_size(input_size)

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from ..models.registry import build_model
 from ..nn import Conv2d, Linear, Module, TensorSpec
 from ..shapes import pair
 from .memory import peak_memory
-from .rows import layer_rows, max_depth
+from .rows import LayerRow, layer_rows, max_depth
 from .trace import trace
 
 if TYPE_CHECKING:
@@ -35,10 +35,10 @@ class Summary:
     """What :func:`summarize` found. Counts are exact integers; ``total_macs`` is for the whole batch."""
 
     arch: str
-    input_size: tuple  # (H, W)
+    input_size: tuple[int, int]  # (H, W)
     batch: int
     dtype: str
-    layers: tuple  # of LayerRow
+    layers: tuple[LayerRow, ...]
     total_params: int
     total_macs: int
     peak_activation_bytes: int
@@ -60,7 +60,7 @@ class Summary:
         """Every convolution and fully connected layer, shortcut projections included."""
         return self.num_convs + self.num_linear
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Return the JSON object of ``npresnet summary --format json``."""
         return {
             "arch": self.arch,
@@ -88,13 +88,19 @@ class Summary:
         }
 
 
+def _is_int(value: object) -> TypeGuard[int]:
+    """Return whether ``value`` is an integer (NumPy's included) and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def parse_input_size(value: int | tuple[int, int] | list[int] | str) -> tuple[int, int]:
     """``224``, ``"224"``, ``"300x200"`` (H×W), ``(300, 200)`` → ``(H, W)``; ValueError otherwise."""
     if isinstance(value, str):
         parts = value.lower().replace("×", "x").split("x")
         if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
             raise ValueError(f"input size must be H or HxW with positive integers (e.g. 224 or 300x200), got {value!r}")
-        value = tuple(int(p) for p in parts) if len(parts) == 2 else int(parts[0])
+        sizes = [int(p) for p in parts]
+        value = (sizes[0], sizes[1]) if len(sizes) == 2 else sizes[0]
     try:
         h, w = pair(value, "input_size")
     except TypeError:
@@ -146,17 +152,18 @@ def summarize(
         too small for the network (naming the layer and the smallest size that works).
     """
     input_size = parse_input_size(input_size)
-    if not isinstance(batch, numbers.Integral) or isinstance(batch, bool) or batch < 1:
+    if not _is_int(batch) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
-    if depth is not None and (not isinstance(depth, numbers.Integral) or isinstance(depth, bool) or depth < 0):
+    if depth is not None and (not _is_int(depth) or depth < 0):
         raise ValueError(f"depth must be a non-negative int or None, got {depth!r}")
     if isinstance(model_or_arch, Module):
         model, arch = model_or_arch, type(model_or_arch).__name__
         dtype = model.dtype or dtype
-        maxpool_padding = None
+        stem_padding: int | None = None  # a given model's stem is its own
     else:
         arch = str(model_or_arch)
         model = build_model(arch, maxpool_padding=maxpool_padding, dtype=dtype)
+        stem_padding = maxpool_padding
     deepest = max_depth(model)
     if depth is not None and depth > deepest:
         raise ValueError(
@@ -185,5 +192,5 @@ def summarize(
         num_projections=projections,
         num_linear=linears,
         display_depth=depth,
-        maxpool_padding=maxpool_padding,
+        maxpool_padding=stem_padding,
     )

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from .formulas import ReceptiveField
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
     from .api import Summary
 
 __all__ = ["format_table", "format_markdown", "si", "binary_bytes"]
@@ -30,7 +32,7 @@ def binary_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _shape_text(shape) -> str:
+def _shape_text(shape: tuple[int, ...]) -> str:
     if len(shape) == 3:
         return f"{shape[0]}@{shape[1]}×{shape[2]}"
     return "×".join(str(s) for s in shape)
@@ -45,7 +47,7 @@ def _field_text(rf: ReceptiveField) -> str:
 _HEADERS = ("Layer", "Type", "Output C@H×W", "Params", "MACs", "RF size / jump")
 
 
-def _cells(summary):
+def _cells(summary: Summary) -> Iterator[tuple[str, str, str, str, str, str]]:
     for row in summary.layers:
         yield (
             row.name,
@@ -57,7 +59,7 @@ def _cells(summary):
         )
 
 
-def _totals(summary) -> list[str]:
+def _totals(summary: Summary) -> list[str]:
     return [
         f"Total params: {summary.total_params:,}",
         f"Total MACs: {si(summary.total_macs)} ({summary.total_macs:,}; convolutions and fc;"
@@ -70,7 +72,7 @@ def _totals(summary) -> list[str]:
     ]
 
 
-def _title(summary) -> str:
+def _title(summary: Summary) -> str:
     h, w = summary.input_size
     stem = "" if summary.maxpool_padding in (None, 1) else f", stem max pool padding {summary.maxpool_padding}"
     return f"{summary.arch}: input {summary.batch}×3×{h}×{w}{stem}; MACs for the whole batch"
@@ -82,7 +84,7 @@ def format_table(summary: Summary) -> str:
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(_HEADERS)]
     right = {3, 4}
 
-    def line(values):
+    def line(values: Sequence[str]) -> str:
         return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))
 
     rule = "─" * len(line(_HEADERS))

@@ -7,8 +7,13 @@ reads each layer's window (kernel, stride, padding, dilation) off the layer obje
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..formulas import ReceptiveField, conv2d_macs, linear_macs
 from ..nn import AdaptiveAvgPool2d, Conv2d, MaxPool2d, Module
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["conv2d_macs", "linear_macs", "ReceptiveField", "layer_field"]
 
@@ -16,18 +21,23 @@ __all__ = ["conv2d_macs", "linear_macs", "ReceptiveField", "layer_field"]
 def layer_field(module: Module, rf: ReceptiveField, in_shape: tuple[int, ...]) -> ReceptiveField:
     """Receptive field after ``module``, given the field ``rf`` of its input of shape ``in_shape`` (N, C, H, W)."""
     if isinstance(module, Conv2d):
-        padding = (0, 0) if module.padding == "valid" else module.padding
-        if padding == "same":  # stride 1: pads (d·(k-1))/2 on each side, centred
+        padding: Sequence[float]
+        if module.padding == "valid":
+            padding = (0, 0)
+        elif isinstance(module.padding, str):  # "same" (conv2d refuses other strings): at stride 1,
+            # (d·(k-1))/2 on each side, centred
             padding = tuple((d * (k - 1)) / 2 for k, d in zip(module.kernel_size, module.dilation))
+        else:
+            padding = module.padding
         return rf.grow(module.kernel_size, module.stride, padding, module.dilation)
     if isinstance(module, MaxPool2d):
         return rf.grow(module.kernel_size, module.stride, module.padding, module.dilation)
     if isinstance(module, AdaptiveAvgPool2d):
         # Output o of n bins: widest bin ceil(n/o), bins start n//o apart (exact when o divides n,
         # always for global pooling, o = 1, whose single bin is the whole input).
-        out = module.output_size if isinstance(module.output_size, (tuple, list)) else (module.output_size,) * 2
+        requested = module.output_size if isinstance(module.output_size, (tuple, list)) else (module.output_size,) * 2
         n = in_shape[2:]
-        out = [o if o is not None else size for o, size in zip(out, n)]
+        out = [o if o is not None else size for o, size in zip(requested, n)]
         kernel = [-(-size // o) for size, o in zip(n, out)]
         stride = [max(size // o, 1) for size, o in zip(n, out)]
         return rf.grow(kernel, stride, (0, 0))

@@ -38,7 +38,7 @@ _BLOCK = 32  # px: the input's side in the shape column
 _BAR = 96  # px: the widest layer's channel bar
 
 
-def _shape_picture(shape, input_size, widest) -> str:
+def _shape_picture(shape: tuple[int, ...], input_size: tuple[int, int], widest: int) -> str:
     """Return an inline SVG: ``H×W`` to the scale of the input, and a bar of ``C`` to the scale of the widest layer."""
     if len(shape) != 3:
         return ""

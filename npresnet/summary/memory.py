@@ -10,10 +10,17 @@ Weights and the im2col workspace of an implementation are not counted.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .trace import Event
+
 __all__ = ["peak_memory"]
 
 
-def peak_memory(events, buffer_bytes, output_buffer) -> tuple[int, str]:
+def peak_memory(events: Sequence[Event], buffer_bytes: Sequence[int], output_buffer: int) -> tuple[int, str]:
     """Largest total size of buffers alive during one operation, and the operation's name.
 
     Parameters
@@ -25,7 +32,7 @@ def peak_memory(events, buffer_bytes, output_buffer) -> tuple[int, str]:
         The model's output, alive to the end.
     """
     ops = [e for e in events if e.kind != "end"]
-    last_use = {}
+    last_use: dict[int, int] = {}
     for i, e in enumerate(ops):
         for b in e.inputs:
             last_use[b] = i

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..nn import AdaptiveAvgPool2d, Conv2d, Linear, MaxPool2d, Module, Sequential
 from .formulas import ReceptiveField
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .trace import Event
 
 __all__ = ["LayerRow", "layer_rows", "layer_type", "max_depth"]
 
@@ -20,7 +26,7 @@ class LayerRow:
 
     name: str
     type: str
-    output_shape: tuple
+    output_shape: tuple[int, ...]
     params: int
     macs: int
     receptive_field: ReceptiveField
@@ -47,8 +53,9 @@ def layer_type(module: Module) -> str:
             text += f" p{pad[0]}" if pad[0] == pad[1] else f" p{pad[0]},{pad[1]}"
         if (dh, dw) != (1, 1):
             text += f" d{dh}" if dh == dw else f" d{dh},{dw}"
-        if getattr(module, "groups", 1) != 1:
-            text += f" g{module.groups}"
+        groups = getattr(module, "groups", 1)  # a convolution's; pooling has none
+        if groups != 1:
+            text += f" g{groups}"
         return text
     if isinstance(module, Linear):
         return f"{kind} {module.in_features}→{module.out_features}"
@@ -65,42 +72,45 @@ def layer_type(module: Module) -> str:
     return kind
 
 
-def layer_rows(model: Module, events, depth: int | None) -> list[LayerRow]:
+def layer_rows(model: Module, events: Sequence[Event], depth: int | None) -> list[LayerRow]:
     """Layer rows in execution order, folding modules deeper than ``depth`` into their ancestor."""
     ends = {e.name: e for e in events if e.kind == "end"}
     modules = dict(model.named_modules())
-    rows, seen_params = [], set()
-    current = None  # (folded name, accumulated macs) of the row being folded
+    rows: list[LayerRow] = []
+    seen_params: set[int] = set()
+    folding: str | None = None  # name of the row being folded, which has accumulated ``folded_macs``
+    folded_macs = 0
     for event in events:
-        if event.kind != "layer":
+        module = event.module
+        if event.kind != "layer" or module is None:  # only a layer call has a module, and starts a row
             continue
         parts = event.name.split(".")
         if depth is None or len(parts) <= depth:
-            current = None
-            first = id(event.module) not in seen_params
-            seen_params.add(id(event.module))
+            folding = None
+            first = id(module) not in seen_params
+            seen_params.add(id(module))
             rows.append(
                 LayerRow(
                     event.name,
-                    layer_type(event.module),
+                    layer_type(module),
                     tuple(event.output_spec.shape[1:]),
-                    event.module.num_parameters() if first else 0,
+                    module.num_parameters() if first else 0,
                     event.macs,
                     event.rf,
                 )
             )
             continue
         name = ".".join(parts[:depth])
-        if current is not None and current[0] == name:
-            current[1] += event.macs
-            rows[-1] = _fold_row(name, modules[name], ends[name], current[1])
+        if folding == name:
+            folded_macs += event.macs
+            rows[-1] = _fold_row(name, modules[name], ends[name], folded_macs)
         else:
-            current = [name, event.macs]
+            folding, folded_macs = name, event.macs
             rows.append(_fold_row(name, modules[name], ends[name], event.macs))
     return rows
 
 
-def _fold_row(name, module, end, macs):
+def _fold_row(name: str, module: Module, end: Event, macs: int) -> LayerRow:
     """Return a row for ``module`` and everything below it; depth 0 folds the model into one row named ``model``."""
     return LayerRow(
         name or "model",

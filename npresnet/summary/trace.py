@@ -10,9 +10,13 @@ residual ``+=`` and the flatten. Each event records the buffers it reads and wri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..nn import Conv2d, Linear, Module, TensorSpec
 from .formulas import ReceptiveField, conv2d_macs, layer_field, linear_macs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Event", "Recorder", "trace"]
 
@@ -23,25 +27,25 @@ class Event:
 
     kind: str  # "layer" (a leaf module call), "end" (a container returned), or a tracer op
     name: str
-    module: Module | None
-    inputs: tuple  # buffer ids read
+    module: Module | None  # None for a tracer op
+    inputs: tuple[int, ...]  # buffer ids read
     output: int | None  # buffer id written (may equal an input: in place)
-    output_spec: TensorSpec | None
-    rf: ReceptiveField | None  # field of the output, as it was right after this event
+    output_spec: TensorSpec
+    rf: ReceptiveField  # field of the output, as it was right after this event
     macs: int = 0
 
 
 class Recorder:
     """Follows one spec pass: events in execution order, a buffer per distinct tensor, fields per tensor."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.events: list[Event] = []
         self.buffer_bytes: list[int] = []
         self._buffer: dict[int, int] = {}  # id(spec) -> buffer id
         self._field: dict[int, ReceptiveField] = {}
-        self._alive_specs = []  # keep specs referenced so their ids stay unique
+        self._alive_specs: list[TensorSpec] = []  # keep specs referenced so their ids stay unique
 
-    def register(self, spec: TensorSpec, alias_of: TensorSpec | None = None, rf=None) -> int:
+    def register(self, spec: TensorSpec, alias_of: TensorSpec | None = None, rf: ReceptiveField | None = None) -> int:
         """Give ``spec`` a buffer id (``alias_of``'s when it shares that buffer) and, if given, its field ``rf``."""
         if id(spec) not in self._buffer:
             self._alive_specs.append(spec)
@@ -54,15 +58,15 @@ class Recorder:
             self._field[id(spec)] = rf
         return self._buffer[id(spec)]
 
-    def buffer(self, spec) -> int:
+    def buffer(self, spec: TensorSpec) -> int:
         """Return the buffer id of a registered ``spec``."""
         return self._buffer[id(spec)]
 
-    def field_of(self, spec) -> ReceptiveField:
+    def field_of(self, spec: TensorSpec) -> ReceptiveField:
         """Return the receptive field of a registered ``spec``."""
         return self._field[id(spec)]
 
-    def tracer(self, op, inputs, output):
+    def tracer(self, op: str, inputs: tuple[Any, ...], output: TensorSpec) -> None:
         """Record an array operation a ``forward`` ran on specs (``TensorSpec``'s tracer callback)."""
         specs = [s for s in inputs if isinstance(s, TensorSpec)]
         if op == "reshape":
@@ -77,10 +81,10 @@ class Recorder:
                 self._field[id(output)] = rf
         self.events.append(Event(op, "", None, tuple(self.buffer(s) for s in specs), out, output, rf))
 
-    def hook(self, name):
+    def hook(self, name: str) -> Callable[[Module, TensorSpec, TensorSpec], None]:
         """Return the forward hook that records module ``name``'s calls."""
 
-        def record(module, x, out):
+        def record(module: Module, x: TensorSpec, out: TensorSpec) -> None:
             if module._children:  # a container returned: its rows fold at this point
                 self.events.append(Event("end", name, module, (), None, out, self.field_of(out)))
                 return
@@ -98,7 +102,7 @@ class Recorder:
         return record
 
 
-def trace(model: Module, shape, dtype, arch: str):
+def trace(model: Module, shape: tuple[int, int, int, int], dtype: Any, arch: str) -> tuple[list[Event], list[int], int]:
     """Call ``model`` on a spec of ``shape`` (N, C, H, W) with hooks on every module.
 
     Returns
@@ -117,7 +121,7 @@ def trace(model: Module, shape, dtype, arch: str):
     x = TensorSpec(shape, dtype, recorder.tracer)
     recorder.register(x, rf=ReceptiveField())
     handles = [m.register_forward_hook(recorder.hook(name)) for name, m in model.named_modules()]
-    failure = None
+    failure: ValueError | None = None
     try:
         out = model(x)
     except ValueError as err:
@@ -134,10 +138,10 @@ def trace(model: Module, shape, dtype, arch: str):
     return recorder.events, recorder.buffer_bytes, recorder.buffer(out)
 
 
-def _smallest_input(model, shape, dtype, limit=512):
+def _smallest_input(model: Module, shape: tuple[int, ...], dtype: Any, limit: int = 512) -> tuple[int, int] | None:
     """Smallest (H, W) the model accepts, found by trying sizes (each try is a shape-only pass)."""
 
-    def fits(h, w):
+    def fits(h: int, w: int) -> bool:
         try:
             model(TensorSpec((1, shape[1], h, w), dtype))
             return True
