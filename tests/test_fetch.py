@@ -275,3 +275,31 @@ def test_a_fifo_as_the_cache_record_does_not_hang(tmp_path, server):
     start = time.monotonic()
     assert not fetch_module._is_verified(path)
     assert time.monotonic() - start < 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("mode", ["good", "nolength"])
+def test_cli_progress_bar_on_a_terminal_with_and_without_a_known_length(tmp_path, server, monkeypatch, capsys, mode):
+    # On a terminal with tqdm installed the command shows a bar; a download of unknown length has a
+    # bar without a total, whose truth tqdm refuses to tell (TypeError), so the bar is never tested for it.
+    pytest.importorskip("tqdm")
+    import npresnet.cli as cli
+    import npresnet.cli.common as common
+
+    bars = []
+
+    def opened(total, unit):
+        bars.append(original(total, unit))
+        return bars[-1]
+
+    original = common.progress_bar
+    monkeypatch.setattr(common, "progress_bar", opened)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert cli.main(["fetch", "tiny", "--dest", str(tmp_path), "--url", f"{server}/{mode}"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / NAME.replace(".pth", ".npz"))
+    [bar] = bars  # one real tqdm bar, opened on the first report
+    assert (bar.n, bar.total) == (len(PAYLOAD), None if mode == "nolength" else len(PAYLOAD))

@@ -20,6 +20,7 @@ __all__ = [
     "load_model",
     "activation_bytes",
     "check_activation_memory",
+    "Progress",
     "progress_bar",
 ]
 
@@ -121,3 +122,29 @@ def progress_bar(total: float | None, unit: str) -> ProgressBar | None:
         return None
     bar: ProgressBar = tqdm(total=total, unit=unit, unit_scale=unit == "B", file=sys.stderr, leave=False)
     return bar
+
+
+class Progress:
+    """A ``progress(done, total)`` callback that opens its bar on the first report, when the total is known.
+
+    ``total`` may be None (a download of unknown length). The bar is tested with ``is None``,
+    never for truth: tqdm's ``__bool__`` raises TypeError when its total is None.
+    """
+
+    def __init__(self, unit: str) -> None:
+        self._unit = unit
+        self._opened = False
+        self._bar: ProgressBar | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Show ``done`` of ``total`` (opening the bar on the first call)."""
+        if not self._opened:
+            self._opened = True
+            self._bar = progress_bar(total, self._unit)
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        """Remove the bar, if one was opened."""
+        if self._bar is not None:
+            self._bar.close()

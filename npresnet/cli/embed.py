@@ -9,17 +9,15 @@ import os
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE, MAX_WORKERS_PER_CORE
 from .args import add_preprocessing_arguments, batch_size, positive_int, top_k
-from .common import CommandError, check_activation_memory, check_arch, progress_bar
+from .common import CommandError, Progress, check_activation_memory, check_arch
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from types import FrameType
-
-    from .common import ProgressBar
 
 __all__ = ["add_parser", "run"]
 
@@ -219,16 +217,7 @@ def run(args: argparse.Namespace) -> int:
     paths = _check(args)
     from ..distributed import embed
 
-    bar: ProgressBar | Literal[False] | None = None  # False: asked, and no bar to show
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = progress_bar(total, "chunks") or False
-            if bar:
-                bar.update(done)
-        elif bar:
-            bar.update(done - bar.n)
+    progress = Progress("chunks")
 
     try:
         with _interruptible():
@@ -252,8 +241,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         raise CommandError(err) from None
     finally:
-        if bar:
-            bar.close()
+        progress.close()
     shown = 20
     for _path, reason in result.errors[:shown]:  # the reason names the file
         print(f"npresnet embed: skipped {reason}", file=sys.stderr)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Literal
 
 from .args import timeout
-from .common import CommandError, progress_bar
-
-if TYPE_CHECKING:
-    from .common import ProgressBar
+from .common import CommandError, Progress
 
 __all__ = ["add_parser", "run"]
 
@@ -58,16 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import WeightsError
     from ..fetch import FetchError, fetch
 
-    bar: ProgressBar | Literal[False] | None = None  # False: asked, and no bar to show
-
-    def progress(done: int, total: int | None) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = progress_bar(total, "B")
-            if bar is None:
-                bar = False
-        if bar:
-            bar.update(done - bar.n)
+    progress = Progress("B")
 
     try:
         path = fetch(
@@ -76,7 +63,6 @@ def run(args: argparse.Namespace) -> int:
     except (FetchError, WeightsError, ValueError, OSError) as err:
         raise CommandError(err) from None
     finally:
-        if bar:
-            bar.close()
+        progress.close()
     print(path)
     return 0
