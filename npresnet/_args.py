@@ -9,8 +9,19 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TypeGuard
 
-__all__ = ["check_int", "check_real"]
+__all__ = ["check_int", "check_real", "is_int", "is_real"]
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """Return whether ``value`` is an integer (a Python or NumPy int: any ``numbers.Integral``), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> TypeGuard[float]:
+    """Return whether ``value`` is a real number (any ``numbers.Real``: ints and NumPy scalars too), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
@@ -23,7 +34,7 @@ def check_int(name: str, value: object, low: int, high: int | None = None) -> in
     ValueError
         ``value`` is outside the range.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     value = int(value)
     if value < low or (high is not None and value > high):
@@ -42,7 +53,7 @@ def check_real(name: str, value: object, low: float = -math.inf, *, above: bool 
     ValueError
         ``value`` is NaN, infinite, too large for a float, or below the bound.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     try:
         result = float(value)

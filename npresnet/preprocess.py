@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from ._args import check_int
+from ._args import check_int, is_real
 from ._imagefile import check_embedded_sizes, open_image_file
 from .errors import ImageError
 from .imagenet import IMAGENET_MEAN, IMAGENET_STD
@@ -155,7 +155,7 @@ def _check_image_and_statistics(image: object, mean: Any, std: Any) -> tuple[tup
     for name, value in (("mean", mean), ("std", std)):
         if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 3:
             raise ValueError(f"{name} must be 3 numbers, one per RGB channel, got {value!r}")
-        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        if not all(is_real(v) for v in value):
             raise TypeError(f"{name} must be 3 real numbers, got {value!r}")
         with numpy.errstate(over="ignore"):
             as_float32 = numpy.asarray([_float_or_inf(v) for v in value], numpy.float32)

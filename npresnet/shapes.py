@@ -9,7 +9,7 @@ lives with its only users in :mod:`npresnet.fast.taps`.)
 
 from __future__ import annotations
 
-import numbers
+from ._args import is_int
 
 __all__ = ["conv_output_size", "conv_transpose_output_size", "pair"]
 
@@ -25,13 +25,9 @@ def pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]
     TypeError
         If ``value`` is neither an int nor one or two ints; the message names ``name``.
     """
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+    if is_int(value):
         return int(value), int(value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) in (1, 2)
-        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
-    ):
+    if isinstance(value, (tuple, list)) and len(value) in (1, 2) and all(is_int(v) for v in value):
         return int(value[0]), int(value[-1])
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
@@ -72,7 +68,7 @@ def conv_output_size(
         ("padding", padding, 0),
         ("dilation", dilation, 1),
     ):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        if not is_int(value):
             raise TypeError(f"{name} must be an int, got {value!r}")
         if value < low:
             raise ValueError(f"{name} must be >= {low}, got {value}")

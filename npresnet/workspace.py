@@ -18,8 +18,9 @@ There is no module-level setting to patch: callers pass the parameter.
 
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING
+
+from ._args import is_int
 
 if TYPE_CHECKING:
     import types
@@ -88,7 +89,7 @@ def resolve_workspace_bytes(workspace_bytes: int | None, xp: types.ModuleType | 
     """``workspace_bytes`` checked (a positive int), or the backend's default when it is None."""
     if workspace_bytes is None:
         return default_workspace_bytes(xp)
-    if not isinstance(workspace_bytes, numbers.Integral) or isinstance(workspace_bytes, bool) or workspace_bytes < 1:
+    if not is_int(workspace_bytes) or workspace_bytes < 1:
         raise ValueError(f"workspace_bytes must be a positive int (bytes) or None, got {workspace_bytes!r}")
     return int(workspace_bytes)
 

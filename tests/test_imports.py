@@ -115,7 +115,7 @@ def test_a_planted_cycle_is_found():
 
 
 LAYERS = [
-    {"npresnet.backend", "npresnet.errors", "npresnet._atomic", "npresnet.limits"},
+    {"npresnet.backend", "npresnet.errors", "npresnet._atomic", "npresnet.limits", "npresnet._args"},
     {"npresnet.shapes", "npresnet.formulas", "npresnet.workspace", "npresnet.weights"},
     {"npresnet.functional"},
     {"npresnet.nn"},

@@ -26,13 +26,13 @@ block ``layerS.B`` (the places the whole signal passes).
 from __future__ import annotations
 
 import contextlib
-import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict
 
 import numpy
 
 from .. import functional as F
+from .._args import is_int
 from ..models import BasicBlock, Bottleneck, ResNet
 from ..nn import BatchNorm2d, Module
 from ..summary import summarize
@@ -169,11 +169,7 @@ def _output_shape(rows: Sequence[LayerRow], name: str) -> tuple[int, ...]:
 
 def _check_unit(unit: object, shape: tuple[int, ...], layer: str) -> tuple[int, int]:
     _, out_h, out_w = shape
-    if (
-        not isinstance(unit, (tuple, list))
-        or len(unit) != 2
-        or not all(isinstance(u, numbers.Integral) and not isinstance(u, bool) for u in unit)
-    ):
+    if not isinstance(unit, (tuple, list)) or len(unit) != 2 or not all(is_int(u) for u in unit):
         raise TypeError(f"unit must be a pair of ints (y, x), got {unit!r}")
     if not (0 <= unit[0] < out_h and 0 <= unit[1] < out_w):
         raise ValueError(f"unit {tuple(unit)} is outside {layer}'s {out_h}x{out_w} output")
@@ -276,9 +272,7 @@ def receptive_field(
         modules = _trunk_modules(model, layer)  # with the inference batch norms in place
         out = _forward(modules, x)  # (1, C, out_h, out_w)
         C = out.shape[1]
-        if channel is not None and (
-            not isinstance(channel, numbers.Integral) or isinstance(channel, bool) or not 0 <= channel < C
-        ):
+        if channel is not None and (not is_int(channel) or not 0 <= channel < C):
             raise ValueError(f"channel must be from 0 to {C - 1} for {layer}, got {channel!r}")
         seed = numpy.zeros_like(out)
         seed[0, slice(None) if channel is None else channel, unit[0], unit[1]] = 1.0

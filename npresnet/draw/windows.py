@@ -24,11 +24,11 @@ checked after them, before anything is drawn.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .. import functional as F
+from .._args import is_int
 from ..functional._checks import _check_groups, _positive_pair
 from ..limits import MAX_DRAW_CHANNELS, MAX_DRAW_SIZE
 from ..nn import TensorSpec
@@ -239,7 +239,7 @@ def _check_limits(windows: Windows) -> Windows:
 
 
 def _channels(value: object, name: str) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
 
@@ -278,7 +278,7 @@ def conv2d(
     kh, kw = pair(kernel_size, "kernel_size")
     if kh < 1 or kw < 1:
         raise ValueError(f"kernel_size must be >= 1, got {kernel_size!r}")
-    groups_ = groups if isinstance(groups, numbers.Integral) and not isinstance(groups, bool) and groups > 0 else 1
+    groups_ = groups if is_int(groups) and groups > 0 else 1
     C = _channels(groups_ if in_channels is None else in_channels, "in_channels")
     O = _channels(groups_ if out_channels is None else out_channels, "out_channels")
     weight = TensorSpec((O, max(C // groups_, 1), kh, kw))

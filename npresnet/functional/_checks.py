@@ -10,9 +10,9 @@ array is allocated.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import TYPE_CHECKING, Any
 
+from .._args import is_int
 from ..shapes import conv_output_size, pair
 from ..workspace import workspace_chunk_count
 
@@ -85,7 +85,7 @@ def _positive_pair(value: IntPair | list[int], name: str, low: int = 1) -> tuple
 
 
 def _check_groups(groups: object) -> int:
-    if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
+    if not is_int(groups) or groups < 1:
         raise ValueError(f"groups must be a positive int, got {groups!r}")
     return int(groups)
 
@@ -123,9 +123,7 @@ def _check_elements(func: str, what: str, shape: tuple[int, ...], because: str) 
 
 def _input_shape(func: str, input_shape: object, ndims: tuple[int, ...] = (3, 4)) -> tuple[int, ...]:
     """Return a backward call's ``input_shape`` as a tuple of non-negative ints within :data:`MAX_ELEMENTS`."""
-    if not isinstance(input_shape, (tuple, list)) or not all(
-        isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in input_shape
-    ):
+    if not isinstance(input_shape, (tuple, list)) or not all(is_int(s) for s in input_shape):
         raise TypeError(f"{func}: input_shape must be a tuple of ints, got {input_shape!r}")
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in ndims or min(shape) < 0:

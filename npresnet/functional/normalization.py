@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING
 
+from .._args import is_real
 from ..backend import get_array_module
 from ._checks import _check_float, _check_same_dtype, _shape
 
@@ -44,7 +44,7 @@ def _batch_norm_checks(
 
 def _check_eps(func: str, eps: object, training: bool) -> None:
     """``eps`` is a real number, and positive when training (as torch: the batch variance may be 0)."""
-    if not isinstance(eps, numbers.Real) or isinstance(eps, bool):
+    if not is_real(eps):
         raise TypeError(f"{func}: eps must be a real number, got {eps!r}")
     if training and not float(eps) > 0:
         raise ValueError(f"{func}: eps must be positive when training, got {eps!r}")

@@ -16,9 +16,9 @@ Naming: ``kh, kw`` kernel, ``sy, sx`` stride, ``ph, pw`` padding, ``dy, dx`` dil
 from __future__ import annotations
 
 import math
-import numbers
 from typing import TYPE_CHECKING, Literal, overload
 
+from .._args import is_int
 from ..backend import get_array_module
 from ._checks import (
     _as_batch,
@@ -343,11 +343,7 @@ def avg_pool2d_output_shape(
 
 
 def _check_divisor(divisor_override: object) -> None:
-    if divisor_override is not None and (
-        not isinstance(divisor_override, numbers.Integral)
-        or isinstance(divisor_override, bool)
-        or divisor_override == 0
-    ):
+    if divisor_override is not None and (not is_int(divisor_override) or divisor_override == 0):
         raise ValueError(f"divisor_override must be a non-zero int, got {divisor_override!r}")
 
 

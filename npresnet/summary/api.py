@@ -13,10 +13,10 @@ Layer counts
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING
 
+from .._args import is_int
 from ..models.registry import build_model
 from ..nn import Conv2d, Linear, Module, TensorSpec
 from ..shapes import pair
@@ -88,11 +88,6 @@ class Summary:
         }
 
 
-def _is_int(value: object) -> TypeGuard[int]:
-    """Return whether ``value`` is an integer (NumPy's included) and not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def parse_input_size(value: int | tuple[int, int] | list[int] | str) -> tuple[int, int]:
     """``224``, ``"224"``, ``"300x200"`` (H×W), ``(300, 200)`` → ``(H, W)``; ValueError otherwise."""
     if isinstance(value, str):
@@ -152,9 +147,9 @@ def summarize(
         too small for the network (naming the layer and the smallest size that works).
     """
     input_size = parse_input_size(input_size)
-    if not _is_int(batch) or batch < 1:
+    if not is_int(batch) or batch < 1:
         raise ValueError(f"batch must be a positive int, got {batch!r}")
-    if depth is not None and (not _is_int(depth) or depth < 0):
+    if depth is not None and (not is_int(depth) or depth < 0):
         raise ValueError(f"depth must be a non-negative int or None, got {depth!r}")
     if isinstance(model_or_arch, Module):
         model, arch = model_or_arch, type(model_or_arch).__name__
