@@ -14,7 +14,7 @@ writes a flat directory: ``gpu_check.json`` (everything), ``gpu_check.md`` (the 
    as torchvision's on the GPU; for the reference ``model(x)`` and the fused path, in float32
    and float64, the relative error ``max|a - b| / max|b|`` against torchvision in float64 on
    the GPU, and for the fused TF32 and float16 modes too (TF32's error against float64 is
-   measured only here; float16's is also bounded on the emulation, tests/test_fast_float16.py).
+   measured only here; float16's is also bounded on the emulation, tests/fast/test_float16.py).
 3. **benchmark** (``--bench-seconds``, 150): ResNet-18 and -50 at batch 1, 64 and 256, 224×224:
    the fused path in float32 and float16 storage (against torch float32 with TF32 off) and in
    TF32 (against torch with TF32 on), and the reference path at batch 64, as median seconds
@@ -29,7 +29,7 @@ records its error and the check goes on.
 
 ``--dry-run`` runs the same code on the emulated CuPy with torch on the CPU, at tiny sizes (one
 architecture, batch 1 and 2, 32×32, one quick test as the suite), in seconds; CI runs it
-(``tests/test_gpu_check.py``) so the script cannot rot.
+(``tests/project/test_gpu_check.py``) so the script cannot rot.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ FULL = dict(archs=ARCHITECTURES, arch_shape=(2, 3, 64, 64), bench_archs=("resnet
 FULL.update(batches=(1, 64, 256), size=224, reference_batch=64, repeats=5)
 DRY = dict(archs=("resnet18",), arch_shape=(1, 3, 32, 32), bench_archs=("resnet18",))
 DRY.update(batches=(1, 2), size=32, reference_batch=2, repeats=1)
-DRY_SUITE = ["tests/test_emulation.py", "-k", "a_raw_kernel_launch_runs_its_twin"]
+DRY_SUITE = ["tests/emulation/test_emulated_cupy.py", "-k", "a_raw_kernel_launch_runs_its_twin"]
 GPU_SUITE = ["tests", "-k", "cupy and not emulated"]
 
 

@@ -1,7 +1,7 @@
 """Regenerate the pictures under docs/images/ (README, Pictures page): ``python docs/make_pictures.py``.
 
 Every picture is made by npresnet's own drawing code; none is edited by hand. The SVG and GIF
-files are deterministic (tests/test_draw.py regenerates them and compares the bytes); the
+files are deterministic (tests/draw/test_windows.py regenerates them and compares the bytes); the
 receptive-field PNG is drawn by matplotlib, whose bytes may change between its versions.
 
 The receptive-field picture uses a synthetic image (shapes on a gradient, drawn below), so the

@@ -2,7 +2,7 @@
 
 npresnet's CUDA kernels (:mod:`npresnet.fast.cuda`) each have a twin, the same statements
 evaluated over every thread of the launch (:mod:`npresnet.fast.cuda.grid`); the twins are
-proved against the reference layers by ``tests/test_cuda_kernels.py``. Here a launch
+proved against the reference layers by ``tests/fast/cuda/test_kernels.py``. Here a launch
 ``kernel(grid, block, args)`` checks ``args`` against the kernel's C parameter list, read from
 the source, the way the GPU would take them: a pointer parameter needs a C-contiguous device
 array of its type, a template parameter's being the name expression's argument in its place

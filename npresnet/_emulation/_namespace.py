@@ -1,7 +1,7 @@
 """The emulated ``cupy`` namespace: the functions npresnet calls through ``xp``, with CuPy's signatures.
 
 Each function keeps the parameter list of its CuPy 14 counterpart (checked against the
-installed CuPy by ``tests/test_emulation.py``), so a NumPy-only argument fails here as it
+installed CuPy by ``tests/emulation/test_emulated_cupy.py``), so a NumPy-only argument fails here as it
 would on a GPU. Host arrays are accepted only where CuPy copies them to the device
 (``asarray``, ``array``, assignment, ``outer``) and refused in kernels.
 

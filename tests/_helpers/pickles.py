@@ -1,7 +1,7 @@
 """Weight files built by hand: pickles opcode by opcode (names as in ``pickletools``), and ``.pth`` zips.
 
 Shared by the weights tests (hostile files, attacks, views, limits). The builders are checked
-against PyTorch itself in ``test_weights_hostile.test_hand_made_checkpoint_is_valid_for_torch_too``.
+against PyTorch itself in ``tests/weights/test_hostile.py::test_hand_made_checkpoint_is_valid_for_torch_too``.
 """
 
 from __future__ import annotations

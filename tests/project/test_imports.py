@@ -226,10 +226,17 @@ def test_no_module_is_over_the_line_limit():
 def test_no_test_module_imports_another():
     """Shared test helpers live in tests/_helpers (or conftest.py), so each test module stands alone."""
     tests = os.path.join(ROOT, "tests")
-    names = {f[:-3] for f in os.listdir(tests) if f.startswith("test_") and f.endswith(".py")}
+    paths = {  # every test module, in tests/ and its folders (tests/functional/test_conv.py: "functional/test_conv")
+        os.path.relpath(os.path.join(folder, f), tests)[:-3]: os.path.join(folder, f)
+        for folder, _, files in os.walk(tests)
+        for f in files
+        if f.startswith("test_") and f.endswith(".py")
+    }
+    names = {os.path.basename(name) for name in paths} | {"tests"}  # "tests": tests.functional.test_conv
+    assert "functional/test_conv" in {name.replace(os.sep, "/") for name in paths}  # the walk found the folders
     found = []
-    for name in sorted(names):
-        tree = ast.parse(open(os.path.join(tests, name + ".py"), encoding="utf-8").read())
+    for name in sorted(paths):
+        tree = ast.parse(open(paths[name], encoding="utf-8").read())
         for node in ast.walk(tree):
             imported = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and not node.level:

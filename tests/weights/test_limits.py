@@ -23,7 +23,7 @@ from _helpers.pickles import (
 from npresnet.errors import WeightsError
 from npresnet.weights import limits, load_weights
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "guide" / "safety.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "guide" / "safety.md"
 
 
 def _safety_section() -> str:

@@ -16,9 +16,9 @@ import pytest
 
 from npresnet.backend import available_backends
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECK = os.path.join(ROOT, "benchmarks", "gpu_check.py")
-F64_TOL = 1e-10  # as tests/test_fast.py
+F64_TOL = 1e-10  # as tests/fast/test_fuse.py
 FLOAT32_REFUSAL = 1e-3  # the benchmark harness's float32 tolerance (benchmarks/_engines.py TOLERANCE)
 
 
@@ -44,7 +44,7 @@ def test_dry_run_runs_every_phase_and_writes_a_flat_report(tmp_path):
     assert arch["reference-float64"] < F64_TOL and arch["fused-float64"] < F64_TOL
     for key in ("reference-float32", "fused-float32", "fused-tf32"):
         assert 0 < arch[key] < FLOAT32_REFUSAL, (key, arch[key])
-    assert 0 < arch["fused-float16"] < float("inf")  # its bound is checked by tests/test_fast_float16.py
+    assert 0 < arch["fused-float16"] < float("inf")  # its bound is checked by tests/fast/test_float16.py
 
     rows = report["benchmark"]
     modes = {(r["batch"], r["path"], r["precision"]) for r in rows}

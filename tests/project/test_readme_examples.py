@@ -27,7 +27,7 @@ import npresnet
 ROOT = Path(npresnet.__file__).resolve().parent.parent
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.S | re.M)
 # README.md, then every Markdown page of the documentation except the build output and docs/testing.md,
-# whose examples tests/test_testing_docs.py runs (with its "# needs: LIB" skips).
+# whose examples tests/testing/test_docs.py runs (with its "# needs: LIB" skips).
 PAGES = [ROOT / "README.md"] + sorted(
     p
     for p in (ROOT / "docs").rglob("*.md")

@@ -495,7 +495,7 @@ def test_features_of_a_named_layer_without_predictions(tmp_path, torch_model, im
 
 def run_benchmark(script: str, *args: str) -> subprocess.CompletedProcess:
     """``python benchmarks/<script> <args>`` from the repository root; fails the test on a non-zero exit."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [sys.executable, str(root / "benchmarks" / script), *args],
         capture_output=True,

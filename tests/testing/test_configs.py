@@ -20,7 +20,7 @@ def torch_conv2d(x, w, b=None, **kw):
     return F.conv2d(torch.from_numpy(x), torch.from_numpy(w), None if b is None else torch.from_numpy(b), **kw)
 
 
-# npresnet's own conv2d and pools pass the helpers in tests/test_functional_*.py (every backend).
+# npresnet's own conv2d and pools pass the helpers in tests/functional/ (every backend).
 @given(config=kit.conv2d_configs())
 def test_helper_passes_torch(config):
     """torch's conv2d passes in float64 (a plain NumPy-in/tensor-out wrapper) and in float32

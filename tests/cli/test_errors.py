@@ -16,7 +16,7 @@ import pytest
 
 from npresnet import limits
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args, env=None, cwd=None, timeout=300):

@@ -406,7 +406,7 @@ def test_cli_draw_help_explains_the_picture(capsys):
 def test_the_committed_pictures_are_the_scripts_output(tmp_path):
     """docs/images/ holds what docs/make_pictures.py draws (the deterministic ones, byte for byte)."""
     pytest.importorskip("PIL")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     spec = importlib.util.spec_from_file_location("make_pictures", root / "docs" / "make_pictures.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

@@ -38,7 +38,7 @@ from npresnet.nn import (
     check_state_dict,
 )
 
-FLOAT64_TOL = 1e-10  # relative to max|reference|, both libraries in float64 (as tests/test_models.py)
+FLOAT64_TOL = 1e-10  # relative to max|reference|, both libraries in float64 (as tests/models/test_resnet.py)
 
 
 def _input(shape, seed=0, dtype=np.float32):

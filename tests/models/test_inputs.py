@@ -33,7 +33,7 @@ from _torchvision import STAGES, STEM, numpy_state_dict, relative_error, torch_i
 from npresnet.nn import capture_intermediates
 
 NAMES = [*STEM, *STAGES, "avgpool", "fc"]
-FLOAT64_TOL = 1e-10  # relative to max|reference|, both libraries in float64 (as tests/test_models.py)
+FLOAT64_TOL = 1e-10  # relative to max|reference|, both libraries in float64 (as tests/models/test_resnet.py)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from npresnet.backend import available_backends
 
-PAGE = pathlib.Path(__file__).resolve().parent.parent / "docs" / "testing.md"
+PAGE = pathlib.Path(__file__).resolve().parents[2] / "docs" / "testing.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S)
 
 

@@ -405,7 +405,7 @@ def _conv_bn_torch(x, conv, bn, pad):
 def test_winograd_conv_equals_torch_conv_then_batch_norm(data, m, pad, budget, bias):
     """WinogradConv == batch_norm(conv2d(x)) in float64 to 1e-10: any size (tiles cropped at the
     border), padding, batch (0 included) and workspace bound (bands of tile rows), with and without
-    the residual/ReLU epilogue. (Float32 against the derived bound: tests/test_fast_winograd.py.)"""
+    the residual/ReLU epilogue. (Float32 against the derived bound: tests/fast/test_winograd.py.)"""
     C, O = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
     H = data.draw(st.integers(max(1, 3 - 2 * pad), 13))
     W = data.draw(st.integers(max(1, 3 - 2 * pad), 13))
