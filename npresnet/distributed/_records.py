@@ -15,10 +15,23 @@ import json
 import os
 import secrets
 import shutil
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
 
 from . import fs
 
-__all__ = ["OutputMismatchError", "FORMAT", "manifest_digest"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+__all__ = [
+    "OutputMismatchError",
+    "FORMAT",
+    "manifest_digest",
+    "Manifest",
+    "FeatureManifest",
+    "PredictionManifest",
+    "Counts",
+    "Record",
+]
 
 FORMAT = "npresnet-embed/3"
 _MANIFEST = "_npresnet.json"
@@ -30,22 +43,67 @@ class OutputMismatchError(ValueError):
     """An existing output was made by a different run (other images, weights or settings), or is not ours."""
 
 
-def manifest_digest(manifest: dict) -> str:
+class Manifest(TypedDict):
+    """The settings of a run that both outputs record: two runs write to one output only if equal."""
+
+    format: str
+    npresnet_version: str
+    arch: str
+    num_classes: int
+    weights_sha256: str
+    num_images: int
+    paths_sha256: str
+    chunk_rows: int
+    resize_size: int
+    crop_size: int
+    mean: list[float]
+    std: list[float]
+    backend: str
+
+
+class FeatureManifest(Manifest):
+    """The manifest of a Zarr features store: the shared settings and the features' layer and layout."""
+
+    layer: str
+    feature_dim: int
+    dtype: str
+    storage_rows: int
+
+
+class PredictionManifest(Manifest):
+    """The manifest of a Parquet predictions output: the shared settings and the classes per image."""
+
+    top: int
+
+
+class Counts(TypedDict):
+    """A chunk's error rows, kept in its record: all of them, and those whose reason was transient."""
+
+    errors: int
+    retryable: int
+
+
+#: A chunk record: ``{"key": manifest digest, "files": {relative path: [size, sha256]}, **Counts}``.
+#: Read back from an output it is JSON as ``json.loads`` decodes it, trusted only once it verifies.
+Record: TypeAlias = dict[str, Any]
+
+
+def manifest_digest(manifest: Mapping[str, object]) -> str:
     """SHA-256 of the manifest's canonical JSON: the run key every chunk record carries."""
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def _file_record(data: bytes) -> list:
+def _file_record(data: bytes) -> list[int | str]:
     return [len(data), hashlib.sha256(data).hexdigest()]
 
 
-def _differences(found: dict, wanted: dict) -> list[str]:
+def _differences(found: Mapping[str, object], wanted: Mapping[str, object]) -> list[str]:
     return [
         f"{k}: existing {found.get(k)!r}, this run {wanted.get(k)!r}" for k in wanted if found.get(k) != wanted.get(k)
     ]
 
 
-def _check_manifest(path, found, wanted):
+def _check_manifest(path: str, found: object, wanted: Mapping[str, object]) -> None:
     if not isinstance(found, dict) or not str(found.get("format", "")).startswith("npresnet-embed/"):
         raise OutputMismatchError(
             f"{path} exists and is not an npresnet embed output; refusing to write into it (choose another output path)"
@@ -68,7 +126,7 @@ def _max_entries(n_chunks: int) -> int:
     return 16 * n_chunks + 10_000
 
 
-def _json(data: bytes | None):
+def _json(data: bytes | None) -> Any:  # any JSON value, as json.loads decodes it: checked by its users
     if data is None:
         return None
     try:
@@ -78,7 +136,7 @@ def _json(data: bytes | None):
 
 
 @contextlib.contextmanager
-def _build_in_place(path):
+def _build_in_place(path: str) -> Iterator[str]:
     """Yield a temporary directory next to ``path``; on success rename it to ``path`` (which must not exist)."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
@@ -93,7 +151,9 @@ def _build_in_place(path):
         raise
 
 
-def _verified_files(root: str, record, digest: str, seen: dict | None = None) -> dict[str, bytes] | None:
+def _verified_files(
+    root: str, record: object, digest: str, seen: dict[tuple[object, ...], bool] | None = None
+) -> dict[str, bytes] | None:
     """Read and verify the files ``record`` names: ``{relative path: bytes}``, or None if any fails.
 
     None unless the record was written under ``digest`` and each file has its recorded size and
@@ -102,12 +162,12 @@ def _verified_files(root: str, record, digest: str, seen: dict | None = None) ->
     """
     if not isinstance(record, dict) or record.get("key") != digest or not isinstance(record.get("files"), dict):
         return None
-    found = {}
+    found: dict[str, bytes] = {}
     for relative, expected in record["files"].items():
         if not (isinstance(expected, list) and len(expected) == 2 and isinstance(expected[0], int)):
             return None
         known = (relative, *expected) if isinstance(expected[1], str) else None
-        if seen is not None and known in seen:
+        if seen is not None and known is not None and known in seen:
             if not seen[known]:
                 return None
             continue
@@ -118,12 +178,12 @@ def _verified_files(root: str, record, digest: str, seen: dict | None = None) ->
         ok = data is not None and _file_record(data) == expected
         if seen is not None and known is not None:
             seen[known] = ok
-        if not ok:
+        if data is None or not ok:
             return None
         found[relative] = data
     return found
 
 
-def _verifies(root: str, record, digest: str, seen: dict | None = None) -> bool:
+def _verifies(root: str, record: object, digest: str, seen: dict[tuple[object, ...], bool] | None = None) -> bool:
     """Return True if ``record`` was written under ``digest`` and each file it names has its size and SHA-256."""
     return _verified_files(root, record, digest, seen) is not None

@@ -18,11 +18,16 @@ from .store import FORMAT, FeatureStore, PredictionStore, storage_rows
 from .task import Chunk, Job, run_chunk, write_storage_chunk
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from distributed import Client
 
-    from .._typing import PathLike
+    from .._typing import Array, PathLike
+    from ._records import FeatureManifest, Manifest, Record
+    from .model import ModelKey
+
+    # where embed runs: (client, scheduler, n_workers, processes, backend), as cluster.connect takes them
+    Where = tuple[Client | None, str | None, int | None, bool, str]
 
 __all__ = ["embed", "EmbedResult", "MAX_BATCH_SIZE"]  # MAX_BATCH_SIZE: npresnet.limits', shared with predict
 
@@ -45,13 +50,13 @@ class EmbedResult:
     skipped: int
     features: str | None = None
     predictions: str | None = None
-    errors: list = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
     error_rows: int = 0
     retryable_rows: int = 0
     recomputed: int = 0
 
 
-def _feature_dim(key, layer, crop_size):
+def _feature_dim(key: ModelKey, layer: str, crop_size: int) -> int:
     """Values per image at ``layer`` for a crop_size² input, from a shape-only pass (no convolution runs)."""
     import math
 
@@ -60,10 +65,11 @@ def _feature_dim(key, layer, crop_size):
 
     model = build_model(key.arch, num_classes=key.num_classes)
     _, captured = capture_intermediates(model, TensorSpec((1, 3, crop_size, crop_size)), [layer])
-    return math.prod(captured[layer].shape[1:])
+    dim: int = math.prod(captured[layer].shape[1:])
+    return dim
 
 
-def _check_int(name, value, low, high):
+def _check_int(name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{name} must be an int between {low} and {high}, got {value!r}")
 
@@ -173,7 +179,7 @@ def embed(
     key = replace(key, backend=backend)
     if predictions is not None and top > key.num_classes:  # as predict refuses it
         raise ValueError(f"top={top} asks for more classes than the {key.num_classes} of {weights}")
-    common = {
+    common: Manifest = {
         "format": FORMAT,
         "npresnet_version": __version__,
         "arch": arch,
@@ -189,8 +195,9 @@ def embed(
         "backend": backend,
     }
 
-    stores = []
-    feature_store = prediction_store = None
+    stores: list[FeatureStore | PredictionStore] = []
+    feature_store: FeatureStore | None = None
+    prediction_store: PredictionStore | None = None
     if features is not None:
         dim = _feature_dim(key, layer, crop_size)
         if dim > MAX_FEATURE_VALUES:
@@ -198,8 +205,13 @@ def embed(
                 f"layer {layer!r} has {dim:,} values per image at {crop_size}×{crop_size}; "
                 f"at most {MAX_FEATURE_VALUES:,} are stored per row"
             )
-        manifest = {**common, "layer": layer, "feature_dim": dim, "dtype": "float32"}
-        manifest["storage_rows"] = storage_rows(batch_size, dim, len(paths))
+        manifest: FeatureManifest = {
+            **common,
+            "layer": layer,
+            "feature_dim": dim,
+            "dtype": "float32",
+            "storage_rows": storage_rows(batch_size, dim, len(paths)),
+        }
         feature_store = FeatureStore(features, manifest)
         stores.append(feature_store)
     if predictions is not None:
@@ -221,7 +233,7 @@ def embed(
         )
 
 
-def _check_local_backend(backend):
+def _check_local_backend(backend: str) -> None:
     from ..backend import available_backends, cupy_unavailable_reason
 
     if backend not in available_backends():
@@ -234,11 +246,22 @@ def _check_apart(a: str, b: str) -> None:
         raise ValueError(f"features ({a}) and predictions ({b}) must be two separate paths, neither inside the other")
 
 
-def _run(paths, stores, feature_store, prediction_store, state_dict, job, where, progress):
+def _run(
+    paths: list[str],
+    stores: Sequence[FeatureStore | PredictionStore],
+    feature_store: FeatureStore | None,
+    prediction_store: PredictionStore | None,
+    state_dict: Mapping[str, Array],
+    job: Job,
+    where: Where,
+    progress: Callable[[int, int], object] | None,
+) -> EmbedResult:
     """Resume or start the run, holding the outputs' locks."""
     rows = stores[0].manifest["chunk_rows"]
     n_chunks = -(-len(paths) // rows)
-    done, counted, recomputed = set(range(n_chunks)), {}, 0
+    done = set(range(n_chunks))
+    counted: dict[int, Record] = {}
+    recomputed = 0
     for store in stores:
         if store.exists():
             store.check()
@@ -284,10 +307,10 @@ def _run(paths, stores, feature_store, prediction_store, state_dict, job, where,
     return result
 
 
-def _check_workers_backend(client, backend):
+def _check_workers_backend(client: Client, backend: str) -> None:
     from ..backend import available_backends
 
-    answers = client.run(lambda: backend in available_backends())
+    answers: dict[str, bool] = client.run(lambda: backend in available_backends())
     missing = sorted(worker for worker, ok in answers.items() if not ok)
     if not answers or missing:
         raise ValueError(
@@ -295,13 +318,26 @@ def _check_workers_backend(client, backend):
         )
 
 
-def _submit_and_wait(client, paths, todo, pending, batch_size, state_dict, job, result, progress, done):
+def _submit_and_wait(
+    client: Client,
+    paths: Sequence[str],
+    todo: Iterable[int],
+    pending: Iterable[int],
+    batch_size: int,
+    state_dict: Mapping[str, Array],
+    job: Job,
+    result: EmbedResult,
+    progress: Callable[[int, int], object] | None,
+    done: int,
+) -> None:
     """Submit the chunks ``todo`` and the storage chunks ``pending`` (each after its chunks); wait for all."""
     from distributed import as_completed
 
     run = uuid.uuid4().hex[:12]
     ensure_plugin(client)
-    [weights] = client.scatter([state_dict], broadcast=True, hash=False)  # once to every worker
+    # the state dict goes once to every worker. Client.scatter, Client.cancel and as_completed are unannotated in
+    # distributed; where the type check runs without distributed installed, all of it is Any and the ignores unused
+    [weights] = client.scatter([state_dict], broadcast=True, hash=False)  # type: ignore[no-untyped-call, unused-ignore]
     chunks = {
         i: client.submit(
             run_chunk,
@@ -327,13 +363,15 @@ def _submit_and_wait(client, paths, todo, pending, batch_size, state_dict, job, 
         for s in pending
     ]
     futures = [*chunks.values(), *storage]
+    errors: list[tuple[int, str, str]] = []  # (row, path, reason)
     try:
-        for future in as_completed(futures):
+        for future in as_completed(futures):  # type: ignore[no-untyped-call, unused-ignore]
             kind, index = future.key.split("-")[1], int(future.key.rsplit("-", 1)[1])
             try:
                 outcome = future.result()
             except Exception as err:
                 if kind == "store":
+                    assert job.features is not None  # storage chunks are submitted only for a features store
                     what = f"writing storage chunk {index} of {job.features.path}"
                 else:
                     what = f"the task for images {index * batch_size}–{min((index + 1) * batch_size, len(paths)) - 1}"
@@ -343,12 +381,12 @@ def _submit_and_wait(client, paths, todo, pending, batch_size, state_dict, job, 
                 ) from err
             if kind == "store":
                 continue
-            result.errors += outcome["errors_list"]
+            errors += outcome["errors_list"]
             result.error_rows += outcome["errors"]
             result.retryable_rows += outcome["retryable"]
             done += 1
             if progress is not None:
                 progress(done, result.chunks)
     finally:
-        client.cancel(futures + [weights])
-    result.errors = [(path, reason) for _row, path, reason in sorted(result.errors)]
+        client.cancel(futures + [weights])  # type: ignore[no-untyped-call, unused-ignore]
+    result.errors = [(path, reason) for _row, path, reason in sorted(errors)]

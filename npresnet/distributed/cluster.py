@@ -12,6 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Iterator, Mapping
+
+    from distributed import Client
+    from distributed.deploy.cluster import Cluster
 
 __all__ = ["usable_cores", "connect", "configured_scheduler"]
 
@@ -27,7 +35,7 @@ QUIET_MONITORING = {
 }
 
 
-def _distributed():
+def _distributed() -> Any:  # the distributed module (its types are absent where the type check runs without it)
     try:
         import distributed
     except ImportError:  # pragma: no cover - depends on the environment
@@ -50,7 +58,9 @@ def configured_scheduler() -> str | None:
     return dask.config.get("scheduler-address", None) or None
 
 
-def choose_scheduler(client, scheduler: str | None, n_workers: int | None, processes: bool) -> str | None:
+def choose_scheduler(
+    client: Client | None, scheduler: str | None, n_workers: int | None, processes: bool
+) -> str | None:
     """Return the scheduler address: ``scheduler`` if given, else Dask's configured one, else None (local cluster).
 
     A given ``client`` uses neither. ``n_workers`` or ``processes=False`` size a local cluster, so with
@@ -76,7 +86,7 @@ def usable_cores() -> int:
 
 
 @contextlib.contextmanager
-def _embedded_settings(values: dict):
+def _embedded_settings(values: Mapping[str, str]) -> Iterator[None]:
     """Make the cluster built inside this block monitor quietly, with ``values`` as its workers' BLAS settings.
 
     Quietly: :data:`QUIET_MONITORING`. The worker processes see exactly ``values``.
@@ -107,12 +117,12 @@ def _embedded_settings(values: dict):
 
 @contextlib.contextmanager
 def connect(
-    client=None,
+    client: Client | None = None,
     scheduler: str | None = None,
     n_workers: int | None = None,
     processes: bool = True,
     backend: str = "numpy",
-):
+) -> Iterator[Client]:
     """Yield a ``distributed.Client``; close what this function opened on exit.
 
     Parameters
@@ -179,7 +189,7 @@ def connect(
     yield from _serve(distributed, cluster)
 
 
-def _serve(distributed, cluster):
+def _serve(distributed: types.ModuleType, cluster: Cluster) -> Iterator[Client]:
     """Yield a client of ``cluster``; close the cluster afterwards, whatever happened."""
     try:
         with distributed.Client(cluster) as local:
@@ -188,7 +198,7 @@ def _serve(distributed, cluster):
         cluster.close()
 
 
-def _cuda_cluster(n_workers):
+def _cuda_cluster(n_workers: int | None) -> Cluster | None:
     """Return dask-cuda's ``LocalCUDACluster``, or None without dask-cuda.
 
     One worker per GPU, each seeing only its own device. Untested here: no GPU on the CI machine.
@@ -200,10 +210,11 @@ def _cuda_cluster(n_workers):
     import dask
 
     with dask.config.set(QUIET_MONITORING):
-        return LocalCUDACluster(
+        cluster: Cluster = LocalCUDACluster(
             n_workers=n_workers,
             threads_per_worker=1,
             host="127.0.0.1",
             dashboard_address=None,
             silence_logs=logging.ERROR,
         )
+    return cluster

@@ -17,6 +17,12 @@ import errno
 import os
 import secrets
 import stat
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from .._typing import PathLike
 
 __all__ = [
     "UnsafeOutputError",
@@ -37,7 +43,7 @@ class UnsafeOutputError(ValueError):
     """An output, or something inside it, is a link or not a regular file or directory."""
 
 
-def output_root(path) -> str:
+def output_root(path: PathLike) -> str:
     """Return the absolute path of output ``path``, its parent resolved; ``path`` itself may not be a link.
 
     The parent may be reached through links (``/tmp`` → ``/private/tmp``): it is resolved here,
@@ -61,7 +67,7 @@ def _kind(mode: int) -> str:
     return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file"
 
 
-def _refuse(root: str, relative: str, mode: int):
+def _refuse(root: str, relative: str, mode: int) -> NoReturn:
     raise UnsafeOutputError(
         f"{root}: {os.path.join(root, relative)} is {_kind(mode)}; an output may hold only regular files and "
         "directories, so nothing is written through it (remove it, or choose another output path)"
@@ -98,7 +104,7 @@ def scan(root: str, max_entries: int) -> None:
 
 
 @contextlib.contextmanager
-def _directory(root: str, parts, create: bool):
+def _directory(root: str, parts: Sequence[str], create: bool) -> Iterator[int]:
     """Return a descriptor of ``root/parts...``, each component opened without following links (created if asked)."""
     fd = os.open(root, _DIRECTORY)
     try:
@@ -119,7 +125,7 @@ def _directory(root: str, parts, create: bool):
         os.close(fd)
 
 
-def _split(relative: str):
+def _split(relative: str) -> tuple[list[str], str]:
     parts = relative.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"not a plain relative path: {relative!r}")

@@ -14,6 +14,10 @@ import json
 import os
 import socket
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
 
 __all__ = ["OutputLockedError", "output_lock", "lock_path"]
 
@@ -30,7 +34,7 @@ def lock_path(root: str) -> str:
     return os.path.join(parent, f".{name}.lock")
 
 
-def _holder() -> dict:
+def _holder() -> dict[str, object]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
@@ -45,7 +49,7 @@ def _create(path: str) -> bool:
     return True
 
 
-def _read(path: str):
+def _read(path: str) -> dict[str, object] | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as f:
@@ -55,7 +59,7 @@ def _read(path: str):
     return holder if isinstance(holder, dict) else None
 
 
-def _is_dead_here(holder) -> bool:
+def _is_dead_here(holder: Mapping[str, object] | None) -> bool:
     """Return True only when ``holder`` is a process of this host that no longer runs."""
     if holder is None or holder.get("host") != socket.gethostname():
         return False
@@ -71,7 +75,7 @@ def _is_dead_here(holder) -> bool:
     return False
 
 
-def _describe(holder) -> str:
+def _describe(holder: Mapping[str, object] | None) -> str:
     if holder is None:
         return "an unreadable lock file"
     return f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('since')}"
@@ -102,7 +106,7 @@ def _acquire(root: str) -> str:
 
 
 @contextlib.contextmanager
-def output_lock(roots):
+def output_lock(roots: Iterable[str]) -> Iterator[None]:
     """Hold the locks of every output in ``roots`` (absolute paths) for the ``with`` block.
 
     Raises
@@ -110,7 +114,7 @@ def output_lock(roots):
     OutputLockedError
         One of them is held by another run; no lock is kept.
     """
-    held = []
+    held: list[str] = []
     try:
         for root in sorted(roots):
             held.append(_acquire(root))

@@ -12,12 +12,18 @@ import hashlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import WeightsError
 
 if TYPE_CHECKING:
-    from distributed import Client
+    from collections.abc import Mapping
+
+    import numpy
+    from distributed import Client, Scheduler, Worker
+
+    from .._typing import Array, PathLike
+    from ..models.resnet import ResNet
 
 __all__ = ["ModelKey", "load_checked_weights", "file_sha256", "ModelCache", "PLUGIN_NAME", "model_loads"]
 
@@ -35,7 +41,7 @@ class ModelKey:
     backend: str = "numpy"
 
 
-def file_sha256(path) -> str:
+def file_sha256(path: PathLike) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -44,7 +50,7 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def build_from_state(key: ModelKey, state_dict):
+def build_from_state(key: ModelKey, state_dict: Mapping[str, Array]) -> ResNet:
     """Return an eval-mode model of ``key.arch`` holding ``state_dict``, on ``key.backend``."""
     from ..models.registry import fit_state_dict
 
@@ -54,7 +60,7 @@ def build_from_state(key: ModelKey, state_dict):
     return model
 
 
-def load_checked_weights(arch: str, path):
+def load_checked_weights(arch: str, path: PathLike) -> tuple[ModelKey, dict[str, numpy.ndarray]]:
     """Read ``path``, check that it fits ``arch`` and return ``(ModelKey, state_dict)``.
 
     The classifier size comes from the file (``fc.weight`` rows), as in ``npresnet predict``.
@@ -78,22 +84,31 @@ def load_checked_weights(arch: str, path):
     except (WeightsError, OSError) as err:
         raise WeightsError(f"cannot read weights: {err}") from None
     fc = state_dict.get("fc.weight")
-    num_classes = fc.shape[0] if getattr(fc, "ndim", 0) == 2 and fc.size > 0 else 1000  # as fit_state_dict
+    num_classes = fc.shape[0] if fc is not None and fc.ndim == 2 and fc.size > 0 else 1000  # as fit_state_dict
     key = ModelKey(arch, int(num_classes), digest)
     fit_state_dict(arch, state_dict, str(path))  # every key and shape checked here, before any task exists
     return key, state_dict
 
 
-def _worker_plugin_base():
+def _worker_plugin_base() -> type:
     try:
         from distributed import WorkerPlugin
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError('running on Dask needs dask[distributed]: pip install "npresnet[distributed]"') from None
 
-    return WorkerPlugin
+    base: type = WorkerPlugin  # a class; Any to a type check run without distributed installed
+    return base
 
 
-class ModelCache(_worker_plugin_base()):
+if TYPE_CHECKING:
+    from distributed import WorkerPlugin
+else:
+    WorkerPlugin = _worker_plugin_base()
+
+
+# Where the type check runs without distributed installed (CI's lint environment), WorkerPlugin is Any, which
+# strict mode refuses as a base class; with distributed installed the ignore is unused.
+class ModelCache(WorkerPlugin):  # type: ignore[misc, unused-ignore]
     """A Dask worker plugin holding the models this worker has built.
 
     ``get(key, state_dict)`` returns ``(model, lock)``: the model built from ``state_dict``
@@ -106,20 +121,20 @@ class ModelCache(_worker_plugin_base()):
 
     name = PLUGIN_NAME
 
-    def __init__(self):
-        self._models = OrderedDict()
+    def __init__(self) -> None:
+        self._models: OrderedDict[ModelKey, tuple[ResNet, threading.Lock]] = OrderedDict()
         self._lock = threading.Lock()
-        self.loads = {}
+        self.loads: dict[ModelKey, int] = {}
 
-    def __getstate__(self):  # sent to workers empty
+    def __getstate__(self) -> dict[str, object]:  # sent to workers empty
         """Pickle as nothing: each worker builds its own model."""
         return {}
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: object) -> None:
         """Unpickle as a fresh, empty cache."""
-        self.__init__()
+        type(self).__init__(self)
 
-    def get(self, key: ModelKey, state_dict):
+    def get(self, key: ModelKey, state_dict: Mapping[str, Array]) -> tuple[ResNet, threading.Lock]:
         """Return the cached model for ``key`` and its lock, built from ``state_dict`` on first use."""
         with self._lock:
             if key not in self._models:
@@ -131,35 +146,42 @@ class ModelCache(_worker_plugin_base()):
             return self._models[key]
 
 
-def ensure_plugin(client) -> None:
+def ensure_plugin(client: Client) -> None:
     """Register :class:`ModelCache` on every worker (and future ones) unless it is already there.
 
     Registering again would replace the plugin and its models, so an existing one is kept.
     """
 
-    def registered(dask_scheduler=None):
+    def registered(dask_scheduler: Scheduler) -> bool:  # Dask passes the scheduler by this name
         return PLUGIN_NAME in dask_scheduler.worker_plugins
 
-    if not client.run_on_scheduler(registered):
+    # unannotated in distributed (and Any where distributed is not installed, so the ignore may be unused)
+    if not client.run_on_scheduler(registered):  # type: ignore[no-untyped-call, unused-ignore]
         client.register_plugin(ModelCache(), name=PLUGIN_NAME)
 
 
 def model_loads(client: Client) -> dict[str, dict[ModelKey, int]]:
     """``{worker address: {ModelKey: builds}}``: how many times each worker built each model."""
 
-    def loads(dask_worker=None):
-        plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    def loads(dask_worker: Worker) -> dict[ModelKey, int]:  # Dask passes the worker by this name
+        plugin = _plugin(dask_worker)
         return {} if plugin is None else dict(plugin.loads)
 
-    return client.run(loads)
+    found: dict[str, dict[ModelKey, int]] = client.run(loads)
+    return found
 
 
-def cached_model(key: ModelKey, state_dict):
+def _plugin(worker: Worker) -> ModelCache | None:
+    """Return the :class:`ModelCache` of ``worker``, or None before :func:`ensure_plugin` registered it."""
+    return cast("ModelCache | None", worker.plugins.get(PLUGIN_NAME))  # only a ModelCache is registered so
+
+
+def cached_model(key: ModelKey, state_dict: Mapping[str, Array]) -> tuple[ResNet, threading.Lock]:
     """``(model, lock)`` from this worker's cache (built now if needed); outside a worker, a fresh build."""
     try:
         from distributed import get_worker
 
-        plugin = get_worker().plugins.get(PLUGIN_NAME)
+        plugin = _plugin(get_worker())
     except ValueError:  # not running on a worker
         plugin = None
     if plugin is None:

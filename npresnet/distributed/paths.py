@@ -12,7 +12,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from .._typing import PathLike
 
@@ -135,7 +135,7 @@ def list_images(images: PathLike | Sequence[PathLike], max_images: int = MAX_IMA
     return paths
 
 
-def paths_digest(paths) -> str:
+def paths_digest(paths: Iterable[str]) -> str:
     """SHA-256 of the path list (NUL-separated UTF-8): two runs write to one output only if equal."""
     digest = hashlib.sha256()
     for p in paths:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 from .._atomic import atomic_write
 from . import fs
@@ -28,10 +29,18 @@ from ._records import (
     manifest_digest,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pyarrow import Table  # no type information: Any to the checker
+
+    from .._typing import PathLike
+    from ._records import Counts, Manifest, PredictionManifest, Record
+
 __all__ = ["PredictionStore", "parquet_metadata", "predictions_table"]
 
 
-def _pyarrow():
+def _pyarrow() -> Any:  # the pyarrow module, which has no type information
     try:
         import pyarrow
         import pyarrow.parquet
@@ -43,7 +52,7 @@ def _pyarrow():
 class PredictionStore:
     """A directory of Parquet parts, one per chunk, with the manifest and the chunk records beside them."""
 
-    def __init__(self, path, manifest: dict):
+    def __init__(self, path: PathLike, manifest: PredictionManifest) -> None:
         self.name = os.fspath(path)  # as given, for messages
         self.path = fs.output_root(path)
         self.manifest = manifest
@@ -69,14 +78,15 @@ class PredictionStore:
         found = _json(fs.read_bytes(self.path, _MANIFEST, _MAX_METADATA_BYTES))
         _check_manifest(self.path, found, self.manifest)
 
-    def create(self, paths=None) -> None:
+    def create(self, paths: Sequence[str] | None = None) -> None:
         """Create the empty output (its manifest) atomically; ``paths`` is unused (the Zarr store keeps them)."""
         with _build_in_place(self.path) as temporary, atomic_write(os.path.join(temporary, _MANIFEST)) as f:
             f.write(json.dumps(self.manifest, indent=1).encode("utf-8"))
 
-    def records(self) -> tuple[dict[int, dict], int]:
+    def records(self) -> tuple[dict[int, Record], int]:
         """``({chunk: record}, unverified)``, as :meth:`FeatureStore.records`; a part claims done by its record."""
-        verified, unverified = {}, 0
+        verified: dict[int, Record] = {}
+        unverified = 0
         for i in range(self.n_chunks):
             data = fs.read_bytes(self.path, f"{_RECORDS}/{i:08d}.json", _MAX_METADATA_BYTES)
             if data is None:
@@ -88,7 +98,7 @@ class PredictionStore:
                 unverified += 1
         return verified, unverified
 
-    def write_chunk(self, index: int, table, counts: dict) -> None:
+    def write_chunk(self, index: int, table: Table, counts: Counts) -> None:
         """Write one chunk's table (a ``pyarrow.Table``) as its part, then the chunk's record."""
         pa = _pyarrow()
         table = table.replace_schema_metadata(parquet_metadata(self.manifest))
@@ -104,7 +114,7 @@ class PredictionStore:
         return fs.remove_temporaries(self.path)
 
 
-def parquet_metadata(manifest: dict) -> dict[str, str]:
+def parquet_metadata(manifest: Manifest) -> dict[str, str]:
     """Return the key-value metadata of every Parquet part: the manifest, its main entries, and pandas' ``attrs``.
 
     ``pyarrow.parquet.read_schema(part).metadata`` holds ``npresnet`` (the manifest as JSON) and
@@ -126,7 +136,14 @@ def parquet_metadata(manifest: dict) -> dict[str, str]:
     }
 
 
-def predictions_table(rows, paths, top_indices, top_probs, labels, errors):
+def predictions_table(
+    rows: Sequence[int],
+    paths: Sequence[str],
+    top_indices: Sequence[list[int] | None],
+    top_probs: Sequence[list[float] | None],
+    labels: Sequence[list[str] | None],
+    errors: Sequence[str | None],
+) -> Table:
     """Return a ``pyarrow.Table`` of one chunk: row, path, top_indices, top_probs, top_labels, error.
 
     ``top_*`` are lists of K entries (null for an unreadable image); ``error`` is null for a good one.

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -63,6 +64,14 @@ from ._records import (
     manifest_digest,
 )
 from .predictions import PredictionStore
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Mapping, Sequence
+
+    from zarr.core.buffer import Buffer
+
+    from .._typing import Array, PathLike
+    from ._records import Counts, FeatureManifest, Record
 
 __all__ = [
     "OutputMismatchError",
@@ -92,7 +101,7 @@ def storage_rows(chunk_rows: int, feature_dim: int, num_images: int) -> int:
     return chunk_rows * max(1, min(STORAGE_CHUNK_BYTES // task_bytes, n_chunks))
 
 
-def _zarr():
+def _zarr() -> Any:  # the zarr module (its types are absent where the type check runs without it)
     try:
         import zarr
     except ImportError:  # pragma: no cover - depends on the environment
@@ -100,28 +109,33 @@ def _zarr():
     return zarr
 
 
-def _memory_array(metadata: bytes, chunks: dict | None = None, write: bool = False):
-    """Return a Zarr array in memory with on-disk ``metadata`` (zarr.json bytes) and chunk files ``{key: bytes}``."""
+def _memory_array(
+    metadata: bytes, chunks: Mapping[str, bytes] | None = None, write: bool = False
+) -> tuple[Any, dict[str, Buffer]]:
+    """Return a Zarr array in memory with on-disk ``metadata`` (zarr.json bytes) and chunk files ``{key: bytes}``.
+
+    The array is a ``zarr.Array``; the dict is its store's contents, ``{key: zarr buffer}``.
+    """
     zarr = _zarr()
     from zarr.core.buffer import cpu
     from zarr.storage import MemoryStore
 
-    contents = {"zarr.json": cpu.Buffer.from_bytes(metadata)}
+    contents: dict[str, Buffer] = {"zarr.json": cpu.Buffer.from_bytes(metadata)}
     contents.update({key: cpu.Buffer.from_bytes(data) for key, data in (chunks or {}).items()})
     array = zarr.open_array(MemoryStore(contents), mode="r+" if write else "r")
     return array.with_config({"write_empty_chunks": True}), contents
 
 
-def _encode(metadata: bytes, selection, values) -> dict[str, bytes]:
+def _encode(metadata: bytes, selection: int | slice, values: Array | bool | str) -> dict[str, bytes]:
     """Return the chunk files ``{key: bytes}`` Zarr writes for ``array[selection] = values`` (all-fill ones too)."""
     array, contents = _memory_array(metadata, write=True)
     array[selection] = values
     return {key: buffer.to_bytes() for key, buffer in contents.items() if key != "zarr.json"}
 
 
-def _decode_each(metadata: bytes, chunks: dict[int, bytes]) -> dict:
+def _decode_each(metadata: bytes, chunks: dict[int, bytes]) -> dict[int, object]:
     """``{i: element i}`` of a 1-D array with chunks of 1, from its chunk files; undecodable ones left out."""
-    decoded = {}
+    decoded: dict[int, object] = {}
     for i, data in chunks.items():
         with contextlib.suppress(Exception):  # damaged bytes: whatever the codec raises, the chunk is not trusted
             decoded[i] = _memory_array(metadata, {f"c/{i}": data})[0][i]
@@ -135,7 +149,7 @@ class FeatureStore:
     ``metadata`` holds the ``zarr.json`` bytes of the arrays tasks write, read on the client.
     """
 
-    def __init__(self, path, manifest: dict):
+    def __init__(self, path: PathLike, manifest: FeatureManifest) -> None:
         self.name = os.fspath(path)  # as given, for messages
         self.path = fs.output_root(path)
         self.manifest = manifest
@@ -178,9 +192,9 @@ class FeatureStore:
         from zarr.storage import MemoryStore
 
         n, rows, dim = self.manifest["num_images"], self.manifest["chunk_rows"], self.manifest["feature_dim"]
-        found = {}
+        found: dict[str, bytes] = {}
         for name, shape, dtype, fill in (("features", (n, dim), "float32", numpy.nan), ("errors", (n,), str, "")):
-            contents = {}
+            contents: dict[str, Buffer] = {}
             zarr.create_array(
                 MemoryStore(contents), shape=shape, chunks=(rows, *shape[1:]), dtype=dtype, fill_value=fill
             )
@@ -192,7 +206,7 @@ class FeatureStore:
         """Task chunks per storage chunk."""
         return self.manifest["storage_rows"] // self.manifest["chunk_rows"]
 
-    def create(self, paths) -> None:
+    def create(self, paths: Sequence[str]) -> None:
         """Create the store: paths written, nothing done."""
         zarr = _zarr()
         n, rows, dim = self.manifest["num_images"], self.manifest["storage_rows"], self.manifest["feature_dim"]
@@ -229,20 +243,27 @@ class FeatureStore:
             group.attrs["npresnet"] = self.manifest  # last: a store with a manifest is complete
         self._read_metadata()
 
-    def _described(self, description: str) -> dict:
+    def _described(self, description: str) -> dict[str, str]:
         """Attributes of a per-image array; ``coordinates`` (a CF convention) makes xarray attach ``paths``."""
-        keys = ("arch", "layer", "weights_sha256", "npresnet_version")
-        return {"description": description, "coordinates": "paths", **{k: self.manifest[k] for k in keys}}
+        manifest = self.manifest
+        return {
+            "description": description,
+            "coordinates": "paths",
+            "arch": manifest["arch"],
+            "layer": manifest["layer"],
+            "weights_sha256": manifest["weights_sha256"],
+            "npresnet_version": manifest["npresnet_version"],
+        }
 
     def _chunk_files(self, name: str) -> dict[int, bytes]:
-        found = {}
+        found: dict[int, bytes] = {}
         for i in range(self.n_chunks):
             data = fs.read_bytes(self.path, f"{name}/c/{i}", _MAX_METADATA_BYTES)
             if data is not None:
                 found[i] = data
         return found
 
-    def records(self) -> tuple[dict[int, dict], int]:
+    def records(self) -> tuple[dict[int, Record], int]:
         """``({chunk: record}, unverified)``: the done chunks whose files verify, and how many others claim done.
 
         A chunk claims done if its ``done`` flag is present (written last, it is the commit: a record
@@ -251,16 +272,20 @@ class FeatureStore:
         """
         done = _decode_each(self.metadata["done"], self._chunk_files("done"))
         records = self._records(range(self.n_chunks))
-        verified, seen = {}, {}  # seen: a storage chunk that several records name is read once
+        verified: dict[int, Record] = {}
+        seen: dict[tuple[object, ...], bool] = {}  # a storage chunk that several records name is read once
         for i, record in records.items():
             if done.get(i) and _verifies(self.path, record, self.digest, seen):
                 verified[i] = record
         claimed = {i for i, flag in done.items() if flag}
         return verified, len(claimed - set(verified))
 
-    def _records(self, indices) -> dict[int, dict | None]:
-        """``{i: chunk i's record}`` for those ``indices`` that have one (None where it is not JSON)."""
-        files = {}
+    def _records(self, indices: Iterable[int]) -> dict[int, Any]:
+        """``{i: chunk i's record}`` for those ``indices`` that have one (None where it is not JSON).
+
+        Each as ``json.loads`` decodes it: a ``Record`` unless the file was edited, so trusted once it verifies.
+        """
+        files: dict[int, bytes] = {}
         for i in indices:
             data = fs.read_bytes(self.path, f"records/c/{i}", _MAX_METADATA_BYTES)
             if data is not None:
@@ -268,9 +293,10 @@ class FeatureStore:
         decoded = _decode_each(self.metadata["records"], files)
         return {i: _json(str(value).encode("utf-8")) for i, value in decoded.items()}
 
-    def unfinished(self, done) -> list[int]:
+    def unfinished(self, done: Collection[int]) -> list[int]:
         """Return the storage chunks to write: those with a chunk not in ``done`` or whose record names staged files."""
-        k, pending = self.chunks_per_storage, set()
+        k = self.chunks_per_storage
+        pending: set[int] = set()
         records = self._records(done)
         for i in range(self.n_chunks):
             record = records.get(i)
@@ -278,14 +304,14 @@ class FeatureStore:
                 pending.add(i // k)
         return sorted(pending)
 
-    def write_chunk(self, index: int, start: int, features, errors, counts: dict) -> None:
+    def write_chunk(self, index: int, start: int, features: Array, errors: Sequence[str], counts: Counts) -> None:
         """Stage rows ``start … start+len(errors)``, then write the chunk's record, then its ``done`` flag.
 
         ``features`` is (n, D) float32, ``errors`` n strings ('' for a readable image); ``counts``
         (``errors``, ``retryable``) goes into the record.
         """
         stop = start + len(errors)
-        files = {}
+        files: dict[str, list[int | str]] = {}
         for name, values in (("features", features), ("errors", numpy.asarray(errors, dtype=str))):
             staged = f"{_STAGING}/{name}"
             for key, data in _encode(self.metadata[staged], slice(start, stop), values).items():
@@ -295,7 +321,7 @@ class FeatureStore:
         for key, data in _encode(self.metadata["done"], index, True).items():
             fs.write_bytes(self.path, f"done/{key}", data)
 
-    def _write_record(self, index: int, record: dict) -> None:
+    def _write_record(self, index: int, record: Record) -> None:
         for key, data in _encode(self.metadata["records"], index, json.dumps(record, sort_keys=True)).items():
             fs.write_bytes(self.path, f"records/{key}", data)
 
@@ -328,7 +354,7 @@ class FeatureStore:
             lo, hi = i * rows, min((i + 1) * rows, stop)
             for name, out in (("features", features), ("errors", errors)):
                 out[lo - start : hi - start] = self._read_rows(name, files, lo, hi)
-        written = {}
+        written: dict[str, list[int | str]] = {}
         for name, values in (("features", features), ("errors", errors.astype(str))):
             for key, data in _encode(self.metadata[name], slice(start, stop), values).items():
                 fs.write_bytes(self.path, f"{name}/{key}", data)
@@ -340,12 +366,19 @@ class FeatureStore:
                 if relative.startswith(_STAGING + "/"):
                     fs.remove(self.path, relative)
 
-    def _read_rows(self, name: str, files: dict[str, bytes], lo: int, hi: int):
-        """Rows ``lo … hi`` of array ``name`` from a record's files (staged or in a storage chunk)."""
+    def _read_rows(self, name: str, files: dict[str, bytes], lo: int, hi: int) -> Array:
+        """Rows ``lo … hi`` of array ``name`` from a record's files (staged or in a storage chunk).
+
+        Returns
+        -------
+        array
+            Shape (hi - lo, D), float32, for ``features``; shape (hi - lo,), str, for ``errors``.
+        """
         for prefix in (f"{_STAGING}/{name}/", f"{name}/"):
             chunks = {relative[len(prefix) :]: data for relative, data in files.items() if relative.startswith(prefix)}
             if chunks:
-                return _memory_array(self.metadata[prefix[:-1]], chunks)[0][lo:hi]
+                rows: Array = _memory_array(self.metadata[prefix[:-1]], chunks)[0][lo:hi]
+                return rows
         raise RuntimeError(f"{self.path}: the record of rows {lo}–{hi - 1} names no {name} files")
 
     def remove_leftovers(self) -> int:

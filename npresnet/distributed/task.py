@@ -9,15 +9,22 @@ from __future__ import annotations
 import errno
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy
 
 from ..predictions import softmax_topk
+from ._records import Counts
 from .model import ModelKey, cached_model
 from .predictions import PredictionStore, predictions_table
 from .store import FeatureStore
 
-__all__ = ["Job", "Chunk", "run_chunk", "write_storage_chunk", "TRANSIENT_ERRNOS", "RETRY_DELAYS"]
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from .._typing import Array
+
+__all__ = ["Job", "Chunk", "ChunkResult", "run_chunk", "write_storage_chunk", "TRANSIENT_ERRNOS", "RETRY_DELAYS"]
 
 # OSErrors that say "not now" rather than "not an image": the read is tried again, and a row that
 # still fails is stored as retryable, so that the next run computes its chunk again
@@ -49,10 +56,18 @@ class Chunk:
 
     index: int
     start: int
-    paths: tuple
+    paths: tuple[str, ...]
 
 
-def _labels(num_classes: int):
+class ChunkResult(Counts):
+    """What :func:`run_chunk` returns: the chunk, its rows, its error counts and ``errors_list``."""
+
+    index: int
+    rows: int
+    errors_list: list[tuple[int, str, str]]  # (row, path, reason) of each unreadable image
+
+
+def _labels(num_classes: int) -> Sequence[str]:
     if num_classes == 1000:
         from ..imagenet import imagenet_classes
 
@@ -62,15 +77,16 @@ def _labels(num_classes: int):
 
 def _transient(err: BaseException) -> bool:
     """Return True if ``err`` or an exception it was raised from is an OSError with a transient errno."""
+    cause: BaseException | None = err
     seen = 0
-    while err is not None and seen < 16:
-        if isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS:
+    while cause is not None and seen < 16:
+        if isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS:
             return True
-        err, seen = err.__cause__ or err.__context__, seen + 1
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
     return False
 
 
-def _load(paths, resize_size, crop_size):
+def _load(paths: Iterable[str], resize_size: int, crop_size: int) -> tuple[list[Array], list[str | None]]:
     """Preprocessed images of the readable paths and, per path, None or the reason it is unreadable.
 
     A read that fails for a transient reason (:data:`TRANSIENT_ERRNOS`) is tried again after each of
@@ -78,7 +94,8 @@ def _load(paths, resize_size, crop_size):
     """
     from .. import preprocess
 
-    arrays, errors = [], []
+    arrays: list[Array] = []
+    errors: list[str | None] = []
     for path in paths:
         for delay in (*RETRY_DELAYS, None):
             try:
@@ -93,7 +110,7 @@ def _load(paths, resize_size, crop_size):
     return arrays, errors
 
 
-def _forward(job: Job, state_dict, batch):
+def _forward(job: Job, state_dict: Mapping[str, Array], batch: Array) -> tuple[Array, Array | None]:
     """Logits (B, classes) and features (B, D) (None without a layer), as NumPy arrays."""
     from ..backend import available_backends, cupy_unavailable_reason, to_backend, to_numpy
     from ..nn import capture_intermediates
@@ -111,7 +128,7 @@ def _forward(job: Job, state_dict, batch):
     return to_numpy(logits), features.reshape(features.shape[0], -1)  # (B, D)
 
 
-def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
+def run_chunk(chunk: Chunk, state_dict: Mapping[str, Array], job: Job) -> ChunkResult:
     """Compute and write one chunk; return ``{"index", "rows", "errors", "retryable", "errors_list"}``.
 
     ``errors`` and ``retryable`` count the chunk's error rows; ``errors_list`` is ``[(row, path, reason), ...]``.
@@ -122,18 +139,21 @@ def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
     n = len(paths)
     arrays, errors = _load(paths, job.resize_size, job.crop_size)
     good = [i for i, e in enumerate(errors) if e is None]
-    counts = {
+    counts: Counts = {
         "errors": n - len(good),
         "retryable": sum(e is not None and e.endswith(RETRYABLE) for e in errors),
     }
-    logits = features = None
+    logits: Array | None = None
+    features: Array | None = None
     if arrays:
         logits, features = _forward(job, state_dict, numpy.stack(arrays))  # batch (B, 3, crop, crop)
 
     if job.predictions is not None:
         k = job.predictions.manifest["top"]
-        top_indices, top_probs, top_labels = [None] * n, [None] * n, [None] * n
-        if good:
+        top_indices: list[list[int] | None] = [None] * n
+        top_probs: list[list[float] | None] = [None] * n
+        top_labels: list[list[str] | None] = [None] * n
+        if logits is not None:  # the model ran: an image was read (good is not empty)
             labels = _labels(job.model.num_classes)
             indices, probs = softmax_topk(logits, k)  # (B, k) each
             for i, idx, p in zip(good, indices, probs):
@@ -148,7 +168,7 @@ def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
     if job.features is not None:
         dim = job.features.manifest["feature_dim"]
         rows = numpy.full((n, dim), numpy.nan, dtype=numpy.float32)  # (n, D), NaN where unreadable
-        if good:
+        if features is not None:  # None: no image was read (good is empty), or no layer; the rows stay NaN
             rows[good] = features
         job.features.write_chunk(chunk.index, chunk.start, rows, [e or "" for e in errors], counts)
 
@@ -160,7 +180,7 @@ def run_chunk(chunk: Chunk, state_dict, job: Job) -> dict:
     }
 
 
-def write_storage_chunk(store: FeatureStore, index: int, *_after) -> None:
+def write_storage_chunk(store: FeatureStore, index: int, *_after: ChunkResult) -> None:
     """Write storage chunk ``index`` of ``store`` (see :meth:`.FeatureStore.write_storage_chunk`).
 
     ``_after`` are the results of the chunk tasks it waits for; their rows are read from the store.
