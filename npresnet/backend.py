@@ -109,7 +109,7 @@ def get_backend(name: str) -> types.ModuleType:
     if name == EMULATED:
         from ._emulation import cupy as emulated
 
-        return cast(types.ModuleType, emulated)
+        return emulated
     raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
 
 

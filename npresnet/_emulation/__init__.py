@@ -34,9 +34,11 @@ TypeError: Implicit conversion to a NumPy array is not allowed. ...
 (12.0, 2, 1)
 """
 
-from ._array import Float64PromotionError, ndarray
+from ._array import ndarray
 from ._counters import EVENT_KINDS, LAUNCH_KINDS, Counts, allow_float64, count
-from ._namespace import DEVICE_TOTAL_BYTES, cupy
+from ._device import DEVICE_TOTAL_BYTES
+from ._namespace import cupy
+from ._precision import Float64PromotionError
 
 __all__ = [
     "cupy",

@@ -19,52 +19,59 @@ Each rule below is CuPy's own, cited from its source (``cupy/_core/core.pyx``,
   functions NumPy does not dispatch, such as ``numpy.lib.stride_tricks.as_strided``).
 - Reductions and full integer indexing give 0-d device arrays, never host scalars.
 - Freshly allocated memory (``empty``) holds garbage: here floats are NaN and integers their
-  maximum, so code that reads memory it has not written fails visibly.
+  maximum (:func:`._memory.poison`), so code that reads memory it has not written fails visibly.
 - ``x.data.ptr`` is the address of the first element, as CuPy's ``MemoryPointer``; the emulated
   cuBLAS (:mod:`._cublas`) finds the allocation behind an address with :func:`resolve_pointer`
   and refuses one that reaches outside it.
 
-One rule is the emulation's own: an operation on floating arrays narrower than float64 that
-produces float64 without an explicit ``dtype`` raises :class:`Float64PromotionError`
-(float64 creeping into a float32 computation; CuPy would silently run it at float64 speed).
+One rule is the emulation's own: float64 from narrower floats without an explicit ``dtype``
+raises :class:`._precision.Float64PromotionError` (see :mod:`._precision`).
 """
 
 from __future__ import annotations
 
-import functools
 import numbers
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol
 
 import numpy
 
-from . import _counters
 from ._counters import record
-from ._memory import MemoryPointer, pointer_to
+from ._dispatch import array_function, array_ufunc, binary_operator, namespace, operators, unary_operator
+from ._memory import MemoryPointer, pointer_to, poison
+from ._precision import check_precision
 
 if TYPE_CHECKING:
-    import types
-    from collections.abc import Sequence
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import SupportsIndex, TypeAlias
 
-_NAMESPACE: list[types.ModuleType] = []  # the emulated ``cupy`` module, registered by ._namespace when it is built
+    from numpy.typing import DTypeLike, NDArray
+
+    Scalar: TypeAlias = bool | int | float | complex | numpy.generic
+    Operand: TypeAlias = NDArray[Any] | Scalar  # what a kernel takes: a device array's data, or a scalar
+    ShapeLike: TypeAlias = SupportsIndex | Sequence[SupportsIndex]
+    Casting: TypeAlias = Literal["no", "equiv", "safe", "same_kind", "unsafe"]
+    Order: TypeAlias = Literal["K", "A", "C", "F"]
+    OrderCF: TypeAlias = Literal["C", "F"]
+
+    class Flags(Protocol):
+        """The layout flags callers read (NumPy's ``flagsobj`` class is not public; CuPy's ``Flags`` has these)."""
+
+        @property
+        def c_contiguous(self) -> bool: ...
+        @property
+        def f_contiguous(self) -> bool: ...
+        @property
+        def owndata(self) -> bool: ...
 
 
-def _namespace() -> types.ModuleType:
-    """Return the emulated ``cupy`` module (``._namespace`` imports this module, so it registers itself here)."""
-    return _NAMESPACE[0]
-
-
-__all__ = ["ndarray", "Float64PromotionError"]
+__all__ = ["ndarray"]
 
 _PY_SCALARS = (bool, int, float, complex)
 
 
-class Float64PromotionError(TypeError):
-    """An operation on float32 (or narrower) operands produced float64 without being asked to."""
-
-
 # --------------------------------------------------------------------------- argument rules
-def _unsupported(value, where: str) -> TypeError:
+def _unsupported(value: object, where: str) -> TypeError:
     # CuPy's wording (cupy/_core/_scalar.pyx, CScalar.__init__), then what it means here.
     return TypeError(
         f"Unsupported type {type(value)} in {where}: a kernel argument must be a device array or a scalar "
@@ -72,7 +79,7 @@ def _unsupported(value, where: str) -> TypeError:
     )
 
 
-def operand(value: object, where: str) -> Any:
+def operand(value: object, where: str) -> Operand:
     """Return a kernel argument: the NumPy data of a device array, or a scalar; anything else raises TypeError."""
     if isinstance(value, ndarray):
         return value._a
@@ -81,8 +88,11 @@ def operand(value: object, where: str) -> Any:
     raise _unsupported(value, where)
 
 
-def device_args(obj: Any, where: str) -> Any:
-    """Device arrays replaced by their data through lists, tuples and dicts; host arrays refused."""
+def device_args(obj: object, where: str) -> Any:
+    """Device arrays replaced by their data through lists, tuples and dicts; host arrays refused.
+
+    Returns ``obj``'s structure with NumPy arrays in it (``Any``: whatever the caller passed, as CuPy takes it).
+    """
     if isinstance(obj, ndarray):
         return obj._a
     if isinstance(obj, numpy.ndarray):
@@ -94,8 +104,8 @@ def device_args(obj: Any, where: str) -> Any:
     return obj
 
 
-def index_args(key: Any, where: str) -> Any:
-    """Return an index with device arrays replaced by their data.
+def index_args(key: object, where: str) -> Any:
+    """Return an index (``Any``: any of NumPy's index forms) with device arrays replaced by their data.
 
     NumPy arrays and lists are copied to the device first (CuPy's ``_prepare_slice_list`` converts
     them with ``core.array``), counted as transfers.
@@ -110,101 +120,60 @@ def index_args(key: Any, where: str) -> Any:
     return key
 
 
-def wrap(result: Any) -> Any:
-    """NumPy results as device arrays: arrays wrapped, NumPy scalars as 0-d arrays, tuples element-wise."""
-    if isinstance(result, numpy.ndarray):
-        return ndarray._of(result)
-    if isinstance(result, numpy.generic):
-        return ndarray._of(numpy.asarray(result))
+def wrap(result: object) -> Any:
+    """NumPy results as device arrays: arrays wrapped, NumPy scalars as 0-d arrays, tuples element-wise.
+
+    ``Any``: a device array, a tuple of them, or ``result`` as it was, following what NumPy returned.
+    """
+    if isinstance(result, (numpy.ndarray, numpy.generic)):
+        return wrap_array(result)
     if isinstance(result, tuple):
         return tuple(wrap(r) for r in result)
     return result
 
 
-def check_precision(where: str, operands: Sequence[Any], result: Any, explicit_dtype: bool = False) -> None:
-    """Raise :class:`Float64PromotionError` when float64 appears that nobody asked for.
-
-    That is when ``result`` is float64 (or complex128) but a floating operand is narrower and no
-    ``dtype`` was asked for. Python floats are weak scalars (NEP 50, as CuPy's
-    ``numpy_dtype_from_pyscalar`` marks them) and never widen an array, so they do not count.
-    """
-    if explicit_dtype or _counters.float64_allowed():
-        return
-    dtype = getattr(result[0] if isinstance(result, tuple) else result, "dtype", None)
-    if dtype is None or dtype.kind not in "fc" or dtype.itemsize < (8 if dtype.kind == "f" else 16):
-        return
-    narrow = [
-        str(o.dtype)
-        for o in operands
-        if isinstance(o, (numpy.ndarray, numpy.generic)) and o.dtype.kind in "fc" and o.dtype.itemsize < dtype.itemsize
-    ]
-    if narrow:
-        raise Float64PromotionError(
-            f"{where}: {dtype} result from {', '.join(narrow)} operands without an explicit dtype "
-            f"(float64 crept into a narrower float computation; cast with astype if it is meant)"
-        )
+def wrap_array(result: NDArray[Any] | numpy.generic) -> ndarray:
+    """Return a NumPy array as a device array, a NumPy scalar (a reduction's result) as a 0-d one."""
+    return ndarray._of(result if isinstance(result, numpy.ndarray) else numpy.asarray(result))
 
 
-def poison(a: numpy.ndarray) -> numpy.ndarray:
-    """Fill freshly allocated ``a`` with values that show reads of unwritten memory: NaN, or the integer maximum."""
-    if a.dtype.kind in "fc":
-        a.fill(numpy.nan)
-    elif a.dtype.kind in "iu":
-        a.fill(numpy.iinfo(a.dtype).max)
-    return a
-
-
-def _shares(result, a) -> bool:
+def _shares(result: object, a: NDArray[Any]) -> bool:
     return isinstance(result, numpy.ndarray) and (result.size == 0 or numpy.may_share_memory(result, a))
 
 
 # --------------------------------------------------------------------------- the array
-def _view_method(name):
+def _view_method(name: str) -> Callable[..., ndarray]:
     """Make a method that returns a view when it can (reshape, transpose, ...); a copy when it cannot is one launch."""
 
-    def method(self, *args, **kwargs):
+    def method(self: ndarray, *args: Any, **kwargs: Any) -> ndarray:
         a = self._a
-        result = getattr(a, name)(*device_args(args, name), **device_args(kwargs, name))
+        result: NDArray[Any] = getattr(a, name)(*device_args(args, name), **device_args(kwargs, name))
         if not _shares(result, a):
             record("copy")
-        return wrap(result)
+        return wrap_array(result)
 
     method.__name__ = name
     return method
 
 
-def _computing_method(name, kind):
+def _computing_method(name: str, kind: str) -> Callable[..., ndarray]:
     """Make a method that computes a new array (a reduction, a copy): one launch of ``kind``."""
 
-    def method(self, *args, **kwargs):
-        out = kwargs.get("out")  # a device array, returned as itself
-        result = getattr(self._a, name)(*device_args(args, f"ndarray.{name}"), **device_args(kwargs, name))
-        check_precision(f"ndarray.{name}", (self._a,), result, explicit_dtype=kwargs.get("dtype") is not None)
+    def method(self: ndarray, *args: Any, **kwargs: Any) -> ndarray:
+        out: ndarray | None = kwargs.get("out")  # a device array, returned as itself
+        where = f"ndarray.{name}"
+        result: NDArray[Any] | numpy.generic = getattr(self._a, name)(
+            *device_args(args, where), **device_args(kwargs, name)
+        )
+        check_precision(where, (self._a,), result, explicit_dtype=kwargs.get("dtype") is not None)
         record(kind)
-        return out if out is not None else wrap(result)
+        return out if out is not None else wrap_array(result)
 
     method.__name__ = name
     return method
 
 
-def _binary_operator(name, ufunc_name, reflected=False):
-    def op(self, other):
-        ufunc = getattr(numpy, ufunc_name)  # dispatches to the emulated ufunc through __array_ufunc__, as CuPy
-        return ufunc(other, self) if reflected else ufunc(self, other)
-
-    op.__name__ = name
-    return op
-
-
-def _inplace_operator(name, ufunc_name):
-    def op(self, other):
-        return getattr(_namespace(), ufunc_name)(self, other, out=self)
-
-    op.__name__ = name
-    return op
-
-
-def _sync(self) -> numpy.ndarray:
+def _sync(self: ndarray) -> NDArray[Any]:
     """Return the data copied to the host: a device-to-host transfer the host waits for."""
     record("d2h")
     record("sync")
@@ -218,36 +187,72 @@ class ndarray:
     """
 
     __slots__ = ("_a", "__weakref__")
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]  # unhashable, as NumPy's and CuPy's arrays (typeshed's own spelling)
+    _a: NDArray[Any]
 
-    def __init__(self, shape, dtype=float, memptr=None, strides=None, order="C"):
+    def __init__(
+        self,
+        shape: ShapeLike,
+        dtype: DTypeLike = float,
+        memptr: object = None,
+        strides: object = None,
+        order: OrderCF = "C",
+    ) -> None:
         if memptr is not None or strides is not None:
             raise NotImplementedError("emulated CuPy: ndarray(memptr=..., strides=...) is not emulated")
         self._a = poison(numpy.empty(shape, dtype=dtype, order=order))
 
     @classmethod
-    def _of(cls, a: numpy.ndarray) -> ndarray:
+    def _of(cls, a: NDArray[Any]) -> ndarray:
         obj = object.__new__(cls)
         obj._a = a
         return obj
 
     # -- attributes
-    shape = property(lambda self: self._a.shape)
-    ndim = property(lambda self: self._a.ndim)
-    size = property(lambda self: self._a.size)
-    dtype = property(lambda self: self._a.dtype)
-    itemsize = property(lambda self: self._a.itemsize)
-    nbytes = property(lambda self: self._a.nbytes)
-    strides = property(lambda self: self._a.strides)
-    flags = property(lambda self: self._a.flags)
-    T = property(lambda self: ndarray._of(self._a.T))
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._a.shape
+
+    @property
+    def ndim(self) -> int:
+        return self._a.ndim
+
+    @property
+    def size(self) -> int:
+        return self._a.size
+
+    @property
+    def dtype(self) -> numpy.dtype[Any]:
+        return self._a.dtype
+
+    @property
+    def itemsize(self) -> int:
+        return self._a.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self._a.nbytes
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self._a.strides
+
+    @property
+    def flags(self) -> Flags:
+        return self._a.flags
+
+    @property
+    def T(self) -> ndarray:
+        return ndarray._of(self._a.T)
 
     @property
     def data(self) -> MemoryPointer:
         """The address of the first element (``.data.ptr``), as CuPy's ``MemoryPointer``."""
         return pointer_to(self._a)
 
-    mT = property(lambda self: ndarray._of(self._a.mT))
+    @property
+    def mT(self) -> ndarray:
+        return ndarray._of(self._a.mT)
 
     # -- views (no launch) and copies
     reshape = _view_method("reshape")
@@ -278,7 +283,14 @@ class ndarray:
     any = _computing_method("any", "reduction")
     cumsum = _computing_method("cumsum", "reduction")
 
-    def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
+    def astype(
+        self,
+        dtype: DTypeLike,
+        order: Order = "K",
+        casting: Casting | None = None,
+        subok: object = None,
+        copy: bool = True,
+    ) -> ndarray:
         """Cast; with ``copy=False`` and the same dtype, the array itself (no launch)."""
         result = self._a.astype(dtype, order=order, casting="unsafe" if casting is None else casting, copy=copy)
         if result is self._a:
@@ -286,16 +298,18 @@ class ndarray:
         record("copy")
         return ndarray._of(result)
 
-    def fill(self, value):
+    def fill(self, value: object) -> None:
         self._a.fill(operand(value, "ndarray.fill"))
         record("fill")
 
-    def dot(self, b, out=None):
-        cupy = _namespace()
-        return cupy.dot(self, b, out=out)
+    def dot(self, b: object, out: ndarray | None = None) -> ndarray:
+        product: ndarray = namespace().dot(self, b, out=out)
+        return product
 
     # -- to the host: each one a synchronisation
-    def get(self, stream=None, order="C", out=None, blocking=True):
+    def get(
+        self, stream: object = None, order: Order = "C", out: NDArray[Any] | None = None, blocking: bool = True
+    ) -> NDArray[Any]:
         """Return a NumPy copy of the array (a device-to-host transfer and a synchronisation)."""
         data = _sync(self)
         if out is not None:
@@ -305,7 +319,7 @@ class ndarray:
             return out
         return numpy.array(data, order=order, copy=True)
 
-    def set(self, arr, stream=None):
+    def set(self, arr: object, stream: object = None) -> None:
         """Copy the host array ``arr`` into this array (a host-to-device transfer)."""
         if not isinstance(arr, numpy.ndarray):
             raise TypeError(f"Only numpy.ndarray can be set to cupy.ndarray, got {type(arr)}")
@@ -314,27 +328,27 @@ class ndarray:
         record("h2d")
         self._a[...] = arr
 
-    def item(self):
+    def item(self) -> Any:  # a Python scalar of the dtype's kind, as NumPy's ``item`` (typed Any there too)
         if self.size != 1:
             raise ValueError("can only convert an array of size 1 to a Python scalar")
         return _sync(self).item()
 
-    def tolist(self):
+    def tolist(self) -> Any:  # nested lists of Python scalars, as NumPy's ``tolist``
         return _sync(self).tolist()
 
-    def tobytes(self, order="C"):
+    def tobytes(self, order: Order = "C") -> bytes:
         return _sync(self).tobytes(order)
 
-    def __int__(self):
+    def __int__(self) -> int:
         return int(_sync(self))
 
-    def __float__(self):
+    def __float__(self) -> float:
         return float(_sync(self))
 
-    def __complex__(self):
+    def __complex__(self) -> complex:
         return complex(_sync(self))
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         # CuPy's rules (core.pyx, __nonzero__): empty warns and is False, one element is read back, more refuse.
         if self.size == 0:
             warnings.warn(
@@ -348,25 +362,25 @@ class ndarray:
             return bool(_sync(self))
         raise ValueError("The truth value of an array with more than one element is ambiguous. Use a.any() or a.all()")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return repr(_sync(self))
 
-    def __str__(self):
+    def __str__(self) -> str:
         return str(_sync(self))
 
-    def __format__(self, spec):
+    def __format__(self, spec: str) -> str:
         return format(_sync(self), spec)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[[object], ndarray], tuple[NDArray[Any]]]:
         return _from_host, (self.get(),)
 
-    def __copy__(self):
+    def __copy__(self) -> ndarray:
         return self.copy()
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: object) -> ndarray:
         return self.copy()
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: object = None, copy: object = None) -> NoReturn:
         # CuPy's refusal, word for word (core.pyx, ndarray.__array__).
         raise TypeError(
             "Implicit conversion to a NumPy array is not allowed. Please use `.get()` to construct a NumPy "
@@ -374,122 +388,81 @@ class ndarray:
         )
 
     # -- containers
-    def __len__(self):
+    def __len__(self) -> int:
         if self.ndim == 0:
             raise TypeError("len() of unsized object")
         return self.shape[0]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ndarray]:
         if self.ndim == 0:
             raise TypeError("iteration over a 0-d array")
         return (self[i] for i in range(self.shape[0]))
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: object) -> ndarray:
         a = self._a
-        key = index_args(key, "indexing")
-        result = a[key]
+        index = index_args(key, "indexing")
+        result = a[index]
         if isinstance(result, numpy.generic):  # CuPy gives a 0-d view, not a host scalar
-            result = a[(key if isinstance(key, tuple) else (key,)) + (Ellipsis,)]
+            result = a[(index if isinstance(index, tuple) else (index,)) + (Ellipsis,)]
         if not _shares(result, a):
             record("gather")
         return ndarray._of(result)
 
-    def __setitem__(self, key, value):
-        key = index_args(key, "indexing")
-        if isinstance(value, ndarray):
-            value = value._a
-        elif isinstance(value, (numpy.ndarray, list, tuple)):
+    def __setitem__(self, key: object, value: object) -> None:
+        index = index_args(key, "indexing")
+        if isinstance(value, (numpy.ndarray, list, tuple)):
             record("h2d")  # CuPy copies it to the device (core.array) before the kernel
-            value = numpy.array(value)
-        elif not (isinstance(value, _PY_SCALARS) or isinstance(value, numpy.generic)):
-            raise _unsupported(value, "assignment")
-        self._a[key] = value
-        if _fancy(key):
+            data: Operand = numpy.array(value)
+        else:  # a device array's data, or a scalar; anything else refused
+            data = operand(value, "assignment")
+        self._a[index] = data
+        if _fancy(index):
             record("scatter")
         else:
-            record("fill" if numpy.ndim(value) == 0 else "copy")
+            record("fill" if numpy.ndim(data) == 0 else "copy")
 
-    # -- NumPy's protocols, as CuPy implements them (core.pyx)
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        cupy = _namespace()
-        if "out" in kwargs:
-            out = kwargs["out"]
-            if len(out) != 1:
-                raise ValueError("The 'out' parameter must have exactly one array value")
-            kwargs["out"] = out[0]
-            inout = inputs + out
-        else:
-            inout = inputs
-        if method not in ("__call__", "outer", "at", "reduce", "accumulate", "reduceat"):
-            return NotImplemented
-        try:  # the namespace's function of the same name (a ufunc, or matmul), as CuPy looks it up
-            func = getattr(cupy, ufunc.__name__)
-            if method != "__call__":
-                func = getattr(func, method)
-        except AttributeError:
-            return NotImplemented
-        for x in inout:
-            if not (isinstance(x, (ndarray, numpy.ndarray, numpy.generic)) or isinstance(x, _PY_SCALARS)):
-                return NotImplemented
-        return func(*inputs, **kwargs)
+    # -- NumPy's protocols and the operators, as CuPy implements them (core.pyx): see ._dispatch
+    __array_ufunc__ = array_ufunc
+    __array_function__ = array_function
+    __neg__ = unary_operator("__neg__", "negative")
+    __pos__ = unary_operator("__pos__", "positive")
+    __abs__ = unary_operator("__abs__", "absolute")
+    __invert__ = unary_operator("__invert__", "invert")
+    __add__, __radd__, __iadd__ = operators("add", "add")
+    __sub__, __rsub__, __isub__ = operators("sub", "subtract")
+    __mul__, __rmul__, __imul__ = operators("mul", "multiply")
+    __truediv__, __rtruediv__, __itruediv__ = operators("truediv", "true_divide")
+    __floordiv__, __rfloordiv__, __ifloordiv__ = operators("floordiv", "floor_divide")
+    __mod__, __rmod__, __imod__ = operators("mod", "remainder")
+    __pow__, __rpow__, __ipow__ = operators("pow", "power")
+    __and__, __rand__, __iand__ = operators("and", "bitwise_and")
+    __or__, __ror__, __ior__ = operators("or", "bitwise_or")
+    __xor__, __rxor__, __ixor__ = operators("xor", "bitwise_xor")
+    __lshift__, __rlshift__, __ilshift__ = operators("lshift", "left_shift")
+    __rshift__, __rrshift__, __irshift__ = operators("rshift", "right_shift")
+    __eq__ = binary_operator("__eq__", "equal")  # type: ignore[assignment]  # element-wise, not object's bool
+    __ne__ = binary_operator("__ne__", "not_equal")  # type: ignore[assignment]  # element-wise, not object's bool
+    __lt__ = binary_operator("__lt__", "less")
+    __le__ = binary_operator("__le__", "less_equal")
+    __gt__ = binary_operator("__gt__", "greater")
+    __ge__ = binary_operator("__ge__", "greater_equal")
 
-    def __array_function__(self, func, types, args, kwargs):
-        cupy = _namespace()
-        try:
-            module = functools.reduce(getattr, func.__module__.split(".")[1:], cupy)
-            emulated = getattr(module, func.__name__)
-        except AttributeError:
-            return NotImplemented
-        if emulated is func or not all(issubclass(t, (ndarray, numpy.ndarray)) for t in types):
-            return NotImplemented
-        return emulated(*args, **kwargs)
+    def __matmul__(self, other: object) -> ndarray:
+        product: ndarray = namespace().matmul(self, other)
+        return product
 
-    # -- arithmetic, through the ufuncs as CuPy does
-    __neg__ = lambda self: numpy.negative(self)  # noqa: E731
-    __pos__ = lambda self: numpy.positive(self)  # noqa: E731
-    __abs__ = lambda self: numpy.absolute(self)  # noqa: E731
-    __invert__ = lambda self: numpy.invert(self)  # noqa: E731
-
-    def __matmul__(self, other):
-        cupy = _namespace()
-        return cupy.matmul(self, other)
-
-    def __rmatmul__(self, other):
-        cupy = _namespace()
-        return cupy.matmul(other, self)
+    def __rmatmul__(self, other: object) -> ndarray:
+        product: ndarray = namespace().matmul(other, self)
+        return product
 
 
-_OPERATORS = {
-    "add": "add",
-    "sub": "subtract",
-    "mul": "multiply",
-    "truediv": "true_divide",
-    "floordiv": "floor_divide",
-    "mod": "remainder",
-    "pow": "power",
-    "and": "bitwise_and",
-    "or": "bitwise_or",
-    "xor": "bitwise_xor",
-    "lshift": "left_shift",
-    "rshift": "right_shift",
-}
-for _op, _name in _OPERATORS.items():
-    setattr(ndarray, f"__{_op}__", _binary_operator(f"__{_op}__", _name))
-    setattr(ndarray, f"__r{_op}__", _binary_operator(f"__r{_op}__", _name, reflected=True))
-    setattr(ndarray, f"__i{_op}__", _inplace_operator(f"__i{_op}__", _name))
-for _op, _name in {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater"}.items():
-    setattr(ndarray, f"__{_op}__", _binary_operator(f"__{_op}__", _name))
-ndarray.__ge__ = _binary_operator("__ge__", "greater_equal")
-del _op, _name
-
-
-def _fancy(key) -> bool:
+def _fancy(key: object) -> bool:
     """Whether an index holds an array (advanced indexing: a gather or scatter kernel)."""
     keys = key if isinstance(key, tuple) else (key,)
     return any(isinstance(k, numpy.ndarray) and k.ndim > 0 for k in keys)
 
 
-def _from_host(host: numpy.ndarray) -> ndarray:
+def _from_host(host: object) -> ndarray:
     """Copy a host array to the device: one host-to-device transfer."""
     if not isinstance(host, (numpy.ndarray, numpy.generic, numbers.Number, list, tuple)):
         raise TypeError(f"cannot copy a {type(host).__name__} to the device")

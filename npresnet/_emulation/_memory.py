@@ -1,4 +1,7 @@
-"""Emulated device memory: the addresses ``ndarray.data.ptr`` hands out, and the allocation behind one.
+"""Emulated device memory: poisoned fresh allocations, the addresses ``.data.ptr`` hands out, their allocations.
+
+Freshly allocated memory (``empty``) holds garbage on a GPU: here :func:`poison` fills it with
+NaN or the integer maximum, so code that reads memory it has not written fails visibly.
 
 CuPy's ``x.data.ptr`` is the address of ``x``'s first element. The emulation hands out the
 NumPy address and remembers the allocation it lies in (weakly: an entry goes when its memory
@@ -12,7 +15,16 @@ import weakref
 
 import numpy
 
-__all__ = ["MemoryPointer", "pointer_to", "resolve_pointer"]
+__all__ = ["MemoryPointer", "poison", "pointer_to", "resolve_pointer"]
+
+
+def poison(a: numpy.ndarray) -> numpy.ndarray:
+    """Fill freshly allocated ``a`` with values that show reads of unwritten memory: NaN, or the integer maximum."""
+    if a.dtype.kind in "fc":
+        a.fill(numpy.nan)
+    elif a.dtype.kind in "iu":
+        a.fill(numpy.iinfo(a.dtype).max)
+    return a
 
 
 class MemoryPointer:

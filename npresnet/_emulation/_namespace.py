@@ -7,30 +7,54 @@ would on a GPU. Host arrays are accepted only where CuPy copies them to the devi
 
 The namespace is a module object named ``"cupy"``: code that recognises CuPy by its
 module name (``npresnet.workspace``, the fused path's profiler) takes its CuPy branch,
-reading the emulated device's memory (:data:`DEVICE_TOTAL_BYTES`) and synchronising
-through ``cupy.cuda.Device().synchronize()``.
+reading the emulated device's memory (:data:`._device.DEVICE_TOTAL_BYTES`) and synchronising
+through ``cupy.cuda.Device().synchronize()`` (:mod:`._device`).
 """
 
 from __future__ import annotations
 
+import builtins
 import math
 import types
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from . import _array, _cublas, _ufunc
-from ._array import _from_host, check_precision, device_args, ndarray, operand, poison, wrap
+from . import _dispatch, _ufunc
+from ._array import _from_host, device_args, ndarray, operand, wrap_array
 from ._counters import record
+from ._device import cuda, get_default_memory_pool, is_available, make_module
 from ._kernels import RawModule
+from ._memory import poison
+from ._precision import check_precision
 
-__all__ = ["cupy", "DEVICE_TOTAL_BYTES"]
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import TypeAlias
 
-DEVICE_TOTAL_BYTES = 80 * 2**30
-"""Memory of the emulated device, an 80 GB H100; ``memGetInfo`` reports all of it free."""
+    from numpy.typing import DTypeLike, NDArray
+
+    from ._array import Casting, Order, OrderCF, ShapeLike
+
+    Axis: TypeAlias = int | tuple[int, ...] | None
+
+__all__ = ["cupy"]
+
+
+def _array_operand(value: object, where: str) -> NDArray[Any]:
+    """Return a kernel argument (:func:`._array.operand`) as a NumPy array, as a NumPy function would make it."""
+    return numpy.asarray(operand(value, where))
 
 
 # --------------------------------------------------------------------------- moving data
-def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
+def asarray(
+    a: object,
+    dtype: DTypeLike | None = None,
+    order: Order | None = None,
+    *,
+    copy: bool | None = None,
+    blocking: bool = False,
+) -> ndarray:
     """Return a device array: ``a`` itself when it is one (cast if ``dtype`` differs), else a host-to-device copy."""
     if isinstance(a, ndarray):
         if copy:
@@ -40,7 +64,16 @@ def asarray(a, dtype=None, order=None, *, copy=None, blocking=False):
     return device if dtype is None else device.astype(dtype, copy=False)
 
 
-def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocking=False):
+def array(
+    obj: object,
+    dtype: DTypeLike | None = None,
+    copy: bool = True,
+    order: Order = "K",
+    subok: bool = False,
+    ndmin: int = 0,
+    *,
+    blocking: bool = False,
+) -> ndarray:
     """Return a device array copied from ``obj`` (a host array, a list, or a device array)."""
     if isinstance(obj, ndarray):
         out = obj.astype(obj.dtype if dtype is None else dtype, order=order, copy=copy)
@@ -51,14 +84,16 @@ def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, *, blocki
     return out
 
 
-def asnumpy(a, stream=None, order="C", out=None, *, blocking=True):
+def asnumpy(
+    a: object, stream: object = None, order: Order = "C", out: NDArray[Any] | None = None, *, blocking: bool = True
+) -> NDArray[Any]:
     """Return a NumPy array: a device array copied to the host (a synchronisation), else ``numpy.asarray``."""
     if isinstance(a, ndarray):
         return a.get(stream=stream, order=order, out=out)
     return numpy.asarray(a, order=order)
 
 
-def ascontiguousarray(a, dtype=None):
+def ascontiguousarray(a: object, dtype: DTypeLike | None = None) -> ndarray:
     if not isinstance(a, ndarray):
         raise TypeError(f"ascontiguousarray: expected a device array, got {type(a)}")
     if a.flags.c_contiguous and (dtype is None or numpy.dtype(dtype) == a.dtype):
@@ -67,59 +102,77 @@ def ascontiguousarray(a, dtype=None):
     return ndarray._of(numpy.ascontiguousarray(a._a, dtype=dtype))
 
 
-def get_array_module(*args):
+def get_array_module(*args: object) -> types.ModuleType:
     """Return the emulated namespace if any argument is an emulated array, else ``numpy``."""
-    return cupy if any(isinstance(a, ndarray) for a in args) else numpy
+    # builtins.any: this module's own ``any`` is the reduction
+    return cupy if builtins.any(isinstance(a, ndarray) for a in args) else numpy
 
 
 # --------------------------------------------------------------------------- creation
-def empty(shape, dtype=float, order="C"):
+def empty(shape: ShapeLike, dtype: DTypeLike = float, order: OrderCF = "C") -> ndarray:
     """Uninitialised memory (no launch): poisoned with NaN / the integer maximum (see the array module)."""
     return ndarray._of(poison(numpy.empty(shape, dtype=dtype, order=order)))
 
 
-def _filled(make, *args, **kwargs):
+def _filled(make: Callable[..., NDArray[Any]], *args: Any, **kwargs: Any) -> ndarray:
     result = make(*args, **kwargs)
     record("fill")
     return ndarray._of(result)
 
 
-def zeros(shape, dtype=float, order="C"):
+def zeros(shape: ShapeLike, dtype: DTypeLike = float, order: OrderCF = "C") -> ndarray:
     return _filled(numpy.zeros, shape, dtype=dtype, order=order)
 
 
-def ones(shape, dtype=float, order="C"):
+def ones(shape: ShapeLike, dtype: DTypeLike = float, order: OrderCF = "C") -> ndarray:
     return _filled(numpy.ones, shape, dtype=dtype, order=order)
 
 
-def full(shape, fill_value, dtype=None, order="C"):
+def full(shape: ShapeLike, fill_value: object, dtype: DTypeLike | None = None, order: OrderCF = "C") -> ndarray:
     return _filled(numpy.full, shape, operand(fill_value, "cupy.full"), dtype=dtype, order=order)
 
 
-def _like(a, dtype, shape):
+def _like(a: object, dtype: DTypeLike | None, shape: ShapeLike | None) -> tuple[ShapeLike, DTypeLike]:
     if not isinstance(a, ndarray):
         raise TypeError(f"expected a device array, got {type(a)}")
     return (a.shape if shape is None else shape), (a.dtype if dtype is None else dtype)
 
 
-def empty_like(prototype, dtype=None, order="K", subok=None, shape=None):
+def empty_like(
+    prototype: object,
+    dtype: DTypeLike | None = None,
+    order: Order = "K",
+    subok: object = None,
+    shape: ShapeLike | None = None,
+) -> ndarray:
     return empty(*_like(prototype, dtype, shape))
 
 
-def zeros_like(a, dtype=None, order="K", subok=None, shape=None):
+def zeros_like(
+    a: object, dtype: DTypeLike | None = None, order: Order = "K", subok: object = None, shape: ShapeLike | None = None
+) -> ndarray:
     return zeros(*_like(a, dtype, shape))
 
 
-def ones_like(a, dtype=None, order="K", subok=None, shape=None):
+def ones_like(
+    a: object, dtype: DTypeLike | None = None, order: Order = "K", subok: object = None, shape: ShapeLike | None = None
+) -> ndarray:
     return ones(*_like(a, dtype, shape))
 
 
-def full_like(a, fill_value, dtype=None, order="K", subok=None, shape=None):
-    shape, dtype = _like(a, dtype, shape)
-    return full(shape, fill_value, dtype)
+def full_like(
+    a: object,
+    fill_value: object,
+    dtype: DTypeLike | None = None,
+    order: Order = "K",
+    subok: object = None,
+    shape: ShapeLike | None = None,
+) -> ndarray:
+    full_shape, full_dtype = _like(a, dtype, shape)
+    return full(full_shape, fill_value, full_dtype)
 
 
-def arange(start, stop=None, step=1, dtype=None):
+def arange(start: float, stop: float | None = None, step: float = 1, dtype: DTypeLike | None = None) -> ndarray:
     if stop is None:
         start, stop = 0, start
     result = numpy.arange(start, stop, step, dtype=dtype)
@@ -129,16 +182,16 @@ def arange(start, stop=None, step=1, dtype=None):
 
 # --------------------------------------------------------------------------- products
 def matmul(
-    *args,
-    axes=None,
-    axis=None,
-    keepdims=False,
-    casting="same_kind",
-    dtype=None,
-    signature=None,
-    order="K",
-    out=None,
-):
+    *args: object,
+    axes: object = None,
+    axis: object = None,
+    keepdims: bool = False,
+    casting: Casting = "same_kind",
+    dtype: DTypeLike | None = None,
+    signature: object = None,
+    order: Order = "K",
+    out: object = None,
+) -> ndarray:
     """Compute ``a @ b`` (batched over leading axes): one GEMM launch, as one cuBLAS (strided-batched) call."""
     if axes is not None or axis is not None or keepdims or signature is not None or order != "K":
         raise NotImplementedError("emulated CuPy: matmul's axes, axis, keepdims, signature and order are not emulated")
@@ -147,22 +200,25 @@ def matmul(
     a, b = (operand(x, "cupy.matmul") for x in args)
     if out is not None and not isinstance(out, ndarray):
         raise TypeError(f"cupy.matmul: out must be a device array, got {type(out)}")
-    result = numpy.matmul(a, b, out=None if out is None else out._a, dtype=dtype, casting=casting)
+    if out is None:
+        result = numpy.matmul(a, b, dtype=dtype, casting=casting)
+    else:
+        result = numpy.matmul(a, b, out=out._a, dtype=dtype, casting=casting)
     check_precision("cupy.matmul", (a, b), result, explicit_dtype=dtype is not None)
     record("gemm")
-    return out if out is not None else wrap(result)
+    return out if out is not None else wrap_array(result)
 
 
-def dot(a, b, out=None):
-    a, b = operand(a, "cupy.dot"), operand(b, "cupy.dot")
-    result = numpy.dot(a, b, out=None if out is None else device_args(out, "cupy.dot"))
-    check_precision("cupy.dot", (a, b), result)
+def dot(a: object, b: object, out: ndarray | None = None) -> ndarray:
+    x, y = operand(a, "cupy.dot"), operand(b, "cupy.dot")
+    result = numpy.dot(x, y, out=None if out is None else device_args(out, "cupy.dot"))
+    check_precision("cupy.dot", (x, y), result)
     record("gemm")
-    return out if out is not None else wrap(result)
+    return out if out is not None else wrap_array(result)
 
 
 # --------------------------------------------------------------------------- selection, copies
-def where(condition, x=None, y=None):
+def where(condition: object, x: object = None, y: object = None) -> ndarray | tuple[ndarray, ...]:
     if x is None and y is None:
         return nonzero(condition)
     if x is None or y is None:
@@ -171,19 +227,19 @@ def where(condition, x=None, y=None):
     result = numpy.where(*args)
     check_precision("cupy.where", args[1:], result)
     record("elementwise")
-    return wrap(result)
+    return wrap_array(result)
 
 
-def nonzero(a):
+def nonzero(a: object) -> tuple[ndarray, ...]:
     """Return the non-zero elements' indices; CuPy reads their count back to size the result (a synchronisation)."""
-    data = operand(a, "cupy.nonzero")
+    data = _array_operand(a, "cupy.nonzero")
     record("reduction")
     record("sync")
     record("gather")
-    return wrap(numpy.nonzero(data))
+    return tuple(wrap_array(indices) for indices in numpy.nonzero(data))
 
 
-def copyto(dst, src, casting="same_kind", where=None):
+def copyto(dst: object, src: object, casting: Casting = "same_kind", where: object = None) -> None:
     """Copy ``src`` into ``dst`` (broadcasting), where ``where`` is true; a host ``src`` only as a one-element array."""
     if not isinstance(dst, ndarray):
         raise TypeError(f"copyto: dst must be a device array, got {type(dst)}")
@@ -196,11 +252,19 @@ def copyto(dst, src, casting="same_kind", where=None):
     record("copy")
 
 
-def broadcast_to(array, shape):
-    return ndarray._of(numpy.broadcast_to(operand(array, "cupy.broadcast_to"), shape))
+def broadcast_to(array: object, shape: int | Sequence[int]) -> ndarray:
+    return ndarray._of(numpy.broadcast_to(_array_operand(array, "cupy.broadcast_to"), shape))
 
 
-def _join(join, name, tup, axis, out, dtype, casting):
+def _join(
+    join: Callable[..., NDArray[Any]],
+    name: str,
+    tup: Sequence[object],
+    axis: int | None,
+    out: ndarray | None,
+    dtype: DTypeLike | None,
+    casting: Casting,
+) -> ndarray:
     arrays = device_args(list(tup), f"cupy.{name}")
     result = join(arrays, axis=axis, dtype=dtype, casting=casting)
     check_precision(f"cupy.{name}", arrays, result, explicit_dtype=dtype is not None)
@@ -211,15 +275,29 @@ def _join(join, name, tup, axis, out, dtype, casting):
     return ndarray._of(result)
 
 
-def concatenate(tup, axis=0, out=None, *, dtype=None, casting="same_kind"):
+def concatenate(
+    tup: Sequence[object],
+    axis: int | None = 0,
+    out: ndarray | None = None,
+    *,
+    dtype: DTypeLike | None = None,
+    casting: Casting = "same_kind",
+) -> ndarray:
     return _join(numpy.concatenate, "concatenate", tup, axis, out, dtype, casting)
 
 
-def stack(tup, axis=0, out=None, *, dtype=None, casting="same_kind"):
+def stack(
+    tup: Sequence[object],
+    axis: int = 0,
+    out: ndarray | None = None,
+    *,
+    dtype: DTypeLike | None = None,
+    casting: Casting = "same_kind",
+) -> ndarray:
     return _join(numpy.stack, "stack", tup, axis, out, dtype, casting)
 
 
-def bincount(x, weights=None, minlength=None):
+def bincount(x: object, weights: ndarray | None = None, minlength: int | None = None) -> ndarray:
     """Count the occurrences (or sum the weights) of each non-negative integer.
 
     Follows CuPy's implementation step by step: it checks the values and sizes the result on the
@@ -248,125 +326,68 @@ def bincount(x, weights=None, minlength=None):
 
 
 # --------------------------------------------------------------------------- reductions as functions
-def sum(a, axis=None, dtype=None, out=None, keepdims=False):
+def sum(
+    a: ndarray, axis: Axis = None, dtype: DTypeLike | None = None, out: ndarray | None = None, keepdims: bool = False
+) -> ndarray:
     return a.sum(axis=axis, dtype=dtype, out=out, keepdims=keepdims)
 
 
-def mean(a, axis=None, dtype=None, out=None, keepdims=False):
+def mean(
+    a: ndarray, axis: Axis = None, dtype: DTypeLike | None = None, out: ndarray | None = None, keepdims: bool = False
+) -> ndarray:
     return a.mean(axis=axis, dtype=dtype, out=out, keepdims=keepdims)
 
 
-def amax(a, axis=None, out=None, keepdims=False):
+def amax(a: ndarray, axis: Axis = None, out: ndarray | None = None, keepdims: bool = False) -> ndarray:
     return a.max(axis=axis, out=out, keepdims=keepdims)
 
 
-def amin(a, axis=None, out=None, keepdims=False):
+def amin(a: ndarray, axis: Axis = None, out: ndarray | None = None, keepdims: bool = False) -> ndarray:
     return a.min(axis=axis, out=out, keepdims=keepdims)
 
 
-def all(a, axis=None, out=None, keepdims=False):
+def all(a: ndarray, axis: Axis = None, out: ndarray | None = None, keepdims: bool = False) -> ndarray:
     return a.all(axis=axis, out=out, keepdims=keepdims)
 
 
-def any(a, axis=None, out=None, keepdims=False):
+def any(a: ndarray, axis: Axis = None, out: ndarray | None = None, keepdims: bool = False) -> ndarray:
     return a.any(axis=axis, out=out, keepdims=keepdims)
 
 
-def reshape(a, newshape, order="C", *, copy=None):
+def reshape(a: ndarray, newshape: ShapeLike, order: Order = "C", *, copy: bool | None = None) -> ndarray:
     return a.reshape(newshape, order=order, copy=copy)
 
 
-def transpose(a, axes=None):
+def transpose(a: ndarray, axes: Sequence[int] | None = None) -> ndarray:
     return a.transpose(axes)
 
 
 # --------------------------------------------------------------------------- lib.stride_tricks
-def as_strided(x, shape=None, strides=None):
+def as_strided(x: object, shape: Sequence[int] | None = None, strides: Sequence[int] | None = None) -> ndarray:
     """Return a view of ``x`` with the given shape and byte strides (no launch)."""
-    return ndarray._of(numpy.lib.stride_tricks.as_strided(operand(x, "as_strided"), shape, strides))
+    return ndarray._of(numpy.lib.stride_tricks.as_strided(_array_operand(x, "as_strided"), shape, strides))
 
 
-def sliding_window_view(x, window_shape, axis=None, *, subok=False, writeable=False):
-    data = operand(x, "sliding_window_view")
+def sliding_window_view(
+    x: object,
+    window_shape: int | Sequence[int],
+    axis: int | tuple[int, ...] | None = None,
+    *,
+    subok: bool = False,
+    writeable: bool = False,
+) -> ndarray:
+    data = _array_operand(x, "sliding_window_view")
     return ndarray._of(numpy.lib.stride_tricks.sliding_window_view(data, window_shape, axis, writeable=writeable))
 
 
-# --------------------------------------------------------------------------- the device
-class Device:
-    """The one emulated device; ``synchronize()`` is a host synchronisation."""
-
-    def __init__(self, device=None):
-        if device not in (None, 0):
-            raise ValueError(f"emulated CuPy has one device (0), got {device!r}")
-        self.id = 0
-
-    def synchronize(self):
-        record("sync")
-
-    @property
-    def mem_info(self):
-        return runtime.memGetInfo()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-class MemoryPool:
-    """The memory pool: it holds no cached blocks, so the driver's free memory is all there is."""
-
-    def free_bytes(self):
-        return 0
-
-    def used_bytes(self):
-        return 0
-
-    def total_bytes(self):
-        return 0
-
-    def free_all_blocks(self):
-        pass
-
-
-_POOL = MemoryPool()
-
-
-def get_default_memory_pool():
-    return _POOL
-
-
-def is_available():
-    return True
-
-
-def _module(name, doc, **members):
-    module = types.ModuleType(name, doc)
-    module.__dict__.update(members)
-    return module
-
-
-runtime = _module(
-    "cupy.cuda.runtime",
-    "Emulated CUDA runtime queries.",
-    memGetInfo=lambda: (DEVICE_TOTAL_BYTES, DEVICE_TOTAL_BYTES),
-    getDeviceCount=lambda: 1,
-    getDevice=lambda: 0,
-    CUDA_R_32F=_cublas.CUDA_R_32F,
-    CUDA_R_64F=_cublas.CUDA_R_64F,
-    CUDA_R_16F=_cublas.CUDA_R_16F,
+stride_tricks = make_module(
+    "cupy.lib.stride_tricks", "", as_strided=as_strided, sliding_window_view=sliding_window_view
 )
-
-cublas = _module(
-    "cupy.cuda.cublas",
-    "Emulated cuBLAS: the GEMMs npresnet calls, on raw addresses (see npresnet._emulation._cublas).",
-    **{name: getattr(_cublas, name) for name in dir(_cublas) if name.startswith(("CUBLAS_", "gemm", "getP", "setP"))},
-)
+lib = make_module("cupy.lib", "", stride_tricks=stride_tricks)
 
 _DTYPES = "bool_ int8 int16 int32 int64 uint8 uint16 uint32 uint64 intp float16 float32 float64 complex64 complex128"
 
-cupy = _module(
+cupy = make_module(
     "cupy",
     "Emulated CuPy (npresnet test infrastructure): NumPy underneath, CuPy's rules on top.",
     ndarray=ndarray,
@@ -416,11 +437,7 @@ cupy = _module(
     get_default_memory_pool=get_default_memory_pool,
     is_available=is_available,
     RawModule=RawModule,
+    lib=lib,
+    cuda=cuda,
 )
-cupy.lib = _module("cupy.lib", "", stride_tricks=_module("cupy.lib.stride_tricks", "", as_strided=as_strided))
-cupy.lib.stride_tricks.sliding_window_view = sliding_window_view
-device = _module(
-    "cupy.cuda.device", "The current device's library handles.", get_cublas_handle=_cublas.get_cublas_handle
-)
-cupy.cuda = _module("cupy.cuda", "Emulated CUDA device.", Device=Device, runtime=runtime, cublas=cublas, device=device)
-_array._NAMESPACE.append(cupy)  # the arrays' operators and NumPy protocols dispatch through it
+_dispatch.NAMESPACE.append(cupy)  # the arrays' operators and NumPy protocols dispatch through it

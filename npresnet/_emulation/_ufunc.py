@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy
 
-from ._array import _namespace, check_precision, device_args, index_args, ndarray, operand, wrap
+from ._array import device_args, index_args, ndarray, operand, wrap
 from ._counters import record
+from ._dispatch import namespace
+from ._precision import check_precision
 
 __all__ = ["ufunc", "BY_NAME"]
 
@@ -103,7 +105,7 @@ class ufunc:
 
     def outer(self, A: Any, B: Any, **kwargs: Any) -> Any:
         # CuPy copies host operands to the device here (core.array), so host arrays are accepted.
-        cupy = _namespace()
+        cupy = namespace()
         A, B = cupy.asarray(A), cupy.asarray(B)
         return self(A.reshape(A.shape + (1,) * B.ndim), B.reshape((1,) * A.ndim + B.shape), **kwargs)
 

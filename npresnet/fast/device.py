@@ -33,12 +33,22 @@ Precision modes (:data:`~npresnet.fast.cuda.gemm.PRECISIONS`), for a float32 mod
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import numpy
 
 from .cuda.gemm import compute_type, grouped_gemm
 from .cuda.launch import ARITHMETIC, CudaKernels
 from .winograd import WinogradConv
+
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Callable
+
+    from numpy.typing import DTypeLike
+
+    from .._typing import Array
+    from .conv import FusedConv
 
 __all__ = ["DeviceOps"]
 
@@ -66,7 +76,7 @@ class DeviceOps:
         What products, epilogues and the head compute in: ``dtype`` (float32 for float16 storage).
     """
 
-    def __init__(self, xp, dtype, precision: str = "float32"):
+    def __init__(self, xp: types.ModuleType, dtype: DTypeLike, precision: str = "float32") -> None:
         self.xp = xp
         self.arithmetic = numpy.dtype(dtype)
         self.storage = numpy.dtype(numpy.float16) if precision == "float16" else self.arithmetic
@@ -76,26 +86,37 @@ class DeviceOps:
         self.head_kernels = self.kernels if self.storage == self.arithmetic else CudaKernels(self.arithmetic, xp=xp)
         self.compute = compute_type(self.storage, precision)  # the convolutions' products
         self.head_compute = compute_type(self.arithmetic, precision)  # the fc product, on float32 in float16 mode
-        self._weights = {}  # float16 mode: id(conv) -> (conv, its weight in the storage dtype)
+        self._weights: dict[int, tuple[FusedConv, Array]] = {}  # float16 mode: id(conv) -> (conv, its cast weight)
         self._local = threading.local()  # float16 mode: each thread's float32 accumulator
 
-    def weight(self, conv):
+    def weight(self, conv: FusedConv) -> Array:
         """``conv.weight`` in the storage dtype: itself, or (float16 mode) a copy cast once and kept."""
-        if conv.weight.dtype == self.storage:
-            return conv.weight
+        weight: Array = conv.weight  # (G, Kg, Og), from npresnet.fast.fold.gemm_weight
+        if weight.dtype == self.storage:
+            return weight
         kept = self._weights.get(id(conv))
         if kept is None:  # the conv is kept with its copy, so its id is never reused while the copy lives
-            kept = self._weights[id(conv)] = (conv, conv.weight.astype(self.storage))
+            kept = self._weights[id(conv)] = (conv, weight.astype(self.storage))
         return kept[1]
 
-    def _accumulator(self, size):
+    def _accumulator(self, size: int) -> Array:
         """Return this thread's flat scratch array of ``size`` elements of the arithmetic dtype, grown as needed."""
-        scratch = getattr(self._local, "scratch", None)
+        scratch: Array | None = getattr(self._local, "scratch", None)
         if scratch is None or scratch.size < size:
             scratch = self._local.scratch = self.xp.empty(size, dtype=self.arithmetic)
         return scratch[:size]
 
-    def conv(self, conv, x, out, residual=False, relu=False, workspace=None, workspace_bytes=1, clock=None):
+    def conv(
+        self,
+        conv: FusedConv | WinogradConv,
+        x: Array,
+        out: Array,
+        residual: bool = False,
+        relu: bool = False,
+        workspace: Callable[[int, int], Array] | None = None,
+        workspace_bytes: int = 1,
+        clock: Callable[[str], object] | None = None,
+    ) -> Array:
         """``out = [relu](conv(x) + bias [+ out])`` in place: gather, product, epilogue per chunk of images.
 
         Parameters
@@ -114,8 +135,8 @@ class DeviceOps:
         clock : callable, optional
             The profiling hook, called after the ``"gather"``, ``"gemm"`` and ``"epilogue"`` of each chunk.
         """
-        if isinstance(conv, WinogradConv):
-            conv = conv.fallback
+        conv = _im2col_conv(conv)
+        workspace = _no_workspace if workspace is None else workspace
         N, H, W, C = x.shape
         _, out_h, out_w, O = out.shape
         kh, kw = conv.kernel_size
@@ -159,7 +180,12 @@ class DeviceOps:
                 clock("epilogue")
         return out
 
-    def max_pool(self, x, pool, out):
+    def max_pool(
+        self,
+        x: Array,
+        pool: tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int], bool],
+        out: Array,
+    ) -> Array:
         """``max_pool(x)`` on NHWC ``x`` into ``out`` (N, out_h, out_w, C): one launch.
 
         ``pool`` is ``(kernel_size, stride, padding, dilation, ceil_mode)``.
@@ -167,7 +193,7 @@ class DeviceOps:
         kernel_size, stride, padding, dilation, ceil_mode = pool
         return self.kernels.max_pool_nhwc(x, kernel_size, stride, padding, dilation, ceil_mode, out=out)
 
-    def head(self, x, fc_weight, fc_bias):
+    def head(self, x: Array, fc_weight: Array, fc_bias: Array) -> Array:
         """Logits ``mean over pixels of x @ fc_weight + fc_bias``: average pool, product, bias.
 
         Parameters
@@ -188,8 +214,22 @@ class DeviceOps:
         return self.head_kernels.bias_residual_relu(logits, fc_bias, None, relu=False, out=logits)
 
 
-def pointwise(conv) -> bool:
+def _no_workspace(n: int, slot: int) -> Array:
+    """Stand in for a missing ``workspace``: a convolution that needs scratch memory was given none."""
+    raise TypeError("DeviceOps.conv: this convolution needs a workspace for its scratch arrays; got workspace=None")
+
+
+def _im2col_conv(conv: FusedConv | WinogradConv) -> FusedConv:
+    """Return the convolution the device runs: ``conv`` itself, or a Winograd convolution's im2col fallback."""
+    if not isinstance(conv, WinogradConv):
+        return conv
+    fallback: FusedConv | None = conv.fallback
+    if fallback is None:  # the fused model gives every Winograd convolution one (fast.model)
+        raise ValueError("DeviceOps: a Winograd convolution without an im2col fallback cannot run on the device")
+    return fallback
+
+
+def pointwise(conv: FusedConv | WinogradConv) -> bool:
     """Whether ``conv`` needs no columns on the device: 1×1, stride 1, no padding, one group."""
-    if isinstance(conv, WinogradConv):
-        conv = conv.fallback
-    return conv.pointwise and conv.stride == (1, 1)
+    fused = _im2col_conv(conv)
+    return bool(fused.pointwise) and fused.stride == (1, 1)

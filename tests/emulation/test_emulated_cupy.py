@@ -185,6 +185,13 @@ def test_values_are_numpys():
     assert np.array_equal(da.get(), a)
 
 
+def test_get_array_module_tells_device_arrays_from_host_ones():
+    """The namespace's ``get_array_module`` calls Python's ``any``, not the namespace's own ``any`` reduction."""
+    x = dev(np.zeros(3, np.float32))
+    assert cp.get_array_module(x) is cp and cp.get_array_module(np.zeros(3), x) is cp
+    assert cp.get_array_module(np.zeros(3), 1.0) is np and cp.get_array_module() is np
+
+
 def test_views_are_free_and_copies_count():
     a = cp.zeros((4, 6), dtype=np.float32)
     with count() as c:

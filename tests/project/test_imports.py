@@ -146,6 +146,39 @@ def test_imports_point_down_the_layers():
     assert not wrong, wrong
 
 
+# The emulated CuPy is test infrastructure beside the layers, not one of them: only backend reaches it (lazily, when
+# the "cupy-emulated" backend is asked for), and it reaches into the library for one thing, what its RawModule runs:
+# the CUDA kernels' sources and NumPy twins (fast.cuda's SOURCES and TWINS, and grid's Buffer and Launch).
+EMULATION = "npresnet._emulation"
+EMULATION_REACHES = {"npresnet.fast.cuda", "npresnet.fast.cuda.grid"}
+
+
+def _in_emulation(module: str) -> bool:
+    return module == EMULATION or module.startswith(EMULATION + ".")
+
+
+def test_only_backend_reaches_the_emulation_and_it_reaches_only_the_kernel_twins():
+    graph = _graph()
+    importers = sorted(m for m, targets in graph.items() if not _in_emulation(m) and any(map(_in_emulation, targets)))
+    assert importers == ["npresnet.backend"]
+    reached = {t for m, targets in graph.items() if _in_emulation(m) for t in targets if not _in_emulation(t)}
+    assert reached == EMULATION_REACHES, "update EMULATION_REACHES, CONTRIBUTING.md's layer map, or the import"
+
+
+def test_the_emulation_loads_the_fused_path_only_to_run_a_kernel():
+    """Emulated arrays, ufuncs and products load nothing of npresnet.fast; only a RawModule reads fast.cuda's twins."""
+    code = (
+        "import sys, numpy; from npresnet._emulation import cupy; "
+        "x = cupy.asarray(numpy.ones((2, 2), numpy.float32)); float((x @ x + 1).sum()); "
+        "print(sorted(m for m in sys.modules if m.startswith('npresnet.fast')))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"
+
+
 # Public names at the import paths they have always had: a module split into rooms keeps them.
 PUBLIC_PATHS = {
     "npresnet.weights.pth": ["read_pth", "RestrictedUnpickler", "LEGACY_MAGIC"],

@@ -5,7 +5,12 @@ The CUDA source and its NumPy twin below are line-for-line parallel (see :mod:`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy
+
+if TYPE_CHECKING:
+    from .grid import Buffer, Launch
 
 __all__ = ["SOURCE", "NAME_EXPRESSIONS", "bias_residual_relu"]
 
@@ -47,7 +52,17 @@ NAME_EXPRESSIONS = (
 )
 
 
-def bias_residual_relu(launch, acc, bias, residual, out, M, O, has_residual, relu):
+def bias_residual_relu(
+    launch: Launch,
+    acc: Buffer,
+    bias: Buffer,
+    residual: Buffer,
+    out: Buffer,
+    M: int,
+    O: int,
+    has_residual: int,
+    relu: int,
+) -> None:
     """Run ``bias_residual_relu``'s twin: the kernel's statements, every thread of ``launch`` at once.
 
     Parameters

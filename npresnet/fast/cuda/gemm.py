@@ -23,7 +23,16 @@ group ``g`` into the columns ``g*Og:(g+1)*Og``: a strided batch with ``ldc = O``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy
+
+if TYPE_CHECKING:
+    import types
+
+    from numpy.typing import DTypeLike
+
+    from ..._typing import Array
 
 __all__ = ["PRECISIONS", "compute_type", "grouped_gemm"]
 
@@ -40,23 +49,29 @@ _DATA_TYPES = {
 _INT_MAX = 2**31 - 1
 
 
-def compute_type(dtype, precision: str = "float32") -> str:
+def compute_type(dtype: DTypeLike, precision: str = "float32") -> str:
     """Return the cuBLAS compute type for products of ``dtype`` arrays in ``precision`` mode.
 
     float64: ``CUBLAS_COMPUTE_64F``. float32 and float16 storage: ``CUBLAS_COMPUTE_32F`` (float32
     accumulation), or ``CUBLAS_COMPUTE_32F_FAST_TF32`` for float32 in ``"tf32"`` mode.
     """
-    dtype = numpy.dtype(dtype)
-    if dtype == numpy.float64:
+    kind = numpy.dtype(dtype)
+    if kind == numpy.float64:
         return "CUBLAS_COMPUTE_64F"
-    if dtype == numpy.float32 and precision == "tf32":
+    if kind == numpy.float32 and precision == "tf32":
         return "CUBLAS_COMPUTE_32F_FAST_TF32"
-    if dtype in (numpy.float32, numpy.float16):
+    if kind in (numpy.float32, numpy.float16):
         return "CUBLAS_COMPUTE_32F"
-    raise TypeError(f"compute_type: no cuBLAS product for dtype {dtype}")
+    raise TypeError(f"compute_type: no cuBLAS product for dtype {kind}")
 
 
-def grouped_gemm(xp, a, b, out, compute: str) -> None:
+def _address(x: Array) -> int:
+    """Return the device address of ``x``'s first element: CuPy's ``x.data.ptr``."""
+    address: int = x.data.ptr  # type: ignore[attr-defined]  # a CuPy array, checked as NumPy's (.data a memoryview)
+    return address
+
+
+def grouped_gemm(xp: types.ModuleType, a: Array, b: Array, out: Array, compute: str) -> None:
     """``out[:, g*Og:(g+1)*Og] = a[g] @ b[g]`` for every group ``g``, in one cuBLAS call.
 
     Parameters
@@ -90,8 +105,8 @@ def grouped_gemm(xp, a, b, out, compute: str) -> None:
     dtype, out_type = (getattr(runtime, _DATA_TYPES[x.dtype]) for x in (a, out))
     scalar = numpy.float64 if compute == "CUBLAS_COMPUTE_64F" else numpy.float32
     alpha, beta = numpy.ones((), scalar), numpy.zeros((), scalar)  # host memory, read by cuBLAS at the call
-    args_b = (b.data.ptr, dtype, Og)  # pointer, type, leading dimension
-    args_a = (a.data.ptr, dtype, Kg)
+    args_b = (_address(b), dtype, Og)  # pointer, type, leading dimension
+    args_a = (_address(a), dtype, Kg)
     handle = xp.cuda.device.get_cublas_handle()
     mode = cublas.getPointerMode(handle)
     cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
@@ -100,12 +115,12 @@ def grouped_gemm(xp, a, b, out, compute: str) -> None:
         if G == 1:
             cublas.gemmEx(
                 handle, op, op, Og, M, Kg, alpha.ctypes.data, *args_b, *args_a,
-                beta.ctypes.data, out.data.ptr, out_type, O, kind, algo,
+                beta.ctypes.data, _address(out), out_type, O, kind, algo,
             )  # fmt: skip
         else:
             cublas.gemmStridedBatchedEx(
                 handle, op, op, Og, M, Kg, alpha.ctypes.data, *args_b, Kg * Og, *args_a, M * Kg,
-                beta.ctypes.data, out.data.ptr, out_type, O, Og, G, kind, algo,
+                beta.ctypes.data, _address(out), out_type, O, Og, G, kind, algo,
             )  # fmt: skip
     finally:
         cublas.setPointerMode(handle, mode)

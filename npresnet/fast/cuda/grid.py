@@ -14,7 +14,14 @@ indices (the possibly negative input coordinates are only compared, never divide
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["Launch", "Buffer", "launch_config"]
 
@@ -48,7 +55,7 @@ class Launch:
         self.blockIdx_x = numpy.repeat(numpy.arange(grid_dim, dtype=numpy.int64), block_dim)  # (threads,)
         self.threadIdx_x = numpy.tile(numpy.arange(block_dim, dtype=numpy.int64), grid_dim)  # (threads,)
 
-    def grid_stride(self, total: int):
+    def grid_stride(self, total: int) -> Iterator[NDArray[numpy.int64]]:
         """Iterate the grid-stride loop that every kernel here is written as.
 
         The loop, in C::
@@ -80,15 +87,17 @@ class Buffer:
         checks, turns it off.
     """
 
-    def __init__(self, array: numpy.ndarray, count_stores: bool = True):
+    def __init__(self, array: NDArray[Any], count_stores: bool = True) -> None:
         if not array.flags.c_contiguous:
             raise ValueError("Buffer: the array must be C-contiguous, as device memory behind a pointer is")
         self.array = array
         self.flat = array.reshape(-1)  # a view: stores reach ``array``
-        self.stores = numpy.zeros(self.flat.size, dtype=numpy.int64) if count_stores else None  # stores per element
+        self.stores: NDArray[numpy.int64] | None = (  # stores per element
+            numpy.zeros(self.flat.size, dtype=numpy.int64) if count_stores else None
+        )
 
-    def _check(self, index: numpy.ndarray) -> numpy.ndarray:
-        index = numpy.asarray(index)
+    def _check(self, indices: ArrayLike) -> NDArray[Any]:
+        index = numpy.asarray(indices)
         if index.dtype.kind not in "iu":
             raise TypeError(f"Buffer: index of dtype {index.dtype}, expected an integer")
         bad = (index < 0) | (index >= self.flat.size)
@@ -96,13 +105,14 @@ class Buffer:
             raise IndexError(f"Buffer: access at {index[bad][:5].tolist()} outside [0, {self.flat.size})")
         return index
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: ArrayLike) -> NDArray[Any]:
         """Read element ``index``, refused outside the buffer (as a device read would be out of bounds)."""
-        return self.flat[self._check(index)]
+        loaded: NDArray[Any] = self.flat[self._check(index)]
+        return loaded
 
-    def __setitem__(self, index, value):
+    def __setitem__(self, index: ArrayLike, value: ArrayLike) -> None:
         """Write element ``index``, refused outside the buffer; each store counted in ``stores`` when it is set."""
-        index = self._check(index)
+        checked = self._check(index)
         if self.stores is not None:
-            numpy.add.at(self.stores, index, 1)  # several threads storing to one element count once each
-        self.flat[index] = value
+            numpy.add.at(self.stores, checked, 1)  # several threads storing to one element count once each
+        self.flat[checked] = value

@@ -7,7 +7,12 @@ against :func:`npresnet.functional.im2col` over random geometries.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy
+
+if TYPE_CHECKING:
+    from .grid import Buffer, Launch
 
 __all__ = ["SOURCE", "NAME_EXPRESSIONS", "im2col_nhwc"]
 
@@ -57,7 +62,10 @@ __global__ void im2col_nhwc(const T* __restrict__ x, T* __restrict__ cols,
 NAME_EXPRESSIONS = ("im2col_nhwc<float>", "im2col_nhwc<double>", "im2col_nhwc<__half>")
 
 
-def im2col_nhwc(launch, x, cols, N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, pw, dy, dx, groups):
+def im2col_nhwc(
+    launch: Launch, x: Buffer, cols: Buffer, N: int, H: int, W: int, C: int, out_h: int, out_w: int,
+    kh: int, kw: int, sy: int, sx: int, ph: int, pw: int, dy: int, dx: int, groups: int,
+) -> None:  # fmt: skip
     """Run ``im2col_nhwc``'s twin: the kernel's statements, every thread of ``launch`` at once.
 
     Parameters

@@ -9,21 +9,31 @@ awaits a GPU run is the C translation on the device itself and the speed.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy
 
 from ...shapes import conv_output_size
 from . import SOURCES
 from .grid import launch_config
 
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Callable, Sequence
+
+    from numpy.typing import DTypeLike
+
+    from ..._typing import Array
+
 __all__ = ["CudaKernels", "ARITHMETIC"]
 
 _INT_MAX = 2**31 - 1  # every size the kernels take as ``int``
-_CTYPES = {
+_CTYPES: dict[numpy.dtype[Any], str] = {
     numpy.dtype(numpy.float16): "__half",
     numpy.dtype(numpy.float32): "float",
     numpy.dtype(numpy.float64): "double",
 }
-ARITHMETIC = {
+ARITHMETIC: dict[numpy.dtype[Any], numpy.dtype[Any]] = {
     numpy.dtype(numpy.float16): numpy.dtype(numpy.float32),
     numpy.dtype(numpy.float32): numpy.dtype(numpy.float32),
     numpy.dtype(numpy.float64): numpy.dtype(numpy.float64),
@@ -31,7 +41,7 @@ ARITHMETIC = {
 """The type each storage dtype is computed in: float16 values are summed and biased in float32."""
 
 
-def _ints(name, values):
+def _ints(name: str, values: Sequence[int]) -> tuple[numpy.int32, ...]:
     """``values`` as ``numpy.int32`` (CuPy passes Python ints as 64-bit), each checked to fit."""
     if any(not 0 <= v <= _INT_MAX for v in values):
         raise ValueError(f"{name}: sizes {tuple(values)} must lie in [0, 2**31)")
@@ -51,9 +61,11 @@ class CudaKernels:
         The CuPy module (default: ``import cupy``), or the emulated one.
     """
 
-    def __init__(self, dtype="float32", xp=None):
+    def __init__(self, dtype: DTypeLike = "float32", xp: types.ModuleType | None = None) -> None:
         if xp is None:
-            import cupy as xp
+            import cupy
+
+            xp = cupy
 
         self.dtype = numpy.dtype(dtype)
         if self.dtype not in _CTYPES:
@@ -63,7 +75,7 @@ class CudaKernels:
 
         # a kernel's template arguments: the storage type, then (if it takes one) the arithmetic type
         storage, arithmetic = _CTYPES[self.dtype], _CTYPES[self.arithmetic]
-        self._functions = {}
+        self._functions: dict[str, Callable[..., None]] = {}  # kernel name -> its RawKernel
         for unit in SOURCES:
             module = xp.RawModule(code=unit.source, name_expressions=unit.name_expressions)
             for expression in unit.name_expressions:
@@ -71,24 +83,37 @@ class CudaKernels:
                 if arguments.rstrip(">") in (storage, f"{storage}, {arithmetic}"):
                     self._functions[kernel] = module.get_function(expression)
 
-    def _array(self, name, array, shape=None, dtype=None):
+    def _array(
+        self, name: str, array: Array, shape: Sequence[int] | None = None, dtype: numpy.dtype[Any] | None = None
+    ) -> Array:
         dtype = self.dtype if dtype is None else dtype
-        if not isinstance(array, self._xp.ndarray) or array.dtype != dtype or not array.flags.c_contiguous:
+        device_array: type = self._xp.ndarray  # CuPy's (or the emulated CuPy's) array class
+        if not isinstance(array, device_array) or array.dtype != dtype or not array.flags.c_contiguous:
             raise TypeError(f"{name}: expected a C-contiguous cupy array of {dtype}, got {type(array).__name__}")
         if shape is not None and array.shape != tuple(shape):
             raise ValueError(f"{name}: shape {array.shape}, expected {tuple(shape)}")
         return array
 
-    def _out(self, out, shape, dtype=None):
+    def _out(self, out: Array | None, shape: tuple[int, ...], dtype: numpy.dtype[Any] | None = None) -> Array:
         if out is None:
-            return self._xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
+            fresh: Array = self._xp.empty(shape, dtype=self.dtype if dtype is None else dtype)
+            return fresh
         return self._array("out", out, shape, dtype)
 
-    def _launch(self, kernel, total, args):
+    def _launch(self, kernel: str, total: int, args: tuple[object, ...]) -> None:
         grid, block = launch_config(total)
         self._functions[kernel]((grid,), (block,), args)
 
-    def im2col_nhwc(self, x, kernel_size, stride, padding, dilation, groups=1, out=None):
+    def im2col_nhwc(
+        self,
+        x: Array,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int = 1,
+        out: Array | None = None,
+    ) -> Array:
         """Columns ``(groups, N*out_h*out_w, kh*kw*C/groups)`` of an NHWC ``x`` for one GEMM per group."""
         N, H, W, C = self._array("x", x).shape
         if groups < 1 or C % groups:
@@ -101,7 +126,9 @@ class CudaKernels:
         self._launch("im2col_nhwc", cols.size, (x, cols, *sizes))
         return cols
 
-    def bias_residual_relu(self, acc, bias, residual=None, relu=True, out=None):
+    def bias_residual_relu(
+        self, acc: Array, bias: Array, residual: Array | None = None, relu: bool = True, out: Array | None = None
+    ) -> Array:
         """``relu(acc + bias [+ residual])`` over ``acc`` of shape (..., O), rounded once to the storage dtype.
 
         ``acc`` and ``bias`` are in the arithmetic dtype, ``residual`` and ``out`` in the storage
@@ -113,13 +140,22 @@ class CudaKernels:
             self._array("residual", residual, acc.shape)
         out = self._out(out, acc.shape)
         M = numpy.int64(acc.size // max(O, 1))  # the kernel's ``long long M``
-        (O,) = _ints("bias_residual_relu", (O,))
+        (O32,) = _ints("bias_residual_relu", (O,))  # the kernel's ``int O``
         flags = numpy.int32(residual is not None), numpy.int32(relu)
         shortcut = out if residual is None else residual  # not read without a residual, but must be a pointer
-        self._launch("bias_residual_relu", acc.size, (acc, bias, shortcut, out, M, O, *flags))
+        self._launch("bias_residual_relu", acc.size, (acc, bias, shortcut, out, M, O32, *flags))
         return out
 
-    def max_pool_nhwc(self, x, kernel_size, stride, padding=(0, 0), dilation=(1, 1), ceil_mode=False, out=None):
+    def max_pool_nhwc(
+        self,
+        x: Array,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int] = (0, 0),
+        dilation: tuple[int, int] = (1, 1),
+        ceil_mode: bool = False,
+        out: Array | None = None,
+    ) -> Array:
         """NHWC max pooling, ``(N, out_h, out_w, C)``, padding as −∞."""
         N, H, W, C = self._array("x", x).shape
         (kh, kw), (sy, sx), (ph, pw), (dy, dx) = kernel_size, stride, padding, dilation
@@ -130,7 +166,7 @@ class CudaKernels:
         self._launch("max_pool_nhwc", out.size, (x, out, *sizes))
         return out
 
-    def global_avg_pool_nhwc(self, x, out=None):
+    def global_avg_pool_nhwc(self, x: Array, out: Array | None = None) -> Array:
         """Mean over the pixels of an NHWC ``x``: ``(N, C)``, in the arithmetic dtype."""
         N, H, W, C = self._array("x", x).shape
         out = self._out(out, (N, C), self.arithmetic)

@@ -42,7 +42,8 @@ def compiler_options(arch: int) -> tuple[str, ...]:
     """Return the NVRTC options CuPy would use to compile a ``RawModule`` for ``sm_{arch}``."""
     from cupy._core.core import assemble_cupy_compiler_options
 
-    return assemble_cupy_compiler_options(()) + ("-ftz=true", f"-arch=sm_{arch}", "--device-as-default-execution-space")
+    options: tuple[str, ...] = assemble_cupy_compiler_options(())
+    return options + ("-ftz=true", f"-arch=sm_{arch}", "--device-as-default-execution-space")
 
 
 def compile_cuda(source: str, name_expressions: tuple[str, ...], arch: int, filename: str = "kernel.cu") -> Compiled:

@@ -5,7 +5,12 @@ The CUDA sources and their NumPy twins below are line-for-line parallel (see :mo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy
+
+if TYPE_CHECKING:
+    from .grid import Buffer, Launch
 
 __all__ = ["SOURCE", "NAME_EXPRESSIONS", "max_pool_nhwc", "global_avg_pool_nhwc"]
 
@@ -87,7 +92,10 @@ NAME_EXPRESSIONS = (
 )
 
 
-def max_pool_nhwc(launch, x, out, N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, pw, dy, dx):
+def max_pool_nhwc(
+    launch: Launch, x: Buffer, out: Buffer, N: int, H: int, W: int, C: int, out_h: int, out_w: int,
+    kh: int, kw: int, sy: int, sx: int, ph: int, pw: int, dy: int, dx: int,
+) -> None:  # fmt: skip
     """Run ``max_pool_nhwc``'s twin: the kernel's statements, every thread of ``launch`` at once.
 
     Parameters
@@ -117,7 +125,7 @@ def max_pool_nhwc(launch, x, out, N, H, W, C, out_h, out_w, kh, kw, sy, sx, ph, 
         out[idx] = best
 
 
-def global_avg_pool_nhwc(launch, x, out, N, HW, C):
+def global_avg_pool_nhwc(launch: Launch, x: Buffer, out: Buffer, N: int, HW: int, C: int) -> None:
     """Run ``global_avg_pool_nhwc``'s twin: the kernel's statements, every thread of ``launch`` at once.
 
     Parameters
