@@ -1,7 +1,11 @@
-"""Adaptive average pooling: PyTorch's (possibly overlapping) bins as two small matrix products.
+"""Adaptive average pooling: the mean over each of PyTorch's (possibly overlapping) bins.
 
-``out = P_h @ x @ P_w.T`` with averaging matrices ``P_h`` (out_h, H) and ``P_w`` (out_w, W), so the
-backward is ``P_h.T @ grad_out @ P_w``. Re-exported by :mod:`.pooling`, beside max and average pooling.
+The mean over a rectangle is the mean over its rows of the means over its columns, so the forward
+is one pass over the row bins, then one over the column bins; the backward spreads each bin's
+gradient evenly over its cells, columns then rows. Each bin reads only its own cells, so a NaN or
+an infinity reaches only the bins that hold it, as in PyTorch. (Two averaging-matrix products,
+``P_h @ x @ P_w.T``, give the same numbers on finite input but spread a NaN to every output through
+its zero weights: ``0 * nan`` is NaN.) Re-exported by :mod:`.pooling`, beside max and average pooling.
 """
 
 from __future__ import annotations
@@ -21,11 +25,6 @@ from ._checks import (
 )
 
 if TYPE_CHECKING:
-    import types
-    from typing import Any
-
-    import numpy
-
     from .._typing import Array, Shape, Shaped
 
     #: ``output_size``: an int, or a pair whose None keeps that axis's input size.
@@ -34,19 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["adaptive_avg_pool2d_output_shape", "adaptive_avg_pool2d", "adaptive_avg_pool2d_backward"]
 
 
-def _adaptive_bins(xp: types.ModuleType, size: int, out: int, dtype: numpy.dtype[Any]) -> Array:
-    """Build the averaging matrix of one axis, shape (out, size).
-
-    Row ``i`` is ``1/len`` over PyTorch's bin ``[floor(i*size/out), ceil((i+1)*size/out))``
-    and 0 elsewhere.
-    """
-    i = xp.arange(out)
-    start = (i * size) // out
-    end = -((-(i + 1) * size) // out)
-    pos = xp.arange(size)
-    inside = (pos[None, :] >= start[:, None]) & (pos[None, :] < end[:, None])  # (out, size)
-    bins: Array = inside.astype(dtype) / (end - start).astype(dtype)[:, None]
-    return bins
+def _adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's bins of one axis: ``[floor(i*size/out), ceil((i+1)*size/out))`` for ``i`` in ``range(out)``."""
+    return [((i * size) // out, -(-(i + 1) * size // out)) for i in range(out)]
 
 
 def _adaptive_output_size(func: str, input: Shaped | _Shaped, output_size: OutputSize) -> tuple[int, int]:
@@ -63,11 +52,14 @@ def _adaptive_output_size(func: str, input: Shaped | _Shaped, output_size: Outpu
 
 
 def _check_adaptive_sizes(func: str, input: Shaped | _Shaped, out_hw: tuple[int, int]) -> None:
-    """Refuse, before allocating, an output, bin matrix or intermediate product of more than MAX_ELEMENTS elements."""
+    """Refuse, before any work, more than MAX_ELEMENTS elements in an output, in the intermediate, or in bins × length.
+
+    The last bounds the passes: one Python step per bin, each reading up to an axis's length.
+    """
     (H, W), (out_h, out_w), lead = _shape(input)[-2:], out_hw, _shape(input)[:-2]
     because = f"output_size={(out_h, out_w)} for input {_shape(input)}"
     _check_elements(func, "an output", (*lead, out_h, out_w), because)
-    _check_elements(func, "a bin matrix", (max(out_h, out_w), max(H, W)), because)
+    _check_elements(func, "bins times length", (max(out_h, out_w), max(H, W)), because)
     _check_elements(func, "an intermediate", (*lead, max(H, out_h), max(W, out_w)), because)
 
 
@@ -82,7 +74,7 @@ def adaptive_avg_pool2d(input: Array, output_size: OutputSize) -> Array:
 
     Output position ``i`` averages input rows ``floor(i*H/out_h)`` to ``ceil((i+1)*H/out_h) - 1``
     (PyTorch's bins, which overlap when ``H`` is not a multiple of ``out_h``); columns likewise.
-    Computed as two small matrix products, ``P_h @ x @ P_w.T``.
+    A NaN or an infinity reaches only the outputs whose bins hold it.
 
     Parameters
     ----------
@@ -96,7 +88,7 @@ def adaptive_avg_pool2d(input: Array, output_size: OutputSize) -> Array:
     Raises
     ------
     ValueError
-        Also when the output, a bin matrix or the intermediate product would have more than
+        Also when the output, the intermediate, or the bins times an axis's length would have more than
         :data:`~npresnet.functional.MAX_ELEMENTS` elements (checked before allocating).
     """
     x, unbatched = _as_batch("input", input)
@@ -104,14 +96,15 @@ def adaptive_avg_pool2d(input: Array, output_size: OutputSize) -> Array:
     H, W = x.shape[-2:]
     out_h, out_w = _adaptive_output_size("adaptive_avg_pool2d", input, output_size)
     _check_adaptive_sizes("adaptive_avg_pool2d", input, (out_h, out_w))
-    p_h = _adaptive_bins(xp, H, out_h, x.dtype)  # (out_h, H)
-    p_w = _adaptive_bins(xp, W, out_w, x.dtype)  # (out_w, W)
-    out: Array = p_h @ (x @ p_w.T)  # (N, C, H, out_w) -> (N, C, out_h, out_w)
-    return out[0] if unbatched else out
+    rows = xp.stack(
+        [x[..., y0:y1, :].mean(axis=-2) for y0, y1 in _adaptive_bins(H, out_h)], axis=-2
+    )  # (N, C, out_h, W)
+    out: Array = xp.stack([rows[..., x0:x1].mean(axis=-1) for x0, x1 in _adaptive_bins(W, out_w)], axis=-1)
+    return out[0] if unbatched else out  # (N, C, out_h, out_w)
 
 
 def adaptive_avg_pool2d_backward(grad_output: Array, input_shape: Shape) -> Array:
-    """Gradient of :func:`adaptive_avg_pool2d`: with ``out = P_h @ x @ P_w.T``, ``grad_x = P_h.T @ grad_out @ P_w``.
+    """Gradient of :func:`adaptive_avg_pool2d`: each bin's gradient, divided by its size, added to each of its cells.
 
     Parameters
     ----------
@@ -139,7 +132,10 @@ def adaptive_avg_pool2d_backward(grad_output: Array, input_shape: Shape) -> Arra
     out_hw = _adaptive_output_size("adaptive_avg_pool2d_backward", _Shaped(input_shape), (out_h, out_w))
     _check_adaptive_sizes("adaptive_avg_pool2d_backward", _Shaped(input_shape), out_hw)
     H, W = input_shape[-2:]
-    p_h = _adaptive_bins(xp, H, out_h, grad_output.dtype)  # (out_h, H)
-    p_w = _adaptive_bins(xp, W, out_w, grad_output.dtype)  # (out_w, W)
-    grad: Array = p_h.T @ (grad_output @ p_w)  # (N, C, out_h, W) -> (N, C, H, W)
+    spread = xp.zeros((*input_shape[:-2], out_h, W), dtype=grad_output.dtype)  # (N, C, out_h, W)
+    for j, (x0, x1) in enumerate(_adaptive_bins(W, out_w)):
+        spread[..., x0:x1] += grad_output[..., j : j + 1] / (x1 - x0)
+    grad: Array = xp.zeros(input_shape, dtype=grad_output.dtype)  # (N, C, H, W)
+    for i, (y0, y1) in enumerate(_adaptive_bins(H, out_h)):
+        grad[..., y0:y1, :] += spread[..., i : i + 1, :] / (y1 - y0)
     return grad

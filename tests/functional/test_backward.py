@@ -253,9 +253,9 @@ def test_adaptive_avg_pool2d_backward_matches_autograd(backend, H, W, out, lead,
     if dtype == np.float64:
         assert relative_error(got, expected) <= F64
         return
-    # float32: P_h.T @ (g @ P_w), bin matrices 1/len rounded once each; a dot product of out_w terms
-    # (out_w - 1 additions, out_w products, the P_w entry's rounding) then one of out_h: every
-    # element within gamma_{out_h + out_w + 2} * (P_h.T @ |g| @ P_w), the same backward of |g|
+    # float32: a cell first sums g / len over the (at most out_w) column bins that hold it -- a
+    # rounded division per term, out_w - 1 additions -- then those sums / len over the (at most
+    # out_h) row bins: every element within gamma_{out_h + out_w + 2} times the same backward of |g|
     (magnitude,) = _torch_grads(lambda x: TF.adaptive_avg_pool2d(x, out), (x,), abs(g))
     assert np.all(abs(got.astype(np.float64) - expected) <= gamma(sum(out) + 2) * magnitude)
 
@@ -558,3 +558,24 @@ def test_batch_norm_and_cross_entropy_backward_match_finite_differences(shape, s
     z, t = rng.uniform(-3, 3, (shape[0], 4)), rng.integers(0, 4, shape[0])
     ce = lambda: float(nf.cross_entropy(z, t, label_smoothing=0.2))
     assert relative_error(nf.cross_entropy_backward(1.0, z, t, label_smoothing=0.2), _finite_difference(ce, z)) <= FD
+
+
+@given(
+    H=st.integers(1, 9),
+    W=st.integers(1, 9),
+    out=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    value=st.sampled_from([np.nan, np.inf, -np.inf]),
+    data=st.data(),
+)
+def test_adaptive_avg_pool2d_backward_keeps_a_nonfinite_gradient_in_its_bin(backend, H, W, out, value, data):
+    # autograd spreads each output's gradient over its own bin only; NaN and infinities included
+    x = np.random.default_rng(0).uniform(-1, 1, (2, H, W))
+    g = np.random.default_rng(1).uniform(-1, 1, (2, *out))
+    where = (data.draw(st.integers(0, 1)), data.draw(st.integers(0, out[0] - 1)), data.draw(st.integers(0, out[1] - 1)))
+    g[where] = value
+    (expected,) = _torch_grads(lambda x: TF.adaptive_avg_pool2d(x, out), (x,), g)
+    got = backend.get(nf.adaptive_avg_pool2d_backward(backend.put(g), x.shape))
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    assert np.array_equal(got[np.isinf(expected)], expected[np.isinf(expected)])
+    finite = np.isfinite(expected)
+    assert relative_error(got[finite], expected[finite]) <= F64

@@ -153,3 +153,21 @@ def test_adaptive_avg_pool_float32_matches_torch(backend, config):
     want = F.adaptive_avg_pool2d(torch.from_numpy(x), config.output_size).numpy()
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=4 * (x.shape[-1] * x.shape[-2] + 1) * np.finfo(np.float32).eps)
+
+
+@given(config=adaptive_pool_configs(), data=st.data())
+def test_adaptive_avg_pool_nan_and_inf_reach_only_their_bins(backend, config, data):
+    # torch averages each bin's own cells, so a NaN or an infinity shows only in the bins that hold it
+    # (two averaging-matrix products would spread it everywhere: 0 * nan is NaN)
+    x = np.random.default_rng(0).uniform(-1, 1, config.input_shape)
+    for value in data.draw(st.lists(st.sampled_from([np.nan, np.inf, -np.inf]), min_size=1, max_size=3)):
+        x[tuple(data.draw(st.integers(0, n - 1)) for n in x.shape)] = value
+    with np.errstate(invalid="ignore"):  # inf and -inf in one bin: NaN, with NumPy's warning
+        got = backend.get(nf.adaptive_avg_pool2d(backend.put(x), config.output_size))
+    want = F.adaptive_avg_pool2d(torch.from_numpy(x), config.output_size).numpy()
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.array_equal(got[np.isinf(want)], want[np.isinf(want)])  # same infinities, same signs
+    finite = np.isfinite(want)
+    assert not finite.all() or np.isfinite(got).all()
+    tol = 4 * (x.shape[-1] * x.shape[-2] + 1) * np.finfo(np.float64).eps  # as the finite test above
+    np.testing.assert_allclose(got[finite], want[finite], rtol=0, atol=tol)
