@@ -181,7 +181,10 @@ def connect(
             processes=processes,
             dashboard_address=None,
             worker_dashboard_address="127.0.0.1:0",
-            silence_logs=logging.ERROR,
+            # CRITICAL, not ERROR: every failure of a run reaches the caller as a result or an exception
+            # (embed reports them in its own words), so what Dask logs here is teardown noise -- e.g. a
+            # worker whose heartbeat meets the closing scheduler after a Ctrl-C logs an ERROR traceback
+            silence_logs=logging.CRITICAL,
             **network,
             # the HTTP routes (health, metrics) of scheduler and workers listen on free ports of 127.0.0.1 only
             scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
