@@ -120,7 +120,11 @@ class _Buffers:
         self.free.append(self.busy.pop(id(view)))
 
     def workspace(self, size, slot=0):
-        """Flat scratch array ``slot`` (0: im2col columns, 1: a residual chunk's product), at least ``size`` long."""
+        """Return flat scratch array ``slot``, at least ``size`` long.
+
+        Slot 0: im2col columns or Winograd tiles; 1: a residual chunk's product or Winograd's second
+        buffer; 2: the stem's padded input.
+        """
         scratch = self.scratch.get(slot)
         if scratch is None or scratch.size < size:
             scratch = self.scratch[slot] = self.xp.empty(size, dtype=self.dtype)
