@@ -37,8 +37,8 @@ from .conv import FusedConv
 from .cuda.gemm import PRECISIONS
 from .device import DeviceOps, pointwise
 from .fold import fold_batch_norm, gemm_weight
+from .pool import max_pool_relu
 from .profile import LayerTime, PhaseClock
-from .taps import kernel_taps
 from .winograd import WinogradConv, is_winograd_eligible, winograd_tiles, winograd_weight
 
 if TYPE_CHECKING:
@@ -46,11 +46,6 @@ if TYPE_CHECKING:
     from ..models.resnet import ResNet
 
 __all__ = ["fuse", "FusedResNet"]
-
-POOL_BAND_BYTES = 512 * 2**10
-"""Bytes of the max pool's row-maximum band (:meth:`FusedResNet._max_pool_relu`): half of a 1 MiB L2.
-Measured (ResNet stem pool, 8×112×112×64, one thread, CPU time): bands of 400 KiB 3.0 ms,
-800 KiB 3.4 ms, the whole batch at once 4.3 ms."""
 
 
 def _fused_conv(conv, bn, backend, dtype, tiles=()):
@@ -254,40 +249,8 @@ class FusedResNet:
         return out
 
     def _max_pool_relu(self, x, buffers, workspace_bytes):
-        """Compute ``relu(max_pool(x))`` on NHWC ``x``, separably, in bands of output rows.
-
-        ReLU is monotone, so it commutes with the max; this lets the padding be 0 instead of -inf
-        and the border windows be clipped slices. The max over a kh×kw window is a max over kh rows
-        then over kw columns: per band of output rows of one image, ``rows`` ``(band, W, C)``
-        takes the kh input rows' maximum (kh passes), then the band of ``out`` the kw columns'
-        (kw passes): kh·W + kw·out_w element maxima per output row instead of kh·kw·out_w, and
-        a band small enough (:data:`POOL_BAND_BYTES`, and within ``workspace_bytes``) that the
-        second pass reads it from cache.
-        """
-        xp = get_array_module(x)
-        (kh, kw), (sy, sx), (ph, pw), (dy, dx), _ = self.pool
-        N, H, W, C = x.shape
-        shape = self._pool_shape(x.shape)
-        _, out_h, out_w, _ = shape
-        out = buffers.take(shape)
-        band_bytes = min(POOL_BAND_BYTES, workspace_bytes)
-        band = max(1, min(out_h, band_bytes // (W * C * x.dtype.itemsize)))  # output rows per band
-        for n in range(N):
-            for y0 in range(0, out_h, band):
-                y1 = min(out_h, y0 + band)
-                rows = buffers.workspace((y1 - y0) * W * C).reshape(y1 - y0, W, C)
-                rows[...] = 0  # relu's floor; stands for the padding rows too
-                for _, _, t in kernel_taps((H, W), (y0, y1), (0, W), (kh, 1), (sy, 1), (ph, 0), (dy, 1)):
-                    if t.dst is not None:
-                        dst = rows[t.dst[0]]
-                        xp.maximum(dst, x[n, t.src[0]], out=dst)
-                o = out[n, y0:y1]  # (band, out_w, C)
-                o[...] = 0
-                for _, _, t in kernel_taps((y1 - y0, W), (0, y1 - y0), (0, out_w), (1, kw), (1, sx), (0, pw), (1, dx)):
-                    if t.dst is not None:
-                        dst = o[:, t.dst[1]]
-                        xp.maximum(dst, rows[:, t.src[1]], out=dst)
-        return out
+        """Compute ``relu(max_pool(x))`` on NHWC ``x`` into a fresh buffer (:func:`.pool.max_pool_relu`)."""
+        return max_pool_relu(x, buffers.take(self._pool_shape(x.shape)), self.pool, buffers.workspace, workspace_bytes)
 
     def _pool_shape(self, shape) -> tuple[int, int, int, int]:
         """Return the max pool's NHWC output shape for an NHWC input ``shape``.
