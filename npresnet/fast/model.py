@@ -3,8 +3,8 @@
 :func:`fuse` turns a :class:`npresnet.models.ResNet` into a :class:`FusedResNet`: every
 convolution with its batch norm folded in (:mod:`.fold`), run on NHWC activations by
 :class:`.conv.FusedConv` (im2col + one product) or, for the stride-1 3×3 ones, by
-:class:`.winograd.WinogradConv` (F(4×4,3×3) by default: 4× fewer multiplications; or F(2×2,3×3):
-2.25×; ``winograd=``), with ReLUs and
+:class:`.winograd.WinogradConv` (F(4×4,3×3), 4× fewer multiplications, or F(2×2,3×3), 2.25×;
+by default each call runs the cheaper of the two; ``winograd=``), with ReLUs and
 residual adds done in place in each convolution's epilogue, and activation buffers reused
 from call to call. On a CuPy backend the same walk runs GPU-native (:mod:`.device`): per
 convolution one gather kernel (none for a stride-1 1×1), one cuBLAS product and one epilogue
@@ -37,9 +37,9 @@ from .conv import FusedConv
 from .cuda.gemm import PRECISIONS
 from .device import DeviceOps, pointwise
 from .fold import fold_batch_norm, gemm_weight
+from .pool import max_pool_relu
 from .profile import LayerTime, PhaseClock
-from .taps import kernel_taps
-from .winograd import WinogradConv, is_winograd_eligible, winograd_tile, winograd_weight
+from .winograd import WinogradConv, is_winograd_eligible, winograd_tiles, winograd_weight
 
 if TYPE_CHECKING:
     from .._typing import Array
@@ -48,12 +48,13 @@ if TYPE_CHECKING:
 __all__ = ["fuse", "FusedResNet"]
 
 
-def _fused_conv(conv, bn, backend, dtype, tile=None):
+def _fused_conv(conv, bn, backend, dtype, tiles=()):
     """Fold ``bn`` into ``conv`` (in float64), lay the weight out for NHWC, cast and move it.
 
-    With an output ``tile`` size m (2 or 4), an eligible convolution (3×3, stride 1, dilation 1,
-    groups 1) becomes a Winograd F(m×m,3×3) :class:`WinogradConv` that hands calls with few tiles
-    to the im2col :class:`FusedConv`.
+    With output ``tiles`` sizes m (largest first, from ``(4, 2)``), an eligible convolution (3×3,
+    stride 1, dilation 1, groups 1) becomes a chain of Winograd F(m×m,3×3) :class:`WinogradConv`:
+    each hands the calls it would run slower to the next (a smaller tile), the last to the im2col
+    :class:`FusedConv` (:meth:`WinogradConv.uses_winograd`).
     """
     if isinstance(conv.padding, str):
         raise ValueError(f"fuse: string padding {conv.padding!r} is not supported ({conv})")
@@ -63,18 +64,20 @@ def _fused_conv(conv, bn, backend, dtype, tile=None):
     fused = FusedConv(
         to_backend(gemm, backend), bias, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
     )
-    if tile is None or not is_winograd_eligible(conv):
+    if not is_winograd_eligible(conv):
         return fused
-    U = winograd_weight(weight, m=tile).astype(dtype)  # ((m+2)², C, O), transformed in float64
-    return WinogradConv(to_backend(U, backend), bias, conv.padding, fallback=fused)
+    for m in reversed(tiles):  # the smallest tile wraps the im2col fallback, the largest is outermost
+        U = winograd_weight(weight, m=m).astype(dtype)  # ((m+2)², C, O), transformed in float64
+        fused = WinogradConv(to_backend(U, backend), bias, conv.padding, fallback=fused)
+    return fused
 
 
 class _FusedBlock:
     """One residual block, from its :class:`npresnet.models.BlockLayout`, as a list of fused convolutions."""
 
-    def __init__(self, layout, backend, dtype, tile):
+    def __init__(self, layout, backend, dtype, tiles):
         self.names = [pair.name for pair in layout.main]
-        self.convs = [_fused_conv(pair.conv, pair.bn, backend, dtype, tile) for pair in layout.main]
+        self.convs = [_fused_conv(pair.conv, pair.bn, backend, dtype, tiles) for pair in layout.main]
         ds = layout.downsample
         self.downsample = None if ds is None else _fused_conv(ds.conv, ds.bn, backend, dtype)
         self.downsample_name = None if ds is None else ds.name
@@ -112,7 +115,11 @@ class _Buffers:
         self.free.append(self.busy.pop(id(view)))
 
     def workspace(self, size, slot=0):
-        """Flat scratch array ``slot`` (0: im2col columns, 1: a residual chunk's product), at least ``size`` long."""
+        """Return flat scratch array ``slot``, at least ``size`` long.
+
+        Slot 0: im2col columns or Winograd tiles; 1: a residual chunk's product or Winograd's second
+        buffer; 2: the stem's padded input.
+        """
         scratch = self.scratch.get(slot)
         if scratch is None or scratch.size < size:
             scratch = self.scratch[slot] = self.xp.empty(size, dtype=self.dtype)
@@ -141,7 +148,7 @@ class FusedResNet:
         Peak memory is about this plus a few activation-sized buffers (see ``benchmarks/RESULTS.md``).
     winograd : {True, "F4", "F2", False}
         How the stride-1 3×3 convolutions run; see :func:`fuse`. Kept, resolved, as the
-        attribute ``winograd`` ("F4", "F2" or False).
+        attribute ``winograd`` ("F4+F2" for True, "F4", "F2" or False).
     precision : {None, "float32", "tf32", "float16"}
         See :func:`fuse`.
 
@@ -160,7 +167,7 @@ class FusedResNet:
     ) -> None:
         if workspace_bytes is not None:
             resolve_workspace_bytes(workspace_bytes)  # refuse a bad value now
-        tile = winograd_tile(winograd)  # refuse a bad value now
+        tiles = winograd_tiles(winograd)  # refuse a bad value now
         self.workspace_bytes = workspace_bytes
         self.dtype, self.backend = numpy.dtype(model.dtype), model.backend
         xp = get_backend(self.backend)
@@ -175,9 +182,9 @@ class FusedResNet:
         self.stem_name = layout.stem.name
         pool = layout.maxpool
         self.pool = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
-        self.winograd = False if tile is None else f"F{tile}"
+        self.winograd = "+".join(f"F{m}" for m in tiles) or False
         on_host = self._device is None  # on a device every convolution runs by im2col: no Winograd weights
-        self.blocks = [_FusedBlock(b, self.backend, self.dtype, tile if on_host else None) for b in layout.blocks]
+        self.blocks = [_FusedBlock(b, self.backend, self.dtype, tiles if on_host else ()) for b in layout.blocks]
         fc = layout.fc
         fc_weight = numpy.ascontiguousarray(to_numpy(fc.weight).T)  # (in, out)
         self.fc_weight = to_backend(fc_weight, self.backend)
@@ -241,24 +248,9 @@ class FusedResNet:
         )
         return out
 
-    def _max_pool_relu(self, x, buffers):
-        """Compute ``relu(max_pool(x))`` on NHWC ``x``.
-
-        ReLU is monotone, so it commutes with the max; this lets the padding be 0 instead of -inf
-        and the border windows be clipped slices.
-        """
-        xp = get_array_module(x)
-        (kh, kw), (sy, sx), (ph, pw), (dy, dx), _ = self.pool
-        _, H, W, _ = x.shape
-        shape = self._pool_shape(x.shape)
-        _, out_h, out_w, _ = shape
-        out = buffers.take(shape)
-        out[...] = 0  # = relu's floor; also stands for the padding, so only the taps inside the image are read
-        for _, _, t in kernel_taps((H, W), (0, out_h), (0, out_w), (kh, kw), (sy, sx), (ph, pw), (dy, dx)):
-            if t.dst is not None:
-                dst = out[:, t.dst[0], t.dst[1]]
-                xp.maximum(dst, x[:, t.src[0], t.src[1]], out=dst)
-        return out
+    def _max_pool_relu(self, x, buffers, workspace_bytes):
+        """Compute ``relu(max_pool(x))`` on NHWC ``x`` into a fresh buffer (:func:`.pool.max_pool_relu`)."""
+        return max_pool_relu(x, buffers.take(self._pool_shape(x.shape)), self.pool, buffers.workspace, workspace_bytes)
 
     def _pool_shape(self, shape) -> tuple[int, int, int, int]:
         """Return the max pool's NHWC output shape for an NHWC input ``shape``.
@@ -323,7 +315,7 @@ class FusedResNet:
         x_nhwc = x.transpose(0, 2, 3, 1)  # a view
         h = self._conv(self.stem, x_nhwc, buffers, run, self.stem_name, relu=False)  # (N, H/2, W/2, 64)
         with run.step("maxpool", "maxpool", h.shape) as step:
-            x = step.done(self._max_pool_relu(h, buffers))  # (N, H/4, W/4, 64)
+            x = step.done(self._max_pool_relu(h, buffers, run.workspace_bytes))  # (N, H/4, W/4, 64)
         buffers.give(h)
         for block in self.blocks:
             x = self._block(block, x, buffers, run)
@@ -395,7 +387,7 @@ def _kind(conv, x, out_shape, on_device=False) -> str:
     """How a call of ``conv`` on ``x`` runs: "winograd", "pointwise" (no columns) or "im2col"."""
     if on_device:
         return "pointwise" if pointwise(conv) else "im2col"
-    if isinstance(conv, WinogradConv):
+    while isinstance(conv, WinogradConv):
         if conv.uses_winograd(out_shape):
             return "winograd"
         conv = conv.fallback
@@ -455,12 +447,15 @@ def fuse(
     winograd : {True, "F4", "F2", False}
         How the stride-1 3×3 convolutions run: ``"F4"``, Winograd F(4×4,3×3) (4× fewer
         multiplications; its transformed weights take 4× the memory of those convolutions'
-        weights, held beside them: ResNet-18 +144 MiB); ``"F2"``, F(2×2,3×3) (2.25× fewer,
-        16/9× the memory: +64 MiB, and a logit error bound 4–5× smaller);
-        ``True`` (default): :data:`npresnet.fast.winograd.DEFAULT_WINOGRAD` ("F4", the fastest
-        measured); ``False``: im2col everywhere. Calls with few tiles (batch 1 at 7×7) run by im2col either way. The
-        float32 error bound of each is derived in :mod:`npresnet.fast.winograd`. NumPy only:
-        on a CuPy backend every convolution runs by im2col and one cuBLAS product.
+        weights, held beside them: ResNet-18 +144 MiB, ResNet-50 +125 MiB); ``"F2"``, F(2×2,3×3)
+        (2.25× fewer, 16/9× the memory: +64 MiB, +56 MiB, and a logit error bound 4–5× smaller);
+        ``True`` (default, :data:`npresnet.fast.winograd.DEFAULT_WINOGRAD`): both held (+208 MiB,
+        +181 MiB), and each call runs the cheaper by :func:`npresnet.fast.winograd.winograd_cost`
+        (F(4×4) unless the call has few tiles for its channels, as 14×14 at batch 1);
+        ``False``: im2col everywhere. Calls with few tiles (batch 1 at 7×7) run by im2col
+        whatever the choice (:data:`npresnet.fast.winograd.MIN_TILES`). The float32 error bound
+        of each is derived in :mod:`npresnet.fast.winograd`. NumPy only: on a CuPy backend every
+        convolution runs by im2col and one cuBLAS product.
     precision : {None, "float32", "tf32", "float16"}
         How the products are computed. None (default): in the model's dtype, float32 or float64,
         exactly as asked (on CuPy, cuBLAS's ``CUBLAS_COMPUTE_32F`` / ``_64F``: never TF32 silently,

@@ -5,7 +5,7 @@ Output position ``o`` of a window with kernel offset ``i`` reads input index ``o
 each kernel offset it copies (or reduces) only the outputs whose input lies inside the image,
 one strided slice, and treats the border strips left over as padding. :mod:`.conv`
 (channels-last im2col), :mod:`.winograd` (tile gather) and the fused max pool
-(:mod:`.model`) walk their windows through :func:`kernel_taps`. Pure integers, no arrays.
+(:mod:`.pool`) walk their windows through :func:`kernel_taps`. Pure integers, no arrays.
 (The reference layers in :mod:`npresnet.functional` pad once instead and need none of this.)
 """
 

@@ -10,10 +10,15 @@ Lavin & Gray (2016), "Fast Algorithms for Convolutional Neural Networks". In one
 derives them. In two dimensions an n×n input tile ``d`` and the kernel ``g`` give the m×m output
 tile ``Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A``.
 
-Two tile sizes, chosen with ``fuse(model, winograd=...)`` (:func:`winograd_tile`):
+Two tile sizes, chosen with ``fuse(model, winograd=...)`` (:func:`winograd_tiles`):
 
 - F(2×2, 3×3), points 0, ±1: 16 products per 4 outputs (2.25× fewer than direct);
 - F(4×4, 3×3), points 0, ±2, ±½: 36 products per 16 outputs (4× fewer).
+
+With ``winograd=True`` (the default) a layer holds both and each call runs the cheaper by
+:func:`winograd_cost` (a layer with few tiles per call, as 14×14 at batch 1, reads the 36/16×
+larger F(4×4) weight for little saving); with ``"F4"`` or ``"F2"`` only that one. Either way a
+call with fewer than :data:`MIN_TILES` tiles runs by im2col.
 
 **Rounding error.** Each stage below is a sum whose float32 result is the exact sum with every
 term perturbed by a factor ``1 + θ``, ``|θ| ≤ γ_k = k u / (1 - k u)`` for ``k`` roundings on the
@@ -75,6 +80,8 @@ __all__ = [
     "winograd_matrices",
     "winograd_weight",
     "winograd_tile",
+    "winograd_tiles",
+    "winograd_cost",
     "is_winograd_eligible",
     "TILES",
     "DEFAULT_WINOGRAD",
@@ -83,8 +90,8 @@ __all__ = [
 R = 3  # kernel size r
 TILES = {"F2": 2, "F4": 4}
 """The ``winograd`` choices of :func:`npresnet.fast.fuse` and their output tile sizes m."""
-DEFAULT_WINOGRAD = "F4"
-"""What ``winograd=True`` (the default) means; see :func:`winograd_tile`."""
+DEFAULT_WINOGRAD = "F4+F2"
+"""What ``winograd=True`` (the default) means: both tile sizes held, the cheaper run; see :func:`winograd_tiles`."""
 MIN_TILES = {2: 24, 4: 20}
 """Below this many tiles in a call (by tile size m), reading the (m+2)²/9 times larger transformed
 weight costs more than the products save, so :class:`WinogradConv` hands the call to im2col.
@@ -97,19 +104,51 @@ POINTS = {2: (0.0, 1.0, -1.0), 4: (0.0, 2.0, -2.0, 0.5, -0.5)}
 are exact in float32; for m = 4 the set of least amplification (module docstring)."""
 
 
-def winograd_tile(winograd) -> int | None:
-    """Return the output tile size m for :func:`npresnet.fast.fuse`'s ``winograd`` option, or None for im2col.
+WEIGHT_READ_MACS = 30
+""":func:`winograd_cost`'s price of reading one transformed weight, in multiply-adds."""
+TRANSFORM_MACS = 24
+""":func:`winograd_cost`'s price of one element of the input or output tiles (gather, two transform passes,
+scatter), in multiply-adds."""
 
-    ``True``: :data:`DEFAULT_WINOGRAD`; ``"F2"``: 2; ``"F4"``: 4; ``False``: None.
+
+def winograd_tiles(winograd) -> tuple[int, ...]:
+    """Return the output tile sizes m held for :func:`npresnet.fast.fuse`'s ``winograd`` option, largest first.
+
+    ``True``: (4, 2) (:data:`DEFAULT_WINOGRAD`: each call runs the cheaper, :func:`winograd_cost`);
+    ``"F4"``: (4,); ``"F2"``: (2,); ``False``: () (im2col only).
     Anything else is refused with a one-line ValueError naming the argument.
     """
     if winograd is True:
-        winograd = DEFAULT_WINOGRAD
+        return (4, 2)
     if winograd is False:
-        return None
+        return ()
     if isinstance(winograd, str) and winograd in TILES:
-        return TILES[winograd]
+        return (TILES[winograd],)
     raise ValueError(f"fuse: winograd={winograd!r}, expected True, False, 'F2' or 'F4'")
+
+
+def winograd_tile(winograd) -> int | None:
+    """Return the largest output tile size m of ``winograd`` (:func:`winograd_tiles`), or None for im2col."""
+    tiles = winograd_tiles(winograd)
+    return tiles[0] if tiles else None
+
+
+def winograd_cost(m: int, tiles: int, C: int, O: int) -> float:
+    """Estimated cost of one F(m×m, 3×3) call on ``tiles`` tiles, C → O channels, in multiply-adds.
+
+    ``n² (T·C·O + WEIGHT_READ_MACS·C·O + TRANSFORM_MACS·T·(C + O))``, n = m + 2: the tile products,
+    reading the transformed weight ``U`` once (memory-bound when T is small), and the per-element
+    work around the products. F(4×4) does fewer products per output than F(2×2) (36 per 16 outputs
+    against 16 per 4), but reads 36/16× the weight, so with few tiles per call (14×14 at batch 1:
+    16 tiles, against F(2×2)'s 49) F(2×2) wins. The two prices were fitted to single-layer times
+    (``OPENBLAS_NUM_THREADS=1 python benchmarks/winograd_estimate.py``, CPU time, AMD EPYC Zen 4,
+    SkylakeX kernels: ResNet-18's four stride-1 3×3 layers at batches 1 and 8, 7×7×512 at batches
+    2–6, 14×14×256 at batch 2). With ``WEIGHT_READ_MACS`` 30, any ``TRANSFORM_MACS`` from 0 to 56
+    makes :meth:`WinogradConv.uses_winograd` (this comparison and :data:`MIN_TILES`) pick the
+    fastest of F(2×2), F(4×4) and im2col in all thirteen cases; 24 sits inside that range.
+    """
+    n = m + R - 1
+    return n * n * (tiles * C * O + WEIGHT_READ_MACS * C * O + TRANSFORM_MACS * tiles * (C + O))
 
 
 def winograd_matrices(m: int = 4):
@@ -181,8 +220,10 @@ class WinogradConv:
         fixes the output tile size ``m`` (16: F(2×2,3×3), 36: F(4×4,3×3)).
     bias : array, shape (O,)
     padding : (int, int)
-    fallback : FusedConv, optional
-        The same convolution by im2col, run instead on calls with fewer than :data:`MIN_TILES` tiles.
+    fallback : FusedConv or WinogradConv, optional
+        The same convolution by im2col, run instead on calls with fewer than :data:`MIN_TILES` tiles;
+        or by a smaller tile (itself with an im2col fallback), run instead where it is cheaper by
+        :func:`winograd_cost` (:meth:`uses_winograd`).
     """
 
     def __init__(self, U, bias, padding, fallback=None):
@@ -206,11 +247,27 @@ class WinogradConv:
             raise ValueError(f"a 3x3 kernel with padding {self.padding} does not fit an input of size {(H, W)}")
         return N, out_h, out_w, self.out_channels
 
-    def uses_winograd(self, out_shape) -> bool:
-        """Whether a call with NHWC output ``out_shape`` runs Winograd (else it goes to the fallback)."""
+    def tile_count(self, out_shape) -> int:
+        """Tiles of a call with NHWC output ``out_shape``: ``N ⌈out_h/m⌉ ⌈out_w/m⌉``."""
         N, out_h, out_w, _ = out_shape
-        tiles = N * -(-out_h // self.m) * -(-out_w // self.m)
-        return self.fallback is None or tiles >= MIN_TILES[self.m]
+        return N * -(-out_h // self.m) * -(-out_w // self.m)
+
+    def uses_winograd(self, out_shape) -> bool:
+        """Whether a call with NHWC output ``out_shape`` runs this tile size (else it goes to the fallback).
+
+        It does with no fallback; not below :data:`MIN_TILES` tiles; and with a smaller tile as the
+        fallback, only if that one would not run or costs more (:func:`winograd_cost`).
+        """
+        if self.fallback is None:
+            return True
+        tiles = self.tile_count(out_shape)
+        if tiles < MIN_TILES[self.m]:
+            return False
+        smaller = self.fallback
+        if not isinstance(smaller, WinogradConv) or not smaller.uses_winograd(out_shape):
+            return True
+        C, O = self.in_channels, self.out_channels
+        return winograd_cost(self.m, tiles, C, O) <= winograd_cost(smaller.m, smaller.tile_count(out_shape), C, O)
 
     def plan(self, x_shape, out_shape, itemsize: int, workspace_bytes: int):
         """Tiles per row ``tw``, scratch elements per tile, and the chunks ``(n0, n1, t0, t1)`` of a call.

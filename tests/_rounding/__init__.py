@@ -35,12 +35,13 @@ The operations, their term counts ``n`` and magnitudes ``m`` (``|·|`` elementwi
 ``fused`` (:mod:`npresnet.fast`: batch norm folded into the convolution, weights rounded once)
     im2col then GEMM: ``n = K + 3`` (the GEMM, the weight's and the bias's rounding, the bias add),
     ``m = conv(|a|, |W'|) + |b'|``; a stride-1 3×3 convolution may instead run as Winograd F(m×m, 3×3)
-    (m = 2 or 4, n = m + 2, as ``fuse``'s ``winograd`` option says) with transforms ``Aᵀ, G, Bᵀ``
+    (m = 2 or 4, n = m + 2, as ``fuse``'s ``winograd`` option says; with ``True`` either, per call)
+    with transforms ``Aᵀ, G, Bᵀ``
     (``y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A`` per tile, summed over the ``C`` channels): ``Bᵀ d B`` in two
     passes of ``n`` terms, the channel sum (``C``), ``Aᵀ · A`` in two passes of ``n``, the transformed
     weight's rounding, the bias's and the bias add give ``n = C + 4(m+2) + 3``,
     ``m = |Aᵀ|[Σ_c |U_c| ⊙ (|Bᵀ||d_c||B|)]|A| + |b'|`` (:mod:`npresnet.fast.winograd` derives it);
-    which algorithm runs depends on the batch, so the larger of the two is used.
+    which algorithm runs depends on the batch, so the largest of those it may run is used.
 both
     residual add: ``n = 2``, ``m = |identity| + |z|``;
     global average pool over ``HW`` pixels: ``n = HW + 1``, ``m = mean|a|``;
@@ -59,7 +60,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from npresnet.fast.winograd import is_winograd_eligible, winograd_matrices, winograd_tile
+from npresnet.fast.winograd import is_winograd_eligible, winograd_matrices, winograd_tiles
 
 __all__ = [
     "U32",
@@ -83,7 +84,7 @@ class _Terms:
         if mode not in ("reference", "fused"):
             raise ValueError(f"mode must be 'reference' or 'fused', got {mode!r}")
         self.mode = mode
-        self.tile = winograd_tile(winograd)  # the fused path's Winograd output tile size m, or None
+        self.tiles = winograd_tiles(winograd)  # the fused path's Winograd output tile sizes m it may run
         self.z: list[torch.Tensor] = []
         self.variance: list[torch.Tensor] = []
 
@@ -136,10 +137,12 @@ def _conv_bn(terms: _Terms, conv, bn, a):
     z = _conv(conv, a, weight, shift)
     b = shift.abs()[None, :, None, None]
     n, m = K + 3, _conv(conv, a.abs(), weight.abs(), None) + b
-    if terms.tile is not None and is_winograd_eligible(conv):  # the fused path's own rule; the larger n·m²
-        n_w = a.shape[1] + 4 * (terms.tile + 2) + 3
-        m_w = _abs_winograd(a.abs(), weight, conv.padding, terms.tile) + b
-        m = torch.maximum(m * n**0.5, m_w * n_w**0.5)
+    if terms.tiles and is_winograd_eligible(conv):  # the fused path's own rule; the largest n·m² of those it may run
+        m = m * n**0.5
+        for tile in terms.tiles:
+            n_w = a.shape[1] + 4 * (tile + 2) + 3
+            m_w = _abs_winograd(a.abs(), weight, conv.padding, tile) + b
+            m = torch.maximum(m, m_w * n_w**0.5)
         n = 1
     return terms.add(z, n, m)
 
@@ -239,7 +242,7 @@ def logit_bounds(
     exact, bounds : numpy.ndarray float64, shape (n,)
     """
     x = np.asarray(x)
-    key = _fingerprint(model, x, mode, random_classes, seed, winograd_tile(winograd))
+    key = _fingerprint(model, x, mode, random_classes, seed, winograd_tiles(winograd))
     if key not in _LOGIT_BOUNDS:  # the same model and input on another backend reuse the bounds
         _LOGIT_BOUNDS[key] = _logit_bounds(model, x, mode, random_classes, seed, winograd)
     return _LOGIT_BOUNDS[key]

@@ -422,7 +422,7 @@ def test_winograd_conv_equals_torch_conv_then_batch_norm(data, m, pad, budget, b
     _assert_conv_and_epilogue(wino, x, expected, budget, rng)
 
 
-@pytest.mark.parametrize("winograd, m", [(True, 4), ("F4", 4), ("F2", 2)])
+@pytest.mark.parametrize("winograd, m", [("F4", 4), ("F2", 2)])
 def test_fuse_uses_winograd_for_stride_1_3x3_convolutions_only(resnet50_pair, winograd, m):
     _, model = resnet50_pair
     fused, plain = fuse(model, winograd=winograd), fuse(model, winograd=False)
@@ -433,6 +433,50 @@ def test_fuse_uses_winograd_for_stride_1_3x3_convolutions_only(resnet50_pair, wi
     assert all(c.m == m and c.U.shape[0] == (m + 2) ** 2 and isinstance(c.fallback, FusedConv) for c in wino)
     assert not any(isinstance(c, WinogradConv) for b in plain.blocks for c in b.convs)
     assert isinstance(fused.stem, FusedConv)
+
+
+def test_default_winograd_holds_both_tiles_and_each_call_runs_the_cheaper(resnet18_pair):
+    """winograd=True: every stride-1 3×3 convolution is F(4×4) → F(2×2) → im2col, and a call runs
+    F(4×4) only if it has MIN_TILES tiles and the cost n²(T·C·O + 30·C·O + 24·T·(C+O)), written out
+    here, is not above F(2×2)'s (where F(2×2) would run); F(2×2) against im2col by its tile count alone."""
+    fused = fuse(resnet18_pair[1])
+    assert fused.winograd == "F4+F2"
+    convs = [c for b in fused.blocks for c in b.convs if isinstance(c, WinogradConv)]
+    assert len(convs) == 16 - 3  # every 3×3 of the eight blocks but the stride-2 first of layers 2–4
+    assert all(c.m == 4 and c.fallback.m == 2 for c in convs)
+    assert all(isinstance(c.fallback.fallback, FusedConv) for c in convs)
+
+    def cost(n, T, C):
+        return n * n * (T * C * C + 30 * C * C + 24 * T * 2 * C)
+
+    by_channels = {c.in_channels: c for c in convs}
+    # (N, side, C): tiles of F(4×4) and F(2×2), and which runs
+    for N, side, C, runs in [(8, 56, 64, 4), (8, 14, 256, 4), (1, 14, 256, 2), (2, 14, 256, 2), (1, 7, 512, None)]:
+        conv, shape = by_channels[C], (N, side, side, C)
+        T4, T2 = N * ((side + 3) // 4) ** 2, N * ((side + 1) // 2) ** 2
+        four = T4 >= 20 and not (T2 >= 24 and cost(6, T4, C) > cost(4, T2, C))
+        assert (four, not four and T2 >= 24) == (runs == 4, runs == 2)
+        assert conv.uses_winograd(shape) == four  # else the call goes to F(2×2) ...
+        assert conv.fallback.uses_winograd(shape) == (T2 >= 24)  # ... which runs it or hands it to im2col
+
+
+def test_default_winograd_with_both_tiles_and_im2col_in_one_pass_matches_torchvision():
+    """Batch 4 at 64×64: layer1 (16×16) runs F(4×4), layer2 (8×8) F(2×2), layers 3–4 im2col;
+    float64 to 1e-10 and float32 within the bound covering every algorithm a layer may run."""
+    tv, model = _pair_models("resnet18", seed=7)
+    x = _input((4, 3, 64, 64))
+    fused = fuse(model)
+    ran = {}
+    for block in fused.blocks:
+        conv = block.convs[-1]  # a stride-1 3×3 convolution of each stage
+        side = 16 * 64 // conv.in_channels  # 16, 8, 4, 2: each stage halves the side, doubles the channels
+        shape = (4, side, side, conv.out_channels)
+        ran[conv.in_channels] = 4 if conv.uses_winograd(shape) else 2 if conv.fallback.uses_winograd(shape) else 0
+    assert ran == {64: 4, 128: 2, 256: 0, 512: 0}
+    assert_within_float32_bounds(fused(x), tv, x)
+    tv64, model64 = _pair_models("resnet18", dtype=torch.float64, seed=7)
+    out64 = fuse(model64)(x.astype(np.float64))
+    assert relative_error(out64, torch_forward(tv64, x.astype(np.float64))) < F64_TOL
 
 
 @pytest.mark.parametrize("winograd", ["F3", "f4", 4, 2.0, "", "on", None])
