@@ -20,7 +20,7 @@ product, compounded over the network's depth): it is a different precision, not 
 
 TF32_ENGINES = ("torch-tf32",)
 
-FAST_VARIANTS = {"fast-F4": "F4", "fast-F2": "F2", "fast-im2col": False}
+FAST_VARIANTS = {"fast-F4": "F4", "fast-F2": "F2", "fast-auto": "auto", "fast-im2col": False}
 """The fused path with each ``winograd`` choice of :func:`npresnet.fast.fuse`, as engines of their own, so that
 one run times them side by side (``bench.py --winograd F4 F2 im2col``); ``fast`` is the default choice."""
 

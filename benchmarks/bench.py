@@ -182,9 +182,9 @@ def parse_args(argv=None):
         "--winograd",
         nargs="+",
         default=[],
-        choices=["F4", "F2", "im2col"],
+        choices=["F4", "F2", "auto", "im2col"],
         help="also time the fast path with each of these winograd choices (engines fast-F4, fast-F2, "
-        "fast-im2col) beside the default 'fast'; with --profile, profile the first one",
+        "fast-auto, fast-im2col) beside the default 'fast'; with --profile, profile the first one",
     )
     p.add_argument(
         "--threads",

@@ -146,9 +146,9 @@ class FusedResNet:
         Bound on one chunk's im2col columns (or Winograd tiles) plus its output, for every
         convolution (:mod:`npresnet.workspace`); None: the backend's default, read at each call.
         Peak memory is about this plus a few activation-sized buffers (see ``benchmarks/RESULTS.md``).
-    winograd : {True, "F4", "F2", False}
+    winograd : {True, "F4", "F2", "auto", False}
         How the stride-1 3×3 convolutions run; see :func:`fuse`. Kept, resolved, as the
-        attribute ``winograd`` ("F4+F2" for True, "F4", "F2" or False).
+        attribute ``winograd`` ("F4" for True, "F4", "F2", "F4+F2" for "auto", or False).
     precision : {None, "float32", "tf32", "float16"}
         See :func:`fuse`.
 
@@ -444,14 +444,14 @@ def fuse(
     workspace_bytes : int, optional
         Bound on one chunk's im2col columns (or Winograd tiles) plus its output, in bytes
         (:mod:`npresnet.workspace`); None: the backend's default.
-    winograd : {True, "F4", "F2", False}
-        How the stride-1 3×3 convolutions run: ``"F4"``, Winograd F(4×4,3×3) (4× fewer
+    winograd : {True, "F4", "F2", "auto", False}
+        How the stride-1 3×3 convolutions run: ``"F4"`` (and ``True``, the default), Winograd F(4×4,3×3) (4× fewer
         multiplications; its transformed weights take 4× the memory of those convolutions'
         weights, held beside them: ResNet-18 +144 MiB, ResNet-50 +125 MiB); ``"F2"``, F(2×2,3×3)
         (2.25× fewer, 16/9× the memory: +64 MiB, +56 MiB, and a logit error bound 4–5× smaller);
-        ``True`` (default, :data:`npresnet.fast.winograd.DEFAULT_WINOGRAD`): both held (+208 MiB,
-        +181 MiB), and each call runs the cheaper by :func:`npresnet.fast.winograd.winograd_cost`
-        (F(4×4) unless the call has few tiles for its channels, as 14×14 at batch 1);
+        ``"auto"``: both held (+208 MiB, +181 MiB), and each call runs the cheaper by
+        :func:`npresnet.fast.winograd.winograd_cost` (F(4×4) unless the call has few tiles for its
+        channels, as 14×14 at batch 1: 4–7 % less CPU time at batch 1, the same at batch 8);
         ``False``: im2col everywhere. Calls with few tiles (batch 1 at 7×7) run by im2col
         whatever the choice (:data:`npresnet.fast.winograd.MIN_TILES`). The float32 error bound
         of each is derived in :mod:`npresnet.fast.winograd`. NumPy only: on a CuPy backend every

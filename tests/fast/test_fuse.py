@@ -435,11 +435,11 @@ def test_fuse_uses_winograd_for_stride_1_3x3_convolutions_only(resnet50_pair, wi
     assert isinstance(fused.stem, FusedConv)
 
 
-def test_default_winograd_holds_both_tiles_and_each_call_runs_the_cheaper(resnet18_pair):
-    """winograd=True: every stride-1 3×3 convolution is F(4×4) → F(2×2) → im2col, and a call runs
+def test_auto_winograd_holds_both_tiles_and_each_call_runs_the_cheaper(resnet18_pair):
+    """winograd="auto": every stride-1 3×3 convolution is F(4×4) → F(2×2) → im2col, and a call runs
     F(4×4) only if it has MIN_TILES tiles and the cost n²(T·C·O + 30·C·O + 24·T·(C+O)), written out
     here, is not above F(2×2)'s (where F(2×2) would run); F(2×2) against im2col by its tile count alone."""
-    fused = fuse(resnet18_pair[1])
+    fused = fuse(resnet18_pair[1], winograd="auto")
     assert fused.winograd == "F4+F2"
     convs = [c for b in fused.blocks for c in b.convs if isinstance(c, WinogradConv)]
     assert len(convs) == 16 - 3  # every 3×3 of the eight blocks but the stride-2 first of layers 2–4
@@ -460,12 +460,12 @@ def test_default_winograd_holds_both_tiles_and_each_call_runs_the_cheaper(resnet
         assert conv.fallback.uses_winograd(shape) == (T2 >= 24)  # ... which runs it or hands it to im2col
 
 
-def test_default_winograd_with_both_tiles_and_im2col_in_one_pass_matches_torchvision():
-    """Batch 4 at 64×64: layer1 (16×16) runs F(4×4), layer2 (8×8) F(2×2), layers 3–4 im2col;
+def test_auto_winograd_with_both_tiles_and_im2col_in_one_pass_matches_torchvision():
+    """winograd="auto", batch 4 at 64×64: layer1 (16×16) runs F(4×4), layer2 (8×8) F(2×2), layers 3–4 im2col;
     float64 to 1e-10 and float32 within the bound covering every algorithm a layer may run."""
     tv, model = _pair_models("resnet18", seed=7)
     x = _input((4, 3, 64, 64))
-    fused = fuse(model)
+    fused = fuse(model, winograd="auto")
     ran = {}
     for block in fused.blocks:
         conv = block.convs[-1]  # a stride-1 3×3 convolution of each stage
@@ -473,15 +473,15 @@ def test_default_winograd_with_both_tiles_and_im2col_in_one_pass_matches_torchvi
         shape = (4, side, side, conv.out_channels)
         ran[conv.in_channels] = 4 if conv.uses_winograd(shape) else 2 if conv.fallback.uses_winograd(shape) else 0
     assert ran == {64: 4, 128: 2, 256: 0, 512: 0}
-    assert_within_float32_bounds(fused(x), tv, x)
+    assert_within_float32_bounds(fused(x), tv, x, winograd="auto")
     tv64, model64 = _pair_models("resnet18", dtype=torch.float64, seed=7)
-    out64 = fuse(model64)(x.astype(np.float64))
+    out64 = fuse(model64, winograd="auto")(x.astype(np.float64))
     assert relative_error(out64, torch_forward(tv64, x.astype(np.float64))) < F64_TOL
 
 
-@pytest.mark.parametrize("winograd", ["F3", "f4", 4, 2.0, "", "on", None])
+@pytest.mark.parametrize("winograd", ["F3", "f4", 4, 2.0, "", "on", None, "Auto"])
 def test_bad_winograd_choice_is_refused_naming_the_argument(resnet18_pair, winograd):
-    with pytest.raises(ValueError, match=r"^fuse: winograd=.*expected True, False, 'F2' or 'F4'$"):
+    with pytest.raises(ValueError, match=r"^fuse: winograd=.*expected True, False, 'F2', 'F4' or 'auto'$"):
         fuse(resnet18_pair[1], winograd=winograd)
 
 
