@@ -118,7 +118,7 @@ class _Buffers:
         """Return flat scratch array ``slot``, at least ``size`` long.
 
         Slot 0: im2col columns or Winograd tiles; 1: a residual chunk's product or Winograd's second
-        buffer; 2: the stem's padded input.
+        buffer.
         """
         scratch = self.scratch.get(slot)
         if scratch is None or scratch.size < size:
