@@ -21,10 +21,17 @@ place while the chunk is still in cache.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..backend import get_array_module
 from ..shapes import conv_output_size
 from ..workspace import resolve_workspace_bytes, workspace_chunks
 from .taps import kernel_taps
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._typing import Array, Shape
 
 __all__ = ["FusedConv"]
 
@@ -41,7 +48,16 @@ class FusedConv:
     groups : int
     """
 
-    def __init__(self, weight, bias, kernel_size, stride, padding, dilation, groups):
+    def __init__(
+        self,
+        weight: Array,
+        bias: Array,
+        kernel_size: tuple[int, int],
+        stride: tuple[int, int],
+        padding: tuple[int, int],
+        dilation: tuple[int, int],
+        groups: int,
+    ) -> None:
         self.weight, self.bias = weight, bias
         self.kernel_size, self.stride, self.padding, self.dilation = kernel_size, stride, padding, dilation
         self.groups = groups
@@ -49,21 +65,30 @@ class FusedConv:
         kh, kw = kernel_size
         self.in_channels, self.out_channels = K // (kh * kw) * G, Og * G
         self.pointwise = kernel_size == (1, 1) and padding == (0, 0) and groups == 1
-        self.weight2d = weight[0] if groups == 1 else None  # (K, O)
+        self.weight2d: Array | None = weight[0] if groups == 1 else None  # (K, O)
         self.row_window_max = 64  # use the row-window copies when kw*C is at most this many floats
 
     def uses_row_windows(self, in_channels: int) -> bool:
         """Whether the columns are copied by kernel rows (few channels, as the stem) rather than by offsets."""
         return self.groups == 1 and in_channels * self.kernel_size[1] <= self.row_window_max and self.dilation[1] == 1
 
-    def output_shape(self, shape) -> tuple[int, int, int, int]:
+    def output_shape(self, shape: Shape) -> tuple[int, int, int, int]:
         """NHWC output shape for an NHWC input ``shape`` (ValueError if the window does not fit)."""
         N, H, W, _ = shape
         args = zip((H, W), self.kernel_size, self.stride, self.padding, self.dilation)
         out_h, out_w = (conv_output_size(*a) for a in args)
         return N, out_h, out_w, self.out_channels
 
-    def __call__(self, x, out, residual=False, relu=False, workspace=None, workspace_bytes=None, clock=None):
+    def __call__(
+        self,
+        x: Array,
+        out: Array,
+        residual: bool = False,
+        relu: bool = False,
+        workspace: Callable[[int, int], Array] | None = None,
+        workspace_bytes: int | None = None,
+        clock: Callable[[str], object] | None = None,
+    ) -> Array:
         """``out = [relu](conv(x) + bias [+ out])``, in place.
 
         Parameters
@@ -136,7 +161,7 @@ class FusedConv:
                 clock("epilogue")
         return out
 
-    def _im2col(self, x, cols, y0: int, y1: int, out_w: int):
+    def _im2col(self, x: Array, cols: Array, y0: int, y1: int, out_w: int) -> None:
         """Fill ``cols`` (groups, n, y1-y0, out_w, kh, kw, C/groups) for output rows ``y0:y1`` of images ``x``.
 
         ``cols[g, n, oy, ox, i, j, c]`` is ``x[n, iy, ix, g*Cg + c]`` with
@@ -147,13 +172,13 @@ class FusedConv:
         taps = kernel_taps((H, W), (y0, y1), (0, out_w), self.kernel_size, self.stride, self.padding, self.dilation)
         for i, j, t in taps:
             dst = cols[:, :, :, :, i, j]  # (G, n, rows, out_w, Cg)
-            if t.dst is not None:
+            if t.dst is not None and t.src is not None:
                 src = x[:, t.src[0], t.src[1]]  # (n, rows', cols', C)
                 dst[:, :, t.dst[0], t.dst[1]] = src.reshape(*src.shape[:3], G, C // G).transpose(3, 0, 1, 2, 4)
             for r, c in t.strips:  # the implicit padding this offset reads
                 dst[:, :, r, c] = 0
 
-    def _pad(self, x):
+    def _pad(self, x: Array) -> Array:
         """Return ``x`` (N, H, W, C) copied into a new ``(N, H + 2ph, W + 2pw, C)`` array with zero borders.
 
         A temporary, not a workspace slot: held across calls it would raise the fused path's resident
@@ -164,7 +189,7 @@ class FusedConv:
         """
         N, H, W, C = x.shape
         ph, pw = self.padding
-        xpad = get_array_module(x).empty((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
+        xpad: Array = get_array_module(x).empty((N, H + 2 * ph, W + 2 * pw, C), dtype=x.dtype)
         xpad[:, :ph] = 0
         xpad[:, ph + H :] = 0
         xpad[:, ph : ph + H, :pw] = 0
@@ -177,7 +202,7 @@ class FusedConv:
             inner[...] = x
         return xpad
 
-    def _im2col_rows(self, xpad, cols, y0: int, y1: int, out_w: int):
+    def _im2col_rows(self, xpad: Array, cols: Array, y0: int, y1: int, out_w: int) -> None:
         """Fill ``cols`` (n, y1-y0, out_w, kh, kw, C) from the padded contiguous ``xpad`` (n, Hp, Wp, C).
 
         For kernel row ``i`` the ``kw*C`` taps of output pixel ``(oy, ox)`` are the contiguous run

@@ -220,10 +220,10 @@ def _no_workspace(n: int, slot: int) -> Array:
 
 
 def _im2col_conv(conv: FusedConv | WinogradConv) -> FusedConv:
-    """Return the convolution the device runs: ``conv`` itself, or a Winograd convolution's im2col fallback."""
-    if not isinstance(conv, WinogradConv):
-        return conv
-    fallback: FusedConv | None = conv.fallback
+    """Return the convolution the device runs: ``conv``, or the im2col fallback at the end of a Winograd chain."""
+    fallback: FusedConv | WinogradConv | None = conv
+    while isinstance(fallback, WinogradConv):  # F(4×4) -> F(2×2) -> im2col (fast.model)
+        fallback = fallback.fallback
     if fallback is None:  # the fused model gives every Winograd convolution one (fast.model)
         raise ValueError("DeviceOps: a Winograd convolution without an im2col fallback cannot run on the device")
     return fallback

@@ -9,14 +9,20 @@ and cast once to the model's dtype, so it adds a single rounding per weight.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy
 
 from ..backend import to_numpy
 
+if TYPE_CHECKING:
+    from .._typing import Array
+    from ..nn import BatchNorm2d, Conv2d
+
 __all__ = ["fold_batch_norm", "gemm_weight"]
 
 
-def fold_batch_norm(conv, bn):
+def fold_batch_norm(conv: Conv2d, bn: BatchNorm2d | None) -> tuple[Array, Array]:
     """Fold ``bn`` (a ``BatchNorm2d`` in eval mode) into ``conv`` (a ``Conv2d``).
 
     Parameters
@@ -46,7 +52,7 @@ def fold_batch_norm(conv, bn):
     return weight * scale[:, None, None, None], beta + (bias - mean) * scale
 
 
-def gemm_weight(weight, groups: int):
+def gemm_weight(weight: Array, groups: int) -> Array:
     """Reorder a convolution weight for a channels-last matrix product.
 
     Parameters

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -42,13 +42,20 @@ from .profile import LayerTime, PhaseClock
 from .winograd import WinogradConv, is_winograd_eligible, winograd_tiles, winograd_weight
 
 if TYPE_CHECKING:
-    from .._typing import Array
-    from ..models.resnet import ResNet
+    import types
+    from collections.abc import Callable
+
+    from .._typing import Array, Shape
+    from ..models.resnet import BlockLayout, ResNet
+    from ..nn import BatchNorm2d, Conv2d
+    from .pool import PoolGeometry
 
 __all__ = ["fuse", "FusedResNet"]
 
 
-def _fused_conv(conv, bn, backend, dtype, tiles=()):
+def _fused_conv(
+    conv: Conv2d, bn: BatchNorm2d | None, backend: str, dtype: numpy.dtype[Any], tiles: tuple[int, ...] = ()
+) -> FusedConv | WinogradConv:
     """Fold ``bn`` into ``conv`` (in float64), lay the weight out for NHWC, cast and move it.
 
     With output ``tiles`` sizes m (largest first, from ``(4, 2)``), an eligible convolution (3×3,
@@ -61,7 +68,7 @@ def _fused_conv(conv, bn, backend, dtype, tiles=()):
     weight, bias = fold_batch_norm(conv, bn)
     bias = to_backend(bias.astype(dtype), backend)
     gemm = gemm_weight(weight, conv.groups).astype(dtype)  # (groups, kh*kw*C/groups, O/groups)
-    fused = FusedConv(
+    fused: FusedConv | WinogradConv = FusedConv(
         to_backend(gemm, backend), bias, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
     )
     if not is_winograd_eligible(conv):
@@ -75,12 +82,12 @@ def _fused_conv(conv, bn, backend, dtype, tiles=()):
 class _FusedBlock:
     """One residual block, from its :class:`npresnet.models.BlockLayout`, as a list of fused convolutions."""
 
-    def __init__(self, layout, backend, dtype, tiles):
+    def __init__(self, layout: BlockLayout, backend: str, dtype: numpy.dtype[Any], tiles: tuple[int, ...]) -> None:
         self.names = [pair.name for pair in layout.main]
         self.convs = [_fused_conv(pair.conv, pair.bn, backend, dtype, tiles) for pair in layout.main]
         ds = layout.downsample
         self.downsample = None if ds is None else _fused_conv(ds.conv, ds.bn, backend, dtype)
-        self.downsample_name = None if ds is None else ds.name
+        self.downsample_name = "" if ds is None else ds.name  # "": no downsample
 
 
 class _Buffers:
@@ -91,12 +98,13 @@ class _Buffers:
     every time, so after the first call at a given input size nothing is allocated.
     """
 
-    def __init__(self, xp, dtype):
+    def __init__(self, xp: types.ModuleType, dtype: numpy.dtype[Any]) -> None:
         self.xp, self.dtype = xp, dtype
-        self.free, self.busy = [], {}
-        self.scratch = {}
+        self.free: list[Array] = []
+        self.busy: dict[int, Array] = {}  # id(view handed out) -> its flat buffer
+        self.scratch: dict[int, Array] = {}  # slot -> flat scratch array
 
-    def take(self, shape):
+    def take(self, shape: Shape) -> Array:
         size = math.prod(shape)
         fits = [b for b in self.free if b.size >= size]
         if fits:
@@ -107,20 +115,20 @@ class _Buffers:
                 largest = max(self.free, key=lambda b: b.size)
                 self.free = [b for b in self.free if b is not largest]
             buf = self.xp.empty(size, dtype=self.dtype)
-        view = buf[:size].reshape(shape)
+        view: Array = buf[:size].reshape(shape)
         self.busy[id(view)] = buf
         return view
 
-    def give(self, view):
+    def give(self, view: Array) -> None:
         self.free.append(self.busy.pop(id(view)))
 
-    def workspace(self, size, slot=0):
+    def workspace(self, size: int, slot: int = 0) -> Array:
         """Return flat scratch array ``slot``, at least ``size`` long.
 
         Slot 0: im2col columns or Winograd tiles; 1: a residual chunk's product or Winograd's second
         buffer.
         """
-        scratch = self.scratch.get(slot)
+        scratch: Array | None = self.scratch.get(slot)
         if scratch is None or scratch.size < size:
             scratch = self.scratch[slot] = self.xp.empty(size, dtype=self.dtype)
         return scratch[:size]
@@ -181,7 +189,7 @@ class FusedResNet:
         self.stem = _fused_conv(layout.stem.conv, layout.stem.bn, self.backend, self.dtype)
         self.stem_name = layout.stem.name
         pool = layout.maxpool
-        self.pool = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
+        self.pool: PoolGeometry = (pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode)
         self.winograd = "+".join(f"F{m}" for m in tiles) or False
         on_host = self._device is None  # on a device every convolution runs by im2col: no Winograd weights
         self.blocks = [_FusedBlock(b, self.backend, self.dtype, tiles if on_host else ()) for b in layout.blocks]
@@ -197,7 +205,7 @@ class FusedResNet:
         """Raise a clear error unless ``x`` is an (N, C, H, W) floating array of the fused model's dtype and backend."""
         check_image_batch(x, self.in_channels, self.dtype, self.backend, owner="the fused model")
 
-    def _buffers(self, xp) -> _Buffers:
+    def _buffers(self, xp: types.ModuleType) -> _Buffers:
         buffers = getattr(self._local, "buffers", None)
         if buffers is None:
             storage = self.dtype if self._device is None else self._device.storage  # float16 in float16 mode
@@ -213,7 +221,16 @@ class FusedResNet:
         """Release this thread's cached buffers."""
         self._local.buffers = None
 
-    def _conv(self, conv: FusedConv, x, buffers, run, name, relu=True, out=None):
+    def _conv(
+        self,
+        conv: FusedConv | WinogradConv,
+        x: Array,
+        buffers: _Buffers,
+        run: _Run,
+        name: str,
+        relu: bool = True,
+        out: Array | None = None,
+    ) -> Array:
         """Run ``conv`` on NHWC ``x`` into a fresh buffer, or with ``out`` given, add into it (the residual).
 
         On a CuPy backend the convolution runs GPU-native (:meth:`.device.DeviceOps.conv`).
@@ -226,10 +243,10 @@ class FusedResNet:
                 f"the activation has spatial size {x.shape[1:3]}: {exc}"
             ) from None
         residual = out is not None
-        if not residual:
+        if out is None:
             out = buffers.take(shape)
-        execute = conv if self._device is None else functools.partial(self._device.conv, conv)
-        if run.records is None:
+        execute: Callable[..., Array] = conv if self._device is None else functools.partial(self._device.conv, conv)
+        if run.clock is None or run.records is None:
             return execute(x, out, residual, relu, buffers.workspace, run.workspace_bytes)
         run.clock.start()
         execute(x, out, residual, relu, buffers.workspace, run.workspace_bytes, run.clock)
@@ -248,11 +265,11 @@ class FusedResNet:
         )
         return out
 
-    def _max_pool_relu(self, x, buffers, workspace_bytes):
+    def _max_pool_relu(self, x: Array, buffers: _Buffers, workspace_bytes: int) -> Array:
         """Compute ``relu(max_pool(x))`` on NHWC ``x`` into a fresh buffer (:func:`.pool.max_pool_relu`)."""
         return max_pool_relu(x, buffers.take(self._pool_shape(x.shape)), self.pool, buffers.workspace, workspace_bytes)
 
-    def _pool_shape(self, shape) -> tuple[int, int, int, int]:
+    def _pool_shape(self, shape: Shape) -> tuple[int, int, int, int]:
         """Return the max pool's NHWC output shape for an NHWC input ``shape``.
 
         A ValueError names the size if it is too small.
@@ -298,16 +315,16 @@ class FusedResNet:
         """
         xp = get_array_module(x)
         sync = xp.cuda.Device().synchronize if getattr(xp, "__name__", "") == "cupy" else None
-        records = []
+        records: list[LayerTime] = []
         self._forward(x, _Run(self._workspace_bytes(x), PhaseClock(sync), records))
         return records
 
-    def _workspace_bytes(self, x) -> int:
+    def _workspace_bytes(self, x: Array) -> int:
         return resolve_workspace_bytes(self.workspace_bytes, get_array_module(x))
 
-    def _forward(self, x, run):
+    def _forward(self, x: Array, run: _Run) -> Array:
         if self._device is not None:
-            return self._device_forward(x, run)
+            return self._device_forward(self._device, x, run)
         self.check_input(x)
         xp = get_array_module(x)
         buffers = self._buffers(xp)
@@ -323,12 +340,12 @@ class FusedResNet:
             N, H, W, C = x.shape
             pooled = x.reshape(N, H * W, C).mean(axis=1)  # (N, C): adaptive average pool to 1×1
             buffers.give(x)
-            logits = pooled @ self.fc_weight  # (N, num_classes)
+            logits: Array = pooled @ self.fc_weight  # (N, num_classes)
             logits += self.fc_bias
             step.done(logits)
         return logits
 
-    def _device_forward(self, x, run):
+    def _device_forward(self, device: DeviceOps, x: Array, run: _Run) -> Array:
         """Run the forward pass on a CuPy device: the same walk, each step a constant number of launches."""
         self.check_input(x)
         xp = get_array_module(x)
@@ -340,16 +357,16 @@ class FusedResNet:
         h = self._conv(self.stem, x_nhwc, buffers, run, self.stem_name, relu=True)  # (N, H/2, W/2, 64)
         buffers.give(x_nhwc)
         with run.step("maxpool", "maxpool", h.shape) as step:
-            x = step.done(self._device.max_pool(h, self.pool, buffers.take(self._pool_shape(h.shape))))
+            x = step.done(device.max_pool(h, self.pool, buffers.take(self._pool_shape(h.shape))))
         buffers.give(h)
         for block in self.blocks:
             x = self._block(block, x, buffers, run)
         with run.step("avgpool+fc", "head", x.shape) as step:
-            logits = step.done(self._device.head(x, self.fc_weight, self.fc_bias))  # (N, num_classes)
+            logits = step.done(device.head(x, self.fc_weight, self.fc_bias))  # (N, num_classes)
         buffers.give(x)
         return logits
 
-    def _block(self, block: _FusedBlock, x, buffers, run):
+    def _block(self, block: _FusedBlock, x: Array, buffers: _Buffers, run: _Run) -> Array:
         """``relu(convs(x) + shortcut(x))``; the output is written over the shortcut's buffer."""
         identity = x
         if block.downsample is not None:
@@ -367,13 +384,13 @@ class FusedResNet:
         return out
 
 
-def _check_precision(precision, dtype, backend, on_device) -> str:
+def _check_precision(precision: str | None, dtype: numpy.dtype[Any], backend: str, on_device: bool) -> str:
     """Return the precision mode for a model of ``dtype`` on ``backend``.
 
     The dtype's name when None; a clear error for a mode the model cannot run.
     """
     if precision is None:
-        return dtype.name
+        return str(dtype.name)
     if precision not in PRECISIONS:
         raise ValueError(f"fuse: precision={precision!r}, expected None or one of {PRECISIONS}")
     if dtype != numpy.float32:
@@ -383,12 +400,12 @@ def _check_precision(precision, dtype, backend, on_device) -> str:
     return precision
 
 
-def _kind(conv, x, out_shape, on_device=False) -> str:
+def _kind(conv: FusedConv | WinogradConv, x: Array, out_shape: Shape, on_device: bool = False) -> str:
     """How a call of ``conv`` on ``x`` runs: "winograd", "pointwise" (no columns) or "im2col"."""
     if on_device:
         return "pointwise" if pointwise(conv) else "im2col"
     while isinstance(conv, WinogradConv):
-        if conv.uses_winograd(out_shape):
+        if conv.fallback is None or conv.uses_winograd(out_shape):
             return "winograd"
         conv = conv.fallback
     if conv.pointwise and conv.stride == (1, 1) and x.flags.c_contiguous:
@@ -399,35 +416,35 @@ def _kind(conv, x, out_shape, on_device=False) -> str:
 class _Run:
     """One forward pass's settings: the resolved workspace bound, and when profiling, the clock and the records."""
 
-    def __init__(self, workspace_bytes, clock, records):
+    def __init__(self, workspace_bytes: int, clock: PhaseClock | None, records: list[LayerTime] | None) -> None:
         self.workspace_bytes, self.clock, self.records = workspace_bytes, clock, records
 
-    def step(self, name, kind, in_shape):
+    def step(self, name: str, kind: str, in_shape: Shape) -> _Step:
         return _Step(self, name, kind, in_shape)
 
 
 class _Step:
     """A timed non-convolution step (pooling, head) of a profiled pass; a no-op otherwise."""
 
-    def __init__(self, run, name, kind, in_shape):
-        self.run, self.name, self.kind, self.in_shape, self.out = run, name, kind, tuple(in_shape), None
+    def __init__(self, run: _Run, name: str, kind: str, in_shape: Shape) -> None:
+        self.run, self.name, self.kind, self.in_shape = run, name, kind, tuple(in_shape)
+        self.out: Array | None = None
 
-    def __enter__(self):
-        if self.run.records is not None:
+    def __enter__(self) -> _Step:
+        if self.run.clock is not None:
             self.run.clock.start()
         return self
 
-    def done(self, out):
+    def done(self, out: Array) -> Array:
         self.out = out
         return out
 
-    def __exit__(self, *exc):
-        if self.run.records is not None and exc[0] is None:
-            self.run.clock(self.kind)
-            self.run.records.append(
-                LayerTime(self.name, self.kind, self.in_shape, tuple(self.out.shape), self.run.clock.elapsed(), {}, 0)
-            )
-        return False
+    def __exit__(self, *exc: object) -> None:
+        clock, records = self.run.clock, self.run.records
+        if clock is not None and records is not None and self.out is not None and exc[0] is None:
+            clock(self.kind)
+            out_shape = tuple(self.out.shape)
+            records.append(LayerTime(self.name, self.kind, self.in_shape, out_shape, clock.elapsed(), {}, 0))
 
 
 def fuse(

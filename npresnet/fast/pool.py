@@ -10,10 +10,20 @@ kh·kw·out_w; the band is small enough that the second pass reads it from cache
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeAlias
+
 from ..backend import get_array_module
 from .taps import kernel_taps
 
-__all__ = ["max_pool_relu", "POOL_BAND_BYTES"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .._typing import Array
+
+__all__ = ["max_pool_relu", "POOL_BAND_BYTES", "PoolGeometry"]
+
+PoolGeometry: TypeAlias = tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int], bool]
+"""A max pool's ``(kernel_size, stride, padding, dilation, ceil_mode)``, each a pair but ``ceil_mode``."""
 
 POOL_BAND_BYTES = 512 * 2**10
 """Bytes of the row-maximum band: half of a 1 MiB L2. Measured (ResNet stem pool, 8×112×112×64,
@@ -21,7 +31,9 @@ one thread, CPU time): bands of 400 KiB 3.0 ms, 800 KiB 3.4 ms, the whole batch 
 the former one-pass-per-tap pool 6.5 ms."""
 
 
-def max_pool_relu(x, out, pool, workspace, workspace_bytes: int):
+def max_pool_relu(
+    x: Array, out: Array, pool: PoolGeometry, workspace: Callable[[int], Array], workspace_bytes: int
+) -> Array:
     """Fill ``out`` with ``relu(max_pool(x))`` and return it.
 
     Parameters
@@ -29,7 +41,7 @@ def max_pool_relu(x, out, pool, workspace, workspace_bytes: int):
     x : array, shape (N, H, W, C)
     out : array, shape (N, out_h, out_w, C)
         The pool's output shape for ``x`` (the caller computes it).
-    pool : tuple
+    pool : PoolGeometry
         ``(kernel_size, stride, padding, dilation, ceil_mode)``, each a pair but ``ceil_mode``
         (already reflected in ``out``'s shape).
     workspace : callable
@@ -49,13 +61,13 @@ def max_pool_relu(x, out, pool, workspace, workspace_bytes: int):
             rows = workspace((y1 - y0) * W * C).reshape(y1 - y0, W, C)
             rows[...] = 0  # relu's floor; stands for the padding rows too
             for _, _, t in kernel_taps((H, W), (y0, y1), (0, W), (kh, 1), (sy, 1), (ph, 0), (dy, 1)):
-                if t.dst is not None:
+                if t.dst is not None and t.src is not None:
                     dst = rows[t.dst[0]]
                     xp.maximum(dst, x[n, t.src[0]], out=dst)
             o = out[n, y0:y1]  # (band, out_w, C)
             o[...] = 0
             for _, _, t in kernel_taps((y1 - y0, W), (0, y1 - y0), (0, out_w), (1, kw), (1, sx), (0, pw), (1, dx)):
-                if t.dst is not None:
+                if t.dst is not None and t.src is not None:
                     dst = o[:, t.dst[1]]
                     xp.maximum(dst, rows[:, t.src[1]], out=dst)
     return out

@@ -11,6 +11,7 @@ an untimed one.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = ["PhaseClock", "LayerTime"]
@@ -41,10 +42,10 @@ class LayerTime(NamedTuple):
 
     name: str
     kind: str
-    in_shape: tuple
-    out_shape: tuple
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
     seconds: float
-    phases: dict
+    phases: dict[str, float]
     macs: int
 
 
@@ -57,9 +58,9 @@ class PhaseClock:
         Called before each reading of the clock (a device synchronisation on CuPy).
     """
 
-    def __init__(self, sync=None):
-        self.sync = sync or (lambda: None)
-        self.phases: dict = {}
+    def __init__(self, sync: Callable[[], object] | None = None) -> None:
+        self.sync: Callable[[], object] = sync or (lambda: None)
+        self.phases: dict[str, float] = {}
         self.start()
 
     def start(self) -> None:
@@ -77,4 +78,4 @@ class PhaseClock:
 
     def elapsed(self) -> float:
         """Seconds charged since :meth:`start`."""
-        return sum(self.phases.values())
+        return sum(self.phases.values(), 0.0)

@@ -12,9 +12,12 @@ one strided slice, and treats the border strips left over as padding. :mod:`.con
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 __all__ = ["tap_range", "Tap", "tap", "kernel_taps"]
+
+#: Rows and columns of a 2-D region: ``(slice(y0, y1[, sy]), slice(x0, x1[, sx]))``.
+Region: TypeAlias = tuple[slice, slice]
 
 
 def tap_range(o0: int, o1: int, size: int, offset: int, stride: int) -> tuple[int, int]:
@@ -44,9 +47,9 @@ class Tap(NamedTuple):
         block when ``dst`` is None. Empty regions are left out.
     """
 
-    dst: tuple | None
-    src: tuple | None
-    strips: tuple
+    dst: Region | None
+    src: Region | None
+    strips: tuple[Region, ...]
 
 
 def tap(
@@ -74,9 +77,9 @@ def tap(
     if lo_y == hi_y or lo_x == hi_x:
         return Tap(None, None, ((slice(0, y1 - y0), slice(0, x1 - x0)),))
     dst = (slice(lo_y - y0, hi_y - y0), slice(lo_x - x0, hi_x - x0))
-    src = tuple(
-        slice(lo * s + off, (hi - 1) * s + off + 1, s)
-        for lo, hi, s, off in ((lo_y, hi_y, stride[0], offset[0]), (lo_x, hi_x, stride[1], offset[1]))
+    src = (
+        slice(lo_y * stride[0] + offset[0], (hi_y - 1) * stride[0] + offset[0] + 1, stride[0]),
+        slice(lo_x * stride[1] + offset[1], (hi_x - 1) * stride[1] + offset[1] + 1, stride[1]),
     )
     strips = [
         (slice(0, lo_y - y0), slice(0, x1 - x0)),

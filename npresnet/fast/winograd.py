@@ -69,12 +69,23 @@ the workspace, like :class:`npresnet.fast.conv.FusedConv`.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy
 
 from ..backend import get_array_module
 from ..workspace import resolve_workspace_bytes, workspace_chunks
 from .taps import kernel_taps
+
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Callable
+
+    from numpy.typing import NDArray
+
+    from .._typing import Array, Shape
+    from ..nn import Conv2d
+    from .conv import FusedConv
 
 __all__ = [
     "WinogradConv",
@@ -113,7 +124,7 @@ TRANSFORM_MACS = 24
 scatter), in multiply-adds."""
 
 
-def winograd_tiles(winograd) -> tuple[int, ...]:
+def winograd_tiles(winograd: bool | str) -> tuple[int, ...]:
     """Return the output tile sizes m held for :func:`npresnet.fast.fuse`'s ``winograd`` option, largest first.
 
     ``True`` (:data:`DEFAULT_WINOGRAD`) and ``"F4"``: (4,); ``"F2"``: (2,); ``"auto"``: (4, 2), each
@@ -131,7 +142,7 @@ def winograd_tiles(winograd) -> tuple[int, ...]:
     raise ValueError(f"fuse: winograd={winograd!r}, expected True, False, 'F2', 'F4' or 'auto'")
 
 
-def winograd_tile(winograd) -> int | None:
+def winograd_tile(winograd: bool | str) -> int | None:
     """Return the largest output tile size m of ``winograd`` (:func:`winograd_tiles`), or None for im2col."""
     tiles = winograd_tiles(winograd)
     return tiles[0] if tiles else None
@@ -155,7 +166,9 @@ def winograd_cost(m: int, tiles: int, C: int, O: int) -> float:
     return n * n * (tiles * C * O + WEIGHT_READ_MACS * C * O + TRANSFORM_MACS * tiles * (C + O))
 
 
-def winograd_matrices(m: int = 4):
+def winograd_matrices(
+    m: int = 4,
+) -> tuple[NDArray[numpy.float64], NDArray[numpy.float64], NDArray[numpy.float64]]:
     """Aᵀ (m, n), G (n, r), Bᵀ (n, n) of F(m, r) with r = 3 and n = m + 2, in float64 (m = 2 or 4).
 
     Cook–Toom: evaluate at :data:`POINTS` ``a_i`` and at ∞. Row ``i`` of G is ``[1, a, a²] / f_i`` with
@@ -179,15 +192,15 @@ def winograd_matrices(m: int = 4):
     for k in range(m):
         for t in range(R):
             target[k, t, k + t] = 1.0
-    target = target.reshape(m * R, n)
-    BT, *_ = numpy.linalg.lstsq(coeff, target, rcond=None)  # (n, n), dyadic up to rounding
+    rhs = target.reshape(m * R, n)  # (m*r, n)
+    BT, *_ = numpy.linalg.lstsq(coeff, rhs, rcond=None)  # (n, n), dyadic up to rounding
     BT = numpy.round(BT * 2**12) / 2**12 + 0.0  # exactly dyadic; + 0.0 turns -0.0 into 0.0
-    if not numpy.allclose(coeff @ BT, target, atol=1e-12):
+    if not numpy.allclose(coeff @ BT, rhs, atol=1e-12):
         raise ArithmeticError(f"no Winograd F({m}, 3) input transform for the points {POINTS[m]}")
     return AT, G, BT
 
 
-def winograd_weight(weight, m: int = 4):
+def winograd_weight(weight: Array, m: int = 4) -> NDArray[numpy.float64]:
     """Transform the kernels: ``U[ξ] = (G g Gᵀ)[ξ]`` for every (input, output) channel pair, in float64.
 
     Parameters
@@ -203,7 +216,7 @@ def winograd_weight(weight, m: int = 4):
     return numpy.ascontiguousarray(U.reshape(-1, *U.shape[2:]))
 
 
-def is_winograd_eligible(conv) -> bool:
+def is_winograd_eligible(conv: Conv2d) -> bool:
     """Whether a Winograd F(m×m, 3×3) applies: 3×3 kernel, stride 1, dilation 1, groups 1."""
     return (
         tuple(conv.kernel_size) == (3, 3)
@@ -230,8 +243,11 @@ class WinogradConv:
         :func:`winograd_cost` (:meth:`uses_winograd`).
     """
 
-    def __init__(self, U, bias, padding, fallback=None):
-        self.U, self.bias, self.padding, self.fallback = U, bias, tuple(padding), fallback
+    def __init__(
+        self, U: Array, bias: Array, padding: tuple[int, int], fallback: FusedConv | WinogradConv | None = None
+    ) -> None:
+        self.U, self.bias, self.fallback = U, bias, fallback
+        self.padding: tuple[int, int] = (padding[0], padding[1])
         m = self.m = math.isqrt(U.shape[0]) - (R - 1)
         if m not in POINTS or (m + R - 1) ** 2 != U.shape[0]:
             raise ValueError(f"U must have 16 or 36 tile positions (F(2x2) or F(4x4)), got shape {U.shape}")
@@ -242,7 +258,7 @@ class WinogradConv:
         self.BT = xp.asarray(BT, dtype=U.dtype)  # (n, n), exact: dyadic entries
         self.AT = xp.asarray(AT, dtype=U.dtype)  # (m, n)
 
-    def output_shape(self, shape) -> tuple[int, int, int, int]:
+    def output_shape(self, shape: Shape) -> tuple[int, int, int, int]:
         """NHWC output shape for an NHWC input ``shape`` (ValueError if the window does not fit)."""
         N, H, W, _ = shape
         ph, pw = self.padding
@@ -251,12 +267,12 @@ class WinogradConv:
             raise ValueError(f"a 3x3 kernel with padding {self.padding} does not fit an input of size {(H, W)}")
         return N, out_h, out_w, self.out_channels
 
-    def tile_count(self, out_shape) -> int:
+    def tile_count(self, out_shape: Shape) -> int:
         """Tiles of a call with NHWC output ``out_shape``: ``N ⌈out_h/m⌉ ⌈out_w/m⌉``."""
         N, out_h, out_w, _ = out_shape
         return N * -(-out_h // self.m) * -(-out_w // self.m)
 
-    def uses_winograd(self, out_shape) -> bool:
+    def uses_winograd(self, out_shape: Shape) -> bool:
         """Whether a call with NHWC output ``out_shape`` runs this tile size (else it goes to the fallback).
 
         It does with no fallback; not below :data:`MIN_TILES` tiles; and with a smaller tile as the
@@ -273,7 +289,9 @@ class WinogradConv:
         C, O = self.in_channels, self.out_channels
         return winograd_cost(self.m, tiles, C, O) <= winograd_cost(smaller.m, smaller.tile_count(out_shape), C, O)
 
-    def plan(self, x_shape, out_shape, itemsize: int, workspace_bytes: int):
+    def plan(
+        self, x_shape: Shape, out_shape: Shape, itemsize: int, workspace_bytes: int
+    ) -> tuple[int, int, list[tuple[int, int, int, int]]]:
         """Tiles per row ``tw``, scratch elements per tile, and the chunks ``(n0, n1, t0, t1)`` of a call.
 
         A chunk is images ``n0:n1`` and tile rows ``t0:t1`` (whole images, or a band of one image),
@@ -285,14 +303,23 @@ class WinogradConv:
         per_tile = max(C, O) * (self.m + R - 1) ** 2
         return tw, per_tile, workspace_chunks(N, th, tw * 2 * per_tile * itemsize, workspace_bytes)
 
-    def __call__(self, x, out, residual=False, relu=False, workspace=None, workspace_bytes=None, clock=None):
+    def __call__(
+        self,
+        x: Array,
+        out: Array,
+        residual: bool = False,
+        relu: bool = False,
+        workspace: Callable[[int, int], Array] | None = None,
+        workspace_bytes: int | None = None,
+        clock: Callable[[str], object] | None = None,
+    ) -> Array:
         """``out = [relu](conv(x) + bias [+ out])``, in place; same contract as :meth:`FusedConv.__call__`.
 
         With ``clock``, the phases are ``"gather"`` (the tile copies), ``"transform"`` (input and
         output transforms), ``"gemm"`` (the tile-position products) and ``"epilogue"`` (scatter of
         the output tiles with the bias, residual, ReLU).
         """
-        if not self.uses_winograd(out.shape):
+        if self.fallback is not None and not self.uses_winograd(out.shape):
             return self.fallback(x, out, residual, relu, workspace, workspace_bytes, clock)
         xp = get_array_module(x, out)
         budget = resolve_workspace_bytes(workspace_bytes, xp)
@@ -315,7 +342,17 @@ class WinogradConv:
                 clock("epilogue")
         return out
 
-    def _transformed_products(self, xp, tiles, T, C, O, workspace, per_tile, clock=None):
+    def _transformed_products(
+        self,
+        xp: types.ModuleType,
+        tiles: Array,
+        T: int,
+        C: int,
+        O: int,
+        workspace: Callable[[int, int], Array],
+        per_tile: int,
+        clock: Callable[[str], object] | None = None,
+    ) -> Array:
         """``Y = Aᵀ [Σ_c U ⊙ (Bᵀ d B)] A`` for the ``T`` tiles ``(n, n*T*C)`` of a chunk; returns Y ``(m, m, T*O)``.
 
         Each transform is two products with the n×n (or m×n) matrix: over the first tile axis,
@@ -340,7 +377,7 @@ class WinogradConv:
             clock("transform")
         return Y
 
-    def _scatter(self, xp, Y, o, residual, relu):
+    def _scatter(self, xp: types.ModuleType, Y: Array, o: Array, residual: bool, relu: bool) -> None:
         """Scatter ``o = [relu](Y + bias [+ o])``.
 
         Pixel (a, b) of every tile of ``Y`` ``(m, m, N, rows, tw, O)`` goes to ``o[:, a::m, b::m]``;
@@ -360,7 +397,7 @@ class WinogradConv:
         if relu:
             xp.maximum(o, 0, out=o)
 
-    def _gather(self, x, tiles, t0: int, t1: int):
+    def _gather(self, x: Array, tiles: Array, t0: int, t1: int) -> None:
         """Fill ``tiles`` (n, n, N, t1-t0, tw, C) with the n×n input tiles of tile rows ``t0:t1``.
 
         ``tiles[a, b, k, ty, tx, c] = x[k, (t0+ty)*m - ph + a, tx*m - pw + b, c]``, or 0 outside
@@ -371,7 +408,7 @@ class WinogradConv:
         # tile (ty, tx) position (a, b) reads input (ty*m - ph + a, tx*m - pw + b): a window of size n_in, stride m
         for a, b, t in kernel_taps((H, W), (t0, t1), (0, tw), (n_in, n_in), (m, m), self.padding):
             dst = tiles[a, b]  # (n, rows, tw, C)
-            if t.dst is not None:
+            if t.dst is not None and t.src is not None:
                 dst[:, t.dst[0], t.dst[1]] = x[:, t.src[0], t.src[1]]
             for r, c in t.strips:  # the padding, and the last tiles where they stick out
                 dst[:, r, c] = 0
