@@ -4,8 +4,9 @@ CI runs ``mypy npresnet`` (``.ci/run``); this guards the configuration it reads,
 module cannot quietly leave the check through an override.
 """
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
