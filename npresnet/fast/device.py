@@ -99,6 +99,15 @@ class DeviceOps:
             kept = self._weights[id(conv)] = (conv, weight.astype(self.storage))
         return kept[1]
 
+    def accumulator_bytes(self) -> int:
+        """Bytes of this thread's float32 accumulator; 0 outside float16 mode and before its first convolution."""
+        scratch: Array | None = getattr(self._local, "scratch", None)
+        return 0 if scratch is None else int(scratch.nbytes)
+
+    def clear_accumulator(self) -> None:
+        """Release this thread's float32 accumulator (the next float16-mode convolution allocates it again)."""
+        self._local.scratch = None
+
     def _accumulator(self, size: int) -> Array:
         """Return this thread's flat scratch array of ``size`` elements of the arithmetic dtype, grown as needed."""
         scratch: Array | None = getattr(self._local, "scratch", None)

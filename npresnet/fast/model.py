@@ -213,13 +213,16 @@ class FusedResNet:
         return buffers
 
     def buffer_bytes(self) -> int:
-        """Bytes held by this thread's cached buffers (activations and workspace)."""
+        """Bytes held by this thread's cached buffers: activations, workspace, float16 mode's float32 accumulator."""
         buffers = getattr(self._local, "buffers", None)
-        return 0 if buffers is None else buffers.nbytes()
+        held = 0 if buffers is None else buffers.nbytes()
+        return held + (0 if self._device is None else self._device.accumulator_bytes())
 
     def clear_buffers(self) -> None:
-        """Release this thread's cached buffers."""
+        """Release this thread's cached buffers, the float16 mode's accumulator included."""
         self._local.buffers = None
+        if self._device is not None:
+            self._device.clear_accumulator()
 
     def _conv(
         self,

@@ -100,3 +100,23 @@ def test_grouped_gemm_of_float16_writes_float32_sums():
     assert out.dtype == np.float32 and (np.abs(out.get() - expected) <= bound).all()
     with pytest.raises(TypeError, match="float16 to float32"):
         grouped_gemm(cp, cp.asarray(a), cp.asarray(b), cp.empty((M, G * Og), dtype=np.float64), "CUBLAS_COMPUTE_32F")
+
+
+def test_buffer_bytes_counts_the_float32_accumulator_and_clear_buffers_releases_it():
+    """float16 mode holds float32 mode's activation and column buffers in half the bytes, not its float32
+    residual product (workspace slot 1), and one float32 accumulator the size of the largest product.
+    ResNet-18 at 64×64, batch 1: the largest product is the stem's, 64 channels at 32×32; the largest
+    residual product is layer1's, 64 channels at 16×16."""
+    model = npresnet.resnet18(rng=0, dtype=np.float32).to(EMULATED)
+    x = to_backend(np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32), EMULATED)
+    held = {}
+    for precision in ("float32", "float16"):
+        fused = fuse(model, precision=precision)
+        fused(x)
+        held[precision] = fused.buffer_bytes()
+    accumulator, residual_product = 4 * 64 * 32 * 32, 4 * 64 * 16 * 16
+    assert held["float16"] == (held["float32"] - residual_product) // 2 + accumulator
+    fused.clear_buffers()
+    assert fused.buffer_bytes() == 0
+    fused(x)
+    assert fused.buffer_bytes() == held["float16"]
