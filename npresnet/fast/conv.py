@@ -11,7 +11,8 @@ offset; in NHWC each copy moves whole runs of ``C`` contiguous channels.
   lies inside the image and writes zeros into the thin border strips of the columns.
 - Few input channels (the stem's 3): runs of ``C`` floats are too short for fast copies,
   so the input is padded once and each kernel *row* is copied as one strided window
-  view of ``kw*C`` contiguous floats (``as_strided``; 7 copies instead of 49 for 7×7).
+  view of ``kw*C`` contiguous floats (``as_strided``; 7 copies instead of 49 for 7×7), each run
+  one item of a void dtype on NumPy, so that the copy loops over pixels, not over 21 floats.
 
 The output pixels are processed in chunks (groups of whole images, or bands of rows of
 one image) so that a chunk's columns plus its output stay within ``workspace_bytes``
@@ -22,6 +23,8 @@ place while the chunk is still in cache.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+import numpy
 
 from ..backend import get_array_module
 from ..shapes import conv_output_size
@@ -207,6 +210,10 @@ class FusedConv:
 
         For kernel row ``i`` the ``kw*C`` taps of output pixel ``(oy, ox)`` are the contiguous run
         ``xpad[n, oy*sy + i*dy, ox*sx : ox*sx + kw, :]``; a strided view enumerates these runs.
+        On NumPy each run is read as one item of a ``kw*C``-float void dtype, so that a copy's
+        innermost loop runs over the ``out_w`` pixels rather than over one run's 21 floats (the
+        stem's 7×3). Measured on the stem (AMD EPYC Zen 3, benchmarks/RESULTS.md): the copy 1.7–1.8×
+        faster, the whole stem convolution 23–26 % faster (its copy had taken as long as its product).
         """
         xp = get_array_module(xpad)
         n, _, _, C = xpad.shape
@@ -214,6 +221,14 @@ class FusedConv:
         (sy, sx), dy = self.stride, self.dilation[0]
         sN, sH, sW, sC = xpad.strides
         cols = cols.reshape(n, y1 - y0, out_w, kh, kw * C)
+        if xp is numpy and xpad.flags.c_contiguous and cols.flags.c_contiguous:
+            run = numpy.dtype((numpy.void, kw * C * xpad.itemsize))  # one kernel row's taps, as one item
+            shape, step = (n, y1 - y0, out_w), (sN, sy * sH, sx * sW)
+            for i in range(kh):
+                src = numpy.ndarray(shape, run, xpad, offset=(y0 * sy + i * dy) * sH, strides=step)
+                dst = numpy.ndarray(shape, run, cols, offset=i * kw * C * cols.itemsize, strides=cols.strides[:3])
+                dst[...] = src
+            return
         for i in range(kh):
             start = xpad[:, y0 * sy + i * dy :]  # row of the first output row's tap i
             windows = xp.lib.stride_tricks.as_strided(
