@@ -209,29 +209,47 @@ class FusedConv:
         """Fill ``cols`` (n, y1-y0, out_w, kh, kw, C) from the padded contiguous ``xpad`` (n, Hp, Wp, C).
 
         For kernel row ``i`` the ``kw*C`` taps of output pixel ``(oy, ox)`` are the contiguous run
-        ``xpad[n, oy*sy + i*dy, ox*sx : ox*sx + kw, :]``; a strided view enumerates these runs.
-        On NumPy each run is read as one item of a ``kw*C``-float void dtype, so that a copy's
-        innermost loop runs over the ``out_w`` pixels rather than over one run's 21 floats (the
-        stem's 7×3). Measured on the stem (AMD EPYC Zen 3, benchmarks/RESULTS.md): the copy 1.7–1.8×
-        faster, the whole stem convolution 23–26 % faster (its copy had taken as long as its product).
+        ``xpad[n, oy*sy + i*dy, ox*sx : ox*sx + kw, :]``. On NumPy each run is copied as one item
+        (:meth:`_copy_row_runs`), elsewhere element by element through a strided view
+        (:meth:`_copy_row_windows`); the two fill the same columns.
         """
+        if get_array_module(xpad) is numpy and xpad.flags.c_contiguous and cols.flags.c_contiguous:
+            self._copy_row_runs(xpad, cols, y0, y1, out_w)
+        else:
+            self._copy_row_windows(xpad, cols, y0, y1, out_w)
+
+    def _copy_row_windows(self, xpad: Array, cols: Array, y0: int, y1: int, out_w: int) -> None:
+        """:meth:`_im2col_rows` by a strided window view ``(n, rows, out_w, kw*C)`` per kernel row (any backend)."""
         xp = get_array_module(xpad)
         n, _, _, C = xpad.shape
         kh, kw = self.kernel_size
         (sy, sx), dy = self.stride, self.dilation[0]
         sN, sH, sW, sC = xpad.strides
         cols = cols.reshape(n, y1 - y0, out_w, kh, kw * C)
-        if xp is numpy and xpad.flags.c_contiguous and cols.flags.c_contiguous:
-            run = numpy.dtype((numpy.void, kw * C * xpad.itemsize))  # one kernel row's taps, as one item
-            shape, step = (n, y1 - y0, out_w), (sN, sy * sH, sx * sW)
-            for i in range(kh):
-                src = numpy.ndarray(shape, run, xpad, offset=(y0 * sy + i * dy) * sH, strides=step)
-                dst = numpy.ndarray(shape, run, cols, offset=i * kw * C * cols.itemsize, strides=cols.strides[:3])
-                dst[...] = src
-            return
         for i in range(kh):
             start = xpad[:, y0 * sy + i * dy :]  # row of the first output row's tap i
             windows = xp.lib.stride_tricks.as_strided(
                 start, shape=(n, y1 - y0, out_w, kw * C), strides=(sN, sy * sH, sx * sW, sC)
             )
             cols[:, :, :, i] = windows
+
+    def _copy_row_runs(self, xpad: Array, cols: Array, y0: int, y1: int, out_w: int) -> None:
+        """:meth:`_im2col_rows` on NumPy, each run of ``kw*C`` floats read as one item of a void dtype.
+
+        The copy's innermost loop then runs over the ``out_w`` pixels rather than over one run's
+        floats (21 for the stem's 7×3), which made the element copy as slow as the stem's product.
+        Measured on AMD EPYC Zen 3 (``python benchmarks/stem_gather.py``, benchmarks/RESULTS.md): the
+        copy 1.7–2.0× faster, the stem convolution 1.2–1.3×. Both arrays must be C-contiguous NumPy
+        arrays: the views are built on their buffers, and NumPy checks that they stay inside them.
+        """
+        n, _, _, C = xpad.shape
+        kh, kw = self.kernel_size
+        (sy, sx), dy = self.stride, self.dilation[0]
+        sN, sH, sW, _ = xpad.strides
+        run = numpy.dtype((numpy.void, kw * C * xpad.itemsize))  # one kernel row's taps of one pixel
+        shape, steps = (n, y1 - y0, out_w), (sN, sy * sH, sx * sW)
+        cols = cols.reshape(n, y1 - y0, out_w, kh * kw * C)
+        for i in range(kh):
+            src = numpy.ndarray(shape, run, xpad, offset=(y0 * sy + i * dy) * sH, strides=steps)
+            dst = numpy.ndarray(shape, run, cols, offset=i * kw * C * cols.itemsize, strides=cols.strides[:3])
+            dst[...] = src
