@@ -7,8 +7,10 @@ void dtype (``FusedConv._copy_row_runs``); on other backends element by element 
 window view (``FusedConv._copy_row_windows``). This times, round-robin, for ResNet-18's stem at
 224×224 (random weights, float32, NHWC, the default NumPy workspace bound):
 
-- ``copy``: the column copy of one call, each way, chunk by chunk as the convolution does it;
-- ``stem``: the whole stem convolution (copy, product, bias), each way;
+- ``copy``: the convolution's gather phase, each way (the library's own phase clock,
+  :class:`npresnet.fast.profile.PhaseClock`: the input's padded copy, then the column copies of
+  every workspace chunk);
+- ``stem``: the whole stem convolution (gather, product, bias), each way, in the same call;
 
 and checks that the two ways give bit-identical outputs.
 
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -30,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from npresnet.fast.conv import FusedConv  # noqa: E402
 from npresnet.fast.fold import gemm_weight  # noqa: E402
-from npresnet.workspace import NUMPY_WORKSPACE_BYTES, workspace_chunks  # noqa: E402
+from npresnet.fast.profile import PhaseClock  # noqa: E402
 
 WAYS = ("runs", "elements")
 
@@ -44,14 +45,6 @@ def stem(way: str, rng: np.random.Generator) -> FusedConv:
     if way == "elements":
         conv._copy_row_runs = conv._copy_row_windows  # type: ignore[method-assign]
     return conv
-
-
-def copy_columns(conv: FusedConv, xpad: np.ndarray, cols: np.ndarray, out_w: int, row_bytes: int) -> None:
-    """The column copies of one stem call, chunk by chunk as ``FusedConv.__call__`` makes them."""
-    N, out_h = xpad.shape[0], out_w
-    for n0, n1, y0, y1 in workspace_chunks(N, out_h, row_bytes, NUMPY_WORKSPACE_BYTES):
-        m = (n1 - n0) * (y1 - y0) * out_w
-        conv._im2col_rows(xpad[n0:n1], cols[: m * 147].reshape(n1 - n0, y1 - y0, out_w, 7, 7, 3), y0, y1, out_w)
 
 
 def main() -> None:
@@ -70,19 +63,14 @@ def main() -> None:
             conv(x, outs[way])
         if not np.array_equal(outs["runs"], outs["elements"]):
             raise SystemExit("the two copies gave different outputs")
-        xpad = convs["runs"]._pad(x)
-        out_w = out_shape[2]
-        row_bytes = out_w * (147 + 64) * 4
-        cols = np.empty(NUMPY_WORKSPACE_BYTES // 4 + out_w * 147, np.float32)
         times: dict[tuple[str, str], list[float]] = {(k, w): [] for k in ("copy", "stem") for w in WAYS}
+        clock = PhaseClock()
         for _ in range(args.rounds):
             for way, conv in convs.items():
-                t = time.perf_counter()
-                copy_columns(conv, xpad, cols, out_w, row_bytes)
-                times["copy", way].append(time.perf_counter() - t)
-                t = time.perf_counter()
-                conv(x, outs[way])
-                times["stem", way].append(time.perf_counter() - t)
+                clock.start()
+                conv(x, outs[way], clock=clock)
+                times["copy", way].append(clock.phases["gather"])
+                times["stem", way].append(clock.elapsed())
         for kind in ("copy", "stem"):
             med = {w: np.median(times[kind, w]) * 1e3 for w in WAYS}
             spread = {w: np.percentile(times[kind, w], [25, 75]) * 1e3 for w in WAYS}

@@ -239,7 +239,7 @@ class FusedConv:
         The copy's innermost loop then runs over the ``out_w`` pixels rather than over one run's
         floats (21 for the stem's 7×3), which made the element copy as slow as the stem's product.
         Measured on AMD EPYC Zen 3 (``python benchmarks/stem_gather.py``, benchmarks/RESULTS.md): the
-        copy 1.7–2.0× faster, the stem convolution 1.2–1.3×. Both arrays must be C-contiguous NumPy
+        gather 1.8–1.9× faster, the stem convolution 1.3–1.4×. Both arrays must be C-contiguous NumPy
         arrays: the views are built on their buffers, and NumPy checks that they stay inside them.
         """
         n, _, _, C = xpad.shape
