@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 __all__ = ["log_softmax", "cross_entropy", "cross_entropy_backward"]
 
 
-def log_softmax(input: Array, dim: int = -1) -> Array:
+def log_softmax(input: Array, dim: int) -> Array:
     """``log(softmax(input))`` along ``dim``, as ``torch.nn.functional.log_softmax``.
+
+    ``dim`` is required: torch's default, ``dim=None``, picks an axis from ``input.ndim`` and is
+    deprecated there.
 
     Computed as ``x - max - log(sum(exp(x - max)))``, so large logits do not overflow.
     """
@@ -67,12 +70,15 @@ def _check_reduction(reduction: str, label_smoothing: float) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
 
 
-def cross_entropy(input: Array, target: Array, reduction: str = "mean", label_smoothing: float = 0.0) -> Array:
+def cross_entropy(input: Array, target: Array, *, reduction: str = "mean", label_smoothing: float = 0.0) -> Array:
     """Cross entropy of logits against class indices, as ``torch.nn.functional.cross_entropy``.
 
     ``loss_n = -sum_c q[n, c] * log_softmax(input)[n, c]`` with the target distribution
     ``q = (1 - ε) * one_hot(target) + ε / C`` (``ε = label_smoothing``), then averaged
-    (``'mean'``), summed, or kept per sample (``'none'``).
+    (``'mean'``), summed, or kept per sample (``'none'``). Torch's ``weight``, ``ignore_index`` and
+    the deprecated ``size_average``/``reduce`` are not supported; ``reduction`` and
+    ``label_smoothing`` are keyword-only, so a call that passes torch's third positional argument,
+    ``weight``, is refused rather than read as something else.
 
     Parameters
     ----------
@@ -100,7 +106,7 @@ def cross_entropy(input: Array, target: Array, reduction: str = "mean", label_sm
 
 
 def cross_entropy_backward(
-    grad_output: Array | float, input: Array, target: Array, reduction: str = "mean", label_smoothing: float = 0.0
+    grad_output: Array | float, input: Array, target: Array, *, reduction: str = "mean", label_smoothing: float = 0.0
 ) -> Array:
     """Gradient of :func:`cross_entropy` with respect to the logits.
 

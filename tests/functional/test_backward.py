@@ -489,6 +489,18 @@ def test_cross_entropy_rejects_bad_targets():
         nf.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), label_smoothing=1.5)
 
 
+def test_torch_positional_calls_that_would_mean_something_else_are_refused():
+    """torch's third positional argument of cross_entropy is ``weight`` and log_softmax's ``dim`` defaults to
+    ``None`` (an axis picked from ndim); here both are refused instead of read another way (docs/guide/layers.md)."""
+    z, t = np.zeros((2, 3)), np.array([0, 1])
+    with pytest.raises(TypeError, match="positional"):
+        nf.cross_entropy(z, t, np.ones(3))
+    with pytest.raises(TypeError, match="positional"):
+        nf.cross_entropy_backward(1.0, z, t, "sum")
+    with pytest.raises(TypeError, match="dim"):
+        nf.log_softmax(z)
+
+
 # --------------------------------------------------------------------------- finite differences
 def _finite_difference(f, x, h=1e-6):
     """Central differences of the scalar ``f`` at every element of ``x`` (float64)."""
