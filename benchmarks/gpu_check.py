@@ -4,9 +4,10 @@ On a machine with one CUDA GPU (written for an H100/H200), from the repository r
 
     python benchmarks/gpu_check.py --out gpu_check_out
 
-runs three phases, each under its own time budget so the whole ends within 8 minutes, and
-writes a flat directory: ``gpu_check.json`` (everything), ``gpu_check.md`` (the tables),
-``suite.log`` (pytest's output).
+runs three phases, each under its own time budget (by default 240 + 120 + 150 s, 8.5 minutes; the
+suite's is a hard timeout, the other two are checked before each row, so a slow row can run past
+them: give the call 10 minutes), and writes a flat directory: ``gpu_check.json`` (everything),
+``gpu_check.md`` (the tables), ``suite.log`` (pytest's output).
 
 1. **suite** (``--suite-seconds``, 240): ``pytest -k "cupy and not emulated"``, the tests
    parametrised by the ``backend`` fixture, on real CuPy.

@@ -50,13 +50,14 @@ def device_workspace_bytes(
 ) -> int:
     """Return a GPU workspace from the device's free memory: ``fraction`` of it, clamped to ``[floor, cap]``.
 
-    Why these numbers: on an H100, workspaces of 1–4 GiB ran ResNet-50 at batch 64 15–40× faster
-    than the CPU-sized 4–8 MiB (many small products and launches; benchmarks/RESULTS.md). A
-    quarter of the free memory leaves room for the activations (the fused path's buffers, about
-    twice the largest activation) and for other users of the device. The cap, 4 GiB, already
-    holds the largest single chunk of ResNet-50 at batch 256 whole (the stem's columns,
-    256·112²·147 floats = 1.9 GB, plus its output), so more would only take memory from others.
-    The floor, 16 MiB, keeps a nearly full device working in small chunks rather than failing.
+    Why these numbers: on an H100, workspaces of 1–4 GiB ran ResNet-50 at batch 64 15–40× faster than
+    the CPU-sized 4–8 MiB (many small products and launches; benchmarks/RESULTS.md, "On an NVIDIA H100",
+    from the one GPU run so far, before the GPU-native path). A quarter of the free memory leaves room
+    for the activations (the fused path's buffers, about twice the largest activation) and for other
+    users of the device. The cap, 4 GiB, already holds the largest single chunk of ResNet-50 at batch
+    256 whole (the stem's columns, 256·112²·147 floats = 1.9 GB, plus its output), so more would only
+    take memory from others. The floor, 16 MiB, keeps a nearly full device working in small chunks
+    rather than failing.
     Never more than the free memory itself, and at least 1 byte.
 
     Parameters

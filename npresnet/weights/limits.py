@@ -21,7 +21,7 @@ safetensors JSON nesting               3                   3
 
 so each size and count limit below leaves a margin of 18 times or more over a real checkpoint
 (nesting and dimensions about 10 times).
-The README's "Safety" section quotes these numbers; change them here and there together.
+The user guide's Safety page (docs/guide/safety.md) quotes these numbers; change them here and there together.
 """
 
 from __future__ import annotations
