@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from ._atomic import atomic_write
 from .errors import FetchError
-from .limits import MAX_DOWNLOAD_BYTES
+from .limits import MAX_DOWNLOAD_BYTES, MAX_FETCH_TIMEOUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,7 +87,7 @@ WEIGHTS = {
 }
 
 _CHUNK = 1 << 20
-MAX_TIMEOUT = 3600.0  # seconds; 0 would make the socket non-blocking, negative values are refused by it
+MAX_TIMEOUT = MAX_FETCH_TIMEOUT  # seconds (the name this module has always exported)
 _DIGEST_SUFFIX = ".sha256"  # the record of a cached .npz's own SHA-256, "<64 hex digits>\n"
 
 

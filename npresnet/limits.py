@@ -1,9 +1,10 @@
 """Upper bounds on the sizes a user's input can ask for: one definition each.
 
-``npresnet predict``, ``npresnet embed``, :mod:`npresnet.preprocess`, :mod:`npresnet.fetch`
-and the layers check against these before any work starts, so a size accepted by one is
-accepted by the others. The README's limits table lists them (a test compares it with this
-module). Weight files have their own, in :mod:`npresnet.weights.limits`.
+``npresnet predict``, ``npresnet embed`` (and :func:`npresnet.distributed.embed`),
+``npresnet train``, :mod:`npresnet.preprocess`, :mod:`npresnet.fetch` and the layers check
+against these before any work starts, so a size accepted by one is accepted by the others. The
+README's limits table lists them (a test compares it with this module). Weight files have their
+own, in :mod:`npresnet.weights.limits`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ __all__ = [
     "MAX_PARAMETER_BYTES",
     "MAX_DRAW_SIZE",
     "MAX_DRAW_CHANNELS",
+    "MAX_ELEMENTS",
+    "MAX_CHUNKS",
+    "MAX_FETCH_TIMEOUT",
+    "MAX_IMAGES",
+    "MAX_PATH_CHARS",
+    "MAX_FEATURE_VALUES",
+    "MAX_TRAIN_EPOCHS",
+    "MAX_TRAIN_SIZE",
+    "MAX_TRAIN_BATCH",
 ]
 
 MAX_PIXELS = 89_478_485
@@ -33,7 +43,7 @@ MAX_BATCH_SIZE = 1024
 """Images per forward pass (``predict --batch-size``) or per task and output chunk (``embed --batch-size``)."""
 
 MAX_ACTIVATION_BYTES = 2 * 2**30
-"""Working memory of one forward pass, counted by :func:`npresnet.cli.common.activation_bytes`."""
+"""Working memory of one forward pass, counted by :func:`npresnet.summary.working_memory.working_memory_bytes`."""
 
 MAX_TOP = 100_000
 """Classes per image (``--top``); ``predict`` also refuses more than the weights have."""
@@ -63,3 +73,42 @@ MAX_DRAW_SIZE = 32
 
 MAX_DRAW_CHANNELS = 64
 """Most input or output channels of a drawn convolution (the channel view draws one block per channel)."""
+
+MAX_ELEMENTS = 2**31
+"""Most elements of any one array a layer function allocates (2,147,483,648: 8 GiB of float32).
+
+It bounds outputs, padded inputs, im2col columns (of the whole call for
+:func:`npresnet.functional.im2col`, of one chunk for :func:`npresnet.functional.conv2d`) and the
+gradients a backward function is asked to build from an ``input_shape``. The largest array
+ResNet-50 needs at batch 256 and 224×224 is the stem's im2col columns when taken whole,
+256·147·112² = 472,055,808 elements, so real networks stay 4.5 times below it; a padding, output
+size or ``input_shape`` of ``2**40`` is refused before anything is allocated."""
+
+MAX_CHUNKS = 2**18
+"""Most workspace chunks one ``conv2d`` or ``conv2d_backward`` call may be split into (262,144).
+
+A chunk costs a few array operations per kernel offset in Python, so a tiny ``workspace_bytes``
+on a large input would otherwise mean hours of loop; a one-row chunk of every image of
+ResNet-50's stem at batch 256 is 256·112 = 28,672 chunks."""
+
+MAX_FETCH_TIMEOUT = 3600.0
+"""Longest ``fetch`` timeout per connection and read, in seconds (``--timeout``); it must also be above 0,
+which would make the socket non-blocking."""
+
+MAX_IMAGES = 100_000_000
+"""Most images (rows) of one ``embed`` output, counted while the paths are listed."""
+
+MAX_PATH_CHARS = 4096
+"""Longest image path ``embed`` accepts, in characters (``PATH_MAX`` on Linux)."""
+
+MAX_FEATURE_VALUES = 1 << 24
+"""Most feature values ``embed`` stores per image (16,777,216: 64 MiB of float32); a larger ``--layer`` is refused."""
+
+MAX_TRAIN_EPOCHS = 1000
+"""Most epochs of ``npresnet train`` (``--epochs``)."""
+
+MAX_TRAIN_SIZE = 256
+"""Largest input side of ``npresnet train`` (``--size``): the 8×8 digits upsampled at most 32 times."""
+
+MAX_TRAIN_BATCH = 4096
+"""Largest ``npresnet train --batch-size``: more than the 1,437 training images of the digits."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import numpy
 
 from . import functional as F
+from .limits import MAX_TRAIN_BATCH, MAX_TRAIN_EPOCHS, MAX_TRAIN_SIZE
 from .models import ARCHITECTURES
 from .optim import SGD, CosineAnnealingLR
 
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
     from .nn import Module
 
 __all__ = ["TrainConfig", "load_digits_split", "epoch_batches", "evaluate", "train_digits", "plot_history"]
-
-#: Bounds checked before any work starts (the CLI passes user flags straight in).
-MAX_EPOCHS, MAX_SIZE, MAX_BATCH = 1000, 256, 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +88,14 @@ class TrainConfig:
         """Check every field, with a one-line error naming it."""
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
-        if not (isinstance(self.size, int) and 8 <= self.size <= MAX_SIZE and self.size % 8 == 0):
-            raise ValueError(f"size must be a multiple of 8 in [8, {MAX_SIZE}], got {self.size!r}")
-        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= MAX_EPOCHS):
-            raise ValueError(f"epochs must be in [1, {MAX_EPOCHS}], got {self.epochs!r}")
-        if not (isinstance(self.batch_size, int) and 2 <= self.batch_size <= MAX_BATCH):
-            raise ValueError(f"batch_size must be in [2, {MAX_BATCH}] (batch norm needs 2), got {self.batch_size!r}")
+        if not (isinstance(self.size, int) and 8 <= self.size <= MAX_TRAIN_SIZE and self.size % 8 == 0):
+            raise ValueError(f"size must be a multiple of 8 in [8, {MAX_TRAIN_SIZE}], got {self.size!r}")
+        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= MAX_TRAIN_EPOCHS):
+            raise ValueError(f"epochs must be in [1, {MAX_TRAIN_EPOCHS}], got {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and 2 <= self.batch_size <= MAX_TRAIN_BATCH):
+            raise ValueError(
+                f"batch_size must be in [2, {MAX_TRAIN_BATCH}] (batch norm needs 2), got {self.batch_size!r}"
+            )
         if not (isinstance(self.shift, int) and 0 <= self.shift <= 3):
             raise ValueError(f"shift must be an int in [0, 3], got {self.shift!r}")
         if not 0 < self.test_fraction < 1:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..limits import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_TOP
+from ..limits import (
+    MAX_BATCH_SIZE,
+    MAX_FETCH_TIMEOUT,
+    MAX_IMAGE_SIZE,
+    MAX_TOP,
+    MAX_TRAIN_BATCH,
+    MAX_TRAIN_EPOCHS,
+    MAX_TRAIN_SIZE,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,6 +30,9 @@ __all__ = [
     "image_size",
     "batch_size",
     "top_k",
+    "train_epochs",
+    "train_size",
+    "train_batch_size",
     "timeout",
     "input_size",
     "arch_names",
@@ -72,18 +83,19 @@ def int_up_to(limit: int) -> Callable[[str], int]:
 image_size = int_up_to(MAX_IMAGE_SIZE)  # --resize-size, --crop-size
 batch_size = int_up_to(MAX_BATCH_SIZE)  # predict's and embed's --batch-size
 top_k = int_up_to(MAX_TOP)  # --top
+train_epochs = int_up_to(MAX_TRAIN_EPOCHS)  # train --epochs
+train_size = int_up_to(MAX_TRAIN_SIZE)  # train --size (a multiple of 8, checked by TrainConfig)
+train_batch_size = int_up_to(MAX_TRAIN_BATCH)  # train --batch-size (at least 2, checked by TrainConfig)
 
 
 def timeout(text: str) -> float:
-    """Parse an argparse value: seconds above 0 and at most :data:`npresnet.fetch.MAX_TIMEOUT`."""
-    from ..fetch import MAX_TIMEOUT
-
+    """Parse an argparse value: seconds above 0 and at most :data:`npresnet.limits.MAX_FETCH_TIMEOUT`."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 < value <= MAX_TIMEOUT:  # also refuses nan and inf
-        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_TIMEOUT:g}, got {text}")
+    if not 0 < value <= MAX_FETCH_TIMEOUT:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected seconds above 0 and at most {MAX_FETCH_TIMEOUT:g}, got {text}")
     return value
 
 

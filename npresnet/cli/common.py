@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import TYPE_CHECKING, Protocol
-
-from ..limits import MAX_ACTIVATION_BYTES
 
 if TYPE_CHECKING:
     from .._typing import PathLike
     from ..models import ResNet
-    from ..summary import Summary
 
 __all__ = [
     "CommandError",
     "ProgressBar",
     "check_arch",
     "load_model",
-    "activation_bytes",
     "check_activation_memory",
     "Progress",
     "progress_bar",
@@ -81,35 +76,17 @@ def load_model(arch: str, path: PathLike) -> ResNet:
         raise CommandError(err) from None
 
 
-def activation_bytes(summary: Summary) -> int:
-    """Working memory of one inference pass: ``summary``'s peak plus one temporary as large as its largest activation.
+def check_activation_memory(arch: str, crop_size: int, batch: int) -> None:
+    """Refuse, before any work, a pass over more working memory than MAX_ACTIVATION_BYTES, naming the flags.
 
-    ``peak_activation_bytes`` counts the tensors alive at once; an operation may also hold one
-    temporary of its output's size while it computes (batch norm's normalised values, for one),
-    so the largest activation is added once. ``summary`` is a :class:`npresnet.summary.Summary`
-    of every layer (``depth=None``); weights and the bounded im2col workspace are not counted.
+    :func:`npresnet.summary.working_memory.check_working_memory`, as a CommandError.
     """
-    itemsize = 4  # float32, the dtype predict and embed run in
-    largest = max(math.prod(row.output_shape) for row in summary.layers) * summary.batch * itemsize
-    return summary.peak_activation_bytes + largest
-
-
-def check_activation_memory(arch: str, crop_size: int, batch: int, batch_flag: str = "--batch-size") -> None:
-    """Refuse, before any work, ``batch`` images of ``crop_size``² whose pass needs more than MAX_ACTIVATION_BYTES."""
-    from ..summary import summarize
+    from ..summary.working_memory import check_working_memory
 
     try:
-        summary = summarize(arch, crop_size, batch=batch)
-    except ValueError as err:  # a crop too small for the network
-        raise CommandError(f"--crop-size {crop_size}: {err}") from None
-    need = activation_bytes(summary)
-    if need > MAX_ACTIVATION_BYTES:
-        fits = MAX_ACTIVATION_BYTES // -(-need // batch)
-        advice = f"use {batch_flag} {fits} or less" if fits else "use a smaller --crop-size"
-        raise CommandError(
-            f"{arch} on {batch} image(s) of {crop_size}×{crop_size} needs {need / 2**30:.1f} GiB of "
-            f"activations, more than the {MAX_ACTIVATION_BYTES / 2**30:g} GiB limit; {advice}"
-        )
+        check_working_memory(arch, crop_size, batch, batch_name="--batch-size", crop_name="--crop-size")
+    except ValueError as err:
+        raise CommandError(err) from None
 
 
 def progress_bar(total: float | None, unit: str) -> ProgressBar | None:

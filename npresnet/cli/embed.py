@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE, MAX_WORKERS_PER_CORE
+from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE
 from .args import add_preprocessing_arguments, batch_size, positive_int, top_k
 from .common import CommandError, Progress, check_activation_memory, check_arch
 
@@ -98,7 +98,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], ar
     )
     p.add_argument(
         "--workers",
-        type=positive_int,
+        type=_local_workers,
         default=None,
         metavar="N",
         help="workers of the local cluster (default and most: one per usable CPU core)",
@@ -151,19 +151,30 @@ def _interruptible() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _local_workers(text: str) -> int:
+    """Parse ``--workers``: 1 to :func:`npresnet.distributed.cluster.max_local_workers` (a usage error beyond)."""
+    from ..distributed.cluster import max_local_workers
+
+    value, most = positive_int(text), max_local_workers()
+    if value > most:
+        raise argparse.ArgumentTypeError(
+            f"at most {most} on this machine (one per usable core; each worker runs one single-threaded task "
+            f"at a time), got {value}"
+        )
+    return value
+
+
 def _check(args: argparse.Namespace) -> list[str]:
     """Everything the command line can check before any output is touched; returns the image paths.
 
     The library checks these too, but later (some only inside the tasks, or after an output is created).
     """
     from ..distributed import list_images
-    from ..distributed.cluster import usable_cores
 
     arch: str = args.arch
     out: str | None = args.out
     predictions: str | None = args.predictions
     scheduler: str | None = args.scheduler
-    workers: int | None = args.workers
     check_arch(arch)
     if not args.weights:
         raise CommandError("--weights: an empty file name")
@@ -185,18 +196,11 @@ def _check(args: argparse.Namespace) -> list[str]:
                 "security or transport configuration; connect a distributed.Client yourself and pass it to "
                 "npresnet.distributed.embed(client=...))"
             )
-    if workers is not None:
-        most = MAX_WORKERS_PER_CORE * usable_cores()
-        if workers > most:
-            raise CommandError(
-                f"--workers {workers}: at most {most} on this machine (one per usable core; each worker "
-                "runs one single-threaded task at a time)"
-            )
-    check_activation_memory(arch, args.crop_size, args.batch_size)
     try:
         paths = list_images(args.images)
     except ValueError as err:
         raise CommandError(err) from None
+    check_activation_memory(arch, args.crop_size, min(args.batch_size, len(paths)))  # one task's pass
     for path in paths:
         try:
             path.encode("utf-8")

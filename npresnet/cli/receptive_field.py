@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from .args import image_size
-from .common import CommandError, activation_bytes, check_arch, load_model
+from .common import CommandError, check_arch, load_model
 
 if TYPE_CHECKING:
     from ..draw.receptive_field import Box, Field
@@ -117,12 +117,13 @@ def _check_memory(arch: str, crop_size: int) -> None:
     """Refuse, before any work, a crop whose two float64 passes need more than MAX_ACTIVATION_BYTES."""
     from ..limits import MAX_ACTIVATION_BYTES
     from ..summary import summarize
+    from ..summary.working_memory import working_memory_bytes
 
     try:
         summary = summarize(arch, crop_size)
     except ValueError as err:  # a crop too small for the network
         raise CommandError(f"--crop-size {crop_size}: {err}") from None
-    need = 4 * activation_bytes(summary)  # float32's figure, doubled for float64, for two passes
+    need = 4 * working_memory_bytes(summary)  # float32's figure, doubled for float64, for two passes
     if need > MAX_ACTIVATION_BYTES:
         raise CommandError(
             f"{arch} at {crop_size}×{crop_size} needs {need / 2**30:.1f} GiB of float64 activations here, more "

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .args import non_negative_int, positive_int
+from .args import non_negative_int, positive_int, train_batch_size, train_epochs, train_size
 from .common import CommandError, check_arch, progress_bar
 
 __all__ = ["add_parser", "run"]
@@ -32,13 +32,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], ar
     p.add_argument("--arch", default=d.arch, metavar="ARCH", help=f"architecture (default {d.arch})")
     p.add_argument(
         "--size",
-        type=positive_int,
+        type=train_size,
         default=d.size,
         metavar="S",
         help=f"input size, a multiple of 8 (default {d.size})",
     )
-    p.add_argument("--epochs", type=positive_int, default=d.epochs, metavar="E", help=f"default {d.epochs}")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="B", help=f"default {d.batch_size}")
+    p.add_argument("--epochs", type=train_epochs, default=d.epochs, metavar="E", help=f"default {d.epochs}")
+    p.add_argument(
+        "--batch-size", type=train_batch_size, default=d.batch_size, metavar="B", help=f"default {d.batch_size}"
+    )
     p.add_argument("--lr", type=float, default=d.lr, help=f"initial learning rate (default {d.lr})")
     p.add_argument(
         "--shift",

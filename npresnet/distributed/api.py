@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 from .. import __version__
 from ..imagenet import IMAGENET_MEAN, IMAGENET_STD
-from ..limits import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_TOP
-from .cluster import choose_scheduler, connect
+from ..limits import MAX_BATCH_SIZE, MAX_FEATURE_VALUES, MAX_IMAGE_SIZE, MAX_TOP
+from ..models.registry import check_arch
+from ..summary.working_memory import check_working_memory
+from .cluster import check_local_workers, choose_scheduler, connect
 from .lock import output_lock
 from .model import ensure_plugin, load_checked_weights
 from .paths import list_images, paths_digest
@@ -30,8 +32,6 @@ if TYPE_CHECKING:
     Where = tuple[Client | None, str | None, int | None, bool, str]
 
 __all__ = ["embed", "EmbedResult", "MAX_BATCH_SIZE"]  # MAX_BATCH_SIZE: npresnet.limits', shared with predict
-
-MAX_FEATURE_VALUES = 1 << 24  # per image: a named layer larger than this (64 MiB float32) is refused
 
 
 @dataclass
@@ -121,13 +121,16 @@ def embed(
         names (``DASK_SCHEDULER_ADDRESS``, or ``scheduler-address`` in a Dask config file), as
         ``distributed.Client()`` does. Else start a local cluster.
     n_workers : int, optional
-        Workers of the local cluster (default: one per core). Refused when the scheduler comes
+        Workers of the local cluster (default and most: one per usable core,
+        :func:`npresnet.distributed.cluster.max_local_workers`). Refused when the scheduler comes
         from Dask's configuration.
     processes : bool
         Local cluster of processes (default) or of threads in this process. ``False`` is refused
         when the scheduler comes from Dask's configuration.
     batch_size : int
-        Images per task: rows per Parquet part and per chunk record. A Zarr chunk holds whole
+        Images per task: rows per Parquet part and per chunk record. One task's pass may need at
+        most :data:`npresnet.limits.MAX_ACTIVATION_BYTES` of working memory, checked first
+        (:func:`npresnet.summary.working_memory.check_working_memory`). A Zarr chunk holds whole
         tasks' rows, about 8 MiB (:func:`npresnet.distributed.store.storage_rows`).
     top : int
         Classes per image in ``predictions`` (at most the number of classes).
@@ -172,9 +175,13 @@ def embed(
     if backend not in ("numpy", "cupy"):
         raise ValueError(f"backend must be 'numpy' or 'cupy', got {backend!r}")
     local = client is None and choose_scheduler(client, scheduler, n_workers, processes) is None
+    if local and n_workers is not None:
+        check_local_workers(n_workers)
     if backend == "cupy" and local:
         _check_local_backend(backend)
     paths = [os.path.abspath(p) for p in list_images(images)]  # workers may run in another directory
+    check_arch(arch)
+    check_working_memory(arch, crop_size, min(batch_size, len(paths)))  # one task's pass
     key, state_dict = load_checked_weights(arch, weights)
     key = replace(key, backend=backend)
     if predictions is not None and top > key.num_classes:  # as predict refuses it

@@ -14,6 +14,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..limits import MAX_WORKERS_PER_CORE
+
 if TYPE_CHECKING:
     import types
     from collections.abc import Iterator, Mapping
@@ -21,9 +23,7 @@ if TYPE_CHECKING:
     from distributed import Client
     from distributed.deploy.cluster import Cluster
 
-__all__ = ["usable_cores", "connect", "configured_scheduler"]
-
-MAX_LOCAL_WORKERS = 512
+__all__ = ["usable_cores", "max_local_workers", "check_local_workers", "connect", "configured_scheduler"]
 
 # The embedded cluster has no dashboard, so the monitoring that feeds one only takes CPU from the
 # tasks. Measured on the 2-core machine by CPU time (benchmarks/dask_idle_cpu.py): an idle 2-worker
@@ -83,6 +83,21 @@ def usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def max_local_workers() -> int:
+    """Most workers of an embedded local cluster: :data:`~npresnet.limits.MAX_WORKERS_PER_CORE` per usable core."""
+    return MAX_WORKERS_PER_CORE * usable_cores()
+
+
+def check_local_workers(n_workers: object) -> None:
+    """Refuse a worker count outside 1 to :func:`max_local_workers` (ValueError naming ``n_workers``)."""
+    most = max_local_workers()
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or not 1 <= n_workers <= most:
+        raise ValueError(
+            f"n_workers must be between 1 and {most} on this machine (one per usable core; each worker runs "
+            f"one single-threaded task at a time), got {n_workers!r}"
+        )
 
 
 @contextlib.contextmanager
@@ -168,9 +183,8 @@ def connect(
             )
         n_workers, processes = 1, False  # one worker, in this process, on the current GPU
     cores = usable_cores()
-    n_workers = n_workers or cores
-    if not 1 <= n_workers <= MAX_LOCAL_WORKERS:
-        raise ValueError(f"n_workers must be between 1 and {MAX_LOCAL_WORKERS}, got {n_workers}")
+    n_workers = cores if n_workers is None else n_workers
+    check_local_workers(n_workers)
     blas = str(max(1, cores // n_workers))
     threads = {name: blas for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     network = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process ("inproc://")

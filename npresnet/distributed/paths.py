@@ -11,6 +11,8 @@ import hashlib
 import os
 from typing import TYPE_CHECKING
 
+from ..limits import MAX_IMAGES, MAX_PATH_CHARS
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
@@ -19,8 +21,6 @@ if TYPE_CHECKING:
 __all__ = ["IMAGE_SUFFIXES", "MAX_IMAGES", "list_images", "paths_digest"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-MAX_IMAGES = 100_000_000  # one output holds at most this many rows; checked before any work starts
-MAX_PATH_CHARS = 4096  # the longest path accepted (PATH_MAX on Linux)
 
 
 def _has_magic(text: str) -> bool:

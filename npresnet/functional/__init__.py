@@ -25,7 +25,7 @@ the layer calls it before computing, and the shape-only pass
 and refuse the same arguments with the same errors.
 """
 
-from ._checks import MAX_CHUNKS, MAX_ELEMENTS
+from ..limits import MAX_CHUNKS, MAX_ELEMENTS
 from .columns import col2im, im2col
 from .conv import conv2d, conv2d_backward, conv2d_output_shape
 from .dense import linear, linear_backward, linear_output_shape, relu, relu_backward, relu_output_shape

@@ -3,8 +3,8 @@
 Every check here works on shapes and dtypes alone, so the shape-only pass
 (:class:`npresnet.nn.TensorSpec`) and the real computation refuse the same arguments
 with the same one-line errors. Sizes an argument can claim (a padding, an output size,
-an ``input_shape``, a chunk count) are compared with the limits below *before* any
-array is allocated.
+an ``input_shape``, a chunk count) are compared with :data:`npresnet.limits.MAX_ELEMENTS`
+and :data:`npresnet.limits.MAX_CHUNKS` *before* any array is allocated.
 """
 
 from __future__ import annotations
@@ -13,28 +13,12 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from .._args import is_int
+from ..limits import MAX_CHUNKS, MAX_ELEMENTS
 from ..shapes import conv_output_size, pair
 from ..workspace import workspace_chunk_count
 
 if TYPE_CHECKING:
     from .._typing import Array, IntPair, Shaped
-
-MAX_ELEMENTS = 2**31
-"""Most elements of any one array a layer function allocates (2,147,483,648: 8 GiB of float32).
-
-It bounds outputs, padded inputs, im2col columns (of the whole call for :func:`im2col`, of one
-chunk for :func:`conv2d`) and the gradients a backward function is asked to build from an
-``input_shape``. The largest array ResNet-50 needs at batch 256 and 224×224 is the stem's
-im2col columns when taken whole, 256·147·112² = 472,055,808 elements, so real networks stay
-4.5 times below it; a padding, output size or ``input_shape`` of ``2**40`` is refused before
-anything is allocated."""
-
-MAX_CHUNKS = 2**18
-"""Most workspace chunks one :func:`conv2d` or :func:`conv2d_backward` call may be split into (262,144).
-
-A chunk costs a few array operations per kernel offset in Python, so a tiny ``workspace_bytes``
-on a large input would otherwise mean hours of loop; a one-row chunk of every image of
-ResNet-50's stem at batch 256 is 256·112 = 28,672 chunks."""
 
 
 def _shape(array: object) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ Modules, one job each:
 * :mod:`.trace` — the recorder of one shape-only pass through the real ``forward`` code;
 * :mod:`.rows` — the table rows, folded by depth;
 * :mod:`.memory` — peak activation memory from the tensors' lifetimes;
+* :mod:`.working_memory` — one pass's working memory and the limit ``predict`` and ``embed`` hold it to;
 * :mod:`.formats` — the plain-text and Markdown tables;
 * :mod:`.html` — the self-contained HTML page with pictures;
 * :mod:`.api` — :func:`summarize` and its :class:`Summary` record (JSON via ``Summary.to_dict``).

@@ -92,6 +92,17 @@ def test_readme_limits_table_lists_every_limit_with_its_value():
             f"{limits.MAX_DRAW_SIZE:,}"
         ),
         "drawn channels": f"{limits.MAX_DRAW_CHANNELS:,}",
+        "elements of one array a layer allocates (outputs, padded inputs, im2col columns, gradients)": (
+            f"{limits.MAX_ELEMENTS:,}"
+        ),
+        "workspace chunks of one convolution call": f"{limits.MAX_CHUNKS:,}",
+        "`fetch --timeout`, in seconds": f"{limits.MAX_FETCH_TIMEOUT:,.0f}",
+        "images in one `embed` output": f"{limits.MAX_IMAGES:,}",
+        "characters in an image path": f"{limits.MAX_PATH_CHARS:,}",
+        "feature values per image": f"{limits.MAX_FEATURE_VALUES:,}",
+        "`train --epochs`": f"{limits.MAX_TRAIN_EPOCHS:,}",
+        "`train --size`": f"{limits.MAX_TRAIN_SIZE:,}",
+        "`train --batch-size`": f"{limits.MAX_TRAIN_BATCH:,}",
     }
     assert values == expected
     assert set(limits.__all__) == {
@@ -107,6 +118,15 @@ def test_readme_limits_table_lists_every_limit_with_its_value():
         "MAX_PARAMETER_BYTES",
         "MAX_DRAW_SIZE",
         "MAX_DRAW_CHANNELS",
+        "MAX_ELEMENTS",
+        "MAX_CHUNKS",
+        "MAX_FETCH_TIMEOUT",
+        "MAX_IMAGES",
+        "MAX_PATH_CHARS",
+        "MAX_FEATURE_VALUES",
+        "MAX_TRAIN_EPOCHS",
+        "MAX_TRAIN_SIZE",
+        "MAX_TRAIN_BATCH",
     }  # a new limit needs its row
 
 
@@ -114,6 +134,23 @@ def test_preprocess_uses_the_shared_limits():
     from npresnet import preprocess
 
     assert preprocess.MAX_SIZE == limits.MAX_IMAGE_SIZE and preprocess.MAX_PIXELS == limits.MAX_PIXELS
+
+
+@pytest.mark.parametrize(
+    "command, flag, value",
+    [
+        (["train", "digits", "--out", "never"], "--epochs", limits.MAX_TRAIN_EPOCHS + 1),
+        (["train", "digits", "--out", "never"], "--size", limits.MAX_TRAIN_SIZE + 1),
+        (["train", "digits", "--out", "never"], "--batch-size", limits.MAX_TRAIN_BATCH + 1),
+        (["fetch", "resnet18"], "--timeout", int(limits.MAX_FETCH_TIMEOUT) + 1),
+    ],
+)
+def test_train_and_fetch_flags_beyond_their_limits_are_usage_errors(tmp_path, command, flag, value):
+    proc = run_cli(*command, flag, str(value), cwd=tmp_path)
+    assert_one_line_error(proc, 2, flag, "at most")
+    proc = run_cli(*command, flag, str(value - 1), "--help", cwd=tmp_path)
+    assert proc.returncode == 0  # the bound itself parses
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("command", ["predict", "embed"])
@@ -218,19 +255,22 @@ def test_embed_refuses_a_non_utf8_file_name_before_writing(tmp_path, dask, weigh
 
 
 @pytest.mark.parametrize(
-    "flags, fragments",
+    "flags, status, fragments",
     [
-        (["--layer", ""], ["--layer: an empty module name"]),
-        (["--scheduler", "tls://127.0.0.1:9"], ["--scheduler tls://127.0.0.1:9: only tcp://"]),
-        (["--workers", str(10 * os.cpu_count() + 1)], ["--workers", "one per usable core"]),
-        (["--crop-size", "4096", "--batch-size", "1"], ["needs 3.0 GiB of activations", "smaller --crop-size"]),
-        (["--batch-size", "1000", "--crop-size", "512"], ["use --batch-size"]),
+        (["--layer", ""], 1, ["--layer: an empty module name"]),
+        (["--scheduler", "tls://127.0.0.1:9"], 1, ["--scheduler tls://127.0.0.1:9: only tcp://"]),
+        # a flag beyond its limit is a usage error (README, Limits)
+        (["--workers", str(len(os.sched_getaffinity(0)) + 1)], 2, ["--workers", "one per usable core"]),
+        (["--crop-size", "4096", "--batch-size", "1"], 1, ["needs 3.0 GiB of activations", "smaller --crop-size"]),
+        # a task holds min(--batch-size, images) = 3 images: 2.2 GiB at 2048 (predict's test: 16 need 12 GiB)
+        (["--batch-size", "1000", "--crop-size", "2048"], 1, ["on 3 image(s)", "use --batch-size 2 or less"]),
     ],
 )
-def test_embed_refuses_before_creating_anything(tmp_path, dask, weights, image, flags, fragments):
+def test_embed_refuses_before_creating_anything(tmp_path, dask, weights, image, flags, status, fragments):
     out = tmp_path / "f.zarr"
-    proc = run_cli("embed", image, "--arch", "resnet18", "--weights", weights, "--out", str(out), *flags)
-    assert_one_line_error(proc, 1, *fragments)
+    images = [image] * 3
+    proc = run_cli("embed", *images, "--arch", "resnet18", "--weights", weights, "--out", str(out), *flags)
+    assert_one_line_error(proc, status, *fragments)
     assert os.listdir(tmp_path) == []
 
 

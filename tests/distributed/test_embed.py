@@ -383,6 +383,24 @@ def test_more_classes_than_the_weights_have_are_refused_as_predict_refuses_them(
     assert not out.exists()
 
 
+def test_the_api_holds_the_clis_limits_before_any_output_or_cluster(tmp_path, torch_model, images):
+    """Workers beyond one per core, and a task's pass over the 2 GiB working-memory limit, are refused by
+    ``embed`` as by ``npresnet embed`` (README, Limits): before a cluster starts or an output exists."""
+    paths = images[0][1:4]
+    _, weights = torch_model
+    out = tmp_path / "never.zarr"
+    cores = len(os.sched_getaffinity(0))
+    for n_workers in (0, cores + 1, True):
+        with pytest.raises(ValueError, match=f"n_workers must be between 1 and {cores}"):
+            embed(paths, "resnet18", weights, features=out, n_workers=n_workers)
+    # three images in a task of at most 1000: 2.2 GiB at 2048x2048 (predict's test: 16 images need 12 GiB)
+    with pytest.raises(ValueError, match=r"on 3 image\(s\) of 2048×2048 .* use batch_size 2 or less"):
+        embed(paths, "resnet18", weights, features=out, batch_size=1000, crop_size=2048, scheduler=NOWHERE)
+    with pytest.raises(ValueError, match="of 4096×4096 needs 3.0 GiB .* use a smaller crop_size"):
+        embed(paths[:1], "resnet18", weights, features=out, crop_size=4096, scheduler=NOWHERE)
+    assert not out.exists()
+
+
 def test_cli_embed_on_its_own_local_process_cluster(tmp_path, torch_model, images, oracle):
     psutil = pytest.importorskip("psutil")
     _, weights = torch_model

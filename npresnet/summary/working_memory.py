@@ -1,0 +1,66 @@
+"""The working memory of one inference pass, and the limit a run of ``predict`` or ``embed`` is held to.
+
+:func:`working_memory_bytes` adds one temporary to the peak activation memory of a summary
+(:mod:`.memory`); :func:`check_working_memory` refuses, before any work, a pass that needs more
+than :data:`npresnet.limits.MAX_ACTIVATION_BYTES`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from ..limits import MAX_ACTIVATION_BYTES
+from .api import summarize
+
+if TYPE_CHECKING:
+    from .api import Summary
+
+__all__ = ["working_memory_bytes", "check_working_memory"]
+
+
+def working_memory_bytes(summary: Summary) -> int:
+    """Working memory of one float32 inference pass: ``summary``'s peak plus a temporary of its largest activation.
+
+    ``peak_activation_bytes`` counts the tensors alive at once; an operation may also hold one
+    temporary of its output's size while it computes (batch norm's normalised values, for one),
+    so the largest activation is added once. ``summary`` is a :class:`npresnet.summary.Summary`
+    of every layer (``depth=None``); weights and the bounded im2col workspace are not counted.
+    """
+    itemsize = 4  # float32, the dtype predict and embed run in
+    largest = max(math.prod(row.output_shape) for row in summary.layers) * summary.batch * itemsize
+    return summary.peak_activation_bytes + largest
+
+
+def check_working_memory(
+    arch: str, crop_size: int, batch: int, *, batch_name: str = "batch_size", crop_name: str = "crop_size"
+) -> None:
+    """Refuse, before any work, ``batch`` images of ``crop_size``² whose pass needs more than MAX_ACTIVATION_BYTES.
+
+    Parameters
+    ----------
+    arch : str
+        An architecture name, already checked.
+    crop_size, batch : int
+        The images' side and how many go through the network at once.
+    batch_name, crop_name : str
+        What the messages call the two (the CLI passes its flags).
+
+    Raises
+    ------
+    ValueError
+        The crop is too small for the network, or the pass needs more than the limit; the message
+        says which batch size fits.
+    """
+    try:
+        summary = summarize(arch, crop_size, batch=batch)
+    except ValueError as err:  # a crop too small for the network
+        raise ValueError(f"{crop_name} {crop_size}: {err}") from None
+    need = working_memory_bytes(summary)
+    if need > MAX_ACTIVATION_BYTES:
+        fits = MAX_ACTIVATION_BYTES // -(-need // batch)
+        advice = f"use {batch_name} {fits} or less" if fits else f"use a smaller {crop_name}"
+        raise ValueError(
+            f"{arch} on {batch} image(s) of {crop_size}×{crop_size} needs {need / 2**30:.1f} GiB of "
+            f"activations, more than the {MAX_ACTIVATION_BYTES / 2**30:g} GiB limit; {advice}"
+        )
