@@ -11,13 +11,19 @@ there before. The classic recipe, used here:
 4. ``fsync`` the directory (POSIX) so the rename itself survives a power cut.
 
 On any exception the temporary file is removed and the destination is untouched.
+
+A destination that exists and is not a regular file (a FIFO, a device, a socket) is refused:
+renaming over it would delete it (as root, ``/dev/null`` itself). A symbolic link is replaced
+by the new file, its target left untouched, as the rename does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -55,6 +61,21 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+_SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device"}
+
+
+def _refuse_special_file(path: Path) -> None:
+    """Raise FileExistsError if ``path`` itself (not a link's target) is a FIFO, device or socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
+        return
+    kind = _SPECIAL_FILES.get(stat.S_IFMT(mode), "a socket or other special file")
+    raise FileExistsError(errno.EEXIST, f"it is {kind}, not a regular file, and is not replaced", str(path))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open ``path`` for binary writing so that it appears complete or not at all.
@@ -63,7 +84,8 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     ----------
     path : str or os.PathLike
         The destination. Its directory must exist. An existing file is replaced
-        only once the new content has been written and synced.
+        only once the new content has been written and synced; a FIFO, device or
+        socket there is refused (FileExistsError) and left as it is.
 
     Yields
     ------
@@ -79,6 +101,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     directory = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory")
+    _refuse_special_file(path)
     temporary, fd = _create_temporary(directory, path.name)
     try:
         with os.fdopen(fd, "wb") as file:

@@ -265,6 +265,31 @@ def test_atomic_write_refuses_a_directory(tmp_path):
             file.write(b"x")
 
 
+def test_atomic_write_leaves_a_fifo_or_device_in_place(tmp_path):
+    """Renaming over a FIFO or a device would delete it (as root, /dev/null itself): refused, nothing written."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(FileExistsError, match="a FIFO, not a regular file"):
+        with atomic_write(fifo) as file:
+            file.write(b"x")
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no temporary left
+    try:  # a device node of our own (never the real /dev/null, which a regression would delete): root only
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pass
+    else:
+        with pytest.raises(FileExistsError, match="a character device"):
+            with atomic_write(tmp_path / "null") as file:
+                file.write(b"x")
+        assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode)
+    link = tmp_path / "link"
+    link.symlink_to(fifo)  # a link is replaced by the file; its target, the FIFO, stays
+    with atomic_write(link) as file:
+        file.write(b"data")
+    assert link.read_bytes() == b"data" and not link.is_symlink() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
 def test_safetensors_missing_package_says_how_to_install(tmp_path, monkeypatch):
     save_weights({"w": np.ones(2, np.float32)}, tmp_path / "w.safetensors")
     monkeypatch.setitem(__import__("sys").modules, "safetensors", None)
