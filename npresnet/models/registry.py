@@ -147,8 +147,9 @@ def fit_state_dict(arch: str, state_dict: Mapping[str, Array], source: str = "st
     ValueError
         Unknown ``arch`` (close names suggested).
     WeightsError
-        ``"<source> does not fit <arch> (...)"``: missing, unexpected or mis-shaped keys, or values
-        that cannot be loaded.
+        ``"<source> does not fit <arch> (...)"``: missing, unexpected or mis-shaped keys, values
+        that cannot be loaded, or floating values that are NaN or infinite (or a negative running
+        variance): no trained network holds them, and every output would be NaN.
     """
     from ..errors import WeightsError
     from ..nn import check_state_dict, state_dict_report
@@ -169,8 +170,31 @@ def fit_state_dict(arch: str, state_dict: Mapping[str, Array], source: str = "st
             + "\n  ".join(lines)
             + f"\n{describe_fit(state_dict, arch)}"
         )
+    bad = _unusable_values(state_dict)
+    if bad:
+        raise WeightsError(
+            f"{source} does not fit {arch}: {len(bad)} tensor(s) with values no trained network holds, "
+            f"which would make every output NaN: {'; '.join(bad[:4])}{'; ...' if len(bad) > 4 else ''}"
+        )
     try:
         model.load_state_dict(state_dict)
     except WeightsError as err:
         raise WeightsError(f"{source} does not fit {arch}: {err}") from None
     return model
+
+
+def _unusable_values(state_dict: Mapping[str, Array]) -> list[str]:
+    """``"key: what"`` for each floating tensor holding NaN or infinity, and each running variance below 0."""
+    from ..backend import get_array_module
+
+    bad = []
+    for key, array in state_dict.items():
+        if array.dtype.kind != "f" or array.size == 0:
+            continue
+        xp = get_array_module(array)
+        nonfinite = int(array.size - xp.count_nonzero(xp.isfinite(array)))
+        if nonfinite:
+            bad.append(f"{key}: {nonfinite:,} NaN or infinite value(s)")
+        elif key.endswith("running_var") and bool((array < 0).any()):
+            bad.append(f"{key}: {int((array < 0).sum()):,} negative variance(s)")
+    return bad

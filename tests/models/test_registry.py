@@ -103,3 +103,23 @@ def test_report_of_a_large_misfit_is_summarised():
     assert state_dict_report([], unexpected, [], limit=None) == [f"unexpected key: {k}" for k in unexpected]
     few = state_dict_report(["a"], ["b"], ["c: shape"], limit=1)
     assert few == ["c: shape", "missing key: a", "unexpected key: b"]  # nothing to summarise
+
+
+def test_weights_holding_nan_infinity_or_a_negative_variance_are_refused():
+    """A predict on such weights printed 'nan%' for every class with exit status 0: they are refused instead."""
+    from npresnet.models import fit_state_dict
+
+    good = zeros_like_shapes(torchvision_shapes("resnet18", num_classes=3))
+    good = {k: v.astype(numpy.float32) if v.dtype.kind == "f" else v for k, v in good.items()}
+    good["bn1.running_var"][:] = 1.0
+    assert fit_state_dict("resnet18", good).fc.out_features == 3
+    for key, index, value, words in [
+        ("fc.bias", 1, numpy.nan, "fc.bias: 1 NaN or infinite value(s)"),
+        ("layer2.0.conv1.weight", (0, 0, 0, 0), -numpy.inf, "layer2.0.conv1.weight: 1 NaN or infinite"),
+        ("bn1.running_var", 5, -1e-3, "bn1.running_var: 1 negative variance(s)"),
+    ]:
+        bad = {k: v.copy() for k, v in good.items()}
+        bad[key][index] = value
+        with pytest.raises(npresnet.WeightsError, match=r"w\.npz does not fit resnet18: 1 tensor\(s\)") as info:
+            fit_state_dict("resnet18", bad, "w.npz")
+        assert words in str(info.value) and "NaN" in str(info.value)
