@@ -13,6 +13,7 @@ or ``allow_pickle`` cannot collide with ``numpy.savez``'s keyword arguments.
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
 from collections.abc import Mapping
 from typing import IO, Any, BinaryIO
@@ -44,7 +45,9 @@ def _read_header(member: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, n
             return npy_format.read_array_header_1_0(member, max_header_size=MAX_HEADER_SIZE)
         if version == (2, 0):
             return npy_format.read_array_header_2_0(member, max_header_size=MAX_HEADER_SIZE)
-    except ZIP_ERRORS + (SyntaxError, TypeError) as exc:
+    except ZIP_ERRORS + (SyntaxError, TypeError, tokenize.TokenError, RecursionError) as exc:
+        # NumPy parses the header's dict with tokenize and ast.literal_eval: unbalanced brackets
+        # raise TokenError, deep nesting RecursionError
         raise WeightsError(f"member {name!r} is not a valid .npy array: {exc}") from exc
     raise WeightsError(f"member {name!r} uses .npy format version {version}; 1.0 and 2.0 are read")
 

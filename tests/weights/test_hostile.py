@@ -406,6 +406,12 @@ def _npy(array=None, header: dict | None = None, data: bytes | None = None) -> b
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + (data or b"")
 
 
+def _npy_text(text: bytes, data: bytes = b"") -> bytes:
+    """A .npy member whose header is ``text`` verbatim (padded and terminated as the format requires)."""
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text + data
+
+
 def _npz(tmp_path, members):
     path = tmp_path / "bad.npz"
     with zipfile.ZipFile(path, "w") as archive:
@@ -436,6 +442,9 @@ def _npz(tmp_path, members):
             r"bool data holds bytes other than 0 and 1",
         ),
         ([("w.npy", b"\x93NUMPX\x01\x00junk")], r"member 'w.npy' is not a valid \.npy array"),
+        # NumPy tokenizes the header: unbalanced brackets raised tokenize.TokenError through every command
+        ([("w.npy", _npy_text(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,"))], r"not a valid \.npy"),
+        ([("w.npy", _npy_text(b"{'descr': '<f4', 'shape': " + b"(" * 3000 + b")" * 3000 + b"}"))], r"not a valid"),
         (
             [("w.npy", _npy(np.ones(2))), ("notes.txt", b"hi")],
             r"neither a PyTorch checkpoint \(no '<archive>/data.pkl'\) nor an \.npz",
