@@ -194,6 +194,10 @@ def read_member(
     return data
 
 
+MAX_SHAPE_SPAN = 2**59
+"""Largest product of a shape's nonzero entries: at 16 bytes an element (complex128) still below 2**63 bytes."""
+
+
 def element_count(shape: object, what: str) -> int:
     """Return the number of elements of ``shape`` (a tuple or list of ints >= 0), or raise WeightsError.
 
@@ -211,7 +215,14 @@ def element_count(shape: object, what: str) -> int:
             raise WeightsError(f"{what}: shape entry {describe(n)} is not an integer >= 0")
         if n.bit_length() > 63:
             raise WeightsError(f"{what}: shape entry {describe(n)} does not fit in 63 bits")
-    return math.prod(shape)
+    count = math.prod(shape)
+    # NumPy refuses a shape whose nonzero entries multiply past what an array could span, even when
+    # a zero makes it empty: (0, 2**62) has no elements but cannot be made. (A nonempty shape that
+    # large is refused by the caller, its bytes against the file's.)
+    span = math.prod(n for n in shape if n)
+    if count == 0 and span > MAX_SHAPE_SPAN:
+        raise WeightsError(f"{what}: shape {list(shape)} spans {span:.3g} elements along its nonzero entries")
+    return count
 
 
 def check_weight_dtype(dtype: numpy.dtype, what: str) -> None:

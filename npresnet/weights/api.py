@@ -195,14 +195,40 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, numpy.ndarray]:
             raise WeightsError(f"{path}: {exc}") from exc
 
 
-def _as_numpy_state_dict(state_dict: Mapping[str, Any]) -> dict[str, numpy.ndarray]:
-    """Validate a state dict for saving and bring every value to NumPy (from CuPy if needed)."""
+_ZIP_NAME_BYTES = 65_535  # a zip member's name is at most this many bytes (a 16-bit field)
+
+
+def _check_key(name: object, suffix: str) -> None:
+    """Refuse a key the file could not hold as it is: an ``.npz`` stores ``<key>.npy`` as a zip member *path*.
+
+    Control characters (NUL would cut the member's name) are refused for both formats; for ``.npz``,
+    also ``/`` and the backslash (``../../x`` would be a path out of the folder of whoever unzips the file)
+    and names over the zip format's 65,535 bytes.
+    """
+    if not isinstance(name, str) or not name:
+        raise WeightsError(f"state_dict keys must be non-empty strings, got {name!r:.80}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise WeightsError(f"state_dict key {name!r:.80} holds a control character; keys are names such as 'fc.weight'")
+    if suffix == ".npz":
+        if "/" in name or "\\" in name:
+            raise WeightsError(
+                f"state_dict key {name!r:.80} holds a path separator, which an .npz would store as a folder "
+                "(its members are paths); save it as .safetensors, or rename the key"
+            )
+        if len(name.encode("utf-8", "surrogatepass")) + len(".npy") > _ZIP_NAME_BYTES:
+            raise WeightsError(
+                f"state_dict key {name[:40]!r}... is {len(name):,} characters long; an .npz member name holds "
+                f"at most {_ZIP_NAME_BYTES:,} bytes"
+            )
+
+
+def _as_numpy_state_dict(state_dict: Mapping[str, Any], suffix: str = "") -> dict[str, numpy.ndarray]:
+    """Validate a state dict for saving as ``suffix`` and bring every value to NumPy (from CuPy if needed)."""
     if not isinstance(state_dict, Mapping):
         raise WeightsError(f"state_dict must be a mapping of name -> array, got {type(state_dict).__name__}")
     arrays = {}
     for name, value in state_dict.items():
-        if not isinstance(name, str) or not name:
-            raise WeightsError(f"state_dict keys must be non-empty strings, got {name!r:.80}")
+        _check_key(name, suffix)
         array = to_numpy(value)
         check_weight_dtype(array.dtype, f"state_dict[{name!r}]")
         arrays[name] = array
@@ -228,11 +254,12 @@ def save_weights(state_dict: Mapping[str, Any], path: str | os.PathLike[str]) ->
     Raises
     ------
     WeightsError
-        For another suffix, a non-string key, or a dtype the format cannot store.
+        For another suffix, a key the format cannot hold (not a non-empty string, a control
+        character, a path separator or over 65,535 bytes in an .npz), or a dtype it cannot store.
     """
     path = Path(path)
     suffix = path.suffix.lower()
-    arrays = _as_numpy_state_dict(state_dict)
+    arrays = _as_numpy_state_dict(state_dict, suffix)
     if suffix == ".npz":
         with atomic_write(path) as file:
             write_npz(arrays, file)

@@ -290,6 +290,25 @@ def test_atomic_write_leaves_a_fifo_or_device_in_place(tmp_path):
     assert link.read_bytes() == b"data" and not link.is_symlink() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
 
 
+def test_save_refuses_keys_the_file_could_not_hold_as_they_are(tmp_path):
+    """An .npz stores each key as a zip member path: NUL cut the name, ``../../x`` was a path out of the folder of
+    whoever unzips it, and a 70,000-character key raised struct.error. Each is refused, nothing is written."""
+    one = np.ones(2, np.float32)
+    for key, suffixes, words in [
+        ("a\x00b", (".npz", ".safetensors"), "control character"),
+        ("fc\nweight", (".npz", ".safetensors"), "control character"),
+        ("../../x", (".npz",), "path separator"),
+        ("a\\b", (".npz",), "path separator"),
+        ("k" * 70_000, (".npz",), "at most 65,535 bytes"),
+    ]:
+        for suffix in suffixes:
+            with pytest.raises(WeightsError, match=words):
+                save_weights({key: one}, tmp_path / f"w{suffix}")
+    assert list(tmp_path.iterdir()) == []
+    save_weights({"../../x": one}, tmp_path / "w.safetensors")  # a name, not a path, in a JSON header
+    assert list(load_weights(tmp_path / "w.safetensors")) == ["../../x"]
+
+
 def test_safetensors_missing_package_says_how_to_install(tmp_path, monkeypatch):
     save_weights({"w": np.ones(2, np.float32)}, tmp_path / "w.safetensors")
     monkeypatch.setitem(__import__("sys").modules, "safetensors", None)

@@ -515,6 +515,8 @@ def _entry(dtype="F32", shape=(2,), offsets=(0, 8)):
         ({"w": _entry(shape=(3,))}, b"\x00" * 8, None, r"shape \[3\] of F32 needs 12 bytes, data_offsets give 8"),
         ({"w": _entry(shape=(-2,))}, b"\x00" * 8, None, r"entry -2 is not an integer >= 0"),
         ({"w": _entry(shape=(2**31, 2**31))}, b"\x00" * 8, None, r"needs 18446744073709551616 bytes"),
+        # empty, but no array can have that shape: NumPy's reshape raised through every command
+        ({"w": _entry(shape=(0, 2**62), offsets=(0, 0))}, b"", None, r"spans 4\.61e\+18 elements along its nonzero"),
         ({"w": _entry(dtype="BOOL", shape=(2,), offsets=(0, 2))}, b"\x01\x07", None, r"bool data holds bytes other"),
         ({"w": {"dtype": "F32", "shape": [2]}}, b"\x00" * 8, None, r"must have exactly dtype, shape, data_offsets"),
         ([1, 2], b"", None, r"is not a \.safetensors file as its name says"),
