@@ -64,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: str = args.command
     run: Callable[[argparse.Namespace], int] = args.run  # each subcommand's ``run``
     try:
-        return run(args)
+        status = run(args)
+        sys.stdout.flush()  # a write error (a full disk, /dev/full) surfaces here, not at exit
+        return status
     except CommandError as err:
         print(f"npresnet {command}: error: {err}", file=sys.stderr)
         return 1
@@ -74,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:  # the limits are checked first, but another process may hold the memory
         print(
             f"npresnet {command}: error: out of memory; free memory or ask for less work "
-            "(a smaller --batch-size or --crop-size)",
+            "(fewer images at once, or smaller ones)",
             file=sys.stderr,
         )
         return 1
@@ -82,6 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _drop_stdout()
         return 141
+    except OSError as err:  # what no command reports itself, e.g. stdout on a full disk: one line, no traceback
+        _drop_stdout()
+        print(f"npresnet {command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that the unwritable rest of its buffer is not retried at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -89,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         raise CommandError(f"--out {out}: cannot create the directory ({err.strerror})") from None
     paths = {name: os.path.join(out, name) for name in (f"digits_{config.arch}.npz", "curves.png", "history.json")}
-    existing = [p for p in paths.values() if os.path.exists(p)]
+    existing = [p for p in paths.values() if os.path.lexists(p)]
+    for path in existing:  # --force replaces files, never a directory, FIFO or device of that name
+        if os.path.isdir(path) or not (os.path.islink(path) or os.path.isfile(path)):
+            raise CommandError(f"{path} exists and is not a regular file; move it away (nothing was trained)")
     if existing and not args.force:
         raise CommandError(f"{', '.join(existing)} exist(s); use --force to replace")
     bar = progress_bar(None, "batch")
@@ -122,18 +125,21 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     seconds = time.perf_counter() - start
     weights, curves, record = paths.values()
-    save_weights(model.state_dict(), weights)
     accuracy = history["test_accuracy"][-1]
-    plot_history(
-        history,
-        curves,
-        title=f"{config.arch} on digits, {config.size}x{config.size}, seed {config.seed}: "
-        f"{100 * accuracy:.2f}% held out",
-    )
     from .._atomic import atomic_write
 
-    with atomic_write(record) as f:
-        f.write(json.dumps({"config": vars(config), "seconds": seconds, **history}, indent=1).encode())
+    try:
+        save_weights(model.state_dict(), weights)
+        plot_history(
+            history,
+            curves,
+            title=f"{config.arch} on digits, {config.size}x{config.size}, seed {config.seed}: "
+            f"{100 * accuracy:.2f}% held out",
+        )
+        with atomic_write(record) as f:
+            f.write(json.dumps({"config": vars(config), "seconds": seconds, **history}, indent=1).encode())
+    except OSError as err:  # each file is whole or absent: a failure leaves those written before it
+        raise CommandError(f"cannot write the outputs in {out}: {err}") from None
     for epoch, (loss, acc) in enumerate(zip(history["train_loss"], history["test_accuracy"]), 1):
         print(f"epoch {epoch:3d}  train loss {loss:.4f}  held-out accuracy {100 * acc:6.2f}%")
     print(f"held-out accuracy {100 * accuracy:.2f}% after {config.epochs} epochs in {seconds:.1f} s")

@@ -309,3 +309,23 @@ def test_embed_ctrl_c_is_one_line_and_status_130(tmp_path, dask, weights, image)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert stderr.strip() == "interrupted", stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full is Linux's")
+def test_a_full_disk_under_stdout_is_a_one_line_error():
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "npresnet", "summary", "resnet18"], stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert_one_line_error(proc, 1, "npresnet summary: error:", "No space left on device")
+
+
+def test_train_refuses_an_output_name_held_by_a_directory_before_training(tmp_path):
+    """``--force`` replaces files; a directory named history.json used to fail with a traceback after training,
+    with the weights and curves already written beside it."""
+    pytest.importorskip("sklearn")
+    (tmp_path / "history.json").mkdir()
+    flags = ["--size", "8", "--epochs", "1", "--train-subset", "4", "--batch-size", "2", "--force"]
+    proc = run_cli("train", "digits", "--out", str(tmp_path), *flags)
+    assert_one_line_error(proc, 1, "history.json exists and is not a regular file", "nothing was trained")
+    assert os.listdir(tmp_path) == ["history.json"]
