@@ -30,6 +30,7 @@ import http.client
 import os
 import stat
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from ._atomic import atomic_write
 from .errors import FetchError
-from .limits import MAX_DOWNLOAD_BYTES, MAX_FETCH_TIMEOUT
+from .limits import MAX_DOWNLOAD_BYTES, MAX_FETCH_TIMEOUT, MIN_DOWNLOAD_RATE
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -134,9 +135,10 @@ def _sha256_of(path: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a directory with its own error
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         sha = hashlib.sha256()
         while chunk := file.read(_CHUNK):
             sha.update(chunk)
@@ -149,9 +151,10 @@ def _recorded_digest(path: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
     with os.fdopen(fd, "rb") as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
         text = file.read(66)  # 64 hex digits and a newline; more is not a record
     digest = text.strip().decode("ascii", "replace")
     return digest if len(text) <= 65 and len(digest) == 64 else None
@@ -248,8 +251,10 @@ def _download(url: str, fd: int, timeout: float, progress: Callable[[int, int | 
     """Stream ``url`` into the open file ``fd``; return the SHA-256 hex digest of what was written."""
     sha = hashlib.sha256()
     done = 0
+    start = time.monotonic()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
+            read = getattr(response, "read1", response.read)  # what has arrived, so the rate can be checked
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             if total is not None and total > MAX_DOWNLOAD_BYTES:
@@ -259,9 +264,16 @@ def _download(url: str, fd: int, timeout: float, progress: Callable[[int, int | 
             if progress is not None:
                 progress(0, total)
             while True:
-                chunk = response.read(min(_CHUNK, MAX_DOWNLOAD_BYTES + 1 - done))
+                chunk = read(min(_CHUNK, MAX_DOWNLOAD_BYTES + 1 - done))
                 if not chunk:
                     break
+                elapsed = time.monotonic() - start
+                if elapsed > timeout and done + len(chunk) < MIN_DOWNLOAD_RATE * elapsed:
+                    # each read is bounded by the timeout, but a server sending a byte a second never hits it
+                    raise FetchError(
+                        f"{url}: {done + len(chunk):,} bytes in {elapsed:.0f} s, slower than the "
+                        f"{MIN_DOWNLOAD_RATE:,} bytes/s a download must keep after its first {timeout:g} s"
+                    )
                 if done + len(chunk) > MAX_DOWNLOAD_BYTES:
                     raise FetchError(f"{url}: the download runs past the limit of {MAX_DOWNLOAD_BYTES:,} bytes")
                 sha.update(chunk)

@@ -25,6 +25,7 @@ __all__ = [
     "MAX_ELEMENTS",
     "MAX_CHUNKS",
     "MAX_FETCH_TIMEOUT",
+    "MIN_DOWNLOAD_RATE",
     "MAX_IMAGES",
     "MAX_PATH_CHARS",
     "MAX_FEATURE_VALUES",
@@ -94,6 +95,12 @@ ResNet-50's stem at batch 256 is 256·112 = 28,672 chunks."""
 MAX_FETCH_TIMEOUT = 3600.0
 """Longest ``fetch`` timeout per connection and read, in seconds (``--timeout``); it must also be above 0,
 which would make the socket non-blocking."""
+
+MIN_DOWNLOAD_RATE = 16 * 2**10
+"""Slowest ``fetch`` download kept, in bytes per second on average, checked once its first ``--timeout``
+seconds have passed: a server that trickles data would otherwise hold it for ever, each read arriving
+within the timeout. With :data:`MAX_DOWNLOAD_BYTES`, no download lasts more than about 18 hours; at
+the rate the largest published file (340 MB) takes nearly 6 hours."""
 
 MAX_IMAGES = 100_000_000
 """Most images (rows) of one ``embed`` output, counted while the paths are listed."""

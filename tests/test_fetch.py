@@ -31,7 +31,8 @@ NAME = f"tiny-{hashlib.sha256(PAYLOAD).hexdigest()[:8]}.pth"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    """/good/NAME serves the file; /wrong/ other bytes; /short/ a cut transfer; /slow/ in pieces; /hang/ nothing."""
+    """/good/NAME serves the file; /wrong/ other bytes; /short/ a cut transfer; /slow/ in pieces; /hang/ nothing;
+    /trickle/ a byte at a time."""
 
     requests = []
 
@@ -55,6 +56,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if mode == "hang":
             time.sleep(3)  # bounded: the client gives up long before
+            return
+        if mode == "trickle":  # a byte every 0.1 s: each read arrives within any timeout
+            for i in range(30):  # bounded: 3 s
+                try:
+                    self.wfile.write(body[i : i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client gave up
+                    return
+                time.sleep(0.1)
             return
         if mode == "short":
             self.wfile.write(body[: len(body) // 2])
@@ -107,7 +117,13 @@ def test_good_download_is_verified_converted_and_cached(tmp_path, server):
 
 @pytest.mark.parametrize(
     "mode,message",
-    [("wrong", "SHA-256"), ("short", "cut short|transfer failed"), ("missing", "HTTP 404"), ("hang", "timed out")],
+    [
+        ("wrong", "SHA-256"),
+        ("short", "cut short|transfer failed"),
+        ("missing", "HTTP 404"),
+        ("hang", "timed out"),
+        ("trickle", r"slower than the 16,384 bytes/s a download must keep after its first 0\.5 s"),
+    ],
 )
 def test_broken_downloads_leave_nothing(tmp_path, server, mode, message):
     start = time.monotonic()
@@ -275,6 +291,9 @@ def test_a_fifo_as_the_cache_record_does_not_hang(tmp_path, server):
     start = time.monotonic()
     assert not fetch_module._is_verified(path)
     assert time.monotonic() - start < 2
+    record.unlink()
+    record.mkdir()  # a directory: not verified, not an error naming a file descriptor
+    assert not fetch_module._is_verified(path)
 
 
 class _Terminal(io.StringIO):

@@ -97,6 +97,9 @@ def test_readme_limits_table_lists_every_limit_with_its_value():
         ),
         "workspace chunks of one convolution call": f"{limits.MAX_CHUNKS:,}",
         "`fetch --timeout`, in seconds": f"{limits.MAX_FETCH_TIMEOUT:,.0f}",
+        "slowest `fetch` download, in bytes per second on average after its first `--timeout` seconds": (
+            f"{limits.MIN_DOWNLOAD_RATE:,}"
+        ),
         "images in one `embed` output": f"{limits.MAX_IMAGES:,}",
         "characters in an image path": f"{limits.MAX_PATH_CHARS:,}",
         "feature values per image": f"{limits.MAX_FEATURE_VALUES:,}",
@@ -121,6 +124,7 @@ def test_readme_limits_table_lists_every_limit_with_its_value():
         "MAX_ELEMENTS",
         "MAX_CHUNKS",
         "MAX_FETCH_TIMEOUT",
+        "MIN_DOWNLOAD_RATE",
         "MAX_IMAGES",
         "MAX_PATH_CHARS",
         "MAX_FEATURE_VALUES",
