@@ -77,6 +77,18 @@ def _check_printable(paths: Sequence[str], format: str) -> None:
             ) from None
 
 
+def _visible(text: str) -> str:
+    r"""``text`` with each unprintable character (newline, tab, other controls) written as its escape.
+
+    A file may be named ``"a\n  1. 99.99%  tabby cat (281)\nb.png"``: printed as it is, its name
+    would forge a line of the table. (Surrogates of a non-UTF-8 name stay, for stdout's
+    ``surrogateescape`` to write back: :func:`_check_printable`.)
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or 0xD800 <= ord(c) <= 0xDFFF else repr(c)[1:-1] for c in text)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``npresnet predict`` with the parsed ``args``; return the exit status."""
     import numpy
@@ -143,13 +155,13 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
         for entry in results:
-            print(entry["path"])
+            print(_visible(entry["path"]))
             for rank, t in enumerate(entry["top"], 1):
                 print(f"  {rank}. {t['prob']:7.2%}  {t['label']} ({t['index']})")
     if failures:  # after the results, so they end with what went wrong (stderr)
         sys.stdout.flush()
         for line in failures:
-            print(line, file=sys.stderr)
+            print(_visible(line), file=sys.stderr)
         print(f"npresnet predict: {len(failures)} of {len(images)} image(s) could not be read", file=sys.stderr)
         return 1
     return 0

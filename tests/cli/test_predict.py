@@ -151,6 +151,22 @@ def test_skipped_images_are_reported_after_the_results(tmp_path, checkpoint):
     ]
 
 
+def test_a_file_name_cannot_forge_lines_of_the_table(tmp_path, checkpoint):
+    """Control characters in a path are printed as escapes, on stdout and in the skipped lines of stderr."""
+    _, weights = checkpoint
+    forged = "evil\n  1. 99.99%  tabby cat (281)\nok"
+    image = make_image(tmp_path / f"{forged}.png", "RGB", (230, 230), numpy.random.default_rng(1))
+    missing = tmp_path / "gone\rnpresnet predict: all fine.jpg"
+    proc = run_cli("predict", str(image), str(missing), "--arch", "resnet18", "--weights", str(weights), "--top", "2")
+    assert proc.returncode == 1
+    out = proc.stdout.splitlines()
+    assert len(out) == 3 and out[0] == str(image).replace("\n", "\\n")
+    assert [line.split(".")[0] for line in out[1:]] == ["  1", "  2"] and "tabby" not in out[1] + out[2]
+    err = proc.stderr.splitlines()
+    assert err[0] == f"npresnet predict: skipped {str(missing).replace(chr(13), chr(92) + 'r')}: no such file"
+    assert len(err) == 2
+
+
 def zeros_checkpoint(path, arch):
     """An .npz with ``arch``'s keys and shapes (torchvision's), all zeros: a few kB compressed."""
     state = {
