@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import numpy
 
 from ..errors import WeightsError
-from .limits import MAX_DIMENSIONS, MAX_ZIP_DIRECTORY_BYTES, MAX_ZIP_MEMBERS
+from .limits import MAX_DIMENSIONS, MAX_TENSOR_BYTES, MAX_ZIP_DIRECTORY_BYTES, MAX_ZIP_MEMBERS
 
 # Deflate cannot expand data by more than about 1032:1 (zlib's documented limit),
 # so a member that claims more is lying about its size or is a zip bomb.
@@ -132,6 +132,12 @@ def open_zip(file: BinaryIO, file_size: int, stored_only: bool = False) -> zipfi
     if len(counts) != len(infos):
         repeated = sorted(name for name, count in counts.items() if count > 1)
         raise WeightsError(f"zip archive has duplicate members [{', '.join(describe(n) for n in repeated[:5])}]")
+    declared = sum(info.file_size for info in infos)
+    if declared > MAX_TENSOR_BYTES:
+        raise WeightsError(
+            f"zip members hold {declared:,} bytes uncompressed, more than the {MAX_TENSOR_BYTES:,} npresnet "
+            "reads from one file"
+        )
     total_compressed = 0
     for info in infos:
         if info.flag_bits & 0x1:

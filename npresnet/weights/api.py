@@ -40,7 +40,7 @@ from .._atomic import atomic_write
 from ..backend import to_numpy
 from ..errors import WeightsError
 from ._checks import check_weight_dtype, describe, open_zip
-from .limits import MAX_SAFETENSORS_HEADER_BYTES
+from .limits import MAX_SAFETENSORS_HEADER_BYTES, MAX_TENSOR_BYTES
 from .npz import read_npz, write_npz
 from .pth import LEGACY_MAGIC, read_pth
 from .safetensors_io import read_safetensors, write_safetensors
@@ -142,6 +142,11 @@ def _read_safetensors_file(file: BinaryIO, size: int) -> dict[str, numpy.ndarray
     """Check the header's claimed length against the limit before reading the whole file."""
     if size < 8:
         raise WeightsError(f"file is {size} bytes, too short for a safetensors header")
+    if size > 8 + MAX_SAFETENSORS_HEADER_BYTES + MAX_TENSOR_BYTES:
+        raise WeightsError(
+            f"file is {size:,} bytes, more than a header and the {MAX_TENSOR_BYTES:,} bytes of tensor data "
+            "npresnet reads from one file"
+        )
     (header_size,) = struct.unpack("<Q", _read_exactly(file, 8))
     if header_size > MAX_SAFETENSORS_HEADER_BYTES:
         raise WeightsError(

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_DIMENSIONS",
     "MAX_ZIP_MEMBERS",
     "MAX_ZIP_DIRECTORY_BYTES",
+    "MAX_TENSOR_BYTES",
     "MAX_SAFETENSORS_HEADER_BYTES",
     "MIN_VIEW_BUDGET_BYTES",
     "MAX_STORAGE_KEY_CHARS",
@@ -85,6 +86,11 @@ is 58 kB, 62 bytes a member). ``zipfile`` may read this plus the end records (at
 23 s and about 0.5 GB here. This cap is checked first, so at most about 180,000 entries are
 ever parsed (by proportion, about 2 s and 50 MB). It leaves room for :data:`MAX_ZIP_MEMBERS`
 members of 128 bytes each."""
+
+MAX_TENSOR_BYTES = 4 * 2**30
+"""Most bytes of tensor data one file may hold (4 GiB, as many as one model's parameters may take,
+:data:`npresnet.limits.MAX_PARAMETER_BYTES`; resnet152's are 241 MB), checked before any is read:
+the zip members' declared sizes, a safetensors file's size."""
 
 MAX_SAFETENSORS_HEADER_BYTES = 4 * 2**20
 """Largest JSON header of a ``.safetensors`` file, in bytes (4 MiB; resnet152's is 85 kB).

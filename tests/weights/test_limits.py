@@ -44,6 +44,10 @@ def _safety_section() -> str:
         ("zip members (`.pth`, `.npz`)", f"{limits.MAX_ZIP_MEMBERS:,}"),
         ("zip central directory (`.pth`, `.npz`)", f"{limits.MAX_ZIP_DIRECTORY_BYTES:,} bytes"),
         ("safetensors JSON header", f"{limits.MAX_SAFETENSORS_HEADER_BYTES:,} bytes"),
+        (
+            "tensor data of one file (zip members' declared sizes; a safetensors file)",
+            f"{limits.MAX_TENSOR_BYTES:,} bytes",
+        ),
     ],
 )
 def test_readme_quotes_each_limit(row, value):
@@ -84,3 +88,26 @@ def test_safetensors_header_limit_is_exact(tmp_path):
         else:
             with pytest.raises(WeightsError, match=f"more than the {limits.MAX_SAFETENSORS_HEADER_BYTES}"):
                 load_weights(path)
+
+
+def test_tensor_data_limit_is_checked_before_reading(tmp_path, monkeypatch):
+    """A safetensors file one byte past a header and the limit is refused from its size (a sparse file: nothing
+    is on disk or read); zip members are refused from their declared sizes, at the limit read as usual."""
+    import numpy as np
+
+    from npresnet.weights import _checks, save_weights
+
+    path = tmp_path / "big.safetensors"
+    with open(path, "wb") as file:
+        file.write(struct.pack("<Q", 2) + b"{}")
+        file.truncate(8 + limits.MAX_SAFETENSORS_HEADER_BYTES + limits.MAX_TENSOR_BYTES + 1)
+    with pytest.raises(WeightsError, match=f"the {limits.MAX_TENSOR_BYTES:,} bytes of tensor data"):
+        load_weights(path)
+    save_weights({"w": np.zeros(100, np.float32)}, tmp_path / "w.npz")
+    with open(tmp_path / "w.npz", "rb") as file:
+        size = sum(info.file_size for info in _checks.open_zip(file, (tmp_path / "w.npz").stat().st_size).infolist())
+    monkeypatch.setattr(_checks, "MAX_TENSOR_BYTES", size)
+    assert load_weights(tmp_path / "w.npz")["w"].shape == (100,)
+    monkeypatch.setattr(_checks, "MAX_TENSOR_BYTES", size - 1)
+    with pytest.raises(WeightsError, match=f"zip members hold {size:,} bytes uncompressed, more than the {size - 1:,}"):
+        load_weights(tmp_path / "w.npz")
