@@ -104,6 +104,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        from .summary.working_memory import check_working_memory
+
+        check_working_memory(self.arch, self.size, self.batch_size, crop_name="size", training=True)
 
 
 def load_digits_split(

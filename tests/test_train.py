@@ -142,3 +142,16 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_nothing(t
     err = capsys.readouterr().err
     assert "training diverged" in err and "--lr 1e+308" in err and "nothing was written" in err
     assert list(out.iterdir()) == []
+
+
+def test_a_training_step_over_the_working_memory_limit_is_refused_before_any_work():
+    """Every layer's output is held for backward: 4096 images of 256x256 need 181 GiB. The advice is exact:
+    the batch it names passes, one more does not (the count is linear in the batch)."""
+    import re
+
+    with pytest.raises(ValueError, match=r"resnet18 training 4096 image\(s\) of 256×256 needs 181\.0 GiB") as info:
+        TrainConfig(size=256, batch_size=4096)
+    fits = int(re.search(r"use batch_size (\d+) or less", str(info.value)).group(1))
+    assert TrainConfig(size=256, batch_size=fits).batch_size == fits
+    with pytest.raises(ValueError, match=f"use batch_size {fits} or less"):
+        TrainConfig(size=256, batch_size=fits + 1)
