@@ -27,9 +27,9 @@ def working_memory_bytes(summary: Summary, training: bool = False) -> int:
     one), so the largest activation is added once. Training: every layer's output is held until the
     backward pass has used it, plus the gradients flowing into and out of the largest layer.
     ``summary`` is a :class:`npresnet.summary.Summary` of every layer (``depth=None``); weights, their
-    gradients and the bounded im2col workspace are not counted. (Measured against ``tracemalloc``'s
-    peak of one training step less the parameters' gradients: ResNet-18 at 64×64, batch 32, 91 MiB
-    counted against 98 MiB traced, the gradients' 43 MiB included.)
+    gradients and the bounded im2col workspace are not counted. (Against ``tracemalloc``'s peak of
+    one training step of ResNet-18 at 64×64, batch 32: 91 MiB counted, 98 MiB traced, which holds
+    the parameters' gradients, up to 43 MiB, and the workspace too.)
     """
     itemsize = 4  # float32, the dtype predict, embed and train run in
     sizes = [math.prod(row.output_shape) * summary.batch * itemsize for row in summary.layers]
