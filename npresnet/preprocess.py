@@ -82,7 +82,7 @@ def _check_path(path: object) -> str | bytes:
     raise TypeError(f"path must be a str or os.PathLike naming an image file, got {type(path).__name__} {path!r}")
 
 
-def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> PILImage:
+def load_image(path: PathLike, max_pixels: int = MAX_PIXELS, *, resize_size: int | None = None) -> PILImage:
     """Open ``path`` and return a fully decoded 8-bit RGB ``PIL.Image``.
 
     Parameters
@@ -91,6 +91,10 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> PILImage:
         A regular file (not a FIFO or device) of at most ``MAX_IMAGE_FILE_BYTES``.
     max_pixels : int
         Refuse an image whose header claims more pixels (width × height), before decoding it.
+    resize_size : int, optional
+        The shorter side :func:`preprocess` will resize to: an image whose resized size would be
+        refused there is refused here, from its header, before it is decoded (a 1×89,000,000 strip
+        is within the pixel limit, but decoding it took 2 GB only for the resize to be refused).
 
     Raises
     ------
@@ -103,6 +107,8 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> PILImage:
     """
     file_path = _check_path(path)
     max_pixels = check_int("max_pixels", max_pixels, 1)
+    if resize_size is not None:
+        resize_size = check_int("resize_size", resize_size, 1, MAX_SIZE)
     Image = _pil()
     try:
         with open_image_file(file_path) as (f, size):
@@ -116,6 +122,11 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> PILImage:
                     f"{os.fsdecode(file_path)}: image too large: {width}×{height} = {width * height:,} pixels, "
                     f"more than the limit of {max_pixels:,}"
                 )
+            if resize_size is not None and width * height > 0:
+                try:
+                    _resized_size(width, height, resize_size)
+                except ImageError as err:
+                    raise ImageError(f"{os.fsdecode(file_path)}: {err}") from None
             rgb: PILImage = image.convert("RGB")  # decodes everything now, so truncation is caught here
             return rgb
     except ImageError:
@@ -135,6 +146,22 @@ def load_image(path: PathLike, max_pixels: int = MAX_PIXELS) -> PILImage:
         raise ImageError(f"{os.fsdecode(file_path)}: not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:  # truncated or corrupt data
         raise ImageError(f"{os.fsdecode(file_path)}: cannot decode image ({err})") from None
+
+
+def _resized_size(w: int, h: int, resize_size: int) -> tuple[int, int]:
+    """``(width, height)`` of a ``w``×``h`` image resized to a shorter side of ``resize_size`` (torchvision's rule).
+
+    Raises ImageError when that has more than :data:`MAX_PIXELS` pixels.
+    """
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = resize_size, int(resize_size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if new_w * new_h > MAX_PIXELS:
+        raise ImageError(
+            f"resizing {w}×{h} to a shorter side of {resize_size} gives {new_w}×{new_h} = "
+            f"{new_w * new_h:,} pixels, more than the limit of {MAX_PIXELS:,}"
+        )
+    return new_w, new_h
 
 
 def _float_or_inf(value: numbers.Real) -> float:
@@ -209,14 +236,7 @@ def preprocess(
             raise ValueError(f"{name} must be an int from 1 to {MAX_SIZE}, got {value!r}")
 
     w, h = image.size
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = resize_size, int(resize_size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    if new_w * new_h > MAX_PIXELS:  # checked before Pillow allocates the resized image
-        raise ImageError(
-            f"resizing {w}×{h} to a shorter side of {resize_size} gives {new_w}×{new_h} = "
-            f"{new_w * new_h:,} pixels, more than the limit of {MAX_PIXELS:,}"
-        )
+    new_w, new_h = _resized_size(w, h, resize_size)  # checked before Pillow allocates the resized image
     if (new_w, new_h) != (w, h):
         image = image.resize((new_w, new_h), Image.BILINEAR)
 
@@ -237,7 +257,8 @@ def preprocess(
 
 def load_and_preprocess(path: PathLike, resize_size: int = 256, crop_size: int = 224) -> numpy.ndarray:
     """:func:`load_image` then :func:`preprocess`: a float32 array of shape (3, crop_size, crop_size)."""
-    image = load_image(path)
+    valid = isinstance(resize_size, int) and not isinstance(resize_size, bool) and 1 <= resize_size <= MAX_SIZE
+    image = load_image(path, resize_size=resize_size if valid else None)  # else preprocess refuses it
     try:
         return preprocess(image, resize_size, crop_size)
     except ImageError as err:

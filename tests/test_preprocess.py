@@ -5,6 +5,7 @@ import os
 import struct
 import time
 import zlib
+from unittest import mock
 
 import numpy
 import pytest
@@ -144,6 +145,23 @@ def test_resize_and_crop_sizes_are_bounded_before_work(tmp_path):
     strip.save(tmp_path / "strip.png")
     with pytest.raises(ImageError, match=r"strip\.png: resizing 100000×1"):
         load_and_preprocess(tmp_path / "strip.png")
+    # ... refused from the header, before decoding: a strip within the pixel limit whose decode alone took 2 GB
+    long = tmp_path / "long.png"
+    Image.new("L", (1, 3_000_000)).save(long)  # 3 Mpx, resized to 256 × 768,000,000
+    decoded = []
+    real_convert = Image.Image.convert
+
+    def convert(self, *args, **kwargs):
+        decoded.append(self.size)
+        return real_convert(self, *args, **kwargs)
+
+    with mock.patch.object(Image.Image, "convert", convert):
+        with pytest.raises(ImageError, match=r"long\.png: resizing 1×3000000 to a shorter side of 256"):
+            load_and_preprocess(long)
+        assert decoded == []
+        with pytest.raises(ValueError, match="resize_size must be"):
+            load_image(long, resize_size=4097)
+        assert load_image(tmp_path / "strip.png", resize_size=None).size == (100_000, 1)
     image = Image.new("RGB", (64, 48))
     for kwargs in ({"resize_size": 100_000}, {"crop_size": 4097}, {"resize_size": 0}, {"crop_size": True}):
         with pytest.raises(ValueError, match=f"{next(iter(kwargs))} must be an int from 1 to 4096"):
