@@ -12,9 +12,10 @@ there before. The classic recipe, used here:
 
 On any exception the temporary file is removed and the destination is untouched.
 
-A destination that exists and is not a regular file (a FIFO, a device, a socket) is refused:
-renaming over it would delete it (as root, ``/dev/null`` itself). A symbolic link is replaced
-by the new file, its target left untouched, as the rename does.
+A destination that exists and is not a regular file (a FIFO, a device, a socket), or a link to
+one (``/dev/stdout``), is refused: renaming over it would delete it (as root, ``/dev/null``
+itself). A symbolic link to a regular file is replaced by the new file, its target left
+untouched, as the rename does.
 """
 
 from __future__ import annotations
@@ -65,12 +66,17 @@ _SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", st
 
 
 def _refuse_special_file(path: Path) -> None:
-    """Raise FileExistsError if ``path`` itself (not a link's target) is a FIFO, device or socket."""
+    """Raise FileExistsError if ``path``, or the file a link there points to, is a FIFO, device or socket.
+
+    A link to one (``/dev/stdout``) is refused too: replacing the link would break it as surely.
+    """
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+        if stat.S_ISLNK(mode):
+            mode = os.stat(path).st_mode
+    except FileNotFoundError:  # nothing there, or a dangling link: replaced as a file
         return
-    if stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode):
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
         return
     kind = _SPECIAL_FILES.get(stat.S_IFMT(mode), "a socket or other special file")
     raise FileExistsError(errno.EEXIST, f"it is {kind}, not a regular file, and is not replaced", str(path))

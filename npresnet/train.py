@@ -104,9 +104,20 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+    def check_memory(self, batch_name: str = "batch_size", size_name: str = "size") -> None:
+        """Refuse (ValueError) a training step over :data:`npresnet.limits.MAX_ACTIVATION_BYTES` of working memory.
+
+        Every layer's output is held for the backward pass
+        (:func:`npresnet.summary.working_memory.working_memory_bytes`); :func:`train_digits` calls this
+        before any work, the CLI with its flags' names. Not part of ``__post_init__``: it runs a
+        shape-only pass of the network, too slow for a config built at every command line's start.
+        """
         from .summary.working_memory import check_working_memory
 
-        check_working_memory(self.arch, self.size, self.batch_size, crop_name="size", training=True)
+        check_working_memory(
+            self.arch, self.size, self.batch_size, batch_name=batch_name, crop_name=size_name, training=True
+        )
 
 
 def load_digits_split(
@@ -215,6 +226,7 @@ def train_digits(
         A batch loss or a held-out loss is NaN or infinite (the run diverged, e.g. ``lr`` too
         large); raised at once, naming the epoch and batch.
     """
+    config.check_memory()
     model = build_model(config) if model is None else model
     x_train, y_train, x_test, y_test = (
         data if data is not None else load_digits_split(config.size, config.test_fraction, config.seed)

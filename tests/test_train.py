@@ -150,8 +150,8 @@ def test_a_training_step_over_the_working_memory_limit_is_refused_before_any_wor
     import re
 
     with pytest.raises(ValueError, match=r"resnet18 training 4096 image\(s\) of 256×256 needs 181\.0 GiB") as info:
-        TrainConfig(size=256, batch_size=4096)
+        train_digits(TrainConfig(size=256, batch_size=4096))
     fits = int(re.search(r"use batch_size (\d+) or less", str(info.value)).group(1))
-    assert TrainConfig(size=256, batch_size=fits).batch_size == fits
-    with pytest.raises(ValueError, match=f"use batch_size {fits} or less"):
-        TrainConfig(size=256, batch_size=fits + 1)
+    TrainConfig(size=256, batch_size=fits).check_memory()
+    with pytest.raises(ValueError, match=f"use --batch-size {fits} or less"):
+        TrainConfig(size=256, batch_size=fits + 1).check_memory(batch_name="--batch-size")

@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run  # each subcommand's ``run``
     try:
         status = run(args)
-        sys.stdout.flush()  # a write error (a full disk, /dev/full) surfaces here, not at exit
+        if sys.stdout is not None:  # None when fd 1 was closed
+            sys.stdout.flush()  # a write error (a full disk, /dev/full) surfaces here, not at exit
         return status
     except CommandError as err:
         print(f"npresnet {command}: error: {err}", file=sys.stderr)
@@ -94,5 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _drop_stdout() -> None:
     """Point stdout at the null device, so that the unwritable rest of its buffer is not retried at exit."""
+    if sys.stdout is None:
+        return
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())

@@ -153,9 +153,12 @@ def _interruptible() -> Iterator[None]:
 
 def _local_workers(text: str) -> int:
     """Parse ``--workers``: 1 to :func:`npresnet.distributed.cluster.max_local_workers` (a usage error beyond)."""
-    from ..distributed.cluster import max_local_workers
-
-    value, most = positive_int(text), max_local_workers()
+    value = positive_int(text)
+    try:
+        from ..distributed.cluster import max_local_workers
+    except ImportError:  # no dask: the command stops at its one-line "pip install" error instead
+        return value
+    most = max_local_workers()
     if value > most:
         raise argparse.ArgumentTypeError(
             f"at most {most} on this machine (one per usable core; each worker runs one single-threaded task "

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE
@@ -77,16 +78,18 @@ def _check_printable(paths: Sequence[str], format: str) -> None:
             ) from None
 
 
+_LINE_BREAKING = {"Cc", "Zl", "Zp"}  # control characters and the line and paragraph separators
+
+
 def _visible(text: str) -> str:
-    r"""``text`` with each unprintable character (newline, tab, other controls) written as its escape.
+    r"""``text`` with each control character (newline, tab, ...) and line separator written as its escape.
 
     A file may be named ``"a\n  1. 99.99%  tabby cat (281)\nb.png"``: printed as it is, its name
-    would forge a line of the table. (Surrogates of a non-UTF-8 name stay, for stdout's
-    ``surrogateescape`` to write back: :func:`_check_printable`.)
+    would forge a line of the table. Other characters stay as they are: a narrow no-break space in
+    a screenshot's name, and the surrogates of a non-UTF-8 name, for stdout's ``surrogateescape`` to
+    write back (:func:`_check_printable`).
     """
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or 0xD800 <= ord(c) <= 0xDFFF else repr(c)[1:-1] for c in text)
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in _LINE_BREAKING else c for c in text)
 
 
 def run(args: argparse.Namespace) -> int:

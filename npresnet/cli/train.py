@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     check_arch(args.arch)
     try:
         config = TrainConfig.from_args(args)
+        config.check_memory(batch_name="--batch-size", size_name="--size")
     except ValueError as err:
         raise CommandError(str(err)) from None
     if train_subset is not None and train_subset < 2:

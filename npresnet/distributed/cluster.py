@@ -14,6 +14,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from .._args import is_int
 from ..limits import MAX_WORKERS_PER_CORE
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
     from distributed import Client
     from distributed.deploy.cluster import Cluster
+
+MAX_CONNECT_WORKERS = 512  # connect()'s own bound; embed's, one per usable core, is check_local_workers
 
 __all__ = ["usable_cores", "max_local_workers", "check_local_workers", "connect", "configured_scheduler"]
 
@@ -93,7 +96,7 @@ def max_local_workers() -> int:
 def check_local_workers(n_workers: object) -> None:
     """Refuse a worker count outside 1 to :func:`max_local_workers` (ValueError naming ``n_workers``)."""
     most = max_local_workers()
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or not 1 <= n_workers <= most:
+    if not is_int(n_workers) or not 1 <= int(n_workers) <= most:  # NumPy integers too
         raise ValueError(
             f"n_workers must be between 1 and {most} on this machine (one per usable core; each worker runs "
             f"one single-threaded task at a time), got {n_workers!r}"
@@ -183,8 +186,9 @@ def connect(
             )
         n_workers, processes = 1, False  # one worker, in this process, on the current GPU
     cores = usable_cores()
-    n_workers = cores if n_workers is None else n_workers
-    check_local_workers(n_workers)
+    n_workers = cores if n_workers is None else int(n_workers)
+    if not 1 <= n_workers <= MAX_CONNECT_WORKERS:  # embed holds its own, per core (check_local_workers)
+        raise ValueError(f"n_workers must be between 1 and {MAX_CONNECT_WORKERS}, got {n_workers}")
     blas = str(max(1, cores // n_workers))
     threads = {name: blas for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     network = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process ("inproc://")

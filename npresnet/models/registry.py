@@ -184,7 +184,7 @@ def fit_state_dict(arch: str, state_dict: Mapping[str, Array], source: str = "st
 
 
 def _unusable_values(state_dict: Mapping[str, Array]) -> list[str]:
-    """``"key: what"`` for each floating tensor holding NaN or infinity, and each running variance below 0."""
+    """``"key: what"`` for each floating tensor with NaN or infinity (as float32), and each running variance below 0."""
     from ..backend import get_array_module
 
     bad = []
@@ -192,7 +192,8 @@ def _unusable_values(state_dict: Mapping[str, Array]) -> list[str]:
         if array.dtype.kind != "f" or array.size == 0:
             continue
         xp = get_array_module(array)
-        nonfinite = int(array.size - xp.count_nonzero(xp.isfinite(array)))
+        # as the float32 model will hold them: a float64 1e39 becomes infinity
+        nonfinite = int(array.size - xp.count_nonzero(xp.isfinite(array.astype(xp.float32))))
         if nonfinite:
             bad.append(f"{key}: {nonfinite:,} NaN or infinite value(s)")
         elif key.endswith("running_var") and bool((array < 0).any()):

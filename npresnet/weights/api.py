@@ -212,8 +212,11 @@ def _check_key(name: object, suffix: str) -> None:
     """
     if not isinstance(name, str) or not name:
         raise WeightsError(f"state_dict keys must be non-empty strings, got {name!r:.80}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise WeightsError(f"state_dict key {name!r:.80} holds a control character; keys are names such as 'fc.weight'")
+    if any(ord(c) < 32 or ord(c) == 127 or 0xD800 <= ord(c) <= 0xDFFF for c in name):
+        raise WeightsError(
+            f"state_dict key {name!r:.80} holds a control character or a lone surrogate; keys are names "
+            "such as 'fc.weight'"
+        )
     if suffix == ".npz":
         if "/" in name or "\\" in name:
             raise WeightsError(

@@ -5,6 +5,7 @@ The command runs in a subprocess, as a user runs it; no output may hold a traceb
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -150,9 +151,11 @@ def test_preprocess_uses_the_shared_limits():
     ],
 )
 def test_train_and_fetch_flags_beyond_their_limits_are_usage_errors(tmp_path, command, flag, value):
-    proc = run_cli(*command, flag, str(value), cwd=tmp_path)
+    # were a limit lost: fetch would try a closed local port, train would stop at the timeout
+    env = {"NPRESNET_HOME": str(tmp_path / "cache"), "NPRESNET_WEIGHTS_URL": "http://127.0.0.1:9/"}
+    proc = run_cli(*command, flag, str(value), cwd=tmp_path, env=env, timeout=60)
     assert_one_line_error(proc, 2, flag, "at most")
-    proc = run_cli(*command, flag, str(value - 1), "--help", cwd=tmp_path)
+    proc = run_cli(*command, flag, str(value - 1), "--help", cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 0  # the bound itself parses
     assert os.listdir(tmp_path) == []
 
@@ -322,6 +325,13 @@ def test_a_full_disk_under_stdout_is_a_one_line_error():
             [sys.executable, "-m", "npresnet", "summary", "resnet18"], stdout=full, stderr=subprocess.PIPE, text=True
         )
     assert_one_line_error(proc, 1, "npresnet summary: error:", "No space left on device")
+
+
+def test_a_closed_stdout_is_not_an_error():
+    """Started with fd 1 closed, Python's sys.stdout is None; the command prints nowhere and succeeds."""
+    command = f"{shlex.quote(sys.executable)} -m npresnet summary resnet18 >&-"
+    proc = subprocess.run(["sh", "-c", command], stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_train_refuses_an_output_name_held_by_a_directory_before_training(tmp_path):

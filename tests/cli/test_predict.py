@@ -165,6 +165,9 @@ def test_a_file_name_cannot_forge_lines_of_the_table(tmp_path, checkpoint):
     err = proc.stderr.splitlines()
     assert err[0] == f"npresnet predict: skipped {str(missing).replace(chr(13), chr(92) + 'r')}: no such file"
     assert len(err) == 2
+    shot = make_image(tmp_path / "Screenshot 10.00.00\u202fAM.png", "RGB", (230, 230), numpy.random.default_rng(2))
+    proc = run_cli("predict", str(shot), "--arch", "resnet18", "--weights", str(weights), "--top", "1")
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0] == str(shot)  # a printable name is left as it is
 
 
 def zeros_checkpoint(path, arch):

@@ -117,8 +117,10 @@ def test_weights_holding_nan_infinity_or_a_negative_variance_are_refused():
         ("fc.bias", 1, numpy.nan, "fc.bias: 1 NaN or infinite value(s)"),
         ("layer2.0.conv1.weight", (0, 0, 0, 0), -numpy.inf, "layer2.0.conv1.weight: 1 NaN or infinite"),
         ("bn1.running_var", 5, -1e-3, "bn1.running_var: 1 negative variance(s)"),
+        ("bn1.running_var", 6, 1e39, "bn1.running_var: 1 NaN or infinite"),  # finite in float64, not as float32
     ]:
         bad = {k: v.copy() for k, v in good.items()}
+        bad[key] = bad[key].astype(numpy.float64)
         bad[key][index] = value
         with pytest.raises(npresnet.WeightsError, match=r"w\.npz does not fit resnet18: 1 tensor\(s\)") as info:
             fit_state_dict("resnet18", bad, "w.npz")

@@ -284,10 +284,17 @@ def test_atomic_write_leaves_a_fifo_or_device_in_place(tmp_path):
                 file.write(b"x")
         assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode)
     link = tmp_path / "link"
-    link.symlink_to(fifo)  # a link is replaced by the file; its target, the FIFO, stays
+    link.symlink_to(fifo)  # a link to one is refused too (as /dev/stdout is)
+    with pytest.raises(FileExistsError, match="a FIFO"):
+        with atomic_write(link) as file:
+            file.write(b"x")
+    assert link.is_symlink()
+    (tmp_path / "target").write_bytes(b"old")
+    link.unlink()
+    link.symlink_to(tmp_path / "target")  # a link to a file is replaced by the file; its target stays
     with atomic_write(link) as file:
         file.write(b"data")
-    assert link.read_bytes() == b"data" and not link.is_symlink() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert link.read_bytes() == b"data" and not link.is_symlink() and (tmp_path / "target").read_bytes() == b"old"
 
 
 def test_save_refuses_keys_the_file_could_not_hold_as_they_are(tmp_path):
@@ -299,6 +306,7 @@ def test_save_refuses_keys_the_file_could_not_hold_as_they_are(tmp_path):
         ("fc\nweight", (".npz", ".safetensors"), "control character"),
         ("../../x", (".npz",), "path separator"),
         ("a\\b", (".npz",), "path separator"),
+        ("a\udcff", (".npz", ".safetensors"), "lone surrogate"),
         ("k" * 70_000, (".npz",), "at most 65,535 bytes"),
     ]:
         for suffix in suffixes:
