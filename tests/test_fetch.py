@@ -184,14 +184,18 @@ def test_unknown_arch_and_variant():
         fetch("resnet18", variant="IMAGENET1K_V9")
 
 
-def run_fetch_cli(*args, env=None):
+def fetch_command(*args):
     # The real command, with the published table pointed at the test file (its hash is not torchvision's).
     code = (
         "import sys, npresnet.fetch as f, npresnet.cli as c; "
         f"f.WEIGHTS['tiny'] = {{'IMAGENET1K_V1': {NAME!r}}}; sys.exit(c.main(sys.argv[1:]))"
     )
+    return [sys.executable, "-c", code, "fetch", "tiny", *args]
+
+
+def run_fetch_cli(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-c", code, "fetch", "tiny", *args],
+        fetch_command(*args),
         capture_output=True,
         text=True,
         timeout=60,
@@ -207,6 +211,25 @@ def test_cli_fetch_prints_path_env_overrides_and_fails_cleanly(tmp_path, server)
     proc = run_fetch_cli("--dest", str(other), "--url", f"{server}/wrong")
     assert proc.returncode == 1 and "SHA-256" in proc.stderr and "Traceback" not in proc.stderr
     assert_nothing_cached(other)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX's")
+def test_cli_fetch_terminated_mid_download_leaves_no_temporary_file(tmp_path, server):
+    # SIGTERM's default action ends the process before any `finally`: the partial download stayed in the cache.
+    command = fetch_command("--dest", str(tmp_path), "--url", f"{server}/trickle", "--timeout", "60")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not os.listdir(tmp_path):  # the temporary file exists once the download has started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.terminate()
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr
+    assert stderr.strip() == "terminated" and stdout == ""
+    assert_nothing_cached(tmp_path)
 
 
 @pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "3601", "soon"])

@@ -5,14 +5,18 @@
 One module per command, each with ``add_parser(commands, archs)`` and ``run(args)``;
 :mod:`.args` holds the argument types and limits they share, :mod:`.common` the rest.
 The only package of npresnet that prints. Exit status: 0 on success, 1 when the work
-failed or some inputs were bad (the others were still processed), 2 for usage errors.
+failed or some inputs were bad (the others were still processed), 2 for usage errors,
+130 after Ctrl-C and 143 after SIGTERM (each after its ``finally`` blocks have run).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from . import convert, draw, embed, fetch, predict, receptive_field, summary, train
@@ -20,7 +24,8 @@ from .args import arch_names
 from .common import CommandError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
+    from types import FrameType
 
 __all__ = ["main", "build_parser"]
 
@@ -63,10 +68,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     command: str = args.command
     run: Callable[[argparse.Namespace], int] = args.run  # each subcommand's ``run``
+    terminated = [False]
     try:
-        status = run(args)
-        if sys.stdout is not None:  # None when fd 1 was closed
-            sys.stdout.flush()  # a write error (a full disk, /dev/full) surfaces here, not at exit
+        with _sigterm_as_interrupt(terminated):
+            status = run(args)
+            if sys.stdout is not None:  # None when fd 1 was closed
+                sys.stdout.flush()  # a write error (a full disk, /dev/full) surfaces here, not at exit
         return status
     except CommandError as err:
         print(f"npresnet {command}: error: {err}", file=sys.stderr)
@@ -82,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except KeyboardInterrupt:
+        if terminated[0]:
+            print("terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head`: stop quietly, as Unix tools do
@@ -91,6 +101,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         _drop_stdout()
         print(f"npresnet {command}: error: {err}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt(terminated: list[bool]) -> Iterator[None]:
+    """Stop on SIGTERM as on Ctrl-C, so that every ``finally`` runs and no temporary file is left behind.
+
+    By default SIGTERM ends the process at once: ``fetch`` stopped by ``kill`` or a job
+    scheduler left its partial download in the cache. While the command runs, SIGTERM instead
+    calls the SIGINT handler in force (Python's, which raises KeyboardInterrupt, or embed's,
+    which tears its cluster down quietly) and sets ``terminated[0]``. A SIGTERM handler that
+    is not the default (set by a program that calls :func:`main`), or a call outside the main
+    thread, is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        terminated[0] = True
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if not callable(on_sigint):  # SIGINT ignored (a job started with `&` by a script) or not set from Python
+            raise KeyboardInterrupt
+        on_sigint(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _drop_stdout() -> None:

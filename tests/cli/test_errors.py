@@ -300,7 +300,12 @@ def test_embed_refuses_one_path_for_both_outputs(tmp_path, dask, weights, image)
         assert os.listdir(tmp_path) == []
 
 
-def test_embed_ctrl_c_is_one_line_and_status_130(tmp_path, dask, weights, image):
+@pytest.mark.parametrize(
+    "signum, status, line",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_embed_stopped_by_a_signal_is_one_line_and_its_status(tmp_path, dask, weights, image, signum, status, line):
     folder = tmp_path / "images"
     folder.mkdir()
     for i in range(200):
@@ -312,10 +317,10 @@ def test_embed_ctrl_c_is_one_line_and_status_130(tmp_path, dask, weights, image)
     while not (tmp_path / "f.zarr").exists() and time.monotonic() < deadline:  # the run has started
         time.sleep(0.1)
     time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)  # Ctrl-C, or a job scheduler's stop
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
-    assert stderr.strip() == "interrupted", stderr
+    assert proc.returncode == status, stderr
+    assert stderr.strip() == line, stderr
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full is Linux's")
