@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--out: the picture is a PNG; its name must end in .png, got {out!r}")
     _check_memory(arch, crop_size)
     try:
-        x = preprocess(load_image(image), args.resize_size, crop_size)  # (3, crop, crop)
+        x = preprocess(load_image(image, resize_size=args.resize_size), args.resize_size, crop_size)  # (3, crop, crop)
     except (ImageError, OSError, ValueError) as err:
         raise CommandError(f"{image}: {err}") from None
     if weights:

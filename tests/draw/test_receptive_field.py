@@ -187,6 +187,24 @@ def test_cli_prints_the_fields_and_draws_them(tmp_path, capsys):
     assert "unknown architecture 'resnet19'" in capsys.readouterr().err
 
 
+def test_cli_refuses_an_image_whose_resize_is_too_large_before_decoding_it(tmp_path, capsys, monkeypatch):
+    PIL = pytest.importorskip("PIL.Image")
+    long = tmp_path / "long.png"
+    PIL.new("L", (1, 3_000_000)).save(long)  # 3 Mpx, within the pixel limit; resized to 256 x 768,000,000
+    decoded = []
+    real_convert = PIL.Image.convert
+
+    def convert(self, *args, **kwargs):
+        decoded.append(self.size)
+        return real_convert(self, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image, "convert", convert)
+    args = ["receptive-field", "resnet18", str(long), "--layer", "layer1.0", "--unit", "0,0"]
+    assert main(args) == 1
+    assert "resizing 1×3000000 to a shorter side of 256" in capsys.readouterr().err
+    assert decoded == []  # refused from the header
+
+
 def test_cli_help_explains_both_fields(capsys):
     with pytest.raises(SystemExit):
         main(["receptive-field", "--help"])
