@@ -227,6 +227,11 @@ def train_digits(
         large); raised at once, naming the epoch and batch.
     """
     config.check_memory()
+    # the held-out pass runs in eval mode, at up to 256 images, within the same working-memory limit
+    # (at 256x256, 256 images took 3-4 GiB; the step's own check bounds only the training batch)
+    from .summary.working_memory import largest_batch
+
+    eval_batch = largest_batch(config.arch, config.size, 256)
     model = build_model(config) if model is None else model
     x_train, y_train, x_test, y_test = (
         data if data is not None else load_digits_split(config.size, config.test_fraction, config.seed)
@@ -259,7 +264,7 @@ def train_digits(
         schedule.step()
         history["batch_loss"] += losses
         history["train_loss"].append(float(numpy.mean(losses)))
-        test_loss, test_accuracy = evaluate(model, x_test, y_test)
+        test_loss, test_accuracy = evaluate(model, x_test, y_test, eval_batch)
         if not math.isfinite(test_loss):
             _diverged(config, f"the held-out loss after epoch {epoch + 1} is {test_loss}")
         history["test_loss"].append(test_loss)

@@ -155,3 +155,32 @@ def test_a_training_step_over_the_working_memory_limit_is_refused_before_any_wor
     TrainConfig(size=256, batch_size=fits).check_memory()
     with pytest.raises(ValueError, match=f"use --batch-size {fits} or less"):
         TrainConfig(size=256, batch_size=fits + 1).check_memory(batch_name="--batch-size")
+
+
+@pytest.mark.parametrize("size", [16, 256])
+def test_the_held_out_pass_runs_the_largest_batch_within_the_working_memory_limit(monkeypatch, size):
+    """Evaluation ran 256 images at once whatever the size: at 256x256, 3 GiB past the 2 GiB limit that the
+    training step is held to. It now runs the largest batch (up to 256) whose inference pass fits."""
+    import npresnet.train as train_module
+    from npresnet.limits import MAX_ACTIVATION_BYTES
+    from npresnet.summary import summarize
+    from npresnet.summary.working_memory import working_memory_bytes
+
+    def need(batch):  # an eval-mode pass of `batch` images: no layer keeps its input for backward
+        return working_memory_bytes(summarize("resnet18", size, batch=batch))
+
+    batches = []
+
+    def evaluate(model, x, y, batch_size=256):
+        batches.append(batch_size)
+        return 1.0, 0.5
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, size, size)).astype(np.float32)
+    y = np.array([0, 1])
+    train_digits(TrainConfig(size=size, epochs=1, batch_size=2), data=(x, y, x, y))
+    assert need(256) > MAX_ACTIVATION_BYTES if size == 256 else need(256) <= MAX_ACTIVATION_BYTES
+    (batch,) = batches
+    assert batch == 256 or need(batch) <= MAX_ACTIVATION_BYTES < need(batch + 1)
+    assert need(batch) <= MAX_ACTIVATION_BYTES and (batch < 256) == (size == 256)

@@ -16,7 +16,7 @@ from .api import summarize
 if TYPE_CHECKING:
     from .api import Summary
 
-__all__ = ["working_memory_bytes", "check_working_memory"]
+__all__ = ["working_memory_bytes", "check_working_memory", "largest_batch"]
 
 
 def working_memory_bytes(summary: Summary, training: bool = False) -> int:
@@ -78,3 +78,13 @@ def check_working_memory(
             f"{arch} {'training' if training else 'on'} {batch} image(s) of {crop_size}×{crop_size} needs "
             f"{need / 2**30:.1f} GiB of activations, more than the {MAX_ACTIVATION_BYTES / 2**30:g} GiB limit; {advice}"
         )
+
+
+def largest_batch(arch: str, crop_size: int, most: int, *, training: bool = False) -> int:
+    """Return the largest batch, up to ``most``, whose pass of ``crop_size``² images fits MAX_ACTIVATION_BYTES.
+
+    Every term of :func:`working_memory_bytes` is a sum of activations, each proportional to the
+    batch, so one image's working memory divides the limit. Returns 0 if even one image does not fit.
+    """
+    one = working_memory_bytes(summarize(arch, crop_size, batch=1), training)
+    return min(most, MAX_ACTIVATION_BYTES // one)
