@@ -1,11 +1,14 @@
-"""What the commands share at run time: the error they report, the architecture check, the progress bar."""
+"""What the commands share at run time: the error they report, checks of inputs and outputs, the progress bar."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from .._typing import PathLike
     from ..models import ResNet
 
@@ -13,6 +16,7 @@ __all__ = [
     "CommandError",
     "ProgressBar",
     "check_arch",
+    "check_output",
     "load_model",
     "check_activation_memory",
     "Progress",
@@ -45,6 +49,24 @@ class ProgressBar(Protocol):
     def set_postfix(self, *, refresh: bool = True, **values: str) -> None:
         """Show ``name=value`` pairs after the bar."""
         ...
+
+
+def check_output(path: str, flag: str, force: bool, inputs: Iterable[PathLike] = ()) -> None:
+    """Refuse, before any work, an output path whose writing would lose something the user did not offer.
+
+    An existing file is replaced only with ``--force``; a directory, or one of the command's own
+    ``inputs`` (the same file under any name), never. (A FIFO or device there is refused when written,
+    by :func:`npresnet._atomic.atomic_write`.)
+    """
+    if not os.path.lexists(path):
+        return
+    for source in inputs:
+        if os.path.exists(path) and os.path.exists(source) and os.path.samefile(path, source):
+            raise CommandError(f"{flag} {path} is the input {source}; refusing to overwrite it")
+    if os.path.isdir(path):
+        raise CommandError(f"{flag} {path} is a directory; give a file name")
+    if not force:
+        raise CommandError(f"{flag} {path} exists; pass --force to replace it")
 
 
 def check_arch(arch: str) -> str:

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .common import CommandError, check_arch
+from .common import CommandError, check_arch, check_output
 
 __all__ = ["add_parser", "run"]
 
@@ -48,13 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"DST must end in .npz or .safetensors (npresnet never writes pickles), got {dst!r}")
     if not os.path.isfile(src):
         raise CommandError(f"{src}: no such file" if not os.path.exists(src) else f"{src}: not a regular file")
-    if os.path.lexists(dst):
-        if os.path.exists(dst) and os.path.samefile(src, dst):
-            raise CommandError(f"{dst} is the source file {src}; refusing to overwrite it")
-        if os.path.isdir(dst):
-            raise CommandError(f"{dst} is a directory; give a file name ending in .npz or .safetensors")
-        if not args.force:
-            raise CommandError(f"{dst} exists; pass --force to replace it")
+    check_output(dst, "DST", args.force, inputs=[src])
     try:
         state_dict = load_weights(src)
     except (WeightsError, OSError) as err:

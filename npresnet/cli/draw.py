@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from .common import CommandError
+from .common import CommandError, check_output
 
 if TYPE_CHECKING:
     from ..draw import Windows
@@ -36,7 +36,8 @@ Formats, chosen by --out's suffix:
          feed each output channel
   .gif   an animation stepping through the output positions
   .png   the same animation as an animated PNG (APNG)
-Without --out the SVG is written to standard output.
+Without --out the SVG is written to standard output; an existing --out file is replaced only
+with --force.
 
 Colours: blue taps read the input, orange taps the padding (zeros; -inf for max pooling), red
 taps (ceil_mode) fall beyond the padding and are skipped; green is the output being computed
@@ -108,6 +109,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], ar
         help="avg_pool2d: leave padding out of the divisor",
     )
     p.add_argument("--out", metavar="PATH", help="write to PATH (.svg, .gif or .png) instead of the SVG on stdout")
+    p.add_argument("--force", action="store_true", help="replace --out's file if it exists")
     p.set_defaults(run=run)
 
 
@@ -155,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
     """Run ``npresnet draw`` with the parsed ``args``; return the exit status."""
     from .. import draw
 
+    if args.out is not None:
+        check_output(args.out, "--out", args.force)
     try:
         windows = _windows(args)
     except (ValueError, TypeError) as err:

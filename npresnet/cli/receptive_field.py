@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from .args import image_size
-from .common import CommandError, check_arch, load_model
+from .common import CommandError, check_arch, check_output, load_model
 
 if TYPE_CHECKING:
     from ..draw.receptive_field import Box, Field
@@ -29,7 +29,8 @@ picture also shows the main path's and the shortcut's fields side by side.
 
 The unit is the sum over the layer's channels at one position, or --channel C.
 Layers: conv1, bn1, relu, maxpool, a stage layerS, or a block layerS.B.
-The numbers are printed; --out also draws them (PNG; needs matplotlib, the viz extra).
+The numbers are printed; --out also draws them (PNG; needs matplotlib, the viz extra); an
+existing file is replaced only with --force, and never the image itself.
 """
 
 _EPILOG = """examples:
@@ -65,6 +66,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], ar
     p.add_argument("--resize-size", type=image_size, default=256, metavar="N", help="shorter side (default 256)")
     p.add_argument("--crop-size", type=image_size, default=224, metavar="N", help="center crop (default 224)")
     p.add_argument("--out", metavar="PATH", help="write the picture (PNG) to PATH")
+    p.add_argument("--force", action="store_true", help="replace --out's file if it exists")
     p.set_defaults(run=run)
 
 
@@ -86,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     check_arch(arch)
     if out is not None and not str(out).lower().endswith(".png"):
         raise CommandError(f"--out: the picture is a PNG; its name must end in .png, got {out!r}")
+    if out is not None:
+        check_output(out, "--out", args.force, inputs=[image] + ([weights] if weights else []))
     _check_memory(arch, crop_size)
     try:
         x = preprocess(load_image(image, resize_size=args.resize_size), args.resize_size, crop_size)  # (3, crop, crop)

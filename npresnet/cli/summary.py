@@ -6,7 +6,7 @@ import argparse
 import json
 
 from .args import input_size, non_negative_int, positive_int
-from .common import CommandError
+from .common import CommandError, check_output
 
 __all__ = ["add_parser", "run"]
 
@@ -59,6 +59,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser], ar
         help="write the summary as one self-contained HTML page to PATH instead: the table, each layer's output "
         "shape to scale, the receptive field over depth, parameters and MACs per stage",
     )
+    p.add_argument("--force", action="store_true", help="replace --html's file if it exists")
     p.set_defaults(run=run)
 
 
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     arch: str = args.arch
     depth: int | None = args.depth
     html: str | None = args.html
+    if html is not None:
+        check_output(html, "--html", args.force)
     if depth is not None and arch in ARCHITECTURES:  # deeper than the model: every layer
         deepest = max_depth(ARCHITECTURES[arch](init=False))
         depth = None if depth > deepest else depth
