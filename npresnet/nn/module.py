@@ -43,6 +43,7 @@ class Module:
     training: bool
     _saved: list[tuple[Any, ...]]
     grads: OrderedDict[str, Array]
+    """This module's own parameters' gradients by name: what ``backward`` accumulated since :meth:`zero_grad`."""
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", OrderedDict())
