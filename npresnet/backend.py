@@ -7,12 +7,12 @@ layers need functions the standard does not define (``pad``, ``einsum``,
 strided slicing assignment with ``out=`` reductions) while NumPy and CuPy both
 provide them under the same names: ``xp`` is simply ``numpy`` or ``cupy``.
 
-CuPy is imported lazily, in one place (:func:`_import_cupy`), so that NumPy-only
+CuPy is imported lazily, in one place (``_import_cupy()``), so that NumPy-only
 machines never pay for it and never see an ImportError. CuPy counts as available only
 when ``cupy.is_available()`` says a device is usable: CuPy imports on a machine without a
 driver, and then nothing may try to use it.
 
-A third backend, ``"cupy-emulated"`` (:mod:`npresnet._emulation`), is test infrastructure:
+A third backend, ``"cupy-emulated"`` (``npresnet._emulation``), is test infrastructure:
 CuPy's rules computed by NumPy, so the CuPy code path runs without a GPU. It is used only
 when asked for by name; :func:`available_backends` lists it only with ``emulated=True``.
 """

@@ -10,7 +10,7 @@ How a fetch stays safe:
 * the download streams into a uniquely named temporary file in the cache directory
   (``.resnet18-f37072fd.<random>.pth``), hashing as it goes, with a socket timeout;
 * a short transfer (fewer bytes than ``Content-Length``), a wrong hash, a timeout or a
-  failed write raises :class:`FetchError` and the temporary file is deleted;
+  failed write raises :class:`~npresnet.errors.FetchError` and the temporary file is deleted;
 * a download is at most :data:`MAX_DOWNLOAD_BYTES`: a larger ``Content-Length`` is refused
   before reading, and a transfer that runs past the cap is stopped there;
 * only a verified download is converted, and the ``.npz`` is written atomically

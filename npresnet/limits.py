@@ -4,7 +4,7 @@
 ``npresnet train``, :mod:`npresnet.preprocess`, :mod:`npresnet.fetch` and the layers check
 against these before any work starts, so a size accepted by one is accepted by the others. The
 README's limits table lists them (a test compares it with this module). Weight files have their
-own, in :mod:`npresnet.weights.limits`.
+own, in ``npresnet.weights.limits``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ MAX_BATCH_SIZE = 1024
 """Images per forward pass (``predict --batch-size``) or per task and output chunk (``embed --batch-size``)."""
 
 MAX_ACTIVATION_BYTES = 2 * 2**30
-"""Working memory of one forward pass, counted by :func:`npresnet.summary.working_memory.working_memory_bytes`."""
+"""Working memory of one forward pass, counted by ``npresnet.summary.working_memory.working_memory_bytes()``."""
 
 MAX_TOP = 100_000
 """Classes per image (``--top``); ``predict`` also refuses more than the weights have."""

@@ -18,7 +18,7 @@ Images are read as torchvision's ``default_loader`` reads them,
 
 Sizes are bounded before any pixel is decoded or resized: an image with more than
 :data:`MAX_PIXELS` pixels (89,478,485, Pillow's default decompression-bomb limit, 256 MiB
-as 8-bit RGB) is refused with an :class:`ImageError`, as is a resize whose result would
+as 8-bit RGB) is refused with an :class:`~npresnet.errors.ImageError`, as is a resize whose result would
 exceed it (a 1×100000 strip resized to a shorter side of 256 would be 6.5 gigapixels);
 ``resize_size`` and ``crop_size`` are at most :data:`MAX_SIZE` (both limits live in
 :mod:`npresnet.limits`). Pillow's own
@@ -28,7 +28,7 @@ changes Pillow's process-wide ``MAX_IMAGE_PIXELS``.
 Only regular files up to :data:`~npresnet.limits.MAX_IMAGE_FILE_BYTES` are read (a FIFO or
 device is refused at once, never waited on), a JPEG may hold at most
 :data:`~npresnet.limits.MAX_JPEG_SCANS` scans, and the images an ICO or ICNS file embeds
-are held to the pixel limit by their own sizes: see :mod:`npresnet._imagefile`.
+are held to the pixel limit by their own sizes: see ``npresnet._imagefile``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every layer, the summary tool and the tests call :func:`conv_output_size`;
 nothing else recomputes ``floor((n + 2p - d(k-1) - 1)/s) + 1`` inline; the transposed
 convolution's size (drawn by :mod:`npresnet.draw`) is :func:`conv_transpose_output_size`. Pure
 integers, no arrays. (The fused path's padding-free window geometry, ``kernel_taps``,
-lives with its only users in :mod:`npresnet.fast.taps`.)
+lives with its only users in ``npresnet.fast.taps``.)
 """
 
 from __future__ import annotations

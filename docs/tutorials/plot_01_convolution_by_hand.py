@@ -16,8 +16,9 @@ windows with :mod:`npresnet.draw`, from the same geometry the layer uses.
 #
 # .. math:: n_{out} = \left\lfloor \frac{n + 2p - d(k - 1) - 1}{s} \right\rfloor + 1
 #
-# :func:`npresnet.conv_output_size` is the one home of that formula; every layer and the
-# summary use it. ResNet's stem (7×7, stride 2, padding 3) halves 224, and so does its max pool:
+# :func:`npresnet.conv_output_size <npresnet.shapes.conv_output_size>` is the one home of that formula;
+# every layer and the summary use it. ResNet's stem (7×7, stride 2, padding 3) halves 224, and so does its
+# max pool:
 import numpy as np
 
 import npresnet

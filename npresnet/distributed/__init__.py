@@ -5,11 +5,11 @@ Needs ``pip install "npresnet[distributed]"`` (dask[distributed], zarr, pyarrow)
 >>> from npresnet.distributed import embed                          # doctest: +SKIP
 >>> embed("photos/", "resnet50", "resnet50.npz", features="feats.zarr", predictions="preds.parquet")  # doctest: +SKIP
 
-Modules, one job each: :mod:`.paths` (which images, in which order), :mod:`.model` (weights
-checked on the client, one model per worker), :mod:`.task` (one chunk of images in, one chunk
-of each output out), :mod:`.store` (the outputs, their manifests and verified chunk records),
-:mod:`.fs` (file access confined to an output), :mod:`.lock` (one run per output),
-:mod:`.cluster` (embedded local cluster, scheduler address or given client), :mod:`.api`.
+Modules, one job each: ``paths`` (which images, in which order), ``model`` (weights
+checked on the client, one model per worker), ``task`` (one chunk of images in, one chunk
+of each output out), ``store`` (the outputs, their manifests and verified chunk records),
+``fs`` (file access confined to an output), ``lock`` (one run per output),
+``cluster`` (embedded local cluster, scheduler address or given client), ``api``.
 """
 
 from ..predictions import softmax_topk  # re-exported: the formula each row uses

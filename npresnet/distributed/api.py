@@ -122,7 +122,7 @@ def embed(
         ``distributed.Client()`` does. Else start a local cluster.
     n_workers : int, optional
         Workers of the local cluster (default and most: one per usable core,
-        :func:`npresnet.distributed.cluster.max_local_workers`). Refused when the scheduler comes
+        ``npresnet.distributed.cluster.max_local_workers()``). Refused when the scheduler comes
         from Dask's configuration.
     processes : bool
         Local cluster of processes (default) or of threads in this process. ``False`` is refused
@@ -130,8 +130,8 @@ def embed(
     batch_size : int
         Images per task: rows per Parquet part and per chunk record. One task's pass may need at
         most :data:`npresnet.limits.MAX_ACTIVATION_BYTES` of working memory, checked first
-        (:func:`npresnet.summary.working_memory.check_working_memory`). A Zarr chunk holds whole
-        tasks' rows, about 8 MiB (:func:`npresnet.distributed.store.storage_rows`).
+        (``npresnet.summary.working_memory.check_working_memory()``). A Zarr chunk holds whole
+        tasks' rows, about 8 MiB (``npresnet.distributed.store.storage_rows()``).
     top : int
         Classes per image in ``predictions`` (at most the number of classes).
     layer : str

@@ -1,6 +1,6 @@
 """Pictures that teach: the windows of convolution, transposed convolution and pooling, and receptive fields.
 
-The pictures are drawn from the same window geometry the layers use (see :mod:`.windows`),
+The pictures are drawn from the same window geometry the layers use (see ``windows``),
 and a configuration the layer refuses is refused with the layer's own message.
 
 >>> from npresnet import draw
@@ -14,11 +14,11 @@ True
 
 Modules, one job each:
 
-* :mod:`.windows` — :class:`Windows`, the integer geometry of one configuration;
-* :mod:`.svg` — the static picture as SVG text;
-* :mod:`.frames` — the animation's frames (Pillow) and :func:`save`;
-* :mod:`.receptive_field` — theoretical and effective receptive fields of a ResNet unit;
-* :mod:`.overlay` — the receptive fields drawn over an image (matplotlib, the ``viz`` extra).
+* ``windows`` — :class:`Windows`, the integer geometry of one configuration;
+* ``svg`` — the static picture as SVG text;
+* ``frames`` — the animation's frames (Pillow) and :func:`save`;
+* ``receptive_field`` — theoretical and effective receptive fields of a ResNet unit;
+* ``overlay`` — the receptive fields drawn over an image (matplotlib, the ``viz`` extra).
 
 ``frames``/``save`` of an animation need Pillow and the overlay matplotlib; the SVG needs nothing.
 """

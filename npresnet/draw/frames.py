@@ -80,7 +80,7 @@ def output_box(windows: Windows, oy: int, ox: int) -> tuple[int, int, int, int]:
 
 
 def frames(windows: Windows) -> list[Image]:
-    """One ``PIL.Image`` (mode ``"P"``, :data:`PALETTE`) per position, in row-major order.
+    """One ``PIL.Image`` (mode ``"P"``, ``PALETTE``) per position, in row-major order.
 
     Parameters
     ----------

@@ -6,12 +6,12 @@
 >>> fused(np.zeros((1, 3, 64, 64), dtype=np.float32)).shape
 (1, 1000)
 
-Modules: :mod:`.fold` (batch-norm folding and weight layout), :mod:`.conv` (channels-last
-convolution in chunks), :mod:`.winograd` (Winograd F(4×4,3×3) or F(2×2,3×3) for stride-1 3×3 convolutions),
-:mod:`.pool` (the stem's max pool and ReLU, separable, in bands),
-:mod:`.model` (:class:`FusedResNet`, :func:`fuse`), :mod:`.device` (the GPU-native steps on
+Modules: ``fold`` (batch-norm folding and weight layout), ``conv`` (channels-last
+convolution in chunks), ``winograd`` (Winograd F(4×4,3×3) or F(2×2,3×3) for stride-1 3×3 convolutions),
+``pool`` (the stem's max pool and ReLU, separable, in bands),
+``model`` (:class:`FusedResNet`, :func:`fuse`), ``device`` (the GPU-native steps on
 CuPy: one gather kernel, one cuBLAS product and one epilogue kernel per convolution),
-:mod:`.cuda` (the kernels), :mod:`.profile` (per-layer timings, ``fused.profile(x)``).
+``cuda`` (the kernels), ``profile`` (per-layer timings, ``fused.profile(x)``).
 The workspace bound is :mod:`npresnet.workspace`'s ``workspace_bytes``.
 """
 

@@ -470,11 +470,11 @@ def fuse(
         weights, held beside them: ResNet-18 +144 MiB, ResNet-50 +125 MiB); ``"F2"``, F(2×2,3×3)
         (2.25× fewer, 16/9× the memory: +64 MiB, +56 MiB, and a logit error bound 4–5× smaller);
         ``"auto"``: both held (+208 MiB, +181 MiB), and each call runs the cheaper by
-        :func:`npresnet.fast.winograd.winograd_cost` (F(4×4) unless the call has few tiles for its
+        ``npresnet.fast.winograd.winograd_cost()`` (F(4×4) unless the call has few tiles for its
         channels, as 14×14 at batch 1: 4–7 % less CPU time at batch 1, the same at batch 8);
         ``False``: im2col everywhere. Calls with few tiles (batch 1 at 7×7) run by im2col
-        whatever the choice (:data:`npresnet.fast.winograd.MIN_TILES`). The float32 error bound
-        of each is derived in :mod:`npresnet.fast.winograd`. NumPy only: on a CuPy backend every
+        whatever the choice (``npresnet.fast.winograd.MIN_TILES``). The float32 error bound
+        of each is derived in ``npresnet.fast.winograd``. NumPy only: on a CuPy backend every
         convolution runs by im2col and one cuBLAS product.
     precision : {None, "float32", "tf32", "float16"}
         How the products are computed. None (default): in the model's dtype, float32 or float64,
@@ -485,7 +485,7 @@ def fuse(
         accumulation); its error against float64 is measured on a GPU only
         (``benchmarks/gpu_check.py``). ``"float16"``: a float32 model on CuPy, activations and
         convolution weights stored in float16, products accumulated in float32, each epilogue
-        computed in float32 and rounded once; float32 logits (:mod:`.device`).
+        computed in float32 and rounded once; float32 logits (``device``).
 
     Returns
     -------

@@ -7,14 +7,14 @@ array math. Inputs are ``(N, C, H, W)`` batches or, as in PyTorch, unbatched
 
 One module per family, each in the order output shape, forward, backward:
 
-- :mod:`.columns`: the textbook im2col (pad once, one strided slice per kernel offset)
+- ``columns``: the textbook im2col (pad once, one strided slice per kernel offset)
   and its adjoint col2im;
-- :mod:`.conv`: conv2d as im2col + one matrix product per group, and its backward;
-- :mod:`.pooling`: max and average pooling over the same window slices, separably
-  (``kh + kw`` slice passes), and (re-exported from :mod:`.adaptive_pool`) adaptive average pooling;
-- :mod:`.normalization`: batch normalisation;
-- :mod:`.dense`: linear and ReLU;
-- :mod:`.loss`: log_softmax and cross entropy;
+- ``conv``: conv2d as im2col + one matrix product per group, and its backward;
+- ``pooling``: max and average pooling over the same window slices, separably
+  (``kh + kw`` slice passes), and (re-exported from ``adaptive_pool``) adaptive average pooling;
+- ``normalization``: batch normalisation;
+- ``dense``: linear and ReLU;
+- ``loss``: log_softmax and cross entropy;
 - ``_checks``: the argument checks they share, with the size limits :data:`MAX_ELEMENTS`
   and :data:`MAX_CHUNKS` (defined in :mod:`npresnet.limits`), enforced before anything is allocated.
 

@@ -1,4 +1,4 @@
-"""Model families built from :mod:`npresnet.nn`, and architectures by name (:mod:`.registry`)."""
+"""Model families built from :mod:`npresnet.nn`, and architectures by name (``registry``)."""
 
 from .registry import __all__ as _registry_all
 from .registry import (  # noqa: F401

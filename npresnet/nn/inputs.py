@@ -31,7 +31,7 @@ def check_image_batch(
 ) -> None:
     """Raise a clear error unless ``x`` is an (N, in_channels, H, W) array of ``dtype`` on ``backend``.
 
-    The one home of the input checks of :class:`ResNet` and its fused form: rank, channel
+    The one home of the input checks of :class:`~npresnet.models.ResNet` and its fused form: rank, channel
     count (with a hint for channels-last arrays), a floating dtype (with a hint for images
     still in uint8), the model's dtype and backend. A :class:`TensorSpec` passes the backend check.
 

@@ -6,14 +6,14 @@
 
 Modules, one job each:
 
-* :mod:`.formulas` — each layer's receptive field (the MAC counts and the recurrence live in :mod:`npresnet.formulas`);
-* :mod:`.trace` — the recorder of one shape-only pass through the real ``forward`` code;
-* :mod:`.rows` — the table rows, folded by depth;
-* :mod:`.memory` — peak activation memory from the tensors' lifetimes;
-* :mod:`.working_memory` — one pass's working memory and the limit ``predict`` and ``embed`` hold it to;
-* :mod:`.formats` — the plain-text and Markdown tables;
-* :mod:`.html` — the self-contained HTML page with pictures;
-* :mod:`.api` — :func:`summarize` and its :class:`Summary` record (JSON via ``Summary.to_dict``).
+* ``formulas`` — each layer's receptive field (the MAC counts and the recurrence live in ``npresnet.formulas``);
+* ``trace`` — the recorder of one shape-only pass through the real ``forward`` code;
+* ``rows`` — the table rows, folded by depth;
+* ``memory`` — peak activation memory from the tensors' lifetimes;
+* ``working_memory`` — one pass's working memory and the limit ``predict`` and ``embed`` hold it to;
+* ``formats`` — the plain-text and Markdown tables;
+* ``html`` — the self-contained HTML page with pictures;
+* ``api`` — :func:`summarize` and its :class:`Summary` record (JSON via ``Summary.to_dict``).
 """
 
 from .api import Summary, parse_input_size, summarize

@@ -5,18 +5,18 @@ arrays, so hypothesis searches and shrinks the values as well as the shapes; the
 your function on a case and compare it with a naive float64 oracle written from the definition,
 within the proved rounding bound of the direct algorithm plus the ``atol``/``rtol`` you state.
 
-strategies (:mod:`~npresnet.testing.strategies`)
+strategies (``strategies``)
     :func:`conv2d_cases`, :func:`conv_transpose2d_cases`, :func:`pool2d_cases`,
     :func:`adaptive_pool2d_cases`, :func:`invalid_conv2d_cases`.
-assertions (:mod:`~npresnet.testing.assertions`)
+assertions (``assertions``)
     :func:`assert_conv2d_matches`, :func:`assert_conv_transpose2d_matches`,
     :func:`assert_pool2d_matches`, :func:`assert_adaptive_pool2d_matches`,
     :func:`assert_conv2d_backward_matches`, :func:`assert_conv2d_rejects`.
-oracles (:mod:`~npresnet.testing.oracles`)
+oracles (``oracles``)
     ``reference_*``: float64 loops, IEEE arithmetic on the definition (NaN and inf rules there).
-bounds (:mod:`~npresnet.testing.bounds`)
+bounds (``bounds``)
     How the default allowed error is derived.
-the first kit (:mod:`~npresnet.testing.configs`)
+the first kit (``configs``)
     :class:`ConvConfig`, :class:`PoolConfig`, :class:`AdaptivePoolConfig`, ``*_configs()`` and
     :func:`conv2d_error_bound`: shapes only, values from a seed; still accepted by the assertions.
 

@@ -5,7 +5,7 @@ and compares it with the float64 oracle run on the case's own arrays. An element
 
     |got - expected| <= slack · bound + atol + rtol · |expected|
 
-``bound`` being the rounding bound of the direct algorithm (:mod:`npresnet.testing.bounds`) and
+``bound`` being the rounding bound of the direct algorithm (``npresnet.testing.bounds``) and
 ``atol``/``rtol`` numpy.testing.assert_allclose's, for fast algorithms with other error terms.
 A NaN must meet a NaN and an infinity the same infinity. With ``check_dtype`` the output's dtype
 must be the converted input's (torch's semantics). A failure is one AssertionError paragraph with
@@ -227,7 +227,7 @@ def assert_conv2d_matches(
         Applied to each array before the call (``torch.from_numpy``, ``cupy.asarray``, ``jnp.asarray``).
     atol, rtol, slack : float
         Allowed error ``slack · bound + atol + rtol · |expected|``; the bound is ``gamma_{K+1}·Σ|w||x|``
-        and the rest of :mod:`npresnet.testing.bounds`, ``K = C/groups·kh·kw``.
+        and the rest of ``npresnet.testing.bounds``, ``K = C/groups·kh·kw``.
     check_dtype : bool
         The output's dtype must be the converted input's.
 

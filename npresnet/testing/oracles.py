@@ -217,7 +217,7 @@ def reference_conv_transpose2d(
 
     Every input pixel ``x[n, g*Cg + c, iy, ix]`` adds ``x · weight[g*Cg + c, o, ky, kx]`` to
     ``out[n, g*Og + o, iy*sy - ph + ky*dy, ix*sx - pw + kx*dx]`` where that lies inside the output
-    (whose size is :func:`conv_transpose2d_output_size`). Arguments in torch's order and shapes:
+    (whose size is ``conv_transpose2d_output_size()``). Arguments in torch's order and shapes:
     weight ``(C, O // groups, kh, kw)``. Returns a float64 NumPy array.
     """
     x, unbatched = _as_batch(input)

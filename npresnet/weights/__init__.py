@@ -3,10 +3,10 @@
 * :func:`load_weights` ``(path) -> dict[str, numpy.ndarray]``
 * :func:`save_weights` ``(state_dict, path)`` writes ``.npz`` or ``.safetensors`` atomically.
 
-Modules: :mod:`.pth` (the ``.pth`` layout explained: zip, storages, tensors), :mod:`._unpickler`
+Modules: ``pth`` (the ``.pth`` layout explained: zip, storages, tensors), ``_unpickler``
 (the restricted pickle machine: opcodes, allowlist, bounds),
-:mod:`.npz`, :mod:`.safetensors_io`, :mod:`._checks` (size and dtype checks shared by
-all readers) and :mod:`.api` (format detection and the two functions above).
+``npz``, ``safetensors_io``, ``_checks`` (size and dtype checks shared by
+all readers) and ``api`` (format detection and the two functions above).
 """
 
 from ..errors import WeightsError

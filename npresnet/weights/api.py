@@ -161,9 +161,9 @@ def load_weights(path: str | os.PathLike[str]) -> dict[str, numpy.ndarray]:
     """Read a state dict (name -> array) from a ``.pth``, ``.npz`` or ``.safetensors`` file.
 
     PyTorch is not needed and nothing in the file is executed: ``.pth`` pickles go
-    through a restricted unpickler (see :mod:`npresnet.weights.pth`), ``.npz`` is
+    through a restricted unpickler (see ``npresnet.weights.pth``), ``.npz`` is
     read with pickling disabled, and every size a file claims is checked against
-    its bytes, and against the limits in :mod:`npresnet.weights.limits`, before
+    its bytes, and against the limits in ``npresnet.weights.limits``, before
     memory is allocated.
 
     Parameters
