@@ -1,9 +1,10 @@
 """Sphinx configuration of npresnet's documentation site.
 
-Build it from the repository root with warnings as errors, as CI does::
+Build it from the repository root with warnings as errors and every cross-reference checked
+(``-n``, nitpicky), as CI does::
 
     pip install -e ".[docs]"
-    python -m sphinx -W --keep-going -b html docs docs/_build/html
+    python -m sphinx -n -W --keep-going -b html docs docs/_build/html
 
 Markdown pages are read by MyST; the API reference is generated from the docstrings
 (autosummary, numpydoc); the tutorials under ``docs/tutorials/`` are Python scripts that
