@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from . import convert, draw, embed, fetch, predict, receptive_field, summary, train
 from .args import arch_names
-from .common import CommandError
+from .common import STOPS_THE_COMMAND, CommandError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -109,8 +109,10 @@ def _sigterm_as_interrupt(terminated: list[bool]) -> Iterator[None]:
 
     By default SIGTERM ends the process at once: ``fetch`` stopped by ``kill`` or a job
     scheduler left its partial download in the cache. While the command runs, SIGTERM instead
-    calls the SIGINT handler in force (Python's, which raises KeyboardInterrupt, or embed's,
-    which tears its cluster down quietly) and sets ``terminated[0]``. A SIGTERM handler that
+    sets ``terminated[0]`` and raises KeyboardInterrupt, through embed's SIGINT handler while
+    embed runs (it tears the cluster down quietly); a host program's own SIGINT handler is not
+    called, since it may not stop the command. Later SIGTERMs are ignored, so that the cleanup
+    they would interrupt completes (a scheduler's SIGKILL still ends it). A SIGTERM handler that
     is not the default (set by a program that calls :func:`main`), or a call outside the main
     thread, is left alone.
     """
@@ -120,10 +122,12 @@ def _sigterm_as_interrupt(terminated: list[bool]) -> Iterator[None]:
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         terminated[0] = True
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # until the command returns: its cleanup runs whole
         on_sigint = signal.getsignal(signal.SIGINT)
-        if not callable(on_sigint):  # SIGINT ignored (a job started with `&` by a script) or not set from Python
-            raise KeyboardInterrupt
-        on_sigint(signal.SIGINT, frame)
+        if callable(on_sigint) and getattr(on_sigint, STOPS_THE_COMMAND, False):  # embed's: a quiet cluster teardown
+            on_sigint(signal.SIGINT, frame)  # raises KeyboardInterrupt, unless a Ctrl-C already did
+            return
+        raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:

@@ -24,6 +24,10 @@ __all__ = [
 ]
 
 
+STOPS_THE_COMMAND = "npresnet_stops_the_command"
+"""The attribute that marks a command's own SIGINT handler, which SIGTERM calls too (see ``cli.main``)."""
+
+
 class CommandError(Exception):
     """A failure to report on stderr as ``npresnet <cmd>: error: ...`` with exit status 1."""
 
@@ -54,10 +58,13 @@ class ProgressBar(Protocol):
 def check_output(path: str, flag: str, force: bool, inputs: Iterable[PathLike] = ()) -> None:
     """Refuse, before any work, an output path whose writing would lose something the user did not offer.
 
-    An existing file is replaced only with ``--force``; a directory, or one of the command's own
-    ``inputs`` (the same file under any name), never. (A FIFO or device there is refused when written,
-    by :func:`npresnet._atomic.atomic_write`.)
+    An existing file is replaced only with ``--force``; a directory, a FIFO, device or socket, or
+    one of the command's own ``inputs`` (the same file under any name), never. The folder it goes
+    in must exist.
     """
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise CommandError(f"{flag} {path}: no such directory {folder}")
     if not os.path.lexists(path):
         return
     for source in inputs:
@@ -65,6 +72,8 @@ def check_output(path: str, flag: str, force: bool, inputs: Iterable[PathLike] =
             raise CommandError(f"{flag} {path} is the input {source}; refusing to overwrite it")
     if os.path.isdir(path):
         raise CommandError(f"{flag} {path} is a directory; give a file name")
+    if os.path.exists(path) and not os.path.isfile(path):  # a link to one counts too; a dangling link is replaced
+        raise CommandError(f"{flag} {path} is a FIFO, device or socket, not a file; it is never replaced")
     if not force:
         raise CommandError(f"{flag} {path} exists; pass --force to replace it")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..limits import MAX_ACTIVATION_BYTES, MAX_BATCH_SIZE
 from .args import add_preprocessing_arguments, batch_size, positive_int, top_k
-from .common import CommandError, Progress, check_activation_memory, check_arch
+from .common import STOPS_THE_COMMAND, CommandError, Progress, check_activation_memory, check_arch
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -140,6 +140,7 @@ def _interruptible() -> Iterator[None]:
         sys.unraisablehook = lambda unraisable: None  # the exit handler of an interrupted cluster
         raise KeyboardInterrupt
 
+    vars(on_sigint)[STOPS_THE_COMMAND] = True  # SIGTERM stops the run this way too
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield

@@ -201,7 +201,8 @@ def test_convert_names_neither_an_empty_path_nor_its_temporary_file(tmp_path, we
     proc = run_cli("convert", "", str(tmp_path / "x.npz"))
     assert_one_line_error(proc, 1, "SRC is an empty file name")
     proc = run_cli("convert", weights, str(tmp_path / "no" / "such" / "x.npz"))
-    assert_one_line_error(proc, 1, f"cannot write {tmp_path / 'no' / 'such' / 'x.npz'}: No such file or directory")
+    missing = tmp_path / "no" / "such"
+    assert_one_line_error(proc, 1, f"DST {missing / 'x.npz'}: no such directory {missing}")  # before reading SRC
     assert ".tmp" not in proc.stderr
 
 
@@ -317,10 +318,45 @@ def test_embed_stopped_by_a_signal_is_one_line_and_its_status(tmp_path, dask, we
     while not (tmp_path / "f.zarr").exists() and time.monotonic() < deadline:  # the run has started
         time.sleep(0.1)
     time.sleep(1)
-    proc.send_signal(signum)  # Ctrl-C, or a job scheduler's stop
-    _, stderr = proc.communicate(timeout=120)
+    try:
+        proc.send_signal(signum)  # Ctrl-C, or a job scheduler's stop
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # a no-op once it has exited
     assert proc.returncode == status, stderr
     assert stderr.strip() == line, stderr
+
+
+_HOST = """
+import os, signal, sys, time
+import npresnet.cli as cli, npresnet.cli.summary as summary
+
+def run(args):  # a command with a slow cleanup, terminated twice
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+        print("not stopped", flush=True)
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's second SIGTERM, during the cleanup
+        time.sleep(0.2)
+        print("cleanup done", flush=True)
+    return 0
+
+summary.run = run
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGINT, lambda *a: print("host's SIGINT handler", flush=True))  # one that does not raise
+status = cli.main(["summary", "resnet18"])
+print("status", status, "sigterm restored", signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, flush=True)
+"""
+
+
+def test_sigterm_stops_the_command_whatever_sigint_does_and_its_cleanup_runs_whole():
+    """A program that calls main() with its own SIGINT handler: SIGTERM still stops the command (the handler
+    is not called), and a second SIGTERM waits for the cleanup the first one started."""
+    proc = subprocess.run([sys.executable, "-c", _HOST], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["cleanup done", "status 143 sigterm restored True"]
+    assert proc.stderr.strip() == "terminated"
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full is Linux's")

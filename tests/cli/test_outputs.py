@@ -6,6 +6,9 @@ its own inputs never, even with ``--force``; each refusal comes before any work,
 the flag.
 """
 
+import os
+import stat
+
 import numpy
 import pytest
 
@@ -61,3 +64,17 @@ def test_receptive_field_never_draws_over_its_own_image(tmp_path, photo, capsys)
         assert main([*argv(out), "--force"]) == 1
         assert f"--out {out} is the input {photo}; refusing to overwrite it" in capsys.readouterr().err
     assert photo.read_bytes() == before and link.is_symlink()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX's")
+@pytest.mark.parametrize("command", ["summary", "draw", "receptive-field"])
+def test_a_fifo_or_a_missing_folder_is_refused_before_any_work_naming_the_flag(tmp_path, photo, capsys, command):
+    flag, argv = commands(photo)[command]
+    fifo = tmp_path / ("pipe.png" if command != "summary" else "pipe.html")
+    os.mkfifo(fifo)
+    assert main([*argv(fifo), "--force"]) == 1  # --force too: writing would block, or replace the FIFO
+    assert f"{flag} {fifo} is a FIFO, device or socket, not a file" in capsys.readouterr().err
+    missing = tmp_path / "no" / ("x.png" if command != "summary" else "x.html")
+    assert main(argv(missing)) == 1
+    assert f"{flag} {missing}: no such directory {missing.parent}" in capsys.readouterr().err
+    assert not missing.parent.exists() and stat.S_ISFIFO(os.lstat(fifo).st_mode)
