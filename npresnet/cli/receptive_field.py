@@ -86,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     crop_size: int = args.crop_size
     weights: str | None = args.weights
     check_arch(arch)
-    if out is not None and not str(out).lower().endswith(".png"):
-        raise CommandError(f"--out: the picture is a PNG; its name must end in .png, got {out!r}")
     if out is not None:
+        if not str(out).lower().endswith(".png"):
+            raise CommandError(f"--out: the picture is a PNG; its name must end in .png, got {out!r}")
         check_output(out, "--out", args.force, inputs=[image] + ([weights] if weights else []))
     _check_memory(arch, crop_size)
     try:

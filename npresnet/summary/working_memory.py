@@ -72,7 +72,7 @@ def check_working_memory(
         raise ValueError(f"{crop_name} {crop_size}: {err}") from None
     need = working_memory_bytes(summary, training)
     if need > MAX_ACTIVATION_BYTES:
-        fits = MAX_ACTIVATION_BYTES // -(-need // batch)
+        fits = largest_batch(arch, crop_size, batch, training=training)
         advice = f"use {batch_name} {fits} or less" if fits else f"use a smaller {crop_name}"
         raise ValueError(
             f"{arch} {'training' if training else 'on'} {batch} image(s) of {crop_size}×{crop_size} needs "
